@@ -102,3 +102,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = _report_crash(exc)
         click.echo(f"internal error: {type(exc).__name__}; full report in {report}", err=True)
         sys.exit(EXIT_INTERNAL)
+
+
+# Commands defined in their own modules register here, one import each.
