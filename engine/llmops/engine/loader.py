@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from llmops.engine.errors import SpecIssue
+from llmops.engine.errors import SpecError, SpecIssue
 from llmops.engine.types import Document, FieldPath
 
 CONFIG_FILES = ("llmops.yaml", "llmops.yml")
@@ -76,6 +75,13 @@ class _ParseError(Exception):
         self.message = message
         self.line = line
         self.column = column
+
+    @classmethod
+    def at(cls, message: str, mark: Any) -> _ParseError:
+        """An error at a libyaml mark (0-based), reported 1-based."""
+        if mark is None:
+            return cls(message)
+        return cls(message, mark.line + 1, mark.column + 1)
 
 
 # --------------------------------------------------------------------------- scalars
@@ -122,7 +128,8 @@ def _tagged_scalar(tag: str, text: str, line: int, col: int) -> Any:
     if short == "str" or tag == "!":
         return text
     value = _plain_scalar(text)
-    expected = {"int": int, "float": (int, float), "bool": bool, "null": type(None)}.get(short)
+    expected: Any = {"int": int, "float": (int, float), "bool": bool,
+                     "null": type(None)}.get(short)
     if expected is None or isinstance(value, bool) != (short == "bool") or not isinstance(
         value, expected
     ):
@@ -150,23 +157,23 @@ class _Builder:
     def _count(self, n: int, mark: Any) -> None:
         self.nodes += n
         if self.nodes > self.limits.max_nodes:
-            raise _ParseError(
+            raise _ParseError.at(
                 f"document expands to more than {self.limits.max_nodes} values "
                 "(alias bomb or oversized document)",
-                mark.line + 1, mark.column + 1,
+                mark,
             )
 
     @staticmethod
     def _check_tag(tag: str | None, mark: Any) -> None:
         if tag is not None and tag not in _ALLOWED_TAGS:
-            raise _ParseError(
+            raise _ParseError.at(
                 f"tag {tag[:60]!r} is not allowed (only the YAML core schema is)",
-                mark.line + 1, mark.column + 1,
+                mark,
             )
 
     def node(self, event: yaml.Event, path: FieldPath, depth: int) -> tuple[Any, int]:
         """Build the value that starts with ``event``; returns it and its size in values."""
-        mark = event.start_mark
+        mark: Any = event.start_mark
         line, col = mark.line + 1, mark.column + 1
         self.positions[path] = (line, col)
         if depth > self.limits.max_depth:
@@ -212,17 +219,15 @@ class _Builder:
                 key_event = self._next()
                 if isinstance(key_event, yaml.MappingEndEvent):
                     break
-                km = key_event.start_mark
+                km: Any = key_event.start_mark
                 if not isinstance(key_event, yaml.ScalarEvent):
-                    raise _ParseError("mapping keys must be plain scalars", km.line + 1,
-                                      km.column + 1)
+                    raise _ParseError.at("mapping keys must be plain scalars", km)
                 self._check_tag(key_event.tag, km)
                 key = key_event.value
                 if key in mapping:
                     first = self.positions.get((*path, key), (0, 0))
-                    raise _ParseError(
-                        f"duplicate key {key[:60]!r} (first defined at line {first[0]})",
-                        km.line + 1, km.column + 1,
+                    raise _ParseError.at(
+                        f"duplicate key {key[:60]!r} (first defined at line {first[0]})", km
                     )
                 if key_event.anchor is not None:
                     self.anchors[key_event.anchor] = (key, 1)
@@ -247,27 +252,25 @@ def parse_documents(text: str, file: str, limits: Limits = DEFAULT_LIMITS) -> li
             if not isinstance(event, yaml.DocumentStartEvent):
                 continue
             if len(documents) >= limits.max_documents_per_file:
-                mark = event.start_mark
-                raise _ParseError(
+                raise _ParseError.at(
                     f"more than {limits.max_documents_per_file} documents in one file",
-                    mark.line + 1, mark.column + 1,
+                    event.start_mark,
                 )
             builder = _Builder(events, limits)
             first = next(events)
             value, _ = builder.node(first, (), 0)
             end = next(events)
             if not isinstance(end, yaml.DocumentEndEvent):  # pragma: no cover - libyaml's job
-                raise _ParseError("malformed document", end.start_mark.line + 1, 1)
-            mark = first.start_mark
+                raise _ParseError.at("malformed document", end.start_mark)
+            mark: Any = first.start_mark
             documents.append(
                 Document(file=file, index=len(documents), line=mark.line + 1,
                          column=mark.column + 1, data=value, positions=builder.positions)
             )
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        raise _ParseError(f"YAML syntax error: {problem}", line, col) from None
+        raise _ParseError.at(f"YAML syntax error: {problem}",
+                             exc.problem_mark or exc.context_mark) from None
     except yaml.YAMLError as exc:
         raise _ParseError(f"YAML error: {str(exc).splitlines()[0][:200]}") from None
     return documents
@@ -311,7 +314,7 @@ DEFAULT_CACHE = ParseCache()
 
 def load_bytes(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS,
                cache: ParseCache | None = DEFAULT_CACHE) -> tuple[Document, ...]:
-    """Documents of one file's bytes; raises ``SpecFileError`` with the issue on failure."""
+    """Documents of one file's bytes; raises ``SpecError`` with the issue on failure."""
     key = (file, blob_sha(data))
     cached = cache.get(key) if cache is not None else None
     if cached is None:
@@ -319,16 +322,8 @@ def load_bytes(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS,
         if cache is not None:
             cache.put(key, cached)
     if isinstance(cached, SpecIssue):
-        raise SpecFileError(cached)
+        raise SpecError([cached])
     return cached
-
-
-class SpecFileError(Exception):
-    """One file could not be loaded; wraps the issue."""
-
-    def __init__(self, issue: SpecIssue) -> None:
-        super().__init__(str(issue))
-        self.issue = issue
 
 
 def _parse_bytes(data: bytes, file: str, limits: Limits) -> tuple[Document, ...] | SpecIssue:
@@ -436,8 +431,8 @@ def load_repo(root: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS,
             break
         try:
             docs = load_bytes(data, rel, limits, cache)
-        except SpecFileError as exc:
-            issues.append(exc.issue)
+        except SpecError as exc:
+            issues.extend(exc.issues)
             continue
         docs = tuple(d for d in docs if d.data is not None)
         if rel in CONFIG_FILES:

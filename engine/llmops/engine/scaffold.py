@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import git
-
 from llmops.engine.errors import LlmopsError
 
 TEMPLATE_NAME = "specs_repo_template"

@@ -14,9 +14,8 @@ from datetime import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+from llmops.engine.types import Kind, SpecKey
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-
-from llmops.engine.types import API_VERSION, Kind, SpecKey
 
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SEMVER_RE = (
@@ -30,6 +29,7 @@ ROUTE_RE = r"^/([A-Za-z0-9._~-]+/?)*$"
 IMAGE_RE = r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$"
 METRIC_NAME_RE = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 HEADER_RE = r"^[A-Za-z0-9-]{1,64}$"
+HOST_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_RE)]
 Semver = Annotated[str, StringConstraints(pattern=SEMVER_RE)]
@@ -273,7 +273,7 @@ class ServingEndpointBody(Strict):
     environment: DnsLabel
     modelRef: ModelRef
     route: Annotated[str, StringConstraints(pattern=ROUTE_RE, max_length=512)]
-    host: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] | None = None
+    host: Annotated[str, StringConstraints(pattern=HOST_RE, max_length=253)] | None = None
     runtime: Runtime = Runtime()
     replicas: Replicas
     autoscale: Autoscale = Autoscale(cpuUtilization=80)
@@ -536,7 +536,7 @@ class Environment(Strict):
 class RepoConfig(Strict):
     """``llmops.yaml`` at the root of a specs repo."""
 
-    apiVersion: Literal["llmops.io/v1alpha1"] = API_VERSION
+    apiVersion: Literal["llmops.io/v1alpha1"] = "llmops.io/v1alpha1"
     kind: Literal["Repository"] = "Repository"
     environments: dict[DnsLabel, Environment]
     promotionOrder: list[DnsLabel] = []

@@ -1,0 +1,111 @@
+"""Shared fixtures: fixture spec repos, the bundled template, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from llmops.cli import main as cli_main
+from llmops.engine import scaffold
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "specs_repo_template"
+
+MINIMAL_CONFIG = """\
+apiVersion: llmops.io/v1alpha1
+kind: Repository
+environments:
+  dev: {namespace: "{team}-dev"}
+  stg: {namespace: "{team}-stg"}
+  prod: {namespace: "{team}-prod"}
+promotionOrder: [dev, stg, prod]
+"""
+
+MINIMAL_MODEL = """\
+apiVersion: llmops.io/v1alpha1
+kind: Model
+metadata: {name: chat-model}
+spec:
+  version: 1.2.0
+  type: base
+  ownerTeam: nlp
+  storageUri: s3://models/models/chat-model/1.2.0/
+  framework: transformers
+  dataClassification: internal
+  stage: approved
+"""
+
+MINIMAL_ENDPOINT = """\
+apiVersion: llmops.io/v1alpha1
+kind: ServingEndpoint
+metadata: {name: chat}
+spec:
+  environment: dev
+  modelRef: {name: chat-model, version: 1.2.0}
+  route: /v1/chat
+  replicas: {min: 1, max: 2}
+"""
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def write_repo(root: Path, files: dict[str, str]) -> Path:
+    """Write a spec repo: {relative path: text}; text is dedented."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def minimal_repo(tmp_path: Path) -> Path:
+    """A small valid repo: config, one model, one dev endpoint."""
+    return write_repo(tmp_path / "repo", {
+        "llmops.yaml": MINIMAL_CONFIG,
+        "models/chat-model.yaml": MINIMAL_MODEL,
+        "endpoints/dev/chat.yaml": MINIMAL_ENDPOINT,
+    })
+
+
+@pytest.fixture
+def template_copy(tmp_path: Path) -> Path:
+    """A writable copy of the bundled template (not a git repo)."""
+    dest = tmp_path / "template"
+    shutil.copytree(TEMPLATE, dest)
+    return dest
+
+
+@pytest.fixture
+def template_git_repo(tmp_path: Path) -> Path:
+    """The template as a fresh git repo with one commit, as `llmops init` makes it."""
+    dest = tmp_path / "specs"
+    scaffold.init_repo(dest)
+    return dest
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run `llmops ARGS...` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        try:
+            cli_main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
