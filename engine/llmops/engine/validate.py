@@ -197,11 +197,17 @@ def parse_config(doc: Document) -> specs.RepoConfig | list[SpecIssue]:
 
 
 def _references(items: list[SourcedSpec], by_key: dict[SpecKey, SourcedSpec],
-                config: specs.RepoConfig) -> Iterator[SpecIssue]:
+                config: specs.RepoConfig, broken: set[tuple[str, str]]) -> Iterator[SpecIssue]:
+    """Broken references, reported on the referring spec.
+
+    A reference to a spec that failed its own validation (``broken`` holds its
+    kind and name) is not reported again: that spec's own error says it all.
+    """
     envs = config.environments
 
     def model_exists(ref: specs.ModelRef) -> bool:
-        return SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}") in by_key
+        return (SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}") in by_key
+                or (Kind.MODEL, ref.name) in broken)
 
     def versions(name: str) -> str:
         found = sorted(k.name.split("@", 1)[1] for k in by_key
@@ -212,7 +218,8 @@ def _references(items: list[SourcedSpec], by_key: dict[SpecKey, SourcedSpec],
         return f"model {ref.name} {ref.version} is not defined{versions(ref.name)}"
 
     def template_exists(name: str) -> bool:
-        return SpecKey(Kind.PROMPT_TEMPLATE, "", name) in by_key
+        return (SpecKey(Kind.PROMPT_TEMPLATE, "", name) in by_key
+                or (Kind.PROMPT_TEMPLATE, name) in broken)
 
     running: dict[tuple[str, str], SourcedSpec] = {}
     routes: dict[tuple[str, str, str], SourcedSpec] = {}
@@ -245,7 +252,8 @@ def _references(items: list[SourcedSpec], by_key: dict[SpecKey, SourcedSpec],
                 routes[route_key] = item
         elif isinstance(s, specs.PromptExperimentSpec):
             endpoint_key = SpecKey(Kind.SERVING_ENDPOINT, s.environment, s.spec.endpointRef)
-            if endpoint_key not in by_key:
+            if endpoint_key not in by_key and (Kind.SERVING_ENDPOINT,
+                                               s.spec.endpointRef) not in broken:
                 yield _issue(doc, s, ("spec", "endpointRef"), f"endpoint {s.spec.endpointRef} "
                              f"is not defined in environment {s.environment}")
             for i, variant in enumerate(s.spec.variants):
@@ -263,7 +271,8 @@ def _references(items: list[SourcedSpec], by_key: dict[SpecKey, SourcedSpec],
         elif isinstance(s, specs.TrainingJobSpec):
             if not model_exists(s.spec.baseModelRef):
                 yield _issue(doc, s, ("spec", "baseModelRef"), missing_model(s.spec.baseModelRef))
-            if SpecKey(Kind.DATASET, "", s.spec.datasetRef) not in by_key:
+            if (SpecKey(Kind.DATASET, "", s.spec.datasetRef) not in by_key
+                    and (Kind.DATASET, s.spec.datasetRef) not in broken):
                 yield _issue(doc, s, ("spec", "datasetRef"),
                              f"dataset {s.spec.datasetRef} is not defined")
         elif isinstance(s, specs.PolicySpec):
@@ -325,10 +334,13 @@ def validate(loaded: loader.Loaded) -> SpecSet:
             config = parsed
     items: list[SourcedSpec] = []
     by_key: dict[SpecKey, SourcedSpec] = {}
+    broken: set[tuple[str, str]] = set()
     for doc in loaded.documents:
         result = _parse_spec(doc)
         if isinstance(result, list):
             issues.extend(result)
+            if isinstance(doc.data, dict):
+                broken.add((str(doc.data.get("kind")), _spec_name(doc.data)))
             continue
         item = SourcedSpec(spec=result, document=doc)
         if item.key in by_key:
@@ -339,7 +351,7 @@ def validate(loaded: loader.Loaded) -> SpecSet:
         by_key[item.key] = item
         items.append(item)
     if config is not None:
-        issues.extend(_references(items, by_key, config))
+        issues.extend(_references(items, by_key, config, broken))
     if issues:
         raise SpecError(issues)
     assert config is not None
