@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CliResult, write_repo
 
+from conftest import CliResult, write_repo
 from llmops.engine import loader, validate
 from llmops.engine.errors import SpecError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import MINIMAL_ENDPOINT, MINIMAL_MODEL, TEMPLATE, write_repo
 
+from conftest import MINIMAL_ENDPOINT, MINIMAL_MODEL, TEMPLATE, write_repo
 from llmops.engine import validate
 from llmops.engine.errors import SpecError, SpecIssue
 

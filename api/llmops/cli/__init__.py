@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+
 from llmops.cli import output
 from llmops.engine import scaffold, validate
 from llmops.engine.errors import LlmopsError, SpecError

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from llmops.engine.errors import SpecError, SpecIssue
 from llmops.engine.types import Document, FieldPath
 

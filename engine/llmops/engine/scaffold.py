@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import git
+
 from llmops.engine.errors import LlmopsError
 
 TEMPLATE_NAME = "specs_repo_template"

@@ -14,8 +14,9 @@ from datetime import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from llmops.engine.types import Kind, SpecKey
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from llmops.engine.types import Kind, SpecKey
 
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SEMVER_RE = (

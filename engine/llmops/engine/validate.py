@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from pydantic import ValidationError
+
 from llmops.engine import loader, specs
 from llmops.engine.errors import SpecError, SpecIssue
 from llmops.engine.types import API_VERSION, Document, FieldPath, Kind, SpecKey, format_path
-from pydantic import ValidationError
 
 S = TypeVar("S", bound=specs.SpecBase)
 

@@ -1,0 +1,27 @@
+"""The wheel installs only `llmops/`, ships the template, and the code passes its quality gates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_wheel_holds_only_the_llmops_namespace(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("llmops-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/", 1)[0] for name in names}
+    dist_info = {t for t in top if t.endswith(".dist-info")}
+    assert top - dist_info == {"llmops"}
+    assert len(dist_info) == 1
+    assert "llmops/__init__.py" not in names
+    assert "llmops/engine/specs_repo_template/llmops.yaml" in names
+    assert "llmops/engine/specs_repo_template/.github/workflows/llmops.yaml" in names
+    assert "llmops/cli/__init__.py" in names
+    entry_points = zipfile.ZipFile(wheel).read(f"{dist_info.pop()}/entry_points.txt").decode()
+    assert "llmops = llmops.cli:main" in entry_points
