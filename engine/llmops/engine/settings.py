@@ -1,0 +1,111 @@
+"""Settings: grouped pydantic-settings classes composed into one ``Settings``.
+
+Read from ``LLMOPS_*`` environment variables (nested groups use ``__``, e.g.
+``LLMOPS_GIT__BRANCH``; the common ones also have short names such as
+``LLMOPS_DATABASE_URL``), or from a YAML file named by ``LLMOPS_CONFIG``.
+With nothing set, all state lives under ``LLMOPS_HOME`` (default ``.llmops/``
+in the working directory): the SQLite file, the git work dirs and the hydrate
+output. Called by the CLI, the daemon and the API at start-up, once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class GitSettings(BaseModel):
+    repo: str = ""
+    """URL (https, ssh, file) or local path of the specs repo; empty means the template."""
+    branch: str = "main"
+    timeout_seconds: float = 60.0
+    allowed_hosts: list[str] = []
+    """When set, only these hosts may be fetched from (https and ssh URLs)."""
+
+
+class DaemonSettings(BaseModel):
+    interval_seconds: float = 60.0
+    jitter_seconds: float = 5.0
+    metrics_port: int = 9464
+    debounce_seconds: float = 1.0
+
+
+class KubeSettings(BaseModel):
+    kubeconfig: str = ""
+    field_manager: str = "llmops"
+    request_timeout_seconds: float = 30.0
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str = ""
+    bucket: str = "llmops-models"
+    region: str = "us-east-1"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    trusted_proxies: list[str] = []
+    proxy_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    max_body_bytes: int = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    home: Path = Path(".llmops")
+    database_url: str = Field(default="", validation_alias=AliasChoices(
+        "LLMOPS_DATABASE_URL", "database_url"))
+    redis_url: str = Field(default="", validation_alias=AliasChoices(
+        "LLMOPS_REDIS_URL", "redis_url"))
+    git: GitSettings = GitSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    kube: KubeSettings = KubeSettings()
+    s3: S3Settings = S3Settings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("LLMOPS_CONFIG")
+        if config_file:
+            from pydantic_settings import YamlConfigSettingsSource
+
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'llmops.db').resolve()}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def hydrate_dir(self) -> Path:
+        return self.home / "rendered"
+
+
+def load(**overrides: Any) -> Settings:
+    """Settings from the environment (and ``LLMOPS_CONFIG``), with explicit overrides."""
+    return Settings(**overrides)
