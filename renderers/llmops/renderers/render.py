@@ -1,0 +1,132 @@
+"""The render stage: a validated ``SpecSet`` -> the Kubernetes objects of one environment.
+
+Input: a ``SpecSet`` (from ``llmops.engine.validate``), an environment name
+declared in ``llmops.yaml`` and the source commit to stamp. Output: a tuple of
+plain-dict objects (``KubeObject``) in the Argo CD hydrator order (namespace,
+name, group, kind; cluster-scoped objects first). Called by the CLI
+(``llmops render``, ``llmops plan``) and the reconciler; the hydrate and
+kubernetes actuators consume the same output.
+
+What renders (see ``serving`` and ``training`` for each object's shape):
+
+- ``ServingEndpoint`` of the environment: Deployment, Service,
+  HorizontalPodAutoscaler (not for ``replicas.min: 0``), Ingress and, with a
+  ``promptTemplateRef``, a prompt ConfigMap;
+- ``PromptExperiment`` of the environment: the variant-table ConfigMap;
+- ``TrainingJob`` of the environment: a Job;
+- ``Policy`` ``gpuBudgets`` for the environment: a ResourceQuota per namespace;
+- a ``Namespace`` for every namespace the objects above use, owned by the
+  environment itself (``llmops.io/kind: Environment``) and marked
+  prune-protected: deleting a namespace deletes everything in it, including
+  what llmops does not manage.
+
+Global kinds (Model, PromptTemplate, Dataset) render nothing by themselves.
+The output is deterministic: the same spec set, environment and commit give
+equal objects (byte-identical once serialised). Every failure is a
+``RenderError`` naming the spec file, the spec and the template; an
+environment that is not declared is one too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llmops.engine import specs
+from llmops.engine.types import Kind, KubeObject, ResourceKey, content_hash
+from llmops.engine.validate import SourcedSpec, SpecSet
+from llmops.renderers import objects, serving, templating, training
+from llmops.renderers.objects import Owner, Scope
+from llmops.renderers.templating import RenderError
+
+__all__ = ["RenderError", "render_environment", "sort_key"]
+
+CONFIG_FILE = "llmops.yaml"
+ENVIRONMENT_KIND = "Environment"
+PRUNE_PROTECTED_ANNOTATIONS = {
+    "llmops.io/prune-protected": "true",
+    "argocd.argoproj.io/sync-options": "Prune=false",
+}
+
+Renderer = Callable[[Scope, SourcedSpec], list[KubeObject]]
+
+_RENDERERS: dict[str, Renderer] = {
+    Kind.SERVING_ENDPOINT: serving.render_endpoint,
+    Kind.PROMPT_EXPERIMENT: serving.render_experiment,
+    Kind.TRAINING_JOB: training.render_training_job,
+}
+
+
+def sort_key(obj: KubeObject) -> tuple[str, str, str, str]:
+    """The Argo CD source hydrator's order: namespace, name, group, kind."""
+    key = ResourceKey.of(obj)
+    return (key.namespace, key.name, key.group, key.kind)
+
+
+def _owner(obj: KubeObject) -> str:
+    labels = obj["metadata"].get("labels") or {}
+    return f"{labels.get('llmops.io/kind', '?')}/{labels.get('llmops.io/spec', '?')}"
+
+
+def _namespaces(scope: Scope, rendered: list[KubeObject]) -> list[KubeObject]:
+    teams: dict[str, set[str]] = {}
+    for obj in rendered:
+        namespace = obj["metadata"].get("namespace")
+        if namespace:
+            part_of = (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/part-of", "")
+            teams.setdefault(namespace, set()).add(part_of)
+    env_hash = content_hash(scope.config.model_dump(mode="json"))
+    out: list[KubeObject] = []
+    template = "namespace.json.j2"
+    for namespace, owners in sorted(teams.items()):
+        team = next(iter(owners)) if len(owners) == 1 else ""
+        owner = Owner(kind=ENVIRONMENT_KIND, name=scope.environment,
+                      environment=scope.environment, file=CONFIG_FILE, spec_hash=env_hash,
+                      team=team)
+        obj = templating.render_object(
+            template, {"name": namespace, "annotations": PRUNE_PROTECTED_ANNOTATIONS},
+            file=owner.file, subject=owner.subject)
+        out.append(objects.stamp(obj, owner, app=namespace, component="namespace",
+                                 namespace="", source_commit=scope.source_commit,
+                                 template=template, instance=namespace))
+    return out
+
+
+def _check_unique(rendered: list[KubeObject], files: dict[int, str]) -> None:
+    seen: dict[ResourceKey, KubeObject] = {}
+    for obj in rendered:
+        key = ResourceKey.of(obj)
+        first = seen.setdefault(key, obj)
+        if first is not obj:
+            raise RenderError(f"{key} is rendered twice, for {_owner(first)} "
+                              f"({files.get(id(first), '?')}) and for {_owner(obj)}; "
+                              "rename one of them", file=files.get(id(obj), ""),
+                              subject=_owner(obj))
+
+
+def render_environment(spec_set: SpecSet, environment: str, *,
+                       source_commit: str = "") -> tuple[KubeObject, ...]:
+    """Every Kubernetes object of ``environment``, stamped and sorted.
+
+    Raises ``RenderError`` for an undeclared environment or a spec that does
+    not render.
+    """
+    config: specs.Environment | None = spec_set.config.environments.get(environment)
+    if config is None:
+        declared = ", ".join(spec_set.config.environments) or "none"
+        raise RenderError(f"unknown environment {environment!r} (declared: {declared})",
+                          file=CONFIG_FILE)
+    scope = Scope(spec_set=spec_set, environment=environment, config=config,
+                  source_commit=source_commit)
+    rendered: list[KubeObject] = []
+    files: dict[int, str] = {}
+    for item in spec_set.items:
+        renderer = _RENDERERS.get(item.spec.kind)
+        if renderer is not None and item.spec.environment == environment:
+            for obj in renderer(scope, item):
+                files[id(obj)] = item.document.file
+                rendered.append(obj)
+    rendered.extend(training.render_gpu_quotas(scope))
+    rendered.extend(_namespaces(scope, rendered))
+    _check_unique(rendered, files)
+    rendered.sort(key=sort_key)
+    return tuple(rendered)
