@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from llmops.cli import output, render_cmd
+from llmops.cli import output, plan_cmd, render_cmd
 from llmops.engine import scaffold, validate
 from llmops.engine.errors import LlmopsError, SpecError
 
@@ -105,4 +105,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # Commands defined in their own modules register here, one import each.
+cli.add_command(plan_cmd.plan)
 cli.add_command(render_cmd.render)
