@@ -19,7 +19,9 @@ A ServingEndpoint renders to:
 - ``HorizontalPodAutoscaler`` ``<endpoint>`` (min/max; CPU utilisation or a
   per-pod custom metric). ``replicas.min: 0`` parks the endpoint: the HPA API
   needs ``minReplicas >= 1``, so no HPA is rendered and the Deployment runs 0
-  replicas; raise ``min`` to serve again.
+  replicas; raise ``min`` to serve again. Otherwise the Deployment leaves
+  ``spec.replicas`` unset, so the HPA owns the replica count and an apply never
+  resets what the autoscaler scaled to.
 - ``ConfigMap`` ``<endpoint>-prompt`` with the default prompt template (name,
   version, text, variables) when ``promptTemplateRef`` is set.
 
@@ -201,7 +203,7 @@ def render_endpoint(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
     parked = body.replicas.min == 0
     scheduling = objects.gpu_scheduling(owner, body.resources)
     emit("deployment.json.j2", {
-        "replicas": body.replicas.min,
+        "replicas": 0 if parked else None,
         "selector": objects.selector_labels(owner, name),
         "pod_labels": objects.workload_labels(owner, name, "server"),
         "config_checksum": content_hash({"prompt": prompt_data, "experiment": experiment_data}),
