@@ -13,6 +13,8 @@ import pytest
 from llmops.cli import main as cli_main
 from llmops.engine import scaffold
 
+pytest_plugins = ["store_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "specs_repo_template"
 

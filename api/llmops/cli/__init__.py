@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from llmops.cli import output, plan_cmd, render_cmd
+from llmops.cli import audit_cmd, output, plan_cmd, reconcile_cmd, render_cmd
 from llmops.engine import scaffold, validate
 from llmops.engine.errors import LlmopsError, SpecError
 
@@ -107,3 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 # Commands defined in their own modules register here, one import each.
 cli.add_command(plan_cmd.plan)
 cli.add_command(render_cmd.render)
+cli.add_command(audit_cmd.audit)
+cli.add_command(reconcile_cmd.reconcile)
+cli.add_command(reconcile_cmd.status)
+cli.add_command(reconcile_cmd.prune)

@@ -1,0 +1,54 @@
+"""Wiring: settings -> a ready ``Reconciler`` (store migrated, source opened, actuators).
+
+Input: ``Settings`` and the command line's overrides (repo, branch, output
+directory, environments). Output: a ``Reconciler``. Called by the CLI
+(`reconcile`, `daemon`, `up`); nothing else builds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from llmops.engine import reconciler, source, specs
+from llmops.engine.actuators import Actuator, ActuatorError, HydrateActuator, NoneActuator
+from llmops.engine.settings import Settings
+from llmops.engine.store.db import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured store, migrated to the current schema."""
+    store = Store(settings.effective_database_url)
+    store.migrate()
+    return store
+
+
+def actuator_factory(settings: Settings, out: Path | None = None,
+                     force: str | None = None) -> reconciler.ActuatorFactory:
+    """Actuator per environment: its ``actuator`` setting, or ``force`` for every one."""
+    hydrate_root = (out or settings.hydrate_dir).resolve()
+
+    def make(env: str, config: specs.Environment) -> Actuator:
+        name = force or config.actuator.value
+        if name == specs.ActuatorName.HYDRATE:
+            return HydrateActuator(hydrate_root)
+        if name == specs.ActuatorName.NONE:
+            return NoneActuator()
+        raise ActuatorError(f"environment {env}: actuator {name!r} is not available "
+                            "in this build")
+
+    return make
+
+
+def build_reconciler(settings: Settings, *, repo: str = "", branch: str = "",
+                     out: Path | None = None, environments: Sequence[str] = (),
+                     actuator: str | None = None, store: Store | None = None,
+                     confirm_prune: bool = False,
+                     metrics: reconciler.Metrics | None = None) -> reconciler.Reconciler:
+    repo = repo or settings.git.repo or "."
+    src = source.open_source(repo, branch or settings.git.branch, settings.work_dir,
+                             timeout=settings.git.timeout_seconds,
+                             allowed_hosts=settings.git.allowed_hosts)
+    return reconciler.Reconciler(
+        store or open_store(settings), src, actuator_factory(settings, out, actuator),
+        environments=environments, confirm_prune=confirm_prune, metrics=metrics)

@@ -1,0 +1,272 @@
+"""The store's connection to its database: engines, transactions, migrations, readiness.
+
+Role: ``Store`` opens one SQLAlchemy engine for a URL (a SQLite file by
+default, PostgreSQL through psycopg 3 when the URL says so), upgrades the
+schema with the Alembic scripts shipped in this package, answers readiness
+probes and hands out short transactions. Input: a database URL, usually
+``Settings.effective_database_url``. Output: ``Session`` objects inside
+``Store.session()`` / ``Store.transaction()``. Callers: ``store.state`` and
+``store.audit`` (the record stage), the daemon and API at start-up
+(``migrate`` then ``ping``), and ``llmops audit verify``.
+
+Every failure that means "the store cannot be reached or written" (refused
+connection, unopenable or read-only file, lock timeout) surfaces as
+``StoreUnavailable``, whose message never contains the URL's password.
+
+SQLite: WAL, foreign keys and a busy timeout on every connection;
+SQLAlchemy (not the ``sqlite3`` module) emits ``BEGIN``, and write
+transactions start with ``BEGIN IMMEDIATE`` so two writers queue instead of
+failing or interleaving. PostgreSQL: ``migrate`` holds a session advisory
+lock, so replicas starting together run the upgrade once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, pool
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
+from llmops.engine.errors import LlmopsError
+
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+
+# Advisory-lock keys (PostgreSQL bigint); "llmops" in ASCII, plus a stream number.
+MIGRATE_LOCK_KEY = 0x6C6C6D6F7073_01
+AUDIT_LOCK_KEY = 0x6C6C6D6F7073_02
+
+_IMMEDIATE = "llmops_sqlite_immediate"
+
+
+class StoreError(LlmopsError):
+    """The state store failed; carries the (password-free) URL it is about."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        self.message = message
+        super().__init__(f"store {url}: {message}")
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or written right now (retry later; act on nothing)."""
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse ``url``; plain ``postgresql://`` / ``postgres://`` get the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+class Store:
+    """One database: an engine plus the transactions, migrations and probes on it."""
+
+    def __init__(self, url: str | URL, *, connect_timeout: float = 5.0,
+                 busy_timeout: float = 30.0, pool_size: int = 5) -> None:
+        self.url = normalise_url(url)
+        self.display_url = self.url.render_as_string(hide_password=True)
+        self.dialect = self.url.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = self._sqlite_engine(busy_timeout)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                self.url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
+                json_serializer=_dumps,
+                connect_args={"connect_timeout": max(1, round(connect_timeout)),
+                              "application_name": "llmops"})
+        else:
+            raise StoreError(self.display_url,
+                             f"unsupported database {self.dialect!r} (use sqlite or postgresql)")
+        self._write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
+
+    # ------------------------------------------------------------------ engines
+
+    def _sqlite_engine(self, busy_timeout: float) -> Engine:
+        database = self.url.database or ""
+        memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if not memory:
+            # Create the parent of the default ``.llmops/llmops.db``; when that is
+            # impossible the first connection fails and reports it as unavailable.
+            with contextlib.suppress(OSError):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            self.url, json_serializer=_dumps,
+            connect_args={"timeout": busy_timeout, "check_same_thread": False},
+            poolclass=pool.StaticPool if memory else pool.QueuePool)
+        busy_ms = int(busy_timeout * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN, see _on_begin
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                cursor.execute("PRAGMA foreign_keys = ON")
+                if not memory:
+                    _enable_wal(cursor, busy_timeout)
+                    cursor.execute("PRAGMA synchronous = NORMAL")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    # ------------------------------------------------------------------ errors
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn "cannot reach or write the store" driver errors into ``StoreUnavailable``."""
+        try:
+            yield
+        except (exc.OperationalError, exc.InterfaceError) as err:
+            raise StoreUnavailable(self.display_url, _reason(err)) from err
+        except exc.DBAPIError as err:
+            if err.connection_invalidated:
+                raise StoreUnavailable(self.display_url, _reason(err)) from err
+            raise
+        except (exc.TimeoutError, exc.DisconnectionError) as err:
+            raise StoreUnavailable(self.display_url, str(err).splitlines()[0]) from err
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        ``write=True`` starts it as a writer (``BEGIN IMMEDIATE`` on SQLite).
+        """
+        with self.guard():
+            engine = self._write_engine if write else self.engine
+            with Session(engine, expire_on_commit=False, autoflush=False) as session:
+                with session.begin():
+                    yield session
+
+    @contextlib.contextmanager
+    def connection(self, *, write: bool = False) -> Iterator[Connection]:
+        """A Core connection in one transaction (for raw SQL and bulk reads)."""
+        with self.guard():
+            engine = self._write_engine if write else self.engine
+            with engine.begin() as conn:
+                yield conn
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def ping(self) -> None:
+        """Readiness: a round trip to the database, or ``StoreUnavailable``."""
+        with self.guard(), self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def migrate(self) -> str:
+        """Upgrade the schema to head (a no-op when current); returns the head revision.
+
+        Safe at every start and from several processes at once: PostgreSQL
+        serialises it with an advisory lock, SQLite with ``BEGIN IMMEDIATE``.
+        """
+        config = alembic_config()
+        with self.guard(), self._write_engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATE_LOCK_KEY})")
+                conn.commit()
+            try:
+                # One transaction around every step: Alembic sees it as external
+                # and runs inside it, so DDL and the version row commit together.
+                with conn.begin():
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+            finally:
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATE_LOCK_KEY})")
+                    conn.commit()
+        revision = self.schema_revision()
+        assert revision is not None, "alembic upgrade left no version"
+        return revision
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at, or ``None`` before the first migrate."""
+        with self.guard(), self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+
+def _enable_wal(cursor: Any, busy_timeout: float) -> None:
+    """Switch a SQLite file to WAL (persistent, so usually already done).
+
+    The switch needs the file to itself and fails at once, without waiting
+    on the busy handler, while another connection is in a transaction: retry
+    until ``busy_timeout``, then let the error say the store is busy.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
+    while True:
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def alembic_config() -> Config:
+    """Alembic configuration pointing at the packaged scripts (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+def _reason(err: exc.DBAPIError) -> str:
+    """The driver's own first message line (never the SQL statement or its parameters)."""
+    text = str(err.orig).strip() if err.orig is not None else type(err).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err.orig).__name__
+
+
+@contextlib.contextmanager
+def transaction(db: Store | Session, *, write: bool = False) -> Iterator[Session]:
+    """A session for ``db``: its own transaction for a ``Store``, the caller's for a ``Session``.
+
+    Functions of ``store.state`` accept either, so the recorder can write a
+    run, its inventory and status in one transaction, or each on its own.
+    """
+    if isinstance(db, Session):
+        yield db
+    else:
+        with db.session(write=write) as session:
+            yield session

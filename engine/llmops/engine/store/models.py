@@ -1,0 +1,228 @@
+"""The SQL schema of the state store, as typed SQLAlchemy 2 ORM models.
+
+Role: one declarative class per table, plus the column types both backends
+share (``UtcDateTime`` stores aware UTC timestamps on SQLite and PostgreSQL
+alike, ``BigId`` is a 64-bit id that stays a rowid alias on SQLite). Input:
+nothing; output: ``Base.metadata``. Callers: the Alembic environment
+(``migrations/env.py``, as the autogenerate target), ``store.state`` and
+``store.audit``, which turn rows into the frozen values they return. The
+migration in ``migrations/versions`` creates exactly these tables; a test
+compares the two.
+
+Closed vocabularies (run results, source state) are stored as short strings
+and converted to their ``StrEnum`` when rows become values, so the schema
+does not depend on enum machinery that differs between backends.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+"""A 64-bit id; on SQLite an INTEGER PRIMARY KEY (the rowid) so it autoincrements."""
+
+AUDIT_TABLE = "audit_log"
+
+
+class RunResult(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    NOOP = "noop"
+
+
+class SourceState(StrEnum):
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"
+    UNKNOWN = "unknown"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend.
+
+    Binds refuse naive datetimes (a naive time has no meaning in an audit
+    log) and store UTC; results come back aware in UTC, also from SQLite,
+    which keeps no zone.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} (give a UTC time)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(), dict[str, Any]: JSON()}
+
+
+class ReconcileRun(Base):
+    """One reconcile of one environment at one revision."""
+
+    __tablename__ = "reconcile_runs"
+    __table_args__ = (Index("ix_reconcile_runs_environment_id", "environment", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(63))
+    revision: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[str] = mapped_column(String(16))
+    counts: Mapped[dict[str, Any]]
+    error: Mapped[str] = mapped_column(Text, default="")
+    plan: Mapped[dict[str, Any]]
+
+
+class InventoryEntry(Base):
+    """One object applied to an environment, as of the last successful apply."""
+
+    __tablename__ = "inventory"
+    __table_args__ = (
+        UniqueConstraint("environment", "api_group", "kind", "namespace", "name",
+                         name="uq_inventory_object"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(63))
+    api_group: Mapped[str] = mapped_column(String(253))
+    kind: Mapped[str] = mapped_column(String(63))
+    namespace: Mapped[str] = mapped_column(String(253))
+    name: Mapped[str] = mapped_column(String(253))
+    api_version: Mapped[str] = mapped_column(String(253))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    spec_kind: Mapped[str] = mapped_column(String(63))
+    spec_name: Mapped[str] = mapped_column(String(253))
+    revision: Mapped[str] = mapped_column(String(64))
+
+
+class SpecStatusRow(Base):
+    """Status of one spec in one environment ("" for global kinds)."""
+
+    __tablename__ = "spec_status"
+
+    kind: Mapped[str] = mapped_column(String(63), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(64))
+    health: Mapped[str] = mapped_column(String(16))
+    drift: Mapped[bool] = mapped_column(Boolean)
+    last_error: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class ObjectStatusRow(Base):
+    """Status of one Kubernetes object in one environment."""
+
+    __tablename__ = "object_status"
+
+    environment: Mapped[str] = mapped_column(String(63), primary_key=True)
+    api_group: Mapped[str] = mapped_column(String(253), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(63), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(253), primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    health: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    drift: Mapped[bool] = mapped_column(Boolean)
+    last_error: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class EnvironmentStatusRow(Base):
+    """Flux-style status of one environment: revisions, conditions, source state."""
+
+    __tablename__ = "environment_status"
+
+    environment: Mapped[str] = mapped_column(String(63), primary_key=True)
+    observed_revision: Mapped[str] = mapped_column(String(64))
+    last_applied_revision: Mapped[str] = mapped_column(String(64))
+    last_attempted_revision: Mapped[str] = mapped_column(String(64))
+    conditions: Mapped[dict[str, Any]]
+    last_success_at: Mapped[datetime | None]
+    source_state: Mapped[str] = mapped_column(String(16))
+    source_message: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class GpuSampleRow(Base):
+    """GPUs one endpoint held at one moment; GPU hours are integrated from these."""
+
+    __tablename__ = "gpu_samples"
+    __table_args__ = (
+        Index("ix_gpu_samples_environment_recorded_at", "environment", "recorded_at"),
+        Index("ix_gpu_samples_team_recorded_at", "team", "recorded_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(63))
+    team: Mapped[str] = mapped_column(String(63))
+    endpoint: Mapped[str] = mapped_column(String(253))
+    gpus: Mapped[int] = mapped_column(Integer)
+    replicas: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime]
+
+
+class AuditRow(Base):
+    """One append-only, hash-chained audit entry (ids are assigned gap-free)."""
+
+    __tablename__ = AUDIT_TABLE
+    __table_args__ = (
+        Index("ix_audit_log_actor_id", "actor", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_result_id", "result", "id"),
+        Index("ix_audit_log_environment_id", "environment", "id"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(255))
+    source_commit: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(63))
+    target: Mapped[str] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(String(63))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,0 +1,398 @@
+"""Reconcile state: runs, inventory, spec/object/environment status and GPU samples.
+
+Role: the record stage's reads and writes of everything but the audit log,
+as plain functions over frozen values (the ORM rows never leave this
+module). Input: a ``Store`` (each call is its own transaction) or a
+``Session`` from ``Store.session(write=True)`` (calls share the caller's
+transaction, so a run, its inventory and its status can commit together).
+Output: ``Run``, ``InventoryItem``, ``SpecStatus``, ``ObjectStatus``,
+``EnvironmentStatus`` and ``GpuSample`` values. Callers: the reconciler's
+record stage, the API's status and cost routes, the daemon's start-up.
+
+Inventory is per environment and replaced as a whole in one transaction:
+a failure midway leaves the previous inventory, never a partial one.
+Status rows are upserts keyed by their identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from llmops.engine.store import db
+from llmops.engine.store.models import (
+    EnvironmentStatusRow,
+    GpuSampleRow,
+    InventoryEntry,
+    ObjectStatusRow,
+    ReconcileRun,
+    RunResult,
+    SourceState,
+    SpecStatusRow,
+)
+from llmops.engine.types import ResourceKey, SpecKey
+
+Db = db.Store | Session
+COUNT_NAMES = ("created", "configured", "deleted", "unchanged", "failed")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    created: int = 0
+    configured: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNT_NAMES}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunCounts:
+        return cls(**{name: int(data.get(name, 0)) for name in COUNT_NAMES})
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One reconcile of one environment at one revision."""
+
+    id: int
+    environment: str
+    revision: str
+    started_at: datetime
+    finished_at: datetime | None
+    result: RunResult
+    counts: RunCounts
+    error: str
+    plan: dict[str, Any]
+
+
+def _run(row: ReconcileRun) -> Run:
+    return Run(id=row.id, environment=row.environment, revision=row.revision,
+               started_at=row.started_at, finished_at=row.finished_at,
+               result=RunResult(row.result), counts=RunCounts.from_dict(row.counts),
+               error=row.error, plan=dict(row.plan))
+
+
+def start_run(database: Db, environment: str, revision: str, *,
+              plan: Mapping[str, Any] | None = None, started_at: datetime | None = None) -> Run:
+    """Record a run as ``running``; finish it with ``finish_run``."""
+    row = ReconcileRun(environment=environment, revision=revision,
+                       started_at=started_at or _now(), finished_at=None,
+                       result=RunResult.RUNNING.value, counts=RunCounts().as_dict(), error="",
+                       plan=dict(plan or {}))
+    with db.transaction(database, write=True) as session:
+        session.add(row)
+        session.flush()
+        return _run(row)
+
+
+def finish_run(database: Db, run_id: int, result: RunResult, *,
+               counts: RunCounts | None = None, error: str = "",
+               plan: Mapping[str, Any] | None = None,
+               finished_at: datetime | None = None) -> Run:
+    """Close a run with its result, counts, error text and (optionally) its plan."""
+    if result is RunResult.RUNNING:
+        raise ValueError("a finished run needs a final result")
+    with db.transaction(database, write=True) as session:
+        row = session.get(ReconcileRun, run_id)
+        if row is None:
+            raise KeyError(f"reconcile run {run_id} does not exist")
+        row.result = result.value
+        row.finished_at = finished_at or _now()
+        row.counts = (counts or RunCounts()).as_dict()
+        row.error = error
+        if plan is not None:
+            row.plan = dict(plan)
+        session.flush()
+        return _run(row)
+
+
+def get_run(database: Db, run_id: int) -> Run | None:
+    with db.transaction(database) as session:
+        row = session.get(ReconcileRun, run_id)
+        return _run(row) if row is not None else None
+
+
+def list_runs(database: Db, *, environment: str | None = None,
+              result: RunResult | None = None, before_id: int | None = None,
+              limit: int = 50) -> list[Run]:
+    """Runs newest first; ``before_id`` continues a listing below that id."""
+    stmt = select(ReconcileRun).order_by(ReconcileRun.id.desc()).limit(max(1, min(limit, 1000)))
+    if environment is not None:
+        stmt = stmt.where(ReconcileRun.environment == environment)
+    if result is not None:
+        stmt = stmt.where(ReconcileRun.result == result.value)
+    if before_id is not None:
+        stmt = stmt.where(ReconcileRun.id < before_id)
+    with db.transaction(database) as session:
+        return [_run(row) for row in session.scalars(stmt)]
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryItem:
+    """One applied object, the spec that owns it and the revision that applied it."""
+
+    key: ResourceKey
+    api_version: str
+    content_hash: str
+    spec_kind: str
+    spec_name: str
+    revision: str
+
+
+def read_inventory(database: Db, environment: str) -> list[InventoryItem]:
+    """The environment's applied objects, sorted by ``ResourceKey``."""
+    stmt = select(InventoryEntry).where(InventoryEntry.environment == environment)
+    with db.transaction(database) as session:
+        items = [InventoryItem(ResourceKey(r.api_group, r.kind, r.namespace, r.name),
+                               r.api_version, r.content_hash, r.spec_kind, r.spec_name,
+                               r.revision) for r in session.scalars(stmt)]
+    return sorted(items, key=lambda item: item.key)
+
+
+def replace_inventory(database: Db, environment: str, items: Iterable[InventoryItem]) -> int:
+    """Make ``items`` the environment's whole inventory, atomically; returns their number.
+
+    A duplicate key raises ``ValueError``; any error rolls the whole replacement
+    back (with a ``Session``, rolling back is the caller's transaction's job).
+    """
+    rows: list[dict[str, str]] = []
+    seen: set[ResourceKey] = set()
+    with db.transaction(database, write=True) as session:
+        session.execute(delete(InventoryEntry).where(InventoryEntry.environment == environment))
+        for item in items:
+            if item.key in seen:
+                raise ValueError(f"inventory of {environment}: {item.key} listed twice")
+            seen.add(item.key)
+            rows.append({"environment": environment, "api_group": item.key.group,
+                         "kind": item.key.kind, "namespace": item.key.namespace,
+                         "name": item.key.name, "api_version": item.api_version,
+                         "content_hash": item.content_hash, "spec_kind": item.spec_kind,
+                         "spec_name": item.spec_name, "revision": item.revision})
+            if len(rows) >= 1000:
+                session.execute(insert(InventoryEntry), rows)
+                rows.clear()
+        if rows:
+            session.execute(insert(InventoryEntry), rows)
+    return len(seen)
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True, slots=True)
+class SpecStatus:
+    key: SpecKey
+    revision: str
+    health: str
+    drift: bool = False
+    last_error: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStatus:
+    environment: str
+    key: ResourceKey
+    health: str
+    message: str = ""
+    drift: bool = False
+    last_error: str = ""
+    updated_at: datetime | None = None
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: ConditionType
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        at = self.last_transition_at
+        return {"type": self.type.value, "status": self.status.value, "reason": self.reason,
+                "message": self.message, "lastTransitionTime": at.isoformat() if at else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Condition:
+        at = data.get("lastTransitionTime")
+        return cls(ConditionType(data["type"]), ConditionStatus(data["status"]),
+                   str(data.get("reason", "")), str(data.get("message", "")),
+                   datetime.fromisoformat(at) if at else None)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentStatus:
+    environment: str
+    observed_revision: str = ""
+    last_applied_revision: str = ""
+    last_attempted_revision: str = ""
+    conditions: tuple[Condition, ...] = ()
+    last_success_at: datetime | None = None
+    source_state: SourceState = SourceState.UNKNOWN
+    source_message: str = ""
+    updated_at: datetime | None = None
+
+    def condition(self, kind: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type is kind), None)
+
+
+def _upsert(session: Session, model: type[Any], values: dict[str, Any],
+            keys: tuple[str, ...]) -> None:
+    """INSERT, or UPDATE the row with the same ``keys`` (one statement, race-free)."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(model).values(**values)
+    update = {name: stmt.excluded[name] for name in values if name not in keys}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update))
+
+
+def put_spec_status(database: Db, status: SpecStatus) -> None:
+    with db.transaction(database, write=True) as session:
+        _upsert(session, SpecStatusRow, {
+            "kind": status.key.kind, "environment": status.key.environment,
+            "name": status.key.name, "revision": status.revision, "health": status.health,
+            "drift": status.drift, "last_error": status.last_error,
+            "updated_at": status.updated_at or _now()}, ("kind", "environment", "name"))
+
+
+def list_spec_status(database: Db, *, environment: str | None = None,
+                     kind: str | None = None) -> list[SpecStatus]:
+    stmt = select(SpecStatusRow).order_by(SpecStatusRow.kind, SpecStatusRow.environment,
+                                          SpecStatusRow.name)
+    if environment is not None:
+        stmt = stmt.where(SpecStatusRow.environment == environment)
+    if kind is not None:
+        stmt = stmt.where(SpecStatusRow.kind == kind)
+    with db.transaction(database) as session:
+        return [SpecStatus(SpecKey(r.kind, r.environment, r.name), r.revision, r.health,
+                           r.drift, r.last_error, r.updated_at) for r in session.scalars(stmt)]
+
+
+def put_object_status(database: Db, status: ObjectStatus) -> None:
+    key = status.key
+    with db.transaction(database, write=True) as session:
+        _upsert(session, ObjectStatusRow, {
+            "environment": status.environment, "api_group": key.group, "kind": key.kind,
+            "namespace": key.namespace, "name": key.name, "health": status.health,
+            "message": status.message, "drift": status.drift, "last_error": status.last_error,
+            "updated_at": status.updated_at or _now()},
+            ("environment", "api_group", "kind", "namespace", "name"))
+
+
+def list_object_status(database: Db, environment: str) -> list[ObjectStatus]:
+    stmt = select(ObjectStatusRow).where(ObjectStatusRow.environment == environment)
+    with db.transaction(database) as session:
+        out = [ObjectStatus(r.environment, ResourceKey(r.api_group, r.kind, r.namespace, r.name),
+                            r.health, r.message, r.drift, r.last_error, r.updated_at)
+               for r in session.scalars(stmt)]
+    return sorted(out, key=lambda status: status.key)
+
+
+def put_environment_status(database: Db, status: EnvironmentStatus) -> None:
+    with db.transaction(database, write=True) as session:
+        _upsert(session, EnvironmentStatusRow, {
+            "environment": status.environment,
+            "observed_revision": status.observed_revision,
+            "last_applied_revision": status.last_applied_revision,
+            "last_attempted_revision": status.last_attempted_revision,
+            "conditions": {"items": [c.as_dict() for c in status.conditions]},
+            "last_success_at": status.last_success_at,
+            "source_state": status.source_state.value,
+            "source_message": status.source_message,
+            "updated_at": status.updated_at or _now()}, ("environment",))
+
+
+def _environment_status(row: EnvironmentStatusRow) -> EnvironmentStatus:
+    return EnvironmentStatus(
+        environment=row.environment, observed_revision=row.observed_revision,
+        last_applied_revision=row.last_applied_revision,
+        last_attempted_revision=row.last_attempted_revision,
+        conditions=tuple(Condition.from_dict(c) for c in row.conditions.get("items", [])),
+        last_success_at=row.last_success_at, source_state=SourceState(row.source_state),
+        source_message=row.source_message, updated_at=row.updated_at)
+
+
+def get_environment_status(database: Db, environment: str) -> EnvironmentStatus | None:
+    with db.transaction(database) as session:
+        row = session.get(EnvironmentStatusRow, environment)
+        return _environment_status(row) if row is not None else None
+
+
+def list_environment_status(database: Db) -> list[EnvironmentStatus]:
+    stmt = select(EnvironmentStatusRow).order_by(EnvironmentStatusRow.environment)
+    with db.transaction(database) as session:
+        return [_environment_status(row) for row in session.scalars(stmt)]
+
+
+# --------------------------------------------------------------------------- GPU samples
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """GPUs an endpoint held (``gpus`` per replica x ``replicas``) at ``recorded_at``."""
+
+    environment: str
+    team: str
+    endpoint: str
+    gpus: int
+    replicas: int
+    recorded_at: datetime = field(default_factory=_now)
+
+
+def add_gpu_samples(database: Db, samples: Iterable[GpuSample]) -> int:
+    rows = [{"environment": s.environment, "team": s.team, "endpoint": s.endpoint,
+             "gpus": s.gpus, "replicas": s.replicas, "recorded_at": s.recorded_at}
+            for s in samples]
+    if rows:
+        with db.transaction(database, write=True) as session:
+            session.execute(insert(GpuSampleRow), rows)
+    return len(rows)
+
+
+def gpu_samples(database: Db, *, environment: str | None = None, team: str | None = None,
+                since: datetime | None = None, until: datetime | None = None) -> list[GpuSample]:
+    """Samples in time order; ``since`` inclusive, ``until`` exclusive."""
+    stmt = select(GpuSampleRow).order_by(GpuSampleRow.recorded_at, GpuSampleRow.id)
+    if environment is not None:
+        stmt = stmt.where(GpuSampleRow.environment == environment)
+    if team is not None:
+        stmt = stmt.where(GpuSampleRow.team == team)
+    if since is not None:
+        stmt = stmt.where(GpuSampleRow.recorded_at >= since)
+    if until is not None:
+        stmt = stmt.where(GpuSampleRow.recorded_at < until)
+    with db.transaction(database) as session:
+        return [GpuSample(r.environment, r.team, r.endpoint, r.gpus, r.replicas, r.recorded_at)
+                for r in session.scalars(stmt)]

@@ -1,0 +1,403 @@
+"""The reconcile pass end to end: a real git repo, a real store (SQLite and PostgreSQL),
+the hydrate actuator writing to a directory; faults included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from llmops.engine import hydrate, reconciler, service, source, specs
+from llmops.engine.actuators import ActPlan, ActResult, HydrateActuator
+from llmops.engine.settings import Settings
+from llmops.engine.store import audit, state
+from llmops.engine.store.db import Store, StoreUnavailable
+from llmops.engine.store.models import RunResult, SourceState
+
+# Inside the template's prod change window (Mon-Fri 08:00-18:00 Europe/Berlin).
+WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+SATURDAY = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "core.hooksPath=/dev/null", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "-qm",
+        message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def edit(repo: Path, rel: str, old: str, new: str) -> None:
+    path = repo / rel
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {rel}"
+    path.write_text(text.replace(old, new, 1))
+
+
+class Harness:
+    def __init__(self, store: Store, repo: Path, tmp: Path) -> None:
+        self.store = store
+        self.repo = repo
+        self.out = tmp / "rendered"
+        self.work = tmp / "work"
+        self.clock = WEDNESDAY
+        self.src = source.open_source(str(repo), "main", self.work)
+        self.rec = self.make()
+
+    def make(self, **kw: object) -> reconciler.Reconciler:
+        return reconciler.Reconciler(
+            self.store, self.src, lambda env, cfg: HydrateActuator(self.out),
+            clock=lambda: self.clock, **kw)  # type: ignore[arg-type]
+
+    def run(self) -> dict[str, reconciler.PassResult]:
+        return {r.environment: r for r in self.rec.run_once()}
+
+    def published(self, env: str) -> hydrate.HydratedSet:
+        found = hydrate.read_set(self.out, env)
+        assert found is not None
+        return found
+
+    def audit_count(self) -> int:
+        return audit.verify(self.store).entries
+
+
+@pytest.fixture
+def h(store: Store, template_git_repo: Path, tmp_path: Path) -> Harness:
+    return Harness(store, template_git_repo, tmp_path)
+
+
+def test_first_pass_publishes_every_environment(h: Harness) -> None:
+    results = h.run()
+    assert {env: r.result for env, r in results.items()} == {
+        "dev": RunResult.SUCCEEDED, "stg": RunResult.SUCCEEDED, "prod": RunResult.SUCCEEDED}
+    head = git(h.repo, "rev-parse", "HEAD")
+    for env in ("dev", "stg", "prod"):
+        published = h.published(env)
+        assert published.revision == head
+        inventory = state.read_inventory(h.store, env)
+        assert {i.key for i in inventory} == set(published.objects)
+        status = state.get_environment_status(h.store, env)
+        assert status is not None
+        assert status.last_applied_revision == head
+        ready = status.condition(state.ConditionType.READY)
+        assert ready is not None
+        assert ready.status is state.ConditionStatus.TRUE
+    assert audit.verify(h.store).ok
+    intents = h.store and audit.AuditLog(h.store).query(result="intent").entries
+    assert {e.environment for e in intents} == {"dev", "stg", "prod"}
+    assert all(e.actor == "llmops <llmops@localhost>" or "@" in e.actor for e in intents)
+
+
+def test_same_revision_twice_changes_nothing(h: Harness) -> None:
+    h.run()
+    entries, runs = h.audit_count(), len(state.list_runs(h.store, limit=1000))
+    published = {env: h.published(env) for env in ("dev", "stg", "prod")}
+    second = h.run()
+    assert {r.result for r in second.values()} == {RunResult.NOOP}
+    assert h.audit_count() == entries
+    assert len(state.list_runs(h.store, limit=1000)) == runs
+    assert {env: h.published(env) for env in published} == published
+    # A fresh reconciler (a restarted daemon) on the same revision: still nothing.
+    h.rec = h.make()
+    assert {r.result for r in h.run().values()} == {RunResult.NOOP}
+    assert h.audit_count() == entries
+
+
+def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
+    h.run()
+    before = h.published("stg")
+    edit(h.repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
+    sha = commit(h.repo, "stg: support-chat 1.3.0")
+    results = h.run()
+    assert results["dev"].result is RunResult.NOOP
+    assert results["prod"].result is RunResult.NOOP
+    stg = results["stg"]
+    assert stg.result is RunResult.SUCCEEDED
+    assert (stg.counts.created, stg.counts.configured, stg.counts.deleted) == (0, 1, 0)
+    after = h.published("stg")
+    changed = {k for k in after.objects if after.objects[k] != before.objects.get(k)}
+    assert [(k.kind, k.name) for k in changed] == [("Deployment", "support-chat")]
+    applied = audit.AuditLog(h.store).query(action="apply", environment="stg").entries
+    assert [e.target for e in applied if e.source_commit == sha] == [
+        "Deployment/nlp-platform-stg/support-chat"]
+
+
+def test_bad_spec_acts_on_nothing_and_is_recorded_once(h: Harness) -> None:
+    h.run()
+    before = {env: h.published(env) for env in ("dev", "stg", "prod")}
+    edit(h.repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
+    edit(h.repo, "endpoints/dev/sql-assistant.yaml", "route: ", "route: relative")
+    sha = commit(h.repo, "one good change, one bad spec")
+    results = h.run()
+    assert {r.result for r in results.values()} == {RunResult.FAILED}
+    assert {r.reason for r in results.values()} == {"ValidationFailed"}
+    assert "endpoints/dev/sql-assistant.yaml" in results["stg"].message
+    assert {env: h.published(env) for env in before} == before
+    status = state.get_environment_status(h.store, "stg")
+    assert status is not None
+    assert status.last_attempted_revision == sha
+    assert status.last_applied_revision != sha
+    stalled = status.condition(state.ConditionType.STALLED)
+    assert stalled is not None
+    assert (stalled.status, stalled.reason) == (state.ConditionStatus.TRUE, "ValidationFailed")
+    entries = h.audit_count()
+    h.run()
+    assert h.audit_count() == entries
+
+
+def test_removed_endpoint_is_pruned(h: Harness) -> None:
+    h.run()
+    (h.repo / "endpoints/dev/sql-assistant.yaml").unlink()
+    edit(h.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
+    commit(h.repo, "drop dev sql-assistant")
+    result = h.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    assert result.counts.deleted == 5
+    names = {(k.kind, k.name) for k in h.published("dev").objects}
+    assert ("Deployment", "sql-assistant") not in names
+    pruned = audit.AuditLog(h.store).query(action="prune", environment="dev").entries
+    assert "Deployment/data-science-dev/sql-assistant" in {e.target for e in pruned}
+    assert ("Deployment", "sql-assistant") not in {
+        (i.key.kind, i.key.name) for i in state.read_inventory(h.store, "dev")}
+
+
+def test_empty_revision_is_blocked_unless_allow_empty(store: Store, minimal_repo: Path,
+                                                      tmp_path: Path) -> None:
+    git(minimal_repo, "init", "-q", "-b", "main")
+    commit(minimal_repo, "one endpoint")
+    h = Harness(store, minimal_repo, tmp_path)
+    assert h.run()["dev"].result is RunResult.SUCCEEDED
+    before = h.published("dev")
+    (minimal_repo / "endpoints/dev/chat.yaml").unlink()
+    commit(minimal_repo, "no endpoint left")
+    blocked = h.run()["dev"]
+    assert (blocked.result, blocked.reason) == (RunResult.BLOCKED, "EmptyRevision")
+    assert "allowEmpty" in blocked.message
+    assert h.published("dev") == before
+    edit(minimal_repo, "llmops.yaml", 'dev: {namespace: "{team}-dev"}',
+         'dev: {namespace: "{team}-dev", allowEmpty: true, maxPrunePercent: 100}')
+    commit(minimal_repo, "dev may be empty")
+    done = h.run()["dev"]
+    assert done.result is RunResult.SUCCEEDED, done.message
+    assert h.published("dev").objects == {}
+    assert state.read_inventory(store, "dev") == []
+
+
+def test_mass_delete_is_blocked_until_confirmed(h: Harness) -> None:
+    h.run()
+    before = h.published("dev")
+    for path in (h.repo / "endpoints" / "dev").iterdir():
+        path.unlink()
+    sha = commit(h.repo, "dev: remove every endpoint")
+    blocked = h.run()["dev"]
+    assert blocked.result is RunResult.BLOCKED
+    assert "maxPrunePercent 30%" in blocked.message
+    assert h.published("dev") == before
+    assert any(e.result == "blocked" for e in
+               audit.AuditLog(h.store).query(environment="dev").entries)
+    entries = h.audit_count()
+    assert h.run()["dev"].result is RunResult.BLOCKED
+    assert h.audit_count() == entries
+    reconciler.confirm_prune(h.store, "dev", sha, "alice")
+    done = h.run()["dev"]
+    assert done.result is RunResult.SUCCEEDED
+    assert not any(k.kind == "Deployment" for k in h.published("dev").objects)
+
+
+def test_prune_protected_objects_are_kept(h: Harness) -> None:
+    edit(h.repo, "policies/governance.yaml", "kinds: [PersistentVolumeClaim]",
+         "kinds: [PersistentVolumeClaim, Ingress]")
+    edit(h.repo, "policies/governance.yaml", "environments: [prod]\n      kinds",
+         "environments: [prod, dev]\n      kinds")
+    edit(h.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
+    commit(h.repo, "protect ingresses")
+    h.run()
+    (h.repo / "endpoints/dev/sql-assistant.yaml").unlink()
+    commit(h.repo, "drop dev sql-assistant")
+    result = h.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    names = {(k.kind, k.name) for k in h.published("dev").objects}
+    assert ("Ingress", "sql-assistant") in names
+    assert ("Deployment", "sql-assistant") not in names
+    assert ("Ingress", "sql-assistant") in {
+        (i.key.kind, i.key.name) for i in state.read_inventory(h.store, "dev")}
+
+
+def test_change_window_blocks_prod_changes_on_saturday(h: Harness) -> None:
+    h.run()
+    edit(h.repo, "endpoints/prod/support-chat.yaml", "    max: 4\n", "    max: 5\n")
+    commit(h.repo, "prod: scale out")
+    h.clock = SATURDAY
+    result = h.run()["prod"]
+    assert result.result is RunResult.BLOCKED
+    assert result.reason == "PolicyDenied"
+    assert "change window" in result.message
+
+
+def test_unreachable_remote_keeps_the_last_good_revision(
+        store: Store, template_git_repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(template_git_repo), str(remote)],
+                   check=True)
+    h = Harness.__new__(Harness)
+    Harness.__init__(h, store, remote, tmp_path)
+    h.src = source.open_source(f"file://{remote}", "main", h.work)
+    h.rec = h.make()
+    first = h.run()
+    good = first["dev"].revision
+    remote.rename(tmp_path / "gone.git")
+    results = h.run()
+    assert {r.revision for r in results.values()} == {good}
+    status = state.get_environment_status(store, "dev")
+    assert status is not None
+    assert status.source_state is SourceState.UNAVAILABLE
+    assert h.published("dev").revision == good
+    # A reconciler with no good revision at all stalls: the repo is unknown, not empty.
+    fresh = Harness.__new__(Harness)
+    Harness.__init__(fresh, store, template_git_repo, tmp_path / "fresh")
+    fresh.src = source.open_source(f"file://{tmp_path / 'gone-too.git'}", "main", fresh.work)
+    fresh.rec = fresh.make(environments=["dev"])
+    (stalled,) = fresh.rec.run_once()
+    assert (stalled.result, stalled.reason) == (RunResult.FAILED, "SourceUnavailable")
+    assert h.published("dev").revision == good
+
+
+def test_store_down_applies_nothing(template_git_repo: Path, tmp_path: Path) -> None:
+    store = Store("postgresql+psycopg://postgres@127.0.0.1:1/none", connect_timeout=1)
+    src = source.open_source(str(template_git_repo), "main", tmp_path / "work")
+    rec = reconciler.Reconciler(store, src, lambda env, cfg: HydrateActuator(tmp_path / "out"),
+                                clock=lambda: WEDNESDAY)
+    with pytest.raises(StoreUnavailable):
+        rec.run_once()
+    assert not (tmp_path / "out").exists()
+
+
+class _FailingAudit(audit.AuditLog):
+    def append(self, entry: audit.AuditEntry) -> audit.AuditRecord:
+        if entry.result == "intent":
+            raise StoreUnavailable("db", "connection lost")
+        return super().append(entry)
+
+
+def test_intent_entry_failure_applies_nothing(h: Harness) -> None:
+    h.rec.audit = _FailingAudit(h.store)
+    with pytest.raises(StoreUnavailable):
+        h.run()
+    assert not (h.out / "dev").exists()
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from llmops.engine import reconciler, source
+    from llmops.engine.actuators import HydrateActuator
+    from llmops.engine.store.db import Store
+
+    class KilledMidway(HydrateActuator):
+        def act(self, plan):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    url, repo, work, out = sys.argv[1:5]
+    rec = reconciler.Reconciler(Store(url), source.open_source(repo, "main", Path(work)),
+                                lambda env, cfg: KilledMidway(Path(out)),
+                                environments=["dev"],
+                                clock=lambda: datetime(2026, 11, 25, 9, tzinfo=UTC))
+    rec.run_once()
+""")
+
+
+def test_killed_between_intent_and_outcome_resumes_cleanly(h: Harness, store_url: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, store_url, str(h.repo),
+                           str(h.work), str(h.out)], capture_output=True, text=True, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (running,) = state.list_runs(h.store, environment="dev")
+    assert running.result is RunResult.RUNNING
+    assert len(state.read_inventory(h.store, "dev")) > 0  # widened before acting
+    h.rec = h.make(environments=["dev"])
+    (result,) = h.rec.run_once()
+    assert result.result is RunResult.SUCCEEDED
+    interrupted = state.get_run(h.store, running.id)
+    assert interrupted is not None
+    assert interrupted.result is RunResult.FAILED
+    assert "interrupted" in interrupted.error
+    assert {i.key for i in state.read_inventory(h.store, "dev")} == set(
+        h.published("dev").objects)
+    assert audit.verify(h.store).ok
+    assert any("interrupted" in e.reason for e in audit.AuditLog(h.store).query().entries)
+
+
+def test_hand_edited_published_file_is_put_back(h: Harness) -> None:
+    h.run()
+    published = h.published("dev")
+    key = next(k for k in published.objects if k.kind == "Service")
+    path = (h.out / "dev").resolve() / hydrate.file_name(key)
+    path.write_text(path.read_text().replace("port: 80", "port: 8081"))
+    result = h.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED
+    assert result.counts.configured == 1
+    assert h.published("dev").objects[key] == published.objects[key]
+    entries = audit.AuditLog(h.store).query(action="apply", environment="dev").entries
+    assert entries[0].reason.startswith("drift corrected")
+
+
+def test_reader_never_sees_a_half_written_set(tmp_path: Path) -> None:
+    objects = [{"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": f"cm-{i}", "namespace": "ns"}, "data": {"v": "1"}}
+               for i in range(50)]
+    hydrate.write_set(tmp_path, "dev", "rev1", objects)
+    first = os.readlink(tmp_path / "dev")
+    for obj in objects:
+        obj["data"] = {"v": "2"}
+    hydrate.write_set(tmp_path, "dev", "rev2", objects)
+    assert os.readlink(tmp_path / "dev") != first
+    index = json.loads((tmp_path / "dev" / "index.json").read_text())
+    assert index["revision"] == "rev2"
+    assert len(index["objects"]) == 50
+
+
+def test_reconcile_cli_once(template_git_repo: Path, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch, cli) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(reconciler, "datetime", _FixedDatetime)
+    result = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev",
+                 "--out", tmp_path / "out")
+    assert result.code == 0, result.out + result.err
+    assert result.out.startswith("dev: succeeded at ")
+    assert (tmp_path / "out" / "dev" / "index.json").is_file()
+    status = cli("status")
+    assert status.code == 0
+    assert status.out.startswith("dev: Ready")
+    again = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev",
+                "--out", tmp_path / "out")
+    assert again.out.startswith("dev: noop")
+    verify = cli("audit", "verify")
+    assert verify.code == 0
+    assert "audit chain intact" in verify.out
+
+
+class _FixedDatetime(datetime):
+    @classmethod
+    def now(cls, tz: object = None) -> _FixedDatetime:  # type: ignore[override]
+        return cls(2026, 11, 25, 9, tzinfo=UTC)
+
+
+def test_service_builds_the_configured_actuators(tmp_path: Path) -> None:
+    cfg = Settings(home=tmp_path)
+    make = service.actuator_factory(cfg)
+    env = specs.Environment(namespace="x", actuator=specs.ActuatorName.NONE)
+    assert make("dev", env).name == "none"
+    assert make("dev", specs.Environment(namespace="x")).name == "hydrate"
+    plan = ActPlan("dev", "r", {}, {})
+    assert make("dev", env).act(plan) == ActResult({})
