@@ -492,7 +492,7 @@ def test_local_source_hashes_the_yaml_files(template_copy: Path) -> None:
     src = source.LocalSource(template_copy)
     first = src.fetch()
     assert first.revision.startswith("local-")
-    assert len(first.revision) == 6 + 64
+    assert len(first.revision) == 6 + 40
     assert first.path == template_copy.resolve()
     assert first.files_changed is None
     again = src.fetch()

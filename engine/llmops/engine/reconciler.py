@@ -36,7 +36,7 @@ from typing import Any
 
 from llmops.engine import diff, govern, loader, specs, validate
 from llmops.engine.actuators import ActPlan, Actuator, ActuatorError, ObjectOutcome, Outcome
-from llmops.engine.errors import SpecError
+from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.health import HealthStatus, worst
 from llmops.engine.source import Snapshot, Source, SourceUnavailable
 from llmops.engine.store import audit, state
@@ -64,6 +64,11 @@ class Metrics:
     def drifted(self, environment: str, count: int) -> None: ...
     def succeeded(self, environment: str, revision: str) -> None: ...
     def fetch_failed(self) -> None: ...
+    def pass_duration(self, seconds: float) -> None: ...
+
+
+class LeaseLost(LlmopsError):
+    """This process no longer holds the leader lease: it must not write."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,12 @@ class Reconciler:
         self.cache = loader.ParseCache()
         self._revision: Revision | None = None
         self._last_sample: dict[str, float] = {}
+        self.lease_check: Callable[[], bool] | None = None
+        """Set by the daemon: called before every write phase; False stops the pass."""
+
+    def _ensure_leader(self) -> None:
+        if self.lease_check is not None and not self.lease_check():
+            raise LeaseLost("the leader lease was lost; stopping before the next write")
 
     # ------------------------------------------------------------------ entry point
 
@@ -185,6 +196,7 @@ class Reconciler:
     def reconcile_environment(self, revision: Revision, env: str, *,
                               source_error: str = "") -> PassResult:
         sha = revision.snapshot.revision
+        self._ensure_leader()
         self._close_interrupted(env)
         if revision.spec_set is None:
             assert revision.error is not None
@@ -273,6 +285,7 @@ class Reconciler:
                    "delete": [str(k) for k in plan.delete[:MAX_AUDITED_KEYS]],
                    "drifted": [str(k) for k in sorted(drifted)[:MAX_AUDITED_KEYS]],
                    "actuator": actuator.name}
+        self._ensure_leader()
         run = state.start_run(self.store, env, sha, plan=summary)
         self.audit.append(audit.AuditEntry(
             actor=actor, action=audit.AuditAction.RECONCILE, target=f"environment/{env}",

@@ -530,7 +530,7 @@ class LocalSource:
         digest = hashlib.sha256()
         for rel in sorted(blobs):
             digest.update(f"{rel}\0{blobs[rel]}\0".encode("utf-8", "surrogateescape"))
-        revision = "local-" + digest.hexdigest()
+        revision = "local-" + digest.hexdigest()[:40]  # fits the 64-character revision columns
         prev = self._last_good
         if prev is not None and prev.revision == revision:
             snap = dataclasses.replace(prev, files_changed=frozenset())
