@@ -6,6 +6,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import exc, text
@@ -352,8 +353,21 @@ def test_cli_tail_shows_newest_entries(cli_env: str, store: Store,
     assert as_json.out.count("\n") == 3
 
 
+def test_cli_verify_creates_no_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                        cli: Callable[..., CliResult]) -> None:
+    monkeypatch.delenv("LLMOPS_CONFIG", raising=False)
+    monkeypatch.delenv("LLMOPS_DATABASE_URL", raising=False)
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    missing = cli("audit", "verify")
+    assert missing.code == 1
+    assert "no database file here" in missing.err
+    assert not (tmp_path / "home").exists()
+
+
 def test_cli_verify_on_an_unmigrated_or_unreachable_store(
         cli_env: str, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., CliResult]) -> None:
+    with Store(cli_env) as unmigrated:
+        unmigrated.ping()
     empty = cli("audit", "verify")
     assert empty.code == 1
     assert "never migrated" in empty.err

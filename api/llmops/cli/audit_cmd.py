@@ -15,6 +15,7 @@ This module does not import ``llmops.cli`` (that module imports this one).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import orjson
@@ -27,8 +28,16 @@ EXIT_BROKEN = 1
 
 
 def _open_store() -> db.Store:
-    """The configured store, which must already hold the audit log (never migrated here)."""
-    store = db.Store(settings.load().effective_database_url)
+    """The configured store, which must already hold the audit log.
+
+    Read-only: never migrates, and never creates a SQLite file that is not there.
+    """
+    url = db.normalise_url(settings.load().effective_database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).is_file():
+        raise db.StoreError(url.render_as_string(hide_password=True),
+                            "no database file here (nothing was ever recorded)")
+    store = db.Store(url)
     if store.schema_revision() is None:
         store.close()
         raise db.StoreError(store.display_url,

@@ -29,8 +29,9 @@ SECRET_KEY_WORDS = (
 )
 
 # scheme://userinfo@host: the whole userinfo goes, user names included (a
-# bare token is often sent as the user name, e.g. https://ghp_xxx@github.com).
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@?#]+)@")
+# bare token is often sent as the user name, e.g. https://ghp_xxx@github.com),
+# up to the authority's last '@' (a raw '@' inside a password included).
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#]+)@")
 
 _KEY = (r"(?:[A-Za-z0-9_.-]*?(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key"
         r"|access[_-]?key|private[_-]?key|credentials?|sig|signature))")

@@ -200,6 +200,12 @@ _COLUMNS = (AuditRow.id, AuditRow.at, AuditRow.actor, AuditRow.source_commit,
             AuditRow.reason, AuditRow.details, AuditRow.prev_hash, AuditRow.hash)
 
 
+def _first_id_from(at: datetime) -> Select[int]:
+    """The id of the first entry at or after ``at`` (through the ``at`` index)."""
+    return (select(AuditRow.id).where(AuditRow.at >= at)
+            .order_by(AuditRow.at, AuditRow.id).limit(1))
+
+
 # --------------------------------------------------------------------------- the log
 
 
@@ -266,6 +272,10 @@ class AuditLog:
 
         ``since`` is inclusive and ``until`` exclusive; ``after_id`` continues
         a listing after (that is, below) that id. ``limit`` is capped at 1000.
+        Each filter has an index ending in ``id``; a time range is first turned
+        into an id range through the ``at`` index (``append`` keeps ``at``
+        non-decreasing along the ids), so every query walks one index backwards
+        and stops after ``limit`` rows, also with a million entries.
         """
         limit = max(1, min(limit, MAX_PAGE))
         stmt: Select[Any] = select(*_COLUMNS)
@@ -273,14 +283,20 @@ class AuditLog:
                               (AuditRow.result, result), (AuditRow.environment, environment)):
             if value is not None:
                 stmt = stmt.where(column == value)
-        if since is not None:
-            stmt = stmt.where(AuditRow.at >= since)
-        if until is not None:
-            stmt = stmt.where(AuditRow.at < until)
         if after_id is not None:
             stmt = stmt.where(AuditRow.id < after_id)
-        stmt = stmt.order_by(AuditRow.id.desc()).limit(limit)
         with self.store.connection() as conn:
+            if since is not None:
+                first = conn.execute(_first_id_from(since)).scalar()
+                if first is None:
+                    return AuditPage((), None)
+                stmt = stmt.where(AuditRow.at >= since, AuditRow.id >= first)
+            if until is not None:
+                end = conn.execute(_first_id_from(until)).scalar()
+                stmt = stmt.where(AuditRow.at < until)
+                if end is not None:
+                    stmt = stmt.where(AuditRow.id < end)
+            stmt = stmt.order_by(AuditRow.id.desc()).limit(limit)
             entries = tuple(_record(row) for row in conn.execute(stmt))
         next_after = entries[-1].id if len(entries) == limit else None
         return AuditPage(entries, next_after)

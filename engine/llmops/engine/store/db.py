@@ -248,6 +248,8 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     config.set_main_option("path_separator", "os")
+    # New scripts start with a letter, so mypy can name them as modules.
+    config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
     return config
 
 
