@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from llmops.cli import audit_cmd, output, plan_cmd, reconcile_cmd, render_cmd
+from llmops.cli import audit_cmd, daemon_cmd, output, plan_cmd, reconcile_cmd, render_cmd
 from llmops.engine import scaffold, validate
 from llmops.engine.errors import LlmopsError, SpecError
 
@@ -111,3 +111,5 @@ cli.add_command(audit_cmd.audit)
 cli.add_command(reconcile_cmd.reconcile)
 cli.add_command(reconcile_cmd.status)
 cli.add_command(reconcile_cmd.prune)
+cli.add_command(daemon_cmd.daemon_command)
+cli.add_command(daemon_cmd.up)

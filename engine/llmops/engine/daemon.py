@@ -42,7 +42,9 @@ class Daemon:
                  interval: float = 60.0, jitter: float = 5.0,
                  watch: Path | None = None, debounce: float = 1.0,
                  wait_for_wake: Callable[[float], bool] | None = None,
-                 on_leader: Callable[[bool], None] | None = None) -> None:
+                 on_leader: Callable[[bool], None] | None = None,
+                 on_results: Callable[[list[reconciler.PassResult]], None] | None = None
+                 ) -> None:
         self.rec = rec
         self.lease = lease
         self.interval = interval
@@ -51,6 +53,7 @@ class Daemon:
         self.debounce = debounce
         self.wait_for_wake = wait_for_wake
         self.on_leader = on_leader or (lambda _leading: None)
+        self.on_results = on_results or (lambda _results: None)
         self.leading = lease is None
         self.passes = 0
         self._wake = threading.Event()
@@ -109,6 +112,7 @@ class Daemon:
         finally:
             self.passes += 1
         self.rec.metrics.pass_duration(time.perf_counter() - start)
+        self.on_results(results)
         for r in results:
             log.info("%s: %s at %s%s", r.environment, r.result.value, r.revision[:12],
                      f" ({r.reason}: {r.message.splitlines()[0]})" if not r.ok and r.message
@@ -141,11 +145,15 @@ class Daemon:
                 observer.join(timeout=5)
             if waker is not None:
                 waker.join(timeout=5)
-            if self.lease is not None and self.leading:
-                self.lease.release()
-                self.leading = False
-                self.on_leader(False)
+            self.release()
             log.info("daemon stopped")
+
+    def release(self) -> None:
+        """Give the lease up (at shutdown, or after a single pass)."""
+        if self.lease is not None and self.leading:
+            self.lease.release()
+            self.leading = False
+            self.on_leader(False)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping after the current pass", signal.Signals(signum).name)

@@ -1,0 +1,226 @@
+"""The daemon: triggers, file watching, leader lease, metrics, clean shutdown, `llmops up`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from llmops.engine import daemon, reconciler, source
+from llmops.engine.actuators import HydrateActuator
+from llmops.engine.metrics import PrometheusMetrics
+from llmops.engine.store import audit, state
+from llmops.engine.store.db import Store
+from llmops.engine.store.models import RunResult
+
+WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def wait_until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def make_rec(store: Store, repo: Path, tmp: Path, **kw: object) -> reconciler.Reconciler:
+    return reconciler.Reconciler(store, source.open_source(str(repo), "main", tmp / "work"),
+                                 lambda env, cfg: HydrateActuator(tmp / "out"),
+                                 clock=lambda: WEDNESDAY, **kw)  # type: ignore[arg-type]
+
+
+class FlakyLease:
+    """A lease we control: acquired once, then lost when told."""
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.released = False
+
+    def acquire(self) -> bool:
+        return not self.lost
+
+    def held(self) -> bool:
+        return not self.lost
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_trigger_wakes_the_loop_and_stop_ends_it(store: Store, template_git_repo: Path,
+                                                 tmp_path: Path) -> None:
+    loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path, environments=["dev"]),
+                         interval=3600, jitter=0, debounce=0.01)
+    thread = threading.Thread(target=loop.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        wait_until(lambda: loop.passes == 1)
+        loop.trigger()
+        wait_until(lambda: loop.passes == 2)
+    finally:
+        loop.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_file_change_in_a_local_repo_wakes_the_daemon(store: Store, minimal_repo: Path,
+                                                      tmp_path: Path) -> None:
+    rec = make_rec(store, minimal_repo, tmp_path)
+    loop = daemon.Daemon(rec, interval=3600, jitter=0, watch=minimal_repo, debounce=0.2)
+    thread = threading.Thread(target=loop.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        wait_until(lambda: loop.passes == 1)
+        first = state.get_environment_status(store, "dev")
+        assert first is not None
+        path = minimal_repo / "endpoints/dev/chat.yaml"
+        path.write_text(path.read_text().replace("max: 2", "max: 3"))
+
+        def applied_new() -> bool:
+            now = state.get_environment_status(store, "dev")
+            return now is not None and now.last_applied_revision != first.last_applied_revision
+
+        wait_until(applied_new)
+    finally:
+        loop.stop()
+        thread.join(timeout=10)
+
+
+def test_only_the_leader_acts_and_a_lost_lease_stops_writes(
+        store: Store, template_git_repo: Path, tmp_path: Path) -> None:
+    lease = FlakyLease()
+    rec = make_rec(store, template_git_repo, tmp_path)
+    loop = daemon.Daemon(rec, lease=lease)
+    lease.lost = True
+    assert loop.run_once() is None
+    assert audit.verify(store).entries == 0
+    lease.lost = False
+    results = loop.run_once()
+    assert results is not None
+    assert {r.result for r in results} == {RunResult.SUCCEEDED}
+    entries = audit.verify(store).entries
+    subprocess.run(["git", "-C", str(template_git_repo), "rm", "-q", "-r", "training"],
+                   check=True)
+    subprocess.run(["git", "-C", str(template_git_repo), "-c", "user.name=a", "-c",
+                    "user.email=a@b", "commit", "-qm", "drop training"], check=True)
+    lease.lost = True
+    assert loop.run_once() is None
+    assert audit.verify(store).entries == entries
+    assert not loop.leading
+
+
+def test_metrics_are_served(store: Store, template_git_repo: Path, tmp_path: Path) -> None:
+    metrics = PrometheusMetrics()
+    port = metrics.serve(0)
+    loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path, metrics=metrics))
+    loop.run_once()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'llmops_reconcile_runs_total{environment="dev",result="succeeded"} 1.0' in body
+    assert 'llmops_objects_total{action="created",environment="dev"}' in body
+    assert "llmops_last_success_timestamp_seconds" in body
+    assert 'llmops_reconcile_stage_duration_seconds_count{environment="prod",stage="render"}' \
+        in body
+    assert "llmops_revision_info{environment=" in body
+
+
+def test_daemon_process_stops_cleanly_on_sigterm(template_git_repo: Path,
+                                                 tmp_path: Path) -> None:
+    env = {**os.environ, "LLMOPS_HOME": str(tmp_path / "home"),
+           "LLMOPS_DAEMON__INTERVAL_SECONDS": "3600"}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", "from llmops.cli import main; main()",
+                             "daemon", "--repo", str(template_git_repo), "--env", "dev",
+                             "--out", str(out), "--metrics-port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (out / "dev" / "index.json").is_file(), timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "daemon stopped" in err
+
+
+def test_up_once_runs_the_embedded_default(tmp_path: Path, cli,  # type: ignore[no-untyped-def]
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(reconciler, "datetime", _Wednesday)
+    result = cli("up", "--once")
+    assert result.code == 0, result.out + result.err
+    assert "created specs repo" in result.out
+    assert "dev: succeeded" in result.out
+    for env in ("dev", "stg", "prod"):
+        assert (tmp_path / "home" / "rendered" / env / "index.json").is_file()
+    assert (tmp_path / "home" / "llmops.db").is_file()
+    again = cli("up", "--once")
+    assert "dev: noop" in again.out
+
+
+class _Wednesday(datetime):
+    @classmethod
+    def now(cls, tz: object = None) -> _Wednesday:  # type: ignore[override]
+        return cls(2026, 11, 25, 9, tzinfo=UTC)
+
+
+def test_two_daemons_on_one_database_only_one_acts(store: Store, template_git_repo: Path,
+                                                   tmp_path: Path) -> None:
+    from llmops.engine import leader
+
+    first = daemon.Daemon(make_rec(store, template_git_repo, tmp_path / "a"),
+                          lease=leader.lease_for(store))
+    second = daemon.Daemon(make_rec(store, template_git_repo, tmp_path / "b"),
+                           lease=leader.lease_for(store))
+    try:
+        assert first.run_once() is not None
+        assert second.run_once() is None
+        assert not (tmp_path / "b" / "out").exists()
+        first.release()
+        results = second.run_once()
+        assert results is not None
+        assert {r.result for r in results} == {RunResult.SUCCEEDED}
+    finally:
+        first.release()
+        second.release()
+
+
+def test_redis_down_never_stops_the_daemon(store: Store, template_git_repo: Path,
+                                           tmp_path: Path) -> None:
+    from llmops.cli.daemon_cmd import _publisher
+    from llmops.engine.cache import StatusCache
+
+    down = StatusCache("redis://127.0.0.1:1/0")
+    loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path),
+                         on_results=_publisher(down), wait_for_wake=down.listen_wake)
+    results = loop.run_once()
+    assert results is not None
+    assert {r.result for r in results} == {RunResult.SUCCEEDED}
+    assert down.get_environment("dev") is None
+
+
+def test_finished_runs_reach_redis(store: Store, template_git_repo: Path,
+                                   tmp_path: Path) -> None:
+    import secrets
+
+    from llmops.cli.daemon_cmd import _publisher
+    from llmops.engine.cache import StatusCache
+
+    live = StatusCache("redis://127.0.0.1:6379/0", prefix=f"llmops-test-{secrets.token_hex(4)}")
+    loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path, environments=["dev"]),
+                         on_results=_publisher(live))
+    loop.run_once()
+    cached = live.get_environment("dev")
+    assert cached is not None
+    assert cached["result"] == "succeeded"
+    runs = live.read_runs()
+    assert [event["environment"] for _, event in runs] == ["dev"]
