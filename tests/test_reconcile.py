@@ -401,3 +401,18 @@ def test_service_builds_the_configured_actuators(tmp_path: Path) -> None:
     assert make("dev", specs.Environment(namespace="x")).name == "hydrate"
     plan = ActPlan("dev", "r", {}, {})
     assert make("dev", env).act(plan) == ActResult({})
+
+
+def test_unchanged_specs_are_not_parsed_or_rendered_again(h: Harness) -> None:
+    h.run()
+    parsed, rendered = h.rec.cache.misses, h.rec.render_cache.misses
+    assert rendered > 0
+    edit(h.repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
+    commit(h.repo, "stg: support-chat 1.3.0")
+    h.run()
+    assert h.rec.cache.misses == parsed + 1  # only the changed file was parsed
+    # Only stg's support-chat endpoint and the experiment on it were rendered again.
+    assert h.rec.render_cache.misses == rendered + 2
+    misses = h.rec.render_cache.misses
+    h.run()  # resync of the same revision: nothing parsed, nothing rendered
+    assert (h.rec.cache.misses, h.rec.render_cache.misses) == (parsed + 1, misses)

@@ -43,7 +43,7 @@ from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult, SourceState
 from llmops.engine.types import KubeObject, ResourceKey, SpecKey, content_hash
-from llmops.renderers import RenderError, render_environment
+from llmops.renderers import RenderCache, RenderError, render_environment
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class Reconciler:
         self.confirm_prune = confirm_prune
         self.audit = audit.AuditLog(store)
         self.cache = loader.ParseCache()
+        self.render_cache = RenderCache()
         self._revision: Revision | None = None
         self._last_sample: dict[str, float] = {}
         self.lease_check: Callable[[], bool] | None = None
@@ -212,7 +213,8 @@ class Reconciler:
             try:
                 objects = revision.rendered.get(env)
                 if objects is None:
-                    objects = render_environment(spec_set, env, source_commit=sha)
+                    objects = render_environment(spec_set, env, source_commit=sha,
+                                                 cache=self.render_cache)
                     revision.rendered[env] = objects
             except RenderError as exc:
                 return self._stall(env, revision, "RenderFailed", str(exc),

@@ -7,6 +7,6 @@ actuator. Templates live in ``templates/`` inside the package, so they ship in
 the wheel. Callers: the CLI, the planner and the reconciler.
 """
 
-from llmops.renderers.render import RenderError, render_environment
+from llmops.renderers.render import RenderCache, RenderError, render_environment
 
-__all__ = ["RenderError", "render_environment"]
+__all__ = ["RenderCache", "RenderError", "render_environment"]

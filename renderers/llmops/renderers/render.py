@@ -29,7 +29,10 @@ environment that is not declared is one too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from llmops.engine import specs
 from llmops.engine.types import Kind, KubeObject, ResourceKey, content_hash
@@ -38,7 +41,7 @@ from llmops.renderers import objects, serving, templating, training
 from llmops.renderers.objects import Owner, Scope
 from llmops.renderers.templating import RenderError
 
-__all__ = ["RenderError", "render_environment", "sort_key"]
+__all__ = ["RenderCache", "RenderError", "render_environment", "sort_key"]
 
 CONFIG_FILE = "llmops.yaml"
 ENVIRONMENT_KIND = "Environment"
@@ -103,10 +106,65 @@ def _check_unique(rendered: list[KubeObject], files: dict[int, str]) -> None:
                               subject=_owner(obj))
 
 
-def render_environment(spec_set: SpecSet, environment: str, *,
-                       source_commit: str = "") -> tuple[KubeObject, ...]:
+def _spec_hash(spec: specs.SpecBase | None) -> str:
+    return content_hash(spec.model_dump(mode="json")) if spec is not None else ""
+
+
+def _dependencies(spec_set: SpecSet, spec: specs.SpecBase) -> Iterable[specs.SpecBase | None]:
+    """Every other spec a spec's objects are rendered from (what the renderers read)."""
+    variants: list[specs.Variant] = []
+    if isinstance(spec, specs.ServingEndpointSpec):
+        experiment = spec_set.experiment_for(spec)
+        yield spec_set.model(spec.spec.modelRef)
+        yield spec_set.template(spec.spec.promptTemplateRef or "")
+        yield experiment
+        variants = experiment.spec.variants if experiment else []
+    elif isinstance(spec, specs.PromptExperimentSpec):
+        endpoint = spec_set.endpoint(spec.spec.environment, spec.spec.endpointRef)
+        yield endpoint
+        yield spec_set.model(endpoint.spec.modelRef) if endpoint else None
+        variants = spec.spec.variants
+    elif isinstance(spec, specs.TrainingJobSpec):
+        yield spec_set.model(spec.spec.baseModelRef)
+        yield spec_set.dataset(spec.spec.datasetRef)
+    for variant in variants:
+        yield spec_set.template(variant.templateRef)
+
+
+@dataclass
+class RenderCache:
+    """Rendered objects per spec, keyed by the content of the spec, of every spec it is
+    rendered from and of its environment's config: an unchanged spec is not rendered
+    again. Cached objects keep the source commit they were first rendered at (the
+    commit that last changed them). Shared by the reconciler's passes; thread-safe."""
+
+    max_entries: int = 50_000
+    hits: int = 0
+    misses: int = 0
+    _entries: dict[tuple[str, ...], tuple[KubeObject, ...]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def render(self, key: tuple[str, ...], build: Callable[[], list[KubeObject]]
+               ) -> tuple[KubeObject, ...]:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self.hits += 1
+                return found
+            self.misses += 1
+        built = tuple(build())
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = built
+        return built
+
+
+def render_environment(spec_set: SpecSet, environment: str, *, source_commit: str = "",
+                       cache: RenderCache | None = None) -> tuple[KubeObject, ...]:
     """Every Kubernetes object of ``environment``, stamped and sorted.
 
+    With a ``cache``, specs whose inputs did not change reuse their objects.
     Raises ``RenderError`` for an undeclared environment or a spec that does
     not render.
     """
@@ -119,12 +177,20 @@ def render_environment(spec_set: SpecSet, environment: str, *,
                   source_commit=source_commit)
     rendered: list[KubeObject] = []
     files: dict[int, str] = {}
+    config_hash = content_hash(config.model_dump(mode="json"))
     for item in spec_set.items:
         renderer = _RENDERERS.get(item.spec.kind)
-        if renderer is not None and item.spec.environment == environment:
-            for obj in renderer(scope, item):
-                files[id(obj)] = item.document.file
-                rendered.append(obj)
+        if renderer is None or item.spec.environment != environment:
+            continue
+        if cache is None:
+            built: Iterable[KubeObject] = renderer(scope, item)
+        else:
+            key = (environment, config_hash, item.document.file, _spec_hash(item.spec),
+                   *(_spec_hash(d) for d in _dependencies(spec_set, item.spec)))
+            built = cache.render(key, functools.partial(renderer, scope, item))
+        for obj in built:
+            files[id(obj)] = item.document.file
+            rendered.append(obj)
     rendered.extend(training.render_gpu_quotas(scope))
     rendered.extend(_namespaces(scope, rendered))
     _check_unique(rendered, files)
