@@ -224,3 +224,38 @@ def test_finished_runs_reach_redis(store: Store, template_git_repo: Path,
     assert cached["result"] == "succeeded"
     runs = live.read_runs()
     assert [event["environment"] for _, event in runs] == ["dev"]
+
+
+def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> None:
+    import json
+    import re
+
+    env = {**os.environ, "LLMOPS_HOME": str(tmp_path / "home"),
+           "LLMOPS_DAEMON__INTERVAL_SECONDS": "3600", "LLMOPS_DAEMON__DEBOUNCE_SECONDS": "0.1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from llmops.cli import main; main()", "up",
+                             "--api-port", "0"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        api = ""
+        while not api:
+            line = proc.stdout.readline()
+            assert line, "llmops up ended early"
+            found = re.search(r"API\s+(http://\S+)/llm-ops/v1/reconcile/status", line)
+            api = found.group(1) if found else ""
+        status = json.load(urllib.request.urlopen(f"{api}/llm-ops/v1/reconcile/status",
+                                                  timeout=10))
+        assert status["status"] == "success"
+        assert {e["environment"] for e in status["data"]["environments"]} == {"dev", "stg", "prod"}
+        request = urllib.request.Request(f"{api}/llm-ops/v1/reconcile/trigger", data=b"{}",
+                                         method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 202
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count("dev: noop") >= 1, err  # the triggered pass ran

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import click
 
-from llmops.cli import audit_cmd, daemon_cmd, output, plan_cmd, reconcile_cmd, render_cmd
+from llmops.cli import (
+    audit_cmd,
+    daemon_cmd,
+    output,
+    plan_cmd,
+    reconcile_cmd,
+    render_cmd,
+    serve_cmd,
+)
 from llmops.engine import scaffold, validate
 from llmops.engine.errors import LlmopsError, SpecError
 
@@ -113,3 +121,4 @@ cli.add_command(reconcile_cmd.status)
 cli.add_command(reconcile_cmd.prune)
 cli.add_command(daemon_cmd.daemon_command)
 cli.add_command(daemon_cmd.up)
+cli.add_command(serve_cmd.serve)

@@ -3,17 +3,22 @@
 `daemon` follows a specs repo, leader-elected, with Prometheus metrics on its
 own port. `up` is the embedded default in one command: a specs repo from the
 template (unless one is given), SQLite under LLMOPS_HOME, the hydrate
-actuator into LLMOPS_HOME/rendered, a first pass, then the daemon.
+actuator into LLMOPS_HOME/rendered, a first pass, then the daemon and the
+REST API on localhost (its trigger wakes the daemon in the same process).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
+import uvicorn
 
+from llmops.api.app import create_app
 from llmops.engine import cache, daemon, leader, scaffold, service, settings
 from llmops.engine.metrics import PrometheusMetrics
 from llmops.engine.reconciler import PassResult
@@ -89,14 +94,31 @@ def daemon_command(repo: str, branch: str, envs: tuple[str, ...], out: Path | No
     loop.run()
 
 
+def _start_api(cfg: Settings, loop: daemon.Daemon, port: int) -> tuple[uvicorn.Server, int]:
+    """The REST API in a background thread, its trigger waking this process' daemon."""
+    app = create_app(loop.rec.store, trigger=loop.trigger, settings=cfg)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=port, log_config=None,
+                                           server_header=False))
+    thread = threading.Thread(target=server.run, name="llmops-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise click.ClickException(f"the API could not listen on {cfg.api.host}:{port}")
+        time.sleep(0.05)
+    return server, int(server.servers[0].sockets[0].getsockname()[1])
+
+
 @click.command("up")
 @click.option("--repo", default="", help="A specs repo to follow (default: a new one from "
               "the template under LLMOPS_HOME/specs).")
 @click.option("--metrics-port", type=int, default=0, show_default=True,
               help="0 picks a free port.")
+@click.option("--api-port", type=int, default=None,
+              help="Default: LLMOPS_API__PORT or 8080; 0 picks a free port.")
 @click.option("--once", is_flag=True, help="Stop after the first pass (for scripts).")
-def up(repo: str, metrics_port: int, once: bool) -> None:
-    """Everything on the embedded default: template repo, SQLite, hydrate, the daemon."""
+def up(repo: str, metrics_port: int, api_port: int | None, once: bool) -> None:
+    """Everything on the embedded default: template repo, SQLite, hydrate, daemon and API."""
     _logging()
     cfg = settings.load()
     if not repo:
@@ -121,5 +143,11 @@ status          llmops status    audit: llmops audit verify""")
     if once:
         loop.release()
         return
+    server, bound = _start_api(cfg, loop, cfg.api.port if api_port is None else api_port)
+    click.echo(f"API             http://{cfg.api.host}:{bound}/llm-ops/v1/reconcile/status "
+               f"(docs: /llm-ops/v1/docs)")
     click.echo("reconciling every change; Ctrl-C to stop")
-    loop.run()
+    try:
+        loop.run()
+    finally:
+        server.should_exit = True

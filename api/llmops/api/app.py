@@ -1,0 +1,87 @@
+"""The application factory: ``create_app(store, trigger=..., settings=...) -> FastAPI``.
+
+Role: assemble the API from its parts: routers under ``/llm-ops/v1``
+(OpenAPI at ``/llm-ops/v1/openapi.json``, docs at ``/llm-ops/v1/docs``), the
+exception handlers (``errors.install``), the request guard (415 for forms,
+413 over ``settings.api.max_body_bytes``), the metrics middleware and
+``GET /metrics`` on a registry the app owns. Input: an opened (migrated)
+``Store``; optionally the callable that wakes the reconciler (a daemon's
+``trigger`` or a Redis wake-up publisher) and the settings (default: read
+from the environment). Output: a ``FastAPI`` app whose state holds
+``store``, ``settings``, ``trigger`` and ``metrics``. Callers:
+``llmops serve`` (``llmops.cli.serve_cmd``) and the tests.
+
+Middleware order, outermost first: Starlette's server-error layer (runs the
+catch-all handler), metrics (sees every request, refused or failed), the
+guard, then the exception layer and the routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+
+from llmops.api import errors
+from llmops.api.envelope import Failure
+from llmops.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware, RouteTemplates
+from llmops.api.middleware import RequestGuard
+from llmops.api.routes import audit, health, reconcile
+from llmops.engine import settings as settings_module
+from llmops.engine.settings import Settings
+from llmops.engine.store.db import Store
+
+API_PREFIX = "/llm-ops/v1"
+API_VERSION = "v1"
+METRICS_PATH = "/metrics"
+
+_COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": Failure, "description": "The request body is too large."},
+    415: {"model": Failure, "description": "Form and multipart bodies are not accepted."},
+    422: {"model": Failure, "description": "A request field is invalid (named in data)."},
+    500: {"model": Failure, "description": "Unexpected error; data holds only an errorId."},
+    503: {"model": Failure, "description": "The store is unavailable."},
+}
+
+
+def create_app(store: Store, *, trigger: Callable[[], None] | None = None,
+               settings: Settings | None = None) -> FastAPI:
+    """The llmops REST API over ``store``; ``trigger`` wakes the reconciler (503 without)."""
+    cfg = settings if settings is not None else settings_module.load()
+    metrics = ApiMetrics()
+    app = FastAPI(
+        title="llmops",
+        summary="Status of the llmops GitOps reconciler for LLM operations.",
+        version=API_VERSION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        responses=_COMMON_RESPONSES,
+    )
+    app.state.store = store
+    app.state.settings = cfg
+    app.state.trigger = trigger
+    app.state.metrics = metrics
+
+    errors.install(app)
+    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH]
+    for module in (health, reconcile, audit):
+        app.include_router(module.router, prefix=API_PREFIX)
+        templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
+                      if isinstance(route, APIRoute)]
+
+    @app.get(METRICS_PATH, tags=["metrics"], response_class=Response, summary="Prometheus metrics",
+             responses={200: {"content": {CONTENT_TYPE: {}},
+                              "description": "Prometheus text exposition format."}})
+    def prometheus_metrics() -> Response:
+        """Request counts and latencies of this API, by method, route template and status."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    # add_middleware wraps what is there: the last added runs first.
+    app.add_middleware(RequestGuard, max_body_bytes=cfg.api.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics,
+                       templates=RouteTemplates(t for t in templates if t))
+    return app

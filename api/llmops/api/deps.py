@@ -1,0 +1,52 @@
+"""Dependencies of the routes, as ``Annotated`` aliases (``StoreDep``, ``AuditLogDep``, ...).
+
+Role: hand each route what it reads from, taken from ``app.state`` where
+``create_app`` put it: the ``Store``, an ``AuditLog`` over it, the
+``Settings`` and the trigger callable (``TriggerDep`` raises
+``ServiceUnavailable`` -> 503 when the app has none). Routes declare
+``store: StoreDep`` and never reach into the request themselves. Input: the
+request. Output: those objects. Callers: the modules of
+``llmops.api.routes``; tests override nothing here, they build the app with
+the objects they want.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from llmops.api import errors
+from llmops.engine.settings import Settings
+from llmops.engine.store import audit
+from llmops.engine.store.db import Store
+
+Trigger = Callable[[], None]
+
+
+def get_store(request: Request) -> Store:
+    return cast(Store, request.app.state.store)
+
+
+def get_settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+def get_audit_log(store: Annotated[Store, Depends(get_store)]) -> audit.AuditLog:
+    return audit.AuditLog(store)
+
+
+def get_trigger(request: Request) -> Trigger:
+    trigger = cast(Trigger | None, request.app.state.trigger)
+    if trigger is None:
+        raise errors.ServiceUnavailable(
+            "no reconciler to trigger: this server runs without a daemon or wake-up channel",
+            {"triggered": False})
+    return trigger
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+AuditLogDep = Annotated[audit.AuditLog, Depends(get_audit_log)]
+TriggerDep = Annotated[Trigger, Depends(get_trigger)]

@@ -1,0 +1,240 @@
+"""The response envelope and the response models of every route.
+
+Role: the one shape every API response has, ``{"status": "success"|"fail",
+"message": str, "data": ...}``, as the generic pydantic model ``Envelope[T]``
+so OpenAPI documents each route's ``data``; and the response models that
+``data`` holds (camelCase on the wire), built from the store's frozen values
+(``state.Run``, ``state.EnvironmentStatus``, ``audit.AuditRecord``). Store
+values never leave as they are: free text and recorded plans are redacted
+again on the way out, so no credential reaches a response. Input: store
+values. Output: pydantic models. Callers: the routes in ``llmops.api.routes``
+and the exception handlers in ``llmops.api.errors``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from llmops.engine import redact
+from llmops.engine.store import audit, state
+
+T = TypeVar("T")
+
+SUCCESS: Literal["success"] = "success"
+FAIL: Literal["fail"] = "fail"
+
+
+class ApiModel(BaseModel):
+    """Base of the response models: frozen, camelCase aliases, built by field name."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True,
+                              validate_by_alias=True, serialize_by_alias=True, frozen=True)
+
+
+class Envelope(BaseModel, Generic[T]):
+    """Every response body: a status, a human-readable message and the data."""
+
+    status: Literal["success", "fail"]
+    message: str
+    data: T
+
+
+class Failure(BaseModel):
+    """A failed request's body (the envelope with ``status`` "fail")."""
+
+    status: Literal["fail"] = FAIL
+    message: str
+    data: Any = None
+
+
+def success(data: T, message: str = "ok") -> Envelope[T]:
+    return Envelope[T](status=SUCCESS, message=message, data=data)
+
+
+# --------------------------------------------------------------------------- health
+
+
+class Liveness(ApiModel):
+    alive: bool = True
+
+
+class Readiness(ApiModel):
+    ready: bool = True
+    store: Literal["reachable", "unreachable"] = "reachable"
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class Counts(ApiModel):
+    created: int = 0
+    configured: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    failed: int = 0
+
+    @classmethod
+    def of(cls, counts: state.RunCounts) -> Counts:
+        return cls(**counts.as_dict())
+
+
+class RunSummary(ApiModel):
+    """One reconcile run of one environment at one revision."""
+
+    id: int
+    environment: str
+    revision: str
+    result: str
+    started_at: datetime
+    finished_at: datetime | None
+    counts: Counts
+    error: str
+
+    @classmethod
+    def of(cls, run: state.Run) -> RunSummary:
+        return cls(id=run.id, environment=run.environment, revision=run.revision,
+                   result=run.result.value, started_at=run.started_at,
+                   finished_at=run.finished_at, counts=Counts.of(run.counts),
+                   error=redact.redact(run.error))
+
+
+class ObjectResult(ApiModel):
+    """What the actuator did to one object in a run, as recorded."""
+
+    object: str
+    outcome: str
+
+
+class RunDetail(RunSummary):
+    """A run with its recorded plan and its per-object results."""
+
+    plan: dict[str, Any]
+    results: list[ObjectResult]
+
+    @classmethod
+    def of(cls, run: state.Run) -> RunDetail:
+        plan = dict(redact.redact_data(run.plan))
+        recorded = plan.pop("results", None)
+        results = ([ObjectResult(object=str(key), outcome=str(outcome))
+                    for key, outcome in sorted(recorded.items())]
+                   if isinstance(recorded, dict) else [])
+        summary = RunSummary.of(run)
+        return cls(**dict(summary), plan=plan, results=results)
+
+
+class RunPage(ApiModel):
+    items: list[RunSummary]
+    next_cursor: int | None = Field(
+        description="Pass as before_id for the next (older) page; null on the last page.")
+
+
+# --------------------------------------------------------------------------- status
+
+
+class ConditionOut(ApiModel):
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: datetime | None
+
+    @classmethod
+    def of(cls, condition: state.Condition) -> ConditionOut:
+        return cls(type=condition.type.value, status=condition.status.value,
+                   reason=condition.reason, message=redact.redact(condition.message),
+                   last_transition_time=condition.last_transition_at)
+
+
+class SourceOut(ApiModel):
+    state: str
+    message: str
+
+
+class LastRun(ApiModel):
+    """The environment's last finished run (a running one is not counted)."""
+
+    id: int
+    result: str
+    revision: str
+    finished_at: datetime | None
+    counts: Counts
+
+    @classmethod
+    def of(cls, run: state.Run) -> LastRun:
+        return cls(id=run.id, result=run.result.value, revision=run.revision,
+                   finished_at=run.finished_at, counts=Counts.of(run.counts))
+
+
+class EnvironmentStatusOut(ApiModel):
+    environment: str
+    observed_revision: str
+    last_applied_revision: str
+    last_attempted_revision: str
+    conditions: list[ConditionOut]
+    source: SourceOut
+    last_success_at: datetime | None
+    updated_at: datetime | None
+    last_run: LastRun | None
+
+    @classmethod
+    def of(cls, status: state.EnvironmentStatus, last_run: state.Run | None
+           ) -> EnvironmentStatusOut:
+        return cls(environment=status.environment,
+                   observed_revision=status.observed_revision,
+                   last_applied_revision=status.last_applied_revision,
+                   last_attempted_revision=status.last_attempted_revision,
+                   conditions=[ConditionOut.of(c) for c in status.conditions],
+                   source=SourceOut(state=status.source_state.value,
+                                    message=redact.redact(status.source_message)),
+                   last_success_at=status.last_success_at, updated_at=status.updated_at,
+                   last_run=LastRun.of(last_run) if last_run is not None else None)
+
+
+class StatusList(ApiModel):
+    environments: list[EnvironmentStatusOut]
+
+
+class Triggered(ApiModel):
+    triggered: bool = True
+
+
+class TriggerRequest(BaseModel):
+    """The trigger takes no options: its body is empty or ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditEntryOut(ApiModel):
+    id: int
+    at: datetime
+    actor: str
+    source_commit: str
+    environment: str
+    action: str
+    target: str
+    result: str
+    reason: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, record: audit.AuditRecord) -> AuditEntryOut:
+        return cls(id=record.id, at=record.at, actor=record.actor,
+                   source_commit=record.source_commit, environment=record.environment,
+                   action=record.action, target=record.target, result=record.result,
+                   reason=record.reason, details=record.details,
+                   prev_hash=record.prev_hash, hash=record.hash)
+
+
+class AuditPageOut(ApiModel):
+    entries: list[AuditEntryOut]
+    next_cursor: int | None = Field(
+        description="Pass as after_id for the next (older) page; null on the last page.")

@@ -1,0 +1,162 @@
+"""The API's errors and the one place that maps every error to HTTP and the envelope.
+
+Role: ``ApiError`` and its subclasses (part of the ``LlmopsError``
+hierarchy) are what routes and dependencies raise; ``install`` registers the
+exception handlers that turn them, and everything else that can go wrong in a
+request, into a ``fail`` envelope with a meaningful status code:
+
+- ``ApiError`` -> its own code (400, 404, 503, ...);
+- ``StoreUnavailable`` -> 503 (the detail is logged, not returned: it names
+  the database host);
+- Starlette/FastAPI ``HTTPException`` (unknown path 404, 405 with its
+  ``Allow`` header, 413 from the body guard) -> its code;
+- ``RequestValidationError`` -> 422, naming each failing request field;
+- anything else -> 500 whose data is only ``{"errorId": ...}``; the error is
+  logged with that id, the method, the path and the principal (when one is
+  known). No stack trace or exception text ever reaches a response.
+
+Input: exceptions raised while serving a request. Output: ``JSONResponse``
+objects. Caller: ``llmops.api.app.create_app`` (``install``), the routes
+and dependencies (the ``ApiError`` classes), the ASGI guard
+(``fail_response``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmops.api.envelope import Failure
+from llmops.engine.errors import LlmopsError
+from llmops.engine.store.db import StoreUnavailable
+
+log = logging.getLogger("llmops.api")
+
+MAX_REPORTED_ISSUES = 20
+
+
+class ApiError(LlmopsError):
+    """An error a route raises on purpose; ``status_code`` is its HTTP status."""
+
+    status_code = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        self.message = message
+        self.data = data
+        super().__init__(message)
+
+
+class BadRequest(ApiError):
+    status_code = HTTPStatus.BAD_REQUEST
+
+
+class NotFound(ApiError):
+    status_code = HTTPStatus.NOT_FOUND
+
+
+class ServiceUnavailable(ApiError):
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body that grew past the limit while it was read (raised by the guard).
+
+    An ``HTTPException`` so that FastAPI's body reader lets it through
+    unchanged (it turns other errors into a 400) to the handler below.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                         f"request body larger than {limit} bytes")
+        self.data = {"maxBodyBytes": limit}
+
+
+def fail_response(status_code: int, message: str, data: Any = None,
+                  headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The ``fail`` envelope as a response (also used by the ASGI guard)."""
+    body = Failure(message=message, data=data).model_dump(mode="json")
+    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return fail_response(exc.status_code, exc.message, exc.data)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("store unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return fail_response(HTTPStatus.SERVICE_UNAVAILABLE, "store unavailable; retry later",
+                         {"retryable": True}, headers={"Retry-After": "5"})
+
+
+async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if isinstance(detail, str) and detail:
+        message, data = detail, getattr(exc, "data", None)
+    else:
+        message, data = _phrase(exc.status_code), detail
+    return fail_response(exc.status_code, message, data, headers=exc.headers)
+
+
+def _phrase(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return f"HTTP {status_code}"
+
+
+def _issue(error: Mapping[str, Any]) -> dict[str, Any]:
+    loc = [str(part) for part in error.get("loc", ())]
+    location = loc[0] if loc else "request"
+    field_path = loc[1:] if len(loc) > 1 else loc
+    return {"location": location, "field": ".".join(field_path) or location,
+            "message": str(error.get("msg", "invalid")), "type": str(error.get("type", ""))}
+
+
+def _validation_message(issues: Sequence[Mapping[str, Any]]) -> str:
+    shown = "; ".join(f"{i['location']} field {i['field']!r}: {i['message']}"
+                      for i in issues[:3])
+    more = f" (and {len(issues) - 3} more)" if len(issues) > 3 else ""
+    return f"invalid request: {shown}{more}"
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Built from loc/msg/type only: the rejected input is not echoed back.
+    issues = [_issue(error) for error in exc.errors()][:MAX_REPORTED_ISSUES]
+    return fail_response(HTTPStatus.UNPROCESSABLE_ENTITY, _validation_message(issues),
+                         {"errors": issues})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    error_id = str(uuid.uuid4())
+    principal = getattr(request.state, "principal", None)
+    log.error("unhandled error %s during %s %s%s: %s", error_id, request.method,
+              request.url.path, f" (principal {principal})" if principal else "",
+              type(exc).__name__, exc_info=exc,
+              extra={"error_id": error_id, "method": request.method,
+                     "path": request.url.path, "principal": principal})
+    return fail_response(HTTPStatus.INTERNAL_SERVER_ERROR,
+                         "internal error; quote the error id when reporting it",
+                         {"errorId": error_id})
+
+
+def install(app: FastAPI) -> None:
+    """Register every handler on ``app`` (the only place errors become HTTP)."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,102 @@
+"""Request guard: a small pure ASGI middleware that refuses bodies no route accepts.
+
+Role: before any route runs (and before anything is buffered), answer
+
+- 415 for form and multipart bodies (``application/x-www-form-urlencoded``,
+  ``multipart/*``): no route of this API reads a form, so none is parsed;
+- 413 when ``Content-Length`` is above the limit, and 400 when it is not a
+  number;
+
+and, for bodies sent without a length (chunked), count the bytes as the app
+reads them and raise ``errors.BodyTooLarge`` (an ``HTTPException``, mapped to
+a 413 envelope by ``errors``) once they pass the limit. Input: the ASGI
+scope, ``receive`` and ``send`` of each HTTP request. Output: the app's
+response, or a ``fail`` envelope. Caller: ``llmops.api.app.create_app``,
+with ``Settings.api.max_body_bytes`` as the limit.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmops.api import errors
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/")
+
+
+def _is_form(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == FORM_TYPES[0] or media_type.startswith(FORM_TYPES[1])
+
+
+class RequestGuard:
+    """Refuse form bodies (415) and bodies over ``max_body_bytes`` (413)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        if max_body_bytes < 0:
+            raise ValueError("max_body_bytes must not be negative")
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = self._refusal(headers)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        received = 0
+        response_started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise errors.BodyTooLarge(limit)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except errors.BodyTooLarge as exc:
+            # Normally the exception handlers answer; this covers a read outside them.
+            if response_started:
+                raise
+            response = errors.fail_response(exc.status_code, str(exc.detail), exc.data)
+            await response(scope, receive, send)
+
+    def _refusal(self, headers: Headers) -> JSONResponse | None:
+        content_type = headers.get("content-type", "")
+        if content_type and _is_form(content_type):
+            return errors.fail_response(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "form and multipart bodies are not accepted; send JSON",
+                {"contentType": content_type.split(";", 1)[0].strip()})
+        length = headers.get("content-length")
+        if length is None:
+            return None
+        try:
+            declared = int(length)
+        except ValueError:
+            return errors.fail_response(HTTPStatus.BAD_REQUEST,
+                                        "Content-Length is not a number")
+        if declared > self.max_body_bytes:
+            return errors.fail_response(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body larger than {self.max_body_bytes} bytes",
+                {"maxBodyBytes": self.max_body_bytes})
+        return None

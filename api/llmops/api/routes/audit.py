@@ -1,0 +1,68 @@
+"""The audit log, read-only: ``GET /governance/audit/logs``.
+
+Role: query the hash-chained audit log by actor, action, result,
+environment and time range, newest first, paged by ``after_id`` / ``limit``
+(at most 1000) with ``nextCursor``. Entries are returned exactly as stored
+(they were redacted before they were hashed), hashes included, so a client
+can check the chain. Input: query parameters; ``AuditLogDep``. Output:
+``AuditPageOut`` in the envelope. Caller: ``llmops.api.app`` mounts
+``router``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from llmops.api import errors
+from llmops.api.deps import AuditLogDep
+from llmops.api.envelope import AuditEntryOut, AuditPageOut, Envelope, Failure, success
+from llmops.engine.store import audit
+
+router = APIRouter(prefix="/governance/audit", tags=["governance"])
+
+TOKEN_MAX = 63
+TIME_HELP = "ISO 8601; a time without an offset is taken as UTC."
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@router.get("/logs", response_model=Envelope[AuditPageOut], summary="Audit log entries",
+            responses={400: {"model": Failure, "description": "since is not before until."}})
+def logs(
+    log: AuditLogDep,
+    actor: Annotated[str | None, Query(max_length=255)] = None,
+    action: Annotated[str | None, Query(max_length=TOKEN_MAX)] = None,
+    result: Annotated[str | None, Query(max_length=TOKEN_MAX)] = None,
+    environment: Annotated[str | None, Query(max_length=TOKEN_MAX)] = None,
+    since: Annotated[datetime | None, Query(description=f"Inclusive. {TIME_HELP}")] = None,
+    until: Annotated[datetime | None, Query(description=f"Exclusive. {TIME_HELP}")] = None,
+    after_id: Annotated[int | None, Query(ge=1, description="Cursor: entries older than "
+                                                            "this id (a previous nextCursor).")]
+    = None,
+    limit: Annotated[int, Query(ge=1, le=audit.MAX_PAGE)] = 100,
+) -> Envelope[AuditPageOut]:
+    """Entries matching every given filter, newest first."""
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and since >= until:
+        raise errors.BadRequest("since must be before until",
+                                {"since": since.isoformat(), "until": until.isoformat()})
+    # One entry more than asked tells whether another page exists (exact nextCursor);
+    # at the store's cap, its own cursor (set when the page is full) is used.
+    probe = min(limit + 1, audit.MAX_PAGE)
+    page = log.query(actor=actor, action=action, result=result, environment=environment,
+                     since=since, until=until, after_id=after_id, limit=probe)
+    entries = page.entries[:limit]
+    if probe > limit:
+        cursor = entries[-1].id if len(page.entries) > limit else None
+    else:
+        cursor = page.next_after_id
+    return success(AuditPageOut(entries=[AuditEntryOut.of(e) for e in entries],
+                                next_cursor=cursor), f"{len(entries)} entr"
+                   f"{'y' if len(entries) == 1 else 'ies'}")

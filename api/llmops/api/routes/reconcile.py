@@ -1,0 +1,118 @@
+"""Reconcile status, run history and the trigger: ``/reconcile/...``.
+
+Role: read what the reconciler recorded, and ask it to run. Input: query
+and path parameters; the store through ``StoreDep``; the trigger callable
+through ``TriggerDep``. Output, in the envelope:
+
+- ``GET /reconcile/status``: per environment, the observed / last applied /
+  last attempted revisions, conditions, source state, last success time and
+  the counts of its last finished run;
+- ``GET /reconcile/runs``: runs newest first, filtered by ``environment``
+  and ``result``, paged by ``before_id`` / ``limit`` with ``nextCursor``;
+- ``GET /reconcile/runs/{run_id}``: one run with its plan and per-object
+  results as recorded (404 when there is no such run);
+- ``POST /reconcile/trigger``: wakes the reconciler (202); the reconcile
+  itself happens in the daemon, never in the request.
+
+Caller: ``llmops.api.app`` mounts ``router``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query
+
+from llmops.api import errors
+from llmops.api.deps import StoreDep, TriggerDep
+from llmops.api.envelope import (
+    Envelope,
+    EnvironmentStatusOut,
+    Failure,
+    RunDetail,
+    RunPage,
+    RunSummary,
+    StatusList,
+    Triggered,
+    TriggerRequest,
+    success,
+)
+from llmops.engine.store import db, state
+from llmops.engine.store.models import RunResult
+
+router = APIRouter(prefix="/reconcile", tags=["reconcile"])
+
+MAX_RUNS_PAGE = 200
+LAST_RUN_BATCH = 20
+ENVIRONMENT_MAX = 63
+
+
+def _last_finished_run(store: db.Store, environment: str) -> state.Run | None:
+    """The newest run of ``environment`` that is no longer running."""
+    before: int | None = None
+    while True:
+        runs = state.list_runs(store, environment=environment, before_id=before,
+                               limit=LAST_RUN_BATCH)
+        for run in runs:
+            if run.result is not RunResult.RUNNING:
+                return run
+        if len(runs) < LAST_RUN_BATCH:
+            return None
+        before = runs[-1].id
+
+
+@router.get("/status", response_model=Envelope[StatusList], summary="Environment status")
+def status(
+    store: StoreDep,
+    environment: Annotated[str | None, Query(max_length=ENVIRONMENT_MAX,
+                                             description="Only this environment.")] = None,
+) -> Envelope[StatusList]:
+    """Flux-style status of every environment the reconciler has recorded."""
+    statuses = [s for s in state.list_environment_status(store)
+                if environment is None or s.environment == environment]
+    items = [EnvironmentStatusOut.of(s, _last_finished_run(store, s.environment))
+             for s in statuses]
+    return success(StatusList(environments=items), f"{len(items)} environment(s)")
+
+
+@router.get("/runs", response_model=Envelope[RunPage], summary="Reconcile runs")
+def list_runs(
+    store: StoreDep,
+    environment: Annotated[str | None, Query(max_length=ENVIRONMENT_MAX)] = None,
+    result: Annotated[RunResult | None, Query(description="Only runs with this result.")]
+    = None,
+    before_id: Annotated[int | None, Query(ge=1, description="Cursor: runs older than this "
+                                                             "id (a previous nextCursor).")]
+    = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 50,
+) -> Envelope[RunPage]:
+    """Runs newest first; follow ``nextCursor`` (as ``before_id``) for older ones."""
+    runs = state.list_runs(store, environment=environment, result=result,
+                           before_id=before_id, limit=limit + 1)
+    page, more = runs[:limit], len(runs) > limit
+    return success(RunPage(items=[RunSummary.of(run) for run in page],
+                           next_cursor=page[-1].id if more else None),
+                   f"{len(page)} run(s)")
+
+
+@router.get("/runs/{run_id}", response_model=Envelope[RunDetail], summary="One reconcile run",
+            responses={404: {"model": Failure, "description": "No run with this id."}})
+def get_run(store: StoreDep, run_id: Annotated[int, Path(ge=1)]) -> Envelope[RunDetail]:
+    """One run with its plan and the outcome of every object, as recorded."""
+    run = state.get_run(store, run_id)
+    if run is None:
+        raise errors.NotFound(f"reconcile run {run_id} does not exist", {"id": run_id})
+    return success(RunDetail.of(run), f"run {run_id}")
+
+
+@router.post("/trigger", status_code=202, response_model=Envelope[Triggered],
+             summary="Wake the reconciler",
+             responses={503: {"model": Failure,
+                              "description": "No reconciler is attached to this server."}})
+def trigger(
+    fire: TriggerDep,
+    body: Annotated[TriggerRequest | None, Body(description="Empty, or {}.")] = None,
+) -> Envelope[Triggered]:
+    """Ask the reconciler to run now; returns at once (the run is asynchronous)."""
+    fire()
+    return success(Triggered(), "reconcile requested")
