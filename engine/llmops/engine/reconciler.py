@@ -39,7 +39,7 @@ from llmops.engine.actuators import ActPlan, Actuator, ActuatorError, ObjectOutc
 from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.health import HealthStatus, worst
 from llmops.engine.source import Snapshot, Source, SourceUnavailable
-from llmops.engine.store import audit, state
+from llmops.engine.store import audit, catalog, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult, SourceState
 from llmops.engine.types import KubeObject, ResourceKey, SpecKey, content_hash
@@ -177,6 +177,8 @@ class Reconciler:
             revision.spec_set = validate.load_and_validate(snapshot.path, cache=self.cache)
         except SpecError as exc:
             revision.error = exc
+        else:
+            catalog.record(self.store, snapshot.revision, revision.spec_set)
         self._revision = revision
         return revision
 
@@ -273,14 +275,18 @@ class Reconciler:
         plan = ActPlan(environment=env, revision=sha, desired=final, write=write,
                        delete=delete, keep=keep)
         if not write and not delete and self._published(env, sha, actuator):
-            return self._noop(env, revision, final, inventory, source_error)
-        return self._act(env, revision, actuator, plan, inventory, drifted, source_error)
+            return self._noop(env, revision, desired, inventory, source_error)
+        return self._act(env, revision, actuator, plan, desired, inventory, drifted,
+                         source_error)
 
     # ------------------------------------------------------------------ act and record
 
     def _act(self, env: str, revision: Revision, actuator: Actuator, plan: ActPlan,
+             rendered: Mapping[ResourceKey, KubeObject],
              inventory: Mapping[ResourceKey, state.InventoryItem], drifted: set[ResourceKey],
              source_error: str) -> PassResult:
+        """Write intent, act, record the outcome. The inventory hashes the rendered form
+        of each object (never the live one), so later hand edits show up as drift."""
         sha = revision.snapshot.revision
         actor = revision.snapshot.author or "llmops"
         summary = {"write": {str(k): a for k, a in list(plan.write.items())[:MAX_AUDITED_KEYS]},
@@ -296,7 +302,7 @@ class Reconciler:
                    f"{f', correct drift on {len(drifted)}' if drifted else ''}",
             details=summary))
         # Widen the inventory before acting: a pass killed midway orphans nothing.
-        widened = dict(inventory) | self._inventory_items(plan.desired, env, sha)
+        widened = dict(inventory) | self._inventory_items(rendered, env, sha)
         state.replace_inventory(self.store, env, widened.values())
         with self._timed(env, "act"):
             try:
@@ -323,10 +329,11 @@ class Reconciler:
                 source_commit=sha, reason=reason,
                 result=(audit.AuditResult.FAILED if o.outcome is Outcome.FAILED
                         else audit.AuditResult.SUCCEEDED)))
-        # The inventory: what is desired, kept, or could not be deleted.
-        final_items = self._inventory_items({**plan.keep, **plan.desired}, env, sha)
+        # The inventory: what is desired, kept, or was not deleted (failed or skipped).
+        final_items = self._inventory_items({**plan.keep, **rendered}, env, sha)
         for key in plan.delete:
-            if key in failed and key in widened:
+            done = outcomes.get(key)
+            if (done is None or done.outcome is not Outcome.DELETED) and key in widened:
                 final_items[key] = widened[key]
         if actuator.applies:
             state.replace_inventory(self.store, env, final_items.values())
@@ -357,22 +364,22 @@ class Reconciler:
         return PassResult(env, sha, run_result, "Applied" if ok else "ApplyFailed", error,
                           run.id, counts)
 
-    def _noop(self, env: str, revision: Revision, final: Mapping[ResourceKey, KubeObject],
+    def _noop(self, env: str, revision: Revision, desired: Mapping[ResourceKey, KubeObject],
               inventory: Mapping[ResourceKey, state.InventoryItem],
               source_error: str) -> PassResult:
         sha = revision.snapshot.revision
-        if set(inventory) != set(final):
+        if set(inventory) != set(desired):
             # The target already holds the revision (e.g. after a kill before the
             # final inventory was written): settle the inventory, nothing else.
             state.replace_inventory(self.store, env,
-                                    self._inventory_items(final, env, sha).values())
-        self._record_status(env, revision, final, {}, applied=True, reason="Applied",
+                                    self._inventory_items(desired, env, sha).values())
+        self._record_status(env, revision, desired, {}, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
         self.metrics.run(env, RunResult.NOOP.value)
         self.metrics.drifted(env, 0)
         self.metrics.succeeded(env, sha)
         return PassResult(env, sha, RunResult.NOOP, "Applied",
-                          counts=state.RunCounts(unchanged=len(final)))
+                          counts=state.RunCounts(unchanged=len(desired)))
 
     def _published(self, env: str, sha: str, actuator: Actuator) -> bool:
         """Whether nothing is left to do: no writes, and the status says it is applied."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmops.engine import reconciler, source, specs
+from llmops.engine import kube, reconciler, source, specs
 from llmops.engine.actuators import Actuator, ActuatorError, HydrateActuator, NoneActuator
 from llmops.engine.settings import Settings
 from llmops.engine.store.db import Store
@@ -27,6 +27,7 @@ def actuator_factory(settings: Settings, out: Path | None = None,
                      force: str | None = None) -> reconciler.ActuatorFactory:
     """Actuator per environment: its ``actuator`` setting, or ``force`` for every one."""
     hydrate_root = (out or settings.hydrate_dir).resolve()
+    clusters: dict[tuple[str, specs.Cluster, bool], kube.KubernetesActuator] = {}
 
     def make(env: str, config: specs.Environment) -> Actuator:
         name = force or config.actuator.value
@@ -34,6 +35,13 @@ def actuator_factory(settings: Settings, out: Path | None = None,
             return HydrateActuator(hydrate_root)
         if name == specs.ActuatorName.NONE:
             return NoneActuator()
+        if name == specs.ActuatorName.KUBERNETES:
+            # One client (and discovery cache) per environment's cluster, kept across passes.
+            key = (env, config.cluster, config.forceConflicts)
+            if key not in clusters:
+                clusters[key] = kube.KubernetesActuator(
+                    settings.kube, config.cluster, force_conflicts=config.forceConflicts)
+            return clusters[key]
         raise ActuatorError(f"environment {env}: actuator {name!r} is not available "
                             "in this build")
 

@@ -1,0 +1,422 @@
+"""The `kubernetes` actuator end to end: a real git repo from the template, a real store
+(SQLite and PostgreSQL), the reconciler, and the official client talking to the
+Kubernetes API emulator over HTTP; faults injected at the emulator."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kube_emulator import RunningEmulator, running_emulator
+from kubernetes.dynamic import DynamicClient
+from test_reconcile import WEDNESDAY, commit, edit, git
+
+from llmops.engine import kube, reconciler, source, specs
+from llmops.engine.actuators import ActPlan, ActuatorError, Outcome
+from llmops.engine.health import HealthStatus
+from llmops.engine.settings import KubeSettings
+from llmops.engine.store import audit, state
+from llmops.engine.store.db import Store
+from llmops.engine.store.models import RunResult
+from llmops.engine.types import ResourceKey
+
+ORDER = {kind: rank for rank, kinds in enumerate((
+    ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Service",),
+    ("Deployment", "Job"), ("HorizontalPodAutoscaler", "Ingress"))) for kind in kinds}
+
+
+def point_at_emulator(repo: Path, kubeconfig: Path) -> None:
+    """Every environment of `llmops.yaml` applies to the emulator with the kubernetes actuator."""
+    path = repo / "llmops.yaml"
+    text = re.sub(r"cluster:\n\s+context: [\w-]+\n",
+                  f"cluster: {{kubeconfig: \"{kubeconfig}\", context: emulator}}\n",
+                  path.read_text())
+    path.write_text(text.replace("actuator: hydrate", "actuator: kubernetes"))
+
+
+class KubeHarness:
+    """The reconciler with kubernetes actuators on the emulator; backoff sleeps recorded."""
+
+    def __init__(self, store: Store, repo: Path, tmp: Path, kube_: RunningEmulator,
+                 envs: tuple[str, ...] = ("dev",)) -> None:
+        self.store = store
+        self.repo = repo
+        self.kube = kube_
+        self.server = kube_.server
+        self.sleeps: list[float] = []
+        self.actuators: dict[tuple[str, bool], kube.KubernetesActuator] = {}
+        self.src = source.open_source(str(repo), "main", tmp / "work")
+        self.rec = reconciler.Reconciler(store, self.src, self.actuator_for,
+                                         environments=envs, clock=lambda: WEDNESDAY)
+
+    def actuator_for(self, env: str, config: specs.Environment) -> kube.KubernetesActuator:
+        key = (env, config.forceConflicts)
+        if key not in self.actuators:
+            self.actuators[key] = kube.KubernetesActuator(
+                KubeSettings(), config.cluster, force_conflicts=config.forceConflicts,
+                sleep=self.sleeps.append)
+        return self.actuators[key]
+
+    def run(self) -> dict[str, reconciler.PassResult]:
+        return {r.environment: r for r in self.rec.run_once()}
+
+    def live(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        versions = {"Deployment": "apps/v1", "Ingress": "networking.k8s.io/v1",
+                    "HorizontalPodAutoscaler": "autoscaling/v2", "Job": "batch/v1"}
+        found: dict[str, Any] | None = self.server.get(versions.get(kind, "v1"), kind, name,
+                                                       namespace)
+        return found
+
+    def image(self, namespace: str, name: str) -> str:
+        dep = self.live("Deployment", namespace, name)
+        assert dep is not None
+        return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def client_writes(self) -> list[tuple[str, str, str]]:
+        return [(w.verb, w.kind, w.name) for w in self.server.writes()]
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[RunningEmulator]:
+    with running_emulator(tmp_path) as kube_:
+        yield kube_
+
+
+@pytest.fixture
+def kh(store: Store, template_git_repo: Path, tmp_path: Path,
+       emulator: RunningEmulator) -> KubeHarness:
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    commit(template_git_repo, "apply with the kubernetes actuator")
+    return KubeHarness(store, template_git_repo, tmp_path, emulator)
+
+
+def other_client(kube_: RunningEmulator, tmp_path: Path, name: str) -> DynamicClient:
+    return DynamicClient(kube_.api_client(), cache_file=str(tmp_path / f"{name}.json"))
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+def test_first_apply_creates_every_object_and_reports_health(
+        store: Store, template_git_repo: Path, tmp_path: Path,
+        emulator: RunningEmulator) -> None:
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    head = commit(template_git_repo, "apply with the kubernetes actuator")
+    h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=())
+    results = h.run()
+    assert {env: r.result for env, r in results.items()} == {
+        "dev": RunResult.SUCCEEDED, "stg": RunResult.SUCCEEDED, "prod": RunResult.SUCCEEDED}
+    assert results["stg"].counts.created == 16
+    for env in ("dev", "stg", "prod"):
+        inventory = {i.key for i in state.read_inventory(store, env)}
+        assert inventory == set(h.actuators[(env, False)].observe(env))
+        dep = h.live("Deployment", f"nlp-platform-{env}", "support-chat")
+        assert dep is not None
+        assert dep["metadata"]["annotations"]["llmops.io/source-commit"] == head
+        assert [m["manager"] for m in dep["metadata"]["managedFields"]
+                if m["operation"] == "Apply"] == ["llmops"]
+        healths = {s.key: s.health for s in state.list_object_status(store, env)}
+        assert set(healths) == inventory
+        assert set(healths.values()) == {"Healthy"}
+    job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-440978bd")
+    assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.HEALTHY}
+    # Applied in order: namespaces and quotas, config, services, workloads, routes.
+    for env in ("dev", "stg", "prod"):
+        ranks = [ORDER[w.kind] for w in h.server.writes() if w.verb == "apply"
+                 and (w.namespace or w.name).endswith(f"-{env}")]
+        assert ranks == sorted(ranks)
+        assert len(ranks) == results[env].counts.created
+
+
+def test_second_pass_makes_zero_writes(kh: KubeHarness) -> None:
+    assert kh.run()["dev"].result is RunResult.SUCCEEDED
+    kh.server.reset_counters()
+    second = kh.run()["dev"]
+    assert second.result is RunResult.NOOP
+    assert kh.server.write_count() == 0
+    assert kh.server.stats.matching("PATCH") == 0
+
+
+def test_model_bump_writes_only_the_affected_deployment(
+        store: Store, template_git_repo: Path, tmp_path: Path,
+        emulator: RunningEmulator) -> None:
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    commit(template_git_repo, "apply with the kubernetes actuator")
+    h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=("stg",))
+    h.run()
+    emulator.server.reset_counters()
+    edit(h.repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
+    commit(h.repo, "stg: support-chat 1.3.0")
+    result = h.run()["stg"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    assert (result.counts.created, result.counts.configured, result.counts.deleted) == (0, 1, 0)
+    assert h.client_writes() == [("apply", "Deployment", "support-chat")]
+    dep = h.live("Deployment", "nlp-platform-stg", "support-chat")
+    assert dep is not None
+    env = {e["name"]: e.get("value") for e in
+           dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODEL_VERSION"] == "1.3.0"
+
+
+def test_removed_endpoint_is_pruned_in_reverse_order(kh: KubeHarness) -> None:
+    kh.run()
+    (kh.repo / "endpoints/dev/sql-assistant.yaml").unlink()
+    edit(kh.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
+    commit(kh.repo, "drop dev sql-assistant")
+    kh.server.reset_counters()
+    result = kh.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    assert result.counts.deleted == 5
+    deleted = [(kind, name) for verb, kind, name in kh.client_writes() if verb == "delete"]
+    assert {name for _, name in deleted} == {"sql-assistant", "sql-assistant-prompt"}
+    ranks = [ORDER[kind] for kind, _ in deleted]
+    assert ranks == sorted(ranks, reverse=True)
+    assert kh.live("Deployment", "data-science-dev", "sql-assistant") is None
+    assert kh.live("Deployment", "nlp-platform-dev", "support-chat") is not None
+    pruned = audit.AuditLog(kh.store).query(action="prune", environment="dev").entries
+    assert "Deployment/data-science-dev/sql-assistant" in {e.target for e in pruned}
+
+
+def test_health_follows_the_workloads(kh: KubeHarness) -> None:
+    kh.run()
+    act = kh.actuators[("dev", False)]
+    chat = ResourceKey("apps", "Deployment", "nlp-platform-dev", "support-chat")
+    sql = ResourceKey("apps", "Deployment", "data-science-dev", "sql-assistant")
+    ingress = ResourceKey("networking.k8s.io", "Ingress", "nlp-platform-dev", "support-chat")
+    gone = ResourceKey("", "ConfigMap", "nlp-platform-dev", "never-applied")
+    kh.server.controllers.stall_deployment("nlp-platform-dev", "support-chat")
+    kh.server.controllers.set_state("Deployment", "data-science-dev", "sql-assistant",
+                                    "progressing")
+    assert act.health("dev", [chat, sql, ingress, gone]) == {
+        chat: HealthStatus.DEGRADED, sql: HealthStatus.PROGRESSING,
+        ingress: HealthStatus.HEALTHY, gone: HealthStatus.MISSING}
+
+
+def test_failed_job_is_degraded(store: Store, template_git_repo: Path, tmp_path: Path,
+                                emulator: RunningEmulator) -> None:
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    commit(template_git_repo, "apply with the kubernetes actuator")
+    h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=("stg",))
+    h.run()
+    job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-440978bd")
+    emulator.server.controllers.fail_job(job.namespace, job.name)
+    assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.DEGRADED}
+
+
+# --------------------------------------------------------------------------- drift and conflicts
+
+
+def test_hand_edit_is_corrected_and_audited_as_drift(kh: KubeHarness, tmp_path: Path) -> None:
+    kh.run()
+    hand = other_client(kh.kube, tmp_path, "hand")
+    deployments = hand.resources.get(api_version="apps/v1", kind="Deployment")
+    hand.patch(deployments, name="support-chat", namespace="nlp-platform-dev",
+               body={"spec": {"template": {"spec": {"containers": [
+                   {"name": "server", "image": "evil/miner:1"}]}}}},
+               content_type="application/strategic-merge-patch+json",
+               field_manager="kubectl-edit")
+    assert kh.image("nlp-platform-dev", "support-chat") == "evil/miner:1"
+    kh.server.reset_counters()
+    result = kh.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    assert result.counts.configured == 1
+    assert kh.image("nlp-platform-dev", "support-chat") == "vllm/vllm-openai:v0.8.5"
+    assert [w for w in kh.client_writes() if w[0] == "apply"] == [
+        ("apply", "Deployment", "support-chat")]
+    applied = audit.AuditLog(kh.store).query(action="apply", environment="dev").entries
+    entry = next(e for e in applied if e.target == "Deployment/nlp-platform-dev/support-chat"
+                 and e.reason.startswith("drift"))
+    assert entry.reason.startswith("drift corrected")
+    assert "image" in entry.reason
+    assert 'kubectl-edit' in entry.reason
+
+
+def test_conflict_with_another_applier_is_reported_then_forced_when_configured(
+        kh: KubeHarness, tmp_path: Path) -> None:
+    kh.run()
+    other = other_client(kh.kube, tmp_path, "other")
+    deployments = other.resources.get(api_version="apps/v1", kind="Deployment")
+    other.server_side_apply(
+        deployments, name="support-chat", namespace="nlp-platform-dev", field_manager="sre-team",
+        force_conflicts=True, body={
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "support-chat", "namespace": "nlp-platform-dev"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "server", "image": "vllm/vllm-openai:v0.9.0"}]}}}})
+    result = kh.run()["dev"]
+    assert (result.result, result.reason) == (RunResult.FAILED, "ApplyFailed")
+    assert 'conflict with "sre-team"' in result.message
+    assert "image" in result.message
+    assert "Deployment/nlp-platform-dev/support-chat: dry-run failed (Conflict)" in result.message
+    assert kh.image("nlp-platform-dev", "support-chat") == "vllm/vllm-openai:v0.9.0"
+    objects = {s.key.name: s for s in state.list_object_status(kh.store, "dev")
+               if s.key.kind == "Deployment"}
+    assert 'conflict with "sre-team"' in objects["support-chat"].last_error
+
+    edit(kh.repo, "llmops.yaml", "    actuator: kubernetes\n  stg:",
+         "    actuator: kubernetes\n    forceConflicts: true\n  stg:")
+    commit(kh.repo, "dev: take over conflicting fields")
+    forced = kh.run()["dev"]
+    assert forced.result is RunResult.SUCCEEDED, forced.message
+    assert kh.image("nlp-platform-dev", "support-chat") == "vllm/vllm-openai:v0.8.5"
+
+
+# --------------------------------------------------------------------------- prune safety
+
+
+def test_empty_revision_prunes_nothing(store: Store, minimal_repo: Path, tmp_path: Path,
+                                       emulator: RunningEmulator) -> None:
+    edit(minimal_repo, "llmops.yaml", 'dev: {namespace: "{team}-dev"}',
+         f'dev: {{namespace: "{{team}}-dev", actuator: kubernetes, cluster: '
+         f'{{kubeconfig: "{emulator.kubeconfig}", context: emulator}}}}')
+    git(minimal_repo, "init", "-q", "-b", "main")
+    commit(minimal_repo, "one endpoint")
+    h = KubeHarness(store, minimal_repo, tmp_path, emulator)
+    assert h.run()["dev"].result is RunResult.SUCCEEDED
+    (minimal_repo / "endpoints/dev/chat.yaml").unlink()
+    commit(minimal_repo, "no endpoint left")
+    emulator.server.reset_counters()
+    blocked = h.run()["dev"]
+    assert (blocked.result, blocked.reason) == (RunResult.BLOCKED, "EmptyRevision")
+    assert emulator.server.write_count() == 0
+    assert h.live("Deployment", "nlp-dev", "chat") is not None
+
+
+def test_mass_delete_over_the_threshold_is_blocked(kh: KubeHarness) -> None:
+    kh.run()
+    for path in (kh.repo / "endpoints" / "dev").iterdir():
+        path.unlink()
+    commit(kh.repo, "dev: remove every endpoint")
+    kh.server.reset_counters()
+    blocked = kh.run()["dev"]
+    assert (blocked.result, blocked.reason) == (RunResult.BLOCKED, "PruneThreshold")
+    assert kh.server.write_count() == 0
+    assert kh.live("Deployment", "data-science-dev", "sql-assistant") is not None
+
+
+def test_prune_protected_object_is_kept(kh: KubeHarness) -> None:
+    edit(kh.repo, "policies/governance.yaml", "kinds: [PersistentVolumeClaim]",
+         "kinds: [PersistentVolumeClaim, Ingress]")
+    edit(kh.repo, "policies/governance.yaml", "environments: [prod]\n      kinds",
+         "environments: [prod, dev]\n      kinds")
+    edit(kh.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
+    commit(kh.repo, "protect ingresses")
+    kh.run()
+    (kh.repo / "endpoints/dev/sql-assistant.yaml").unlink()
+    commit(kh.repo, "drop dev sql-assistant")
+    result = kh.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    assert kh.live("Ingress", "data-science-dev", "sql-assistant") is not None
+    assert kh.live("Deployment", "data-science-dev", "sql-assistant") is None
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_server_error_mid_apply_fails_the_run_prunes_nothing_and_recovers(
+        kh: KubeHarness) -> None:
+    kh.run()
+    (kh.repo / "endpoints/dev/sql-assistant.yaml").unlink()
+    edit(kh.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
+    edit(kh.repo, "endpoints/dev/support-chat.yaml", "version: 1.3.0", "version: 1.2.0")
+    commit(kh.repo, "dev: support-chat back to 1.2.0, drop sql-assistant")
+    kh.server.faults.error(500, times=5, method="PATCH", path=r"/deployments/")
+    kh.server.reset_counters()
+    failed = kh.run()["dev"]
+    assert (failed.result, failed.reason) == (RunResult.FAILED, "ApplyFailed")
+    assert "Deployment/nlp-platform-dev/support-chat: dry-run failed (InternalError)" in (
+        failed.message)
+    assert kh.sleeps == [0.2, 0.4, 0.8, 1.6]
+    assert [w for w in kh.client_writes() if w[0] == "delete"] == []
+    assert kh.live("Deployment", "data-science-dev", "sql-assistant") is not None
+    run = state.get_run(kh.store, failed.run_id or 0)
+    assert run is not None
+    assert run.result is RunResult.FAILED
+
+    done = kh.run()["dev"]
+    assert done.result is RunResult.SUCCEEDED, done.message
+    assert done.counts.deleted == 5
+    assert kh.live("Deployment", "data-science-dev", "sql-assistant") is None
+    dep = kh.live("Deployment", "nlp-platform-dev", "support-chat")
+    assert dep is not None
+    assert {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0][
+        "env"]}["MODEL_VERSION"] == "1.2.0"
+
+
+def test_failed_list_stalls_the_pass_and_deletes_nothing(kh: KubeHarness) -> None:
+    kh.run()
+    (kh.repo / "endpoints/dev/sql-assistant.yaml").unlink()
+    edit(kh.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
+    commit(kh.repo, "drop dev sql-assistant")
+    kh.server.faults.error(500, times=5, method="GET", path=r"^/apis/apps/v1/deployments$")
+    kh.server.reset_counters()
+    result = kh.run()["dev"]
+    assert (result.result, result.reason) == (RunResult.FAILED, "ObserveFailed")
+    assert "listing Deployment failed" in result.message
+    assert kh.server.write_count() == 0
+    assert kh.live("Deployment", "data-science-dev", "sql-assistant") is not None
+
+
+def test_throttled_request_is_retried_after_retry_after(kh: KubeHarness) -> None:
+    kh.server.faults.throttle(retry_after=2, method="PATCH", path=r"/configmaps/")
+    result = kh.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    assert kh.sleeps == [2.0]
+    assert kh.live("ConfigMap", "nlp-platform-dev", "support-chat-prompt") is not None
+
+
+# --------------------------------------------------------------------------- secrets, errors
+
+
+def test_secret_values_never_appear_in_failure_messages(emulator: RunningEmulator) -> None:
+    act = kube.KubernetesActuator(KubeSettings(), specs.Cluster(
+        kubeconfig=str(emulator.kubeconfig), context="emulator"), sleep=lambda s: None)
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "db", "namespace": "missing-ns"},
+              "stringData": {"password": "hunter2-very-secret"}}
+    key = ResourceKey.of(secret)
+    result = act.act(ActPlan("dev", "abc", {key: secret}, {key: "created"}))
+    outcome = result.outcomes[key]
+    assert outcome.outcome is Outcome.FAILED
+    assert "dry-run failed (NotFound)" in outcome.message
+    assert "hunter2" not in outcome.message
+    text = kube.mask("server said: hunter2-very-secret and aHVudGVyMi12ZXJ5LXNlY3JldA==",
+                     secret)
+    assert "hunter2" not in text
+    assert "aHVudGVy" not in text
+    err = kube.ApplyError(key, "apply", "Conflict", 'conflict with "x" on .data')
+    assert str(err) == 'Secret/missing-ns/db: apply failed (Conflict): conflict with "x" on .data'
+
+
+def test_unreachable_cluster_is_unknown_not_empty(tmp_path: Path) -> None:
+    with running_emulator(tmp_path) as kube_:
+        kubeconfig = kube_.kubeconfig
+    act = kube.KubernetesActuator(KubeSettings(), specs.Cluster(
+        kubeconfig=str(kubeconfig), context="emulator"), sleep=lambda s: None)
+    with pytest.raises(ActuatorError, match="discovery failed"):
+        act.observe("dev")
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_reconcile_once_applies_to_the_cluster(
+        template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
+        monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    commit(template_git_repo, "apply with the kubernetes actuator")
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LLMOPS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LLMOPS_CONFIG", raising=False)
+    result = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev")
+    assert result.code == 0, result.out + result.err
+    assert "dev: succeeded" in result.out
+    assert "created 14" in result.out
+    assert emulator.server.get("apps/v1", "Deployment", "support-chat",
+                               "nlp-platform-dev") is not None
+    again = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev")
+    assert again.code == 0, again.out + again.err
+    assert "dev: noop" in again.out
