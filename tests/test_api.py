@@ -25,23 +25,41 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from llmops.api.app import create_app
-from llmops.engine import settings
-from llmops.engine.store import Store, audit, state
+from llmops.api.auth import proxy_signature
+from llmops.engine import settings, validate
+from llmops.engine.store import Store, audit, catalog, state
 from llmops.engine.store.models import RunResult, SourceState
 
 BASE = "/llm-ops/v1"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 SHA = "a" * 40
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+TEMPLATE = Path(__file__).resolve().parents[1] / "specs_repo_template"
+PROXY_SECRET = "proxy-secret-for-tests"
+PEER = ("127.0.0.1", 50000)  # the trusted proxy, as TestClient's peer address
+
+
+def identity(user: str = "alice", roles: str = "admin") -> dict[str, str]:
+    """Identity headers as the trusted proxy signs them."""
+    return {"X-User-Id": user, "X-User-Roles": roles,
+            "X-Proxy-Signature": proxy_signature(user, roles, PROXY_SECRET)}
 
 
 def client_for(store: Store, *, trigger: Callable[[], None] | None = None,
-               max_body_bytes: int | None = None, raise_errors: bool = True) -> TestClient:
-    overrides: dict[str, Any] = {}
+               max_body_bytes: int | None = None, raise_errors: bool = True,
+               seed: bool = True, roles: str = "admin") -> TestClient:
+    """A client behind the trusted proxy, signed in as ``alice`` with ``roles``.
+
+    ``seed`` records the template's specs (and so its RBAC Policy) in the catalog.
+    """
+    api: dict[str, Any] = {"trusted_proxies": ["127.0.0.1/32"], "proxy_secret": PROXY_SECRET}
     if max_body_bytes is not None:
-        overrides["api"] = {"max_body_bytes": max_body_bytes}
-    app = create_app(store, trigger=trigger, settings=settings.load(**overrides))
-    return TestClient(app, raise_server_exceptions=raise_errors)
+        api["max_body_bytes"] = max_body_bytes
+    if seed:
+        catalog.record(store, "f" * 40, validate.load_and_validate(TEMPLATE))
+    app = create_app(store, trigger=trigger, settings=settings.load(api=api))
+    return TestClient(app, raise_server_exceptions=raise_errors, client=PEER,
+                      headers=identity(roles=roles))
 
 
 def ok(response: httpx.Response, code: int = 200) -> Any:
@@ -97,7 +115,7 @@ def test_probes_answer_in_the_envelope(store: Store) -> None:
 
 def test_unreachable_store_is_503_never_a_crash() -> None:
     with Store(UNREACHABLE_URL, connect_timeout=1) as store:
-        client = client_for(store)
+        client = client_for(store, seed=False)
         assert ok(client.get(f"{BASE}/healthz")) == {"alive": True}
         body = failed(client.get(f"{BASE}/readyz"), 503)
         assert "unavailable" in body["message"]
@@ -443,8 +461,9 @@ def test_serve_runs_the_api_under_uvicorn(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "llmops serve did not start"
                 time.sleep(0.1)
         assert ok(ready) == {"ready": True, "store": "reachable"}
-        assert failed(httpx.post(f"{base}/reconcile/trigger"), 503)["data"] == {
-            "triggered": False}
+        # No identity (and no trusted proxy configured): refused before anything runs.
+        assert "not authenticated" in failed(httpx.post(f"{base}/reconcile/trigger"),
+                                             401)["message"]
 
         def chunks() -> Iterator[bytes]:
             yield b"{"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,13 +244,19 @@ def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> N
             assert line, "llmops up ended early"
             found = re.search(r"API\s+(http://\S+)/llm-ops/v1/reconcile/status", line)
             api = found.group(1) if found else ""
-        status = json.load(urllib.request.urlopen(f"{api}/llm-ops/v1/reconcile/status",
-                                                  timeout=10))
+        token = (tmp_path / "home" / "api-token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        anonymous = urllib.request.Request(f"{api}/llm-ops/v1/reconcile/status")
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(anonymous, timeout=10)
+        assert denied.value.code == 401
+        status = json.load(urllib.request.urlopen(urllib.request.Request(
+            f"{api}/llm-ops/v1/reconcile/status", headers=auth), timeout=10))
         assert status["status"] == "success"
         assert {e["environment"] for e in status["data"]["environments"]} == {"dev", "stg", "prod"}
         request = urllib.request.Request(f"{api}/llm-ops/v1/reconcile/trigger", data=b"{}",
                                          method="POST",
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **auth})
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 202
         proc.send_signal(signal.SIGTERM)

@@ -8,7 +8,10 @@ exception handlers (``errors.install``), the request guard (415 for forms,
 ``Store``; optionally the callable that wakes the reconciler (a daemon's
 ``trigger`` or a Redis wake-up publisher) and the settings (default: read
 from the environment). Output: a ``FastAPI`` app whose state holds
-``store``, ``settings``, ``trigger`` and ``metrics``. Callers:
+``store``, ``settings``, ``trigger``, ``metrics``, ``trusted_peers`` (the
+parsed ``api.trusted_proxies``; a malformed entry fails here) and
+``route_templates``. Every route but the probes, ``/metrics`` and the
+OpenAPI documents requires a permission (``llmops.api.auth``). Callers:
 ``llmops serve`` (``llmops.cli.serve_cmd``) and the tests.
 
 Middleware order, outermost first: Starlette's server-error layer (runs the
@@ -24,11 +27,21 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from llmops.api import errors
+from llmops.api import auth, errors
 from llmops.api.envelope import Failure
 from llmops.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware, RouteTemplates
 from llmops.api.middleware import RequestGuard
-from llmops.api.routes import audit, health, reconcile
+from llmops.api.routes import (
+    audit,
+    catalog,
+    costs,
+    governance,
+    health,
+    prompts,
+    reconcile,
+    serving,
+    training,
+)
 from llmops.engine import settings as settings_module
 from llmops.engine.settings import Settings
 from llmops.engine.store.db import Store
@@ -65,10 +78,12 @@ def create_app(store: Store, *, trigger: Callable[[], None] | None = None,
     app.state.settings = cfg
     app.state.trigger = trigger
     app.state.metrics = metrics
+    app.state.trusted_peers = auth.TrustedPeers.parse(cfg.api.trusted_proxies)
 
     errors.install(app)
     templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH]
-    for module in (health, reconcile, audit):
+    for module in (health, reconcile, audit, catalog, serving, prompts, training, governance,
+                   costs):
         app.include_router(module.router, prefix=API_PREFIX)
         templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
                       if isinstance(route, APIRoute)]
@@ -82,6 +97,7 @@ def create_app(store: Store, *, trigger: Callable[[], None] | None = None,
 
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(RequestGuard, max_body_bytes=cfg.api.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics,
-                       templates=RouteTemplates(t for t in templates if t))
+    route_templates = RouteTemplates(t for t in templates if t)
+    app.state.route_templates = route_templates  # audit targets of denied requests
+    app.add_middleware(MetricsMiddleware, metrics=metrics, templates=route_templates)
     return app

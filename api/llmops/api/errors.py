@@ -5,7 +5,7 @@ hierarchy) are what routes and dependencies raise; ``install`` registers the
 exception handlers that turn them, and everything else that can go wrong in a
 request, into a ``fail`` envelope with a meaningful status code:
 
-- ``ApiError`` -> its own code (400, 404, 503, ...);
+- ``ApiError`` -> its own code (400, 401, 403, 404, 409, 503, ...);
 - ``StoreUnavailable`` -> 503 (the detail is logged, not returned: it names
   the database host);
 - Starlette/FastAPI ``HTTPException`` (unknown path 404, 405 with its
@@ -47,6 +47,7 @@ class ApiError(LlmopsError):
     """An error a route raises on purpose; ``status_code`` is its HTTP status."""
 
     status_code = HTTPStatus.BAD_REQUEST
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, message: str, data: Any = None) -> None:
         self.message = message
@@ -58,8 +59,27 @@ class BadRequest(ApiError):
     status_code = HTTPStatus.BAD_REQUEST
 
 
+class Unauthorized(ApiError):
+    """No usable identity: none given, or one that cannot be trusted."""
+
+    status_code = HTTPStatus.UNAUTHORIZED
+    headers: Mapping[str, str] | None = {"WWW-Authenticate": 'Bearer realm="llmops"'}
+
+
+class Forbidden(ApiError):
+    """An identified principal without the permission the route needs."""
+
+    status_code = HTTPStatus.FORBIDDEN
+
+
 class NotFound(ApiError):
     status_code = HTTPStatus.NOT_FOUND
+
+
+class Conflict(ApiError):
+    """A name that matches several resources (the data lists their ids)."""
+
+    status_code = HTTPStatus.CONFLICT
 
 
 class ServiceUnavailable(ApiError):
@@ -91,7 +111,7 @@ def fail_response(status_code: int, message: str, data: Any = None,
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return fail_response(exc.status_code, exc.message, exc.data)
+    return fail_response(exc.status_code, exc.message, exc.data, headers=exc.headers)
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:

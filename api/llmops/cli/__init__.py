@@ -24,6 +24,7 @@ import click
 from llmops.cli import (
     audit_cmd,
     daemon_cmd,
+    hydrate_cmd,
     output,
     plan_cmd,
     reconcile_cmd,
@@ -122,3 +123,4 @@ cli.add_command(reconcile_cmd.prune)
 cli.add_command(daemon_cmd.daemon_command)
 cli.add_command(daemon_cmd.up)
 cli.add_command(serve_cmd.serve)
+cli.add_command(hydrate_cmd.hydrate)

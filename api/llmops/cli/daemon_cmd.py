@@ -9,7 +9,10 @@ REST API on localhost (its trigger wakes the daemon in the same process).
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +20,9 @@ from pathlib import Path
 
 import click
 import uvicorn
+from pydantic import SecretStr
 
+from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.engine import cache, daemon, leader, scaffold, service, settings
 from llmops.engine.metrics import PrometheusMetrics
@@ -35,7 +40,8 @@ def _build(cfg: Settings, repo: str, branch: str, envs: tuple[str, ...], out: Pa
            metrics_port: int | None) -> tuple[daemon.Daemon, int]:
     store = service.open_store(cfg)
     metrics = PrometheusMetrics()
-    port = metrics.serve(cfg.daemon.metrics_port if metrics_port is None else metrics_port)
+    port = metrics.serve(cfg.daemon.metrics_port if metrics_port is None else metrics_port,
+                         host=cfg.daemon.metrics_host)
     rec = service.build_reconciler(cfg, repo=repo, branch=branch, out=out, environments=envs,
                                    store=store, metrics=metrics,
                                    actuator="hydrate" if out else None)
@@ -94,6 +100,21 @@ def daemon_command(repo: str, branch: str, envs: tuple[str, ...], out: Path | No
     loop.run()
 
 
+def _local_token(cfg: Settings) -> Path:
+    """With no JWT secret configured, a fresh one for this run and an admin token for the
+    local user, written to LLMOPS_HOME/api-token (mode 0600): the API never runs open."""
+    if cfg.api.jwt_secret is None:
+        cfg.api.jwt_secret = SecretStr(secrets.token_urlsafe(32))
+    token = tokens.encode({"sub": f"local:{getpass.getuser()}", "roles": ["admin"],
+                           "exp": int(time.time()) + 30 * 86400},
+                          cfg.api.jwt_secret.get_secret_value())
+    path = cfg.home / "api-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    return path
+
+
 def _start_api(cfg: Settings, loop: daemon.Daemon, port: int) -> tuple[uvicorn.Server, int]:
     """The REST API in a background thread, its trigger waking this process' daemon."""
     app = create_app(loop.rec.store, trigger=loop.trigger, settings=cfg)
@@ -143,9 +164,12 @@ status          llmops status    audit: llmops audit verify""")
     if once:
         loop.release()
         return
+    token = _local_token(cfg)
     server, bound = _start_api(cfg, loop, cfg.api.port if api_port is None else api_port)
     click.echo(f"API             http://{cfg.api.host}:{bound}/llm-ops/v1/reconcile/status "
                f"(docs: /llm-ops/v1/docs)")
+    click.echo(f"API token       {token}   (curl -H \"Authorization: Bearer $(cat {token})\" "
+               "...; role admin of the repo's Policy)")
     click.echo("reconciling every change; Ctrl-C to stop")
     try:
         loop.run()

@@ -31,6 +31,8 @@ class DaemonSettings(BaseModel):
     interval_seconds: float = 60.0
     jitter_seconds: float = 5.0
     metrics_port: int = 9464
+    metrics_host: str = "127.0.0.1"
+    """Interface of the metrics server; 0.0.0.0 in a pod so Prometheus can scrape it."""
     debounce_seconds: float = 1.0
 
 

@@ -4,7 +4,7 @@ Role: query the hash-chained audit log by actor, action, result,
 environment and time range, newest first, paged by ``after_id`` / ``limit``
 (at most 1000) with ``nextCursor``. Entries are returned exactly as stored
 (they were redacted before they were hashed), hashes included, so a client
-can check the chain. Input: query parameters; ``AuditLogDep``. Output:
+can check the chain. Needs ``audit:read``. Input: query parameters; ``AuditLogDep``. Output:
 ``AuditPageOut`` in the envelope. Caller: ``llmops.api.app`` mounts
 ``router``.
 """
@@ -17,11 +17,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from llmops.api import errors
+from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import AuditLogDep
 from llmops.api.envelope import AuditEntryOut, AuditPageOut, Envelope, Failure, success
+from llmops.engine.specs import Permission
 from llmops.engine.store import audit
 
-router = APIRouter(prefix="/governance/audit", tags=["governance"])
+router = APIRouter(prefix="/governance/audit", tags=["governance"], responses=AUTH_RESPONSES)
 
 TOKEN_MAX = 63
 TIME_HELP = "ISO 8601; a time without an offset is taken as UTC."
@@ -34,6 +36,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 @router.get("/logs", response_model=Envelope[AuditPageOut], summary="Audit log entries",
+            dependencies=[require(Permission.AUDIT_READ)],
             responses={400: {"model": Failure, "description": "since is not before until."}})
 def logs(
     log: AuditLogDep,

@@ -14,7 +14,8 @@ through ``TriggerDep``. Output, in the envelope:
 - ``POST /reconcile/trigger``: wakes the reconciler (202); the reconcile
   itself happens in the daemon, never in the request.
 
-Caller: ``llmops.api.app`` mounts ``router``.
+Reads need ``reconcile:read``, the trigger ``reconcile:trigger``. Caller:
+``llmops.api.app`` mounts ``router``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query
 
 from llmops.api import errors
+from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep, TriggerDep
 from llmops.api.envelope import (
     Envelope,
@@ -37,10 +39,12 @@ from llmops.api.envelope import (
     TriggerRequest,
     success,
 )
+from llmops.engine.specs import Permission
 from llmops.engine.store import db, state
 from llmops.engine.store.models import RunResult
 
-router = APIRouter(prefix="/reconcile", tags=["reconcile"])
+router = APIRouter(prefix="/reconcile", tags=["reconcile"], responses=AUTH_RESPONSES)
+READ = [require(Permission.RECONCILE_READ)]
 
 MAX_RUNS_PAGE = 200
 LAST_RUN_BATCH = 20
@@ -61,7 +65,8 @@ def _last_finished_run(store: db.Store, environment: str) -> state.Run | None:
         before = runs[-1].id
 
 
-@router.get("/status", response_model=Envelope[StatusList], summary="Environment status")
+@router.get("/status", response_model=Envelope[StatusList], summary="Environment status",
+            dependencies=READ)
 def status(
     store: StoreDep,
     environment: Annotated[str | None, Query(max_length=ENVIRONMENT_MAX,
@@ -75,7 +80,8 @@ def status(
     return success(StatusList(environments=items), f"{len(items)} environment(s)")
 
 
-@router.get("/runs", response_model=Envelope[RunPage], summary="Reconcile runs")
+@router.get("/runs", response_model=Envelope[RunPage], summary="Reconcile runs",
+            dependencies=READ)
 def list_runs(
     store: StoreDep,
     environment: Annotated[str | None, Query(max_length=ENVIRONMENT_MAX)] = None,
@@ -96,6 +102,7 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=Envelope[RunDetail], summary="One reconcile run",
+            dependencies=READ,
             responses={404: {"model": Failure, "description": "No run with this id."}})
 def get_run(store: StoreDep, run_id: Annotated[int, Path(ge=1)]) -> Envelope[RunDetail]:
     """One run with its plan and the outcome of every object, as recorded."""
@@ -107,6 +114,7 @@ def get_run(store: StoreDep, run_id: Annotated[int, Path(ge=1)]) -> Envelope[Run
 
 @router.post("/trigger", status_code=202, response_model=Envelope[Triggered],
              summary="Wake the reconciler",
+             dependencies=[require(Permission.RECONCILE_TRIGGER)],
              responses={503: {"model": Failure,
                               "description": "No reconciler is attached to this server."}})
 def trigger(

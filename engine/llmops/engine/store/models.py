@@ -226,3 +226,22 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class CatalogEntryRow(Base):
+    """One spec of the latest validated revision (the API's catalog; replaced as a whole)."""
+
+    __tablename__ = "spec_catalog"
+    __table_args__ = (
+        UniqueConstraint("kind", "environment", "name", name="uq_spec_catalog_key"),
+        Index("ix_spec_catalog_kind_name", "kind", "name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(63))
+    environment: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(253))
+    revision: Mapped[str] = mapped_column(String(64))
+    file: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]

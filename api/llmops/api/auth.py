@@ -1,0 +1,237 @@
+"""Authentication and RBAC: who is calling (``PrincipalDep``) and may they (``require``).
+
+Role: every route except the probes, ``/metrics`` and the OpenAPI documents
+declares the permission it needs with ``dependencies=[require(...)]``. The
+principal comes from one of two places, default deny:
+
+1. Identity headers ``X-User-Id`` / ``X-User-Roles`` (comma-separated), set
+   by an authenticating proxy. They are believed only when the request's
+   peer address is in ``settings.api.trusted_proxies`` (IPs or CIDRs) AND
+   ``X-Proxy-Signature`` is the hex HMAC-SHA256, keyed with
+   ``settings.api.proxy_secret``, of ``"<user>\\n<roles>"`` (compared in
+   constant time). Identity headers in any other case are a 401, never a
+   fall-through to another method. A header name given twice in the raw
+   ASGI header list, or an underscore spelling (``X_User_Id``, which some
+   servers fold into the dash form), is a 400 before anything else.
+2. Otherwise ``Authorization: Bearer <JWT>`` verified by ``llmops.api.tokens``
+   (HS256 with ``settings.api.jwt_secret``, ``exp``, ``iss`` and ``aud``);
+   the user is ``sub``, the roles the ``roles`` claim.
+
+No identity is a 401. Roles map to permissions through the ``rbac.roles`` of
+the ``Policy`` specs in the store's catalog, read on every request, so a
+Policy change is enforced as soon as its revision is recorded. A 403 is
+first written to the audit log (action ``access``, result ``denied``, the
+user as actor, method and route template as target, the missing permission
+as reason); if that write fails the request fails too (503). Input: the
+request, the settings, the store. Output: ``Principal``. Callers: the
+modules of ``llmops.api.routes``; ``llmops.api.app`` builds
+``TrustedPeers`` once from the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, Request
+
+from llmops.api import errors, tokens
+from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
+from llmops.api.envelope import Failure
+from llmops.api.metrics import RouteTemplates
+from llmops.engine.settings import ApiSettings
+from llmops.engine.specs import Permission
+from llmops.engine.store import audit, catalog
+
+USER_HEADER = "x-user-id"
+ROLES_HEADER = "x-user-roles"
+SIGNATURE_HEADER = "x-proxy-signature"
+IDENTITY_HEADERS = (USER_HEADER, ROLES_HEADER, SIGNATURE_HEADER)
+GUARDED_HEADERS = (*IDENTITY_HEADERS, "authorization")
+MAX_USER_CHARS = 255
+MAX_ROLES_CHARS = 1024
+MAX_ROLES = 32
+_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_USER = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: user, roles, and how it was established."""
+
+    user: str
+    roles: tuple[str, ...]
+    method: str  # "proxy" or "jwt"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.method}; roles {','.join(self.roles) or '-'})"
+
+
+class TrustedPeers:
+    """The networks whose identity headers may be believed (no names, only addresses)."""
+
+    def __init__(self, networks: Iterable[Network]) -> None:
+        self.networks = tuple(networks)
+
+    @classmethod
+    def parse(cls, entries: Sequence[str]) -> TrustedPeers:
+        """Networks from IPs and CIDRs; a malformed entry is a ``ValueError`` naming it."""
+        networks: list[Network] = []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError as err:
+                raise ValueError(f"api.trusted_proxies: {entry!r} is not an IP address "
+                                 "or CIDR") from err
+        return cls(networks)
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str) or not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _raw_headers(request: Request) -> dict[str, list[bytes]]:
+    """The guarded headers as sent (every occurrence), refusing ambiguous spellings."""
+    found: dict[str, list[bytes]] = {}
+    for raw_name, value in cast(list[tuple[bytes, bytes]], request.scope.get("headers", [])):
+        name = raw_name.decode("latin-1").lower()
+        folded = name.replace("_", "-")
+        if folded not in GUARDED_HEADERS:
+            continue
+        if "_" in name:
+            raise errors.BadRequest(f"header {name!r} is refused: use {folded!r}",
+                                    {"header": name})
+        found.setdefault(name, []).append(value)
+    for name, values in found.items():
+        if len(values) > 1:
+            raise errors.BadRequest(f"header {name!r} is given {len(values)} times",
+                                    {"header": name})
+    return found
+
+
+def _unauthorized(reason: str) -> errors.Unauthorized:
+    return errors.Unauthorized(f"not authenticated: {reason}")
+
+
+def _roles(raw: str) -> tuple[str, ...]:
+    if len(raw) > MAX_ROLES_CHARS:
+        raise errors.BadRequest(f"{ROLES_HEADER} is longer than {MAX_ROLES_CHARS} characters")
+    roles = tuple(role.strip() for role in raw.split(",") if role.strip())
+    if len(roles) > MAX_ROLES:
+        raise errors.BadRequest(f"{ROLES_HEADER} names more than {MAX_ROLES} roles")
+    if not all(_ROLE.match(role) for role in roles):
+        raise errors.BadRequest(f"{ROLES_HEADER} holds a malformed role name")
+    return roles
+
+
+def proxy_signature(user: str, roles: str, secret: str) -> str:
+    """The ``X-Proxy-Signature`` a trusted proxy sends for ``user`` and ``roles``."""
+    message = f"{user}\n{roles}".encode("latin-1")
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _from_proxy(request: Request, found: dict[str, list[bytes]],
+                peers: TrustedPeers, secret: str) -> Principal:
+    peer = request.client.host if request.client is not None else None
+    if peer not in peers:
+        raise _unauthorized("identity headers are accepted only from a trusted proxy")
+    if not secret:
+        raise _unauthorized("this server has no proxy secret to check identity headers")
+    user = found.get(USER_HEADER, [b""])[0].decode("latin-1")
+    roles = found.get(ROLES_HEADER, [b""])[0].decode("latin-1")
+    signature = found.get(SIGNATURE_HEADER, [b""])[0].strip().lower()
+    expected = proxy_signature(user, roles, secret).encode("ascii")
+    if not hmac.compare_digest(expected, signature):
+        raise _unauthorized("the proxy signature does not match the identity headers")
+    user = user.strip()
+    if not user or len(user) > MAX_USER_CHARS or not _USER.match(user):
+        raise errors.BadRequest(f"{USER_HEADER} is empty, too long or has control characters")
+    return Principal(user=user, roles=_roles(roles), method="proxy")
+
+
+def _from_bearer(value: bytes, settings: ApiSettings) -> Principal:
+    scheme, _, token = value.decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    try:
+        claims = tokens.verify(token.strip(), secret, issuer=settings.jwt_issuer,
+                               audience=settings.jwt_audience)
+    except tokens.TokenError as err:
+        raise _unauthorized(str(err)) from err
+    if len(claims.subject) > MAX_USER_CHARS or not _USER.match(claims.subject):
+        raise _unauthorized("token subject is too long or has control characters")
+    if len(claims.roles) > MAX_ROLES or not all(_ROLE.match(r) for r in claims.roles):
+        raise _unauthorized("token roles are malformed")
+    return Principal(user=claims.subject, roles=claims.roles, method="jwt")
+
+
+def get_principal(request: Request, settings: SettingsDep) -> Principal:
+    """The caller, or 400 (ambiguous headers) / 401 (no trustworthy identity)."""
+    found = _raw_headers(request)
+    api = settings.api
+    if any(name in found for name in IDENTITY_HEADERS):
+        peers = cast(TrustedPeers, request.app.state.trusted_peers)
+        secret = api.proxy_secret.get_secret_value() if api.proxy_secret else ""
+        principal = _from_proxy(request, found, peers, secret)
+    elif "authorization" in found:
+        principal = _from_bearer(found["authorization"][0], api)
+    else:
+        raise _unauthorized("send a bearer token or come through the authenticating proxy")
+    request.state.principal = str(principal)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+def _route_template(request: Request) -> str:
+    """``METHOD /llm-ops/v1/...{param}``: the template, never the raw (client-chosen) path."""
+    templates = cast(RouteTemplates, request.app.state.route_templates)
+    return f"{request.method} {templates.match(request.scope)}"
+
+
+def require(permission: Permission | str) -> Any:
+    """A dependency (for ``dependencies=[...]``) that lets through holders of ``permission``."""
+    needed = Permission(permission).value
+
+    def check(request: Request, principal: PrincipalDep, store: StoreDep,
+              log: AuditLogDep) -> Principal:
+        granted = catalog.permissions_of(store, principal.roles)
+        if catalog.allows(granted, needed):
+            return principal
+        target = _route_template(request)
+        log.append(audit.AuditEntry(
+            actor=principal.user, action=audit.AuditAction.ACCESS, target=target,
+            result=audit.AuditResult.DENIED, reason=needed,
+            details={"roles": list(principal.roles), "authenticatedBy": principal.method}))
+        raise errors.Forbidden(f"{principal.user} lacks the permission {needed}",
+                               {"permission": needed, "roles": list(principal.roles)})
+
+    check.__name__ = f"require_{needed.replace(':', '_').replace('*', 'all')}"
+    return Depends(check)
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Failure, "description": "Ambiguous identity headers."},
+    401: {"model": Failure, "description": "No trustworthy identity."},
+    403: {"model": Failure, "description": "The principal lacks the permission."},
+}

@@ -1,0 +1,211 @@
+"""Response models of the resource routes: catalog, serving, experiments, training, costs.
+
+Role: what ``data`` holds for ``/catalog/...``, ``/serving/...``,
+``/prompts/...``, ``/training/...``, ``/governance/policies`` and
+``/costs``, built from the store's frozen values (``catalog.CatalogEntry``,
+``state.SpecStatus``, ``state.ObjectStatus``); camelCase on the wire like
+every model of ``llmops.api.envelope``. Spec bodies leave as recorded, except
+that the values of an endpoint's ``runtime.env`` and free text are redacted
+again, so no credential written into a spec reaches a response. Input: store
+values. Output: pydantic models. Callers: the routes of those areas.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import Field
+
+from llmops.api.envelope import ApiModel
+from llmops.engine import redact
+from llmops.engine.store import catalog, state
+
+T = TypeVar("T")
+UNKNOWN = "Unknown"
+
+
+class Items(ApiModel, Generic[T]):
+    """A list result."""
+
+    items: list[T]
+
+
+def _redacted_body(entry: catalog.CatalogEntry) -> dict[str, Any]:
+    body = dict(entry.body)
+    runtime = body.get("runtime")
+    if isinstance(runtime, dict) and isinstance(runtime.get("env"), dict):
+        env = {str(k): redact.redact(str(v)) if not redact.is_secret_key(str(k)) else
+               redact.MASK for k, v in runtime["env"].items()}
+        body["runtime"] = {**runtime, "env": env}
+    return body
+
+
+class SpecOut(ApiModel):
+    """Any catalog spec: identity, provenance and its ``spec`` section as recorded."""
+
+    id: str
+    kind: str
+    name: str
+    environment: str
+    labels: dict[str, str]
+    revision: str
+    file: str
+    updated_at: datetime
+    spec: dict[str, Any]
+
+    @classmethod
+    def fields_of(cls, entry: catalog.CatalogEntry) -> dict[str, Any]:
+        return {"id": entry.id, "kind": entry.kind, "name": entry.base_name,
+                "environment": entry.environment, "labels": entry.labels,
+                "revision": entry.revision, "file": entry.file,
+                "updated_at": entry.updated_at, "spec": _redacted_body(entry)}
+
+    @classmethod
+    def of(cls, entry: catalog.CatalogEntry) -> SpecOut:
+        return cls(**cls.fields_of(entry))
+
+
+class ModelOut(SpecOut):
+    """One model version."""
+
+    version: str
+    type: str
+    owner_team: str
+    stage: str
+    data_classification: str
+
+    @classmethod
+    def of(cls, entry: catalog.CatalogEntry) -> ModelOut:
+        body = entry.body
+        return cls(**cls.fields_of(entry), version=str(body.get("version", "")),
+                   type=str(body.get("type", "")), owner_team=str(body.get("ownerTeam", "")),
+                   stage=str(body.get("stage", "")),
+                   data_classification=str(body.get("dataClassification", "")))
+
+
+class ModelVersions(ApiModel):
+    """Every version of one model name, oldest version first."""
+
+    name: str
+    versions: list[ModelOut]
+
+
+class Ref(ApiModel):
+    """A reference to another spec by its stable id (which may be absent from the catalog)."""
+
+    id: str
+    name: str
+    version: str | None = None
+
+
+class ObjectHealth(ApiModel):
+    """One Kubernetes object an endpoint owns, with its last assessed health."""
+
+    group: str
+    kind: str
+    namespace: str
+    name: str
+    health: str
+    message: str
+    drift: bool
+    last_error: str
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, key: Any, status: state.ObjectStatus | None) -> ObjectHealth:
+        return cls(group=key.group, kind=key.kind, namespace=key.namespace, name=key.name,
+                   health=status.health if status else UNKNOWN,
+                   message=redact.redact(status.message) if status else "",
+                   drift=status.drift if status else False,
+                   last_error=redact.redact(status.last_error) if status else "",
+                   updated_at=status.updated_at if status else None)
+
+
+class StatusOut(ApiModel):
+    """A spec's health in its environment, as the last reconcile assessed it."""
+
+    health: str = UNKNOWN
+    applied_revision: str = ""
+    drift: bool = False
+    last_error: str = ""
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, status: state.SpecStatus | None) -> StatusOut:
+        if status is None:
+            return cls()
+        return cls(health=status.health, applied_revision=status.revision, drift=status.drift,
+                   last_error=redact.redact(status.last_error), updated_at=status.updated_at)
+
+
+class EndpointOut(SpecOut):
+    """A serving endpoint with its model reference and status."""
+
+    route: str
+    host: str | None
+    owner_team: str
+    model: Ref
+    status: StatusOut
+
+
+class EndpointDetail(EndpointOut):
+    """An endpoint with scaling, the model's metadata, experiment and owned objects."""
+
+    replicas: dict[str, Any]
+    autoscale: dict[str, Any]
+    resources: dict[str, Any]
+    model_metadata: ModelOut | None
+    experiment: Ref | None
+    objects: list[ObjectHealth]
+
+
+class VariantOut(ApiModel):
+    template: Ref
+    weight: int
+    effective_weight: int
+
+
+class ExperimentOut(SpecOut):
+    """A prompt experiment: its endpoint, variants, metric, state and winner."""
+
+    endpoint: Ref
+    variants: list[VariantOut]
+    metric: str
+    state: str
+    winner: str | None
+    stickiness: dict[str, Any] | None
+    notes: str | None
+    status: StatusOut
+
+
+class TrainingJobOut(SpecOut):
+    """A training job with its inputs, output model and status."""
+
+    owner_team: str
+    base_model: Ref
+    dataset: Ref
+    output_model: Ref
+    status: StatusOut
+
+
+class GpuHours(ApiModel):
+    """GPU hours of one group over the window."""
+
+    team: str | None = None
+    environment: str | None = None
+    endpoint: str | None = None
+    gpu_hours: float
+
+
+class CostReport(ApiModel):
+    """GPU hours over a window, integrated from the recorded GPU samples."""
+
+    window: str
+    since: datetime
+    until: datetime
+    total_gpu_hours: float
+    by_team: list[GpuHours]
+    by_environment: list[GpuHours]
+    by_endpoint: list[GpuHours] = Field(
+        description="One row per (environment, endpoint), with its team.")

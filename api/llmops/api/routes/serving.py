@@ -1,0 +1,135 @@
+"""Serving endpoints, read-only: ``GET /serving/endpoints`` and ``/serving/endpoints/{id}``.
+
+Role: the endpoints of the catalog's revision with the health the last
+reconcile assessed. The list filters by ``environment``, by model
+(``modelId``: the model's UUID, ``name@version`` or name) and by ``status``
+(the spec's health; ``Unknown`` when none was recorded). The detail adds
+scaling (replicas, autoscale, resources), the model's catalog entry, the
+experiment routing its traffic, and the Kubernetes objects it owns with
+their health: the object status rows carry no owner, so the objects are the
+environment's inventory entries whose ``spec_kind``/``spec_name`` name the
+endpoint. Input: query and path parameters; the store. Output:
+``EndpointOut`` / ``EndpointDetail`` in the envelope. Needs
+``serving:read``. Caller: ``llmops.api.app`` mounts ``router``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from llmops.api import lookup
+from llmops.api.auth import AUTH_RESPONSES, require
+from llmops.api.deps import StoreDep
+from llmops.api.envelope import Envelope, Failure, success
+from llmops.api.resources import (
+    EndpointDetail,
+    EndpointOut,
+    Items,
+    ModelOut,
+    ObjectHealth,
+    SpecOut,
+    StatusOut,
+)
+from llmops.engine.health import HealthStatus
+from llmops.engine.specs import ExperimentState, Permission
+from llmops.engine.store import catalog, db, state
+from llmops.engine.types import Kind, SpecKey
+
+router = APIRouter(prefix="/serving", tags=["serving"], responses=AUTH_RESPONSES)
+READ = [require(Permission.SERVING_READ)]
+
+
+def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.SpecStatus]:
+    return {s.key: s for s in state.list_spec_status(store, environment=environment,
+                                                     kind=Kind.SERVING_ENDPOINT)}
+
+
+def _team(store: db.Store, entry: catalog.CatalogEntry) -> str:
+    """The endpoint's ownerTeam, else its model's (as ``SpecSet.team_of``)."""
+    team = entry.body.get("ownerTeam")
+    if team:
+        return str(team)
+    model_ref = entry.body.get("modelRef") or {}
+    model = catalog.get_key(store, SpecKey(Kind.MODEL, "", f"{model_ref.get('name')}@"
+                                           f"{model_ref.get('version')}"))
+    return str(model.body.get("ownerTeam", "unowned")) if model else "unowned"
+
+
+def _endpoint(store: db.Store, entry: catalog.CatalogEntry,
+              status: state.SpecStatus | None) -> EndpointOut:
+    body = entry.body
+    model_ref = body.get("modelRef") or {}
+    return EndpointOut(
+        **SpecOut.fields_of(entry), route=str(body.get("route", "")), host=body.get("host"),
+        owner_team=_team(store, entry),
+        model=lookup.ref(Kind.MODEL, str(model_ref.get("name", "")),
+                         version=str(model_ref.get("version", ""))),
+        status=StatusOut.of(status))
+
+
+def _model_filter(store: db.Store, model_id: str) -> set[tuple[str, str]]:
+    """(name, version) pairs a ``modelId`` filter stands for."""
+    return {(e.base_name, str(e.body.get("version", "")))
+            for e in lookup.matches(store, Kind.MODEL, model_id)}
+
+
+@router.get("/endpoints", response_model=Envelope[Items[EndpointOut]],
+            summary="Serving endpoints", dependencies=READ)
+def list_endpoints(
+    store: StoreDep,
+    environment: Annotated[str | None, Query(max_length=63)] = None,
+    model_id: Annotated[str | None, Query(alias="modelId", max_length=lookup.MAX_ID_CHARS,
+                                          description="The model's UUID, name@version or "
+                                                      "name.")] = None,
+    status: Annotated[HealthStatus | None, Query(description="Spec health.")] = None,
+) -> Envelope[Items[EndpointOut]]:
+    """Endpoints matching every given filter, by environment then name."""
+    wanted = _model_filter(store, model_id) if model_id is not None else None
+    statuses = _statuses(store, environment)
+    items: list[EndpointOut] = []
+    for entry in catalog.list_entries(store, kind=Kind.SERVING_ENDPOINT,
+                                      environment=environment):
+        ref = entry.body.get("modelRef") or {}
+        if wanted is not None and (ref.get("name"), ref.get("version")) not in wanted:
+            continue
+        out = _endpoint(store, entry, statuses.get(entry.key))
+        if status is not None and out.status.health != status.value:
+            continue
+        items.append(out)
+    return success(Items[EndpointOut](items=items), f"{len(items)} endpoint(s)")
+
+
+@router.get("/endpoints/{endpoint_id}", response_model=Envelope[EndpointDetail],
+            summary="One serving endpoint", dependencies=READ,
+            responses={404: {"model": Failure, "description": "No such endpoint."},
+                       409: {"model": Failure, "description": "The name is ambiguous."}})
+def get_endpoint(
+    store: StoreDep,
+    endpoint_id: Annotated[str, Path(min_length=1, max_length=lookup.MAX_ID_CHARS,
+                                     description="The UUID or the name.")],
+    environment: Annotated[str | None, Query(max_length=63,
+                                             description="Narrows a name.")] = None,
+) -> Envelope[EndpointDetail]:
+    """Route, scaling, model, experiment, health, drift and owned objects of one endpoint."""
+    entry = lookup.one(store, Kind.SERVING_ENDPOINT, endpoint_id, environment=environment)
+    env, body = entry.environment, entry.body
+    summary = _endpoint(store, entry, _statuses(store, env).get(entry.key))
+    model = catalog.get(store, summary.model.id)
+    experiments = [e for e in catalog.list_entries(store, kind=Kind.PROMPT_EXPERIMENT,
+                                                   environment=env)
+                   if e.body.get("endpointRef") == entry.name]
+    experiments.sort(key=lambda e: (e.body.get("state") != ExperimentState.RUNNING, e.name))
+    owned = [item.key for item in state.read_inventory(store, env)
+             if item.spec_kind == Kind.SERVING_ENDPOINT and item.spec_name == entry.name]
+    object_status = {s.key: s for s in state.list_object_status(store, env)}
+    detail = EndpointDetail(
+        **dict(summary), replicas=dict(body.get("replicas") or {}),
+        autoscale=dict(body.get("autoscale") or {}),
+        resources=dict(body.get("resources") or {}),
+        model_metadata=ModelOut.of(model) if model is not None else None,
+        experiment=(lookup.ref(Kind.PROMPT_EXPERIMENT, experiments[0].name, environment=env)
+                    if experiments else None),
+        objects=[ObjectHealth.of(key, object_status.get(key)) for key in owned])
+    return success(detail, f"endpoint {entry.name} in {env}")

@@ -1,0 +1,91 @@
+"""Training jobs, read-only: ``GET /training/jobs`` and ``/training/jobs/{id}``.
+
+Role: the training jobs of the catalog's revision with their base model,
+dataset, output model, owning team and last assessed health. Filters:
+``environment``, ``ownerTeam`` and ``baseModel`` (a model name). Each job
+answers to its UUID and to its name (``environment=`` narrows a name used in
+several environments). Input: query and path parameters; the store.
+Output: ``TrainingJobOut`` in the envelope. Needs ``training:read``.
+Caller: ``llmops.api.app`` mounts ``router``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from llmops.api import lookup
+from llmops.api.auth import AUTH_RESPONSES, require
+from llmops.api.deps import StoreDep
+from llmops.api.envelope import Envelope, Failure, success
+from llmops.api.resources import Items, SpecOut, StatusOut, TrainingJobOut
+from llmops.engine.specs import Permission
+from llmops.engine.store import catalog, db, state
+from llmops.engine.types import Kind, SpecKey
+
+router = APIRouter(prefix="/training", tags=["training"], responses=AUTH_RESPONSES)
+READ = [require(Permission.TRAINING_READ)]
+
+
+def _model_ref(value: object) -> tuple[str, str]:
+    ref = value if isinstance(value, dict) else {}
+    return str(ref.get("name", "")), str(ref.get("version", ""))
+
+
+def _team(store: db.Store, entry: catalog.CatalogEntry) -> str:
+    if entry.body.get("ownerTeam"):
+        return str(entry.body["ownerTeam"])
+    name, version = _model_ref(entry.body.get("baseModelRef"))
+    model = catalog.get_key(store, SpecKey(Kind.MODEL, "", f"{name}@{version}"))
+    return str(model.body.get("ownerTeam", "unowned")) if model else "unowned"
+
+
+def _job(store: db.Store, entry: catalog.CatalogEntry,
+         status: state.SpecStatus | None) -> TrainingJobOut:
+    base_name, base_version = _model_ref(entry.body.get("baseModelRef"))
+    out_name, out_version = _model_ref(entry.body.get("outputModel"))
+    return TrainingJobOut(
+        **SpecOut.fields_of(entry), owner_team=_team(store, entry),
+        base_model=lookup.ref(Kind.MODEL, base_name, version=base_version),
+        dataset=lookup.ref(Kind.DATASET, str(entry.body.get("datasetRef", ""))),
+        output_model=lookup.ref(Kind.MODEL, out_name, version=out_version),
+        status=StatusOut.of(status))
+
+
+def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.SpecStatus]:
+    return {s.key: s for s in state.list_spec_status(store, environment=environment,
+                                                     kind=Kind.TRAINING_JOB)}
+
+
+@router.get("/jobs", response_model=Envelope[Items[TrainingJobOut]], summary="Training jobs",
+            dependencies=READ)
+def list_jobs(
+    store: StoreDep,
+    environment: Annotated[str | None, Query(max_length=63)] = None,
+    owner_team: Annotated[str | None, Query(alias="ownerTeam", max_length=63)] = None,
+    base_model: Annotated[str | None, Query(alias="baseModel", max_length=253)] = None,
+) -> Envelope[Items[TrainingJobOut]]:
+    """Jobs matching every given filter, by environment then name."""
+    statuses = _statuses(store, environment)
+    items = [_job(store, e, statuses.get(e.key))
+             for e in catalog.list_entries(store, kind=Kind.TRAINING_JOB,
+                                           environment=environment)]
+    items = [j for j in items if (owner_team is None or j.owner_team == owner_team)
+             and (base_model is None or j.base_model.name == base_model)]
+    return success(Items[TrainingJobOut](items=items), f"{len(items)} training job(s)")
+
+
+@router.get("/jobs/{job_id}", response_model=Envelope[TrainingJobOut],
+            summary="One training job", dependencies=READ,
+            responses={404: {"model": Failure, "description": "No such job."},
+                       409: {"model": Failure, "description": "The name is ambiguous."}})
+def get_job(
+    store: StoreDep,
+    job_id: Annotated[str, Path(min_length=1, max_length=lookup.MAX_ID_CHARS,
+                                description="The UUID or the name.")],
+    environment: Annotated[str | None, Query(max_length=63)] = None,
+) -> Envelope[TrainingJobOut]:
+    entry = lookup.one(store, Kind.TRAINING_JOB, job_id, environment=environment)
+    return success(_job(store, entry, _statuses(store, entry.environment).get(entry.key)),
+                   f"training job {entry.name} in {entry.environment}")

@@ -1,0 +1,199 @@
+"""The spec catalog: every spec of the latest validated revision, as the API reads it.
+
+Role: keep one row per spec (its stable ``SpecKey.id`` UUID, kind,
+environment, name, the revision and file it came from, and the spec itself
+as JSON) so that the API answers catalog, serving, prompt, training,
+governance and RBAC questions from the store, never from git. Input: a
+revision SHA and its validated ``SpecSet`` (``record``); filters (the query
+helpers). Output: frozen ``CatalogEntry`` values, and the RBAC role table
+(``roles``) merged from the ``Policy`` specs. Callers: the reconciler's load
+step (``record``, after a revision validates) and the API's routes and
+authorisation dependency (the reads).
+
+``record`` replaces the whole catalog in one transaction, and does nothing
+when the catalog already holds that revision, so reconciling the same
+revision again writes nothing. Writers are serialised (an advisory
+transaction lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so two
+processes recording at once cannot interleave. Models are versioned: their
+``name`` is ``name@version``, as in their ``SpecKey``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.orm import Session
+
+from llmops.engine import specs
+from llmops.engine.store import db
+from llmops.engine.store.models import CatalogEntryRow
+from llmops.engine.types import Kind, SpecKey
+from llmops.engine.validate import SpecSet
+
+Db = db.Store | Session
+
+# Advisory-lock key of catalog writers (see ``db.MIGRATE_LOCK_KEY``).
+CATALOG_LOCK_KEY = 0x6C6C6D6F7073_03
+_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One spec as recorded: identity, provenance and its plain JSON data."""
+
+    id: str
+    kind: str
+    environment: str
+    name: str
+    revision: str
+    file: str
+    spec: dict[str, Any]
+    updated_at: datetime
+
+    @property
+    def key(self) -> SpecKey:
+        return SpecKey(self.kind, self.environment, self.name)
+
+    @property
+    def base_name(self) -> str:
+        """``metadata.name`` (a model's name without its ``@version``)."""
+        return self.name.split("@", 1)[0]
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The spec's ``spec`` section."""
+        body = self.spec.get("spec")
+        return body if isinstance(body, dict) else {}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        meta = self.spec.get("metadata")
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        return dict(labels) if isinstance(labels, dict) else {}
+
+
+def _entry(row: CatalogEntryRow) -> CatalogEntry:
+    return CatalogEntry(id=row.id, kind=row.kind, environment=row.environment, name=row.name,
+                        revision=row.revision, file=row.file, spec=dict(row.spec),
+                        updated_at=row.updated_at)
+
+
+# --------------------------------------------------------------------------- write
+
+
+def _held_revision(session: Session) -> str | None:
+    return session.scalars(select(CatalogEntryRow.revision).limit(1)).first()
+
+
+def record(store: db.Store, revision: str, spec_set: SpecSet, *,
+           now: datetime | None = None) -> bool:
+    """Make ``spec_set`` at ``revision`` the whole catalog, atomically.
+
+    Returns ``False`` (and writes nothing) when the catalog already holds
+    ``revision``; ``True`` when it was replaced. Raises ``StoreUnavailable``
+    when the store cannot be written (the previous catalog then stays).
+    """
+    at = now or datetime.now(UTC)
+    with store.session(write=True) as session:
+        if store.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": CATALOG_LOCK_KEY})
+        if _held_revision(session) == revision:
+            return False
+        session.execute(delete(CatalogEntryRow))
+        rows: list[dict[str, Any]] = []
+        for item in spec_set.items:
+            key = item.key
+            rows.append({"id": str(key.id), "kind": key.kind, "environment": key.environment,
+                         "name": key.name, "revision": revision, "file": item.document.file,
+                         "spec": item.spec.model_dump(mode="json"), "updated_at": at})
+            if len(rows) >= _BATCH:
+                session.execute(insert(CatalogEntryRow), rows)
+                rows.clear()
+        if rows:
+            session.execute(insert(CatalogEntryRow), rows)
+    return True
+
+
+# --------------------------------------------------------------------------- read
+
+
+def revision(database: Db) -> str | None:
+    """The revision the catalog holds, or ``None`` while it is empty."""
+    with db.transaction(database) as session:
+        return _held_revision(session)
+
+
+def _field_matches(entry: CatalogEntry, wanted: Mapping[str, str]) -> bool:
+    body = entry.body
+    return all(str(body.get(name, "")) == value for name, value in wanted.items())
+
+
+def list_entries(database: Db, *, kind: str | None = None, environment: str | None = None,
+                 name: str | None = None, name_prefix: str | None = None,
+                 fields: Mapping[str, str | None] | None = None,
+                 where: Callable[[CatalogEntry], bool] | None = None) -> list[CatalogEntry]:
+    """Entries sorted by (kind, environment, name), filtered by every argument given.
+
+    ``name`` matches the base name (a model's every version); ``name_prefix``
+    the start of it; ``fields`` top-level fields of the ``spec`` section
+    (``{"ownerTeam": "nlp"}``; ``None`` values are ignored); ``where`` any
+    further predicate.
+    """
+    stmt = select(CatalogEntryRow).order_by(CatalogEntryRow.kind, CatalogEntryRow.environment,
+                                            CatalogEntryRow.name)
+    if kind is not None:
+        stmt = stmt.where(CatalogEntryRow.kind == kind)
+    if environment is not None:
+        stmt = stmt.where(CatalogEntryRow.environment == environment)
+    if name_prefix:
+        stmt = stmt.where(CatalogEntryRow.name.startswith(name_prefix, autoescape=True))
+    with db.transaction(database) as session:
+        entries = [_entry(row) for row in session.scalars(stmt)]
+    wanted = {k: v for k, v in (fields or {}).items() if v is not None}
+    return [e for e in entries
+            if (name is None or e.base_name == name)
+            and (not wanted or _field_matches(e, wanted))
+            and (where is None or where(e))]
+
+
+def get(database: Db, entry_id: str) -> CatalogEntry | None:
+    """The entry with this UUID (any spelling of it), or ``None``."""
+    with db.transaction(database) as session:
+        row = session.get(CatalogEntryRow, entry_id.lower())
+        return _entry(row) if row is not None else None
+
+
+def get_key(database: Db, key: SpecKey) -> CatalogEntry | None:
+    return get(database, str(key.id))
+
+
+def roles(database: Db) -> dict[str, frozenset[str]]:
+    """Role -> permissions, merged from the ``rbac`` of every recorded ``Policy``."""
+    out: dict[str, set[str]] = {}
+    for entry in list_entries(database, kind=Kind.POLICY):
+        rbac = entry.body.get("rbac")
+        table = rbac.get("roles") if isinstance(rbac, dict) else None
+        if not isinstance(table, dict):
+            continue
+        for role, permissions in table.items():
+            if isinstance(permissions, list):
+                out.setdefault(str(role), set()).update(str(p) for p in permissions)
+    return {role: frozenset(permissions) for role, permissions in out.items()}
+
+
+def permissions_of(database: Db, role_names: Iterable[str]) -> frozenset[str]:
+    """Every permission the given roles grant (``*`` stays ``*``)."""
+    table = roles(database)
+    granted: set[str] = set()
+    for role in role_names:
+        granted |= table.get(role, frozenset())
+    return frozenset(granted)
+
+
+def allows(granted: frozenset[str], permission: str) -> bool:
+    return specs.Permission.ALL.value in granted or permission in granted
