@@ -264,6 +264,25 @@ def test_conflict_with_another_applier_is_reported_then_forced_when_configured(
     assert kh.image("nlp-platform-dev", "support-chat") == "vllm/vllm-openai:v0.8.5"
 
 
+def test_a_spec_can_opt_in_to_take_conflicting_fields(kh: KubeHarness, tmp_path: Path) -> None:
+    kh.run()
+    other = other_client(kh.kube, tmp_path, "other")
+    deployments = other.resources.get(api_version="apps/v1", kind="Deployment")
+    other.server_side_apply(
+        deployments, name="support-chat", namespace="nlp-platform-dev", field_manager="sre-team",
+        force_conflicts=True, body={
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "support-chat", "namespace": "nlp-platform-dev"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "server", "image": "vllm/vllm-openai:v0.9.0"}]}}}})
+    edit(kh.repo, "endpoints/dev/support-chat.yaml", "  name: support-chat\n",
+         '  name: support-chat\n  annotations:\n    llmops.io/force-conflicts: "true"\n')
+    commit(kh.repo, "support-chat takes its fields back")
+    result = kh.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    assert kh.image("nlp-platform-dev", "support-chat") == "vllm/vllm-openai:v0.8.5"
+
+
 # --------------------------------------------------------------------------- prune safety
 
 
@@ -420,3 +439,26 @@ def test_cli_reconcile_once_applies_to_the_cluster(
     again = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev")
     assert again.code == 0, again.out + again.err
     assert "dev: noop" in again.out
+
+
+def test_reconcile_wait_waits_for_health_and_fails_on_a_stalled_rollout(
+        template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
+        monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    commit(template_git_repo, "apply with the kubernetes actuator")
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LLMOPS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LLMOPS_CONFIG", raising=False)
+    ok = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev", "--wait",
+             "--timeout", "20")
+    assert ok.code == 0, ok.out + ok.err
+    assert "dev: all 14 objects Healthy" in ok.out
+    emulator.server.controllers.stall_deployment("nlp-platform-dev", "support-chat")
+    edit(template_git_repo, "endpoints/dev/support-chat.yaml", "--max-model-len=8192",
+         "--max-model-len=4096")
+    commit(template_git_repo, "dev: roll support-chat")
+    stuck = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev", "--wait",
+                "--timeout", "1")
+    assert stuck.code == 1, stuck.out + stuck.err
+    assert "dev: not healthy after 1s: Deployment/nlp-platform-dev/support-chat Degraded" \
+        in stuck.out

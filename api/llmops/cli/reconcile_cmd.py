@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from llmops.engine import reconciler, service, settings
+from llmops.engine.health import HealthStatus
 from llmops.engine.store import state
 
 
@@ -26,8 +28,12 @@ from llmops.engine.store import state
               help="Hydrate into this directory (forces the hydrate actuator).")
 @click.option("--confirm-prune", is_flag=True, help="Allow this pass to prune past "
               "maxPrunePercent.")
+@click.option("--wait", is_flag=True, help="After the pass, wait until every object of each "
+              "environment is Healthy (actuators that can observe health).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds --wait waits.")
 def reconcile(once: bool, repo: str, branch: str, envs: tuple[str, ...], out: Path | None,
-              confirm_prune: bool) -> None:
+              confirm_prune: bool, wait: bool, timeout: float) -> None:
     """Reconcile every environment (or --env) once; exit 1 if any pass fails or is blocked."""
     cfg = settings.load()
     rec = service.build_reconciler(cfg, repo=repo, branch=branch, out=out, environments=envs,
@@ -44,6 +50,27 @@ def reconcile(once: bool, repo: str, branch: str, envs: tuple[str, ...], out: Pa
         click.echo(line)
     if not results or not all(r.ok for r in results):
         sys.exit(1)
+    if wait and not _wait(rec, [r.environment for r in results], timeout):
+        sys.exit(1)
+
+
+def _wait(rec: reconciler.Reconciler, envs: list[str], timeout: float) -> bool:
+    """Wait for health per environment; False when any is still not Healthy at the end."""
+    deadline = time.monotonic() + timeout
+    healthy = True
+    for env in envs:
+        health = rec.wait_healthy(env, timeout=max(0.0, deadline - time.monotonic()))
+        if health is None:
+            click.echo(f"{env}: health is not observable with this actuator; not waiting")
+            continue
+        bad = {k: h for k, h in health.items() if h is not HealthStatus.HEALTHY}
+        if bad:
+            healthy = False
+            shown = ", ".join(f"{k} {h.value}" for k, h in sorted(bad.items())[:10])
+            click.echo(f"{env}: not healthy after {timeout:g}s: {shown}")
+        else:
+            click.echo(f"{env}: all {len(health)} objects Healthy")
+    return healthy
 
 
 @click.command("status")

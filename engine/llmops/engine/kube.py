@@ -21,7 +21,8 @@ kubeconfig path and context come from the environment's ``cluster``
   write is a server-side dry run first, compared with the live object
   (bookkeeping annotations ignored); only a difference is sent for real. A
   field conflict with another *applier* fails the object naming that manager,
-  unless the environment sets ``forceConflicts``; fields taken by plain writes
+  unless the environment sets ``forceConflicts`` or the spec is annotated
+  ``llmops.io/force-conflicts: "true"``; fields taken by plain writes
   (``Update`` managers: kubectl edit/patch) are drift and are taken back.
   The first failed write stops the pass: later writes and every deletion are
   ``skipped`` (nothing is pruned after a failure). Deletions run in reverse
@@ -76,6 +77,8 @@ _MANAGER_RE = re.compile(r'conflict with "([^"]+)"')
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
 MAX_CHANGED_PATHS = 5
+FORCE_ANNOTATION = "llmops.io/force-conflicts"
+"""A spec annotated with this set to "true" takes conflicting fields from other appliers."""
 
 
 class ApplyError(LlmopsError):
@@ -432,7 +435,9 @@ class KubernetesActuator:
         except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise ApplyError(key, "read", _reason(exc), self._error_text(exc, obj)) from exc
         body = diff.normalize(obj)
-        force, took = self.force_conflicts, ""
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        force = self.force_conflicts or annotations.get(FORCE_ANNOTATION) == "true"
+        took = ""
         try:
             dry = self._apply(key, resource, body, dry_run=True, force=force)
         except ApplyError as err:
@@ -476,7 +481,8 @@ class KubernetesActuator:
             reason, detail = _describe(exc)
             managers = _conflict_managers(detail) if reason == "Conflict" else ()
             if managers:
-                detail += "; not forced (set forceConflicts on the environment to take over)"
+                detail += ("; not forced (set forceConflicts on the environment, or the "
+                           f"{FORCE_ANNOTATION}: \"true\" annotation on the spec, to take over)")
             raise ApplyError(key, phase, reason, mask(detail, body),
                              managers=managers) from exc
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:

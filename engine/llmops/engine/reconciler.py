@@ -167,6 +167,35 @@ class Reconciler:
         return [self.reconcile_environment(revision, env, source_error=source_error)
                 for env in envs]
 
+    # ------------------------------------------------------------------ wait
+
+    def wait_healthy(self, env: str, *, timeout: float, interval: float = 2.0,
+                     sleep: Callable[[float], None] = time.sleep
+                     ) -> dict[ResourceKey, HealthStatus] | None:
+        """Poll the health of the environment's inventory until every object is Healthy
+        or ``timeout`` passes; returns the last reading, or None when the environment's
+        actuator cannot observe health (hydrate, none). Object statuses are updated."""
+        revision = self._revision
+        if revision is None or revision.spec_set is None:
+            return None
+        config = revision.spec_set.config.environments.get(env)
+        if config is None:
+            return None
+        probe = getattr(self.actuator_for(env, config), "health", None)
+        if probe is None:
+            return None
+        keys = [item.key for item in state.read_inventory(self.store, env)]
+        deadline = time.monotonic() + timeout
+        while True:
+            health: dict[ResourceKey, HealthStatus] = probe(env, keys)
+            done = all(h is HealthStatus.HEALTHY for h in health.values())
+            if done or time.monotonic() >= deadline:
+                break
+            sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        for key, h in health.items():
+            state.put_object_status(self.store, state.ObjectStatus(env, key, h.value))
+        return health
+
     # ------------------------------------------------------------------ load
 
     def _load(self, snapshot: Snapshot) -> Revision:
