@@ -10,8 +10,9 @@ exception handlers (``errors.install``), the request guard (415 for forms,
 from the environment). Output: a ``FastAPI`` app whose state holds
 ``store``, ``settings``, ``trigger``, ``metrics``, ``trusted_peers`` (the
 parsed ``api.trusted_proxies``; a malformed entry fails here) and
-``route_templates``. Every route but the probes, ``/metrics`` and the
-OpenAPI documents requires a permission (``llmops.api.auth``). Callers:
+``route_templates``. Every route but the probes, ``/metrics``, the
+OpenAPI documents and the git webhook (authenticated by its shared secret)
+requires a permission (``llmops.api.auth``). Callers:
 ``llmops serve`` (``llmops.cli.serve_cmd``) and the tests.
 
 Middleware order, outermost first: Starlette's server-error layer (runs the
@@ -41,6 +42,8 @@ from llmops.api.routes import (
     reconcile,
     serving,
     training,
+    webhooks,
+    writes,
 )
 from llmops.engine import settings as settings_module
 from llmops.engine.settings import Settings
@@ -83,7 +86,7 @@ def create_app(store: Store, *, trigger: Callable[[], None] | None = None,
     errors.install(app)
     templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH]
     for module in (health, reconcile, audit, catalog, serving, prompts, training, governance,
-                   costs):
+                   costs, webhooks, writes):
         app.include_router(module.router, prefix=API_PREFIX)
         templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
                       if isinstance(route, APIRoute)]

@@ -5,7 +5,8 @@ Role: before any route runs (and before anything is buffered), answer
 - 415 for form and multipart bodies (``application/x-www-form-urlencoded``,
   ``multipart/*``): no route of this API reads a form, so none is parsed;
 - 413 when ``Content-Length`` is above the limit, and 400 when it is not a
-  number;
+  number (the limit is ``max_body_bytes``, except for the raw-body model
+  upload route in ``LARGE_BODY_ROUTES``: 10 GiB, the route checks the rest);
 
 and, for bodies sent without a length (chunked), count the bytes as the app
 reads them and raise ``errors.BodyTooLarge`` (an ``HTTPException``, mapped to
@@ -17,6 +18,7 @@ with ``Settings.api.max_body_bytes`` as the limit.
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 from starlette.datastructures import Headers
@@ -24,8 +26,13 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmops.api import errors
+from llmops.engine.specs import MAX_MODEL_FILE_BYTES
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/")
+# Routes that stream a large raw body (never a form) get their own limit; the route
+# itself enforces its exact limit and Content-Length rules.
+LARGE_BODY_ROUTES = ((re.compile(r"^/llm-ops/v1/catalog/models/[^/]+/upload$"),
+                      MAX_MODEL_FILE_BYTES),)
 
 
 def _is_form(content_type: str) -> bool:
@@ -47,11 +54,11 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        refusal = self._refusal(headers)
+        limit = self._limit(str(scope.get("path", "")))
+        refusal = self._refusal(headers, limit)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        limit = self.max_body_bytes
         received = 0
         response_started = False
 
@@ -79,7 +86,13 @@ class RequestGuard:
             response = errors.fail_response(exc.status_code, str(exc.detail), exc.data)
             await response(scope, receive, send)
 
-    def _refusal(self, headers: Headers) -> JSONResponse | None:
+    def _limit(self, path: str) -> int:
+        for pattern, limit in LARGE_BODY_ROUTES:
+            if pattern.match(path):
+                return limit
+        return self.max_body_bytes
+
+    def _refusal(self, headers: Headers, limit: int) -> JSONResponse | None:
         content_type = headers.get("content-type", "")
         if content_type and _is_form(content_type):
             return errors.fail_response(
@@ -94,9 +107,8 @@ class RequestGuard:
         except ValueError:
             return errors.fail_response(HTTPStatus.BAD_REQUEST,
                                         "Content-Length is not a number")
-        if declared > self.max_body_bytes:
+        if declared > limit:
             return errors.fail_response(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"request body larger than {self.max_body_bytes} bytes",
-                {"maxBodyBytes": self.max_body_bytes})
+                f"request body larger than {limit} bytes", {"maxBodyBytes": limit})
         return None

@@ -116,7 +116,7 @@ def check_path(path: str) -> str:
 # ------------------------------------------------------------------ running git
 
 
-class _Git:
+class GitPlumbing:
     """git against one repository's git dir, from an empty directory, in a clean env."""
 
     def __init__(self, repo: Path, scratch: Path) -> None:
@@ -206,7 +206,7 @@ def dry_commit(repo: Path, rev: str = "HEAD") -> DryCommit:
     """Read commit ``rev`` (``HEAD``, a SHA or a branch) of the specs repo at ``repo``."""
     target = "HEAD" if rev == "HEAD" else guard.check_rev(rev)
     with tempfile.TemporaryDirectory(prefix="llmops-dry-") as scratch:
-        git = _Git(Path(repo), Path(scratch))
+        git = GitPlumbing(Path(repo), Path(scratch))
         sha = git.resolve(target)
         if sha is None:
             raise HydrateError(f"{repo}: revision {rev[:80]!r} does not name a commit")
@@ -295,7 +295,7 @@ def hydrate_branch(repo: Path, branch: str, objects: Iterable[KubeObject], dry: 
     subject = message or f"llmops: hydrate {where or '.'} from {dry.sha[:12]}"
     ref = f"refs/heads/{name}"
     with tempfile.TemporaryDirectory(prefix="llmops-hydrate-") as scratch:
-        git = _Git(Path(repo), Path(scratch))
+        git = GitPlumbing(Path(repo), Path(scratch))
         blobs = {rel: git("hash-object", "-w", "--stdin", stdin=text.encode("utf-8")).strip()
                  for rel, text in files.items()}
         for _attempt in range(MAX_ATTEMPTS):

@@ -1,0 +1,299 @@
+"""A small typed Python client for the llmops REST API (``/llm-ops/v1``), over httpx.
+
+Role: call the API's routes and hand back the ``data`` of the response
+envelope as plain JSON values (camelCase keys, exactly as the API documents
+them in ``/llm-ops/v1/openapi.json``); a ``fail`` envelope, or any answer
+that is not a success envelope, becomes ``LlmopsApiError(status, message,
+data)``. Lists that the API pages (the audit log) are iterated page by page
+through their cursor. Input: the server's base URL (``http://host:8080``,
+with or without the ``/llm-ops/v1`` prefix) and a bearer token or extra
+headers. Output: dicts and lists. Callers: scripts, notebooks, CI jobs
+(``examples/status.py``) and the tests. It depends on httpx alone and imports
+nothing else of llmops, so it can be vendored into any environment::
+
+    with LlmopsClient("http://localhost:8080", token=os.environ["LLMOPS_API_TOKEN"]) as api:
+        for env in api.status():
+            print(env["environment"], env["lastAppliedRevision"])
+        api.wait_until_healthy("support-chat", environment="prod", timeout=300)
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+
+API_PREFIX = "/llm-ops/v1"
+HEALTHY = "Healthy"
+DEFAULT_TIMEOUT = 10.0
+MAX_AUDIT_PAGE = 1000
+
+JsonObject = dict[str, Any]
+Params = Mapping[str, str | int | float | bool | None]
+
+
+class LlmopsApiError(Exception):
+    """A request the API refused or could not serve, from its ``fail`` envelope.
+
+    ``status`` is the HTTP status code (0 when no answer arrived), ``message``
+    the envelope's message and ``data`` its data (field errors, candidates of
+    an ambiguous name, an ``errorId`` to quote, ...).
+    """
+
+    def __init__(self, status: int, message: str, data: Any = None, *,
+                 method: str = "", path: str = "") -> None:
+        self.status = status
+        self.message = message
+        self.data = data
+        self.method = method
+        self.path = path
+        where = f"{method} {path}: " if method else ""
+        super().__init__(f"{where}{status} {message}" if status else f"{where}{message}")
+
+
+class LlmopsClient:
+    """Read the reconciler's state and wake it; one ``httpx.Client`` underneath.
+
+    ``token`` is sent as ``Authorization: Bearer``; ``headers`` are added to
+    every request (for a deployment behind an authenticating proxy).
+    ``transport`` replaces the network (tests, custom TLS). Close it, or use
+    it as a context manager.
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        root = base_url.rstrip("/")
+        if root.endswith(API_PREFIX):
+            root = root[: -len(API_PREFIX)]
+        sent = {"Accept": "application/json", **(headers or {})}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=f"{root}{API_PREFIX}", headers=sent,
+                                  timeout=timeout, transport=transport)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LlmopsClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _request(self, method: Literal["GET", "POST"], path: str, *,
+                 params: Params | None = None, json: Any = None) -> Any:
+        """The ``data`` of a success envelope; ``LlmopsApiError`` for anything else."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, params=query, json=json)
+        except httpx.TransportError as err:
+            raise LlmopsApiError(0, f"no answer from {self._http.base_url}: {err}",
+                                 method=method, path=path) from err
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "status" not in body:
+            raise LlmopsApiError(response.status_code,
+                                 f"not an llmops envelope: {response.text[:200]!r}",
+                                 method=method, path=path)
+        if response.is_error or body.get("status") != "success":
+            raise LlmopsApiError(response.status_code, str(body.get("message", "")),
+                                 body.get("data"), method=method, path=path)
+        return body.get("data")
+
+    def _get(self, path: str, params: Params | None = None) -> Any:
+        return self._request("GET", path, params=params)
+
+    @staticmethod
+    def _segment(ident: str | int) -> str:
+        """A path segment, escaped (``/`` and ``..`` cannot move to another route)."""
+        text = str(ident)
+        if not text or text in {".", ".."}:
+            raise ValueError(f"not a resource id: {text!r}")
+        return urllib.parse.quote(text, safe="@")
+
+    # ------------------------------------------------------------------ reconcile
+
+    def status(self, environment: str | None = None) -> list[JsonObject]:
+        """Every environment's revisions, conditions, source state and last finished run."""
+        data = self._get("/reconcile/status", {"environment": environment})
+        return list(data["environments"])
+
+    def runs(self, *, environment: str | None = None, result: str | None = None,
+             before_id: int | None = None, limit: int = 50) -> JsonObject:
+        """One page of runs, newest first: ``{"items": [...], "nextCursor": id | None}``.
+
+        Pass ``nextCursor`` back as ``before_id`` for the next page, or use ``iter_runs``.
+        """
+        data: JsonObject = self._get("/reconcile/runs", {
+            "environment": environment, "result": result, "before_id": before_id,
+            "limit": limit})
+        return data
+
+    def iter_runs(self, *, environment: str | None = None, result: str | None = None,
+                  page_size: int = 200) -> Iterator[JsonObject]:
+        """Every run matching the filters, newest first, following the cursor."""
+        cursor: int | None = None
+        while True:
+            page = self.runs(environment=environment, result=result, before_id=cursor,
+                             limit=page_size)
+            yield from page["items"]
+            cursor = page.get("nextCursor")
+            if cursor is None:
+                return
+
+    def run(self, run_id: int) -> JsonObject:
+        """One run with its recorded plan and per-object results."""
+        data: JsonObject = self._get(f"/reconcile/runs/{self._segment(run_id)}")
+        return data
+
+    def trigger(self) -> JsonObject:
+        """Wake the reconciler (asynchronous: returns ``{"triggered": true}`` at once)."""
+        data: JsonObject = self._request("POST", "/reconcile/trigger", json={})
+        return data
+
+    # ------------------------------------------------------------------ catalog
+
+    def models(self, *, type: str | None = None, owner_team: str | None = None,
+               stage: str | None = None, data_classification: str | None = None,
+               name: str | None = None) -> list[JsonObject]:
+        """Model versions matching every filter given (``name`` is a prefix)."""
+        data = self._get("/catalog/models", {
+            "type": type, "ownerTeam": owner_team, "stage": stage,
+            "dataClassification": data_classification, "name": name})
+        return list(data["items"])
+
+    def model(self, model_id: str) -> JsonObject:
+        """By UUID or ``name@version``: that version; by name: ``{"name", "versions": [...]}``."""
+        data: JsonObject = self._get(f"/catalog/models/{self._segment(model_id)}")
+        return data
+
+    def prompts(self, *, name: str | None = None, model: str | None = None
+                ) -> list[JsonObject]:
+        """Prompt templates (``model``: only templates for this model name)."""
+        return list(self._get("/catalog/prompts", {"name": name, "model": model})["items"])
+
+    def datasets(self, *, owner_team: str | None = None, data_classification: str | None = None,
+                 name: str | None = None) -> list[JsonObject]:
+        data = self._get("/catalog/datasets", {
+            "ownerTeam": owner_team, "dataClassification": data_classification, "name": name})
+        return list(data["items"])
+
+    # ------------------------------------------------------------------ serving, prompts, training
+
+    def endpoints(self, *, environment: str | None = None, model_id: str | None = None,
+                  status: str | None = None) -> list[JsonObject]:
+        """Serving endpoints (``model_id``: UUID, ``name@version`` or name; ``status``: health)."""
+        data = self._get("/serving/endpoints", {
+            "environment": environment, "modelId": model_id, "status": status})
+        return list(data["items"])
+
+    def endpoint(self, endpoint_id: str, *, environment: str | None = None) -> JsonObject:
+        """One endpoint with scaling, model, experiment and owned objects.
+
+        A name used in several environments is a 409 unless ``environment`` narrows it.
+        """
+        data: JsonObject = self._get(f"/serving/endpoints/{self._segment(endpoint_id)}",
+                                     {"environment": environment})
+        return data
+
+    def experiments(self, *, environment: str | None = None, endpoint: str | None = None,
+                    state: str | None = None) -> list[JsonObject]:
+        data = self._get("/prompts/experiments", {
+            "environment": environment, "endpoint": endpoint, "state": state})
+        return list(data["items"])
+
+    def experiment(self, experiment_id: str, *, environment: str | None = None) -> JsonObject:
+        data: JsonObject = self._get(f"/prompts/experiments/{self._segment(experiment_id)}",
+                                     {"environment": environment})
+        return data
+
+    def training_jobs(self, *, environment: str | None = None, owner_team: str | None = None,
+                      base_model: str | None = None) -> list[JsonObject]:
+        data = self._get("/training/jobs", {
+            "environment": environment, "ownerTeam": owner_team, "baseModel": base_model})
+        return list(data["items"])
+
+    def training_job(self, job_id: str, *, environment: str | None = None) -> JsonObject:
+        data: JsonObject = self._get(f"/training/jobs/{self._segment(job_id)}",
+                                     {"environment": environment})
+        return data
+
+    # ------------------------------------------------------------------ governance, costs
+
+    def policies(self, *, name: str | None = None) -> list[JsonObject]:
+        return list(self._get("/governance/policies", {"name": name})["items"])
+
+    def audit_logs(self, *, actor: str | None = None, action: str | None = None,
+                   result: str | None = None, environment: str | None = None,
+                   since: str | None = None, until: str | None = None,
+                   page_size: int = 100) -> Iterator[JsonObject]:
+        """Every matching audit entry, newest first, fetched page by page as iterated.
+
+        ``since`` / ``until`` are ISO 8601 times (without an offset: UTC).
+        """
+        if not 1 <= page_size <= MAX_AUDIT_PAGE:
+            raise ValueError(f"page_size must be between 1 and {MAX_AUDIT_PAGE}")
+        cursor: int | None = None
+        while True:
+            page = self._get("/governance/audit/logs", {
+                "actor": actor, "action": action, "result": result,
+                "environment": environment, "since": since, "until": until,
+                "after_id": cursor, "limit": page_size})
+            yield from page["entries"]
+            cursor = page.get("nextCursor")
+            if cursor is None:
+                return
+
+    def costs(self, window: str = "24h", *, until: str | None = None) -> JsonObject:
+        """GPU hours per team, environment and endpoint over ``window`` (``24h``, ``7d``)."""
+        data: JsonObject = self._get("/costs", {"window": window, "until": until})
+        return data
+
+    # ------------------------------------------------------------------ probes and waiting
+
+    def healthz(self) -> bool:
+        return bool(self._get("/healthz").get("alive"))
+
+    def readyz(self) -> bool:
+        return bool(self._get("/readyz").get("ready"))
+
+    def wait_until_healthy(self, endpoint_id: str, timeout: float = 300.0,
+                           interval: float = 5.0, *, environment: str | None = None
+                           ) -> JsonObject:
+        """Poll the endpoint until its recorded health is ``Healthy``; return it then.
+
+        A 503 or a lost connection is retried until the deadline (the server
+        may be restarting); any other refusal (404, 401, 409, ...) is raised
+        at once. ``TimeoutError`` names the last health seen.
+        """
+        if timeout < 0 or interval <= 0:
+            raise ValueError("timeout must not be negative and interval must be positive")
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            try:
+                endpoint = self.endpoint(endpoint_id, environment=environment)
+            except LlmopsApiError as err:
+                if err.status not in (0, 502, 503, 504):
+                    raise
+                last = str(err)
+            else:
+                health = str(endpoint.get("status", {}).get("health", "Unknown"))
+                if health == HEALTHY:
+                    return endpoint
+                last = health
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"endpoint {endpoint_id} not {HEALTHY} after {timeout:g}s "
+                                   f"(last: {last})")
+            time.sleep(min(interval, remaining))

@@ -1,0 +1,302 @@
+"""Model file uploads over HTTP: streamed to a real S3-protocol server, then committed to git.
+
+moto's S3 server runs in a thread on 127.0.0.1 (``ThreadedMotoServer``);
+boto3 talks to it through ``settings.s3.endpoint_url`` with dummy
+credentials. Requests go through httpx's ASGI transport, which hands the
+body to the app chunk by chunk as a server would (the TestClient would join
+it first), so the S3-down case really fails between two parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+from test_writeback import (
+    BASE,
+    SECRET,
+    USER,
+    Snapshot,
+    World,
+    commit_all,
+    failed,
+    git,
+    make_world,
+    ok,
+    writes,
+)
+
+from llmops.api.app import create_app
+from llmops.api.auth import proxy_signature
+from llmops.engine import settings
+from llmops.engine.store import Store
+
+MIB = 1024 * 1024
+BUCKET = "llmops-models"
+MODEL = "support-chat@1.3.0"
+PREFIX = "models/support-chat/1.3.0/"
+
+
+@pytest.fixture
+def world(store: Store, tmp_path: Path) -> World:
+    return make_world(store, tmp_path)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def _start(*, reset: bool = True) -> tuple[ThreadedMotoServer, str]:
+    """A moto server on a free port; ``reset`` empties moto's (process-wide) state first."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    if reset:
+        httpx.post(f"{url}/moto-api/reset").raise_for_status()
+    return server, url
+
+
+@pytest.fixture
+def s3_server(aws_env: None) -> Iterator[str]:
+    """The moto S3 server's URL, with the model bucket created (state lives in-process)."""
+    server, url = _start()
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def s3(url: str) -> Any:
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+
+
+def keys(url: str) -> list[str]:
+    listing = s3(url).list_objects_v2(Bucket=BUCKET)
+    return sorted(obj["Key"] for obj in listing.get("Contents", []))
+
+
+def make_app(world: World, endpoint: str, **s3_overrides: Any) -> Any:
+    api = {"trusted_proxies": ["127.0.0.1"], "proxy_secret": SECRET}
+    s3_cfg = {"endpoint_url": endpoint, "bucket": BUCKET, "part_size_bytes": 5 * MIB,
+              "max_attempts": 1, "connect_timeout_seconds": 2, **s3_overrides}
+    cfg = settings.load(api=api, git={"repo": str(world.repo), "branch": "main"}, s3=s3_cfg)
+    return create_app(world.store, settings=cfg)
+
+
+def upload(app: Any, model: str, filename: str | None, body: AsyncIterator[bytes] | bytes, *,
+           length: int | None, roles: str = "admin", raw_query: str | None = None,
+           content_type: str = "application/octet-stream") -> httpx.Response:
+    """POST the body through the ASGI transport, chunk by chunk."""
+    headers = {"X-User-Id": USER, "X-User-Roles": roles,
+               "X-Proxy-Signature": proxy_signature(USER, roles, SECRET),
+               "Content-Type": content_type}
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    url = f"{BASE}/catalog/models/{model}/upload"
+    if raw_query is not None:
+        url += f"?{raw_query}"
+    params = {"filename": filename} if filename is not None else None
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post(url, params=params, headers=headers, content=body)
+
+    return anyio.run(send)
+
+
+async def chunks(data: bytes, size: int = MIB) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def payload(n: int) -> bytes:
+    return (hashlib.sha256(b"llmops").digest() * (n // 32 + 1))[:n]
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+def test_an_upload_streams_to_s3_and_records_the_file_in_a_commit(
+        world: World, s3_server: str) -> None:
+    before = Snapshot.of(world.repo)
+    data = payload(9 * MIB + 123)  # two parts of 5 MiB and the rest
+    response = upload(make_app(world, s3_server), MODEL, "extra-00001.safetensors",
+                      chunks(data), length=len(data))
+    out = ok(response)
+    key = PREFIX + "extra-00001.safetensors"
+    assert keys(s3_server) == [key]
+    stored = s3(s3_server).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (out["sha256"], out["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert out["objectUri"] == f"s3://{BUCKET}/{key}"
+    assert out["branch"].startswith("llmops/upload/support-chat-")
+    text = git(world.repo, "show", f"{out['commit']}:models/support-chat-1.3.0.yaml")
+    assert f"  storageUri: s3://{BUCKET}/{PREFIX}\n" in text
+    assert (f"    - name: extra-00001.safetensors\n      sha256: {out['sha256']}\n"
+            f"      size: {len(data)}\n") in text
+    assert text.startswith("# Model: support-chat 1.3.0")
+    after = Snapshot.of(world.repo)
+    assert (after.head, after.files, after.status) == (before.head, before.files, "")
+    assert after.refs["refs/heads/main"] == before.refs["refs/heads/main"]
+    row = writes(world.store)[-1]
+    assert (row.result, row.source_commit) == ("succeeded", out["commit"])
+    assert row.details["object"] == f"s3://{BUCKET}/{key}"
+
+
+def test_a_base_model_needs_config_json_first(world: World, s3_server: str) -> None:
+    model = world.repo / "models/fresh-base.yaml"
+    model.write_text(
+        "apiVersion: llmops.io/v1alpha1\nkind: Model\nmetadata:\n  name: fresh-base\n"
+        "spec:\n  version: 0.1.0\n  type: base\n  ownerTeam: nlp-platform\n"
+        "  storageUri: s3://elsewhere/models/fresh-base/0.1.0/\n  framework: transformers\n"
+        "  dataClassification: internal\n")
+    commit_all(world.repo, "a new base model")
+    tip = world.record()
+    app = make_app(world, s3_server)
+    body = failed(upload(app, "fresh-base@0.1.0", "weights.safetensors", payload(100),
+                         length=100), 422)
+    assert any("config.json" in i["message"] for i in body["data"]["issues"]), body
+    assert keys(s3_server) == []  # the object went again with the refused commit
+    assert git(world.repo, "for-each-ref", "--format=%(refname)", "refs/heads/llmops") == ""
+    assert writes(world.store)[-1].result == "failed"
+
+    out = ok(upload(app, "fresh-base@0.1.0", "config.json", b'{"a": 1}', length=8))
+    assert out["parent"] == tip
+    assert keys(s3_server) == ["models/fresh-base/0.1.0/config.json"]
+    text = git(world.repo, "show", f"{out['commit']}:models/fresh-base.yaml")
+    assert "  storageUri: s3://llmops-models/models/fresh-base/0.1.0/\n" in text
+    assert "  files:\n" in text
+    assert "name: config.json" in text
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(("filename", "raw_query"), [
+    ("../x.bin", None),
+    (None, "filename=%2e%2e%2fx.bin"),
+    (None, "filename=%252e%252e%252fx.bin"),
+    ("..\u2215x.bin", None),  # DIVISION SLASH
+    ("x\uff0fy.bin", None),  # FULLWIDTH SOLIDUS
+    ("/etc/x.bin", None),
+    ("a..b.bin", None),
+    ("model.exe", None),
+    ("config.json.sh", None),
+])
+def test_unsafe_or_disallowed_file_names_are_refused_before_any_byte_is_stored(
+        world: World, s3_server: str, filename: str | None, raw_query: str | None) -> None:
+    before = Snapshot.of(world.repo)
+    response = upload(make_app(world, s3_server), MODEL, filename, payload(10), length=10,
+                      raw_query=raw_query)
+    assert response.status_code in (400, 422), response.text
+    assert keys(s3_server) == []
+    assert Snapshot.of(world.repo) == before
+
+
+def test_missing_content_length_is_a_411(world: World, s3_server: str) -> None:
+    response = upload(make_app(world, s3_server), MODEL, "x.bin", chunks(payload(10)),
+                      length=None)
+    failed(response, 411)
+    assert keys(s3_server) == []
+
+
+def test_a_form_or_other_media_type_is_refused(world: World, s3_server: str) -> None:
+    app = make_app(world, s3_server)
+    failed(upload(app, MODEL, "x.bin", b"a=b", length=3,
+                  content_type="application/x-www-form-urlencoded"), 415)
+    failed(upload(app, MODEL, "x.bin", b"{}", length=2, content_type="application/json"), 415)
+    assert keys(s3_server) == []
+
+
+def test_over_the_size_limit_is_a_413(world: World, s3_server: str) -> None:
+    app = make_app(world, s3_server, max_file_bytes=1000)
+    body = failed(upload(app, MODEL, "big.bin", chunks(payload(2000)), length=2000), 413)
+    assert body["data"] == {"maxFileBytes": 1000}
+    assert keys(s3_server) == []
+    assert writes(world.store) == []
+
+
+def test_a_body_longer_than_its_content_length_stores_nothing(
+        world: World, s3_server: str) -> None:
+    before = Snapshot.of(world.repo)
+    response = upload(make_app(world, s3_server), MODEL, "x.bin", chunks(payload(300), 100),
+                      length=200)
+    assert response.status_code == 400, response.text
+    assert keys(s3_server) == []
+    assert Snapshot.of(world.repo) == before
+
+
+def test_a_viewer_cannot_upload(world: World, s3_server: str) -> None:
+    failed(upload(make_app(world, s3_server), MODEL, "x.bin", payload(10), length=10,
+                  roles="viewer"), 403)
+    assert keys(s3_server) == []
+
+
+# --------------------------------------------------------------------------- S3 faults
+
+
+def test_s3_going_down_mid_upload_is_a_503_with_no_object_and_no_commit(
+        world: World, aws_env: None) -> None:
+    server, url = _start()
+    s3(url).create_bucket(Bucket=BUCKET)
+    before = Snapshot.of(world.repo)
+    data = payload(12 * MIB)
+    sent = 0
+    stopped = False
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent, stopped
+        async for chunk in chunks(data):
+            if sent >= 6 * MIB and not stopped:
+                server.stop()  # part 1 is in; S3 disappears before part 2
+                stopped = True
+            sent += len(chunk)
+            yield chunk
+
+    response = upload(make_app(world, url), MODEL, "weights.bin", body(), length=len(data))
+    body_json = failed(response, 503)
+    assert stopped
+    assert "upload of part 2" in body_json["message"]
+    assert Snapshot.of(world.repo) == before
+    assert writes(world.store)[-1].result == "failed"
+    again, url2 = _start(reset=False)  # moto's state is in-process: the same bucket
+    try:
+        assert keys(url2) == []
+    finally:
+        again.stop()
+
+
+def test_s3_unreachable_is_a_503(world: World, aws_env: None) -> None:
+    server, url = _start()
+    server.stop()  # a port nobody listens on any more
+    before = Snapshot.of(world.repo)
+    failed(upload(make_app(world, url), MODEL, "x.bin", payload(10), length=10), 503)
+    assert Snapshot.of(world.repo) == before
+    assert [r.result for r in writes(world.store)] == ["intent", "failed"]
+
+
+def test_a_remote_repo_setting_refuses_before_uploading(world: World, s3_server: str,
+                                                         store: Store) -> None:
+    api = {"trusted_proxies": ["127.0.0.1"], "proxy_secret": SECRET}
+    cfg = settings.load(api=api, git={"repo": "git@github.com:acme/specs.git"},
+                        s3={"endpoint_url": s3_server, "bucket": BUCKET})
+    body = failed(upload(create_app(store, settings=cfg), MODEL, "x.bin", payload(10),
+                         length=10), 503)
+    assert "local clone" in body["message"]
+    assert keys(s3_server) == []
