@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from llmops.engine import redact
+from llmops.engine.argocd import AppStatus
 from llmops.engine.store import audit, state
 
 T = TypeVar("T")
@@ -169,6 +170,25 @@ class LastRun(ApiModel):
                    finished_at=run.finished_at, counts=Counts.of(run.counts))
 
 
+class ArgoCdAppOut(ApiModel):
+    """The environment's Argo CD Application, as Argo CD reports it when asked."""
+
+    application: str
+    sync: str = Field(description="Synced, OutOfSync, Unknown, or 'unknown (reason)' when "
+                                  "Argo CD could not be read.")
+    health: str = Field(description="Healthy, Progressing, Degraded, Suspended, Missing, "
+                                    "Unknown, or 'unknown (reason)'.")
+    revision: str
+    operation_phase: str
+    error: str
+
+    @classmethod
+    def of(cls, app: AppStatus) -> ArgoCdAppOut:
+        return cls(application=app.application, sync=redact.redact(app.sync),
+                   health=redact.redact(app.health), revision=app.revision,
+                   operation_phase=app.operation, error=redact.redact(app.error))
+
+
 class EnvironmentStatusOut(ApiModel):
     environment: str
     observed_revision: str
@@ -179,10 +199,12 @@ class EnvironmentStatusOut(ApiModel):
     last_success_at: datetime | None
     updated_at: datetime | None
     last_run: LastRun | None
+    argocd: ArgoCdAppOut | None = Field(
+        default=None, description="Only when LLMOPS_ARGOCD__URL is configured.")
 
     @classmethod
-    def of(cls, status: state.EnvironmentStatus, last_run: state.Run | None
-           ) -> EnvironmentStatusOut:
+    def of(cls, status: state.EnvironmentStatus, last_run: state.Run | None,
+           app: AppStatus | None = None) -> EnvironmentStatusOut:
         return cls(environment=status.environment,
                    observed_revision=status.observed_revision,
                    last_applied_revision=status.last_applied_revision,
@@ -191,7 +213,8 @@ class EnvironmentStatusOut(ApiModel):
                    source=SourceOut(state=status.source_state.value,
                                     message=redact.redact(status.source_message)),
                    last_success_at=status.last_success_at, updated_at=status.updated_at,
-                   last_run=LastRun.of(last_run) if last_run is not None else None)
+                   last_run=LastRun.of(last_run) if last_run is not None else None,
+                   argocd=ArgoCdAppOut.of(app) if app is not None else None)
 
 
 class StatusList(ApiModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from llmops.engine import reconciler, service, settings
+from llmops.engine import argocd, reconciler, service, settings
 from llmops.engine.health import HealthStatus
 from llmops.engine.store import state
 
@@ -76,18 +76,29 @@ def _wait(rec: reconciler.Reconciler, envs: list[str], timeout: float) -> bool:
 @click.command("status")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def status(fmt: str) -> None:
-    """Per-environment revision, conditions and last errors, from the store."""
-    store = service.open_store(settings.load())
+    """Per-environment revision, conditions and last errors, from the store; with
+    LLMOPS_ARGOCD__URL set, each environment's Argo CD Application sync and health."""
+    cfg = settings.load()
+    store = service.open_store(cfg)
     rows = state.list_environment_status(store)
+    apps = (argocd.statuses(cfg.argocd, [s.environment for s in rows])
+            if cfg.argocd.url and rows else {})
     if fmt == "json":
         out = []
         for s in rows:
-            out.append({"environment": s.environment, "observedRevision": s.observed_revision,
-                        "lastAppliedRevision": s.last_applied_revision,
-                        "lastAttemptedRevision": s.last_attempted_revision,
-                        "source": s.source_state.value,
-                        "lastSuccess": s.last_success_at.isoformat() if s.last_success_at
-                        else None, "conditions": [c.as_dict() for c in s.conditions]})
+            item: dict[str, object] = {
+                "environment": s.environment, "observedRevision": s.observed_revision,
+                "lastAppliedRevision": s.last_applied_revision,
+                "lastAttemptedRevision": s.last_attempted_revision,
+                "source": s.source_state.value,
+                "lastSuccess": s.last_success_at.isoformat() if s.last_success_at else None,
+                "conditions": [c.as_dict() for c in s.conditions]}
+            app = apps.get(s.environment)
+            if app is not None:
+                item["argocd"] = {"application": app.application, "sync": app.sync,
+                                  "health": app.health, "revision": app.revision,
+                                  "operationPhase": app.operation, "error": app.error}
+            out.append(item)
         click.echo(json.dumps(out, indent=2))
         return
     if not rows:
@@ -102,6 +113,9 @@ def status(fmt: str) -> None:
                    f"{s.source_state.value}")
         if ready and ready.message:
             click.echo(f"  {ready.message}")
+        app = apps.get(s.environment)
+        if app is not None:
+            click.echo(f"  argocd {app.summary()}")
         specs_down = [x for x in state.list_spec_status(store, environment=s.environment)
                       if x.last_error]
         for x in specs_down:

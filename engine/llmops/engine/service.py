@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from llmops.engine import kube, reconciler, source, specs
-from llmops.engine.actuators import Actuator, ActuatorError, HydrateActuator, NoneActuator
+from llmops.engine import gitguard, kube, reconciler, source, specs
+from llmops.engine.actuators import (
+    Actuator,
+    ActuatorError,
+    HydrateActuator,
+    HydrateBranchActuator,
+    NoneActuator,
+)
 from llmops.engine.settings import Settings
 from llmops.engine.store.db import Store
 
@@ -23,16 +30,39 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
+def _local_repo(repo: str) -> Path | None:
+    """The local directory of the specs repo (a path or a file:// URL), else None."""
+    try:
+        remote = gitguard.parse_url(repo)
+    except gitguard.SourceConfigError:
+        return None
+    if remote.protocol != "file":
+        return None
+    if gitguard.SCHEME.match(repo):
+        return Path(unquote(urlsplit(repo).path)).resolve()
+    return Path(remote.url)
+
+
 def actuator_factory(settings: Settings, out: Path | None = None,
-                     force: str | None = None) -> reconciler.ActuatorFactory:
-    """Actuator per environment: its ``actuator`` setting, or ``force`` for every one."""
+                     force: str | None = None, repo: str = "") -> reconciler.ActuatorFactory:
+    """Actuator per environment: its ``actuator`` setting, or ``force`` for every one.
+
+    ``repo`` is the specs repo the reconciler follows (default: the configured
+    one); ``hydrate-branch`` commits to branches of it, so it must be local.
+    """
     hydrate_root = (out or settings.hydrate_dir).resolve()
     clusters: dict[tuple[str, specs.Cluster, bool], kube.KubernetesActuator] = {}
+    specs_repo = repo or settings.git.repo or "."
 
     def make(env: str, config: specs.Environment) -> Actuator:
         name = force or config.actuator.value
         if name == specs.ActuatorName.HYDRATE:
             return HydrateActuator(hydrate_root)
+        if name == specs.ActuatorName.HYDRATE_BRANCH:
+            target = config.hydrateBranch or specs.HydrateBranch()
+            return HydrateBranchActuator(
+                _local_repo(specs_repo), target.branch or f"environments/{env}",
+                env if target.path is None else target.path, repo_shown=specs_repo)
         if name == specs.ActuatorName.NONE:
             return NoneActuator()
         if name == specs.ActuatorName.KUBERNETES:
@@ -58,5 +88,5 @@ def build_reconciler(settings: Settings, *, repo: str = "", branch: str = "",
                              timeout=settings.git.timeout_seconds,
                              allowed_hosts=settings.git.allowed_hosts)
     return reconciler.Reconciler(
-        store or open_store(settings), src, actuator_factory(settings, out, actuator),
+        store or open_store(settings), src, actuator_factory(settings, out, actuator, repo),
         environments=environments, confirm_prune=confirm_prune, metrics=metrics)

@@ -46,6 +46,14 @@ class S3Settings(BaseModel):
     endpoint_url: str = ""
     bucket: str = "llmops-models"
     region: str = "us-east-1"
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0
+    max_attempts: int = 3
+    """Attempts per S3 request (botocore's standard retry mode)."""
+    part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    """Multipart upload part size (S3 needs at least 5 MiB for all parts but the last)."""
+    max_file_bytes: int = Field(default=10 * 1024**3, ge=0, le=10 * 1024**3)
+    """Largest model file the upload route accepts (the spec's limit is 10 GiB)."""
 
 
 class ApiSettings(BaseModel):
@@ -58,6 +66,19 @@ class ApiSettings(BaseModel):
     jwt_issuer: str = ""
     jwt_audience: str = ""
     max_body_bytes: int = 1024 * 1024
+
+
+class ArgoCdSettings(BaseModel):
+    """Argo CD's API, read for Application sync and health (``llmops status``, the API)."""
+
+    url: str = ""
+    """Base URL of the Argo CD server, e.g. https://argocd.example.com; empty: not shown."""
+    token: SecretStr | None = None
+    """Bearer token (a read-only account's, ``applications, get``); never logged."""
+    app_name_template: str = "llmops-{env}"
+    """Application name per environment; ``{env}`` is the only placeholder."""
+    timeout: float = 5.0
+    """Seconds per request (connect and read)."""
 
 
 class Settings(BaseSettings):
@@ -74,6 +95,7 @@ class Settings(BaseSettings):
     kube: KubeSettings = KubeSettings()
     s3: S3Settings = S3Settings()
     api: ApiSettings = ApiSettings()
+    argocd: ArgoCdSettings = ArgoCdSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,15 @@ from datetime import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from llmops.engine.types import Kind, SpecKey
 
@@ -84,6 +92,7 @@ class ExperimentState(StrEnum):
 
 class ActuatorName(StrEnum):
     HYDRATE = "hydrate"
+    HYDRATE_BRANCH = "hydrate-branch"
     NONE = "none"
     KUBERNETES = "kubernetes"
 
@@ -511,14 +520,54 @@ class Safety(Strict):
     maxPrunePercent: Annotated[int, Field(ge=0, le=100)] = DEFAULT_PRUNE_PERCENT
 
 
+GIT_SEGMENT_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+BRANCH_NAME_RE = rf"^{GIT_SEGMENT_RE}(/{GIT_SEGMENT_RE})*$"
+BRANCH_DIR_RE = rf"^(\.|{GIT_SEGMENT_RE}(/{GIT_SEGMENT_RE})*)?$"
+
+
+class HydrateBranch(Strict):
+    """Where the ``hydrate-branch`` actuator commits an environment in the specs repo."""
+
+    branch: Annotated[str, StringConstraints(pattern=BRANCH_NAME_RE, max_length=200)] | None \
+        = None
+    """Default ``environments/<env>``."""
+    path: Annotated[str, StringConstraints(pattern=BRANCH_DIR_RE, max_length=200)] | None = None
+    """Directory inside the branch; default ``<env>``; ``"."`` or ``""`` is the branch root."""
+
+    @model_validator(mode="after")
+    def _git_names(self) -> HydrateBranch:
+        if self.branch is not None and (".." in self.branch or self.branch.endswith(
+                (".lock", ".")) or any(p.endswith(".lock") for p in self.branch.split("/"))):
+            raise ValueError(f"branch {self.branch!r} is not a valid git branch name")
+        return self
+
+
 class Environment(Strict):
     namespace: Annotated[str, StringConstraints(min_length=1, max_length=63)]
     cluster: Cluster = Cluster()
     actuator: ActuatorName = ActuatorName.HYDRATE
+    hydrateBranch: HydrateBranch | None = None
     allowEmpty: bool | None = None
     maxPrunePercent: Annotated[int, Field(ge=0, le=100)] | None = None
     forceConflicts: bool = False
     directCommits: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset, hydrateBranch is left out, so the dump (and the hash of an environment's
+        # config stamped on its Namespaces) is what it was before the field existed.
+        data: dict[str, Any] = handler(self)
+        if self.hydrateBranch is None:
+            data.pop("hydrateBranch", None)
+        return data
+
+    @model_validator(mode="after")
+    def _hydrate_branch(self) -> Environment:
+        if self.hydrateBranch is not None and self.actuator != ActuatorName.HYDRATE_BRANCH:
+            raise ValueError(f"hydrateBranch applies only to actuator "
+                             f"{ActuatorName.HYDRATE_BRANCH.value} (this environment uses "
+                             f"{self.actuator.value})")
+        return self
 
     @model_validator(mode="after")
     def _namespace(self) -> Environment:

@@ -6,7 +6,9 @@ through ``TriggerDep``. Output, in the envelope:
 
 - ``GET /reconcile/status``: per environment, the observed / last applied /
   last attempted revisions, conditions, source state, last success time and
-  the counts of its last finished run;
+  the counts of its last finished run; with ``LLMOPS_ARGOCD__URL`` set, also
+  the environment's Argo CD Application sync and health, read from Argo CD
+  at request time (``llmops.engine.argocd``; never fails the request);
 - ``GET /reconcile/runs``: runs newest first, filtered by ``environment``
   and ``result``, paged by ``before_id`` / ``limit`` with ``nextCursor``;
 - ``GET /reconcile/runs/{run_id}``: one run with its plan and per-object
@@ -26,7 +28,7 @@ from fastapi import APIRouter, Body, Path, Query
 
 from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep, TriggerDep
+from llmops.api.deps import SettingsDep, StoreDep, TriggerDep
 from llmops.api.envelope import (
     Envelope,
     EnvironmentStatusOut,
@@ -39,6 +41,7 @@ from llmops.api.envelope import (
     TriggerRequest,
     success,
 )
+from llmops.engine import argocd
 from llmops.engine.specs import Permission
 from llmops.engine.store import db, state
 from llmops.engine.store.models import RunResult
@@ -69,13 +72,18 @@ def _last_finished_run(store: db.Store, environment: str) -> state.Run | None:
             dependencies=READ)
 def status(
     store: StoreDep,
+    cfg: SettingsDep,
     environment: Annotated[str | None, Query(max_length=ENVIRONMENT_MAX,
                                              description="Only this environment.")] = None,
 ) -> Envelope[StatusList]:
-    """Flux-style status of every environment the reconciler has recorded."""
+    """Flux-style status of every environment the reconciler has recorded (and, when
+    Argo CD is configured, each environment's Application sync and health)."""
     statuses = [s for s in state.list_environment_status(store)
                 if environment is None or s.environment == environment]
-    items = [EnvironmentStatusOut.of(s, _last_finished_run(store, s.environment))
+    apps = (argocd.statuses(cfg.argocd, [s.environment for s in statuses])
+            if cfg.argocd.url and statuses else {})
+    items = [EnvironmentStatusOut.of(s, _last_finished_run(store, s.environment),
+                                     apps.get(s.environment))
              for s in statuses]
     return success(StatusList(environments=items), f"{len(items)} environment(s)")
 
