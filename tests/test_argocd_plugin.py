@@ -235,6 +235,17 @@ def test_an_unknown_environment_fails_with_an_empty_stdout(
     assert "unknown environment 'qa'" in result.err
 
 
+def test_a_cluster_too_old_for_the_rendered_apis_fails_with_an_empty_stdout(
+        sandbox: Path, run_plugin: Callable[..., Run]) -> None:
+    repo = specs_copy(sandbox)
+    result = run_plugin(repo, ARGOCD_ENV_LLMOPS_ENV="prod", KUBE_VERSION="v1.22.17")
+    assert result.code != 0
+    assert result.out == ""
+    assert "needs 1.23 or newer" in result.err
+    newer = run_plugin(repo, ARGOCD_ENV_LLMOPS_ENV="prod", KUBE_VERSION="1.23")
+    assert newer.code == 0, newer.err
+
+
 @pytest.mark.slow
 def test_an_empty_render_is_refused_unless_allowed(
         sandbox: Path, run_plugin: Callable[..., Run]) -> None:

@@ -266,3 +266,24 @@ def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> N
             proc.kill()
     assert proc.returncode == 0, err
     assert err.count("dev: noop") >= 1, err  # the triggered pass ran
+
+
+def test_gpu_allocation_is_exported(store: Store, template_git_repo: Path,
+                                    tmp_path: Path) -> None:
+    metrics = PrometheusMetrics()
+    loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path, metrics=metrics))
+    loop.run_once()
+    sample = metrics.registry.get_sample_value
+    chat = {"environment": "prod", "team": "nlp-platform", "endpoint": "support-chat"}
+    sql = {"environment": "prod", "team": "data-science", "endpoint": "sql-assistant"}
+    assert sample("llmops_endpoint_gpus", chat) == 2.0
+    assert sample("llmops_endpoint_gpus", sql) == 1.0
+    (template_git_repo / "endpoints/prod/sql-assistant.yaml").unlink()
+    subprocess.run(["git", "-C", str(template_git_repo), "-c", "user.name=a", "-c",
+                    "user.email=a@b", "commit", "-qam", "drop prod sql-assistant"], check=True)
+    loop.rec.confirm_prune = True
+    results = loop.run_once()
+    assert results is not None
+    assert {r.environment: r.result for r in results}["prod"] is RunResult.SUCCEEDED
+    assert sample("llmops_endpoint_gpus", sql) is None
+    assert sample("llmops_endpoint_gpus", chat) == 2.0

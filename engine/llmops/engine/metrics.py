@@ -41,7 +41,13 @@ class PrometheusMetrics(reconciler.Metrics):
         self.revision = Gauge("llmops_revision_info", "The revision each environment is at.",
                               ["environment", "revision"], registry=r)
         self.leader = Gauge("llmops_leader", "1 while this daemon holds the lease.", registry=r)
+        self.endpoint_gpus = Gauge(
+            "llmops_endpoint_gpus",
+            "GPUs an applied endpoint holds (GPUs per replica x minimum replicas); "
+            "avg_over_time(...[24h]) * 24 gives GPU-hours.",
+            ["environment", "team", "endpoint"], registry=r)
         self._revisions: dict[str, str] = {}
+        self._gpu_labels: dict[str, set[tuple[str, str]]] = {}
 
     def stage(self, environment: str, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(environment, stage).observe(seconds)
@@ -66,6 +72,14 @@ class PrometheusMetrics(reconciler.Metrics):
 
     def fetch_failed(self) -> None:
         self.fetch_failures.inc()
+
+    def gpus(self, environment: str, allocation: dict[tuple[str, str], int]) -> None:
+        stale = self._gpu_labels.get(environment, set()) - set(allocation)
+        for team, endpoint in stale:
+            self.endpoint_gpus.remove(environment, team, endpoint)
+        for (team, endpoint), count in allocation.items():
+            self.endpoint_gpus.labels(environment, team, endpoint).set(count)
+        self._gpu_labels[environment] = set(allocation)
 
     def pass_duration(self, seconds: float) -> None:
         self.pass_seconds.observe(seconds)

@@ -65,6 +65,7 @@ class Metrics:
     def succeeded(self, environment: str, revision: str) -> None: ...
     def fetch_failed(self) -> None: ...
     def pass_duration(self, seconds: float) -> None: ...
+    def gpus(self, environment: str, allocation: dict[tuple[str, str], int]) -> None: ...
 
 
 class LeaseLost(LlmopsError):
@@ -550,8 +551,12 @@ class Reconciler:
                 (c.type, c.status, c.reason, c.message) for c in current.conditions) != tuple(
                 (c.type, c.status, c.reason, c.message) for c in conditions):
             state.put_environment_status(self.store, replace(updated, conditions=conditions))
-        if revision.spec_set is not None:
-            self._sample_gpus(env, revision.spec_set)
+        if revision.spec_set is not None and applied:
+            spec_set = revision.spec_set
+            self.metrics.gpus(env, {
+                (spec_set.team_of(e), e.name): e.spec.resources.gpu * e.spec.replicas.min
+                for e in spec_set.of(specs.ServingEndpointSpec) if e.environment == env})
+            self._sample_gpus(env, spec_set)
 
     def _sample_gpus(self, env: str, spec_set: validate.SpecSet) -> None:
         """Record GPU use per endpoint for the cost report, at most every 15 minutes."""
