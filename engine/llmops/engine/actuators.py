@@ -113,10 +113,12 @@ class HydrateActuator:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._parsed: dict[str, dict[hydrate.FileStamp, KubeObject]] = {}
 
     def observe(self, environment: str) -> dict[ResourceKey, KubeObject]:
         try:
-            published = hydrate.read_set(self.root, environment)
+            published = hydrate.read_set(self.root, environment,
+                                         self._parsed.setdefault(environment, {}))
         except (OSError, ValueError, KeyError) as exc:
             raise ActuatorError(f"{self.root / environment}: cannot read the published "
                                 f"set: {exc}") from exc

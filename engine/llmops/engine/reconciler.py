@@ -141,6 +141,8 @@ class Reconciler:
         self.render_cache = RenderCache()
         self._revision: Revision | None = None
         self._last_sample: dict[str, float] = {}
+        self._in_sync: dict[str, tuple[str, int, str]] = {}
+        self._spec_status: dict[SpecKey, state.SpecStatus] = {}
         self.lease_check: Callable[[], bool] | None = None
         """Set by the daemon: called before every write phase; False stops the pass."""
 
@@ -260,11 +262,18 @@ class Reconciler:
                                    source_error=source_error)
             inventory = {item.key: item for item in state.read_inventory(self.store, env)}
             desired = {ResourceKey.of(o): o for o in objects}
-            changes = diff.diff_live(objects, [live[k] for k in desired if k in live],
-                                     default_namespace="",
-                                     ignore_annotations=diff.REVISION_BOOKKEEPING)
-        write = {e.key: e.action.value for e in changes.entries
-                 if e.action in (diff.Action.CREATED, diff.Action.CONFIGURED)}
+            # Nothing to diff when the rendered objects and the live ones are exactly those
+            # of the last pass that found nothing to write (a resync of the same revision).
+            fingerprint = (sha, id(objects), content_hash(
+                [[str(k), live[k]] for k in sorted(live)]))
+            if self._in_sync.get(env) == fingerprint:
+                write: dict[ResourceKey, str] = {}
+            else:
+                changes = diff.diff_live(objects, [live[k] for k in desired if k in live],
+                                         default_namespace="",
+                                         ignore_annotations=diff.REVISION_BOOKKEEPING)
+                write = {e.key: e.action.value for e in changes.entries
+                         if e.action in (diff.Action.CREATED, diff.Action.CONFIGURED)}
         drifted = {key for key in write if write[key] == "configured" and key in inventory
                    and inventory[key].content_hash == object_hash(desired[key])}
         owned = set(inventory) | set(live)
@@ -305,7 +314,9 @@ class Reconciler:
         plan = ActPlan(environment=env, revision=sha, desired=final, write=write,
                        delete=delete, keep=keep)
         if not write and not delete and self._published(env, sha, actuator):
+            self._in_sync[env] = fingerprint
             return self._noop(env, revision, desired, inventory, source_error)
+        self._in_sync.pop(env, None)
         return self._act(env, revision, actuator, plan, desired, inventory, drifted,
                          source_error)
 
@@ -528,9 +539,11 @@ class Reconciler:
             if not kind or not name:
                 continue
             spec_env = "" if kind in ("Model", "Dataset", "Policy", "PromptTemplate") else env
-            state.put_spec_status(self.store, state.SpecStatus(
-                SpecKey(kind, spec_env, name), sha if applied else "", worst(healths).value,
-                False, errors.get((kind, name), "")))
+            status = state.SpecStatus(SpecKey(kind, spec_env, name), sha if applied else "",
+                                      worst(healths).value, False, errors.get((kind, name), ""))
+            if self._spec_status.get(status.key) != status:  # unchanged rows are not rewritten
+                state.put_spec_status(self.store, status)
+                self._spec_status[status.key] = status
         current = state.get_environment_status(self.store, env) or state.EnvironmentStatus(env)
         ready = state.ConditionStatus.TRUE if applied else state.ConditionStatus.FALSE
         conditions = (

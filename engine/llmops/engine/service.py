@@ -51,13 +51,14 @@ def actuator_factory(settings: Settings, out: Path | None = None,
     one); ``hydrate-branch`` commits to branches of it, so it must be local.
     """
     hydrate_root = (out or settings.hydrate_dir).resolve()
+    published = HydrateActuator(hydrate_root)  # one, so its parse cache survives passes
     clusters: dict[tuple[str, specs.Cluster, bool], kube.KubernetesActuator] = {}
     specs_repo = repo or settings.git.repo or "."
 
     def make(env: str, config: specs.Environment) -> Actuator:
         name = force or config.actuator.value
         if name == specs.ActuatorName.HYDRATE:
-            return HydrateActuator(hydrate_root)
+            return published
         if name == specs.ActuatorName.HYDRATE_BRANCH:
             target = config.hydrateBranch or specs.HydrateBranch()
             return HydrateBranchActuator(

@@ -1,0 +1,80 @@
+"""Benchmark of reconcile passes with the hydrate actuator (run by hand).
+
+    .venv/bin/python bench/bench_reconcile.py [ENDPOINTS]
+
+Builds a git specs repo of ENDPOINTS serving endpoints (default 2000, the same
+generator as bench_pipeline.py), then times with a SQLite store: the first pass
+(every object published), a resync of the same revision (should do close to no
+work), and a pass after a commit that changes one endpoint.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench_pipeline import CONFIG, ENDPOINT, MODEL
+
+from llmops.engine import reconciler, source
+from llmops.engine.actuators import HydrateActuator
+from llmops.engine.store.db import Store
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "core.hooksPath=/dev/null", "-c",
+                    "user.name=bench", "-c", "user.email=bench@localhost", *args],
+                   check=True, capture_output=True)
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        repo = root / "specs"
+        (repo / "models").mkdir(parents=True)
+        (repo / "llmops.yaml").write_text(CONFIG)
+        models = max(1, count // 10)
+        for i in range(models):
+            (repo / "models" / f"model-{i}.yaml").write_text(MODEL.format(i=i, t=i % 5))
+        envs = ("dev", "stg", "prod")
+        for i in range(count):
+            env = envs[i % 3]
+            folder = repo / "endpoints" / env
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"endpoint-{i}.yaml").write_text(
+                ENDPOINT.format(i=i, env=env, m=i % models))
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "specs")
+        store = Store(f"sqlite:///{root / 'llmops.db'}")
+        store.migrate()
+        published = HydrateActuator(root / "out")
+        rec = reconciler.Reconciler(
+            store, source.open_source(str(repo), "main", root / "work"),
+            lambda env, cfg: published,
+            clock=lambda: datetime(2026, 11, 25, 9, tzinfo=UTC))
+
+        def timed(label: str) -> None:
+            start = time.perf_counter()
+            results = rec.run_once()
+            elapsed = time.perf_counter() - start
+            summary = ", ".join(f"{r.environment} {r.result.value}" for r in results)
+            print(f"{label:<40} {elapsed * 1000:10.0f} ms   ({summary})")
+
+        print(f"repo: {count} endpoints, {models} models")
+        timed("first pass (publish everything)")
+        timed("resync, same revision")
+        path = repo / "endpoints" / "prod" / "endpoint-2.yaml"
+        path.write_text(path.read_text().replace("max: 4", "max: 5"))
+        git(repo, "commit", "-qam", "one endpoint")
+        timed("one endpoint changed")
+        timed("resync, same revision")
+        timed("resync again (steady state)")
+
+
+if __name__ == "__main__":
+    main()
