@@ -10,6 +10,7 @@ Bounded: a handful of examples per operation, no shrinking deadline.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -63,7 +64,8 @@ _STORE = Store(f"sqlite:///{_DIR / 'api.db'}")
 # (documented) and nothing leaves the process.
 _APP = create_app(_STORE, trigger=lambda: None, settings=llmops_settings.load(
     api={"jwt_secret": JWT_SECRET, "webhook_secret": "contract-webhook-secret"},
-    git={"repo": ""}, s3={"endpoint_url": "http://127.0.0.1:9"}))
+    git={"repo": ""}, s3={"endpoint_url": "http://127.0.0.1:9"},
+    redis_url=os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")))
 schema = schemathesis.openapi.from_asgi(f"{BASE}/openapi.json", _APP)
 
 

@@ -8,7 +8,10 @@ exception handlers (``errors.install``), the request guard (415 for forms,
 ``Store``; optionally the callable that wakes the reconciler (a daemon's
 ``trigger`` or a Redis wake-up publisher) and the settings (default: read
 from the environment). Output: a ``FastAPI`` app whose state holds
-``store``, ``settings``, ``trigger``, ``metrics``, ``trusted_peers`` (the
+``store``, ``settings``, ``trigger``, ``status_cache`` (a
+``llmops.engine.cache.StatusCache`` when ``settings.redis_url`` is set, else
+``None``; connects lazily, so building it never touches Redis),
+``metrics``, ``trusted_peers`` (the
 parsed ``api.trusted_proxies``; a malformed entry fails here) and
 ``route_templates``. Every route but the probes, ``/metrics``, the
 OpenAPI documents and the git webhook (authenticated by its shared secret)
@@ -45,6 +48,7 @@ from llmops.api.routes import (
     webhooks,
     writes,
 )
+from llmops.engine import cache
 from llmops.engine import settings as settings_module
 from llmops.engine.settings import Settings
 from llmops.engine.store.db import Store
@@ -52,6 +56,9 @@ from llmops.engine.store.db import Store
 API_PREFIX = "/llm-ops/v1"
 API_VERSION = "v1"
 METRICS_PATH = "/metrics"
+CACHE_TIMEOUT_SECONDS = 0.5
+"""Connect/read timeout of the Redis status cache: an outage costs a request at most this
+per Redis call (then the routes fall back to the store)."""
 
 _COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"model": Failure, "description": "The request body is too large."},
@@ -80,6 +87,8 @@ def create_app(store: Store, *, trigger: Callable[[], None] | None = None,
     app.state.store = store
     app.state.settings = cfg
     app.state.trigger = trigger
+    app.state.status_cache = (cache.StatusCache(cfg.redis_url, timeout=CACHE_TIMEOUT_SECONDS)
+                              if cfg.redis_url else None)
     app.state.metrics = metrics
     app.state.trusted_peers = auth.TrustedPeers.parse(cfg.api.trusted_proxies)
 

@@ -2,8 +2,9 @@
 
 Role: hand each route what it reads from, taken from ``app.state`` where
 ``create_app`` put it: the ``Store``, an ``AuditLog`` over it, the
-``Settings`` and the trigger callable (``TriggerDep`` raises
-``ServiceUnavailable`` -> 503 when the app has none). Routes declare
+``Settings``, the trigger callable (``TriggerDep`` raises
+``ServiceUnavailable`` -> 503 when the app has none) and the Redis status
+cache (``CacheDep``: the ``StatusCache``, or ``None`` without Redis). Routes declare
 ``store: StoreDep`` and never reach into the request themselves. Input: the
 request. Output: those objects. Callers: the modules of
 ``llmops.api.routes``; tests override nothing here, they build the app with
@@ -18,6 +19,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from llmops.api import errors
+from llmops.engine.cache import StatusCache
 from llmops.engine.settings import Settings
 from llmops.engine.store import audit
 from llmops.engine.store.db import Store
@@ -46,7 +48,13 @@ def get_trigger(request: Request) -> Trigger:
     return trigger
 
 
+def get_status_cache(request: Request) -> StatusCache | None:
+    """The app's Redis status cache, or None when no Redis is configured (never the truth)."""
+    return cast(StatusCache | None, getattr(request.app.state, "status_cache", None))
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AuditLogDep = Annotated[audit.AuditLog, Depends(get_audit_log)]
 TriggerDep = Annotated[Trigger, Depends(get_trigger)]
+CacheDep = Annotated[StatusCache | None, Depends(get_status_cache)]

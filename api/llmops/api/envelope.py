@@ -13,8 +13,9 @@ and the exception handlers in ``llmops.api.errors``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeGuard, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -22,6 +23,7 @@ from pydantic.alias_generators import to_camel
 from llmops.engine import redact
 from llmops.engine.argocd import AppStatus
 from llmops.engine.store import audit, state
+from llmops.engine.store.models import RunResult
 
 T = TypeVar("T")
 
@@ -161,13 +163,50 @@ class LastRun(ApiModel):
     id: int
     result: str
     revision: str
-    finished_at: datetime | None
+    finished_at: datetime | None = Field(
+        description="Null when the summary came from the cache (which does not carry it).")
     counts: Counts
+    reason: str = Field(default="", description="The daemon's reason for the result "
+                                                "(cache only; empty from the store).")
 
     @classmethod
     def of(cls, run: state.Run) -> LastRun:
         return cls(id=run.id, result=run.result.value, revision=run.revision,
                    finished_at=run.finished_at, counts=Counts.of(run.counts))
+
+    @classmethod
+    def from_cache(cls, environment: str, data: Mapping[str, Any] | None) -> LastRun | None:
+        """The summary the daemon cached for ``environment``, or None when ``data`` is
+        missing or not a finished run's summary of that environment (then the caller
+        reads the store). ``data`` is already signature-checked; its shape is checked here."""
+        if data is None or data.get("environment") != environment:
+            return None
+        run_id, result = data.get("runId"), data.get("result")
+        revision, reason = data.get("revision"), data.get("reason", "")
+        counts = _cached_counts(data.get("counts"))
+        if (not _is_int(run_id) or run_id < 1 or result not in _FINISHED
+                or not isinstance(revision, str) or not isinstance(reason, str)
+                or counts is None):
+            return None
+        return cls(id=run_id, result=result, revision=revision, finished_at=None,
+                   counts=counts, reason=redact.redact(reason))
+
+
+_FINISHED = frozenset(r.value for r in RunResult if r is not RunResult.RUNNING)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _cached_counts(value: object) -> Counts | None:
+    """Counts from a cached mapping (missing names are 0), or None when malformed."""
+    if not isinstance(value, dict):
+        return None
+    known = set(Counts.model_fields)
+    if not set(value) <= known or not all(_is_int(v) and v >= 0 for v in value.values()):
+        return None
+    return Counts(**value)
 
 
 class ArgoCdAppOut(ApiModel):
@@ -199,12 +238,18 @@ class EnvironmentStatusOut(ApiModel):
     last_success_at: datetime | None
     updated_at: datetime | None
     last_run: LastRun | None
+    last_run_source: Literal["cache", "store"] = Field(
+        default="store", description="Where lastRun came from: the daemon's signed Redis "
+        "value (cache) or the store's last finished run (store; also when there is none).")
     argocd: ArgoCdAppOut | None = Field(
         default=None, description="Only when LLMOPS_ARGOCD__URL is configured.")
 
     @classmethod
-    def of(cls, status: state.EnvironmentStatus, last_run: state.Run | None,
+    def of(cls, status: state.EnvironmentStatus, last_run: state.Run | LastRun | None,
            app: AppStatus | None = None) -> EnvironmentStatusOut:
+        """``last_run`` is a store run, or a ``LastRun`` read from the cache."""
+        summary = (last_run if isinstance(last_run, LastRun) or last_run is None
+                   else LastRun.of(last_run))
         return cls(environment=status.environment,
                    observed_revision=status.observed_revision,
                    last_applied_revision=status.last_applied_revision,
@@ -213,12 +258,47 @@ class EnvironmentStatusOut(ApiModel):
                    source=SourceOut(state=status.source_state.value,
                                     message=redact.redact(status.source_message)),
                    last_success_at=status.last_success_at, updated_at=status.updated_at,
-                   last_run=LastRun.of(last_run) if last_run is not None else None,
+                   last_run=summary,
+                   last_run_source="cache" if isinstance(last_run, LastRun) else "store",
                    argocd=ArgoCdAppOut.of(app) if app is not None else None)
 
 
 class StatusList(ApiModel):
     environments: list[EnvironmentStatusOut]
+
+
+class RunEvent(ApiModel):
+    """One finished run as the daemon published it to the Redis stream."""
+
+    id: str = Field(description="The Redis stream id of the event.")
+    environment: str
+    revision: str
+    result: str
+    reason: str
+    message: str
+    run_id: int | None
+    counts: Counts
+
+    @classmethod
+    def from_cache(cls, stream_id: str, data: Mapping[str, Any]) -> RunEvent | None:
+        """The event, or None when ``data`` (signature-checked) is not shaped like one."""
+        environment, revision, result = (data.get("environment"), data.get("revision"),
+                                         data.get("result"))
+        reason, message = data.get("reason", ""), data.get("message", "")
+        run_id, counts = data.get("runId"), _cached_counts(data.get("counts"))
+        if (not all(isinstance(v, str) for v in (environment, revision, result, reason,
+                                                   message))
+                or not (run_id is None or _is_int(run_id)) or counts is None):
+            return None
+        return cls(id=stream_id, environment=str(environment), revision=str(revision),
+                   result=str(result), reason=redact.redact(str(reason)),
+                   message=redact.redact(str(message)), run_id=run_id, counts=counts)
+
+
+class RunEventPage(ApiModel):
+    items: list[RunEvent]
+    next: str = Field(description="Pass as after for the next (newer) events; the same "
+                                  "cursor again when there were none yet.")
 
 
 class Triggered(ApiModel):

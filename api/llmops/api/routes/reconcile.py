@@ -8,7 +8,15 @@ through ``TriggerDep``. Output, in the envelope:
   last attempted revisions, conditions, source state, last success time and
   the counts of its last finished run; with ``LLMOPS_ARGOCD__URL`` set, also
   the environment's Argo CD Application sync and health, read from Argo CD
-  at request time (``llmops.engine.argocd``; never fails the request);
+  at request time (``llmops.engine.argocd``; never fails the request). With
+  Redis configured (``CacheDep``), ``lastRun`` is the summary the daemon
+  signed into the cache when that value is present, verifies and is a
+  finished run's (``lastRunSource: "cache"``); otherwise (missing,
+  unreachable, tampered, expired, malformed) the store's last finished run
+  (``lastRunSource: "store"``). Redis is never the truth and never an error;
+- ``GET /reconcile/events``: finished-run events from the Redis stream
+  after the ``after`` stream id, oldest first, with the ``next`` cursor;
+  503 when no Redis is configured or it does not answer;
 - ``GET /reconcile/runs``: runs newest first, filtered by ``environment``
   and ``result``, paged by ``before_id`` / ``limit`` with ``nextCursor``;
 - ``GET /reconcile/runs/{run_id}``: one run with its plan and per-object
@@ -28,12 +36,15 @@ from fastapi import APIRouter, Body, Path, Query
 
 from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import SettingsDep, StoreDep, TriggerDep
+from llmops.api.deps import CacheDep, SettingsDep, StoreDep, TriggerDep
 from llmops.api.envelope import (
     Envelope,
     EnvironmentStatusOut,
     Failure,
+    LastRun,
     RunDetail,
+    RunEvent,
+    RunEventPage,
     RunPage,
     RunSummary,
     StatusList,
@@ -42,6 +53,7 @@ from llmops.api.envelope import (
     success,
 )
 from llmops.engine import argocd
+from llmops.engine.cache import StatusCache
 from llmops.engine.specs import Permission
 from llmops.engine.store import db, state
 from llmops.engine.store.models import RunResult
@@ -52,6 +64,8 @@ READ = [require(Permission.RECONCILE_READ)]
 MAX_RUNS_PAGE = 200
 LAST_RUN_BATCH = 20
 ENVIRONMENT_MAX = 63
+MAX_EVENTS_PAGE = 500
+STREAM_ID_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
 
 
 def _last_finished_run(store: db.Store, environment: str) -> state.Run | None:
@@ -68,11 +82,22 @@ def _last_finished_run(store: db.Store, environment: str) -> state.Run | None:
         before = runs[-1].id
 
 
+def _last_run(store: db.Store, status_cache: StatusCache | None,
+              environment: str) -> LastRun | state.Run | None:
+    """The cached summary when the cache vouches for one, else the store's last finished run."""
+    if status_cache is not None:
+        cached = LastRun.from_cache(environment, status_cache.get_environment(environment))
+        if cached is not None:
+            return cached
+    return _last_finished_run(store, environment)
+
+
 @router.get("/status", response_model=Envelope[StatusList], summary="Environment status",
             dependencies=READ)
 def status(
     store: StoreDep,
     cfg: SettingsDep,
+    status_cache: CacheDep,
     environment: Annotated[str | None, Query(max_length=ENVIRONMENT_MAX,
                                              description="Only this environment.")] = None,
 ) -> Envelope[StatusList]:
@@ -82,7 +107,7 @@ def status(
                 if environment is None or s.environment == environment]
     apps = (argocd.statuses(cfg.argocd, [s.environment for s in statuses])
             if cfg.argocd.url and statuses else {})
-    items = [EnvironmentStatusOut.of(s, _last_finished_run(store, s.environment),
+    items = [EnvironmentStatusOut.of(s, _last_run(store, status_cache, s.environment),
                                      apps.get(s.environment))
              for s in statuses]
     return success(StatusList(environments=items), f"{len(items)} environment(s)")
@@ -118,6 +143,34 @@ def get_run(store: StoreDep, run_id: Annotated[int, Path(ge=1)]) -> Envelope[Run
     if run is None:
         raise errors.NotFound(f"reconcile run {run_id} does not exist", {"id": run_id})
     return success(RunDetail.of(run), f"run {run_id}")
+
+
+@router.get("/events", response_model=Envelope[RunEventPage], summary="Finished-run events",
+            dependencies=READ,
+            responses={503: {"model": Failure,
+                             "description": "No Redis is configured, or it does not answer."}})
+def events(
+    status_cache: CacheDep,
+    after: Annotated[str, Query(pattern=STREAM_ID_PATTERN, max_length=41,
+                                description="Cursor: events after this stream id (a "
+                                            "previous next; 0-0 for the oldest kept).")]
+    = "0-0",
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+) -> Envelope[RunEventPage]:
+    """Finished runs as the daemon published them to Redis, oldest first; poll with ``next``.
+
+    The stream is capped (the oldest events are dropped) and is not the record:
+    ``/reconcile/runs`` is. Events that fail verification are left out."""
+    if status_cache is None:
+        raise errors.ServiceUnavailable(
+            "no run events: this server runs without Redis (LLMOPS_REDIS_URL)", {"after": after})
+    read = status_cache.read_runs(after, count=limit)
+    if not read and not status_cache.ping():
+        raise errors.ServiceUnavailable("no run events: Redis does not answer", {"after": after})
+    items = [e for e in (RunEvent.from_cache(ident, data) for ident, data in read)
+             if e is not None]
+    return success(RunEventPage(items=items, next=read[-1][0] if read else after),
+                   f"{len(items)} event(s)")
 
 
 @router.post("/trigger", status_code=202, response_model=Envelope[Triggered],
