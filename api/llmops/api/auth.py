@@ -4,25 +4,35 @@ Role: every route except the probes, ``/metrics`` and the OpenAPI documents
 declares the permission it needs with ``dependencies=[require(...)]``. The
 principal comes from one of two places, default deny:
 
-1. Identity headers ``X-User-Id`` / ``X-User-Roles`` (comma-separated), set
-   by an authenticating proxy. They are believed only when the request's
-   peer address is in ``settings.api.trusted_proxies`` (IPs or CIDRs) AND
+1. Identity headers ``X-User-Id`` / ``X-User-Roles`` (comma-separated) and
+   optionally ``X-User-Teams`` (comma-separated), set by an authenticating
+   proxy. They are believed only when the request's peer address is in
+   ``settings.api.trusted_proxies`` (IPs or CIDRs) AND
    ``X-Proxy-Signature`` is the hex HMAC-SHA256, keyed with
-   ``settings.api.proxy_secret``, of ``"<user>\\n<roles>"`` (compared in
-   constant time). Identity headers in any other case are a 401, never a
+   ``settings.api.proxy_secret``, of ``"<user>\\n<roles>\\n<teams>"`` when
+   ``X-User-Teams`` is sent, of ``"<user>\\n<roles>"`` (no teams) when it is
+   not (compared in constant time). Identity headers in any other case are a 401, never a
    fall-through to another method. A header name given twice in the raw
    ASGI header list, or an underscore spelling (``X_User_Id``, which some
    servers fold into the dash form), is a 400 before anything else.
 2. Otherwise ``Authorization: Bearer <JWT>`` verified by ``llmops.api.tokens``
-   (HS256 with ``settings.api.jwt_secret``, ``exp``, ``iss`` and ``aud``);
-   the user is ``sub``, the roles the ``roles`` claim.
+   (HS256 with ``settings.api.jwt_secret``, or RS256/ES256 with the keys of
+   ``settings.api.jwks_file``; ``exp``, ``iss`` and ``aud``); the user is
+   ``sub``, the roles the ``roles`` claim, the teams the ``teams`` claim.
 
 No identity is a 401. Roles map to permissions through the ``rbac.roles`` of
 the ``Policy`` specs in the store's catalog, read on every request, so a
 Policy change is enforced as soon as its revision is recorded. A 403 is
 first written to the audit log (action ``access``, result ``denied``, the
 user as actor, method and route template as target, the missing permission
-as reason); if that write fails the request fails too (503). Input: the
+as reason); if that write fails the request fails too (503).
+
+Tenant scoping (``authorize_owner``): the write routes act only on specs
+owned by one of the principal's teams (``owner_team``: a model's
+``ownerTeam``; an endpoint's ``ownerTeam``, else its model's; an
+experiment's, its endpoint's), unless the roles grant ``*``. Otherwise 403,
+audited like a missing permission (reason ``team <teams> does not own
+<spec>``). Input: the
 request, the settings, the store. Output: ``Principal``. Callers: the
 modules of ``llmops.api.routes``; ``llmops.api.app`` builds
 ``TrustedPeers`` once from the settings.
@@ -47,11 +57,13 @@ from llmops.api.metrics import RouteTemplates
 from llmops.engine.settings import ApiSettings
 from llmops.engine.specs import Permission
 from llmops.engine.store import audit, catalog
+from llmops.engine.types import Kind, SpecKey
 
 USER_HEADER = "x-user-id"
 ROLES_HEADER = "x-user-roles"
+TEAMS_HEADER = "x-user-teams"
 SIGNATURE_HEADER = "x-proxy-signature"
-IDENTITY_HEADERS = (USER_HEADER, ROLES_HEADER, SIGNATURE_HEADER)
+IDENTITY_HEADERS = (USER_HEADER, ROLES_HEADER, TEAMS_HEADER, SIGNATURE_HEADER)
 GUARDED_HEADERS = (*IDENTITY_HEADERS, "authorization")
 MAX_USER_CHARS = 255
 MAX_ROLES_CHARS = 1024
@@ -69,9 +81,11 @@ class Principal:
     user: str
     roles: tuple[str, ...]
     method: str  # "proxy" or "jwt"
+    teams: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.user} ({self.method}; roles {','.join(self.roles) or '-'})"
+        teams = f"; teams {','.join(self.teams)}" if self.teams else ""
+        return f"{self.user} ({self.method}; roles {','.join(self.roles) or '-'}{teams})"
 
 
 class TrustedPeers:
@@ -128,21 +142,24 @@ def _unauthorized(reason: str) -> errors.Unauthorized:
     return errors.Unauthorized(f"not authenticated: {reason}")
 
 
-def _roles(raw: str) -> tuple[str, ...]:
+def _roles(raw: str, header: str = ROLES_HEADER) -> tuple[str, ...]:
     if len(raw) > MAX_ROLES_CHARS:
-        raise errors.BadRequest(f"{ROLES_HEADER} is longer than {MAX_ROLES_CHARS} characters")
+        raise errors.BadRequest(f"{header} is longer than {MAX_ROLES_CHARS} characters")
     roles = tuple(role.strip() for role in raw.split(",") if role.strip())
     if len(roles) > MAX_ROLES:
-        raise errors.BadRequest(f"{ROLES_HEADER} names more than {MAX_ROLES} roles")
+        raise errors.BadRequest(f"{header} names more than {MAX_ROLES} entries")
     if not all(_ROLE.match(role) for role in roles):
-        raise errors.BadRequest(f"{ROLES_HEADER} holds a malformed role name")
+        raise errors.BadRequest(f"{header} holds a malformed name")
     return roles
 
 
-def proxy_signature(user: str, roles: str, secret: str) -> str:
-    """The ``X-Proxy-Signature`` a trusted proxy sends for ``user`` and ``roles``."""
-    message = f"{user}\n{roles}".encode("latin-1")
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def proxy_signature(user: str, roles: str, secret: str, teams: str | None = None) -> str:
+    """The ``X-Proxy-Signature`` a trusted proxy sends for ``user``, ``roles`` (and ``teams``).
+
+    ``teams=None`` (no ``X-User-Teams`` header) signs the two-line form.
+    """
+    message = (f"{user}\n{roles}" if teams is None else f"{user}\n{roles}\n{teams}")
+    return hmac.new(secret.encode(), message.encode("latin-1"), hashlib.sha256).hexdigest()
 
 
 def _from_proxy(request: Request, found: dict[str, list[bytes]],
@@ -154,14 +171,16 @@ def _from_proxy(request: Request, found: dict[str, list[bytes]],
         raise _unauthorized("this server has no proxy secret to check identity headers")
     user = found.get(USER_HEADER, [b""])[0].decode("latin-1")
     roles = found.get(ROLES_HEADER, [b""])[0].decode("latin-1")
+    teams = (found[TEAMS_HEADER][0].decode("latin-1") if TEAMS_HEADER in found else None)
     signature = found.get(SIGNATURE_HEADER, [b""])[0].strip().lower()
-    expected = proxy_signature(user, roles, secret).encode("ascii")
+    expected = proxy_signature(user, roles, secret, teams).encode("ascii")
     if not hmac.compare_digest(expected, signature):
         raise _unauthorized("the proxy signature does not match the identity headers")
     user = user.strip()
     if not user or len(user) > MAX_USER_CHARS or not _USER.match(user):
         raise errors.BadRequest(f"{USER_HEADER} is empty, too long or has control characters")
-    return Principal(user=user, roles=_roles(roles), method="proxy")
+    return Principal(user=user, roles=_roles(roles), method="proxy",
+                     teams=_roles(teams, TEAMS_HEADER) if teams is not None else ())
 
 
 def _from_bearer(value: bytes, settings: ApiSettings) -> Principal:
@@ -169,16 +188,21 @@ def _from_bearer(value: bytes, settings: ApiSettings) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    jwks = tokens.jwks_file(settings.jwks_file) if settings.jwks_file else None
     try:
-        claims = tokens.verify(token.strip(), secret, issuer=settings.jwt_issuer,
-                               audience=settings.jwt_audience)
+        claims = tokens.verify_bearer(token.strip(), secret, jwks=jwks,
+                                      issuer=settings.jwt_issuer,
+                                      audience=settings.jwt_audience)
     except tokens.TokenError as err:
         raise _unauthorized(str(err)) from err
     if len(claims.subject) > MAX_USER_CHARS or not _USER.match(claims.subject):
         raise _unauthorized("token subject is too long or has control characters")
     if len(claims.roles) > MAX_ROLES or not all(_ROLE.match(r) for r in claims.roles):
         raise _unauthorized("token roles are malformed")
-    return Principal(user=claims.subject, roles=claims.roles, method="jwt")
+    if len(claims.teams) > MAX_ROLES or not all(_ROLE.match(t) for t in claims.teams):
+        raise _unauthorized("token teams are malformed")
+    return Principal(user=claims.subject, roles=claims.roles, method="jwt",
+                     teams=claims.teams)
 
 
 def get_principal(request: Request, settings: SettingsDep) -> Principal:
@@ -230,8 +254,62 @@ def require(permission: Permission | str) -> Any:
     return Depends(check)
 
 
+# --------------------------------------------------------------------------- tenants
+
+UNOWNED = "unowned"
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def owner_team(store: catalog.Db, entry: catalog.CatalogEntry) -> str:
+    """The team owning ``entry`` (as ``SpecSet.team_of``), or ``UNOWNED``."""
+    body = entry.body
+    if entry.kind == Kind.MODEL:
+        return _text(body.get("ownerTeam")) or UNOWNED
+    if entry.kind in (Kind.SERVING_ENDPOINT, Kind.TRAINING_JOB):
+        if _text(body.get("ownerTeam")):
+            return _text(body.get("ownerTeam"))
+        ref = body.get("modelRef" if entry.kind == Kind.SERVING_ENDPOINT else "baseModelRef")
+        if not isinstance(ref, dict):
+            return UNOWNED
+        model = catalog.get_key(store, SpecKey(
+            Kind.MODEL, "", f"{_text(ref.get('name'))}@{_text(ref.get('version'))}"))
+        return owner_team(store, model) if model is not None else UNOWNED
+    if entry.kind == Kind.PROMPT_EXPERIMENT:
+        endpoint = catalog.get_key(store, SpecKey(
+            Kind.SERVING_ENDPOINT, entry.environment, _text(body.get("endpointRef"))))
+        return owner_team(store, endpoint) if endpoint is not None else UNOWNED
+    return _text(body.get("ownerTeam")) or UNOWNED
+
+
+def authorize_owner(request: Request, store: catalog.Db, log: audit.AuditLog,
+                    principal: Principal, entry: catalog.CatalogEntry) -> None:
+    """Let ``principal`` act on ``entry`` if a team of theirs owns it (or they hold ``*``).
+
+    Otherwise the denial is audited (action ``access``, result ``denied``) and 403 raised.
+    """
+    if Permission.ALL.value in catalog.permissions_of(store, principal.roles):
+        return
+    owner = owner_team(store, entry)
+    if owner != UNOWNED and owner in principal.teams:
+        return
+    teams = ",".join(principal.teams) or "(none)"
+    reason = f"team {teams} does not own {entry.key}"
+    log.append(audit.AuditEntry(
+        actor=principal.user, action=audit.AuditAction.ACCESS, target=str(entry.key),
+        environment=entry.environment, result=audit.AuditResult.DENIED, reason=reason[:1000],
+        details={"route": _route_template(request), "ownerTeam": owner,
+                 "teams": list(principal.teams), "roles": list(principal.roles),
+                 "authenticatedBy": principal.method, "specId": entry.id}))
+    raise errors.Forbidden(f"{principal.user}: {reason}",
+                           {"ownerTeam": owner, "teams": list(principal.teams)})
+
+
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": Failure, "description": "Ambiguous identity headers."},
     401: {"model": Failure, "description": "No trustworthy identity."},
-    403: {"model": Failure, "description": "The principal lacks the permission."},
+    403: {"model": Failure, "description": "The principal lacks the permission, or no "
+                                            "team of theirs owns the spec."},
 }

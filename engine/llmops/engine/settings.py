@@ -65,6 +65,8 @@ class ApiSettings(BaseModel):
     jwt_secret: SecretStr | None = None
     jwt_issuer: str = ""
     jwt_audience: str = ""
+    jwks_file: str = ""
+    """A JWKS file (JSON): RS256/ES256 bearer tokens are verified with its keys (by kid)."""
     max_body_bytes: int = 1024 * 1024
 
 

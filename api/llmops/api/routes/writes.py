@@ -23,7 +23,9 @@ kinds). Each answers ``{commit, branch, direct, parent, file, reason}``:
   commit (e.g. a base model without ``config.json`` yet: upload that first)
   deletes the object again.
 
-Every write is audited: an ``intent`` row before anything happens, then
+Each acts only on a spec owned by one of the caller's teams, unless the
+caller holds ``*`` (``auth.authorize_owner``: 403, audited, before anything
+else is written). Every write is audited: an ``intent`` row before anything happens, then
 ``succeeded`` (with the commit) or ``failed`` (with the reason), action
 ``write``, the spec as target. An edit that makes the repo invalid is a 422
 listing every issue, and nothing is committed. Input: path, query and JSON
@@ -42,7 +44,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.api import errors, lookup
-from llmops.api.auth import AUTH_RESPONSES, Principal, PrincipalDep, require
+from llmops.api.auth import AUTH_RESPONSES, Principal, PrincipalDep, authorize_owner, require
 from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
 from llmops.api.envelope import ApiModel, Envelope, Failure, success
 from llmops.engine import modelstore, specs, writeback
@@ -195,11 +197,12 @@ def _commit(settings: Settings, trail: _Audit, entry: catalog.CatalogEntry, acti
 @router.post("/serving/endpoints/{endpoint_id}/rollback", response_model=Envelope[WriteOut],
              summary="Roll an endpoint back to its previous spec (a commit)",
              dependencies=[require(Permission.SERVING_ROLLBACK)], responses=WRITE_RESPONSES)
-def rollback_endpoint(store: StoreDep, settings: SettingsDep, log: AuditLogDep,
+def rollback_endpoint(http: Request, store: StoreDep, settings: SettingsDep, log: AuditLogDep,
                       principal: PrincipalDep, endpoint_id: IdPath,
                       environment: Environment = None) -> Envelope[WriteOut]:
     """The endpoint's spec file as it was before the change now applied, committed."""
     entry = lookup.one(store, Kind.SERVING_ENDPOINT, endpoint_id, environment=environment)
+    authorize_owner(http, store, log, principal, entry)
     status = state.get_environment_status(store, entry.environment)
     applied = (status.last_applied_revision if status is not None else "") or entry.revision
     trail = _Audit(log, principal, entry.key, f"rollback from {applied[:12]}")
@@ -239,12 +242,13 @@ def _winner_name(store: StoreDep, ident: str) -> str:
 @router.post("/prompts/experiments/{experiment_id}/conclude", response_model=Envelope[WriteOut],
              summary="Conclude an experiment with its winner (a commit)",
              dependencies=[require(Permission.PROMPTS_CONCLUDE)], responses=WRITE_RESPONSES)
-def conclude_experiment(store: StoreDep, settings: SettingsDep, log: AuditLogDep,
-                        principal: PrincipalDep, experiment_id: IdPath,
+def conclude_experiment(http: Request, store: StoreDep, settings: SettingsDep,
+                        log: AuditLogDep, principal: PrincipalDep, experiment_id: IdPath,
                         request: ConcludeRequest,
                         environment: Environment = None) -> Envelope[WriteOut]:
     """``state: concluded``, the winner (one of the variants) and the notes, committed."""
     entry = lookup.one(store, Kind.PROMPT_EXPERIMENT, experiment_id, environment=environment)
+    authorize_owner(http, store, log, principal, entry)
     winner = _winner_name(store, request.winnerTemplateId)
     trail = _Audit(log, principal, entry.key, f"conclude with winner {winner[:80]}")
     result = _commit(
@@ -266,11 +270,12 @@ def _model(store: StoreDep, model_id: str) -> catalog.CatalogEntry:
 @router.post("/catalog/models/{model_id}/promote", response_model=Envelope[WriteOut],
              summary="Change a model's stage (a commit)",
              dependencies=[require(Permission.MODELS_PROMOTE)], responses=WRITE_RESPONSES)
-def promote_model(store: StoreDep, settings: SettingsDep, log: AuditLogDep,
+def promote_model(http: Request, store: StoreDep, settings: SettingsDep, log: AuditLogDep,
                   principal: PrincipalDep, model_id: IdPath,
                   request: PromoteRequest) -> Envelope[WriteOut]:
     """The model version's ``stage`` set to ``stage``, committed."""
     entry = _model(store, model_id)
+    authorize_owner(http, store, log, principal, entry)
     version = str(entry.body.get("version", ""))
     old = str(entry.body.get("stage", ""))
     trail = _Audit(log, principal, entry.key, f"stage {old} -> {request.stage.value}")
@@ -342,6 +347,7 @@ async def upload_model_file(
     cfg = settings.s3
     length = _declared_length(request, cfg.max_file_bytes)
     entry = await anyio.to_thread.run_sync(_model, store, model_id)
+    await anyio.to_thread.run_sync(authorize_owner, request, store, log, principal, entry)
     name, version = entry.base_name, str(entry.body.get("version", ""))
     try:
         key = modelstore.object_key(name, version, file_name)
