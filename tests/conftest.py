@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from llmops.cli import main as cli_main
 from llmops.engine import scaffold
@@ -52,6 +55,32 @@ spec:
   route: /v1/chat
   replicas: {min: 1, max: 2}
 """
+
+
+REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def raw() -> Iterator[redis.Redis]:
+    """A plain client of the real Redis the tests need (fails, never skips, when down)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        pytest.fail(f"Redis at {REDIS_URL} is unreachable (these tests need it): {err}",
+                    pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(raw: redis.Redis) -> Iterator[str]:
+    """A Redis key prefix of this test's own; every key under it is deleted afterwards."""
+    value = f"llmops-test-{secrets.token_hex(6)}"
+    yield value
+    keys = list(raw.scan_iter(match=f"{value}:*"))
+    if keys:
+        raw.delete(*keys)
 
 
 @dataclass(frozen=True)

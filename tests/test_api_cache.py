@@ -11,9 +11,7 @@ daemon writes them (``put_environment`` / ``publish_run`` with the
 from __future__ import annotations
 
 import os
-import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,26 +29,6 @@ DOWN_URL = "redis://127.0.0.1:1/0"
 SECRET = b"api-cache-test-secret"
 
 
-@pytest.fixture
-def raw() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        pytest.fail(f"Redis at {REDIS_URL} is unreachable (these tests need it): {err}",
-                    pytrace=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(raw: redis.Redis) -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    value = f"llmops-test-api-{secrets.token_hex(6)}"
-    yield value
-    keys = list(raw.scan_iter(match=f"{value}:*"))
-    if keys:
-        raw.delete(*keys)
 
 
 def make_client(store: Store, status_cache: cache.StatusCache | None, *,

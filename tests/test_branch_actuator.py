@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+from test_reconcile import commit, edit
 
 from llmops.engine import reconciler, service, settings, source, specs
 from llmops.engine.actuators import ActuatorError, HydrateBranchActuator
@@ -41,20 +42,6 @@ def git(repo: Path, *args: str, stdin: str | None = None,
                           timeout=60, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
-
-
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "-qm",
-        message)
-    return git(repo, "rev-parse", "HEAD")
-
-
-def edit(repo: Path, rel: str, old: str, new: str) -> None:
-    path = repo / rel
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {rel}"
-    path.write_text(text.replace(old, new, 1))
 
 
 def tip(repo: Path, branch: str) -> str:

@@ -26,26 +26,6 @@ STATUS = {"environment": "prod", "revision": "a" * 40, "ready": True,
           "counts": {"created": 2, "unchanged": 40}, "note": "Grüße"}
 
 
-@pytest.fixture
-def raw() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        pytest.fail(f"Redis at {REDIS_URL} is unreachable (the cache tests need it): {err}",
-                    pytrace=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(raw: redis.Redis) -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    value = f"llmops-test-{secrets.token_hex(6)}"
-    yield value
-    keys = list(raw.scan_iter(match=f"{value}:*"))
-    if keys:
-        raw.delete(*keys)
 
 
 @pytest.fixture

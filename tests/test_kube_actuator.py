@@ -234,9 +234,8 @@ def test_hand_edit_is_corrected_and_audited_as_drift(kh: KubeHarness, tmp_path: 
     assert 'kubectl-edit' in entry.reason
 
 
-def test_conflict_with_another_applier_is_reported_then_forced_when_configured(
-        kh: KubeHarness, tmp_path: Path) -> None:
-    kh.run()
+def sre_team_takes_the_image(kh: KubeHarness, tmp_path: Path) -> None:
+    """Another applier (field manager sre-team) takes dev support-chat's image."""
     other = other_client(kh.kube, tmp_path, "other")
     deployments = other.resources.get(api_version="apps/v1", kind="Deployment")
     other.server_side_apply(
@@ -246,6 +245,12 @@ def test_conflict_with_another_applier_is_reported_then_forced_when_configured(
             "metadata": {"name": "support-chat", "namespace": "nlp-platform-dev"},
             "spec": {"template": {"spec": {"containers": [
                 {"name": "server", "image": "vllm/vllm-openai:v0.9.0"}]}}}})
+
+
+def test_conflict_with_another_applier_is_reported_then_forced_when_configured(
+        kh: KubeHarness, tmp_path: Path) -> None:
+    kh.run()
+    sre_team_takes_the_image(kh, tmp_path)
     result = kh.run()["dev"]
     assert (result.result, result.reason) == (RunResult.FAILED, "ApplyFailed")
     assert 'conflict with "sre-team"' in result.message
@@ -266,15 +271,7 @@ def test_conflict_with_another_applier_is_reported_then_forced_when_configured(
 
 def test_a_spec_can_opt_in_to_take_conflicting_fields(kh: KubeHarness, tmp_path: Path) -> None:
     kh.run()
-    other = other_client(kh.kube, tmp_path, "other")
-    deployments = other.resources.get(api_version="apps/v1", kind="Deployment")
-    other.server_side_apply(
-        deployments, name="support-chat", namespace="nlp-platform-dev", field_manager="sre-team",
-        force_conflicts=True, body={
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "support-chat", "namespace": "nlp-platform-dev"},
-            "spec": {"template": {"spec": {"containers": [
-                {"name": "server", "image": "vllm/vllm-openai:v0.9.0"}]}}}})
+    sre_team_takes_the_image(kh, tmp_path)
     edit(kh.repo, "endpoints/dev/support-chat.yaml", "  name: support-chat\n",
          '  name: support-chat\n  annotations:\n    llmops.io/force-conflicts: "true"\n')
     commit(kh.repo, "support-chat takes its fields back")
