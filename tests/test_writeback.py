@@ -218,12 +218,30 @@ def test_a_viewer_cannot_write_and_the_denial_is_audited(world: World) -> None:
     assert writes(world.store) == []
 
 
-def test_a_remote_or_missing_repo_is_a_clear_503(world: World, store: Store) -> None:
-    client = client_for(store, "https://git.example.com/specs.git")
-    body = failed(client.post(f"{BASE}/catalog/models/support-chat@1.3.0/promote",
-                              json={"stage": "approved"}), 503)
-    assert "write-back needs a local clone" in body["message"]
+def test_an_unreachable_remote_is_a_clear_503(world: World, store: Store,
+                                              tmp_path: Path) -> None:
+    client = client_for(store, "https://user:s3cret@127.0.0.1:1/specs.git",
+                        home=tmp_path / "home")
+    response = client.post(f"{BASE}/catalog/models/support-chat@1.3.0/promote",
+                           json={"stage": "approved"})
+    body = failed(response, 503)
+    assert "s3cret" not in response.text
+    assert body["message"]
     assert [r.result for r in writes(store)] == ["intent", "failed"]
+
+
+def test_writes_to_a_remote_repo_are_pushed(world: World, store: Store,
+                                            tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(world.repo), str(remote)], check=True)
+    client = client_for(store, f"file://{remote}", home=tmp_path / "home")
+    data = ok(client.post(f"{BASE}/catalog/models/support-chat@1.3.0/promote",
+                          json={"stage": "approved"}))
+    pushed = subprocess.run(["git", "--git-dir", str(remote), "rev-parse",
+                             f"refs/heads/{data['branch']}"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert pushed == data["commit"]
+    assert writes(store)[-1].result == "succeeded"
 
 
 # --------------------------------------------------------------------------- conclude

@@ -39,11 +39,12 @@ commit goes to a review branch and ``WriteResult.reason`` says why.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,9 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from llmops.engine import gitbranch, gitguard, specs, validate
+from llmops.engine import gitbranch, gitguard, gitpush, specs, validate
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
+from llmops.engine.settings import Settings
 from llmops.engine.types import Kind
 
 BRANCH_PREFIX = "llmops"
@@ -145,15 +147,28 @@ class WriteResult:
 # --------------------------------------------------------------------------- the repo
 
 
-def local_repo(repo_setting: str) -> Path:
-    """The specs repo as a local git directory, or ``RepoUnavailable``.
+Repo = Path | gitpush.Mirror
+"""A local clone (commits land in it) or a remote's mirror (commits are pushed)."""
 
-    Write-back commits locally; a remote URL (or no repo at all: the bundled
-    template) cannot take a commit, and the message says so.
+
+def local_repo(repo_setting: str, *, home: Path | None = None, timeout: float = 60.0,
+               allowed_hosts: Sequence[str] = ()) -> Repo:
+    """The specs repo: a local git directory, or (given ``home``) a remote's mirror.
+
+    Without ``home`` a remote URL (or no repo at all: the bundled template)
+    cannot take a commit, and ``RepoUnavailable`` says so; a ``file://`` URL is
+    then read as the local path it names. With ``home``, a URL (``file://``
+    included) gives a ``gitpush.Mirror`` under ``home/writeback``.
     """
     if not repo_setting.strip():
         raise RepoUnavailable("write-back needs a local clone: settings.git.repo is empty "
                               "(the bundled template is read-only)")
+    if home is not None and _URL.match(repo_setting):
+        try:
+            return gitpush.Mirror(repo_setting, home, timeout=timeout,
+                                  allowed_hosts=allowed_hosts)
+        except gitpush.MirrorError as exc:
+            raise RepoUnavailable(f"write-back cannot use the specs repo: {exc}") from None
     if repo_setting.startswith("file://"):
         repo_setting = repo_setting.removeprefix("file://")
     elif _URL.match(repo_setting):
@@ -163,6 +178,13 @@ def local_repo(repo_setting: str) -> Path:
     if not path.is_dir():
         raise RepoUnavailable(f"write-back needs a local clone: {path} is not a directory")
     return path.resolve()
+
+
+def repo_for(settings: Settings) -> Repo:
+    """``local_repo`` of ``settings.git.repo``, remote URLs mirrored under ``settings.home``."""
+    return local_repo(settings.git.repo, home=settings.home,
+                      timeout=settings.git.timeout_seconds,
+                      allowed_hosts=settings.git.allowed_hosts)
 
 
 def branch_name(action: str, name: str) -> str:
@@ -239,9 +261,58 @@ def _direct(config: specs.RepoConfig, environment: str) -> tuple[bool, str]:
     return True, "every environment allows direct commits"
 
 
-def commit_edit(repo: Path, tracked: str, target: Target, edit: Edit, *, action: str,
+@contextlib.contextmanager
+def _synced(repo: gitpush.Mirror, branch: str) -> Iterator[Path]:
+    """The mirror, locked, with ``branch`` fetched fresh from the remote."""
+    try:
+        with repo.locked():
+            repo.fetch(branch)
+            yield repo.path
+    except gitpush.MirrorError as exc:
+        raise RepoUnavailable(str(exc)) from None
+
+
+def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action: str,
                 author: Author, message: str) -> WriteResult:
-    """Commit ``edit`` of ``target.file`` on top of ``tracked``; see the module docstring."""
+    """Commit ``edit`` of ``target.file`` on top of ``tracked``; see the module docstring.
+
+    For a remote's mirror: fetch ``tracked``, commit in the mirror, push the
+    branch (never forced). A direct commit whose push is rejected (someone
+    pushed meanwhile) is redone once on the new tip; then ``Conflicted``.
+    """
+    if isinstance(repo, Path):
+        return _commit_local(repo, tracked, target, edit, action=action, author=author,
+                             message=message)
+    branch = gitguard.check_branch(tracked)
+    with _synced(repo, branch) as mirror:
+        for attempt in range(2):
+            result = _commit_local(mirror, branch, target, edit, action=action,
+                                   author=author, message=message)
+            try:
+                repo.push(result.branch)
+            except gitpush.PushRejected as exc:
+                if not result.direct:
+                    repo.drop(result.branch)
+                    raise Conflicted(f"{exc}; retry") from None
+                if attempt == 0:
+                    repo.fetch(branch)  # the remote wins: redo the edit on its new tip
+                    continue
+                repo.fetch(branch)
+                raise Conflicted(f"{branch} kept moving on the remote while committing: "
+                                 f"{exc}") from None
+            except gitpush.MirrorError:
+                if result.direct:
+                    with contextlib.suppress(gitpush.MirrorError):
+                        repo.fetch(branch)
+                else:
+                    repo.drop(result.branch)
+                raise
+            return result
+    raise Conflicted(f"{branch} kept moving on the remote while committing")  # pragma: no cover
+
+
+def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit, *, action: str,
+                  author: Author, message: str) -> WriteResult:
     branch = gitguard.check_branch(tracked)
     file = gitbranch.check_path(target.file)
     if not file or not file.endswith((".yaml", ".yml")):
@@ -428,14 +499,23 @@ class Previous:
     """The commit that replaced it (the one being rolled back)."""
 
 
-def previous_version(repo: Path, target: Target, applied: str) -> Previous:
+def previous_version(repo: Repo, target: Target, applied: str,
+                     tracked: str = "main") -> Previous:
     """The file at the last commit before ``applied`` where the spec differed.
 
     Walks ``git log <applied> -- <file>``: the newest commit whose first
     parent holds a different spec (comments and layout do not count) gives
     the content to return to. ``NothingToWrite`` when the spec never differed
-    (created at that commit, or only reformatted since).
+    (created at that commit, or only reformatted since). A remote's mirror
+    has ``tracked`` fetched first.
     """
+    if isinstance(repo, Path):
+        return _previous_local(repo, target, applied)
+    with _synced(repo, gitguard.check_branch(tracked)) as mirror:
+        return _previous_local(mirror, target, applied)
+
+
+def _previous_local(repo: Path, target: Target, applied: str) -> Previous:
     file = gitbranch.check_path(target.file)
     if not gitguard.ABBREV.fullmatch(applied):
         raise NothingToWrite(f"{target.kind}/{target.name}: no applied revision to roll back "

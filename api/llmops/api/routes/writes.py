@@ -1,7 +1,8 @@
 """The API's writes: each one a git commit in the specs repo (``llmops.engine.writeback``).
 
 Role: the four routes that change something, all by committing to the specs
-repo (``settings.git.repo``, a local clone) on a review branch
+repo (``settings.git.repo``: a local clone, or a remote URL written through a
+pushed mirror, see ``llmops.engine.gitpush``) on a review branch
 ``llmops/<action>/<name>-<8 hex>``, or on the tracked branch when the
 environment sets ``directCommits`` (see ``writeback`` for the rule on global
 kinds). Each answers ``{commit, branch, direct, parent, file, reason}``:
@@ -176,7 +177,7 @@ def _commit(settings: Settings, trail: _Audit, entry: catalog.CatalogEntry, acti
                f"Llmops-Action: {action}\nLlmops-Spec: {entry.key}\n"
                f"Llmops-Requested-By: {' '.join(trail.principal.user.split())}\n")
     try:
-        repo = writeback.local_repo(settings.git.repo)
+        repo = writeback.repo_for(settings)
         result = writeback.commit_edit(repo, settings.git.branch, target, edit(target),
                                        action=action,
                                        author=writeback.Author(trail.principal.user),
@@ -209,8 +210,8 @@ def rollback_endpoint(http: Request, store: StoreDep, settings: SettingsDep, log
     target = writeback.Target(kind=entry.kind, name=entry.name, file=entry.file,
                               environment=entry.environment)
     try:
-        repo = writeback.local_repo(settings.git.repo)
-        previous = writeback.previous_version(repo, target, applied)
+        repo = writeback.repo_for(settings)
+        previous = writeback.previous_version(repo, target, applied, settings.git.branch)
     except writeback.WriteError as exc:
         trail.failed(exc)
         raise _api_error(exc) from None
@@ -351,7 +352,7 @@ async def upload_model_file(
     name, version = entry.base_name, str(entry.body.get("version", ""))
     try:
         key = modelstore.object_key(name, version, file_name)
-        repo = writeback.local_repo(settings.git.repo)
+        repo = writeback.repo_for(settings)
     except (modelstore.StoreError, writeback.WriteError) as exc:
         raise _api_error(exc) from None
     trail = await anyio.to_thread.run_sync(
