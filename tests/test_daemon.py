@@ -238,12 +238,14 @@ def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> N
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        api = ""
+        api = metrics = ""
         while not api:
             line = proc.stdout.readline()
             assert line, "llmops up ended early"
             found = re.search(r"API\s+(http://\S+)/llm-ops/v1/reconcile/status", line)
             api = found.group(1) if found else ""
+            found = re.search(r"metrics\s+(http://\S+/metrics)", line)
+            metrics = found.group(1) if found else metrics
         token = (tmp_path / "home" / "api-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
         anonymous = urllib.request.Request(f"{api}/llm-ops/v1/reconcile/status")
@@ -259,6 +261,8 @@ def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> N
                                          headers={"Content-Type": "application/json", **auth})
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 202
+        noop = 'llmops_reconcile_runs_total{environment="dev",result="noop"} 1.0'
+        wait_until(lambda: noop in urllib.request.urlopen(metrics, timeout=5).read().decode())
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
