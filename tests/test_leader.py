@@ -49,23 +49,11 @@ while True:
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        pytest.fail(f"Redis at {REDIS_URL} is unreachable (the leader tests need it): {err}",
-                    pytrace=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def lease_name(redis_client: redis.Redis) -> Iterator[str]:
+def lease_name(raw: redis.Redis) -> Iterator[str]:
     """A lease name no other test uses; its Redis key is deleted afterwards."""
     name = f"test-{secrets.token_hex(6)}"
     yield name
-    redis_client.delete(leader.REDIS_KEY_PREFIX + name)
+    raw.delete(leader.REDIS_KEY_PREFIX + name)
 
 
 # --------------------------------------------------------------------------- store leases
@@ -162,7 +150,7 @@ def test_two_processes_only_one_leads_and_the_other_takes_over_when_it_dies(
 
 
 def test_redis_only_one_lease_wins_and_renewal_keeps_it(store: db.Store, lease_name: str,
-                                                        redis_client: redis.Redis) -> None:
+                                                        raw: redis.Redis) -> None:
     first = leader.lease_for(store, REDIS_URL, name=lease_name, ttl=0.5)
     second = leader.lease_for(store, REDIS_URL, name=lease_name, ttl=0.5)
     assert first.acquire()
@@ -172,17 +160,17 @@ def test_redis_only_one_lease_wins_and_renewal_keeps_it(store: db.Store, lease_n
         time.sleep(0.15)
         assert first.held()
         assert not second.acquire()
-    assert 0 < redis_client.pttl(leader.REDIS_KEY_PREFIX + lease_name) <= 500
+    assert 0 < raw.pttl(leader.REDIS_KEY_PREFIX + lease_name) <= 500
 
     first.release()
     assert not first.held()
-    assert redis_client.get(leader.REDIS_KEY_PREFIX + lease_name) is None
+    assert raw.get(leader.REDIS_KEY_PREFIX + lease_name) is None
     assert second.acquire()
     second.release()
 
 
 def test_redis_expiry_hands_the_lease_over_and_the_first_sees_it_lost(
-        store: db.Store, lease_name: str, redis_client: redis.Redis) -> None:
+        store: db.Store, lease_name: str, raw: redis.Redis) -> None:
     first = leader.lease_for(store, REDIS_URL, name=lease_name, ttl=0.3)
     second = leader.lease_for(store, REDIS_URL, name=lease_name, ttl=30)
     assert first.acquire()
@@ -197,13 +185,13 @@ def test_redis_expiry_hands_the_lease_over_and_the_first_sees_it_lost(
 
 
 def test_redis_key_overwritten_by_someone_else_means_lost(
-        store: db.Store, lease_name: str, redis_client: redis.Redis) -> None:
+        store: db.Store, lease_name: str, raw: redis.Redis) -> None:
     lease = leader.lease_for(store, REDIS_URL, name=lease_name)
     assert lease.acquire()
-    redis_client.set(leader.REDIS_KEY_PREFIX + lease_name, "someone-else")
+    raw.set(leader.REDIS_KEY_PREFIX + lease_name, "someone-else")
     assert not lease.held()
     lease.release()
-    assert redis_client.get(leader.REDIS_KEY_PREFIX + lease_name) == b"someone-else"
+    assert raw.get(leader.REDIS_KEY_PREFIX + lease_name) == b"someone-else"
 
 
 def test_redis_down_means_never_leader_and_nothing_raises(store: db.Store) -> None:
@@ -216,7 +204,7 @@ def test_redis_down_means_never_leader_and_nothing_raises(store: db.Store) -> No
 
 
 def test_redis_outage_while_leading_means_lost(lease_name: str,
-                                               redis_client: redis.Redis) -> None:
+                                               raw: redis.Redis) -> None:
     lease = leader.RedisLease(REDIS_URL, name=lease_name, ttl=30)
     assert lease.acquire()
     lease._client.connection_pool.reset()

@@ -26,13 +26,11 @@ from pathlib import Path
 
 import click
 
-from llmops.cli import output
 from llmops.engine import validate
-from llmops.engine.errors import LlmopsError, SpecError
+from llmops.engine.errors import LlmopsError
 from llmops.renderers import manifests
 from llmops.renderers import render as render_stage
 
-EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 MARKER_FILE = ".llmops-render"
@@ -103,25 +101,20 @@ def write_tree(out: Path, files: dict[str, str], marker: str) -> None:
 def render(path: Path, environment: str, out: Path | None, commit: str | None) -> None:
     """Render the Kubernetes objects of ENV from the specs under PATH."""
     source_commit = commit if commit is not None else os.environ.get("ARGOCD_APP_REVISION", "")
-    try:
-        spec_set = validate.load_and_validate(path)
-        if environment not in spec_set.config.environments:
-            declared = ", ".join(spec_set.config.environments)
-            click.echo(f"error: unknown environment {environment!r} (declared in "
-                       f"llmops.yaml: {declared})", err=True)
-            sys.exit(EXIT_USAGE)
-        objects = render_stage.render_environment(spec_set, environment,
-                                                  source_commit=source_commit)
-        if out is None:
-            text = manifests.to_yaml(objects)
-        else:
-            write_tree(out, manifests.layout(objects), _marker(environment, source_commit))
-    except SpecError as exc:
-        output.print_issues(exc.issues, "text", stream=sys.stderr)
-        sys.exit(EXIT_INVALID)
-    except LlmopsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
+    # Spec and render errors reach ``llmops.cli.main``, which prints them to stderr and
+    # exits 1; stdout is written only once everything has rendered.
+    spec_set = validate.load_and_validate(path)
+    if environment not in spec_set.config.environments:
+        declared = ", ".join(spec_set.config.environments)
+        click.echo(f"error: unknown environment {environment!r} (declared in "
+                   f"llmops.yaml: {declared})", err=True)
+        sys.exit(EXIT_USAGE)
+    objects = render_stage.render_environment(spec_set, environment,
+                                              source_commit=source_commit)
+    if out is None:
+        text = manifests.to_yaml(objects)
+    else:
+        write_tree(out, manifests.layout(objects), _marker(environment, source_commit))
     if out is None:
         sys.stdout.write(text)
         sys.stdout.flush()
