@@ -14,6 +14,7 @@ COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY renderers/ renderers/
 COPY api/ api/
+COPY cli/ cli/
 COPY specs_repo_template/ specs_repo_template/
 RUN python -m build --wheel --no-isolation --outdir /dist \
  && python -m venv /opt/llmops \

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmops.engine import loader, validate
 from llmops.engine.errors import SpecError
+from llmops.engine.spec import loader, validate
 from llmops.renderers import render_environment
 
 CONFIG = """apiVersion: llmops.io/v1alpha1

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from bench_pipeline import CONFIG, ENDPOINT, MODEL
 
-from llmops.engine import reconciler, source
-from llmops.engine.actuators import HydrateActuator
+from llmops.engine.actuate.hydrate import HydrateActuator
+from llmops.engine.run import reconciler
+from llmops.engine.source import snapshots
 from llmops.engine.store.db import Store
 
 
@@ -54,7 +55,7 @@ def main() -> None:
         store.migrate()
         published = HydrateActuator(root / "out")
         rec = reconciler.Reconciler(
-            store, source.open_source(str(repo), "main", root / "work"),
+            store, snapshots.open_source(str(repo), "main", root / "work"),
             lambda env, cfg: published,
             clock=lambda: datetime(2026, 11, 25, 9, tzinfo=UTC))
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from llmops.cli import main as cli_main
-from llmops.engine import scaffold
+from llmops.engine.source import scaffold
 
 pytest_plugins = ["store_fixtures"]
 

@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
-from llmops.engine import settings, validate
+from llmops.engine import settings
+from llmops.engine.spec import validate
 from llmops.engine.store import Store, audit, catalog
 
 BASE = "/llm-ops/v1"

@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 from test_api import BASE, PEER, PROXY_SECRET, SHA, TEMPLATE, failed, identity, ok, seed_run
 
 from llmops.api.app import create_app
-from llmops.engine import cache, settings, validate
-from llmops.engine.store import Store, catalog, state
+from llmops.engine import settings
+from llmops.engine.spec import validate
+from llmops.engine.store import Store, cache, catalog, state
 from llmops.engine.store.models import RunResult
 
 REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

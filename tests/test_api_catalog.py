@@ -18,8 +18,11 @@ from fastapi.testclient import TestClient
 
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
-from llmops.engine import reconciler, settings, source, validate
-from llmops.engine.actuators import HydrateActuator
+from llmops.engine import settings
+from llmops.engine.actuate.hydrate import HydrateActuator
+from llmops.engine.run import reconciler
+from llmops.engine.source import snapshots
+from llmops.engine.spec import validate
 from llmops.engine.store import Store, catalog, state
 from llmops.engine.types import Kind, ResourceKey, SpecKey
 
@@ -99,7 +102,7 @@ def test_record_replaces_the_whole_catalog_once_per_revision(
 
 def test_the_reconciler_records_each_validated_revision(
         store: Store, template_git_repo: Path, tmp_path: Path) -> None:
-    src = source.open_source(str(template_git_repo), "main", tmp_path / "work")
+    src = snapshots.open_source(str(template_git_repo), "main", tmp_path / "work")
     rec = reconciler.Reconciler(store, src, lambda env, cfg: HydrateActuator(tmp_path / "out"))
     rec.run_once()
     head = subprocess.run(["git", "-C", str(template_git_repo), "rev-parse", "HEAD"],

@@ -26,7 +26,7 @@ from schemathesis import checks
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.engine import settings as llmops_settings
-from llmops.engine import validate
+from llmops.engine.spec import validate
 from llmops.engine.store import Store, audit, catalog, state
 from llmops.engine.store.models import RunResult
 from llmops.engine.types import Kind, SpecKey

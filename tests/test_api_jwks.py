@@ -29,7 +29,8 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from llmops.api import tokens
 from llmops.api.app import create_app
-from llmops.engine import settings, validate
+from llmops.engine import settings
+from llmops.engine.spec import validate
 from llmops.engine.store import Store, catalog
 
 BASE = "/llm-ops/v1"

@@ -30,8 +30,10 @@ from fastapi.testclient import TestClient
 from conftest import CliResult
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
-from llmops.engine import argocd, settings, validate
+from llmops.engine import settings
+from llmops.engine.actuate import argocd
 from llmops.engine.settings import ArgoCdSettings
+from llmops.engine.spec import validate
 from llmops.engine.store import Store, catalog, state
 
 DATA = Path(__file__).resolve().parent / "data" / "argocd"

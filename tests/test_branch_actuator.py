@@ -24,8 +24,13 @@ import yaml
 from pydantic import ValidationError
 from test_reconcile import commit, edit
 
-from llmops.engine import reconciler, service, settings, source, specs
-from llmops.engine.actuators import ActuatorError, HydrateBranchActuator
+from llmops.engine import settings
+from llmops.engine.actuate.base import ActuatorError
+from llmops.engine.actuate.branch import HydrateBranchActuator
+from llmops.engine.run import reconciler
+from llmops.engine.service import compose
+from llmops.engine.source import snapshots
+from llmops.engine.spec import schema
 from llmops.engine.store import state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
@@ -103,11 +108,11 @@ class Harness:
         self.repo = repo
         self.tmp = tmp
         self.store = store
-        self.src = source.open_source(str(repo), "main", tmp / "work")
+        self.src = snapshots.open_source(str(repo), "main", tmp / "work")
         self.rec = self.make(store)
 
     def make(self, store: Store) -> reconciler.Reconciler:
-        factory = service.actuator_factory(settings.load(home=self.tmp / "home"),
+        factory = compose.actuator_factory(settings.load(home=self.tmp / "home"),
                                            repo=str(self.repo))
         return reconciler.Reconciler(store, self.src, factory, clock=lambda: WEDNESDAY)
 
@@ -235,12 +240,12 @@ def test_an_unreadable_branch_stops_the_environment_and_commits_nothing(
 
 
 def test_the_specs_repo_must_be_local(tmp_path: Path, specs_repo: Path) -> None:
-    env = specs.Environment(namespace="x", actuator=specs.ActuatorName.HYDRATE_BRANCH)
+    env = schema.Environment(namespace="x", actuator=schema.ActuatorName.HYDRATE_BRANCH)
     cfg = settings.load(home=tmp_path / "home")
-    remote = service.actuator_factory(cfg, repo="https://git.example.com/specs.git")("dev", env)
+    remote = compose.actuator_factory(cfg, repo="https://git.example.com/schema.git")("dev", env)
     with pytest.raises(ActuatorError, match="must be a local path"):
         remote.observe("dev")
-    by_url = service.actuator_factory(cfg, repo=specs_repo.as_uri())("dev", env)
+    by_url = compose.actuator_factory(cfg, repo=specs_repo.as_uri())("dev", env)
     assert isinstance(by_url, HydrateBranchActuator)
     assert by_url.repo == specs_repo.resolve()
     assert (by_url.branch, by_url.path) == ("environments/dev", "dev")
@@ -256,4 +261,4 @@ def test_the_specs_repo_must_be_local(tmp_path: Path, specs_repo: Path) -> None:
 ])
 def test_hydrate_branch_settings_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        specs.Environment.model_validate({"namespace": "x", **bad})
+        schema.Environment.model_validate({"namespace": "x", **bad})

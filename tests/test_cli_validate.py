@@ -13,7 +13,7 @@ import git
 import pytest
 
 from conftest import MINIMAL_ENDPOINT, TEMPLATE, CliResult, write_repo
-from llmops.engine import validate
+from llmops.engine.spec import validate
 
 LLMOPS = [sys.executable, "-c", "from llmops.cli import main; main()"]
 

@@ -24,7 +24,8 @@ import uvicorn
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.client import LlmopsApiError, LlmopsClient
-from llmops.engine import settings, validate
+from llmops.engine import settings
+from llmops.engine.spec import validate
 from llmops.engine.store import Store, audit, catalog, state
 from llmops.engine.store.models import RunResult
 from llmops.engine.types import Kind, SpecKey

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from llmops.engine import daemon, reconciler, source
-from llmops.engine.actuators import HydrateActuator
-from llmops.engine.metrics import PrometheusMetrics
+from llmops.engine.actuate.hydrate import HydrateActuator
+from llmops.engine.run import daemon, reconciler
+from llmops.engine.run.metrics import PrometheusMetrics
+from llmops.engine.source import snapshots
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
@@ -35,7 +36,7 @@ def wait_until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped
 
 
 def make_rec(store: Store, repo: Path, tmp: Path, **kw: object) -> reconciler.Reconciler:
-    return reconciler.Reconciler(store, source.open_source(str(repo), "main", tmp / "work"),
+    return reconciler.Reconciler(store, snapshots.open_source(str(repo), "main", tmp / "work"),
                                  lambda env, cfg: HydrateActuator(tmp / "out"),
                                  clock=lambda: WEDNESDAY, **kw)  # type: ignore[arg-type]
 
@@ -176,7 +177,7 @@ class _Wednesday(datetime):
 
 def test_two_daemons_on_one_database_only_one_acts(store: Store, template_git_repo: Path,
                                                    tmp_path: Path) -> None:
-    from llmops.engine import leader
+    from llmops.engine.run import leader
 
     first = daemon.Daemon(make_rec(store, template_git_repo, tmp_path / "a"),
                           lease=leader.lease_for(store))
@@ -198,7 +199,7 @@ def test_two_daemons_on_one_database_only_one_acts(store: Store, template_git_re
 def test_redis_down_never_stops_the_daemon(store: Store, template_git_repo: Path,
                                            tmp_path: Path) -> None:
     from llmops.cli.daemon_cmd import _publisher
-    from llmops.engine.cache import StatusCache
+    from llmops.engine.store.cache import StatusCache
 
     down = StatusCache("redis://127.0.0.1:1/0")
     loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path),
@@ -214,7 +215,7 @@ def test_finished_runs_reach_redis(store: Store, template_git_repo: Path,
     import secrets
 
     from llmops.cli.daemon_cmd import _publisher
-    from llmops.engine.cache import StatusCache
+    from llmops.engine.store.cache import StatusCache
 
     live = StatusCache("redis://127.0.0.1:6379/0", prefix=f"llmops-test-{secrets.token_hex(4)}")
     loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path, environments=["dev"]),

@@ -28,7 +28,7 @@ from conftest import ROOT
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "stg", "prod")
 NON_CORE_GROUPS = ("argoproj.io/", "monitoring.coreos.com/", "kustomize.config.k8s.io/")
-METRIC_SOURCES = (ROOT / "engine/llmops/engine/metrics.py", ROOT / "api/llmops/api/metrics.py")
+METRIC_SOURCES = (ROOT / "engine/llmops/engine/run/metrics.py", ROOT / "api/llmops/api/metrics.py")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 MANAGED = {"": {"namespaces", "resourcequotas", "configmaps", "secrets", "services"},
            "apps": {"deployments"}, "batch": {"jobs"},

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from llmops.cli import plan_cmd
-from llmops.engine import diff, plan
-from llmops.engine.diff import Action, FieldOp
+from llmops.engine.plan import diff, planner
+from llmops.engine.plan.diff import Action, FieldOp
 from llmops.engine.types import ResourceKey
 
 DEPLOY_KEY = ResourceKey("apps", "Deployment", "team-prod", "chat")
@@ -268,8 +268,8 @@ def test_mask_and_parse_path() -> None:
 def test_secret_values_never_reach_plan_output(fmt: str) -> None:
     changes = diff.diff_revisions([secret("czNjcjN0LW9sZA==")],
                                   [secret("czNjcjN0LW5ldw==", token="bmV3LXRva2Vu")])
-    env = plan.EnvironmentPlan("prod", (), changes, ())
-    result = plan.Plan("a" * 40, "b" * 40, (env,), (), (), datetime(2026, 1, 14, tzinfo=UTC))
+    env = planner.EnvironmentPlan("prod", (), changes, ())
+    result = planner.Plan("a" * 40, "b" * 40, (env,), (), (), datetime(2026, 1, 14, tzinfo=UTC))
     out = io.StringIO()
     plan_cmd.RENDERERS[fmt](result, out)
     text = out.getvalue()

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from conftest import MINIMAL_CONFIG, write_repo
-from llmops.engine import govern, validate
-from llmops.engine.govern import Decision, Rule
+from llmops.engine.plan import govern
+from llmops.engine.plan.govern import Decision, Rule
+from llmops.engine.spec import validate
+from llmops.engine.spec.validate import SpecSet
 from llmops.engine.types import Kind, SpecKey
-from llmops.engine.validate import SpecSet
 
 
 def model(name: str, version: str, stage: str = "approved", cls: str = "internal",

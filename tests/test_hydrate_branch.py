@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from conftest import CliResult
 from llmops.cli.hydrate_cmd import hydrate
 from llmops.cli.render_cmd import render
-from llmops.engine import gitbranch, scaffold
+from llmops.engine.source import branches, scaffold
 from llmops.engine.types import KubeObject
 
 BRANCH = "environments/prod"
@@ -192,8 +192,8 @@ def _objects(generation: int, count: int = 150) -> list[KubeObject]:
 
 @pytest.mark.slow
 def test_a_concurrent_reader_always_sees_a_complete_manifest(specs: Path) -> None:
-    dry = gitbranch.dry_commit(specs)
-    gitbranch.hydrate_branch(specs, BRANCH, _objects(0), dry, path="prod")
+    dry = branches.dry_commit(specs)
+    branches.hydrate_branch(specs, BRANCH, _objects(0), dry, path="prod")
     stop = threading.Event()
     seen: list[int] = []
     problems: list[str] = []
@@ -211,7 +211,7 @@ def test_a_concurrent_reader_always_sees_a_complete_manifest(specs: Path) -> Non
     thread.start()
     try:
         for generation in range(1, 16):
-            done = gitbranch.hydrate_branch(specs, BRANCH, _objects(generation), dry,
+            done = branches.hydrate_branch(specs, BRANCH, _objects(generation), dry,
                                             path="prod")
             assert done.changed
     finally:

@@ -14,10 +14,13 @@ from kube_emulator import RunningEmulator, running_emulator
 from kubernetes.dynamic import DynamicClient
 from test_reconcile import WEDNESDAY, commit, edit, git
 
-from llmops.engine import kube, reconciler, source, specs
-from llmops.engine.actuators import ActPlan, ActuatorError, Outcome
-from llmops.engine.health import HealthStatus
+from llmops.engine.actuate import kube
+from llmops.engine.actuate.base import ActPlan, ActuatorError, Outcome
+from llmops.engine.actuate.health import HealthStatus
+from llmops.engine.run import reconciler
 from llmops.engine.settings import KubeSettings
+from llmops.engine.source import snapshots
+from llmops.engine.spec import schema
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
@@ -48,11 +51,11 @@ class KubeHarness:
         self.server = kube_.server
         self.sleeps: list[float] = []
         self.actuators: dict[tuple[str, bool], kube.KubernetesActuator] = {}
-        self.src = source.open_source(str(repo), "main", tmp / "work")
+        self.src = snapshots.open_source(str(repo), "main", tmp / "work")
         self.rec = reconciler.Reconciler(store, self.src, self.actuator_for,
                                          environments=envs, clock=lambda: WEDNESDAY)
 
-    def actuator_for(self, env: str, config: specs.Environment) -> kube.KubernetesActuator:
+    def actuator_for(self, env: str, config: schema.Environment) -> kube.KubernetesActuator:
         key = (env, config.forceConflicts)
         if key not in self.actuators:
             self.actuators[key] = kube.KubernetesActuator(
@@ -388,7 +391,7 @@ def test_throttled_request_is_retried_after_retry_after(kh: KubeHarness) -> None
 
 
 def test_secret_values_never_appear_in_failure_messages(emulator: RunningEmulator) -> None:
-    act = kube.KubernetesActuator(KubeSettings(), specs.Cluster(
+    act = kube.KubernetesActuator(KubeSettings(), schema.Cluster(
         kubeconfig=str(emulator.kubeconfig), context="emulator"), sleep=lambda s: None)
     secret = {"apiVersion": "v1", "kind": "Secret",
               "metadata": {"name": "db", "namespace": "missing-ns"},
@@ -410,7 +413,7 @@ def test_secret_values_never_appear_in_failure_messages(emulator: RunningEmulato
 def test_unreachable_cluster_is_unknown_not_empty(tmp_path: Path) -> None:
     with running_emulator(tmp_path) as kube_:
         kubeconfig = kube_.kubeconfig
-    act = kube.KubernetesActuator(KubeSettings(), specs.Cluster(
+    act = kube.KubernetesActuator(KubeSettings(), schema.Cluster(
         kubeconfig=str(kubeconfig), context="emulator"), sleep=lambda s: None)
     with pytest.raises(ActuatorError, match="discovery failed"):
         act.observe("dev")

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from llmops.engine import leader
+from llmops.engine.run import leader
 from llmops.engine.store import db
 
 REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -30,7 +30,7 @@ PG_ADMIN_URL = os.environ.get("LLMOPS_TEST_PG_URL", "postgresql://postgres@127.0
 
 CONTENDER = """
 import sys, time
-from llmops.engine import leader
+from llmops.engine.run import leader
 from llmops.engine.store.db import Store
 
 lease = leader.lease_for(Store(sys.argv[1]), name=sys.argv[2])

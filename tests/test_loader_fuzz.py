@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmops.engine import loader, validate
 from llmops.engine.errors import SpecError
+from llmops.engine.spec import loader, validate
 
 YAML_ALPHABET = string.ascii_letters + string.digits + " -:[]{},&*!|>'\"#%@`?\n\t.~/\\"
 

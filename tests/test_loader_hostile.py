@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CliResult, write_repo
-from llmops.engine import loader, validate
 from llmops.engine.errors import SpecError
+from llmops.engine.spec import loader, validate
 
 BILLION_LAUGHS = (
     'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'

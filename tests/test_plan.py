@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from conftest import CliResult
-from llmops.engine import plan, scaffold, validate
+from llmops.engine.plan import planner
+from llmops.engine.source import scaffold
+from llmops.engine.spec import validate
 
 Cli = Callable[..., CliResult]
 
@@ -283,7 +285,7 @@ def test_markdown_and_json_carry_the_same_facts(repo: Path, cli: Cli) -> None:
 
 def test_build_plan_from_nothing_creates_everything(repo: Path) -> None:
     head = validate.load_and_validate(repo)
-    result = plan.build_plan(None, head, ["prod"])
+    result = planner.build_plan(None, head, ["prod"])
     [prod] = result.environments
     counts = prod.changes.counts()
     assert counts["created"] == len(prod.changes.entries) > 0

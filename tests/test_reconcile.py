@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from llmops.engine import hydrate, reconciler, service, source, specs
-from llmops.engine.actuators import ActPlan, ActResult, HydrateActuator
+from llmops.engine.actuate import hydrate
+from llmops.engine.actuate.base import ActPlan, ActResult
+from llmops.engine.actuate.hydrate import HydrateActuator
+from llmops.engine.run import reconciler
+from llmops.engine.service import compose
 from llmops.engine.settings import Settings
+from llmops.engine.source import snapshots
+from llmops.engine.spec import schema
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
@@ -52,7 +57,7 @@ class Harness:
         self.out = tmp / "rendered"
         self.work = tmp / "work"
         self.clock = WEDNESDAY
-        self.src = source.open_source(str(repo), "main", self.work)
+        self.src = snapshots.open_source(str(repo), "main", self.work)
         self.rec = self.make()
 
     def make(self, **kw: object) -> reconciler.Reconciler:
@@ -252,7 +257,7 @@ def test_unreachable_remote_keeps_the_last_good_revision(
                    check=True)
     h = Harness.__new__(Harness)
     Harness.__init__(h, store, remote, tmp_path)
-    h.src = source.open_source(f"file://{remote}", "main", h.work)
+    h.src = snapshots.open_source(f"file://{remote}", "main", h.work)
     h.rec = h.make()
     first = h.run()
     good = first["dev"].revision
@@ -266,7 +271,7 @@ def test_unreachable_remote_keeps_the_last_good_revision(
     # A reconciler with no good revision at all stalls: the repo is unknown, not empty.
     fresh = Harness.__new__(Harness)
     Harness.__init__(fresh, store, template_git_repo, tmp_path / "fresh")
-    fresh.src = source.open_source(f"file://{tmp_path / 'gone-too.git'}", "main", fresh.work)
+    fresh.src = snapshots.open_source(f"file://{tmp_path / 'gone-too.git'}", "main", fresh.work)
     fresh.rec = fresh.make(environments=["dev"])
     (stalled,) = fresh.rec.run_once()
     assert (stalled.result, stalled.reason) == (RunResult.FAILED, "SourceUnavailable")
@@ -275,7 +280,7 @@ def test_unreachable_remote_keeps_the_last_good_revision(
 
 def test_store_down_applies_nothing(template_git_repo: Path, tmp_path: Path) -> None:
     store = Store("postgresql+psycopg://postgres@127.0.0.1:1/none", connect_timeout=1)
-    src = source.open_source(str(template_git_repo), "main", tmp_path / "work")
+    src = snapshots.open_source(str(template_git_repo), "main", tmp_path / "work")
     rec = reconciler.Reconciler(store, src, lambda env, cfg: HydrateActuator(tmp_path / "out"),
                                 clock=lambda: WEDNESDAY)
     with pytest.raises(StoreUnavailable):
@@ -301,8 +306,9 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from datetime import UTC, datetime
     from pathlib import Path
-    from llmops.engine import reconciler, source
-    from llmops.engine.actuators import HydrateActuator
+    from llmops.engine.run import reconciler
+    from llmops.engine.source import snapshots
+    from llmops.engine.actuate.hydrate import HydrateActuator
     from llmops.engine.store.db import Store
 
     class KilledMidway(HydrateActuator):
@@ -310,7 +316,7 @@ KILL_SCRIPT = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     url, repo, work, out = sys.argv[1:5]
-    rec = reconciler.Reconciler(Store(url), source.open_source(repo, "main", Path(work)),
+    rec = reconciler.Reconciler(Store(url), snapshots.open_source(repo, "main", Path(work)),
                                 lambda env, cfg: KilledMidway(Path(out)),
                                 environments=["dev"],
                                 clock=lambda: datetime(2026, 11, 25, 9, tzinfo=UTC))
@@ -395,10 +401,10 @@ class _FixedDatetime(datetime):
 
 def test_service_builds_the_configured_actuators(tmp_path: Path) -> None:
     cfg = Settings(home=tmp_path)
-    make = service.actuator_factory(cfg)
-    env = specs.Environment(namespace="x", actuator=specs.ActuatorName.NONE)
+    make = compose.actuator_factory(cfg)
+    env = schema.Environment(namespace="x", actuator=schema.ActuatorName.NONE)
     assert make("dev", env).name == "none"
-    assert make("dev", specs.Environment(namespace="x")).name == "hydrate"
+    assert make("dev", schema.Environment(namespace="x")).name == "hydrate"
     plan = ActPlan("dev", "r", {}, {})
     assert make("dev", env).act(plan) == ActResult({})
 

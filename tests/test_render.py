@@ -39,9 +39,9 @@ import referencing
 import yaml
 
 from conftest import TEMPLATE, CliResult
-from llmops.engine import validate
+from llmops.engine.spec import validate
+from llmops.engine.spec.validate import SpecSet
 from llmops.engine.types import KubeObject, ResourceKey, content_hash
-from llmops.engine.validate import SpecSet
 from llmops.renderers import RenderError, manifests, objects, render_environment, templating
 
 GOLDEN = Path(__file__).parent / "golden"

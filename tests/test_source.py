@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from llmops.engine import loader, scaffold, source
+from llmops.engine.source import scaffold, snapshots
+from llmops.engine.spec import loader
 
 AUTHOR = {"GIT_AUTHOR_NAME": "Ada Lovelace", "GIT_AUTHOR_EMAIL": "ada@example.com",
           "GIT_COMMITTER_NAME": "Ada Lovelace", "GIT_COMMITTER_EMAIL": "ada@example.com"}
@@ -70,7 +71,7 @@ def test_fetch_materialises_the_branch_head(repo: Path, work: Path, form: str) -
     sha = commit(repo, {"models/extra.yaml": "a: 1\n"}, "Add extra model\n\nbody text",
                  GIT_COMMITTER_DATE="2024-05-01T12:00:00+02:00")
     url = str(repo) if form == "path" else f"file://{repo}"
-    src = source.GitSource(url, "main", work)
+    src = snapshots.GitSource(url, "main", work)
     snap = src.fetch()
     assert snap.revision == sha == git(repo, "rev-parse", "HEAD")
     assert snap.path == work / sha
@@ -87,14 +88,14 @@ def test_fetch_materialises_the_branch_head(repo: Path, work: Path, form: str) -
 
 
 def test_snapshot_files_are_read_only(repo: Path, work: Path) -> None:
-    snap = source.GitSource(str(repo), "main", work).fetch()
+    snap = snapshots.GitSource(str(repo), "main", work).fetch()
     for path, _ in all_text(snap.path):
         assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
     assert not snap.path.stat().st_mode & stat.S_IWUSR
 
 
 def test_second_commit_lists_exactly_the_changed_files(repo: Path, work: Path) -> None:
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     first = src.fetch()
     model = next(p for p in sorted((repo / "models").iterdir()))
     removed = next(p for p in sorted((repo / "datasets").iterdir()))
@@ -112,7 +113,7 @@ def test_second_commit_lists_exactly_the_changed_files(repo: Path, work: Path) -
 
 
 def test_fetch_without_new_commit_reuses_the_snapshot(repo: Path, work: Path) -> None:
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     first = src.fetch()
     inode = first.path.stat().st_ino
     again = src.fetch()
@@ -121,12 +122,12 @@ def test_fetch_without_new_commit_reuses_the_snapshot(repo: Path, work: Path) ->
     assert again.path.stat().st_ino == inode
     assert again.files_changed == frozenset()
     # a new source object over the same work dir reuses the content-addressed dir too
-    third = source.GitSource(str(repo), "main", work).fetch()
+    third = snapshots.GitSource(str(repo), "main", work).fetch()
     assert third.path.stat().st_ino == inode
 
 
 def test_old_snapshots_are_pruned_but_last_good_kept(repo: Path, work: Path) -> None:
-    src = source.GitSource(str(repo), "main", work, keep=2)
+    src = snapshots.GitSource(str(repo), "main", work, keep=2)
     seen = []
     for i in range(5):
         commit(repo, {"prompts/n.yaml": f"n: {i}\n"}, f"c{i}")
@@ -141,7 +142,7 @@ def test_old_snapshots_are_pruned_but_last_good_kept(repo: Path, work: Path) -> 
 def test_snapshot_at_materialises_older_commits_and_branches(repo: Path, work: Path) -> None:
     first = git(repo, "rev-parse", "HEAD")
     second = commit(repo, {"prompts/n.yaml": "n: 1\n"}, "second")
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     assert src.fetch().revision == second
     old = src.snapshot_at(first, against=second)
     assert old.revision == first
@@ -155,14 +156,14 @@ def test_snapshot_at_materialises_older_commits_and_branches(repo: Path, work: P
     snap = src.snapshot_at("feature")  # never fetched before: fetched now
     assert snap.revision == feature
     assert snap.files_changed is None
-    with pytest.raises(source.RevisionNotFound):
+    with pytest.raises(snapshots.RevisionNotFound):
         src.snapshot_at("0" * 40)
-    with pytest.raises(source.RevisionNotFound):
+    with pytest.raises(snapshots.RevisionNotFound):
         src.snapshot_at("no-such-branch")
 
 
 def test_force_push_is_fetched_and_detectable(repo: Path, work: Path) -> None:
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     before = src.fetch()
     git(repo, "checkout", "-q", "--orphan", "rewrite")
     unrelated = commit(repo, {"llmops.yaml": (repo / "llmops.yaml").read_text()}, "rewritten")
@@ -171,7 +172,7 @@ def test_force_push_is_fetched_and_detectable(repo: Path, work: Path) -> None:
     assert after.revision == unrelated
     assert not src.is_ancestor(before.revision, after.revision)
     assert src.is_ancestor(before.revision, before.revision)
-    with pytest.raises(source.SourceUnavailable):
+    with pytest.raises(snapshots.SourceUnavailable):
         src.is_ancestor("0" * 40, after.revision)  # unknown is not "no"
 
 
@@ -180,24 +181,24 @@ def test_force_push_is_fetched_and_detectable(repo: Path, work: Path) -> None:
 
 @pytest.mark.parametrize("url", ["file:///nonexistent", "https://127.0.0.1:1/x.git"])
 def test_unreachable_remote_is_unavailable_not_empty(url: str, work: Path) -> None:
-    src = source.GitSource(url, "main", work)
-    with pytest.raises(source.SourceUnavailable):
+    src = snapshots.GitSource(url, "main", work)
+    with pytest.raises(snapshots.SourceUnavailable):
         src.fetch()
     assert src.last_good is None
 
 
 def test_failed_fetch_keeps_last_good(repo: Path, work: Path, tmp_path: Path) -> None:
-    src = source.GitSource(f"file://{repo}", "main", work)
+    src = snapshots.GitSource(f"file://{repo}", "main", work)
     good = src.fetch()
     repo.rename(tmp_path / "moved")
-    with pytest.raises(source.SourceUnavailable, match="fetch failed"):
+    with pytest.raises(snapshots.SourceUnavailable, match="fetch failed"):
         src.fetch()
     assert src.last_good == good
     assert good.path.is_dir()
     (tmp_path / "moved").rename(repo)
     git(repo, "checkout", "-q", "-b", "other")
     git(repo, "branch", "-q", "-D", "main")
-    with pytest.raises(source.SourceUnavailable, match="main"):
+    with pytest.raises(snapshots.SourceUnavailable, match="main"):
         src.fetch()  # the branch vanished: unknown, not empty
     assert src.last_good == good
     assert good.path.is_dir()
@@ -205,14 +206,14 @@ def test_failed_fetch_keeps_last_good(repo: Path, work: Path, tmp_path: Path) ->
 
 def test_snapshot_at_tells_missing_revisions_from_outages(repo: Path, work: Path,
                                                          tmp_path: Path) -> None:
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     src.fetch()
-    with pytest.raises(source.RevisionNotFound):
+    with pytest.raises(snapshots.RevisionNotFound):
         src.snapshot_at("no-such-branch")
     repo.rename(tmp_path / "moved")
-    with pytest.raises(source.SourceUnavailable) as info:
+    with pytest.raises(snapshots.SourceUnavailable) as info:
         src.snapshot_at("main")
-    assert not isinstance(info.value, source.RevisionNotFound)
+    assert not isinstance(info.value, snapshots.RevisionNotFound)
 
 
 def test_fetch_times_out_and_kills_git(work: Path) -> None:
@@ -220,18 +221,18 @@ def test_fetch_times_out_and_kills_git(work: Path) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
-        src = source.GitSource(f"https://127.0.0.1:{port}/x.git", "main", work, timeout=1.0)
+        src = snapshots.GitSource(f"https://127.0.0.1:{port}/x.git", "main", work, timeout=1.0)
         started = time.monotonic()
-        with pytest.raises(source.SourceUnavailable, match="timed out"):
+        with pytest.raises(snapshots.SourceUnavailable, match="timed out"):
             src.fetch()
         assert time.monotonic() - started < 15
 
 
 def test_plain_http_only_when_allowed(work: Path) -> None:
-    with pytest.raises(source.SourceConfigError, match="http://"):
-        source.GitSource("http://127.0.0.1:1/x.git", "main", work)
-    src = source.GitSource("http://127.0.0.1:1/x.git", "main", work, allow_http=True)
-    with pytest.raises(source.SourceUnavailable):
+    with pytest.raises(snapshots.SourceConfigError, match="http://"):
+        snapshots.GitSource("http://127.0.0.1:1/x.git", "main", work)
+    src = snapshots.GitSource("http://127.0.0.1:1/x.git", "main", work, allow_http=True)
+    with pytest.raises(snapshots.SourceUnavailable):
         src.fetch()
 
 
@@ -245,7 +246,7 @@ def test_plain_http_only_when_allowed(work: Path) -> None:
     "https://x-access-token:tok123@github.com/org/repo.git",
 ])
 def test_accepted_urls(url: str, work: Path) -> None:
-    src = source.GitSource(url, "feature/x-1.2", work, allowed_hosts=["GitHub.com"])
+    src = snapshots.GitSource(url, "feature/x-1.2", work, allowed_hosts=["GitHub.com"])
     assert src.branch == "feature/x-1.2"
     assert "tok123" not in repr(src)
     assert not work.exists()  # constructing runs nothing against the remote
@@ -280,10 +281,10 @@ def rejected_urls(canary: Path) -> list[tuple[str, tuple[str, ...]]]:
 def test_rejected_urls_never_reach_git(tmp_path: Path, work: Path) -> None:
     canary = tmp_path / "pwned"
     for url, hosts in rejected_urls(canary):
-        with pytest.raises(source.SourceConfigError):
-            source.GitSource(url, "main", work, allowed_hosts=hosts)
-        with pytest.raises(source.SourceConfigError):
-            source.open_source(url, "main", work, allowed_hosts=hosts)
+        with pytest.raises(snapshots.SourceConfigError):
+            snapshots.GitSource(url, "main", work, allowed_hosts=hosts)
+        with pytest.raises(snapshots.SourceConfigError):
+            snapshots.open_source(url, "main", work, allowed_hosts=hosts)
     assert not canary.exists()
     assert not work.exists()
 
@@ -295,17 +296,17 @@ def test_rejected_urls_never_reach_git(tmp_path: Path, work: Path) -> None:
 def test_rejected_branches(branch: str, repo: Path, work: Path, tmp_path: Path) -> None:
     canary = tmp_path / "pwned"
     branch = branch.replace("{canary}", str(canary))
-    with pytest.raises(source.SourceConfigError, match="branch"):
-        source.GitSource(str(repo), branch, work)
-    src = source.GitSource(str(repo), "main", work)
+    with pytest.raises(snapshots.SourceConfigError, match="branch"):
+        snapshots.GitSource(str(repo), branch, work)
+    src = snapshots.GitSource(str(repo), "main", work)
     src.fetch()
-    with pytest.raises(source.SourceConfigError):
+    with pytest.raises(snapshots.SourceConfigError):
         src.snapshot_at(branch)
     assert not canary.exists()
 
 
 def test_refs_heads_prefix_is_accepted(repo: Path, work: Path) -> None:
-    assert source.GitSource(str(repo), "refs/heads/main", work).branch == "main"
+    assert snapshots.GitSource(str(repo), "refs/heads/main", work).branch == "main"
 
 
 def hook_dir(path: Path, canary_dir: Path) -> Path:
@@ -330,7 +331,7 @@ def test_hooks_and_fsmonitor_never_run(repo: Path, work: Path, tmp_path: Path) -
     assert (canaries / "post-checkout").exists()
     for ran in canaries.iterdir():
         ran.unlink()
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     src.fetch()
     hook_dir(work / "mirror.git" / "hooks", canaries)  # ...and planted in our mirror
     git(repo, "checkout", "-q", "main")
@@ -351,7 +352,7 @@ def test_submodules_are_not_cloned(repo: Path, work: Path, tmp_path: Path) -> No
     commit(sub, {"SUBMODULE_MARKER.yaml": "inside: submodule\n"}, "sub")
     git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor")
     git(repo, "commit", "-q", "--no-verify", "-m", "add submodule")
-    snap = source.GitSource(str(repo), "main", work).fetch()
+    snap = snapshots.GitSource(str(repo), "main", work).fetch()
     assert (snap.path / ".gitmodules").is_file()
     assert not any(p.name == "SUBMODULE_MARKER.yaml" for p in work.rglob("*"))
     assert not (work / "mirror.git" / "modules").exists()
@@ -359,11 +360,11 @@ def test_submodules_are_not_cloned(repo: Path, work: Path, tmp_path: Path) -> No
 
 def test_credentials_are_redacted_everywhere(work: Path) -> None:
     url = "https://user:s3cret@127.0.0.1:1/repo.git"
-    src = source.GitSource(url, "main", work)
+    src = snapshots.GitSource(url, "main", work)
     assert "s3cret" not in repr(src)
     assert "***" in repr(src)
     assert "s3cret" not in src.url
-    with pytest.raises(source.SourceUnavailable) as info:
+    with pytest.raises(snapshots.SourceUnavailable) as info:
         src.fetch()
     assert "***" in str(info.value)
     assert "s3cret" not in str(info.value)
@@ -373,15 +374,15 @@ def test_credentials_are_redacted_everywhere(work: Path) -> None:
     assert "s3cret" not in str(context) + str(getattr(context, "stderr", ""))
     for path, data in all_text(work):
         assert b"s3cret" not in data, path
-    with pytest.raises(source.SourceConfigError) as bad:
-        source.GitSource("https://user:s3cret@evil.example/x", "main", work,
+    with pytest.raises(snapshots.SourceConfigError) as bad:
+        snapshots.GitSource("https://user:s3cret@evil.example/x", "main", work,
                          allowed_hosts=["github.com"])
     assert "s3cret" not in str(bad.value)
 
 
 def test_token_as_user_name_is_redacted(work: Path) -> None:
-    src = source.GitSource("https://ghp_abcdef123456@127.0.0.1:1/r.git", "main", work)
-    with pytest.raises(source.SourceUnavailable) as info:
+    src = snapshots.GitSource("https://ghp_abcdef123456@127.0.0.1:1/r.git", "main", work)
+    with pytest.raises(snapshots.SourceUnavailable) as info:
         src.fetch()
     assert "ghp_abcdef123456" not in str(info.value) + repr(src)
 
@@ -394,7 +395,7 @@ def test_token_as_user_name_is_redacted(work: Path) -> None:
     ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
 ])
 def test_redact(text: str, expected: str) -> None:
-    assert source.redact(text) == expected
+    assert snapshots.redact(text) == expected
 
 
 def test_symlinks_are_materialised_without_reading_their_target(repo: Path,
@@ -405,7 +406,7 @@ def test_symlinks_are_materialised_without_reading_their_target(repo: Path,
     os.symlink("/etc", repo / "linkdir")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "--no-verify", "-m", "links")
-    snap = source.GitSource(str(repo), "main", work).fetch()
+    snap = snapshots.GitSource(str(repo), "main", work).fetch()
     link = snap.path / "models" / "evil.yaml"
     assert link.is_symlink()
     assert os.readlink(link) == "/etc/passwd"
@@ -443,11 +444,11 @@ def evil_commit(git_dir: Path, outside: Path) -> dict[str, str]:
 
 def test_unsafe_trees_are_refused_by_fsck_on_fetch(repo: Path, work: Path,
                                                    tmp_path: Path) -> None:
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     good = src.fetch()
     for name, evil in evil_commit(repo, tmp_path / "outside").items():
         git(repo, "update-ref", "refs/heads/main", evil)
-        with pytest.raises(source.SourceUnavailable, match="fsck"):
+        with pytest.raises(snapshots.SourceUnavailable, match="fsck"):
             src.fetch()
         assert src.last_good == good, name
     assert not (tmp_path / "outside").exists()
@@ -459,10 +460,10 @@ def test_unsafe_trees_already_in_the_mirror_are_refused(repo: Path, work: Path,
     # second layer: objects that reached the mirror without fsck are still never written
     outside = tmp_path / "outside"
     outside.mkdir()
-    src = source.GitSource(str(repo), "main", work)
+    src = snapshots.GitSource(str(repo), "main", work)
     good = src.fetch()
     for name, evil in evil_commit(work / "mirror.git", outside).items():
-        with pytest.raises(source.SourceUnavailable, match=r"unsafe path|conflicting"):
+        with pytest.raises(snapshots.SourceUnavailable, match=r"unsafe path|conflicting"):
             src.snapshot_at(evil)
         assert not (work / evil).exists(), name
         assert list(outside.iterdir()) == [], name
@@ -480,7 +481,7 @@ def test_hostile_parent_environment_is_ignored(repo: Path, work: Path, tmp_path:
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", str(hooks))
     monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'core.hookspath'='{hooks}'")
-    snap = source.GitSource(str(repo), "main", work).fetch()
+    snap = snapshots.GitSource(str(repo), "main", work).fetch()
     assert (snap.path / "llmops.yaml").is_file()
     assert list(canaries.iterdir()) == []
 
@@ -489,7 +490,7 @@ def test_hostile_parent_environment_is_ignored(repo: Path, work: Path, tmp_path:
 
 
 def test_local_source_hashes_the_yaml_files(template_copy: Path) -> None:
-    src = source.LocalSource(template_copy)
+    src = snapshots.LocalSource(template_copy)
     first = src.fetch()
     assert first.revision.startswith("local-")
     assert len(first.revision) == 6 + 40
@@ -505,25 +506,26 @@ def test_local_source_hashes_the_yaml_files(template_copy: Path) -> None:
     assert changed.revision != first.revision
     assert changed.files_changed == {"prompts/new.yaml"}
     assert src.snapshot_at(changed.revision) == src.last_good
-    with pytest.raises(source.RevisionNotFound):
+    with pytest.raises(snapshots.RevisionNotFound):
         src.snapshot_at(first.revision)
 
 
 def test_local_source_of_a_missing_dir_is_unavailable(tmp_path: Path) -> None:
-    src = source.LocalSource(tmp_path / "gone")
-    with pytest.raises(source.SourceUnavailable):
+    src = snapshots.LocalSource(tmp_path / "gone")
+    with pytest.raises(snapshots.SourceUnavailable):
         src.fetch()
 
 
 def test_open_source_picks_the_right_source(repo: Path, template_copy: Path,
                                             work: Path, tmp_path: Path) -> None:
-    assert isinstance(source.open_source(str(repo), "main", work), source.GitSource)
-    assert isinstance(source.open_source(f"file://{repo}", "main", work), source.GitSource)
-    assert isinstance(source.open_source(str(template_copy), "main", work), source.LocalSource)
-    as_is = source.open_source(str(repo), "main", work, work_tree=True)
-    assert isinstance(as_is, source.LocalSource)
-    remote = source.open_source("https://github.com/org/repo.git", "main", work,
+    assert isinstance(snapshots.open_source(str(repo), "main", work), snapshots.GitSource)
+    assert isinstance(snapshots.open_source(f"file://{repo}", "main", work), snapshots.GitSource)
+    local = snapshots.open_source(str(template_copy), "main", work)
+    assert isinstance(local, snapshots.LocalSource)
+    as_is = snapshots.open_source(str(repo), "main", work, work_tree=True)
+    assert isinstance(as_is, snapshots.LocalSource)
+    remote = snapshots.open_source("https://github.com/org/repo.git", "main", work,
                                 allowed_hosts=["github.com"])
-    assert isinstance(remote, source.GitSource)
-    with pytest.raises(source.SourceConfigError, match="not a directory"):
-        source.open_source(str(tmp_path / "nothing"), "main", work)
+    assert isinstance(remote, snapshots.GitSource)
+    with pytest.raises(snapshots.SourceConfigError, match="not a directory"):
+        snapshots.open_source(str(tmp_path / "nothing"), "main", work)

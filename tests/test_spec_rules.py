@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MINIMAL_ENDPOINT, MINIMAL_MODEL, TEMPLATE, write_repo
-from llmops.engine import validate
 from llmops.engine.errors import SpecError, SpecIssue
+from llmops.engine.spec import validate
 
 TEMPLATES = """\
 apiVersion: llmops.io/v1alpha1

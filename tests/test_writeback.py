@@ -22,7 +22,9 @@ from fastapi.testclient import TestClient
 
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
-from llmops.engine import scaffold, settings, validate, writeback
+from llmops.engine import settings
+from llmops.engine.source import scaffold, writeback
+from llmops.engine.spec import validate
 from llmops.engine.store import Store, audit, catalog
 from llmops.engine.types import Kind, SpecKey
 

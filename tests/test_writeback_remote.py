@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from llmops.api.routes import writes
-from llmops.engine import gitpush, scaffold, settings, writeback
+from llmops.engine import settings
+from llmops.engine.source import push, scaffold, writeback
 
 GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
@@ -53,7 +54,7 @@ def conclude(repo: writeback.Repo, winner: str = "support-greeting-v3") -> write
 
 def mirror_of(bare: Path, tmp_path: Path) -> writeback.Repo:
     repo = writeback.local_repo(bare.as_uri(), home=tmp_path / "home")
-    assert isinstance(repo, gitpush.Mirror)
+    assert isinstance(repo, push.Mirror)
     return repo
 
 
@@ -101,15 +102,15 @@ def _push_elsewhere(bare: Path, tmp_path: Path, name: str) -> str:
 
 def test_push_race_is_retried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bare = make_remote(tmp_path, direct=True)
-    real_push = gitpush.Mirror.push
+    real_push = push.Mirror.push
     raced: list[str] = []
 
-    def racing_push(self: gitpush.Mirror, branch: str) -> None:
+    def racing_push(self: push.Mirror, branch: str) -> None:
         if not raced:  # someone pushes between our fetch and our push
             raced.append(_push_elsewhere(bare, tmp_path, "other"))
         real_push(self, branch)
 
-    monkeypatch.setattr(gitpush.Mirror, "push", racing_push)
+    monkeypatch.setattr(push.Mirror, "push", racing_push)
     result = conclude(mirror_of(bare, tmp_path))
     assert result.direct
     assert result.parent == raced[0]
@@ -120,14 +121,14 @@ def test_push_race_is_retried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_push_race_twice_is_a_conflict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bare = make_remote(tmp_path, direct=True)
-    real_push = gitpush.Mirror.push
+    real_push = push.Mirror.push
     pushed: list[str] = []
 
-    def racing_push(self: gitpush.Mirror, branch: str) -> None:
+    def racing_push(self: push.Mirror, branch: str) -> None:
         pushed.append(_push_elsewhere(bare, tmp_path, "other"))
         real_push(self, branch)
 
-    monkeypatch.setattr(gitpush.Mirror, "push", racing_push)
+    monkeypatch.setattr(push.Mirror, "push", racing_push)
     with pytest.raises(writeback.Conflicted):
         conclude(mirror_of(bare, tmp_path))
     assert len(pushed) == 2

@@ -9,7 +9,7 @@ exception handlers (``errors.install``), the request guard (415 for forms,
 ``trigger`` or a Redis wake-up publisher) and the settings (default: read
 from the environment). Output: a ``FastAPI`` app whose state holds
 ``store``, ``settings``, ``trigger``, ``status_cache`` (a
-``llmops.engine.cache.StatusCache`` when ``settings.redis_url`` is set, else
+``llmops.engine.store.cache.StatusCache`` when ``settings.redis_url`` is set, else
 ``None``; connects lazily, so building it never touches Redis),
 ``metrics``, ``trusted_peers`` (the
 parsed ``api.trusted_proxies``; a malformed entry fails here) and
@@ -48,9 +48,9 @@ from llmops.api.routes import (
     webhooks,
     writes,
 )
-from llmops.engine import cache
 from llmops.engine import settings as settings_module
 from llmops.engine.settings import Settings
+from llmops.engine.store import cache
 from llmops.engine.store.db import Store
 
 API_PREFIX = "/llm-ops/v1"

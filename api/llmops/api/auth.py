@@ -55,7 +55,7 @@ from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
 from llmops.api.envelope import Failure
 from llmops.api.metrics import RouteTemplates
 from llmops.engine.settings import ApiSettings
-from llmops.engine.specs import Permission
+from llmops.engine.spec.schema import Permission
 from llmops.engine.store import audit, catalog
 from llmops.engine.types import Kind, SpecKey
 

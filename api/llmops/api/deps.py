@@ -19,9 +19,9 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from llmops.api import errors
-from llmops.engine.cache import StatusCache
 from llmops.engine.settings import Settings
 from llmops.engine.store import audit
+from llmops.engine.store.cache import StatusCache
 from llmops.engine.store.db import Store
 
 Trigger = Callable[[], None]

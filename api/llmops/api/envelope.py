@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from llmops.engine import redact
-from llmops.engine.argocd import AppStatus
+from llmops.engine.actuate.argocd import AppStatus
 from llmops.engine.store import audit, state
 from llmops.engine.store.models import RunResult
 

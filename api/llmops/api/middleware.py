@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmops.api import errors
-from llmops.engine.specs import MAX_MODEL_FILE_BYTES
+from llmops.engine.spec.schema import MAX_MODEL_FILE_BYTES
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/")
 # Routes that stream a large raw body (never a form) get their own limit; the route

@@ -2,5 +2,5 @@
 assess, record) and the reconciler that runs them in order.
 
 Each stage is one module holding plain functions over immutable values; only
-``llmops.engine.reconciler`` calls more than one stage.
+``llmops.engine.run.reconciler`` calls more than one stage.
 """

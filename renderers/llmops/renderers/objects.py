@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmops.engine import specs
+from llmops.engine.spec import schema
+from llmops.engine.spec.validate import SourcedSpec, SpecSet
 from llmops.engine.types import KubeObject, content_hash
-from llmops.engine.validate import SourcedSpec, SpecSet
 from llmops.renderers.templating import RenderError
 
 MANAGED_BY = "llmops"
@@ -59,7 +59,7 @@ class Scope:
 
     spec_set: SpecSet
     environment: str
-    config: specs.Environment
+    config: schema.Environment
     source_commit: str
 
     def namespace_for(self, team: str) -> str:
@@ -117,7 +117,7 @@ class Owner:
         return RenderError(message, file=self.file, subject=self.subject, template=template)
 
 
-def spec_hash(spec: specs.SpecBase) -> str:
+def spec_hash(spec: schema.SpecBase) -> str:
     return content_hash(spec.model_dump(mode="json"))
 
 
@@ -194,7 +194,7 @@ def stamp(obj: KubeObject, owner: Owner, *, app: str, component: str, namespace:
 # --------------------------------------------------------------------------- pod helpers
 
 
-def container_resources(res: specs.Resources) -> dict[str, dict[str, str]]:
+def container_resources(res: schema.Resources) -> dict[str, dict[str, str]]:
     """Requests and limits of a container; GPUs as ``nvidia.com/gpu`` (requests == limits)."""
     amounts = {"cpu": res.cpu, "memory": res.memory}
     if res.gpu > 0:
@@ -202,7 +202,7 @@ def container_resources(res: specs.Resources) -> dict[str, dict[str, str]]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def gpu_scheduling(owner: Owner, res: specs.Resources) -> dict[str, Any]:
+def gpu_scheduling(owner: Owner, res: schema.Resources) -> dict[str, Any]:
     """``nodeSelector`` for the GPU type and a toleration for tainted GPU nodes (or nothing)."""
     out: dict[str, Any] = {}
     if res.gpuType:

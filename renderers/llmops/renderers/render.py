@@ -1,6 +1,6 @@
 """The render stage: a validated ``SpecSet`` -> the Kubernetes objects of one environment.
 
-Input: a ``SpecSet`` (from ``llmops.engine.validate``), an environment name
+Input: a ``SpecSet`` (from ``llmops.engine.spec.validate``), an environment name
 declared in ``llmops.yaml`` and the source commit to stamp. Output: a tuple of
 plain-dict objects (``KubeObject``) in the Argo CD hydrator order (namespace,
 name, group, kind; cluster-scoped objects first). Called by the CLI
@@ -34,9 +34,9 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from llmops.engine import specs
+from llmops.engine.spec import schema
+from llmops.engine.spec.validate import SourcedSpec, SpecSet
 from llmops.engine.types import Kind, KubeObject, ResourceKey, content_hash
-from llmops.engine.validate import SourcedSpec, SpecSet
 from llmops.renderers import objects, serving, templating, training
 from llmops.renderers.objects import Owner, Scope
 from llmops.renderers.templating import RenderError
@@ -106,25 +106,25 @@ def _check_unique(rendered: list[KubeObject], files: dict[int, str]) -> None:
                               subject=_owner(obj))
 
 
-def _spec_hash(spec: specs.SpecBase | None) -> str:
+def _spec_hash(spec: schema.SpecBase | None) -> str:
     return content_hash(spec.model_dump(mode="json")) if spec is not None else ""
 
 
-def _dependencies(spec_set: SpecSet, spec: specs.SpecBase) -> Iterable[specs.SpecBase | None]:
+def _dependencies(spec_set: SpecSet, spec: schema.SpecBase) -> Iterable[schema.SpecBase | None]:
     """Every other spec a spec's objects are rendered from (what the renderers read)."""
-    variants: list[specs.Variant] = []
-    if isinstance(spec, specs.ServingEndpointSpec):
+    variants: list[schema.Variant] = []
+    if isinstance(spec, schema.ServingEndpointSpec):
         experiment = spec_set.experiment_for(spec)
         yield spec_set.model(spec.spec.modelRef)
         yield spec_set.template(spec.spec.promptTemplateRef or "")
         yield experiment
         variants = experiment.spec.variants if experiment else []
-    elif isinstance(spec, specs.PromptExperimentSpec):
+    elif isinstance(spec, schema.PromptExperimentSpec):
         endpoint = spec_set.endpoint(spec.spec.environment, spec.spec.endpointRef)
         yield endpoint
         yield spec_set.model(endpoint.spec.modelRef) if endpoint else None
         variants = spec.spec.variants
-    elif isinstance(spec, specs.TrainingJobSpec):
+    elif isinstance(spec, schema.TrainingJobSpec):
         yield spec_set.model(spec.spec.baseModelRef)
         yield spec_set.dataset(spec.spec.datasetRef)
     for variant in variants:
@@ -168,7 +168,7 @@ def render_environment(spec_set: SpecSet, environment: str, *, source_commit: st
     Raises ``RenderError`` for an undeclared environment or a spec that does
     not render.
     """
-    config: specs.Environment | None = spec_set.config.environments.get(environment)
+    config: schema.Environment | None = spec_set.config.environments.get(environment)
     if config is None:
         declared = ", ".join(spec_set.config.environments) or "none"
         raise RenderError(f"unknown environment {environment!r} (declared: {declared})",

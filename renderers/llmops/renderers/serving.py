@@ -37,9 +37,9 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from llmops.engine import specs
+from llmops.engine.spec import schema
+from llmops.engine.spec.validate import SourcedSpec
 from llmops.engine.types import KubeObject, content_hash
-from llmops.engine.validate import SourcedSpec
 from llmops.renderers import objects, templating
 from llmops.renderers.objects import Owner, Scope
 
@@ -67,7 +67,7 @@ def _emit(template: str, context: dict[str, Any], owner: Owner, scope: Scope, *,
 # --------------------------------------------------------------------------- experiments
 
 
-def experiment_table(scope: Scope, experiment: specs.PromptExperimentSpec, owner: Owner
+def experiment_table(scope: Scope, experiment: schema.PromptExperimentSpec, owner: Owner
                      ) -> dict[str, Any]:
     """The variant table the prompt router reads (as plain data)."""
     body = experiment.spec
@@ -101,8 +101,8 @@ def experiment_table(scope: Scope, experiment: specs.PromptExperimentSpec, owner
     }
 
 
-def _experiment_endpoint(scope: Scope, experiment: specs.PromptExperimentSpec, owner: Owner
-                         ) -> specs.ServingEndpointSpec:
+def _experiment_endpoint(scope: Scope, experiment: schema.PromptExperimentSpec, owner: Owner
+                         ) -> schema.ServingEndpointSpec:
     endpoint = scope.spec_set.endpoint(experiment.spec.environment, experiment.spec.endpointRef)
     if endpoint is None:
         raise owner.error(f"endpoint {experiment.spec.endpointRef} is not defined in "
@@ -112,7 +112,7 @@ def _experiment_endpoint(scope: Scope, experiment: specs.PromptExperimentSpec, o
 
 def experiment_configmap(scope: Scope, item: SourcedSpec) -> KubeObject:
     """The variant-table ConfigMap of one experiment, in its endpoint's namespace."""
-    experiment = cast(specs.PromptExperimentSpec, item.spec)
+    experiment = cast(schema.PromptExperimentSpec, item.spec)
     probe = objects.owner_of(item, scope.environment)
     endpoint = _experiment_endpoint(scope, experiment, probe)
     team = scope.spec_set.team_of(endpoint)
@@ -133,8 +133,8 @@ def render_experiment(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
 # --------------------------------------------------------------------------- endpoints
 
 
-def _model_env(owner: Owner, scope: Scope, ref: specs.ModelRef, prefix: str
-               ) -> tuple[specs.ModelSpec, list[tuple[str, str]]]:
+def _model_env(owner: Owner, scope: Scope, ref: schema.ModelRef, prefix: str
+               ) -> tuple[schema.ModelSpec, list[tuple[str, str]]]:
     model = scope.spec_set.model(ref)
     if model is None:
         raise owner.error(f"model {ref} is not defined")
@@ -142,7 +142,7 @@ def _model_env(owner: Owner, scope: Scope, ref: specs.ModelRef, prefix: str
                    (f"{prefix}URI", model.spec.storageUri)]
 
 
-def model_env(owner: Owner, scope: Scope, ref: specs.ModelRef, prefix: str = "MODEL_"
+def model_env(owner: Owner, scope: Scope, ref: schema.ModelRef, prefix: str = "MODEL_"
               ) -> list[tuple[str, str]]:
     """``<prefix>NAME/VERSION/URI`` of a model, then ``BASE_<prefix>*`` of its base model."""
     model, env = _model_env(owner, scope, ref, prefix)
@@ -152,7 +152,7 @@ def model_env(owner: Owner, scope: Scope, ref: specs.ModelRef, prefix: str = "MO
 
 
 def render_endpoint(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
-    endpoint = cast(specs.ServingEndpointSpec, item.spec)
+    endpoint = cast(schema.ServingEndpointSpec, item.spec)
     body = endpoint.spec
     team = scope.spec_set.team_of(endpoint)
     owner = objects.owner_of(item, scope.environment, team)

@@ -33,9 +33,9 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from llmops.engine import specs
+from llmops.engine.spec import schema
+from llmops.engine.spec.validate import SourcedSpec
 from llmops.engine.types import Kind, KubeObject, content_hash
-from llmops.engine.validate import SourcedSpec
 from llmops.renderers import objects, templating
 from llmops.renderers.objects import Scope
 
@@ -44,7 +44,7 @@ GPU_QUOTA_NAME = "llmops-gpu-budget"
 GPU_QUOTA_RESOURCE = f"requests.{objects.GPU_RESOURCE}"
 
 
-def _flag_value(value: specs.HyperValue) -> str:
+def _flag_value(value: schema.HyperValue) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -53,13 +53,13 @@ def job_name(name: str, pod_hash: str) -> str:
     return f"{name[:54].rstrip('-')}-{pod_hash[:8]}"
 
 
-def output_uri(base: specs.ModelSpec, output: specs.ModelRef) -> str:
+def output_uri(base: schema.ModelSpec, output: schema.ModelRef) -> str:
     bucket = base.spec.storageUri.removeprefix("s3://").split("/", 1)[0]
     return f"s3://{bucket}/models/{output.name}/{output.version}/"
 
 
 def render_training_job(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
-    job = cast(specs.TrainingJobSpec, item.spec)
+    job = cast(schema.TrainingJobSpec, item.spec)
     body = job.spec
     team = scope.spec_set.team_of(job)
     owner = objects.owner_of(item, scope.environment, team)
@@ -110,9 +110,9 @@ def render_training_job(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
 
 def render_gpu_quotas(scope: Scope) -> list[KubeObject]:
     """One ResourceQuota per namespace that has a GPU budget in this environment."""
-    by_namespace: dict[str, list[tuple[SourcedSpec, specs.GpuBudget]]] = {}
+    by_namespace: dict[str, list[tuple[SourcedSpec, schema.GpuBudget]]] = {}
     for item in scope.spec_set.sourced(Kind.POLICY):
-        policy = cast(specs.PolicySpec, item.spec)
+        policy = cast(schema.PolicySpec, item.spec)
         for budget in policy.spec.gpuBudgets:
             if budget.environment == scope.environment:
                 namespace = scope.namespace_for(budget.team)

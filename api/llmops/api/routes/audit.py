@@ -20,7 +20,7 @@ from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import AuditLogDep
 from llmops.api.envelope import AuditEntryOut, AuditPageOut, Envelope, Failure, success
-from llmops.engine.specs import Permission
+from llmops.engine.spec.schema import Permission
 from llmops.engine.store import audit
 
 router = APIRouter(prefix="/governance/audit", tags=["governance"], responses=AUTH_RESPONSES)

@@ -26,7 +26,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import Items, ModelOut, ModelVersions, SpecOut
-from llmops.engine.specs import DataClassification, ModelStage, ModelType, Permission
+from llmops.engine.spec.schema import DataClassification, ModelStage, ModelType, Permission
 from llmops.engine.store import catalog
 from llmops.engine.types import Kind
 

@@ -28,7 +28,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import CostReport, GpuHours
-from llmops.engine.specs import Permission
+from llmops.engine.spec.schema import Permission
 from llmops.engine.store import state
 
 router = APIRouter(tags=["costs"], responses=AUTH_RESPONSES)

@@ -19,7 +19,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, success
 from llmops.api.resources import Items, SpecOut
-from llmops.engine.specs import Permission
+from llmops.engine.spec.schema import Permission
 from llmops.engine.store import catalog
 from llmops.engine.types import Kind
 

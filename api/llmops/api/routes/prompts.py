@@ -23,7 +23,7 @@ from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import ExperimentOut, Items, SpecOut, StatusOut, VariantOut
 from llmops.engine import redact
-from llmops.engine.specs import ExperimentState, Permission
+from llmops.engine.spec.schema import ExperimentState, Permission
 from llmops.engine.store import catalog, db, state
 from llmops.engine.types import Kind
 

@@ -8,7 +8,7 @@ through ``TriggerDep``. Output, in the envelope:
   last attempted revisions, conditions, source state, last success time and
   the counts of its last finished run; with ``LLMOPS_ARGOCD__URL`` set, also
   the environment's Argo CD Application sync and health, read from Argo CD
-  at request time (``llmops.engine.argocd``; never fails the request). With
+  at request time (``llmops.engine.actuate.argocd``; never fails the request). With
   Redis configured (``CacheDep``), ``lastRun`` is the summary the daemon
   signed into the cache when that value is present, verifies and is a
   finished run's (``lastRunSource: "cache"``); otherwise (missing,
@@ -52,10 +52,10 @@ from llmops.api.envelope import (
     TriggerRequest,
     success,
 )
-from llmops.engine import argocd
-from llmops.engine.cache import StatusCache
-from llmops.engine.specs import Permission
+from llmops.engine.actuate import argocd
+from llmops.engine.spec.schema import Permission
 from llmops.engine.store import db, state
+from llmops.engine.store.cache import StatusCache
 from llmops.engine.store.models import RunResult
 
 router = APIRouter(prefix="/reconcile", tags=["reconcile"], responses=AUTH_RESPONSES)

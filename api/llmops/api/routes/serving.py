@@ -32,8 +32,8 @@ from llmops.api.resources import (
     SpecOut,
     StatusOut,
 )
-from llmops.engine.health import HealthStatus
-from llmops.engine.specs import ExperimentState, Permission
+from llmops.engine.actuate.health import HealthStatus
+from llmops.engine.spec.schema import ExperimentState, Permission
 from llmops.engine.store import catalog, db, state
 from llmops.engine.types import Kind, SpecKey
 

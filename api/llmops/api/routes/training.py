@@ -20,7 +20,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import Items, SpecOut, StatusOut, TrainingJobOut
-from llmops.engine.specs import Permission
+from llmops.engine.spec.schema import Permission
 from llmops.engine.store import catalog, db, state
 from llmops.engine.types import Kind, SpecKey
 

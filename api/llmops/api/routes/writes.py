@@ -1,8 +1,8 @@
-"""The API's writes: each one a git commit in the specs repo (``llmops.engine.writeback``).
+"""The API's writes: each one a git commit in the specs repo (``llmops.engine.source.writeback``).
 
 Role: the four routes that change something, all by committing to the specs
 repo (``settings.git.repo``: a local clone, or a remote URL written through a
-pushed mirror, see ``llmops.engine.gitpush``) on a review branch
+pushed mirror, see ``llmops.engine.source.push``) on a review branch
 ``llmops/<action>/<name>-<8 hex>``, or on the tracked branch when the
 environment sets ``directCommits`` (see ``writeback`` for the rule on global
 kinds). Each answers ``{commit, branch, direct, parent, file, reason}``:
@@ -48,10 +48,11 @@ from llmops.api import errors, lookup
 from llmops.api.auth import AUTH_RESPONSES, Principal, PrincipalDep, authorize_owner, require
 from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
 from llmops.api.envelope import ApiModel, Envelope, Failure, success
-from llmops.engine import modelstore, specs, writeback
 from llmops.engine.settings import Settings
-from llmops.engine.specs import ModelStage, Permission
-from llmops.engine.store import audit, catalog, state
+from llmops.engine.source import writeback
+from llmops.engine.spec import schema
+from llmops.engine.spec.schema import ModelStage, Permission
+from llmops.engine.store import audit, catalog, modelfiles, state
 from llmops.engine.types import Kind, SpecKey
 
 router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
@@ -133,11 +134,11 @@ def _api_error(exc: Exception) -> errors.ApiError:
     if isinstance(exc, writeback.NothingToWrite | writeback.TargetMissing |
                   writeback.Conflicted):
         return errors.Conflict(message)
-    if isinstance(exc, modelstore.InvalidFileName):
+    if isinstance(exc, modelfiles.InvalidFileName):
         return Unprocessable(message)
-    if isinstance(exc, modelstore.TooLarge):
+    if isinstance(exc, modelfiles.TooLarge):
         return PayloadTooLarge(message)
-    if isinstance(exc, modelstore.LengthMismatch):
+    if isinstance(exc, modelfiles.LengthMismatch):
         return errors.BadRequest(message)
     return errors.ServiceUnavailable(message, {"retryable": True})
 
@@ -307,7 +308,7 @@ def _declared_length(request: Request, limit: int) -> int:
     return length
 
 
-async def _stream_to_s3(request: Request, upload: modelstore.Upload) -> modelstore.Stored:
+async def _stream_to_s3(request: Request, upload: modelfiles.Upload) -> modelfiles.Stored:
     """Feed the body to ``upload`` part by part; abort on any failure (incl. disconnects)."""
     done = False
     try:
@@ -342,8 +343,8 @@ async def upload_model_file(
 ) -> Envelope[UploadOut]:
     """Stream the body to ``models/{name}/{version}/{filename}``, then commit it to ``files``."""
     try:
-        file_name = modelstore.check_file_name(filename)
-    except modelstore.InvalidFileName as exc:
+        file_name = modelfiles.check_file_name(filename)
+    except modelfiles.InvalidFileName as exc:
         raise _api_error(exc) from None
     cfg = settings.s3
     length = _declared_length(request, cfg.max_file_bytes)
@@ -351,25 +352,25 @@ async def upload_model_file(
     await anyio.to_thread.run_sync(authorize_owner, request, store, log, principal, entry)
     name, version = entry.base_name, str(entry.body.get("version", ""))
     try:
-        key = modelstore.object_key(name, version, file_name)
+        key = modelfiles.object_key(name, version, file_name)
         repo = writeback.repo_for(settings)
-    except (modelstore.StoreError, writeback.WriteError) as exc:
+    except (modelfiles.StoreError, writeback.WriteError) as exc:
         raise _api_error(exc) from None
     trail = await anyio.to_thread.run_sync(
         _Audit, log, principal, entry.key, f"upload {file_name} ({length} bytes)")
-    s3 = modelstore.client(cfg)
-    upload = modelstore.Upload(s3, cfg.bucket, key, expected_size=length,
+    s3 = modelfiles.client(cfg)
+    upload = modelfiles.Upload(s3, cfg.bucket, key, expected_size=length,
                                max_bytes=cfg.max_file_bytes, part_size=cfg.part_size_bytes)
     try:
         stored = await _stream_to_s3(request, upload)
-    except modelstore.StoreError as exc:
+    except modelfiles.StoreError as exc:
         await anyio.to_thread.run_sync(trail.failed, exc)
         raise _api_error(exc) from None
     except BaseException as exc:
         await anyio.to_thread.run_sync(trail.failed, exc)
         raise
-    uri = modelstore.storage_uri(cfg.bucket, name, version)
-    record = specs.ModelFile(name=file_name, sha256=stored.sha256, size=stored.size)
+    uri = modelfiles.storage_uri(cfg.bucket, name, version)
+    record = schema.ModelFile(name=file_name, sha256=stored.sha256, size=stored.size)
     target = writeback.Target(kind=entry.kind, name=name, file=entry.file)
     message = (f"Record {file_name} of model {entry.name}\n\n"
                f"{stored.uri}\nsha256 {stored.sha256}, {stored.size} bytes\n\n"
@@ -387,7 +388,7 @@ async def upload_model_file(
     except BaseException as exc:
         # No commit: the object must not stay either.
         try:
-            await anyio.to_thread.run_sync(modelstore.delete, s3, stored)
+            await anyio.to_thread.run_sync(modelfiles.delete, s3, stored)
         finally:
             await anyio.to_thread.run_sync(trail.failed, exc)
         if isinstance(exc, writeback.WriteError):

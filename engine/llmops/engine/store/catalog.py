@@ -28,11 +28,11 @@ from typing import Any
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
-from llmops.engine import specs
+from llmops.engine.spec import schema
+from llmops.engine.spec.validate import SpecSet
 from llmops.engine.store import db
 from llmops.engine.store.models import CatalogEntryRow
 from llmops.engine.types import Kind, SpecKey
-from llmops.engine.validate import SpecSet
 
 Db = db.Store | Session
 
@@ -196,4 +196,4 @@ def permissions_of(database: Db, role_names: Iterable[str]) -> frozenset[str]:
 
 
 def allows(granted: frozenset[str], permission: str) -> bool:
-    return specs.Permission.ALL.value in granted or permission in granted
+    return schema.Permission.ALL.value in granted or permission in granted

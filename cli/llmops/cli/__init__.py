@@ -1,0 +1,127 @@
+"""The `llmops` command line: the entry point for pull-request checks and operators.
+
+Each command is a thin shell over the engine: parse options, call one engine
+function, print the result. Bad input becomes a clear message and an exit
+code, never a traceback; an unexpected internal error prints one line and the
+path of a full report.
+
+Exit codes: 0 success, 1 invalid input (or a failed check), 2 usage error,
+3 internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from llmops.cli import (
+    audit_cmd,
+    daemon_cmd,
+    hydrate_cmd,
+    output,
+    plan_cmd,
+    reconcile_cmd,
+    render_cmd,
+    serve_cmd,
+)
+from llmops.engine.errors import LlmopsError, SpecError
+from llmops.engine.source import scaffold
+from llmops.engine.spec import validate
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+FORMATS = click.Choice(["text", "json", "github"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="llmops")
+def cli() -> None:
+    """llmops: GitOps for LLM operations."""
+
+
+@cli.command("validate")
+@click.argument("path", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="text for people, json for tools, github for CI annotations.")
+def validate_cmd(path: Path, fmt: str) -> None:
+    """Check every spec under PATH; exit 0 when all are valid, 1 otherwise."""
+    try:
+        spec_set = validate.load_and_validate(path)
+    except SpecError as exc:
+        output.print_issues(exc.issues, fmt)
+        sys.exit(EXIT_INVALID)
+    output.print_valid(spec_set, fmt)
+
+
+@cli.command("init")
+@click.argument("directory", type=click.Path(path_type=Path))
+def init_cmd(directory: Path) -> None:
+    """Create a new specs repo in DIRECTORY from the template, with a first commit."""
+    sha = scaffold.init_repo(directory)
+    click.echo(f"created specs repo {directory} at commit {sha[:12]}")
+
+
+def _report_crash(exc: BaseException) -> str:
+    home = Path(os.environ.get("LLMOPS_HOME", ".llmops"))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = "".join(traceback.format_exception(exc))
+    for folder in (home / "crash", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"llmops-crash-{stamp}-", suffix=".txt",
+                                        dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            return name
+        except OSError:
+            continue
+    return "(nowhere: no writable directory)"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: runs the CLI and maps errors to exit codes."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="llmops",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_INVALID)
+    except SpecError as exc:
+        output.print_issues(exc.issues, "text", stream=sys.stderr)
+        sys.exit(EXIT_INVALID)
+    except LlmopsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        report = _report_crash(exc)
+        click.echo(f"internal error: {type(exc).__name__}; full report in {report}", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+# Commands defined in their own modules register here, one import each.
+cli.add_command(plan_cmd.plan)
+cli.add_command(render_cmd.render)
+cli.add_command(audit_cmd.audit)
+cli.add_command(reconcile_cmd.reconcile)
+cli.add_command(reconcile_cmd.status)
+cli.add_command(reconcile_cmd.prune)
+cli.add_command(daemon_cmd.daemon_command)
+cli.add_command(daemon_cmd.up)
+cli.add_command(serve_cmd.serve)
+cli.add_command(hydrate_cmd.hydrate)

@@ -1,0 +1,304 @@
+"""`llmops plan`: what a change to a specs repo would do, per environment, for a review.
+
+Reads two revisions of the specs repo at PATH (the base, a commit; the head,
+a commit or the working tree as it is), validates both, and prints the plan
+``llmops.engine.plan.planner.build_plan`` makes: the semantic summary per spec, policy
+verdicts, the GPU cost delta and the object diffs, as text (terminal),
+Markdown (a pull-request comment) or JSON (tools; the same facts as
+``Plan.as_dict``). Registered on the ``llmops`` group in ``llmops.cli``.
+
+Exit codes, as ``terraform plan``: 0 success (with or without changes), 1 an
+error or a policy deny, 2 changes present when ``--detailed-exitcode`` is
+given (0 then means no changes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import click
+
+from llmops.cli import output
+from llmops.engine.errors import SpecError
+from llmops.engine.plan import cost, diff, govern, planner
+from llmops.engine.source import commits
+from llmops.engine.spec import validate
+from llmops.engine.spec.validate import SpecSet
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CHANGES = 2
+
+MARKDOWN_BUDGET = 60_000  # GitHub caps a comment at 65,536 characters
+SYMBOL = {diff.Action.CREATED: "+", diff.Action.CONFIGURED: "~", diff.Action.DELETED: "-",
+          diff.Action.UNCHANGED: " "}
+WORK_TREE = "working tree"
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _short(commit: str) -> str:
+    return commit[:12] if commit else WORK_TREE
+
+
+def _counts(env: planner.EnvironmentPlan) -> str:
+    c = env.changes.counts()
+    return (f"{c[diff.Action.CREATED]} to create, {c[diff.Action.CONFIGURED]} to update, "
+            f"{c[diff.Action.DELETED]} to delete, {c[diff.Action.UNCHANGED]} unchanged")
+
+
+def _money(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+,.2f}" if signed else f"{value:,.2f}"
+
+
+def _cost_rows(p: planner.Plan) -> list[cost.CostDelta]:
+    return [r for r in p.cost if r.changed]
+
+
+def render_text(p: planner.Plan, out: TextIO) -> None:
+    w = out.write
+    w(f"llmops plan: base {_short(p.base_commit)} -> head {_short(p.head_commit)}\n")
+    if not p.has_changes:
+        w("\nNo changes. The head matches the base in every planned environment.\n")
+    if p.global_specs:
+        w("\nGlobal specs\n")
+        for change in p.global_specs:
+            w(f"  {SYMBOL[change.action]} {change.summary}\n")
+    for env in p.environments:
+        w(f"\nEnvironment {env.environment}: {_counts(env)}\n")
+        for change in env.specs:
+            w(f"  {SYMBOL[change.action]} {change.summary}\n")
+        if env.verdicts and not env.has_changes and not env.denied:
+            w(f"  Policy: {len(env.verdicts)} allowed\n")
+        elif env.verdicts:
+            w("  Policy:\n")
+            for v in sorted(env.verdicts, key=lambda v: not v.denied):
+                label = "DENY " if v.denied else "allow"
+                w(f"    {label} {v.rule}: {v.target}: {v.reason}\n")
+        if env.changes.has_changes:
+            w("  Objects:\n")
+            for entry in env.changes.changed:
+                w(f"    {SYMBOL[entry.action]} {entry.key} ({entry.action})\n")
+                for field in entry.changes:
+                    w(f"        {field.describe()}\n")
+                    for line in field.text_diff():
+                        w(f"          {line}\n")
+    rows = _cost_rows(p)
+    if rows:
+        w(f"\nGPU cost per month ({cost.HOURS_PER_MONTH} h; endpoints at replicas.max, "
+          "'min' is the change at replicas.min; training jobs count all month):\n")
+        for r in rows:
+            w(f"  {r.team} in {r.environment}: GPUs {r.base.gpus_max} -> {r.head.gpus_max} "
+              f"({r.gpus_max_delta:+d}; min {r.gpus_min_delta:+d}), "
+              f"cost/month {_money(r.base.monthly_max)} -> {_money(r.head.monthly_max)} "
+              f"({_money(r.monthly_max_delta, True)})\n")
+    denied = p.denied
+    if denied:
+        w(f"\nPlan failed: {len(denied)} policy denial{'s' * (len(denied) != 1)}.\n")
+    elif p.has_changes:
+        w("\nPlan: changes present, all policies allow them.\n")
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _escape(text: str) -> str:
+    """Neutralise HTML (``&``, ``<``) in text from specs; ``->`` stays readable."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
+def _cell(text: str) -> str:
+    return _escape(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _fence(body: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _verdict_badge(env: planner.EnvironmentPlan) -> str:
+    if not env.verdicts:
+        return "no rules"
+    denied = len(env.denied)
+    if denied:
+        return f"❌ {denied} denied"
+    return f"✅ {len(env.verdicts)} allowed"
+
+
+def _verdict_table(verdicts: list[govern.Verdict]) -> str:
+    rows = "".join(
+        f"| {'❌ **deny**' if v.denied else '✅ allow'} | {v.rule} | {_cell(v.target)} | "
+        f"{_cell(v.reason)} |\n" for v in verdicts)
+    return f"| Decision | Rule | Target | Reason |\n|---|---|---|---|\n{rows}"
+
+
+def _verdict_tables(env: planner.EnvironmentPlan) -> str:
+    """Denials in the open; allowed verdicts folded (they are the common case)."""
+    denied = [v for v in env.verdicts if v.denied]
+    allowed = [v for v in env.verdicts if not v.denied]
+    text = f"\n**Policy: {len(denied)} denied**\n\n{_verdict_table(denied)}" if denied else ""
+    if allowed:
+        text += (f"\n<details><summary>Policy: {len(allowed)} allowed</summary>\n\n"
+                 f"{_verdict_table(allowed)}\n</details>\n")
+    return text
+
+
+def render_markdown(p: planner.Plan, out: TextIO) -> None:
+    parts: list[str] = []
+    a = parts.append
+    status = ("❌ **policy denied**" if p.denied else
+              "**changes present**" if p.has_changes else "**no changes**")
+    a(f"## llmops plan\n\n`{_short(p.base_commit)}` → `{_short(p.head_commit)}`: {status}\n\n")
+    a("| Environment | Create | Update | Delete | Unchanged | Policy |\n"
+      "|---|---:|---:|---:|---:|---|\n")
+    for env in p.environments:
+        c = env.changes.counts()
+        a(f"| {env.environment} | {c[diff.Action.CREATED]} | {c[diff.Action.CONFIGURED]} | "
+          f"{c[diff.Action.DELETED]} | {c[diff.Action.UNCHANGED]} | {_verdict_badge(env)} |\n")
+    if p.global_specs:
+        a("\n### Global specs\n\n")
+        for change in p.global_specs:
+            a(f"- `{SYMBOL[change.action]}` **{_cell(change.title)}**: "
+              f"{_cell('; '.join(change.details))}\n")
+    for env in p.environments:
+        if not env.has_changes and not env.denied:
+            continue
+        a(f"\n### {env.environment}\n\n")
+        if env.specs:
+            for change in env.specs:
+                a(f"- `{SYMBOL[change.action]}` **{_cell(change.title)}**: "
+                  f"{_cell('; '.join(change.details))}\n")
+        else:
+            a("No spec changes; rendered objects differ.\n" if env.has_changes
+              else "No changes.\n")
+        a(_verdict_tables(env))
+    rows = _cost_rows(p)
+    if rows:
+        a(f"\n### GPU cost delta\n\nPer month ({cost.HOURS_PER_MONTH} h). GPUs count endpoints "
+          "at replicas.max (min in its own column) plus training jobs; cost is at replicas.max "
+          "and the head's price per GPU-hour.\n\n"
+          "| Team | Environment | GPUs (max) | Δ | Δ at min | Cost/month | Δ cost |\n"
+          "|---|---|---:|---:|---:|---:|---:|\n")
+        for r in rows:
+            a(f"| {r.team} | {r.environment} | {r.base.gpus_max} → {r.head.gpus_max} | "
+              f"{r.gpus_max_delta:+d} | {r.gpus_min_delta:+d} | "
+              f"{_money(r.base.monthly_max)} → {_money(r.head.monthly_max)} | "
+              f"{_money(r.monthly_max_delta, True)} |\n")
+    text = "".join(parts)
+    diffs: list[str] = []
+    omitted = 0
+    for env in p.environments:
+        for entry in env.changes.changed:
+            body = diff.unified(entry)
+            fence = _fence(body)
+            block = (f"<details><summary>{SYMBOL[entry.action]} {env.environment}: "
+                     f"{_escape(str(entry.key))} ({entry.action})</summary>\n\n"
+                     f"{fence}diff\n{body}\n{fence}\n\n</details>\n")
+            if len(text) + sum(len(d) for d in diffs) + len(block) > MARKDOWN_BUDGET:
+                omitted += 1
+                continue
+            diffs.append(block)
+    if diffs or omitted:
+        text += "\n### Object diffs\n\n" + "".join(diffs)
+        if omitted:
+            text += (f"\n{omitted} more object diff{'s' * (omitted != 1)} omitted to fit a "
+                     "comment; run `llmops plan --format json` for all of them.\n")
+    out.write(text)
+
+
+def render_json(p: planner.Plan, out: TextIO) -> None:
+    json.dump(p.as_dict(), out, indent=2, sort_keys=True, default=str)
+    out.write("\n")
+
+
+RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _load(root: Path, what: str) -> SpecSet:
+    try:
+        return validate.load_and_validate(root)
+    except SpecError as exc:
+        click.echo(f"{what} is invalid:", err=True)
+        output.print_issues(exc.issues, "text", stream=sys.stderr)
+        sys.exit(EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _revision(path: Path, rev: str | None) -> Iterator[tuple[Path, str]]:
+    """(folder to load, commit SHA or "" for the working tree)."""
+    if rev is None:
+        yield path, ""
+        return
+    with commits.snapshot(path, rev) as snap:
+        yield snap.root, snap.commit
+
+
+def _parse_now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 timestamp",
+                                 param_hint="--now") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.command("plan")
+@click.argument("path", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--base", "base_rev", metavar="REV",
+              help="Commit to compare against. Default: HEAD (when the head is the working tree).")
+@click.option("--head", "head_rev", metavar="REV",
+              help="Commit to plan. Default: the working tree as it is, uncommitted files "
+                   "included.")
+@click.option("--env", "envs", multiple=True, metavar="ENV",
+              help="Plan only this environment (repeatable). Default: every environment.")
+@click.option("--format", "fmt", type=click.Choice(list(RENDERERS)), default="text",
+              show_default=True, help="text for a terminal, markdown for a PR comment, "
+                                      "json for tools.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 2 when there are changes (0 no changes, 1 error or policy deny).")
+@click.option("--now", "now_text", metavar="TIMESTAMP",
+              help="Evaluate change windows at this ISO 8601 time (default: now; no zone = UTC).")
+def plan(path: Path, base_rev: str | None, head_rev: str | None, envs: tuple[str, ...],
+             fmt: str, detailed_exitcode: bool, now_text: str | None) -> None:
+    """Show what the specs at PATH would change against a base commit, per environment.
+
+    Prints the changes per spec and per Kubernetes object, the policy
+    verdicts and the GPU cost delta. Exit 0 on success, 1 on an error or a
+    policy deny, 2 with --detailed-exitcode when changes are present.
+    """
+    now = _parse_now(now_text)
+    if base_rev is None:
+        if head_rev is not None:
+            raise click.UsageError("--head needs --base")
+        base_rev = "HEAD"
+    if not path.is_dir():
+        raise click.BadParameter(f"{path} is not a directory", param_hint="PATH")
+    with _revision(path, base_rev) as (base_root, base_commit):
+        base = _load(base_root, f"the base revision {base_rev} ({base_commit[:12]})")
+    with _revision(path, head_rev) as (head_root, head_commit):
+        head = _load(head_root, f"the head revision {head_rev} ({head_commit[:12]})"
+                     if head_rev else f"the {WORK_TREE} {path}")
+    result = planner.build_plan(base, head, list(envs) or None, now,
+                             base_commit=base_commit, head_commit=head_commit)
+    RENDERERS[fmt](result, sys.stdout)
+    sys.stdout.flush()
+    if result.denied:
+        sys.exit(EXIT_FAILED)
+    if detailed_exitcode and result.has_changes:
+        sys.exit(EXIT_CHANGES)
+    sys.exit(EXIT_OK)

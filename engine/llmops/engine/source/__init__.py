@@ -1,0 +1,20 @@
+"""Stage 1, source, and everything else that touches git.
+
+Takes: a repo URL or path, a branch or revision. Returns: a ``Snapshot`` (a
+resolved commit SHA and a private read-only directory of its files) for the
+spec stage; for writes, a ``WriteResult`` naming the commit made.
+
+- ``gitcli``: the one way llmops runs git (hardened environment, time-outs that
+  kill the process group, validated URLs, branches and revisions, redaction).
+- ``snapshots``: the reconciler's source: a followed branch (``GitSource``) or
+  a plain folder (``LocalSource``); unknown is never empty.
+- ``commits``: one commit of a local work tree as a directory (``llmops plan``).
+- ``branches``: rendered manifests committed to a branch in Argo CD's Source
+  Hydrator layout (``llmops hydrate`` and the hydrate-branch actuator).
+- ``writeback``: an edit of one spec file as one commit (the API's writes);
+  ``push``: the private mirror that carries such commits to a remote.
+- ``scaffold``: a new specs repo from the bundled template (``llmops init``).
+
+Called by the reconciler, the use cases in ``llmops.engine.service`` and the
+CLI. Imports the spec stage (for its file rules) and nothing above it.
+"""

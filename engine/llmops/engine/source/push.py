@@ -1,0 +1,134 @@
+"""The private bare mirror write-back commits into when the specs repo is a remote URL.
+
+Input: the repo URL (https, ssh, scp-like or ``file://``), a directory to
+keep the mirror in, the git timeout and the allowed hosts. Output: a bare
+mirror (``<home>/writeback/<hash of the redacted URL>/mirror.git``) whose
+branch is fetched fresh before each write, and pushes of one branch back to
+the remote. Called by ``llmops.engine.source.writeback``.
+
+Safety: git runs the way ``llmops.engine.source.snapshots.GitSource`` runs it: the URL
+is validated by ``gitcli.parse_url`` and travels in git's environment
+config (``remote.origin.url``), never in argv; no system or global config,
+no prompts, hooks off, only the remote's protocol; credentials come from the
+URL alone and every message is masked. Pushes are normal pushes (never
+forced): a non-fast-forward rejection raises ``PushRejected``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from llmops.engine.errors import LlmopsError
+from llmops.engine.source import gitcli
+
+_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info")
+
+
+class MirrorError(LlmopsError):
+    """git failed on the mirror or the remote; the message is redacted."""
+
+
+class PushRejected(MirrorError):
+    """The remote refused the push as not a fast-forward (someone pushed meanwhile)."""
+
+
+class Mirror:
+    """A remote specs repo, mirrored into ``work_dir/mirror.git`` for write-back commits."""
+
+    def __init__(self, url: str, home: Path, *, timeout: float = 60.0,
+                 allowed_hosts: Sequence[str] = (), allow_http: bool = False) -> None:
+        try:
+            self.remote = gitcli.parse_url(url, allowed_hosts=allowed_hosts,
+                                          allow_http=allow_http)
+        except gitcli.SourceConfigError as exc:
+            raise MirrorError(gitcli.redact(str(exc))) from None
+        if not timeout > 0:
+            raise MirrorError(f"timeout must be positive, got {timeout!r}")
+        self.url = self.mask(self.remote.url)
+        digest = hashlib.sha256(gitcli.redact(self.remote.url).encode("utf-8")).hexdigest()
+        self.work_dir = (Path(home) / "writeback" / digest[:24]).absolute()
+        self.path = self.work_dir / "mirror.git"
+        self.timeout = float(timeout)
+        self._home = self.work_dir / "home"
+        self._pre = ["--git-dir", str(self.path)]
+        for item in gitcli.hardening_config(self.remote.protocol,
+                                           follow_redirects=not allowed_hosts):
+            self._pre += ["-c", item]
+
+    def __repr__(self) -> str:
+        return f"Mirror({self.url!r})"
+
+    def mask(self, text: str) -> str:
+        return gitcli.mask(text, self.remote.secrets)
+
+    def _env(self) -> dict[str, str]:
+        return gitcli.sandbox_env(self._home, self.remote, self.timeout)
+
+    def _git(self, *argv: str) -> bytes:
+        return gitcli.run_git(argv, env=self._env(), cwd=self.path, timeout=self.timeout,
+                             pre=self._pre, secrets=self.remote.secrets)
+
+    def _error(self, what: str, exc: gitcli.GitFailed) -> MirrorError:
+        return MirrorError(self.mask(f"{self.url}: {what}: {exc.detail()}"))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the mirror (across processes and threads) and make sure it exists."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.work_dir / ".lock", "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                self._prepare()
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _prepare(self) -> None:
+        self._home.mkdir(mode=0o700, exist_ok=True)
+        for leftover in self.work_dir.glob("tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if (self.path / "HEAD").is_file() and (self.path / "objects").is_dir():
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
+        try:
+            gitcli.run_git(["init", "--bare", "--quiet", "--template=", "--end-of-options",
+                           str(tmp)], env=self._env(), cwd=self._home, timeout=60)
+        except gitcli.GitFailed as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise self._error("cannot create the write-back mirror", exc) from None
+        tmp.rename(self.path)
+
+    def fetch(self, branch: str) -> None:
+        """Make the mirror's ``branch`` what the remote has (forced: the remote wins)."""
+        ref = f"refs/heads/{gitcli.check_branch(branch)}"
+        try:
+            self._git("fetch", "--quiet", "--no-tags", "--no-recurse-submodules",
+                      "--no-write-fetch-head", "--no-auto-gc", "--end-of-options", "origin",
+                      f"+{ref}:{ref}")
+        except gitcli.GitFailed as exc:
+            raise self._error(f"fetch of {branch} failed", exc) from None
+
+    def push(self, branch: str) -> None:
+        """Push the mirror's ``branch`` to the same branch of the remote (never forced)."""
+        ref = f"refs/heads/{gitcli.check_branch(branch)}"
+        try:
+            self._git("push", "--quiet", "--no-verify", "--recurse-submodules=no",
+                      "--end-of-options", "origin", f"{ref}:{ref}")
+        except gitcli.GitFailed as exc:
+            if exc.returncode > 0 and any(word in exc.stderr for word in _REJECTED):
+                raise PushRejected(self.mask(f"{self.url}: push of {branch} was rejected: "
+                                             f"{exc.detail()}")) from None
+            raise self._error(f"push of {branch} failed", exc) from None
+
+    def drop(self, branch: str) -> None:
+        """Delete the mirror's ``branch`` (a review branch that never reached the remote)."""
+        ref = f"refs/heads/{gitcli.check_branch(branch)}"
+        with contextlib.suppress(gitcli.GitFailed):
+            self._git("update-ref", "-d", "--end-of-options", ref)

@@ -1,0 +1,593 @@
+"""The source stage: a specs repo (git URL, local repo or plain folder) -> a ``Snapshot``.
+
+Input: the configured repo URL or path, a branch and a private work directory.
+Output: a ``Snapshot`` naming the resolved commit SHA and a private, read-only
+directory holding that commit's tree, for the load stage. Called by the
+reconciler (``fetch`` on every cycle, ``snapshot_at`` for plans and
+rollbacks) and by the CLI through ``open_source``.
+
+The repo is untrusted input and git is a large attack surface (GitPython's
+option denylist alone was bypassed ten times), so this module never relies
+on a denylist and calls the git binary itself, with an argument vector and
+an environment it builds from scratch:
+
+- URLs are allow-listed (``https://``, ``ssh://``, ``git@host:path``,
+  ``file://``, local paths; ``http://`` only when asked for), hosts checked
+  against ``allowed_hosts``; ``<transport>::`` forms, a leading ``-``,
+  control characters and line breaks are refused before git runs. Branches
+  pass our own rules and ``git check-ref-format``.
+- No user string reaches git's option parser: the URL travels in the
+  environment as ``remote.origin.url`` (so it is in no argv, no file on
+  disk and no ``ps`` line), revisions are validated and follow
+  ``--end-of-options``.
+- git runs with no system or global config, a private empty ``HOME``, no
+  prompts, hooks and fsmonitor off, only the URL's protocol allowed, fsck on
+  fetched objects, no submodules, and a timeout that kills its process group.
+- Fetches go into a private bare mirror (``work_dir/mirror.git``); nothing
+  is ever checked out. A tree is written blob by blob from ``ls-tree`` and
+  ``cat-file`` into ``work_dir/tmp-*`` and renamed to ``work_dir/<sha>``
+  (content-addressed, reused, files read-only). Paths with ``..``, ``.git``
+  or collisions abort it. Symbolic links are created as links, after every
+  file, without ever resolving them, so their targets are never read; the
+  loader then rejects them with an error naming the link. Submodule entries
+  are skipped (nothing is cloned) and ``.gitattributes`` filters never run.
+- A failed fetch raises ``SourceUnavailable`` and keeps ``last_good``: it is
+  never mistaken for an empty repo. Every message and ``repr`` is redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Protocol
+
+from llmops.engine.errors import LlmopsError
+from llmops.engine.source import gitcli
+from llmops.engine.source.gitcli import SourceConfigError as SourceConfigError
+from llmops.engine.source.gitcli import redact as redact
+
+log = logging.getLogger(__name__)
+
+KEEP_SNAPSHOTS = 3
+MAX_TREE_ENTRIES = 200_000
+MAX_BLOB_BYTES = 64 * 1024 * 1024
+"""Blobs above this are written as sparse files of their size (content unread)."""
+YAML_SUFFIXES = (".yaml", ".yml")
+_BATCH_BYTES = 32 * 1024 * 1024
+_MISSING_REF = ("couldn't find remote ref", "not our ref", "no such remote ref")
+
+
+class SourceUnavailable(LlmopsError):
+    """The source could not be read this time (network, auth, timeout, missing branch).
+
+    The state of the repo is unknown, not empty: callers keep the last good
+    snapshot and prune nothing. The message is redacted.
+    """
+
+
+class RevisionNotFound(SourceUnavailable):
+    """``snapshot_at`` was asked for a revision the source does not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One revision of the specs repo, materialised in a private directory."""
+
+    revision: str
+    path: Path
+    author: str
+    subject: str
+    committed_at: datetime
+    repo_url: str
+    files_changed: frozenset[str] | None = None
+
+
+class Source(Protocol):
+    """What the reconciler needs from a source; both sources here provide it."""
+
+    @property
+    def last_good(self) -> Snapshot | None: ...
+
+    def fetch(self) -> Snapshot: ...
+
+    def snapshot_at(self, rev: str) -> Snapshot: ...
+
+
+def _rmtree(path: Path) -> None:
+    """Delete a (read-only) snapshot tree without following any link in it."""
+    for dirpath, dirnames, _ in os.walk(path, followlinks=False):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.islink(full):
+                os.chmod(full, 0o700)
+    if path.is_dir() and not path.is_symlink():
+        os.chmod(path, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(work_dir: Path) -> Iterator[None]:
+    with open(work_dir / ".lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _safe_parts(raw: bytes, sha: str) -> tuple[str, ...]:
+    text = os.fsdecode(raw)
+    parts = tuple(text.split("/"))
+    if any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
+        raise SourceUnavailable(f"commit {sha[:12]} holds an unsafe path {text[:200]!r}")
+    return parts
+
+
+def _parse_commit(raw: bytes) -> tuple[str, str, datetime]:
+    """(author "Name <email>", subject, committer time) of a raw commit object."""
+    head, _, message = raw.decode("utf-8", "replace").partition("\n\n")
+    author, committed = "", datetime.fromtimestamp(0, UTC)
+    for line in head.split("\n"):
+        key, _, value = line.partition(" ")
+        if key in ("author", "committer"):
+            who, _, when = value.rpartition(">")
+            if key == "author":
+                author = who.strip() + ">" if who else value.strip()
+            else:
+                stamp, _, zone = when.strip().partition(" ")
+                try:
+                    sign = -1 if zone.startswith("-") else 1
+                    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * sign
+                    committed = datetime.fromtimestamp(int(stamp), timezone(offset))
+                except (ValueError, OverflowError):
+                    pass
+    subject = " ".join(message.strip().split("\n\n", 1)[0].split())
+    return author, subject, committed
+
+
+# ------------------------------------------------------------------- git source
+
+
+class GitSource:
+    """A branch of a git repo, mirrored into ``work_dir`` and materialised per commit."""
+
+    def __init__(self, url_or_path: str, branch: str, work_dir: Path, *,
+                 timeout: float = 60.0, allowed_hosts: Sequence[str] = (),
+                 allow_http: bool = False, keep: int = KEEP_SNAPSHOTS) -> None:
+        self._remote = gitcli.parse_url(url_or_path, allowed_hosts=allowed_hosts,
+                                       allow_http=allow_http)
+        self.branch = gitcli.check_branch(branch)
+        if not timeout > 0:
+            raise SourceConfigError(f"timeout must be positive, got {timeout!r}")
+        self.url = self._mask(self._remote.url)
+        self.work_dir = Path(work_dir).absolute()
+        self.timeout = float(timeout)
+        self.keep = max(1, keep)
+        self._mirror = self.work_dir / "mirror.git"
+        self._home = self.work_dir / "home"
+        self._last_good: Snapshot | None = None
+        self._lock = threading.Lock()
+        self._pre = ["--git-dir", str(self._mirror)]
+        for item in gitcli.hardening_config(self._remote.protocol,
+                                           follow_redirects=not allowed_hosts):
+            self._pre += ["-c", item]
+
+    def __repr__(self) -> str:
+        return f"GitSource({self.url!r}, branch={self.branch!r})"
+
+    @property
+    def last_good(self) -> Snapshot | None:
+        """The last snapshot ``fetch`` returned; kept across failed fetches."""
+        return self._last_good
+
+    def _mask(self, text: str) -> str:
+        return gitcli.mask(text, self._remote.secrets)
+
+    # --- git plumbing
+
+    def _env(self) -> dict[str, str]:
+        return gitcli.sandbox_env(self._home, self._remote, self.timeout)
+
+    def _git(self, *argv: str, network: bool = False, stdin: bytes | None = None) -> bytes:
+        timeout = self.timeout if network else max(self.timeout, 120.0)
+        return gitcli.run_git(argv, env=self._env(), cwd=self._mirror, timeout=timeout,
+                             stdin=stdin, pre=self._pre, secrets=self._remote.secrets)
+
+    def _unavailable(self, what: str, exc: gitcli.GitFailed) -> SourceUnavailable:
+        return SourceUnavailable(self._mask(f"{self.url} ({self.branch}): {what}: "
+                                            f"{exc.detail()}"))
+
+    def _prepare(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._home.mkdir(mode=0o700, exist_ok=True)
+        for leftover in self.work_dir.glob("tmp-*"):
+            _rmtree(leftover)
+        if (self._mirror / "HEAD").is_file() and (self._mirror / "objects").is_dir():
+            return
+        _rmtree(self._mirror)
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
+        try:
+            gitcli.run_git(["init", "--bare", "--quiet", "--template=", "--end-of-options",
+                           str(tmp)], env=self._env(), cwd=self._home, timeout=60)
+        except gitcli.GitFailed as exc:
+            _rmtree(tmp)
+            raise self._unavailable("cannot create the mirror", exc) from None
+        tmp.rename(self._mirror)
+
+    def _resolve(self, rev: str) -> str | None:
+        try:
+            out = self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
+                            f"{rev}^{{commit}}")
+        except gitcli.GitFailed:
+            return None
+        sha = out.decode().strip()
+        return sha if gitcli.SHA.fullmatch(sha) else None
+
+    # --- public API
+
+    def fetch(self) -> Snapshot:
+        """Fetch the branch, materialise its head commit; keep ``last_good`` on failure."""
+        with self._lock:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            with _locked(self.work_dir):
+                self._prepare()
+                ref = f"refs/heads/{self.branch}"
+                try:
+                    self._git("fetch", "--quiet", "--no-tags", "--prune",
+                              "--no-recurse-submodules", "--no-write-fetch-head",
+                              "--no-auto-gc", "--end-of-options", "origin", f"+{ref}:{ref}",
+                              network=True)
+                except gitcli.GitFailed as exc:
+                    raise self._unavailable("fetch failed", exc) from None
+                sha = self._resolve(ref)
+                if sha is None:
+                    raise SourceUnavailable(self._mask(f"{self.url}: branch {self.branch} "
+                                                       "does not resolve to a commit"))
+                prev = self._last_good
+                changed = self.changed_files(prev.revision, sha) if prev else None
+                snap = self._snapshot(sha, changed)
+                self._last_good = snap
+                self._prune({sha})
+                self._gc()
+        log.info("source %s (%s) at %s", self.url, self.branch, sha[:12])
+        return snap
+
+    def snapshot_at(self, rev: str, *, against: str | None = None) -> Snapshot:
+        """Materialise commit ``rev``: a SHA (fetched if the mirror lacks it) or a branch
+        (always fetched fresh). ``files_changed`` is against ``against`` if given, else None.
+        """
+        target = gitcli.check_rev(rev)
+        if against is not None and not gitcli.ABBREV.fullmatch(against):
+            raise SourceConfigError(f"against={against[:80]!r} is not a commit SHA")
+        with self._lock:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            with _locked(self.work_dir):
+                self._prepare()
+                is_ref = target.startswith("refs/")
+                sha = None if is_ref else self._resolve(target)
+                if sha is None and (is_ref or gitcli.SHA.fullmatch(target)):
+                    spec = f"+{target}:{target}" if is_ref else target
+                    try:
+                        self._git("fetch", "--quiet", "--no-tags", "--no-recurse-submodules",
+                                  "--no-write-fetch-head", "--no-auto-gc", "--end-of-options",
+                                  "origin", spec, network=True)
+                    except gitcli.GitFailed as exc:
+                        missing = any(m in exc.stderr for m in _MISSING_REF)
+                        error = RevisionNotFound if missing else SourceUnavailable
+                        raise error(self._mask(f"{self.url}: cannot fetch revision {rev!r}: "
+                                               f"{exc.detail()}")) from None
+                    sha = self._resolve(target)
+                if sha is None:
+                    raise RevisionNotFound(self._mask(f"{self.url}: revision {rev!r} "
+                                                      "does not name a commit"))
+                changed = self.changed_files(against, sha) if against else None
+                snap = self._snapshot(sha, changed)
+                self._prune({sha})
+        return snap
+
+    def changed_files(self, old: str, new: str) -> frozenset[str] | None:
+        """Paths that differ between two commits of the mirror; None if unknown."""
+        if old == new:
+            return frozenset()
+        if not (gitcli.ABBREV.fullmatch(old) and gitcli.ABBREV.fullmatch(new)):
+            return None
+        try:
+            out = self._git("diff-tree", "-r", "--no-commit-id", "--name-only", "-z",
+                            "--no-renames", "--no-ext-diff", "--end-of-options", old, new)
+        except gitcli.GitFailed:
+            return None
+        return frozenset(os.fsdecode(p) for p in out.split(b"\0") if p)
+
+    def is_ancestor(self, old: str, new: str) -> bool:
+        """Whether ``old`` is an ancestor of ``new`` (False after a force-push elsewhere)."""
+        if not (gitcli.SHA.fullmatch(old) and gitcli.SHA.fullmatch(new)):
+            raise SourceConfigError("is_ancestor takes two full commit SHAs")
+        try:
+            self._git("merge-base", "--is-ancestor", "--end-of-options", old, new)
+        except gitcli.GitFailed as exc:
+            if exc.returncode == 1:
+                return False
+            raise self._unavailable("cannot compare commits", exc) from None
+        return True
+
+    # --- materialisation
+
+    def _snapshot(self, sha: str, changed: frozenset[str] | None) -> Snapshot:
+        try:
+            raw = self._git("cat-file", "commit", sha)
+        except gitcli.GitFailed as exc:
+            raise self._unavailable(f"cannot read commit {sha[:12]}", exc) from None
+        author, subject, when = _parse_commit(raw)
+        return Snapshot(revision=sha, path=self._materialise(sha), author=author,
+                        subject=subject, committed_at=when, repo_url=self.url,
+                        files_changed=changed)
+
+    def _materialise(self, sha: str) -> Path:
+        final = self.work_dir / sha
+        if final.is_dir() and not final.is_symlink():
+            os.utime(final)
+            return final
+        try:
+            listing = self._git("ls-tree", "-r", "-z", "--long", "--end-of-options", sha)
+        except gitcli.GitFailed as exc:
+            raise self._unavailable(f"cannot list commit {sha[:12]}", exc) from None
+        files: list[tuple[tuple[str, ...], str, int]] = []
+        links: list[tuple[tuple[str, ...], str]] = []
+        for record in listing.split(b"\0"):
+            if not record:
+                continue
+            head, _, raw_path = record.partition(b"\t")
+            fields = head.decode("ascii", "replace").split()
+            if len(fields) != 4 or fields[1] != "blob":
+                continue  # submodule gitlinks: nothing is cloned
+            parts = _safe_parts(raw_path, sha)
+            if fields[0] == "120000":
+                links.append((parts, fields[2]))
+            else:
+                files.append((parts, fields[2], int(fields[3]) if fields[3].isdigit() else 0))
+            if len(files) + len(links) > MAX_TREE_ENTRIES:
+                raise SourceUnavailable(f"commit {sha[:12]} holds more than "
+                                        f"{MAX_TREE_ENTRIES} files")
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
+        try:
+            self._write_tree(tmp, sha, files, links)
+            for dirpath, dirnames, _ in os.walk(tmp, topdown=False):
+                for d in dirnames:
+                    full = os.path.join(dirpath, d)
+                    if not os.path.islink(full):
+                        os.chmod(full, 0o555)
+            tmp.rename(final)
+        except BaseException:
+            _rmtree(tmp)
+            raise
+        os.chmod(final, 0o555)
+        return final
+
+    def _write_tree(self, root: Path, sha: str, files: list[tuple[tuple[str, ...], str, int]],
+                    links: list[tuple[tuple[str, ...], str]]) -> None:
+        def create(parts: tuple[str, ...]) -> Path:
+            target = root.joinpath(*parts)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                raise SourceUnavailable(f"commit {sha[:12]} holds conflicting paths at "
+                                        f"{'/'.join(parts)[:200]!r}") from None
+            return target
+
+        small = [(p, b) for p, b, size in files if size <= MAX_BLOB_BYTES]
+        for parts, _, size in files:  # over the cap: same size, content never read
+            if size > MAX_BLOB_BYTES:
+                with self._exclusive(create(parts), sha) as fd:
+                    os.ftruncate(fd, size)
+        for batch in _batches(small, {b: s for _, b, s in files}):
+            for (parts, _), data in zip(batch, self._read_blobs([b for _, b in batch], sha),
+                                        strict=True):
+                with self._exclusive(create(parts), sha) as fd:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+        targets = self._read_blobs([b for _, b in links], sha)
+        paths = [create(parts) for parts, _ in links]  # every parent before any link
+        for path, target in zip(paths, targets, strict=True):
+            try:
+                os.symlink(target, path)  # never resolved: the target is not read
+            except (OSError, ValueError):
+                raise SourceUnavailable(f"commit {sha[:12]} holds a conflicting or invalid "
+                                        f"link at {path.relative_to(root)}") from None
+
+    @contextlib.contextmanager
+    def _exclusive(self, path: Path, sha: str) -> Iterator[int]:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+        except OSError:
+            raise SourceUnavailable(f"commit {sha[:12]} holds a conflicting path at "
+                                    f"{path.name!r}") from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _read_blobs(self, blobs: list[str], sha: str) -> list[bytes]:
+        if not blobs:
+            return []
+        try:
+            out = self._git("cat-file", "--batch", stdin="".join(f"{b}\n" for b in blobs)
+                            .encode())
+        except gitcli.GitFailed as exc:
+            raise self._unavailable(f"cannot read the files of {sha[:12]}", exc) from None
+        result: list[bytes] = []
+        pos = 0
+        for _ in blobs:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split()
+            if len(header) != 3 or header[1] != b"blob":
+                raise SourceUnavailable(f"commit {sha[:12]}: unexpected object "
+                                        f"{out[pos:end][:80]!r}")
+            size = int(header[2])
+            result.append(out[end + 1:end + 1 + size])
+            pos = end + 1 + size + 1
+        return result
+
+    def _prune(self, protect: set[str]) -> None:
+        if self._last_good is not None:
+            protect = protect | {self._last_good.revision}
+        dirs = [p for p in self.work_dir.iterdir()
+                if gitcli.SHA.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+        dirs.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in dirs[self.keep:]:
+            if old.name not in protect:
+                _rmtree(old)
+
+    def _gc(self) -> None:
+        try:
+            self._git("gc", "--auto", "--quiet")
+        except gitcli.GitFailed as exc:  # housekeeping: never fails a fetch
+            log.warning("source %s: %s", self.url, self._mask(exc.detail()))
+
+
+def _batches(items: list[tuple[tuple[str, ...], str]],
+             sizes: Mapping[str, int]) -> Iterator[list[tuple[tuple[str, ...], str]]]:
+    batch: list[tuple[tuple[str, ...], str]] = []
+    total = 0
+    for item in items:
+        if batch and total + sizes[item[1]] > _BATCH_BYTES:
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += sizes[item[1]]
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------- local source
+
+
+class LocalSource:
+    """A plain directory read as it is; its revision is a hash of its YAML files."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        text = os.fspath(path)
+        if not text or not text.isprintable() or text.startswith("-"):
+            raise SourceConfigError(f"{text[:200]!r}: not a usable directory path")
+        self.path = Path(text).resolve()
+        self._last_good: Snapshot | None = None
+        self._blobs: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalSource({str(self.path)!r})"
+
+    @property
+    def last_good(self) -> Snapshot | None:
+        return self._last_good
+
+    def _scan(self) -> dict[str, str]:
+        """{relative path: blob SHA or link marker} of what the loader would look at."""
+        found: dict[str, str] = {}
+
+        def fail(exc: OSError) -> None:
+            raise exc
+
+        for dirpath, dirnames, filenames in os.walk(self.path, onerror=fail):
+            base = Path(dirpath)
+            kept = []
+            for name in sorted(d for d in dirnames if not d.startswith(".")):
+                if (base / name).is_symlink():  # the loader reports it; it never follows it
+                    found[(base / name).relative_to(self.path).as_posix()] = \
+                        "link:" + os.readlink(base / name)
+                else:
+                    kept.append(name)
+            dirnames[:] = kept
+            for name in filenames:
+                if name.startswith(".") or not name.endswith(YAML_SUFFIXES):
+                    continue
+                full = base / name
+                info = os.lstat(full)
+                found[full.relative_to(self.path).as_posix()] = (
+                    "link:" + os.readlink(full) if stat.S_ISLNK(info.st_mode)
+                    else _file_blob_sha(full, info))
+        return found
+
+    def fetch(self) -> Snapshot:
+        try:
+            if not self.path.is_dir():
+                raise NotADirectoryError(self.path)
+            blobs = self._scan()
+        except OSError as exc:
+            raise SourceUnavailable(f"{self.path}: cannot read the directory "
+                                    f"({exc.strerror or type(exc).__name__})") from None
+        digest = hashlib.sha256()
+        for rel in sorted(blobs):
+            digest.update(f"{rel}\0{blobs[rel]}\0".encode("utf-8", "surrogateescape"))
+        revision = "local-" + digest.hexdigest()[:40]  # fits the 64-character revision columns
+        prev = self._last_good
+        if prev is not None and prev.revision == revision:
+            snap = dataclasses.replace(prev, files_changed=frozenset())
+        else:
+            changed = None if prev is None else frozenset(
+                p for p in blobs.keys() | self._blobs.keys() if blobs.get(p) != self._blobs.get(p))
+            snap = Snapshot(revision=revision, path=self.path, author="",
+                            subject="local directory", committed_at=datetime.now(UTC),
+                            repo_url=redact(str(self.path)), files_changed=changed)
+        self._blobs, self._last_good = blobs, snap
+        return snap
+
+    def snapshot_at(self, rev: str) -> Snapshot:
+        """Only the current content exists: ``rev`` must be the last fetched revision."""
+        if self._last_good is not None and rev == self._last_good.revision:
+            return self._last_good
+        raise RevisionNotFound(f"{self.path}: a plain directory has no history "
+                               f"(asked for {rev[:80]!r})")
+
+
+def _file_blob_sha(path: Path, info: os.stat_result) -> str:
+    if not stat.S_ISREG(info.st_mode):
+        return f"special:{stat.S_IFMT(info.st_mode)}"
+    if info.st_size > MAX_BLOB_BYTES:
+        return f"big:{info.st_size}:{info.st_mtime_ns}"
+    digest = hashlib.sha1(f"blob {info.st_size}\0".encode(), usedforsecurity=False)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_git_repo(path: Path) -> bool:
+    return (path / ".git").exists() or (
+        (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir())
+
+
+def open_source(url_or_path: str, branch: str, work_dir: Path, *, timeout: float = 60.0,
+                allowed_hosts: Sequence[str] = (), allow_http: bool = False,
+                keep: int = KEEP_SNAPSHOTS, work_tree: bool = False) -> GitSource | LocalSource:
+    """A ``GitSource`` for URLs and local git repos, a ``LocalSource`` for other folders.
+
+    ``work_tree=True`` reads a local folder as it is (a repo's uncommitted
+    edits included) instead of its committed branch.
+    """
+    remote = gitcli.parse_url(url_or_path, allowed_hosts=allowed_hosts, allow_http=allow_http)
+
+    def git_source(target: str) -> GitSource:
+        return GitSource(target, branch, work_dir, timeout=timeout, allowed_hosts=allowed_hosts,
+                         allow_http=allow_http, keep=keep)
+
+    if remote.protocol != "file" or gitcli.SCHEME.match(url_or_path):
+        return git_source(url_or_path)
+    path = Path(remote.url)
+    if not path.is_dir():
+        raise SourceConfigError(f"{url_or_path[:200]!r}: not a directory")
+    if work_tree or not _is_git_repo(path):
+        return LocalSource(path)
+    return git_source(str(path))

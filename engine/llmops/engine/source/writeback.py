@@ -1,0 +1,551 @@
+"""Write-back: the API's few writes, each one commit in the specs repo, never a work-tree edit.
+
+Role: turn a write (roll an endpoint back, conclude an experiment, change a
+model's stage, record an uploaded model file) into one commit on a new
+branch ``llmops/<action>/<name>-<short-uuid>`` ready for a pull request, or
+straight onto the tracked branch when the target environment allows it
+(``directCommits: true`` in ``llmops.yaml``). Input: the local specs repo, the
+tracked branch, the spec's file, an edit (old file text -> new text) and the
+caller. Output: ``WriteResult`` (commit, branch, whether it went direct and
+why). Callers: ``llmops.api.routes.writes``.
+
+How a commit is made (the user's work tree, index and HEAD are never touched):
+
+1. the spec file is read from the tip of the tracked branch (not from the
+   catalog or a work tree) and edited in memory: YAML field edits use
+   ruamel.yaml round-trip mode, so comments, quoting and layout are kept
+   and only the changed fields differ; a rollback restores the whole file as
+   it was;
+2. the new blob goes into a private index (``GIT_INDEX_FILE`` in a temporary
+   directory) read from the parent commit's tree, ``write-tree`` makes the
+   tree; git runs through ``branches.GitPlumbing`` (scrubbed environment, no
+   system or global config, hooks off, no user string in an option position);
+3. that tree is checked out into a temporary directory and validated with
+   ``validate.load_and_validate``: any issue is an ``EditRejected`` carrying
+   every issue, and nothing is committed;
+4. ``commit-tree`` (author: the caller, ``<user>@users.llmops``; committer:
+   llmops) and ``update-ref <ref> <new> <expected old>``: a new branch must
+   not exist yet; a direct commit retries on a moved tip, re-reading and
+   re-editing the file.
+
+Where a commit goes: an environment-scoped spec (endpoint, experiment, ...)
+goes direct only when its environment sets ``directCommits: true``. A global
+spec (a Model is used by every environment) goes direct only when *every*
+environment allows it: a stage change reaches prod as surely as dev. Even then
+a tracked branch that is checked out in a (non-bare) work tree of the repo is
+never moved under its user (git's own ``receive.denyCurrentBranch`` rule): the
+commit goes to a review branch and ``WriteResult.reason`` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import LiteralScalarString
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
+from llmops.engine.settings import Settings
+from llmops.engine.source import branches, gitcli, push
+from llmops.engine.spec import schema, validate
+from llmops.engine.types import Kind
+
+BRANCH_PREFIX = "llmops"
+EMAIL_DOMAIN = "users.llmops"
+COMMITTER = ("llmops", "llmops@localhost")
+MAX_ATTEMPTS = 3
+MAX_HISTORY = 200
+"""Commits of a spec file's history a rollback looks through."""
+_ZERO = "0" * 40
+_SLUG = re.compile(r"[^a-z0-9.-]+")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]+@[^/:]+:")
+
+Edit = Callable[[str], str]
+"""Old file text -> new file text; raises ``WriteError`` subclasses to refuse."""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class WriteError(LlmopsError):
+    """A write could not be committed; nothing was written. The message says why."""
+
+
+class RepoUnavailable(WriteError):
+    """The specs repo is not a local clone, or git failed on it (retryable)."""
+
+
+class NothingToWrite(WriteError):
+    """The edit changes nothing, or there is no earlier version to roll back to."""
+
+
+class TargetMissing(WriteError):
+    """The spec is not where the catalog said (the branch moved on since)."""
+
+
+class Conflicted(WriteError):
+    """The tracked branch kept moving while the commit was being made."""
+
+
+class EditRejected(WriteError):
+    """The edited repo does not validate (or the edit is invalid); carries every issue."""
+
+    def __init__(self, message: str, issues: tuple[SpecIssue, ...] = ()) -> None:
+        super().__init__(message)
+        self.issues = issues
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """The caller a commit is authored by."""
+
+    user: str
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.user.replace("<", "").replace(">", "").split()) or "unknown"
+
+    @property
+    def email(self) -> str:
+        local = _SLUG.sub("-", self.user.lower()).strip("-.") or "unknown"
+        return f"{local[:64]}@{EMAIL_DOMAIN}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The spec a write is about: its kind, name, file, and environment (``""``: global)."""
+
+    kind: str
+    name: str
+    file: str
+    environment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    commit: str
+    branch: str
+    direct: bool
+    parent: str
+    file: str
+    reason: str
+    """Why the commit went where it went."""
+
+
+# --------------------------------------------------------------------------- the repo
+
+
+Repo = Path | push.Mirror
+"""A local clone (commits land in it) or a remote's mirror (commits are pushed)."""
+
+
+def local_repo(repo_setting: str, *, home: Path | None = None, timeout: float = 60.0,
+               allowed_hosts: Sequence[str] = ()) -> Repo:
+    """The specs repo: a local git directory, or (given ``home``) a remote's mirror.
+
+    Without ``home`` a remote URL (or no repo at all: the bundled template)
+    cannot take a commit, and ``RepoUnavailable`` says so; a ``file://`` URL is
+    then read as the local path it names. With ``home``, a URL (``file://``
+    included) gives a ``push.Mirror`` under ``home/writeback``.
+    """
+    if not repo_setting.strip():
+        raise RepoUnavailable("write-back needs a local clone: settings.git.repo is empty "
+                              "(the bundled template is read-only)")
+    if home is not None and _URL.match(repo_setting):
+        try:
+            return push.Mirror(repo_setting, home, timeout=timeout,
+                                  allowed_hosts=allowed_hosts)
+        except push.MirrorError as exc:
+            raise RepoUnavailable(f"write-back cannot use the specs repo: {exc}") from None
+    if repo_setting.startswith("file://"):
+        repo_setting = repo_setting.removeprefix("file://")
+    elif _URL.match(repo_setting):
+        raise RepoUnavailable("write-back needs a local clone: settings.git.repo is a remote "
+                              f"URL ({gitcli.redact(repo_setting)[:200]})")
+    path = Path(repo_setting).expanduser()
+    if not path.is_dir():
+        raise RepoUnavailable(f"write-back needs a local clone: {path} is not a directory")
+    return path.resolve()
+
+
+def repo_for(settings: Settings) -> Repo:
+    """``local_repo`` of ``settings.git.repo``, remote URLs mirrored under ``settings.home``."""
+    return local_repo(settings.git.repo, home=settings.home,
+                      timeout=settings.git.timeout_seconds,
+                      allowed_hosts=settings.git.allowed_hosts)
+
+
+def branch_name(action: str, name: str) -> str:
+    """``llmops/<action>/<name>-<8 hex>``, checked by git's own rules."""
+    slug = _SLUG.sub("-", name.lower()).strip("-.")[:80] or "spec"
+    return gitcli.check_branch(f"{BRANCH_PREFIX}/{action}/{slug}-{uuid.uuid4().hex[:8]}")
+
+
+def _git_call(git: branches.GitPlumbing, *argv: str, stdin: bytes | None = None,
+              extra_env: Mapping[str, str] | None = None) -> str:
+    try:
+        return git(*argv, stdin=stdin, extra_env=extra_env)
+    except branches.HydrateError as exc:
+        raise RepoUnavailable(f"git {argv[0]} failed: {exc}") from None
+
+
+def _open(repo: Path, scratch: Path) -> branches.GitPlumbing:
+    try:
+        return branches.GitPlumbing(repo, scratch)
+    except branches.HydrateError as exc:
+        raise RepoUnavailable(f"write-back needs a local clone: {exc}") from None
+
+
+def _tip(git: branches.GitPlumbing, branch: str) -> str:
+    tip = git.resolve(f"refs/heads/{branch}")
+    if tip is None:
+        raise RepoUnavailable(f"the tracked branch {branch} does not exist in the specs repo")
+    return tip
+
+
+def _read(git: branches.GitPlumbing, commit: str, file: str) -> tuple[str, str] | None:
+    """(blob id, text) of ``file`` in ``commit``, or None when absent."""
+    blob = git.blob_at(commit, file)
+    if blob is None:
+        return None
+    return blob, _git_call(git, "cat-file", "blob", blob)
+
+
+def _mode(git: branches.GitPlumbing, commit: str, file: str) -> str:
+    out = _git_call(git, "ls-tree", "--full-tree", "-z", "--end-of-options", commit, "--", file)
+    mode = out.split(" ", 1)[0]
+    return mode if mode in ("100644", "100755") else "100644"
+
+
+def _checked_out(git: branches.GitPlumbing, branch: str) -> bool:
+    """Whether ``branch`` is the checked-out branch of a work tree of the repo."""
+    out = _git_call(git, "worktree", "list", "--porcelain")
+    return f"branch refs/heads/{branch}" in out.splitlines()
+
+
+def _validate_tree(git: branches.GitPlumbing, scratch: Path, attempt: int) -> validate.SpecSet:
+    """Check the private index out into ``scratch`` and validate it."""
+    export = f"tree-{attempt}/"
+    _git_call(git, "checkout-index", "--all", f"--prefix={export}",
+              extra_env={"GIT_WORK_TREE": str(scratch)})
+    try:
+        return validate.load_and_validate(scratch / export, cache=None)
+    except SpecError as exc:
+        raise EditRejected("the edited specs do not validate; nothing was committed",
+                           exc.issues) from None
+
+
+def _direct(config: schema.RepoConfig, environment: str) -> tuple[bool, str]:
+    envs = config.environments
+    if environment:
+        env = envs.get(environment)
+        if env is not None and env.directCommits:
+            return True, f"environment {environment} allows direct commits"
+        return False, f"environment {environment} takes changes through review branches"
+    refusing = sorted(name for name, env in envs.items() if not env.directCommits)
+    if refusing:
+        return False, ("a global spec is used by every environment; "
+                       f"{', '.join(refusing)} take changes through review branches")
+    return True, "every environment allows direct commits"
+
+
+@contextlib.contextmanager
+def _synced(repo: push.Mirror, branch: str) -> Iterator[Path]:
+    """The mirror, locked, with ``branch`` fetched fresh from the remote."""
+    try:
+        with repo.locked():
+            repo.fetch(branch)
+            yield repo.path
+    except push.MirrorError as exc:
+        raise RepoUnavailable(str(exc)) from None
+
+
+def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action: str,
+                author: Author, message: str) -> WriteResult:
+    """Commit ``edit`` of ``target.file`` on top of ``tracked``; see the module docstring.
+
+    For a remote's mirror: fetch ``tracked``, commit in the mirror, push the
+    branch (never forced). A direct commit whose push is rejected (someone
+    pushed meanwhile) is redone once on the new tip; then ``Conflicted``.
+    """
+    if isinstance(repo, Path):
+        return _commit_local(repo, tracked, target, edit, action=action, author=author,
+                             message=message)
+    branch = gitcli.check_branch(tracked)
+    with _synced(repo, branch) as mirror:
+        for attempt in range(2):
+            result = _commit_local(mirror, branch, target, edit, action=action,
+                                   author=author, message=message)
+            try:
+                repo.push(result.branch)
+            except push.PushRejected as exc:
+                if not result.direct:
+                    repo.drop(result.branch)
+                    raise Conflicted(f"{exc}; retry") from None
+                if attempt == 0:
+                    repo.fetch(branch)  # the remote wins: redo the edit on its new tip
+                    continue
+                repo.fetch(branch)
+                raise Conflicted(f"{branch} kept moving on the remote while committing: "
+                                 f"{exc}") from None
+            except push.MirrorError:
+                if result.direct:
+                    with contextlib.suppress(push.MirrorError):
+                        repo.fetch(branch)
+                else:
+                    repo.drop(result.branch)
+                raise
+            return result
+    raise Conflicted(f"{branch} kept moving on the remote while committing")  # pragma: no cover
+
+
+def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit, *, action: str,
+                  author: Author, message: str) -> WriteResult:
+    branch = gitcli.check_branch(tracked)
+    file = branches.check_path(target.file)
+    if not file or not file.endswith((".yaml", ".yml")):
+        raise TargetMissing(f"{target.kind}/{target.name}: {target.file!r} is not a spec file")
+    identity = {"GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email,
+                "GIT_COMMITTER_NAME": COMMITTER[0], "GIT_COMMITTER_EMAIL": COMMITTER[1]}
+    with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp:
+        scratch = Path(tmp)
+        git = _open(repo, scratch)
+        for attempt in range(MAX_ATTEMPTS):
+            tip = _tip(git, branch)
+            found = _read(git, tip, file)
+            if found is None:
+                raise TargetMissing(f"{target.kind}/{target.name}: {file} is not on {branch} "
+                                    "any more; wait for the next reconcile and retry")
+            old_text = found[1]
+            new_text = edit(old_text)
+            if new_text == old_text:
+                raise NothingToWrite(f"{target.kind}/{target.name}: already as requested; "
+                                     "nothing to commit")
+            blob = _git_call(git, "hash-object", "-w", "--stdin",
+                             stdin=new_text.encode("utf-8")).strip()
+            (scratch / "index").unlink(missing_ok=True)
+            _git_call(git, "read-tree", "--end-of-options", f"{tip}^{{tree}}")
+            _git_call(git, "update-index", "--cacheinfo",
+                      f"{_mode(git, tip, file)},{blob},{file}")
+            tree = _git_call(git, "write-tree").strip()
+            spec_set = _validate_tree(git, scratch, attempt)
+            direct, reason = _direct(spec_set.config, target.environment)
+            if direct and _checked_out(git, branch):
+                direct, reason = False, (f"{reason}, but {branch} is checked out in a work "
+                                         "tree of the repo, which is never moved under its user")
+            commit = _git_call(git, "commit-tree", "--no-gpg-sign", "-p", tip, tree,
+                               stdin=message.encode("utf-8"), extra_env=identity).strip()
+            ref_branch = branch if direct else branch_name(action, target.name)
+            expected = tip if direct else _ZERO
+            try:
+                git("update-ref", "-m", f"llmops {action}: {target.kind}/{target.name}",
+                    f"refs/heads/{ref_branch}", commit, expected)
+            except branches.HydrateError:
+                if direct:
+                    continue  # the tracked branch moved: redo the edit on its new tip
+                raise Conflicted(f"branch {ref_branch} appeared while committing; "
+                                 "retry") from None
+            return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
+                               file=file, reason=reason)
+    raise Conflicted(f"{branch} kept moving while committing; gave up after {MAX_ATTEMPTS} "
+                     "attempts")
+
+
+# --------------------------------------------------------------------------- YAML edits
+
+
+def _yaml(text: str) -> YAML:
+    """A round-trip YAML instance that writes ``text`` back as it was read."""
+    try:
+        _, seq_indent, offset = load_yaml_guess_indent(text)
+    except YAMLError:
+        seq_indent, offset = None, None
+    mapping = 2
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if stripped and line != stripped and not stripped.startswith(("#", "- ", "-\n")):
+            mapping = len(line) - len(stripped)
+            break
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    if seq_indent is None or offset is None:  # no block sequence to learn from
+        seq_indent, offset = mapping + 2, mapping
+    yaml.indent(mapping=mapping, sequence=max(seq_indent, offset + 2), offset=offset)
+    return yaml
+
+
+def _edit_document(text: str, kind: str, name: str, version: str | None,
+                   change: Callable[[Any], None]) -> str:
+    """Apply ``change`` to the ``spec`` mapping of the matching document of ``text``."""
+    yaml = _yaml(text)
+    try:
+        docs = list(yaml.load_all(text))
+    except YAMLError as exc:
+        raise EditRejected(f"{kind}/{name}: the spec file does not parse: "
+                           f"{str(exc).splitlines()[0]}") from None
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != kind:
+            continue
+        meta, body = doc.get("metadata"), doc.get("spec")
+        if not isinstance(meta, dict) or meta.get("name") != name or not isinstance(body, dict):
+            continue
+        if version is not None and str(body.get("version")) != version:
+            continue
+        change(body)
+        out = io.StringIO()
+        yaml.dump_all(docs, out)
+        return out.getvalue()
+    shown = f"{name}@{version}" if version is not None else name
+    raise TargetMissing(f"{kind}/{shown} is not in its spec file any more")
+
+
+def _set(body: Any, field: str, value: Any) -> None:
+    """Set ``field``, appending it when absent (existing keys keep their place)."""
+    if field in body:
+        body[field] = value
+    else:
+        body.insert(len(body), field, value)
+
+
+def _text(value: str) -> str:
+    return LiteralScalarString(value if value.endswith("\n") else value + "\n") \
+        if "\n" in value.strip("\n") else value
+
+
+def set_model_stage(name: str, version: str, stage: schema.ModelStage) -> Edit:
+    def edit(text: str) -> str:
+        return _edit_document(text, Kind.MODEL, name, version,
+                              lambda body: _set(body, "stage", stage.value))
+    return edit
+
+
+def conclude_experiment(name: str, winner: str, notes: str | None) -> Edit:
+    """``state: concluded``, ``winner`` (must be a variant's templateRef) and ``notes``."""
+
+    def change(body: Any) -> None:
+        variants = body.get("variants") or []
+        refs = [str(v.get("templateRef")) for v in variants if isinstance(v, dict)]
+        if winner not in refs:
+            raise EditRejected(f"winner {winner!r} is not one of the variants "
+                               f"({', '.join(refs)})")
+        _set(body, "state", schema.ExperimentState.CONCLUDED.value)
+        _set(body, "winner", winner)
+        if notes is not None:
+            _set(body, "notes", _text(notes))
+
+    def edit(text: str) -> str:
+        return _edit_document(text, Kind.PROMPT_EXPERIMENT, name, None, change)
+    return edit
+
+
+def record_model_file(name: str, version: str, storage_uri: str, file: schema.ModelFile) -> Edit:
+    """``storageUri`` set and ``file`` added to (or updated in) ``files``."""
+
+    def change(body: Any) -> None:
+        _set(body, "storageUri", storage_uri)
+        files = body.get("files")
+        entry = {"name": file.name, "sha256": file.sha256, "size": file.size}
+        if not isinstance(files, list):
+            _set(body, "files", [entry])
+            return
+        for item in files:
+            if isinstance(item, dict) and item.get("name") == file.name:
+                item["sha256"], item["size"] = file.sha256, file.size
+                return
+        files.append(entry)
+
+    def edit(text: str) -> str:
+        return _edit_document(text, Kind.MODEL, name, version, change)
+    return edit
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def _spec_data(text: str, kind: str, name: str) -> Any:
+    """The plain data of the ``kind``/``name`` document of ``text`` (None when absent)."""
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        docs = list(yaml.load_all(text))
+    except YAMLError:
+        return None
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == kind and \
+                isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == name:
+            return doc
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """The spec file as it was before the applied change, and where it came from."""
+
+    text: str
+    revision: str
+    changed_by: str
+    """The commit that replaced it (the one being rolled back)."""
+
+
+def previous_version(repo: Repo, target: Target, applied: str,
+                     tracked: str = "main") -> Previous:
+    """The file at the last commit before ``applied`` where the spec differed.
+
+    Walks ``git log <applied> -- <file>``: the newest commit whose first
+    parent holds a different spec (comments and layout do not count) gives
+    the content to return to. ``NothingToWrite`` when the spec never differed
+    (created at that commit, or only reformatted since). A remote's mirror
+    has ``tracked`` fetched first.
+    """
+    if isinstance(repo, Path):
+        return _previous_local(repo, target, applied)
+    with _synced(repo, gitcli.check_branch(tracked)) as mirror:
+        return _previous_local(mirror, target, applied)
+
+
+def _previous_local(repo: Path, target: Target, applied: str) -> Previous:
+    file = branches.check_path(target.file)
+    if not gitcli.ABBREV.fullmatch(applied):
+        raise NothingToWrite(f"{target.kind}/{target.name}: no applied revision to roll back "
+                             "from")
+    with tempfile.TemporaryDirectory(prefix="llmops-history-") as tmp:
+        git = _open(repo, Path(tmp))
+        head = git.resolve(applied)
+        if head is None:
+            raise RepoUnavailable(f"the applied revision {applied[:12]} is not in the specs "
+                                  "repo")
+        current = _read(git, head, file)
+        if current is None:
+            raise TargetMissing(f"{target.kind}/{target.name}: {file} is not in {applied[:12]}")
+        want = _spec_data(current[1], target.kind, target.name)
+        log = _git_call(git, "log", f"--max-count={MAX_HISTORY}", "--format=%H",
+                        "--end-of-options", head, "--", file)
+        for commit in log.split():
+            parent = git.resolve(f"{commit}^1")
+            before = _read(git, parent, file) if parent is not None else None
+            if before is None:
+                break  # the file starts here: nothing earlier to return to
+            if _spec_data(before[1], target.kind, target.name) != want:
+                return Previous(text=before[1], revision=parent or "", changed_by=commit)
+    raise NothingToWrite(f"{target.kind}/{target.name}: no earlier version of the spec to "
+                         "roll back to")
+
+
+def restore(previous: Previous) -> Edit:
+    def edit(_text: str) -> str:
+        return previous.text
+    return edit
+

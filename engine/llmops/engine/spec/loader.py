@@ -1,0 +1,454 @@
+"""The load stage: a specs repo on disk -> YAML documents with positions.
+
+Input: a directory (a checkout at one commit, or a local folder). Output: a
+``Loaded`` value holding every document of every ``*.yaml``/``*.yml`` file
+(dot-folders skipped), the repo config document (``llmops.yaml``), and every
+problem found, each naming file, line and column. Called by
+``llmops.engine.spec.validate`` users: the CLI and the reconciler.
+
+The loader is written for hostile input. It parses with libyaml's C parser
+(PyYAML's ``CSafeLoader`` event stream) and builds values itself, so that it
+controls everything a YAML document can do:
+
+- only the YAML 1.2 core schema: no ``!!python/*`` or custom tags, no
+  timestamps, no 1.1 surprises (``on`` is a string, ``18:00`` is not 1080);
+- duplicate keys at any depth are errors;
+- aliases are capped in number and in expanded size (billion laughs fails in
+  microseconds), nesting is capped in depth;
+- files over a byte cap and repos over a total cap are refused before parsing;
+- bytes that are not UTF-8, symlinks, and anything but regular files are errors.
+
+Parsed documents are cached by path and git blob SHA, so an unchanged file is
+parsed once per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmops.engine.errors import SpecError, SpecIssue
+from llmops.engine.types import Document, FieldPath
+
+CONFIG_FILES = ("llmops.yaml", "llmops.yml")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on what one repo may hold; each breach is an error, never a truncation."""
+
+    max_file_bytes: int = 1024 * 1024
+    max_repo_bytes: int = 64 * 1024 * 1024
+    max_files: int = 20_000
+    max_documents_per_file: int = 1_000
+    max_depth: int = 64
+    max_aliases: int = 100
+    max_nodes: int = 200_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What the load stage produced for one repo."""
+
+    root: str
+    documents: tuple[Document, ...]
+    config: Document | None
+    issues: tuple[SpecIssue, ...]
+    files: tuple[str, ...] = ()
+
+
+class _ParseError(Exception):
+    def __init__(self, message: str, line: int = 0, column: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+    @classmethod
+    def at(cls, message: str, mark: Any) -> _ParseError:
+        """An error at a libyaml mark (0-based), reported 1-based."""
+        if mark is None:
+            return cls(message)
+        return cls(message, mark.line + 1, mark.column + 1)
+
+
+# --------------------------------------------------------------------------- scalars
+
+_NULL_RE = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = {"true": True, "True": True, "TRUE": True,
+         "false": False, "False": False, "FALSE": False}
+_INT_RE = re.compile(r"^[-+]?[0-9]+$")
+_OCT_RE = re.compile(r"^0o[0-7]+$")
+_HEX_RE = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT_RE = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_INF_RE = re.compile(r"^([-+]?)\.(?:inf|Inf|INF)$")
+_NAN_RE = re.compile(r"^\.(?:nan|NaN|NAN)$")
+
+_CORE = "tag:yaml.org,2002:"
+_ALLOWED_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+_ALLOWED_TAGS |= {"!"}
+
+
+def _plain_scalar(text: str) -> Any:
+    """Resolve a plain (unquoted) scalar by the YAML 1.2 core schema."""
+    if _NULL_RE.match(text):
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT_RE.match(text):
+        return int(text)
+    if _OCT_RE.match(text):
+        return int(text[2:], 8)
+    if _HEX_RE.match(text):
+        return int(text[2:], 16)
+    if _FLOAT_RE.match(text):
+        return float(text)
+    inf = _INF_RE.match(text)
+    if inf:
+        return float("-inf") if inf.group(1) == "-" else float("inf")
+    if _NAN_RE.match(text):
+        return float("nan")
+    return text
+
+
+def _tagged_scalar(tag: str, text: str, line: int, col: int) -> Any:
+    short = tag.removeprefix(_CORE)
+    if short == "str" or tag == "!":
+        return text
+    value = _plain_scalar(text)
+    expected: Any = {"int": int, "float": (int, float), "bool": bool,
+                     "null": type(None)}.get(short)
+    if expected is None or isinstance(value, bool) != (short == "bool") or not isinstance(
+        value, expected
+    ):
+        raise _ParseError(f"value {text[:40]!r} is not a valid !!{short}", line, col)
+    return float(value) if short == "float" else value
+
+
+# --------------------------------------------------------------------------- builder
+
+
+class _Builder:
+    """Turns a libyaml event stream into plain values plus a position per field."""
+
+    def __init__(self, events: Iterator[yaml.Event], limits: Limits) -> None:
+        self.events = events
+        self.limits = limits
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.aliases = 0
+        self.nodes = 0
+        self.positions: dict[FieldPath, tuple[int, int]] = {}
+
+    def _next(self) -> yaml.Event:
+        return next(self.events)
+
+    def _count(self, n: int, mark: Any) -> None:
+        self.nodes += n
+        if self.nodes > self.limits.max_nodes:
+            raise _ParseError.at(
+                f"document expands to more than {self.limits.max_nodes} values "
+                "(alias bomb or oversized document)",
+                mark,
+            )
+
+    @staticmethod
+    def _check_tag(tag: str | None, mark: Any) -> None:
+        if tag is not None and tag not in _ALLOWED_TAGS:
+            raise _ParseError.at(
+                f"tag {tag[:60]!r} is not allowed (only the YAML core schema is)",
+                mark,
+            )
+
+    def node(self, event: yaml.Event, path: FieldPath, depth: int) -> tuple[Any, int]:
+        """Build the value that starts with ``event``; returns it and its size in values."""
+        mark: Any = event.start_mark
+        line, col = mark.line + 1, mark.column + 1
+        self.positions[path] = (line, col)
+        if depth > self.limits.max_depth:
+            raise _ParseError(f"nesting deeper than {self.limits.max_depth} levels", line, col)
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > self.limits.max_aliases:
+                raise _ParseError(f"more than {self.limits.max_aliases} aliases", line, col)
+            if event.anchor not in self.anchors:
+                raise _ParseError(f"unknown alias *{event.anchor}", line, col)
+            value, size = self.anchors[event.anchor]
+            self._count(size, mark)
+            return value, size
+        if isinstance(event, yaml.ScalarEvent):
+            self._check_tag(event.tag, mark)
+            self._count(1, mark)
+            if event.tag is not None and event.tag != "!":
+                value = _tagged_scalar(event.tag, event.value, line, col)
+            elif event.implicit[0]:
+                value = _plain_scalar(event.value)
+            else:
+                value = event.value
+            result: tuple[Any, int] = (value, 1)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            self._check_tag(event.tag, mark)
+            self._count(1, mark)
+            items: list[Any] = []
+            size = 1
+            while True:
+                child = self._next()
+                if isinstance(child, yaml.SequenceEndEvent):
+                    break
+                value, n = self.node(child, (*path, len(items)), depth + 1)
+                items.append(value)
+                size += n
+            result = (items, size)
+        elif isinstance(event, yaml.MappingStartEvent):
+            self._check_tag(event.tag, mark)
+            self._count(1, mark)
+            mapping: dict[str, Any] = {}
+            size = 1
+            while True:
+                key_event = self._next()
+                if isinstance(key_event, yaml.MappingEndEvent):
+                    break
+                km: Any = key_event.start_mark
+                if not isinstance(key_event, yaml.ScalarEvent):
+                    raise _ParseError.at("mapping keys must be plain scalars", km)
+                self._check_tag(key_event.tag, km)
+                key = key_event.value
+                if key in mapping:
+                    first = self.positions.get((*path, key), (0, 0))
+                    raise _ParseError.at(
+                        f"duplicate key {key[:60]!r} (first defined at line {first[0]})", km
+                    )
+                if key_event.anchor is not None:
+                    self.anchors[key_event.anchor] = (key, 1)
+                value, n = self.node(self._next(), (*path, key), depth + 1)
+                mapping[key] = value
+                size += n + 1
+            result = (mapping, size)
+        else:  # pragma: no cover - libyaml emits no other node events
+            raise _ParseError(f"unexpected YAML event {type(event).__name__}", line, col)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self.anchors[anchor] = result
+        return result
+
+
+def parse_documents(text: str, file: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
+    """Parse YAML text into documents; raises ``_ParseError`` on any problem."""
+    events = yaml.parse(text, Loader=yaml.CSafeLoader)
+    documents: list[Document] = []
+    try:
+        for event in events:
+            if not isinstance(event, yaml.DocumentStartEvent):
+                continue
+            if len(documents) >= limits.max_documents_per_file:
+                raise _ParseError.at(
+                    f"more than {limits.max_documents_per_file} documents in one file",
+                    event.start_mark,
+                )
+            builder = _Builder(events, limits)
+            first = next(events)
+            value, _ = builder.node(first, (), 0)
+            end = next(events)
+            if not isinstance(end, yaml.DocumentEndEvent):  # pragma: no cover - libyaml's job
+                raise _ParseError.at("malformed document", end.start_mark)
+            mark: Any = first.start_mark
+            documents.append(
+                Document(file=file, index=len(documents), line=mark.line + 1,
+                         column=mark.column + 1, data=value, positions=builder.positions)
+            )
+    except yaml.MarkedYAMLError as exc:
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise _ParseError.at(f"YAML syntax error: {problem}",
+                             exc.problem_mark or exc.context_mark) from None
+    except yaml.YAMLError as exc:
+        raise _ParseError(f"YAML error: {str(exc).splitlines()[0][:200]}") from None
+    return documents
+
+
+def blob_sha(data: bytes) -> str:
+    """The git blob SHA-1 of ``data``: the same key git uses for the file's content."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class ParseCache:
+    """Parsed documents (or the parse error) per (path, blob SHA); thread-safe."""
+
+    max_entries: int = 100_000
+    hits: int = 0
+    misses: int = 0
+    _entries: dict[tuple[str, str], tuple[Document, ...] | SpecIssue] = field(
+        default_factory=dict
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key: tuple[str, str]) -> tuple[Document, ...] | SpecIssue | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return value
+
+    def put(self, key: tuple[str, str], value: tuple[Document, ...] | SpecIssue) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = value
+
+
+DEFAULT_CACHE = ParseCache()
+
+
+def load_bytes(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS,
+               cache: ParseCache | None = DEFAULT_CACHE) -> tuple[Document, ...]:
+    """Documents of one file's bytes; raises ``SpecError`` with the issue on failure."""
+    key = (file, blob_sha(data))
+    cached = cache.get(key) if cache is not None else None
+    if cached is None:
+        cached = _parse_bytes(data, file, limits)
+        if cache is not None:
+            cache.put(key, cached)
+    if isinstance(cached, SpecIssue):
+        raise SpecError([cached])
+    return cached
+
+
+def _parse_bytes(data: bytes, file: str, limits: Limits) -> tuple[Document, ...] | SpecIssue:
+    if len(data) > limits.max_file_bytes:
+        return SpecIssue(file=file, message=f"file is {len(data)} bytes, over the "
+                         f"{limits.max_file_bytes}-byte cap")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return SpecIssue(file=file, line=line, column=col,
+                         message="file is not valid UTF-8")
+    text = text.removeprefix("\ufeff")
+    try:
+        return tuple(parse_documents(text, file, limits))
+    except _ParseError as exc:
+        return SpecIssue(file=file, line=exc.line, column=exc.column, message=exc.message)
+
+
+# --------------------------------------------------------------------------- repo walk
+
+
+def _walk(root: Path, limits: Limits) -> tuple[list[tuple[str, Path]], list[SpecIssue]]:
+    """Every YAML file under ``root`` (relative posix path, absolute path), sorted."""
+    found: list[tuple[str, Path]] = []
+    issues: list[SpecIssue] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        base = Path(dirpath)
+        kept = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            full = base / d
+            if full.is_symlink():
+                rel = full.relative_to(root).as_posix()
+                issues.append(SpecIssue(file=rel, message=_symlink_message(full, root)))
+                continue
+            kept.append(d)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if not name.endswith(YAML_SUFFIXES) or name.startswith("."):
+                continue
+            full = base / name
+            found.append((full.relative_to(root).as_posix(), full))
+            if len(found) > limits.max_files:
+                issues.append(SpecIssue(file=".", message=f"repo holds more than "
+                                        f"{limits.max_files} YAML files"))
+                return [], issues
+    found.sort()
+    return found, issues
+
+
+def _symlink_message(path: Path, root: Path) -> str:
+    try:
+        target = path.resolve(strict=False)
+        inside = target == root or root in target.parents
+    except (OSError, RuntimeError):
+        inside = False
+    where = "inside" if inside else "outside"
+    return f"is a symbolic link to a path {where} the repo; llmops does not follow links"
+
+
+def _read_regular(path: Path, rel: str, root: Path, limits: Limits) -> bytes | SpecIssue:
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return SpecIssue(file=rel, message=f"cannot read: {exc.strerror}")
+    if stat.S_ISLNK(info.st_mode):
+        return SpecIssue(file=rel, message=_symlink_message(path, root))
+    if not stat.S_ISREG(info.st_mode):
+        return SpecIssue(file=rel, message="is not a regular file")
+    if info.st_size > limits.max_file_bytes:
+        return SpecIssue(file=rel, message=f"file is {info.st_size} bytes, over the "
+                         f"{limits.max_file_bytes}-byte cap")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(limits.max_file_bytes + 1)
+    except OSError as exc:
+        return SpecIssue(file=rel, message=f"cannot read: {exc.strerror}")
+    return data
+
+
+def load_repo(root: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS,
+              cache: ParseCache | None = DEFAULT_CACHE) -> Loaded:
+    """Load every YAML document under ``root``; problems are collected, not raised."""
+    base = Path(root).resolve()
+    if not base.is_dir():
+        issue = SpecIssue(file=str(root), message="is not a directory")
+        return Loaded(root=str(root), documents=(), config=None, issues=(issue,))
+    files, issues = _walk(base, limits)
+    documents: list[Document] = []
+    config: Document | None = None
+    total = 0
+    for rel, full in files:
+        data = _read_regular(full, rel, base, limits)
+        if isinstance(data, SpecIssue):
+            issues.append(data)
+            continue
+        total += len(data)
+        if total > limits.max_repo_bytes:
+            issues.append(SpecIssue(file=rel, message=f"repo holds more than "
+                                    f"{limits.max_repo_bytes} bytes of YAML"))
+            break
+        try:
+            docs = load_bytes(data, rel, limits, cache)
+        except SpecError as exc:
+            issues.extend(exc.issues)
+            continue
+        docs = tuple(d for d in docs if d.data is not None)
+        if rel in CONFIG_FILES:
+            if len(docs) != 1:
+                issues.append(SpecIssue(file=rel, message="the repo config must hold "
+                                        f"exactly one document, found {len(docs)}"))
+            elif config is not None:
+                issues.append(SpecIssue(file=rel, message=f"a second repo config beside "
+                                        f"{config.file}"))
+            else:
+                config = docs[0]
+            continue
+        documents.extend(docs)
+    if config is None and not any(i.file in CONFIG_FILES for i in issues):
+        issues.append(SpecIssue(file="llmops.yaml", message="the repo config llmops.yaml is "
+                                "missing at the repo root"))
+    return Loaded(root=str(base), documents=tuple(documents), config=config,
+                  issues=tuple(issues), files=tuple(rel for rel, _ in files))

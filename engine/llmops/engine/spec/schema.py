@@ -1,0 +1,614 @@
+"""The spec model: one pydantic model per kind, plus the repo config ``llmops.yaml``.
+
+Input: the plain data of one YAML document. Output: a frozen, typed spec.
+Field rules that need only the document itself live here; rules across
+specs (references, duplicates, environments) live in ``llmops.engine.spec.validate``,
+which is the only caller of these models on the load path. Renderers, the
+planner and the API read the validated models.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
+
+from llmops.engine.types import Kind, SpecKey
+
+DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SEMVER_RE = (
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+S3_URI_RE = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/([A-Za-z0-9!_.*'()@=+-]+/)*$"
+QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+ROUTE_RE = r"^/([A-Za-z0-9._~-]+/?)*$"
+IMAGE_RE = r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$"
+METRIC_NAME_RE = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+HEADER_RE = r"^[A-Za-z0-9-]{1,64}$"
+HOST_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_RE)]
+Semver = Annotated[str, StringConstraints(pattern=SEMVER_RE)]
+S3Uri = Annotated[str, StringConstraints(pattern=S3_URI_RE, max_length=1024)]
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_RE)]
+ImageRef = Annotated[str, StringConstraints(pattern=IMAGE_RE, max_length=512)]
+LabelValue = Annotated[str, StringConstraints(max_length=253)]
+Text = Annotated[str, StringConstraints(max_length=65536)]
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+
+MAX_MODEL_FILE_BYTES = 10 * 1024**3
+MODEL_FILE_EXTENSIONS = (".bin", ".safetensors", ".json", ".txt", ".pt", ".pth", ".onnx")
+MODEL_FILE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+
+DEFAULT_RUNTIME_IMAGE = "vllm/vllm-openai:v0.8.5"
+DEFAULT_PRUNE_PERCENT = 30
+
+
+class Strict(BaseModel):
+    """Base of every model here: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+# --------------------------------------------------------------------------- vocabularies
+
+
+class ModelType(StrEnum):
+    BASE = "base"
+    FINE_TUNED = "fine-tuned"
+    ADAPTER = "adapter"
+
+
+class DataClassification(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+
+class ModelStage(StrEnum):
+    DRAFT = "draft"
+    APPROVED = "approved"
+    DEPRECATED = "deprecated"
+
+
+class ExperimentState(StrEnum):
+    RUNNING = "running"
+    CONCLUDED = "concluded"
+
+
+class ActuatorName(StrEnum):
+    HYDRATE = "hydrate"
+    HYDRATE_BRANCH = "hydrate-branch"
+    NONE = "none"
+    KUBERNETES = "kubernetes"
+
+
+class Permission(StrEnum):
+    ALL = "*"
+    CATALOG_READ = "catalog:read"
+    MODELS_PROMOTE = "models:promote"
+    MODELS_UPLOAD = "models:upload"
+    SERVING_READ = "serving:read"
+    SERVING_ROLLBACK = "serving:rollback"
+    PROMPTS_READ = "prompts:read"
+    PROMPTS_CONCLUDE = "prompts:conclude"
+    TRAINING_READ = "training:read"
+    GOVERNANCE_READ = "governance:read"
+    AUDIT_READ = "audit:read"
+    RECONCILE_READ = "reconcile:read"
+    RECONCILE_TRIGGER = "reconcile:trigger"
+    COSTS_READ = "costs:read"
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+class Metadata(Strict):
+    name: DnsLabel
+    labels: dict[Annotated[str, StringConstraints(max_length=253)], LabelValue] = {}
+    annotations: dict[Annotated[str, StringConstraints(max_length=253)], Text] = {}
+
+
+class ModelRef(Strict):
+    name: DnsLabel
+    version: Semver
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class Resources(Strict):
+    gpu: Annotated[int, Field(ge=0, le=64)] = 0
+    gpuType: Annotated[str, StringConstraints(max_length=63)] | None = None
+    cpu: Quantity = "1"
+    memory: Quantity = "4Gi"
+
+
+class SpecBase(Strict):
+    apiVersion: Literal["llmops.io/v1alpha1"]
+    metadata: Metadata
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def environment(self) -> str:
+        return ""
+
+    @property
+    def key(self) -> SpecKey:
+        return SpecKey(str(self.kind), self.environment, self.name)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- Model
+
+
+class ModelFile(Strict):
+    name: Annotated[str, StringConstraints(pattern=MODEL_FILE_RE)]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(ge=0, le=MAX_MODEL_FILE_BYTES)]
+
+    @model_validator(mode="after")
+    def _extension(self) -> ModelFile:
+        if not self.name.endswith(MODEL_FILE_EXTENSIONS):
+            raise ValueError(
+                f"file {self.name!r} has a disallowed extension "
+                f"(allowed: {' '.join(MODEL_FILE_EXTENSIONS)})"
+            )
+        return self
+
+
+class ModelSpecBody(Strict):
+    version: Semver
+    type: ModelType
+    ownerTeam: DnsLabel
+    storageUri: S3Uri
+    files: list[ModelFile] = []
+    framework: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    dataClassification: DataClassification
+    stage: ModelStage = ModelStage.DRAFT
+    baseModel: ModelRef | None = None
+    description: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelSpecBody:
+        if self.type in (ModelType.FINE_TUNED, ModelType.ADAPTER) and self.baseModel is None:
+            raise ValueError(f"a {self.type} model needs baseModel")
+        if self.type == ModelType.BASE and self.baseModel is not None:
+            raise ValueError("a base model has no baseModel")
+        names = [f.name for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError("files lists the same file twice")
+        if names and self.type != ModelType.ADAPTER and "config.json" not in names:
+            raise ValueError(f"a {self.type} model needs config.json among its files")
+        return self
+
+
+class ModelSpec(SpecBase):
+    kind: Literal["Model"]
+    spec: ModelSpecBody
+
+    @property
+    def key(self) -> SpecKey:
+        return SpecKey(Kind.MODEL, "", f"{self.name}@{self.spec.version}")
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.name, version=self.spec.version)
+
+
+# --------------------------------------------------------------------------- PromptTemplate
+
+
+class PromptTemplateBody(Strict):
+    version: Semver
+    template: Annotated[str, StringConstraints(min_length=1, max_length=65536)]
+    variables: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
+    modelRef: ModelRef | None = None
+    description: ShortText | None = None
+
+
+class PromptTemplateSpec(SpecBase):
+    kind: Literal["PromptTemplate"]
+    spec: PromptTemplateBody
+
+
+# --------------------------------------------------------------------------- ServingEndpoint
+
+
+class Runtime(Strict):
+    image: ImageRef = DEFAULT_RUNTIME_IMAGE
+    args: list[Annotated[str, StringConstraints(max_length=4096)]] = []
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    healthPath: Annotated[str, StringConstraints(pattern=ROUTE_RE)] = "/health"
+    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Text] = {}
+
+
+class Replicas(Strict):
+    min: Annotated[int, Field(ge=0, le=1000)]
+    max: Annotated[int, Field(ge=0, le=1000)]
+
+    @model_validator(mode="after")
+    def _order(self) -> Replicas:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.min}-{self.max}"
+
+
+class CustomMetric(Strict):
+    name: Annotated[str, StringConstraints(pattern=METRIC_NAME_RE)]
+    targetAverageValue: Quantity
+
+
+class Autoscale(Strict):
+    cpuUtilization: Annotated[int, Field(ge=1, le=100)] | None = None
+    customMetric: CustomMetric | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Autoscale:
+        if (self.cpuUtilization is None) == (self.customMetric is None):
+            raise ValueError("set exactly one of cpuUtilization and customMetric")
+        return self
+
+
+class ServingEndpointBody(Strict):
+    environment: DnsLabel
+    modelRef: ModelRef
+    route: Annotated[str, StringConstraints(pattern=ROUTE_RE, max_length=512)]
+    host: Annotated[str, StringConstraints(pattern=HOST_RE, max_length=253)] | None = None
+    runtime: Runtime = Runtime()
+    replicas: Replicas
+    autoscale: Autoscale = Autoscale(cpuUtilization=80)
+    resources: Resources = Resources()
+    promptTemplateRef: DnsLabel | None = None
+    ownerTeam: DnsLabel | None = None
+
+
+class ServingEndpointSpec(SpecBase):
+    kind: Literal["ServingEndpoint"]
+    spec: ServingEndpointBody
+
+    @property
+    def environment(self) -> str:
+        return self.spec.environment
+
+
+# --------------------------------------------------------------------------- PromptExperiment
+
+
+class Variant(Strict):
+    templateRef: DnsLabel
+    weight: Annotated[int, Field(ge=0, le=100, strict=True)]
+
+
+class Stickiness(Strict):
+    header: Annotated[str, StringConstraints(pattern=HEADER_RE)] | None = None
+    cookie: Annotated[str, StringConstraints(pattern=HEADER_RE)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Stickiness:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("set exactly one of header and cookie")
+        return self
+
+
+class PromptExperimentBody(Strict):
+    environment: DnsLabel
+    endpointRef: DnsLabel
+    variants: list[Variant]
+    metric: Annotated[str, StringConstraints(pattern=METRIC_NAME_RE)] = "latency_ms"
+    stickiness: Stickiness | None = None
+    state: ExperimentState = ExperimentState.RUNNING
+    winner: DnsLabel | None = None
+    notes: Text | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> PromptExperimentBody:
+        if len(self.variants) < 2:
+            raise ValueError("an experiment needs at least two variants")
+        refs = [v.templateRef for v in self.variants]
+        if len(set(refs)) != len(refs):
+            raise ValueError("variants must use distinct templates")
+        total = sum(v.weight for v in self.variants)
+        if total != 100:
+            raise ValueError(f"variant weights sum to {total}, not 100")
+        if self.state == ExperimentState.CONCLUDED:
+            if self.winner is None:
+                raise ValueError("a concluded experiment names its winner")
+            if self.winner not in refs:
+                raise ValueError(f"winner {self.winner!r} is not one of the variants")
+        elif self.winner is not None:
+            raise ValueError("only a concluded experiment has a winner")
+        return self
+
+    def effective_weights(self) -> dict[str, int]:
+        """Traffic share per template: the declared weights, or 100% to the winner."""
+        if self.state == ExperimentState.CONCLUDED:
+            return {v.templateRef: (100 if v.templateRef == self.winner else 0)
+                    for v in self.variants}
+        return {v.templateRef: v.weight for v in self.variants}
+
+
+class PromptExperimentSpec(SpecBase):
+    kind: Literal["PromptExperiment"]
+    spec: PromptExperimentBody
+
+    @property
+    def environment(self) -> str:
+        return self.spec.environment
+
+
+# --------------------------------------------------------------------------- TrainingJob
+
+
+HyperValue = str | int | float | bool
+
+
+class TrainingJobBody(Strict):
+    environment: DnsLabel
+    baseModelRef: ModelRef
+    datasetRef: DnsLabel
+    image: ImageRef
+    command: list[Annotated[str, StringConstraints(max_length=4096)]] = []
+    hyperparameters: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")],
+                          HyperValue] = {}
+    resources: Resources = Resources()
+    outputModel: ModelRef
+    experimentUrl: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$",
+                                                    max_length=2048)] | None = None
+    backoffLimit: Annotated[int, Field(ge=0, le=20)] = 2
+    ownerTeam: DnsLabel | None = None
+
+
+class TrainingJobSpec(SpecBase):
+    kind: Literal["TrainingJob"]
+    spec: TrainingJobBody
+
+    @property
+    def environment(self) -> str:
+        return self.spec.environment
+
+
+# --------------------------------------------------------------------------- Dataset
+
+
+class DatasetBody(Strict):
+    uri: S3Uri
+    dataClassification: DataClassification
+    ownerTeam: DnsLabel
+    description: ShortText | None = None
+
+
+class DatasetSpec(SpecBase):
+    kind: Literal["Dataset"]
+    spec: DatasetBody
+
+
+# --------------------------------------------------------------------------- Policy
+
+
+class Rbac(Strict):
+    roles: dict[DnsLabel, list[Permission]]
+
+
+class PromotionRule(Strict):
+    environment: DnsLabel
+    requireStage: ModelStage = ModelStage.APPROVED
+    requirePriorEnvironment: DnsLabel | None = None
+
+
+class GpuBudget(Strict):
+    team: DnsLabel
+    environment: DnsLabel
+    gpus: Annotated[int, Field(ge=0, le=100000)]
+    pricePerGpuHour: Annotated[float, Field(ge=0)] | None = None
+
+
+class ChangeWindow(Strict):
+    environments: list[DnsLabel]
+    days: list[Weekday]
+    start: time
+    end: time
+    timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
+
+    @model_validator(mode="after")
+    def _tz(self) -> ChangeWindow:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        if self.start == self.end:
+            raise ValueError("start and end are equal")
+        return self
+
+
+class PruneProtection(Strict):
+    environments: list[DnsLabel] = []
+    kinds: list[Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]*$")]] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PruneProtection:
+        if not self.environments and not self.kinds:
+            raise ValueError("name environments, kinds or both")
+        return self
+
+
+class PolicyBody(Strict):
+    rbac: Rbac | None = None
+    promotion: list[PromotionRule] = []
+    dataClassification: dict[DataClassification, list[DnsLabel]] = {}
+    gpuBudgets: list[GpuBudget] = []
+    changeWindows: list[ChangeWindow] = []
+    pruneProtection: list[PruneProtection] = []
+
+
+class PolicySpec(SpecBase):
+    kind: Literal["Policy"]
+    spec: PolicyBody
+
+
+AnySpec = (
+    ModelSpec
+    | PromptTemplateSpec
+    | ServingEndpointSpec
+    | PromptExperimentSpec
+    | TrainingJobSpec
+    | DatasetSpec
+    | PolicySpec
+)
+
+SPEC_CLASSES: dict[str, type[SpecBase]] = {
+    Kind.MODEL: ModelSpec,
+    Kind.PROMPT_TEMPLATE: PromptTemplateSpec,
+    Kind.SERVING_ENDPOINT: ServingEndpointSpec,
+    Kind.PROMPT_EXPERIMENT: PromptExperimentSpec,
+    Kind.TRAINING_JOB: TrainingJobSpec,
+    Kind.DATASET: DatasetSpec,
+    Kind.POLICY: PolicySpec,
+}
+
+
+# --------------------------------------------------------------------------- llmops.yaml
+
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class Cluster(Strict):
+    context: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+    kubeconfig: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    inCluster: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> Cluster:
+        if self.inCluster and (self.context or self.kubeconfig):
+            raise ValueError("inCluster excludes context and kubeconfig")
+        return self
+
+
+class Safety(Strict):
+    allowEmpty: bool = False
+    maxPrunePercent: Annotated[int, Field(ge=0, le=100)] = DEFAULT_PRUNE_PERCENT
+
+
+GIT_SEGMENT_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+BRANCH_NAME_RE = rf"^{GIT_SEGMENT_RE}(/{GIT_SEGMENT_RE})*$"
+BRANCH_DIR_RE = rf"^(\.|{GIT_SEGMENT_RE}(/{GIT_SEGMENT_RE})*)?$"
+
+
+class HydrateBranch(Strict):
+    """Where the ``hydrate-branch`` actuator commits an environment in the specs repo."""
+
+    branch: Annotated[str, StringConstraints(pattern=BRANCH_NAME_RE, max_length=200)] | None \
+        = None
+    """Default ``environments/<env>``."""
+    path: Annotated[str, StringConstraints(pattern=BRANCH_DIR_RE, max_length=200)] | None = None
+    """Directory inside the branch; default ``<env>``; ``"."`` or ``""`` is the branch root."""
+
+    @model_validator(mode="after")
+    def _git_names(self) -> HydrateBranch:
+        if self.branch is not None and (".." in self.branch or self.branch.endswith(
+                (".lock", ".")) or any(p.endswith(".lock") for p in self.branch.split("/"))):
+            raise ValueError(f"branch {self.branch!r} is not a valid git branch name")
+        return self
+
+
+class Environment(Strict):
+    namespace: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    cluster: Cluster = Cluster()
+    actuator: ActuatorName = ActuatorName.HYDRATE
+    hydrateBranch: HydrateBranch | None = None
+    allowEmpty: bool | None = None
+    maxPrunePercent: Annotated[int, Field(ge=0, le=100)] | None = None
+    forceConflicts: bool = False
+    directCommits: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset, hydrateBranch is left out, so the dump (and the hash of an environment's
+        # config stamped on its Namespaces) is what it was before the field existed.
+        data: dict[str, Any] = handler(self)
+        if self.hydrateBranch is None:
+            data.pop("hydrateBranch", None)
+        return data
+
+    @model_validator(mode="after")
+    def _hydrate_branch(self) -> Environment:
+        if self.hydrateBranch is not None and self.actuator != ActuatorName.HYDRATE_BRANCH:
+            raise ValueError(f"hydrateBranch applies only to actuator "
+                             f"{ActuatorName.HYDRATE_BRANCH.value} (this environment uses "
+                             f"{self.actuator.value})")
+        return self
+
+    @model_validator(mode="after")
+    def _namespace(self) -> Environment:
+        probe = self.namespace.replace("{team}", "team")
+        if self.namespace.replace("{team}", "").count("{") or not NAMESPACE_RE.match(probe):
+            raise ValueError(
+                f"namespace {self.namespace!r} is not a DNS-1123 label "
+                "(it may contain the placeholder {team})"
+            )
+        return self
+
+    def namespace_for(self, team: str) -> str:
+        return self.namespace.replace("{team}", team)
+
+
+class RepoConfig(Strict):
+    """``llmops.yaml`` at the root of a specs repo."""
+
+    apiVersion: Literal["llmops.io/v1alpha1"] = "llmops.io/v1alpha1"
+    kind: Literal["Repository"] = "Repository"
+    environments: dict[DnsLabel, Environment]
+    promotionOrder: list[DnsLabel] = []
+    safety: Safety = Safety()
+
+    @model_validator(mode="after")
+    def _rules(self) -> RepoConfig:
+        if not self.environments:
+            raise ValueError("declare at least one environment")
+        unknown = [e for e in self.promotionOrder if e not in self.environments]
+        if unknown:
+            raise ValueError(f"promotionOrder names undeclared environments: {', '.join(unknown)}")
+        return self
+
+    def allow_empty(self, env: str) -> bool:
+        value = self.environments[env].allowEmpty
+        return self.safety.allowEmpty if value is None else value
+
+    def max_prune_percent(self, env: str) -> int:
+        value = self.environments[env].maxPrunePercent
+        return self.safety.maxPrunePercent if value is None else value
+
+
+def spec_class(kind: Any) -> type[SpecBase] | None:
+    return SPEC_CLASSES.get(kind) if isinstance(kind, str) else None

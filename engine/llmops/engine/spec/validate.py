@@ -1,0 +1,367 @@
+"""The validate stage: loaded documents -> a typed, cross-checked ``SpecSet``.
+
+Input: ``loader.Loaded``. Output: ``SpecSet`` (the repo config and every spec,
+each with the document it came from), or ``SpecError`` carrying every issue
+of the revision at once: load problems, field errors (located at the field's
+line and column) and broken references (reported on the referring spec).
+Called by the CLI (`validate`, `render`, `plan`) and the reconciler.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from pydantic import ValidationError
+
+from llmops.engine.errors import SpecError, SpecIssue
+from llmops.engine.spec import loader, schema
+from llmops.engine.types import API_VERSION, Document, FieldPath, Kind, SpecKey, format_path
+
+S = TypeVar("S", bound=schema.SpecBase)
+
+_PATTERN_NAMES = {
+    schema.DNS_LABEL_RE: "a DNS-1123 label (lowercase letters, digits and '-', at most 63)",
+    schema.SEMVER_RE: "a semantic version such as 1.2.0",
+    schema.S3_URI_RE: "an s3://bucket/prefix/ URI ending in '/'",
+    schema.QUANTITY_RE: "a Kubernetes quantity such as 500m, 4 or 16Gi",
+    schema.ROUTE_RE: "an absolute URL path such as /v1/chat",
+    schema.IMAGE_RE: "a container image reference",
+    schema.METRIC_NAME_RE: "a metric name",
+    schema.HEADER_RE: "an HTTP header or cookie name",
+    schema.MODEL_FILE_RE: "a plain file name (no '/' or '..')",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedSpec:
+    """A validated spec and the document it was read from."""
+
+    spec: schema.AnySpec
+    document: Document
+
+    @property
+    def key(self) -> SpecKey:
+        return self.spec.key
+
+    @property
+    def where(self) -> str:
+        return f"{self.document.file}:{self.document.line}"
+
+
+@dataclass(frozen=True)
+class SpecSet:
+    """Every spec of one revision, valid and cross-checked; sorted by key."""
+
+    root: str
+    config: schema.RepoConfig
+    items: tuple[SourcedSpec, ...]
+    _by_key: dict[SpecKey, SourcedSpec] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_key.update({item.key: item for item in self.items})
+
+    def get(self, key: SpecKey) -> SourcedSpec | None:
+        return self._by_key.get(key)
+
+    def of(self, cls: type[S]) -> Iterator[S]:
+        for item in self.items:
+            if isinstance(item.spec, cls):
+                yield item.spec
+
+    def sourced(self, kind: str) -> Iterator[SourcedSpec]:
+        return (item for item in self.items if item.spec.kind == kind)
+
+    def model(self, ref: schema.ModelRef) -> schema.ModelSpec | None:
+        found = self._by_key.get(SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}"))
+        return cast(schema.ModelSpec, found.spec) if found else None
+
+    def template(self, name: str) -> schema.PromptTemplateSpec | None:
+        found = self._by_key.get(SpecKey(Kind.PROMPT_TEMPLATE, "", name))
+        return cast(schema.PromptTemplateSpec, found.spec) if found else None
+
+    def dataset(self, name: str) -> schema.DatasetSpec | None:
+        found = self._by_key.get(SpecKey(Kind.DATASET, "", name))
+        return cast(schema.DatasetSpec, found.spec) if found else None
+
+    def endpoint(self, env: str, name: str) -> schema.ServingEndpointSpec | None:
+        found = self._by_key.get(SpecKey(Kind.SERVING_ENDPOINT, env, name))
+        return cast(schema.ServingEndpointSpec, found.spec) if found else None
+
+    def team_of(self, spec: schema.ServingEndpointSpec | schema.TrainingJobSpec) -> str:
+        """The owning team: the spec's ownerTeam, else its model's."""
+        if spec.spec.ownerTeam:
+            return spec.spec.ownerTeam
+        ref = (spec.spec.modelRef if isinstance(spec, schema.ServingEndpointSpec)
+               else spec.spec.baseModelRef)
+        model = self.model(ref)
+        return model.spec.ownerTeam if model else "unowned"
+
+    def experiment_for(self, endpoint: schema.ServingEndpointSpec
+                       ) -> schema.PromptExperimentSpec | None:
+        """The experiment routing this endpoint's traffic (a running one wins)."""
+        found = [e for e in self.of(schema.PromptExperimentSpec)
+                 if e.spec.environment == endpoint.environment
+                 and e.spec.endpointRef == endpoint.name]
+        found.sort(key=lambda e: (e.spec.state != schema.ExperimentState.RUNNING, e.name))
+        return found[0] if found else None
+
+    def policies(self) -> list[schema.PolicySpec]:
+        return list(self.of(schema.PolicySpec))
+
+    def in_environment(self, env: str) -> Iterator[SourcedSpec]:
+        return (item for item in self.items if item.spec.environment in ("", env))
+
+
+# --------------------------------------------------------------------------- field errors
+
+
+def _message(err: Any) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern", "")
+        value = err.get("input")
+        shown = f" {str(value)[:80]!r}" if isinstance(value, str) else ""
+        return f"value{shown} is not {_PATTERN_NAMES.get(pattern, 'valid')}"
+    message = str(err.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def _spec_name(data: Any) -> str:
+    if isinstance(data, dict):
+        meta = data.get("metadata")
+        if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+            return str(meta["name"])[:63]
+    return ""
+
+
+def _issues_from(exc: ValidationError, doc: Document, kind: str) -> Iterator[SpecIssue]:
+    name = _spec_name(doc.data)
+    for err in exc.errors():
+        loc: FieldPath = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+        line, col = doc.locate(loc)
+        yield SpecIssue(file=doc.file, line=line, column=col, kind=kind, name=name,
+                        field=format_path(loc), message=_message(err))
+
+
+def _issue(doc: Document, spec: schema.SpecBase, path: FieldPath, message: str) -> SpecIssue:
+    line, col = doc.locate(path)
+    return SpecIssue(file=doc.file, line=line, column=col, kind=str(spec.kind),  # type: ignore[attr-defined]
+                     name=spec.name, field=format_path(path), message=message)
+
+
+def _parse_spec(doc: Document) -> schema.AnySpec | list[SpecIssue]:
+    data = doc.data
+    where = {"file": doc.file, "line": doc.line, "column": doc.column}
+    if not isinstance(data, dict):
+        return [SpecIssue(**where, message=f"a spec document must be a mapping, "  # type: ignore[arg-type]
+                          f"not {type(data).__name__}")]
+    api_version, kind = data.get("apiVersion"), data.get("kind")
+    name = _spec_name(data)
+    if api_version != API_VERSION:
+        line, col = doc.locate(("apiVersion",))
+        shown = "missing" if api_version is None else f"{str(api_version)[:60]!r}"
+        return [SpecIssue(file=doc.file, line=line, column=col, kind=str(kind or ""), name=name,
+                          field="apiVersion",
+                          message=f"unknown apiVersion {shown} (expected {API_VERSION})")]
+    cls = schema.spec_class(kind)
+    if cls is None:
+        line, col = doc.locate(("kind",))
+        shown = "missing" if kind is None else f"{str(kind)[:60]!r}"
+        return [SpecIssue(file=doc.file, line=line, column=col, kind="", name=name,
+                          field="kind", message=f"unknown kind {shown} (expected one of "
+                          f"{', '.join(k.value for k in Kind)})")]
+    try:
+        return cast(schema.AnySpec, cls.model_validate(data))
+    except ValidationError as exc:
+        return list(_issues_from(exc, doc, str(kind)))
+
+
+def parse_config(doc: Document) -> schema.RepoConfig | list[SpecIssue]:
+    if not isinstance(doc.data, dict):
+        return [SpecIssue(file=doc.file, line=doc.line, column=doc.column,
+                          message="the repo config must be a mapping")]
+    try:
+        return schema.RepoConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        return list(_issues_from(exc, doc, "Repository"))
+
+
+# --------------------------------------------------------------------------- cross references
+
+
+def _references(items: list[SourcedSpec], by_key: dict[SpecKey, SourcedSpec],
+                config: schema.RepoConfig, broken: set[tuple[str, str]]) -> Iterator[SpecIssue]:
+    """Broken references, reported on the referring spec.
+
+    A reference to a spec that failed its own validation (``broken`` holds its
+    kind and name) is not reported again: that spec's own error says it all.
+    """
+    envs = config.environments
+
+    def model_exists(ref: schema.ModelRef) -> bool:
+        return (SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}") in by_key
+                or (Kind.MODEL, ref.name) in broken)
+
+    def versions(name: str) -> str:
+        found = sorted(k.name.split("@", 1)[1] for k in by_key
+                       if k.kind == Kind.MODEL and k.name.split("@", 1)[0] == name)
+        return f" (known versions: {', '.join(found)})" if found else ""
+
+    def missing_model(ref: schema.ModelRef) -> str:
+        return f"model {ref.name} {ref.version} is not defined{versions(ref.name)}"
+
+    def template_exists(name: str) -> bool:
+        return (SpecKey(Kind.PROMPT_TEMPLATE, "", name) in by_key
+                or (Kind.PROMPT_TEMPLATE, name) in broken)
+
+    running: dict[tuple[str, str], SourcedSpec] = {}
+    routes: dict[tuple[str, str, str], SourcedSpec] = {}
+    roles: dict[str, SourcedSpec] = {}
+    budgets: dict[tuple[str, str], SourcedSpec] = {}
+    for item in items:
+        s, doc = item.spec, item.document
+        if s.environment and s.environment not in envs:
+            yield _issue(doc, s, ("spec", "environment"), f"environment {s.environment!r} is "
+                         f"not declared in llmops.yaml (declared: {', '.join(envs)})")
+        if isinstance(s, schema.ModelSpec):
+            if s.spec.baseModel and not model_exists(s.spec.baseModel):
+                yield _issue(doc, s, ("spec", "baseModel"), missing_model(s.spec.baseModel))
+        elif isinstance(s, schema.PromptTemplateSpec):
+            if s.spec.modelRef and not model_exists(s.spec.modelRef):
+                yield _issue(doc, s, ("spec", "modelRef"), missing_model(s.spec.modelRef))
+        elif isinstance(s, schema.ServingEndpointSpec):
+            if not model_exists(s.spec.modelRef):
+                yield _issue(doc, s, ("spec", "modelRef"), missing_model(s.spec.modelRef))
+            ref = s.spec.promptTemplateRef
+            if ref and not template_exists(ref):
+                yield _issue(doc, s, ("spec", "promptTemplateRef"),
+                             f"prompt template {ref} is not defined")
+            route_key = (s.environment, s.spec.host or "", s.spec.route.rstrip("/") or "/")
+            if route_key in routes:
+                other = routes[route_key]
+                yield _issue(doc, s, ("spec", "route"), f"route {s.spec.route} is already "
+                             f"served by {other.spec.name} ({other.where})")
+            else:
+                routes[route_key] = item
+        elif isinstance(s, schema.PromptExperimentSpec):
+            endpoint_key = SpecKey(Kind.SERVING_ENDPOINT, s.environment, s.spec.endpointRef)
+            if endpoint_key not in by_key and (Kind.SERVING_ENDPOINT,
+                                               s.spec.endpointRef) not in broken:
+                yield _issue(doc, s, ("spec", "endpointRef"), f"endpoint {s.spec.endpointRef} "
+                             f"is not defined in environment {s.environment}")
+            for i, variant in enumerate(s.spec.variants):
+                if not template_exists(variant.templateRef):
+                    yield _issue(doc, s, ("spec", "variants", i, "templateRef"),
+                                 f"prompt template {variant.templateRef} is not defined")
+            if s.spec.state == schema.ExperimentState.RUNNING:
+                slot = (s.environment, s.spec.endpointRef)
+                if slot in running:
+                    other = running[slot]
+                    yield _issue(doc, s, ("spec", "endpointRef"), "endpoint already has a "
+                                 f"running experiment: {other.spec.name} ({other.where})")
+                else:
+                    running[slot] = item
+        elif isinstance(s, schema.TrainingJobSpec):
+            if not model_exists(s.spec.baseModelRef):
+                yield _issue(doc, s, ("spec", "baseModelRef"), missing_model(s.spec.baseModelRef))
+            if (SpecKey(Kind.DATASET, "", s.spec.datasetRef) not in by_key
+                    and (Kind.DATASET, s.spec.datasetRef) not in broken):
+                yield _issue(doc, s, ("spec", "datasetRef"),
+                             f"dataset {s.spec.datasetRef} is not defined")
+        elif isinstance(s, schema.PolicySpec):
+            yield from _policy_references(item, s, envs, roles, budgets)
+
+
+def _policy_references(item: SourcedSpec, s: schema.PolicySpec, envs: dict[str, Any],
+                       roles: dict[str, SourcedSpec],
+                       budgets: dict[tuple[str, str], SourcedSpec]) -> Iterator[SpecIssue]:
+    doc = item.document
+
+    def env_check(path: FieldPath, env: str) -> Iterator[SpecIssue]:
+        if env not in envs:
+            yield _issue(doc, s, path, f"environment {env!r} is not declared in llmops.yaml")
+
+    if s.spec.rbac:
+        for role in s.spec.rbac.roles:
+            if role in roles:
+                yield _issue(doc, s, ("spec", "rbac", "roles", role), f"role {role} is "
+                             f"already defined by {roles[role].spec.name} ({roles[role].where})")
+            else:
+                roles[role] = item
+    for i, rule in enumerate(s.spec.promotion):
+        yield from env_check(("spec", "promotion", i, "environment"), rule.environment)
+        if rule.requirePriorEnvironment:
+            yield from env_check(("spec", "promotion", i, "requirePriorEnvironment"),
+                                 rule.requirePriorEnvironment)
+    for cls, allowed in s.spec.dataClassification.items():
+        for j, env in enumerate(allowed):
+            yield from env_check(("spec", "dataClassification", cls.value, j), env)
+    for i, budget in enumerate(s.spec.gpuBudgets):
+        yield from env_check(("spec", "gpuBudgets", i, "environment"), budget.environment)
+        slot = (budget.team, budget.environment)
+        if slot in budgets:
+            yield _issue(doc, s, ("spec", "gpuBudgets", i), f"team {budget.team} already has "
+                         f"a budget in {budget.environment} ({budgets[slot].where})")
+        else:
+            budgets[slot] = item
+    for i, window in enumerate(s.spec.changeWindows):
+        for j, env in enumerate(window.environments):
+            yield from env_check(("spec", "changeWindows", i, "environments", j), env)
+    for i, protection in enumerate(s.spec.pruneProtection):
+        for j, env in enumerate(protection.environments):
+            yield from env_check(("spec", "pruneProtection", i, "environments", j), env)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def validate(loaded: loader.Loaded) -> SpecSet:
+    """Type-check and cross-check a loaded repo; raises ``SpecError`` with every issue."""
+    issues: list[SpecIssue] = list(loaded.issues)
+    config: schema.RepoConfig | None = None
+    if loaded.config is not None:
+        parsed = parse_config(loaded.config)
+        if isinstance(parsed, list):
+            issues.extend(parsed)
+        else:
+            config = parsed
+    items: list[SourcedSpec] = []
+    by_key: dict[SpecKey, SourcedSpec] = {}
+    broken: set[tuple[str, str]] = set()
+    for doc in loaded.documents:
+        result = _parse_spec(doc)
+        if isinstance(result, list):
+            issues.extend(result)
+            if isinstance(doc.data, dict):
+                broken.add((str(doc.data.get("kind")), _spec_name(doc.data)))
+            continue
+        item = SourcedSpec(spec=result, document=doc)
+        if item.key in by_key:
+            first = by_key[item.key]
+            issues.append(_issue(doc, result, ("metadata", "name"), f"{item.key} is defined "
+                                 f"twice: here and in {first.where}"))
+            continue
+        by_key[item.key] = item
+        items.append(item)
+    if config is not None:
+        issues.extend(_references(items, by_key, config, broken))
+    if issues:
+        raise SpecError(issues)
+    assert config is not None
+    items.sort(key=lambda i: i.key)
+    return SpecSet(root=loaded.root, config=config, items=tuple(items))
+
+
+def load_and_validate(root: str | os.PathLike[str], limits: loader.Limits = loader.DEFAULT_LIMITS,
+                      cache: loader.ParseCache | None = loader.DEFAULT_CACHE) -> SpecSet:
+    """Load and validate the repo at ``root`` (the path most callers want)."""
+    return validate(loader.load_repo(root, limits, cache))
+
