@@ -39,6 +39,7 @@ import referencing
 import yaml
 
 from conftest import TEMPLATE, CliResult
+from llmops.engine import manifest
 from llmops.engine.spec import validate
 from llmops.engine.spec.validate import SpecSet
 from llmops.engine.types import KubeObject, ResourceKey, content_hash
@@ -117,7 +118,7 @@ def table_of(configmap: KubeObject) -> dict[str, Any]:
 def checksum(objs: tuple[KubeObject, ...], name: str) -> str:
     deployment = find(objs, "Deployment", name)
     value: str = deployment["spec"]["template"]["metadata"]["annotations"][
-        objects.CONFIG_CHECKSUM]
+        manifest.CONFIG_CHECKSUM_ANNOTATION]
     return value
 
 
@@ -545,7 +546,7 @@ def test_weight_change_rolls_the_pods(make_repo: Callable[..., SpecSet]) -> None
     assert checksum(before, "chat") == checksum(render_environment(make_repo(), "dev"), "chat")
     old, new = find(before, "Deployment", "chat"), find(after, "Deployment", "chat")
     for obj in (old, new):
-        del obj["spec"]["template"]["metadata"]["annotations"][objects.CONFIG_CHECKSUM]
+        del obj["spec"]["template"]["metadata"]["annotations"][manifest.CONFIG_CHECKSUM_ANNOTATION]
     assert old == new
 
 
@@ -647,7 +648,7 @@ def test_spec_labels_and_annotations_are_carried(template_set: SpecSet) -> None:
 
 def test_applyset_id_is_a_valid_label_value() -> None:
     for env in ("dev", "a" * 63):
-        value = objects.applyset_id(env)
+        value = manifest.applyset_id(env)
         assert objects.is_label_value(value)
         assert len(value) == 55
 

@@ -35,6 +35,10 @@ class Kind(StrEnum):
     POLICY = "Policy"
 
 
+ENVIRONMENT_KINDS = frozenset({Kind.SERVING_ENDPOINT, Kind.PROMPT_EXPERIMENT, Kind.TRAINING_JOB})
+"""Kinds that belong to one environment; the others are global (shared by every one)."""
+
+
 class SpecKey(NamedTuple):
     """Identity of a spec: (kind, environment, name); environment is "" for global kinds.
 

@@ -23,23 +23,17 @@ not a failed apply later.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmops.engine import manifest
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SourcedSpec, SpecSet
 from llmops.engine.types import KubeObject, content_hash
 from llmops.renderers.templating import RenderError
-
-MANAGED_BY = "llmops"
-APPLYSET_LABEL = "applyset.kubernetes.io/part-of"
-SOURCE_COMMIT = "llmops.io/source-commit"
-SPEC_HASH = "llmops.io/spec-hash"
-CONFIG_CHECKSUM = "llmops.io/config-checksum"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Node label that carries the GPU model; nodes of a GPU pool are labelled with it
@@ -64,15 +58,6 @@ class Scope:
 
     def namespace_for(self, team: str) -> str:
         return self.config.namespace_for(team)
-
-
-def applyset_id(environment: str) -> str:
-    """The ApplySet id of an environment, in kubectl's format (a valid label value).
-
-    ``applyset-<base64url(sha256("llmops.<env>"))>-v1``: 55 characters.
-    """
-    digest = hashlib.sha256(f"llmops.{environment}".encode()).digest()
-    return f"applyset-{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}-v1"
 
 
 def is_label_value(value: str) -> bool:
@@ -153,21 +138,21 @@ def workload_labels(owner: Owner, app: str, component: str, instance: str = ""
     ``instance`` defaults to ``<app>-<environment>``.
     """
     return {
-        "app.kubernetes.io/name": label_value(app),
-        "app.kubernetes.io/instance": label_value(instance or f"{app}-{owner.environment}"),
-        "app.kubernetes.io/component": label_value(component),
-        "app.kubernetes.io/part-of": label_value(owner.team or MANAGED_BY),
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "llmops.io/kind": label_value(owner.kind),
-        "llmops.io/spec": label_value(owner.name),
-        "llmops.io/environment": label_value(owner.environment),
+        manifest.NAME_LABEL: label_value(app),
+        manifest.INSTANCE_LABEL: label_value(instance or f"{app}-{owner.environment}"),
+        manifest.COMPONENT_LABEL: label_value(component),
+        manifest.PART_OF_LABEL: label_value(owner.team or manifest.MANAGED_BY),
+        manifest.MANAGED_BY_LABEL: manifest.MANAGED_BY,
+        manifest.KIND_LABEL: label_value(owner.kind),
+        manifest.SPEC_LABEL: label_value(owner.name),
+        manifest.ENVIRONMENT_LABEL: label_value(owner.environment),
     }
 
 
 def selector_labels(owner: Owner, app: str) -> dict[str, str]:
     """The immutable pod selector of a workload: name and instance only."""
     labels = workload_labels(owner, app, "")
-    return {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    return {k: labels[k] for k in (manifest.NAME_LABEL, manifest.INSTANCE_LABEL)}
 
 
 def stamp(obj: KubeObject, owner: Owner, *, app: str, component: str, namespace: str,
@@ -183,9 +168,10 @@ def stamp(obj: KubeObject, owner: Owner, *, app: str, component: str, namespace:
                           f"{meta.get('namespace')!r}, expected {namespace!r}", template)
     labels: dict[str, str] = {**owner.labels, **(meta.get("labels") or {}),
                               **workload_labels(owner, app, component, instance),
-                              APPLYSET_LABEL: applyset_id(owner.environment)}
+                              manifest.APPLYSET_LABEL: manifest.applyset_id(owner.environment)}
     annotations: dict[str, str] = {**owner.annotations, **(meta.get("annotations") or {}),
-                                   SOURCE_COMMIT: source_commit, SPEC_HASH: owner.spec_hash}
+                                   manifest.SOURCE_COMMIT_ANNOTATION: source_commit,
+                                   manifest.SPEC_HASH_ANNOTATION: owner.spec_hash}
     meta["labels"] = dict(sorted(labels.items()))
     meta["annotations"] = dict(sorted(annotations.items()))
     return obj

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from llmops.engine import manifest
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SourcedSpec, SpecSet
 from llmops.engine.types import Kind, KubeObject, ResourceKey, content_hash
@@ -46,7 +47,7 @@ __all__ = ["RenderCache", "RenderError", "render_environment", "sort_key"]
 CONFIG_FILE = "llmops.yaml"
 ENVIRONMENT_KIND = "Environment"
 PRUNE_PROTECTED_ANNOTATIONS = {
-    "llmops.io/prune-protected": "true",
+    manifest.PRUNE_PROTECTED_LABEL: "true",
     "argocd.argoproj.io/sync-options": "Prune=false",
 }
 
@@ -66,8 +67,8 @@ def sort_key(obj: KubeObject) -> tuple[str, str, str, str]:
 
 
 def _owner(obj: KubeObject) -> str:
-    labels = obj["metadata"].get("labels") or {}
-    return f"{labels.get('llmops.io/kind', '?')}/{labels.get('llmops.io/spec', '?')}"
+    kind, name = manifest.owner_of(obj)
+    return f"{kind or '?'}/{name or '?'}"
 
 
 def _namespaces(scope: Scope, rendered: list[KubeObject]) -> list[KubeObject]:
@@ -75,8 +76,8 @@ def _namespaces(scope: Scope, rendered: list[KubeObject]) -> list[KubeObject]:
     for obj in rendered:
         namespace = obj["metadata"].get("namespace")
         if namespace:
-            part_of = (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/part-of", "")
-            teams.setdefault(namespace, set()).add(part_of)
+            teams.setdefault(namespace, set()).add(
+                manifest.labels_of(obj).get(manifest.PART_OF_LABEL, ""))
     env_hash = content_hash(scope.config.model_dump(mode="json"))
     out: list[KubeObject] = []
     template = "namespace.json.j2"

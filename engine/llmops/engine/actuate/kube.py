@@ -53,7 +53,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
-from llmops.engine import redact
+from llmops.engine import manifest, redact
 from llmops.engine.actuate import kube_health
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
 from llmops.engine.actuate.health import HealthStatus
@@ -62,7 +62,6 @@ from llmops.engine.plan import diff
 from llmops.engine.settings import KubeSettings
 from llmops.engine.spec import schema
 from llmops.engine.types import KubeObject, ResourceKey
-from llmops.renderers.objects import APPLYSET_LABEL, applyset_id
 
 T = TypeVar("T")
 
@@ -80,8 +79,6 @@ _MANAGER_RE = re.compile(r'conflict with "([^"]+)"')
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
 MAX_CHANGED_PATHS = 5
-FORCE_ANNOTATION = "llmops.io/force-conflicts"
-"""A spec annotated with this set to "true" takes conflicting fields from other appliers."""
 
 
 class ApplyError(LlmopsError):
@@ -321,7 +318,7 @@ class KubernetesActuator:
 
     def observe(self, environment: str) -> dict[ResourceKey, KubeObject]:
         """Every object carrying the environment's ApplySet label; raises when unknown."""
-        selector = f"{APPLYSET_LABEL}={applyset_id(environment)}"
+        selector = f"{manifest.APPLYSET_LABEL}={manifest.applyset_id(environment)}"
         out: dict[ResourceKey, KubeObject] = {}
         for api_version, kind in OWNED_TYPES:
             for item in self._list(api_version, kind, selector):
@@ -438,8 +435,8 @@ class KubernetesActuator:
         except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise ApplyError(key, "read", _reason(exc), self._error_text(exc, obj)) from exc
         body = diff.normalize(obj)
-        annotations = (obj.get("metadata") or {}).get("annotations") or {}
-        force = self.force_conflicts or annotations.get(FORCE_ANNOTATION) == "true"
+        force = self.force_conflicts or manifest.annotations_of(obj).get(
+            manifest.FORCE_CONFLICTS_ANNOTATION) == "true"
         took = ""
         try:
             dry = self._apply(key, resource, body, dry_run=True, force=force)
@@ -485,7 +482,8 @@ class KubernetesActuator:
             managers = _conflict_managers(detail) if reason == "Conflict" else ()
             if managers:
                 detail += ("; not forced (set forceConflicts on the environment, or the "
-                           f"{FORCE_ANNOTATION}: \"true\" annotation on the spec, to take over)")
+                           f"{manifest.FORCE_CONFLICTS_ANNOTATION}: \"true\" annotation on the "
+                           "spec, to take over)")
             raise ApplyError(key, phase, reason, mask(detail, body),
                              managers=managers) from exc
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
