@@ -180,68 +180,72 @@ class _Builder:
         if depth > self.limits.max_depth:
             raise _ParseError(f"nesting deeper than {self.limits.max_depth} levels", line, col)
         if isinstance(event, yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > self.limits.max_aliases:
-                raise _ParseError(f"more than {self.limits.max_aliases} aliases", line, col)
-            if event.anchor not in self.anchors:
-                raise _ParseError(f"unknown alias *{event.anchor}", line, col)
-            value, size = self.anchors[event.anchor]
-            self._count(size, mark)
-            return value, size
-        if isinstance(event, yaml.ScalarEvent):
-            self._check_tag(event.tag, mark)
-            self._count(1, mark)
-            if event.tag is not None and event.tag != "!":
-                value = _tagged_scalar(event.tag, event.value, line, col)
-            elif event.implicit[0]:
-                value = _plain_scalar(event.value)
-            else:
-                value = event.value
-            result: tuple[Any, int] = (value, 1)
-        elif isinstance(event, yaml.SequenceStartEvent):
-            self._check_tag(event.tag, mark)
-            self._count(1, mark)
-            items: list[Any] = []
-            size = 1
-            while True:
-                child = self._next()
-                if isinstance(child, yaml.SequenceEndEvent):
-                    break
-                value, n = self.node(child, (*path, len(items)), depth + 1)
-                items.append(value)
-                size += n
-            result = (items, size)
-        elif isinstance(event, yaml.MappingStartEvent):
-            self._check_tag(event.tag, mark)
-            self._count(1, mark)
-            mapping: dict[str, Any] = {}
-            size = 1
-            while True:
-                key_event = self._next()
-                if isinstance(key_event, yaml.MappingEndEvent):
-                    break
-                km: Any = key_event.start_mark
-                if not isinstance(key_event, yaml.ScalarEvent):
-                    raise _ParseError.at("mapping keys must be plain scalars", km)
-                self._check_tag(key_event.tag, km)
-                key = key_event.value
-                if key in mapping:
-                    first = self.positions.get((*path, key), (0, 0))
-                    raise _ParseError.at(
-                        f"duplicate key {key[:60]!r} (first defined at line {first[0]})", km
-                    )
-                if key_event.anchor is not None:
-                    self.anchors[key_event.anchor] = (key, 1)
-                value, n = self.node(self._next(), (*path, key), depth + 1)
-                mapping[key] = value
-                size += n + 1
-            result = (mapping, size)
-        else:  # pragma: no cover - libyaml emits no other node events
+            return self._alias(event, mark)
+        if not isinstance(event, yaml.ScalarEvent | yaml.SequenceStartEvent
+                          | yaml.MappingStartEvent):  # pragma: no cover - libyaml emits no other
             raise _ParseError(f"unexpected YAML event {type(event).__name__}", line, col)
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            self.anchors[anchor] = result
+        self._check_tag(event.tag, mark)
+        self._count(1, mark)
+        result: tuple[Any, int]
+        if isinstance(event, yaml.ScalarEvent):
+            result = (_scalar(event, line, col), 1)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            result = self._sequence(path, depth)
+        else:
+            result = self._mapping(path, depth)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = result
         return result
+
+    def _alias(self, event: yaml.AliasEvent, mark: Any) -> tuple[Any, int]:
+        line, col = mark.line + 1, mark.column + 1
+        self.aliases += 1
+        if self.aliases > self.limits.max_aliases:
+            raise _ParseError(f"more than {self.limits.max_aliases} aliases", line, col)
+        if event.anchor not in self.anchors:
+            raise _ParseError(f"unknown alias *{event.anchor}", line, col)
+        value, size = self.anchors[event.anchor]
+        self._count(size, mark)
+        return value, size
+
+    def _sequence(self, path: FieldPath, depth: int) -> tuple[list[Any], int]:
+        items: list[Any] = []
+        size = 1
+        while not isinstance(child := self._next(), yaml.SequenceEndEvent):
+            value, n = self.node(child, (*path, len(items)), depth + 1)
+            items.append(value)
+            size += n
+        return items, size
+
+    def _mapping(self, path: FieldPath, depth: int) -> tuple[dict[str, Any], int]:
+        mapping: dict[str, Any] = {}
+        size = 1
+        while not isinstance(key_event := self._next(), yaml.MappingEndEvent):
+            km: Any = key_event.start_mark
+            if not isinstance(key_event, yaml.ScalarEvent):
+                raise _ParseError.at("mapping keys must be plain scalars", km)
+            self._check_tag(key_event.tag, km)
+            key = key_event.value
+            if key in mapping:
+                first = self.positions.get((*path, key), (0, 0))
+                raise _ParseError.at(
+                    f"duplicate key {key[:60]!r} (first defined at line {first[0]})", km
+                )
+            if key_event.anchor is not None:
+                self.anchors[key_event.anchor] = (key, 1)
+            value, n = self.node(self._next(), (*path, key), depth + 1)
+            mapping[key] = value
+            size += n + 1
+        return mapping, size
+
+
+def _scalar(event: yaml.ScalarEvent, line: int, col: int) -> Any:
+    """A scalar's value under the YAML 1.2 core schema (tags explicit or implied)."""
+    if event.tag is not None and event.tag != "!":
+        return _tagged_scalar(event.tag, event.value, line, col)
+    if event.implicit[0]:
+        return _plain_scalar(event.value)
+    return event.value
 
 
 def parse_documents(text: str, file: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:

@@ -197,87 +197,93 @@ def parse_config(doc: Document) -> schema.RepoConfig | list[SpecIssue]:
 # --------------------------------------------------------------------------- cross references
 
 
-def _references(items: list[SourcedSpec], by_key: dict[SpecKey, SourcedSpec],
-                config: schema.RepoConfig, broken: set[tuple[str, str]]) -> Iterator[SpecIssue]:
-    """Broken references, reported on the referring spec.
+class _References:
+    """Broken references, reported on the referring spec; one method per kind.
 
     A reference to a spec that failed its own validation (``broken`` holds its
     kind and name) is not reported again: that spec's own error says it all.
+    Names that must be unique across specs (routes, running experiments per
+    endpoint, roles, GPU budgets) are remembered as they are met.
     """
-    envs = config.environments
 
-    def model_exists(ref: schema.ModelRef) -> bool:
-        return (SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}") in by_key
-                or (Kind.MODEL, ref.name) in broken)
+    def __init__(self, by_key: dict[SpecKey, SourcedSpec], config: schema.RepoConfig,
+                 broken: set[tuple[str, str]]) -> None:
+        self.by_key, self.broken, self.envs = by_key, broken, config.environments
+        self.running: dict[tuple[str, str], SourcedSpec] = {}
+        self.routes: dict[tuple[str, str, str], SourcedSpec] = {}
+        self.roles: dict[str, SourcedSpec] = {}
+        self.budgets: dict[tuple[str, str], SourcedSpec] = {}
 
-    def versions(name: str) -> str:
-        found = sorted(k.name.split("@", 1)[1] for k in by_key
-                       if k.kind == Kind.MODEL and k.name.split("@", 1)[0] == name)
-        return f" (known versions: {', '.join(found)})" if found else ""
+    def check(self, items: list[SourcedSpec]) -> Iterator[SpecIssue]:
+        for item in items:
+            s = item.spec
+            if s.environment and s.environment not in self.envs:
+                yield _issue(item.document, s, ("spec", "environment"),
+                             f"environment {s.environment!r} is not declared in llmops.yaml "
+                             f"(declared: {', '.join(self.envs)})")
+            if isinstance(s, schema.ModelSpec):
+                yield from self._model_ref(item, ("spec", "baseModel"), s.spec.baseModel)
+            elif isinstance(s, schema.PromptTemplateSpec):
+                yield from self._model_ref(item, ("spec", "modelRef"), s.spec.modelRef)
+            elif isinstance(s, schema.ServingEndpointSpec):
+                yield from self._endpoint(item, s)
+            elif isinstance(s, schema.PromptExperimentSpec):
+                yield from self._experiment(item, s)
+            elif isinstance(s, schema.TrainingJobSpec):
+                yield from self._training_job(item, s)
+            elif isinstance(s, schema.PolicySpec):
+                yield from _policy_references(item, s, self.envs, self.roles, self.budgets)
 
-    def missing_model(ref: schema.ModelRef) -> str:
-        return f"model {ref.name} {ref.version} is not defined{versions(ref.name)}"
+    def _defined(self, kind: Kind, name: str, environment: str = "") -> bool:
+        return SpecKey(kind, environment, name) in self.by_key or (kind, name) in self.broken
 
-    def template_exists(name: str) -> bool:
-        return (SpecKey(Kind.PROMPT_TEMPLATE, "", name) in by_key
-                or (Kind.PROMPT_TEMPLATE, name) in broken)
+    def _model_ref(self, item: SourcedSpec, path: FieldPath,
+                   ref: schema.ModelRef | None) -> Iterator[SpecIssue]:
+        if ref is None or SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}") in self.by_key \
+                or (Kind.MODEL, ref.name) in self.broken:
+            return
+        found = sorted(k.name.split("@", 1)[1] for k in self.by_key
+                       if k.kind == Kind.MODEL and k.name.split("@", 1)[0] == ref.name)
+        known = f" (known versions: {', '.join(found)})" if found else ""
+        yield _issue(item.document, item.spec, path,
+                     f"model {ref.name} {ref.version} is not defined{known}")
 
-    running: dict[tuple[str, str], SourcedSpec] = {}
-    routes: dict[tuple[str, str, str], SourcedSpec] = {}
-    roles: dict[str, SourcedSpec] = {}
-    budgets: dict[tuple[str, str], SourcedSpec] = {}
-    for item in items:
-        s, doc = item.spec, item.document
-        if s.environment and s.environment not in envs:
-            yield _issue(doc, s, ("spec", "environment"), f"environment {s.environment!r} is "
-                         f"not declared in llmops.yaml (declared: {', '.join(envs)})")
-        if isinstance(s, schema.ModelSpec):
-            if s.spec.baseModel and not model_exists(s.spec.baseModel):
-                yield _issue(doc, s, ("spec", "baseModel"), missing_model(s.spec.baseModel))
-        elif isinstance(s, schema.PromptTemplateSpec):
-            if s.spec.modelRef and not model_exists(s.spec.modelRef):
-                yield _issue(doc, s, ("spec", "modelRef"), missing_model(s.spec.modelRef))
-        elif isinstance(s, schema.ServingEndpointSpec):
-            if not model_exists(s.spec.modelRef):
-                yield _issue(doc, s, ("spec", "modelRef"), missing_model(s.spec.modelRef))
-            ref = s.spec.promptTemplateRef
-            if ref and not template_exists(ref):
-                yield _issue(doc, s, ("spec", "promptTemplateRef"),
-                             f"prompt template {ref} is not defined")
-            route_key = (s.environment, s.spec.host or "", s.spec.route.rstrip("/") or "/")
-            if route_key in routes:
-                other = routes[route_key]
-                yield _issue(doc, s, ("spec", "route"), f"route {s.spec.route} is already "
-                             f"served by {other.spec.name} ({other.where})")
-            else:
-                routes[route_key] = item
-        elif isinstance(s, schema.PromptExperimentSpec):
-            endpoint_key = SpecKey(Kind.SERVING_ENDPOINT, s.environment, s.spec.endpointRef)
-            if endpoint_key not in by_key and (Kind.SERVING_ENDPOINT,
-                                               s.spec.endpointRef) not in broken:
-                yield _issue(doc, s, ("spec", "endpointRef"), f"endpoint {s.spec.endpointRef} "
-                             f"is not defined in environment {s.environment}")
-            for i, variant in enumerate(s.spec.variants):
-                if not template_exists(variant.templateRef):
-                    yield _issue(doc, s, ("spec", "variants", i, "templateRef"),
-                                 f"prompt template {variant.templateRef} is not defined")
-            if s.spec.state == schema.ExperimentState.RUNNING:
-                slot = (s.environment, s.spec.endpointRef)
-                if slot in running:
-                    other = running[slot]
-                    yield _issue(doc, s, ("spec", "endpointRef"), "endpoint already has a "
-                                 f"running experiment: {other.spec.name} ({other.where})")
-                else:
-                    running[slot] = item
-        elif isinstance(s, schema.TrainingJobSpec):
-            if not model_exists(s.spec.baseModelRef):
-                yield _issue(doc, s, ("spec", "baseModelRef"), missing_model(s.spec.baseModelRef))
-            if (SpecKey(Kind.DATASET, "", s.spec.datasetRef) not in by_key
-                    and (Kind.DATASET, s.spec.datasetRef) not in broken):
-                yield _issue(doc, s, ("spec", "datasetRef"),
-                             f"dataset {s.spec.datasetRef} is not defined")
-        elif isinstance(s, schema.PolicySpec):
-            yield from _policy_references(item, s, envs, roles, budgets)
+    def _template_ref(self, item: SourcedSpec, path: FieldPath, name: str) -> Iterator[SpecIssue]:
+        if not self._defined(Kind.PROMPT_TEMPLATE, name):
+            yield _issue(item.document, item.spec, path, f"prompt template {name} is not defined")
+
+    def _endpoint(self, item: SourcedSpec, s: schema.ServingEndpointSpec) -> Iterator[SpecIssue]:
+        yield from self._model_ref(item, ("spec", "modelRef"), s.spec.modelRef)
+        if s.spec.promptTemplateRef:
+            yield from self._template_ref(item, ("spec", "promptTemplateRef"),
+                                          s.spec.promptTemplateRef)
+        route_key = (s.environment, s.spec.host or "", s.spec.route.rstrip("/") or "/")
+        other = self.routes.setdefault(route_key, item)
+        if other is not item:
+            yield _issue(item.document, s, ("spec", "route"), f"route {s.spec.route} is "
+                         f"already served by {other.spec.name} ({other.where})")
+
+    def _experiment(self, item: SourcedSpec,
+                    s: schema.PromptExperimentSpec) -> Iterator[SpecIssue]:
+        doc, endpoint = item.document, s.spec.endpointRef
+        if SpecKey(Kind.SERVING_ENDPOINT, s.environment, endpoint) not in self.by_key and (
+                Kind.SERVING_ENDPOINT, endpoint) not in self.broken:
+            yield _issue(doc, s, ("spec", "endpointRef"), f"endpoint {endpoint} "
+                         f"is not defined in environment {s.environment}")
+        for i, variant in enumerate(s.spec.variants):
+            yield from self._template_ref(item, ("spec", "variants", i, "templateRef"),
+                                          variant.templateRef)
+        if s.spec.state == schema.ExperimentState.RUNNING:
+            other = self.running.setdefault((s.environment, endpoint), item)
+            if other is not item:
+                yield _issue(doc, s, ("spec", "endpointRef"), "endpoint already has a "
+                             f"running experiment: {other.spec.name} ({other.where})")
+
+    def _training_job(self, item: SourcedSpec, s: schema.TrainingJobSpec) -> Iterator[SpecIssue]:
+        yield from self._model_ref(item, ("spec", "baseModelRef"), s.spec.baseModelRef)
+        if not self._defined(Kind.DATASET, s.spec.datasetRef):
+            yield _issue(item.document, s, ("spec", "datasetRef"),
+                         f"dataset {s.spec.datasetRef} is not defined")
 
 
 def _policy_references(item: SourcedSpec, s: schema.PolicySpec, envs: dict[str, Any],
@@ -352,7 +358,7 @@ def validate(loaded: loader.Loaded) -> SpecSet:
         by_key[item.key] = item
         items.append(item)
     if config is not None:
-        issues.extend(_references(items, by_key, config, broken))
+        issues.extend(_References(by_key, config, broken).check(items))
     if issues:
         raise SpecError(issues)
     assert config is not None
