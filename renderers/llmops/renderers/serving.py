@@ -35,6 +35,7 @@ table of ``SpecSet.experiment_for(endpoint)`` (a running one wins).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from llmops.engine.spec import schema
@@ -151,82 +152,114 @@ def model_env(owner: Owner, scope: Scope, ref: schema.ModelRef, prefix: str = "M
     return env
 
 
-def render_endpoint(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
-    endpoint = cast(schema.ServingEndpointSpec, item.spec)
-    body = endpoint.spec
-    team = scope.spec_set.team_of(endpoint)
-    owner = objects.owner_of(item, scope.environment, team)
-    namespace = scope.namespace_for(team)
-    name = endpoint.name
-    out: list[KubeObject] = []
+@dataclass
+class _Pod:
+    """What the model server's pod gets beside its image: env, volumes and their mounts."""
 
-    def emit(template: str, context: dict[str, Any], component: str) -> KubeObject:
-        obj = _emit(template, {"name": name, **context}, owner, scope, app=name,
-                    component=component, namespace=namespace)
-        out.append(obj)
+    env: list[tuple[str, str]]
+    volumes: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}}])
+    mounts: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"name": "dshm", "mountPath": "/dev/shm"}])
+    config: dict[str, dict[str, str] | None] = field(default_factory=lambda: {
+        "prompt": None, "experiment": None})
+    """The data of the ConfigMaps the pod reads, hashed into the pod template."""
+
+    def mount(self, volume: str, configmap: str, path: str) -> None:
+        self.volumes.append({"name": volume, "configMap": {"name": configmap}})
+        self.mounts.append({"name": volume, "mountPath": path, "readOnly": True})
+
+
+class _Endpoint:
+    """Renders one ServingEndpoint: its ConfigMaps, Deployment, Service, autoscaler, Ingress."""
+
+    def __init__(self, scope: Scope, item: SourcedSpec) -> None:
+        self.scope, self.item = scope, item
+        self.endpoint = cast(schema.ServingEndpointSpec, item.spec)
+        self.name = self.endpoint.name
+        team = scope.spec_set.team_of(self.endpoint)
+        self.owner = objects.owner_of(item, scope.environment, team)
+        self.namespace = scope.namespace_for(team)
+        self.out: list[KubeObject] = []
+
+    def emit(self, template: str, context: dict[str, Any], component: str) -> KubeObject:
+        obj = _emit(template, {"name": self.name, **context}, self.owner, self.scope,
+                    app=self.name, component=component, namespace=self.namespace)
+        self.out.append(obj)
         return obj
 
-    fixed = [("LLMOPS_ENDPOINT", name), ("LLMOPS_ENVIRONMENT", scope.environment),
-             *model_env(owner, scope, body.modelRef)]
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
-    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    def render(self) -> list[KubeObject]:
+        body = self.endpoint.spec
+        pod = _Pod([("LLMOPS_ENDPOINT", self.name), ("LLMOPS_ENVIRONMENT", self.scope.environment),
+                    *model_env(self.owner, self.scope, body.modelRef)])
+        self._prompt(pod)
+        self._experiment(pod)
+        parked = body.replicas.min == 0
+        self._deployment(pod, parked)
+        self.emit("service.json.j2", {"selector": objects.selector_labels(self.owner, self.name)},
+                  "server")
+        if not parked:
+            metric = body.autoscale.customMetric
+            self.emit("horizontalpodautoscaler.json.j2", {
+                "min_replicas": body.replicas.min,
+                "max_replicas": body.replicas.max,
+                "custom_metric": ({"name": metric.name, "target": metric.targetAverageValue}
+                                  if metric else None),
+                "cpu_utilization": body.autoscale.cpuUtilization,
+            }, "server")
+        self.emit("ingress.json.j2", {"host": body.host, "route": body.route,
+                                      "service": self.name}, "route")
+        return self.out
 
-    prompt_data: dict[str, str] | None = None
-    if body.promptTemplateRef:
-        template = scope.spec_set.template(body.promptTemplateRef)
+    def _prompt(self, pod: _Pod) -> None:
+        ref = self.endpoint.spec.promptTemplateRef
+        if not ref:
+            return
+        template = self.scope.spec_set.template(ref)
         if template is None:
-            raise owner.error(f"prompt template {body.promptTemplateRef} is not defined")
-        configmap = emit("prompt-configmap.json.j2", {
-            "name": prompt_configmap_name(name),
+            raise self.owner.error(f"prompt template {ref} is not defined")
+        configmap = self.emit("prompt-configmap.json.j2", {
+            "name": prompt_configmap_name(self.name),
             "template_name": template.name,
             "version": template.spec.version,
             "text": template.spec.template,
             "variables": json.dumps(list(template.spec.variables)),
         }, "prompt")
-        prompt_data = configmap["data"]
-        fixed += [("LLMOPS_PROMPT_TEMPLATE", template.name), ("LLMOPS_PROMPT_DIR", PROMPT_DIR)]
-        volumes.append({"name": "prompt",
-                        "configMap": {"name": prompt_configmap_name(name)}})
-        mounts.append({"name": "prompt", "mountPath": PROMPT_DIR, "readOnly": True})
+        pod.config["prompt"] = configmap["data"]
+        pod.env += [("LLMOPS_PROMPT_TEMPLATE", template.name), ("LLMOPS_PROMPT_DIR", PROMPT_DIR)]
+        pod.mount("prompt", prompt_configmap_name(self.name), PROMPT_DIR)
 
-    experiment_data: dict[str, str] | None = None
-    experiment = scope.spec_set.experiment_for(endpoint)
-    experiment_item = scope.spec_set.get(experiment.key) if experiment else None
-    if experiment is not None and experiment_item is not None:
-        experiment_data = experiment_configmap(scope, experiment_item)["data"]
-        fixed += [("LLMOPS_EXPERIMENT", experiment.name),
-                  ("LLMOPS_EXPERIMENT_FILE", f"{EXPERIMENT_DIR}/{EXPERIMENT_FILE}")]
-        volumes.append({"name": "experiment",
-                        "configMap": {"name": experiment_configmap_name(experiment.name)}})
-        mounts.append({"name": "experiment", "mountPath": EXPERIMENT_DIR, "readOnly": True})
+    def _experiment(self, pod: _Pod) -> None:
+        experiment = self.scope.spec_set.experiment_for(self.endpoint)
+        experiment_item = self.scope.spec_set.get(experiment.key) if experiment else None
+        if experiment is None or experiment_item is None:
+            return
+        pod.config["experiment"] = experiment_configmap(self.scope, experiment_item)["data"]
+        pod.env += [("LLMOPS_EXPERIMENT", experiment.name),
+                    ("LLMOPS_EXPERIMENT_FILE", f"{EXPERIMENT_DIR}/{EXPERIMENT_FILE}")]
+        pod.mount("experiment", experiment_configmap_name(experiment.name), EXPERIMENT_DIR)
 
-    parked = body.replicas.min == 0
-    scheduling = objects.gpu_scheduling(owner, body.resources)
-    emit("deployment.json.j2", {
-        "replicas": 0 if parked else None,
-        "selector": objects.selector_labels(owner, name),
-        "pod_labels": objects.workload_labels(owner, name, "server"),
-        "config_checksum": content_hash({"prompt": prompt_data, "experiment": experiment_data}),
-        "image": body.runtime.image,
-        "args": list(body.runtime.args),
-        "port": body.runtime.port,
-        "env": objects.env_list(owner, fixed, body.runtime.env, "spec.runtime.env"),
-        "resources": objects.container_resources(body.resources),
-        "health_path": body.runtime.healthPath,
-        "volume_mounts": mounts,
-        "node_selector": scheduling.get("nodeSelector"),
-        "tolerations": scheduling.get("tolerations"),
-        "volumes": volumes,
-    }, "server")
-    emit("service.json.j2", {"selector": objects.selector_labels(owner, name)}, "server")
-    if not parked:
-        metric = body.autoscale.customMetric
-        emit("horizontalpodautoscaler.json.j2", {
-            "min_replicas": body.replicas.min,
-            "max_replicas": body.replicas.max,
-            "custom_metric": ({"name": metric.name, "target": metric.targetAverageValue}
-                              if metric else None),
-            "cpu_utilization": body.autoscale.cpuUtilization,
+    def _deployment(self, pod: _Pod, parked: bool) -> None:
+        body, owner = self.endpoint.spec, self.owner
+        scheduling = objects.gpu_scheduling(owner, body.resources)
+        self.emit("deployment.json.j2", {
+            "replicas": 0 if parked else None,
+            "selector": objects.selector_labels(owner, self.name),
+            "pod_labels": objects.workload_labels(owner, self.name, "server"),
+            "config_checksum": content_hash(pod.config),
+            "image": body.runtime.image,
+            "args": list(body.runtime.args),
+            "port": body.runtime.port,
+            "env": objects.env_list(owner, pod.env, body.runtime.env, "spec.runtime.env"),
+            "resources": objects.container_resources(body.resources),
+            "health_path": body.runtime.healthPath,
+            "volume_mounts": pod.mounts,
+            "node_selector": scheduling.get("nodeSelector"),
+            "tolerations": scheduling.get("tolerations"),
+            "volumes": pod.volumes,
         }, "server")
-    emit("ingress.json.j2", {"host": body.host, "route": body.route, "service": name}, "route")
-    return out
+
+
+def render_endpoint(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
+    """The objects of one ServingEndpoint, in the order they are emitted."""
+    return _Endpoint(scope, item).render()
