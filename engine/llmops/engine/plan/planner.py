@@ -106,7 +106,8 @@ def _env_dict(env: EnvironmentPlan) -> dict[str, Any]:
     return {
         "name": env.environment,
         "hasChanges": env.has_changes,
-        "counts": {str(k): v for k, v in env.changes.counts().items()},
+        "counts": {str(k): v for k, v in env.changes.counts().items()
+                   if v or k is not diff.Action.SKIPPED},
         "specChanges": [c.as_dict() for c in env.specs],
         "verdicts": [{"rule": str(v.rule), "decision": str(v.decision), "target": v.target,
                       "spec": str(v.spec) if v.spec else None, "reason": v.reason}
