@@ -5,7 +5,10 @@ a commit or the working tree as it is), validates both, and prints the plan
 ``llmops.engine.plan.planner.build_plan`` makes: the semantic summary per spec, policy
 verdicts, the GPU cost delta and the object diffs, as text (terminal),
 Markdown (a pull-request comment) or JSON (tools; the same facts as
-``Plan.as_dict``). Registered on the ``llmops`` group in ``llmops.cli``.
+``Plan.as_dict``). The object changes and verdicts per environment are the
+``ChangeSet`` of ``llmops.engine.plan.decide``, the decision the reconciler
+acts on; this module only prints. Registered on the ``llmops`` group in
+``llmops.cli``.
 
 Exit codes, as ``terraform plan``: 0 success (with or without changes), 1 an
 error or a policy deny, 2 changes present when ``--detailed-exitcode`` is
@@ -18,7 +21,7 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -153,48 +156,59 @@ def _verdict_tables(env: planner.EnvironmentPlan) -> str:
     return text
 
 
-def render_markdown(p: planner.Plan, out: TextIO) -> None:
-    parts: list[str] = []
-    a = parts.append
+def _md_summary(p: planner.Plan) -> str:
+    """The headline and one row of counts per environment."""
     status = ("❌ **policy denied**" if p.denied else
               "**changes present**" if p.has_changes else "**no changes**")
-    a(f"## llmops plan\n\n`{_short(p.base_commit)}` → `{_short(p.head_commit)}`: {status}\n\n")
-    a("| Environment | Create | Update | Delete | Unchanged | Policy |\n"
-      "|---|---:|---:|---:|---:|---|\n")
+    text = (f"## llmops plan\n\n`{_short(p.base_commit)}` → `{_short(p.head_commit)}`: "
+            f"{status}\n\n| Environment | Create | Update | Delete | Unchanged | Policy |\n"
+            "|---|---:|---:|---:|---:|---|\n")
     for env in p.environments:
         c = env.changes.counts()
-        a(f"| {env.environment} | {c[diff.Action.CREATED]} | {c[diff.Action.CONFIGURED]} | "
-          f"{c[diff.Action.DELETED]} | {c[diff.Action.UNCHANGED]} | {_verdict_badge(env)} |\n")
-    if p.global_specs:
-        a("\n### Global specs\n\n")
-        for change in p.global_specs:
-            a(f"- `{SYMBOL[change.action]}` **{_cell(change.title)}**: "
-              f"{_cell('; '.join(change.details))}\n")
+        text += (f"| {env.environment} | {c[diff.Action.CREATED]} | "
+                 f"{c[diff.Action.CONFIGURED]} | {c[diff.Action.DELETED]} | "
+                 f"{c[diff.Action.UNCHANGED]} | {_verdict_badge(env)} |\n")
+    return text
+
+
+def _md_spec_lines(changes: Iterable[planner.SpecChange]) -> str:
+    return "".join(f"- `{SYMBOL[c.action]}` **{_cell(c.title)}**: "
+                   f"{_cell('; '.join(c.details))}\n" for c in changes)
+
+
+def _md_specs(p: planner.Plan) -> str:
+    """Global spec changes, then each environment's spec changes and verdicts."""
+    text = f"\n### Global specs\n\n{_md_spec_lines(p.global_specs)}" if p.global_specs else ""
     for env in p.environments:
         if not env.has_changes and not env.denied:
             continue
-        a(f"\n### {env.environment}\n\n")
+        text += f"\n### {env.environment}\n\n"
         if env.specs:
-            for change in env.specs:
-                a(f"- `{SYMBOL[change.action]}` **{_cell(change.title)}**: "
-                  f"{_cell('; '.join(change.details))}\n")
+            text += _md_spec_lines(env.specs)
         else:
-            a("No spec changes; rendered objects differ.\n" if env.has_changes
-              else "No changes.\n")
-        a(_verdict_tables(env))
+            text += ("No spec changes; rendered objects differ.\n" if env.has_changes
+                     else "No changes.\n")
+        text += _verdict_tables(env)
+    return text
+
+
+def _md_cost(p: planner.Plan) -> str:
     rows = _cost_rows(p)
-    if rows:
-        a(f"\n### GPU cost delta\n\nPer month ({cost.HOURS_PER_MONTH} h). GPUs count endpoints "
-          "at replicas.max (min in its own column) plus training jobs; cost is at replicas.max "
-          "and the head's price per GPU-hour.\n\n"
-          "| Team | Environment | GPUs (max) | Δ | Δ at min | Cost/month | Δ cost |\n"
-          "|---|---|---:|---:|---:|---:|---:|\n")
-        for r in rows:
-            a(f"| {r.team} | {r.environment} | {r.base.gpus_max} → {r.head.gpus_max} | "
-              f"{r.gpus_max_delta:+d} | {r.gpus_min_delta:+d} | "
-              f"{_money(r.base.monthly_max)} → {_money(r.head.monthly_max)} | "
-              f"{_money(r.monthly_max_delta, True)} |\n")
-    text = "".join(parts)
+    if not rows:
+        return ""
+    return (f"\n### GPU cost delta\n\nPer month ({cost.HOURS_PER_MONTH} h). GPUs count "
+            "endpoints at replicas.max (min in its own column) plus training jobs; cost is at "
+            "replicas.max and the head's price per GPU-hour.\n\n"
+            "| Team | Environment | GPUs (max) | Δ | Δ at min | Cost/month | Δ cost |\n"
+            "|---|---|---:|---:|---:|---:|---:|\n" + "".join(
+                f"| {r.team} | {r.environment} | {r.base.gpus_max} → {r.head.gpus_max} | "
+                f"{r.gpus_max_delta:+d} | {r.gpus_min_delta:+d} | "
+                f"{_money(r.base.monthly_max)} → {_money(r.head.monthly_max)} | "
+                f"{_money(r.monthly_max_delta, True)} |\n" for r in rows))
+
+
+def _md_diffs(p: planner.Plan, used: int) -> str:
+    """Object diffs, folded, as many as fit the comment after ``used`` characters."""
     diffs: list[str] = []
     omitted = 0
     for env in p.environments:
@@ -204,16 +218,23 @@ def render_markdown(p: planner.Plan, out: TextIO) -> None:
             block = (f"<details><summary>{SYMBOL[entry.action]} {env.environment}: "
                      f"{_escape(str(entry.key))} ({entry.action})</summary>\n\n"
                      f"{fence}diff\n{body}\n{fence}\n\n</details>\n")
-            if len(text) + sum(len(d) for d in diffs) + len(block) > MARKDOWN_BUDGET:
+            if used + sum(len(d) for d in diffs) + len(block) > MARKDOWN_BUDGET:
                 omitted += 1
                 continue
             diffs.append(block)
-    if diffs or omitted:
-        text += "\n### Object diffs\n\n" + "".join(diffs)
-        if omitted:
-            text += (f"\n{omitted} more object diff{'s' * (omitted != 1)} omitted to fit a "
-                     "comment; run `llmops plan --format json` for all of them.\n")
-    out.write(text)
+    if not diffs and not omitted:
+        return ""
+    text = "\n### Object diffs\n\n" + "".join(diffs)
+    if omitted:
+        text += (f"\n{omitted} more object diff{'s' * (omitted != 1)} omitted to fit a "
+                 "comment; run `llmops plan --format json` for all of them.\n")
+    return text
+
+
+def render_markdown(p: planner.Plan, out: TextIO) -> None:
+    """A pull-request comment: counts, spec changes, verdicts, cost, then object diffs."""
+    text = _md_summary(p) + _md_specs(p) + _md_cost(p)
+    out.write(text + _md_diffs(p, len(text)))
 
 
 def render_json(p: planner.Plan, out: TextIO) -> None:

@@ -6,8 +6,12 @@ inventory for the reconciler). Returns: a ``ChangeSet`` per environment (one
 entry per ``ResourceKey``), policy ``Verdict`` values and, for reviewers, a
 ``Plan`` with semantic summaries and the GPU cost delta.
 
+- ``changeset``: the types: ``ChangeSet`` of ``ChangeSetEntry`` (past-tense
+  actions, skip reasons, drift) with a ``Blocked`` reason and the verdicts.
 - ``diff``: normalised, secret-masked comparison of objects -> ``ChangeSet``.
 - ``govern``: ``Policy`` rules -> allow/deny verdicts with reasons.
+- ``decide``: the one decision both callers make: diff, then the gates (prune
+  protection, source unavailable, empty revision, prune threshold, policy).
 - ``cost``: GPU allocation and its monthly cost, base against head.
 - ``planner``: the pull-request plan (``llmops plan``).
 

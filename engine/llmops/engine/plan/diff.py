@@ -2,10 +2,12 @@
 
 Input: desired objects and either the live objects of a cluster (``diff_live``)
 or the desired objects of another revision (``diff_revisions``). Output: a
-``ChangeSet`` of ``ChangeSetEntry`` values, each with a past-tense action
-(created, configured, deleted, unchanged) and the field-level changes.
-Called by ``llmops.engine.plan.planner`` (revision against revision, for pull
-requests) and by the reconciler (desired against live, for drift).
+``ChangeSet`` of ``ChangeSetEntry`` values (``llmops.engine.plan.changeset``,
+re-exported here), each with a past-tense action (created, configured,
+deleted, unchanged) and the field-level changes. Called by
+``llmops.engine.plan.decide`` (for ``llmops plan``, revision against revision,
+and for the reconciler, desired against live) and by the kubernetes actuator
+(live against its server-side dry run).
 
 Normalisation: what a server sets (status, uid, resourceVersion, generation,
 managedFields, timestamps, the last-applied annotation) is dropped from both
@@ -37,14 +39,17 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import yaml
 
 from llmops.engine import redact
 from llmops.engine.errors import LlmopsError
+from llmops.engine.plan.changeset import Action as Action
+from llmops.engine.plan.changeset import ChangeSet as ChangeSet
+from llmops.engine.plan.changeset import ChangeSetEntry as ChangeSetEntry
+from llmops.engine.plan.changeset import FieldChange as FieldChange
+from llmops.engine.plan.changeset import FieldOp as FieldOp
 from llmops.engine.types import FieldPath, KubeObject, ResourceKey, format_path
 
 MASK = "***"
@@ -52,8 +57,6 @@ SENSITIVE_ANNOTATION = "llmops.io/sensitive-fields"
 SOURCE_COMMIT_ANNOTATION = "llmops.io/source-commit"
 SPEC_HASH_ANNOTATION = "llmops.io/spec-hash"
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
-KIND_LABEL = "llmops.io/kind"
-SPEC_LABEL = "llmops.io/spec"
 
 SERVER_METADATA = ("managedFields", "resourceVersion", "uid", "generation",
                    "creationTimestamp", "selfLink", "deletionTimestamp",
@@ -75,99 +78,6 @@ REVISION_BOOKKEEPING = (SOURCE_COMMIT_ANNOTATION, SPEC_HASH_ANNOTATION)
 
 _ABSENT: Any = object()
 _TOKEN_RE = re.compile(r"([^.\[\]]+)|\[(\d+|\*)\]")
-
-
-class Action(StrEnum):
-    CREATED = "created"
-    CONFIGURED = "configured"
-    DELETED = "deleted"
-    UNCHANGED = "unchanged"
-
-
-class FieldOp(StrEnum):
-    ADDED = "added"
-    REMOVED = "removed"
-    CHANGED = "changed"
-
-
-@dataclass(frozen=True, slots=True)
-class FieldChange:
-    """One changed field; ``before``/``after`` are ``None`` when absent, ``***`` when secret."""
-
-    path: str
-    op: FieldOp
-    before: Any
-    after: Any
-    sensitive: bool = False
-
-    @property
-    def multiline(self) -> bool:
-        """Whether both sides are text and one spans lines (worth a line diff)."""
-        return (isinstance(self.before, str) and isinstance(self.after, str)
-                and not self.sensitive and "\n" in self.before + self.after)
-
-    def text_diff(self) -> list[str]:
-        """Line diff of a multi-line text change, without headers."""
-        if not self.multiline:
-            return []
-        lines = difflib.unified_diff(str(self.before).splitlines(),
-                                     str(self.after).splitlines(), lineterm="", n=1)
-        return [line for line in lines if not line.startswith(("---", "+++"))]
-
-    def describe(self) -> str:
-        if self.sensitive:
-            return f"{self.path}: sensitive value {self.op}"
-        if self.multiline:
-            return f"{self.path}: text changed"
-        if self.op == FieldOp.ADDED:
-            return f"{self.path}: + {_short(self.after)}"
-        if self.op == FieldOp.REMOVED:
-            return f"{self.path}: - {_short(self.before)}"
-        return f"{self.path}: {_short(self.before)} -> {_short(self.after)}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeSetEntry:
-    """One object's fate. ``before``/``after`` are normalised and masked (safe to print)."""
-
-    key: ResourceKey
-    action: Action
-    changes: tuple[FieldChange, ...] = ()
-    before: KubeObject | None = None
-    after: KubeObject | None = None
-
-    @property
-    def owner(self) -> tuple[str, str]:
-        """(kind, name) of the llmops spec that rendered the object, from its labels."""
-        for obj in (self.after, self.before):
-            labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-            if labels.get(KIND_LABEL) or labels.get(SPEC_LABEL):
-                return (str(labels.get(KIND_LABEL, "")), str(labels.get(SPEC_LABEL, "")))
-        return ("", "")
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeSet:
-    """One entry per object present on either side, in ``entry_order``."""
-
-    entries: tuple[ChangeSetEntry, ...] = ()
-
-    @property
-    def changed(self) -> tuple[ChangeSetEntry, ...]:
-        return tuple(e for e in self.entries if e.action != Action.UNCHANGED)
-
-    @property
-    def has_changes(self) -> bool:
-        return any(e.action != Action.UNCHANGED for e in self.entries)
-
-    def counts(self) -> dict[Action, int]:
-        out = dict.fromkeys(Action, 0)
-        for entry in self.entries:
-            out[entry.action] += 1
-        return out
-
-    def get(self, key: ResourceKey) -> ChangeSetEntry | None:
-        return next((e for e in self.entries if e.key == key), None)
 
 
 # --------------------------------------------------------------------------- normalise
@@ -461,15 +371,6 @@ def diff_revisions(base: Iterable[Mapping[str, Any]], head: Iterable[Mapping[str
 
 
 # --------------------------------------------------------------------------- text
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    if isinstance(value, str):
-        text = value if "\n" not in value else value.splitlines()[0] + " ..."
-    else:
-        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-        text = text.removesuffix("\n...").removesuffix("...").strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Dumper(yaml.SafeDumper):

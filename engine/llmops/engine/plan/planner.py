@@ -4,12 +4,16 @@ Input: a base ``SpecSet`` (``None`` for an empty repo: everything is
 created), a head ``SpecSet``, the environments to plan and the time (for
 change windows). Output: a ``Plan`` holding, per environment, a semantic
 summary per spec in a reviewer's words ("model chat-model 1.2.0 -> 1.3.0;
-replicas 2-4 -> 3-6; GPUs +2"), the object ``ChangeSet`` (desired against
-desired: ``diff.diff_revisions``), the policy verdicts of the head; the
-changes to global specs (models, prompt templates, datasets, policies) once;
-and the GPU cost delta. ``Plan.as_dict`` is the JSON form; the CLI prints the
-text and Markdown forms. Called by the ``llmops plan`` command.
+replicas 2-4 -> 3-6; GPUs +2"), the object ``ChangeSet`` and the policy
+verdicts of the head; the changes to global specs (models, prompt templates,
+datasets, policies) once; and the GPU cost delta. ``Plan.as_dict`` is the
+JSON form; the CLI prints the text and Markdown forms. Called by the
+``llmops plan`` command.
 
+The object ``ChangeSet`` comes from ``decide.decide``, the function the
+reconciler decides with, comparing the head's objects with the base's
+(``Compare.REVISION``) under the head's governance only: a plan reports no
+prune protection, threshold or empty-revision gate (there is no target here).
 Verdicts are those of the head revision: every rule is checked on the whole
 head (a plan that keeps a violation fails), and change windows on the specs
 whose objects (or env-scoped spec) change in that environment.
@@ -24,12 +28,10 @@ from typing import Any
 
 from llmops import renderers
 from llmops.engine.errors import LlmopsError
-from llmops.engine.plan import cost, diff, govern
+from llmops.engine.plan import cost, decide, diff, govern
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SpecSet
-from llmops.engine.types import Kind, KubeObject, SpecKey
-
-ENV_KINDS = frozenset({Kind.SERVING_ENDPOINT, Kind.PROMPT_EXPERIMENT, Kind.TRAINING_JOB})
+from llmops.engine.types import Kind, KubeObject, ResourceKey, SpecKey
 
 
 class PlanError(LlmopsError):
@@ -106,7 +108,8 @@ def _env_dict(env: EnvironmentPlan) -> dict[str, Any]:
     return {
         "name": env.environment,
         "hasChanges": env.has_changes,
-        "counts": {str(k): v for k, v in env.changes.counts().items()},
+        "counts": {str(k): v for k, v in env.changes.counts().items()
+                   if v or k is not diff.Action.SKIPPED},
         "specChanges": [c.as_dict() for c in env.specs],
         "verdicts": [{"rule": str(v.rule), "decision": str(v.decision), "target": v.target,
                       "spec": str(v.spec) if v.spec else None, "reason": v.reason}
@@ -399,14 +402,19 @@ def _keys(spec_set: SpecSet | None, env: str) -> set[SpecKey]:
     return {item.key for item in spec_set.items if item.spec.environment == env}
 
 
-def _changed_specs(env: str, changes: diff.ChangeSet,
-                   described: Iterable[SpecChange]) -> set[SpecKey]:
-    keys = {c.key for c in described}
-    for entry in changes.changed:
-        kind, name = entry.owner
-        if kind and name:
-            keys.add(SpecKey(kind, env if kind in ENV_KINDS else "", name))
-    return keys
+def _environment_plan(base: SpecSet | None, head: SpecSet, env: str, now: datetime,
+                      policy: govern.MergedPolicy, base_commit: str,
+                      head_commit: str) -> EnvironmentPlan:
+    """One environment: its spec changes, and the decision on its objects."""
+    described = spec_changes(base, head, _keys(base, env) | _keys(head, env))
+    governance = None
+    if env in head.config.environments:
+        governance = decide.Governance(head, now, policy, frozenset(c.key for c in described))
+    current = {ResourceKey.of(o): o for o in _render(base, env, base_commit, "base")}
+    changes = decide.decide(env, _render(head, env, head_commit, "head"), current,
+                            compare=decide.Compare.REVISION, governance=governance,
+                            revision=head_commit)
+    return EnvironmentPlan(env, described, changes, changes.verdicts)
 
 
 def environments_of(base: SpecSet | None, head: SpecSet) -> list[str]:
@@ -429,16 +437,8 @@ def build_plan(base: SpecSet | None, head: SpecSet, environments: Sequence[str] 
         raise PlanError(f"unknown environment {', '.join(unknown)} "
                         f"(declared: {', '.join(known)})")
     policy = govern.merge_policies(head)
-    plans: list[EnvironmentPlan] = []
-    for env in selected:
-        changes = diff.diff_revisions(_render(base, env, base_commit, "base"),
-                                      _render(head, env, head_commit, "head"))
-        described = spec_changes(base, head, _keys(base, env) | _keys(head, env))
-        verdicts: tuple[govern.Verdict, ...] = ()
-        if env in head.config.environments:
-            verdicts = govern.evaluate(head, env, changed=_changed_specs(env, changes, described),
-                                       now=moment, policy=policy)
-        plans.append(EnvironmentPlan(env, described, changes, verdicts))
+    plans = [_environment_plan(base, head, env, moment, policy, base_commit, head_commit)
+             for env in selected]
     global_keys = {i.key for s in (base, head) if s is not None for i in s.items
                    if not i.spec.environment}
     return Plan(base_commit=base_commit, head_commit=head_commit, environments=tuple(plans),

@@ -1,0 +1,249 @@
+"""The record stage: what a reconcile pass did, written to the store.
+
+Input: one pass over one environment as the reconciler saw it: a halt with its
+reason, or the ``ActPlan`` it acted on and the actuator's ``ObjectOutcome``
+values. Output: rows in the store: the reconcile run and its counts, audit
+entries (intent before acting, one per object acted on, the outcome after),
+inventory items (each object's rendered-form hash and owning spec), and
+object, spec and environment status with ``Ready``/``Reconciling``/``Stalled``
+conditions. Called only by ``llmops.engine.run.reconciler``, at the points of
+its pass where each write belongs; nothing is decided here.
+
+Writes are idempotent where a pass repeats: the same halt twice is recorded
+once, and status rows that did not change are not rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from llmops.engine.actuate.base import ActPlan, ObjectOutcome, Outcome
+from llmops.engine.actuate.health import HealthStatus, worst
+from llmops.engine.plan import decide
+from llmops.engine.source.snapshots import Snapshot
+from llmops.engine.store import audit, state
+from llmops.engine.store.db import Store
+from llmops.engine.store.models import RunResult, SourceState
+from llmops.engine.types import KubeObject, ResourceKey, SpecKey
+
+MAX_MESSAGE = 4000
+
+
+def owner(obj: KubeObject) -> tuple[str, str]:
+    """(kind, name) of the spec that rendered ``obj``, from its ownership labels."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return str(labels.get("llmops.io/kind", "")), str(labels.get("llmops.io/spec", ""))
+
+
+def conditions(applied: bool, reason: str, message: str,
+               now: datetime) -> tuple[state.Condition, ...]:
+    """Ready/Reconciling/Stalled after a pass: Ready when applied, else Stalled."""
+    ready, stalled = ((state.ConditionStatus.TRUE, state.ConditionStatus.FALSE) if applied
+                      else (state.ConditionStatus.FALSE, state.ConditionStatus.TRUE))
+    return (
+        state.Condition(state.ConditionType.READY, ready, reason, message[:MAX_MESSAGE], now),
+        state.Condition(state.ConditionType.RECONCILING, state.ConditionStatus.FALSE,
+                        reason, "", now),
+        state.Condition(state.ConditionType.STALLED, stalled, reason, message[:MAX_MESSAGE],
+                        now),
+    )
+
+
+def outcome(log: audit.AuditLog, actor: str, env: str, sha: str, target: str,
+            result: audit.AuditResult, reason: str) -> None:
+    log.append(audit.AuditEntry(
+        actor=actor, action=audit.AuditAction.RECONCILE, target=target, environment=env,
+        source_commit=sha, result=result, reason=reason[:MAX_MESSAGE]))
+
+
+# --------------------------------------------------------------------------- a pass that halts
+
+
+def halt(store: Store, log: audit.AuditLog, env: str, snapshot: Snapshot | None,
+         result: RunResult, reason: str, message: str, *, now: datetime,
+         source_error: str, record_run: bool) -> int | None:
+    """Record a pass that acted on nothing (the same halt twice once); the run's id."""
+    sha = snapshot.revision if snapshot else ""
+    current = state.get_environment_status(store, env) or state.EnvironmentStatus(env)
+    stalled = current.condition(state.ConditionType.STALLED)
+    if (current.last_attempted_revision == sha and stalled is not None
+            and stalled.reason == reason and stalled.message == message[:MAX_MESSAGE]):
+        return None
+    run_id = None
+    if record_run and snapshot is not None:
+        run = state.start_run(store, env, sha, plan={"reason": reason})
+        state.finish_run(store, run.id, result, error=message[:MAX_MESSAGE])
+        run_id = run.id
+        log.append(audit.AuditEntry(
+            actor=(snapshot.author or "llmops"), action=audit.AuditAction.RECONCILE,
+            target=f"environment/{env}", environment=env, source_commit=sha,
+            result=(audit.AuditResult.BLOCKED if result is RunResult.BLOCKED
+                    else audit.AuditResult.FAILED),
+            reason=f"{reason}: {message}"[:MAX_MESSAGE]))
+    state.put_environment_status(store, replace(
+        current, observed_revision=sha or current.observed_revision,
+        last_attempted_revision=sha or current.last_attempted_revision,
+        conditions=conditions(False, reason, message, now),
+        source_state=SourceState.UNAVAILABLE if source_error else SourceState.AVAILABLE,
+        source_message=source_error[:MAX_MESSAGE]))
+    return run_id
+
+
+def close_interrupted(store: Store, log: audit.AuditLog, env: str) -> None:
+    """Close runs a killed process left ``running``: the audit gets their outcome."""
+    for run in state.list_runs(store, environment=env, limit=20):
+        if run.result is RunResult.RUNNING:
+            state.finish_run(store, run.id, RunResult.FAILED,
+                             error="interrupted: the reconciler stopped mid-pass")
+            outcome(log, "llmops", env, run.revision, f"environment/{env}",
+                    audit.AuditResult.FAILED,
+                    f"run {run.id} interrupted; the next pass finishes it")
+
+
+# --------------------------------------------------------------------------- a pass that acts
+
+
+def intent(store: Store, log: audit.AuditLog, env: str, sha: str, actor: str,
+           plan: ActPlan, summary: dict[str, Any], *, drifted: int) -> state.Run:
+    """Start the run and write the intent entry, before anything is acted on."""
+    run = state.start_run(store, env, sha, plan=summary)
+    log.append(audit.AuditEntry(
+        actor=actor, action=audit.AuditAction.RECONCILE, target=f"environment/{env}",
+        result=audit.AuditResult.INTENT, environment=env, source_commit=sha,
+        reason=f"run {run.id}: write {len(plan.write)}, delete {len(plan.delete)}"
+               f"{f', correct drift on {drifted}' if drifted else ''}",
+        details=summary))
+    return run
+
+
+def object_entries(log: audit.AuditLog, env: str, sha: str, actor: str, plan: ActPlan,
+                   outcomes: Mapping[ResourceKey, ObjectOutcome],
+                   drifted: set[ResourceKey]) -> None:
+    """One audit entry per object written, deleted or failed."""
+    for key in sorted(outcomes):
+        o = outcomes[key]
+        if o.outcome in (Outcome.UNCHANGED, Outcome.SKIPPED):
+            continue
+        action = (audit.AuditAction.PRUNE if key in plan.delete
+                  else audit.AuditAction.APPLY).value
+        reason = o.message or o.outcome.value
+        if key in drifted and o.outcome is not Outcome.FAILED:
+            reason = f"drift corrected; {reason}"
+        log.append(audit.AuditEntry(
+            actor=actor, action=action, target=str(key), environment=env,
+            source_commit=sha, reason=reason,
+            result=(audit.AuditResult.FAILED if o.outcome is Outcome.FAILED
+                    else audit.AuditResult.SUCCEEDED)))
+
+
+def finish(store: Store, log: audit.AuditLog, env: str, sha: str, actor: str, run: state.Run,
+           plan: ActPlan, summary: dict[str, Any],
+           outcomes: Mapping[ResourceKey, ObjectOutcome]) -> tuple[state.RunCounts, str]:
+    """Close the run with its counts and write the outcome entry; (counts, error)."""
+    failed = {k: o for k, o in outcomes.items() if o.outcome is Outcome.FAILED}
+    counts = run_counts(plan, outcomes)
+    error = "; ".join(f"{k}: {o.message}" for k, o in sorted(failed.items()))[:MAX_MESSAGE]
+    state.finish_run(store, run.id, RunResult.FAILED if failed else RunResult.SUCCEEDED,
+                     counts=counts, error=error,
+                     plan={**summary, "results": {str(k): o.outcome.value
+                                                  for k, o in outcomes.items()}})
+    outcome(log, actor, env, sha, f"environment/{env}",
+            audit.AuditResult.FAILED if failed else audit.AuditResult.SUCCEEDED,
+            f"run {run.id}: {counts.as_dict()}" + (f"; {error}" if error else ""))
+    return counts, error
+
+
+def run_counts(plan: ActPlan, outcomes: Mapping[ResourceKey, ObjectOutcome]) -> state.RunCounts:
+    def count(kind: Outcome) -> int:
+        return sum(1 for o in outcomes.values() if o.outcome is kind)
+
+    return state.RunCounts(
+        created=count(Outcome.CREATED), configured=count(Outcome.CONFIGURED),
+        deleted=count(Outcome.DELETED), unchanged=len(plan.desired) - len(plan.write),
+        failed=count(Outcome.FAILED))
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def inventory_items(objects: Mapping[ResourceKey, KubeObject],
+                    sha: str) -> dict[ResourceKey, state.InventoryItem]:
+    """Inventory items of ``objects``: each hashed in the form given (the rendered one)."""
+    out = {}
+    for key, obj in objects.items():
+        kind, name = owner(obj)
+        out[key] = state.InventoryItem(key, str(obj.get("apiVersion", "")),
+                                       decide.object_hash(obj), kind, name, sha)
+    return out
+
+
+def final_inventory(sha: str, plan: ActPlan, rendered: Mapping[ResourceKey, KubeObject],
+                    widened: Mapping[ResourceKey, state.InventoryItem],
+                    outcomes: Mapping[ResourceKey, ObjectOutcome]
+                    ) -> dict[ResourceKey, state.InventoryItem]:
+    """What is desired, kept, or was not deleted (failed or skipped)."""
+    items = inventory_items({**plan.keep, **rendered}, sha)
+    for key in plan.delete:
+        done = outcomes.get(key)
+        if (done is None or done.outcome is not Outcome.DELETED) and key in widened:
+            items[key] = widened[key]
+    return items
+
+
+# --------------------------------------------------------------------------- status
+
+
+def object_status(store: Store, env: str, applied_sha: str,
+                  objects: Mapping[ResourceKey, KubeObject],
+                  outcomes: Mapping[ResourceKey, ObjectOutcome], drifted: set[ResourceKey],
+                  written: dict[SpecKey, state.SpecStatus]) -> None:
+    """Each acted-on object's status, and each owning spec's worst health.
+
+    ``written`` holds the spec rows as last written (by this process): unchanged
+    rows are not rewritten; it is updated in place."""
+    by_spec: dict[tuple[str, str], list[HealthStatus]] = {}
+    errors: dict[tuple[str, str], str] = {}
+    for key, obj in objects.items():
+        done = outcomes.get(key)
+        health = done.health if done else HealthStatus.UNKNOWN
+        spec = owner(obj)
+        by_spec.setdefault(spec, []).append(health)
+        if done and done.outcome is Outcome.FAILED:
+            errors[spec] = f"{key}: {done.message}"
+        if done is not None:
+            state.put_object_status(store, state.ObjectStatus(
+                env, key, health.value, done.message, key in drifted,
+                done.message if done.outcome is Outcome.FAILED else ""))
+    for (kind, name), healths in by_spec.items():
+        if not kind or not name:
+            continue
+        status = state.SpecStatus(decide.spec_key((kind, name), env), applied_sha,
+                                  worst(healths).value, False, errors.get((kind, name), ""))
+        if written.get(status.key) != status:
+            state.put_spec_status(store, status)
+            written[status.key] = status
+
+
+def environment_status(store: Store, env: str, sha: str, *, applied: bool, reason: str,
+                       message: str, source_error: str, now: datetime) -> None:
+    """The environment's revisions and conditions, written only when they changed."""
+    current = state.get_environment_status(store, env) or state.EnvironmentStatus(env)
+    new_conditions = conditions(applied, reason, message, now)
+    updated = replace(
+        current, observed_revision=sha, last_attempted_revision=sha,
+        last_applied_revision=sha if applied else current.last_applied_revision,
+        last_success_at=now if applied else current.last_success_at,
+        source_state=SourceState.UNAVAILABLE if source_error else SourceState.AVAILABLE,
+        source_message=source_error[:MAX_MESSAGE])
+    if _status_key(updated) != _status_key(current) or tuple(
+            (c.type, c.status, c.reason, c.message) for c in current.conditions) != tuple(
+            (c.type, c.status, c.reason, c.message) for c in new_conditions):
+        state.put_environment_status(store, replace(updated, conditions=new_conditions))
+
+
+def _status_key(status: state.EnvironmentStatus) -> tuple[Any, ...]:
+    return (status.observed_revision, status.last_applied_revision,
+            status.last_attempted_revision, status.source_state, status.source_message)
