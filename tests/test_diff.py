@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from llmops.cli import plan_cmd
-from llmops.engine.plan import diff, planner
-from llmops.engine.plan.diff import Action, FieldOp
+from llmops.engine import manifest
+from llmops.engine.plan import changeset, diff, planner
+from llmops.engine.plan.changeset import Action, FieldOp
 from llmops.engine.types import ResourceKey
 
 DEPLOY_KEY = ResourceKey("apps", "Deployment", "team-prod", "chat")
@@ -191,7 +192,7 @@ def test_revisions_created_and_deleted() -> None:
 # --------------------------------------------------------------------------- secrets
 
 
-def _everything(changes: diff.ChangeSet) -> str:
+def _everything(changes: changeset.ChangeSet) -> str:
     """Every way a ChangeSet reaches a user: field changes, unified diffs, repr."""
     parts = [repr(changes)]
     for entry in changes.entries:
@@ -240,7 +241,7 @@ def test_created_and_deleted_secret_are_masked() -> None:
 def test_annotated_sensitive_fields_are_masked() -> None:
     base, head = deployment(), deployment()
     for obj, token in ((base, "tok-old-123"), (head, "tok-new-456")):
-        obj["metadata"]["annotations"][diff.SENSITIVE_ANNOTATION] = (
+        obj["metadata"]["annotations"][manifest.SENSITIVE_ANNOTATION] = (
             "spec.template.spec.containers[*].env[1].value")
         obj["spec"]["template"]["spec"]["containers"][0]["env"].append(
             {"name": "API_TOKEN", "value": token})

@@ -30,7 +30,7 @@ import click
 
 from llmops.cli import output
 from llmops.engine.errors import SpecError
-from llmops.engine.plan import cost, diff, govern, planner
+from llmops.engine.plan import changeset, cost, diff, govern, planner
 from llmops.engine.source import commits
 from llmops.engine.spec import validate
 from llmops.engine.spec.validate import SpecSet
@@ -40,8 +40,8 @@ EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
 MARKDOWN_BUDGET = 60_000  # GitHub caps a comment at 65,536 characters
-SYMBOL = {diff.Action.CREATED: "+", diff.Action.CONFIGURED: "~", diff.Action.DELETED: "-",
-          diff.Action.UNCHANGED: " "}
+SYMBOL = {changeset.Action.CREATED: "+", changeset.Action.CONFIGURED: "~",
+          changeset.Action.DELETED: "-", changeset.Action.UNCHANGED: " "}
 WORK_TREE = "working tree"
 
 
@@ -54,8 +54,8 @@ def _short(commit: str) -> str:
 
 def _counts(env: planner.EnvironmentPlan) -> str:
     c = env.changes.counts()
-    return (f"{c[diff.Action.CREATED]} to create, {c[diff.Action.CONFIGURED]} to update, "
-            f"{c[diff.Action.DELETED]} to delete, {c[diff.Action.UNCHANGED]} unchanged")
+    return (f"{c[changeset.Action.CREATED]} to create, {c[changeset.Action.CONFIGURED]} to update, "
+            f"{c[changeset.Action.DELETED]} to delete, {c[changeset.Action.UNCHANGED]} unchanged")
 
 
 def _money(value: float | None, signed: bool = False) -> str:
@@ -165,9 +165,9 @@ def _md_summary(p: planner.Plan) -> str:
             "|---|---:|---:|---:|---:|---|\n")
     for env in p.environments:
         c = env.changes.counts()
-        text += (f"| {env.environment} | {c[diff.Action.CREATED]} | "
-                 f"{c[diff.Action.CONFIGURED]} | {c[diff.Action.DELETED]} | "
-                 f"{c[diff.Action.UNCHANGED]} | {_verdict_badge(env)} |\n")
+        text += (f"| {env.environment} | {c[changeset.Action.CREATED]} | "
+                 f"{c[changeset.Action.CONFIGURED]} | {c[changeset.Action.DELETED]} | "
+                 f"{c[changeset.Action.UNCHANGED]} | {_verdict_badge(env)} |\n")
     return text
 
 

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from llmops.engine.types import ENVIRONMENT_KINDS, SpecKey
+from llmops.engine.types import GLOBAL_KINDS, SpecKey
 
 MANAGED_BY = "llmops"
 """Value of ``app.kubernetes.io/managed-by`` (and the field manager's default name)."""
@@ -89,10 +89,10 @@ def owner_of(obj: Mapping[str, Any] | None) -> tuple[str, str]:
     return str(found.get(KIND_LABEL, "")), str(found.get(SPEC_LABEL, ""))
 
 
-def owner_key(obj: Mapping[str, Any] | None, environment: str) -> SpecKey:
-    """The ``SpecKey`` of the object's owner: environment-scoped kinds carry ``environment``."""
-    kind, name = owner_of(obj)
-    return SpecKey(kind, environment if kind in ENVIRONMENT_KINDS else "", name)
+def owner_key(owner: tuple[str, str], environment: str) -> SpecKey:
+    """The ``SpecKey`` of an owner ``(kind, name)`` (``owner_of``) in ``environment``."""
+    kind, name = owner
+    return SpecKey(kind, "" if kind in GLOBAL_KINDS else environment, name)
 
 
 def prune_protected(obj: Mapping[str, Any] | None) -> bool:

@@ -35,8 +35,9 @@ class Kind(StrEnum):
     POLICY = "Policy"
 
 
-ENVIRONMENT_KINDS = frozenset({Kind.SERVING_ENDPOINT, Kind.PROMPT_EXPERIMENT, Kind.TRAINING_JOB})
-"""Kinds that belong to one environment; the others are global (shared by every one)."""
+GLOBAL_KINDS = frozenset({Kind.MODEL, Kind.DATASET, Kind.POLICY, Kind.PROMPT_TEMPLATE})
+"""Kinds shared by every environment (their ``SpecKey`` has no environment); every
+other kind, and the environment itself as the owner of its namespaces, belongs to one."""
 
 
 class SpecKey(NamedTuple):

@@ -58,7 +58,7 @@ from llmops.engine.actuate import kube_health
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError
-from llmops.engine.plan import diff
+from llmops.engine.plan import changeset, diff
 from llmops.engine.settings import KubeSettings
 from llmops.engine.spec import schema
 from llmops.engine.types import KubeObject, ResourceKey
@@ -452,8 +452,8 @@ class KubernetesActuator:
             dry = self._apply(key, resource, body, dry_run=True, force=force)
         if live is not None:
             entry = diff.diff_revisions([live], [dry],
-                                        ignore_annotations=diff.REVISION_BOOKKEEPING).get(key)
-            if entry is None or entry.action is diff.Action.UNCHANGED:
+                                        ignore_annotations=manifest.REVISION_BOOKKEEPING).get(key)
+            if entry is None or entry.action is changeset.Action.UNCHANGED:
                 return ObjectOutcome(Outcome.UNCHANGED, "unchanged (server-side dry run)",
                                      kube_health.assess(live))
             paths = [c.path for c in entry.changes]

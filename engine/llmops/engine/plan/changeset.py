@@ -20,11 +20,9 @@ from typing import Any
 
 import yaml
 
+from llmops.engine import manifest
 from llmops.engine.plan import govern
 from llmops.engine.types import KubeObject, ResourceKey
-
-KIND_LABEL = "llmops.io/kind"
-SPEC_LABEL = "llmops.io/spec"
 
 
 class Action(StrEnum):
@@ -128,9 +126,9 @@ class ChangeSetEntry:
     def owner(self) -> tuple[str, str]:
         """(kind, name) of the llmops spec that rendered the object, from its labels."""
         for obj in (self.after, self.before):
-            labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-            if labels.get(KIND_LABEL) or labels.get(SPEC_LABEL):
-                return (str(labels.get(KIND_LABEL, "")), str(labels.get(SPEC_LABEL, "")))
+            found = manifest.owner_of(obj)
+            if any(found):
+                return found
         return ("", "")
 
 

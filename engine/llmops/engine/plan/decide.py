@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from llmops.engine import manifest
 from llmops.engine.plan import diff, govern
 from llmops.engine.plan.changeset import (
     ACTING,
@@ -49,15 +50,10 @@ from llmops.engine.plan.changeset import (
 )
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SpecSet
-from llmops.engine.types import Kind, KubeObject, ResourceKey, SpecKey, content_hash
+from llmops.engine.types import KubeObject, ResourceKey, SpecKey, content_hash
 
-PRUNE_ANNOTATION = "llmops.io/prune"
-PRUNE_PROTECTED_LABEL = "llmops.io/prune-protected"
 PROTECTED = "prune-protected"
 SOURCE_UNAVAILABLE = "kept: source unavailable"
-
-# Kinds whose specs belong to no environment (their SpecKey has environment "").
-GLOBAL_KINDS = frozenset({Kind.MODEL, Kind.DATASET, Kind.POLICY, Kind.PROMPT_TEMPLATE})
 
 
 class Compare(StrEnum):
@@ -112,24 +108,14 @@ def gates_for(spec_set: SpecSet, env: str, *, prune_confirmed: Callable[[], bool
 
 def object_hash(obj: KubeObject) -> str:
     """Content hash of an object without the per-commit bookkeeping annotations."""
-    return content_hash(diff.normalize(obj, ignore_annotations=diff.REVISION_BOOKKEEPING))
-
-
-def spec_key(owner: tuple[str, str], env: str) -> SpecKey:
-    """The key of the spec that owns an object (``ChangeSetEntry.owner``) in ``env``."""
-    kind, name = owner
-    return SpecKey(kind, "" if kind in GLOBAL_KINDS else env, name)
+    return content_hash(diff.normalize(obj, ignore_annotations=manifest.REVISION_BOOKKEEPING))
 
 
 def protected(obj: KubeObject | None, env: str, rules: Sequence[schema.PruneProtection],
               key: ResourceKey) -> bool:
     """Whether a prune must keep the object: marked on the object itself, or by a rule."""
-    if obj is not None:
-        meta = obj.get("metadata") or {}
-        if str((meta.get("annotations") or {}).get(PRUNE_ANNOTATION, "")).lower() == "disabled":
-            return True
-        if str((meta.get("labels") or {}).get(PRUNE_PROTECTED_LABEL, "")).lower() == "true":
-            return True
+    if manifest.prune_protected(obj):
+        return True
     for rule in rules:
         if (not rule.environments or env in rule.environments) and (
                 not rule.kinds or key.kind in rule.kinds):
@@ -151,7 +137,7 @@ def _compare(desired: Sequence[KubeObject], current: Mapping[ResourceKey, KubeOb
         keys = [ResourceKey.of(o) for o in desired]
         changes = diff.diff_live(desired, [current[k] for k in keys if k in current],
                                  default_namespace="",
-                                 ignore_annotations=diff.REVISION_BOOKKEEPING)
+                                 ignore_annotations=manifest.REVISION_BOOKKEEPING)
     return {e.key: e for e in changes.entries}
 
 
@@ -159,7 +145,7 @@ def _dropped(key: ResourceKey, obj: KubeObject | None) -> ChangeSetEntry:
     """A deletion of an owned object no longer desired (``obj`` None: known only to the
     inventory)."""
     before = None if obj is None else diff.mask(
-        diff.normalize(obj, ignore_annotations=diff.REVISION_BOOKKEEPING))
+        diff.normalize(obj, ignore_annotations=manifest.REVISION_BOOKKEEPING))
     return ChangeSetEntry(key, Action.DELETED, before=before)
 
 
@@ -186,7 +172,7 @@ def _verdicts(env: str, entries: Collection[ChangeSetEntry],
               governance: Governance | None) -> tuple[govern.Verdict, ...]:
     if governance is None:
         return ()
-    changed = {spec_key(e.owner, env) for e in entries if e.action in ACTING}
+    changed = {manifest.owner_key(e.owner, env) for e in entries if e.action in ACTING}
     return govern.evaluate(governance.spec_set, env, changed=changed | governance.also_changed,
                            now=governance.now, policy=governance.policy)
 

@@ -43,38 +43,18 @@ from typing import Any
 
 import yaml
 
-from llmops.engine import redact
+from llmops.engine import manifest, redact
 from llmops.engine.errors import LlmopsError
-from llmops.engine.plan.changeset import Action as Action
-from llmops.engine.plan.changeset import ChangeSet as ChangeSet
-from llmops.engine.plan.changeset import ChangeSetEntry as ChangeSetEntry
-from llmops.engine.plan.changeset import FieldChange as FieldChange
-from llmops.engine.plan.changeset import FieldOp as FieldOp
+from llmops.engine.plan.changeset import Action, ChangeSet, ChangeSetEntry, FieldChange, FieldOp
 from llmops.engine.types import FieldPath, KubeObject, ResourceKey, format_path
 
 MASK = "***"
-SENSITIVE_ANNOTATION = "llmops.io/sensitive-fields"
-SOURCE_COMMIT_ANNOTATION = "llmops.io/source-commit"
-SPEC_HASH_ANNOTATION = "llmops.io/spec-hash"
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
 SERVER_METADATA = ("managedFields", "resourceVersion", "uid", "generation",
                    "creationTimestamp", "selfLink", "deletionTimestamp",
                    "deletionGracePeriodSeconds")
 SECRET_PATHS: tuple[tuple[str, ...], ...] = (("data",), ("stringData",))
-
-# Kinds without a namespace; every other kind defaults to the namespace "default".
-CLUSTER_SCOPED = frozenset({
-    "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding",
-    "CustomResourceDefinition", "StorageClass", "PriorityClass", "IngressClass",
-    "RuntimeClass", "APIService", "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
-})
-
-# Stamped by the renderers and derived from the commit or the spec: between two
-# revisions they differ whenever anything does, so they are not compared (the
-# plan reports the spec change itself).
-REVISION_BOOKKEEPING = (SOURCE_COMMIT_ANNOTATION, SPEC_HASH_ANNOTATION)
 
 _ABSENT: Any = object()
 _TOKEN_RE = re.compile(r"([^.\[\]]+)|\[(\d+|\*)\]")
@@ -137,7 +117,7 @@ def sensitive_patterns(*objects: Mapping[str, Any] | None) -> tuple[tuple[str, .
         if obj.get("kind") == "Secret" and str(obj.get("apiVersion", "")) == "v1":
             patterns.update(SECRET_PATHS)
         annotations = (obj.get("metadata") or {}).get("annotations") or {}
-        raw = annotations.get(SENSITIVE_ANNOTATION)
+        raw = annotations.get(manifest.SENSITIVE_ANNOTATION)
         if isinstance(raw, str):
             for item in raw.split(","):
                 parsed = parse_path(item.strip())
@@ -320,7 +300,7 @@ def _index(objects: Iterable[Mapping[str, Any]], *, default_namespace: str,
         norm = normalize(obj, ignore_annotations=ignore_annotations)
         meta = norm.setdefault("metadata", {})
         if (default_namespace and not meta.get("namespace")
-                and norm.get("kind") not in CLUSTER_SCOPED):
+                and norm.get("kind") not in manifest.CLUSTER_SCOPED):
             meta["namespace"] = default_namespace
         key = ResourceKey.of(norm)
         if key in out:
@@ -351,7 +331,7 @@ def diff_live(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, 
 
     ``live`` should hold the objects this tool owns (its inventory): a live
     object with no desired counterpart is reported ``deleted``. Pass
-    ``REVISION_BOOKKEEPING`` as ``ignore_annotations`` to leave objects whose
+    ``manifest.REVISION_BOOKKEEPING`` as ``ignore_annotations`` to leave objects whose
     only difference is the commit stamp alone.
     """
     return _changeset(_index(live, default_namespace=default_namespace,
@@ -362,7 +342,8 @@ def diff_live(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, 
 
 
 def diff_revisions(base: Iterable[Mapping[str, Any]], head: Iterable[Mapping[str, Any]], *,
-                   ignore_annotations: tuple[str, ...] = REVISION_BOOKKEEPING) -> ChangeSet:
+                   ignore_annotations: tuple[str, ...] = manifest.REVISION_BOOKKEEPING
+                   ) -> ChangeSet:
     """Two desired revisions, compared field by field both ways (removals included)."""
     ignore = ignore_annotations
     return _changeset(_index(base, default_namespace="", ignore_annotations=ignore),

@@ -28,7 +28,7 @@ from typing import Any
 
 from llmops import renderers
 from llmops.engine.errors import LlmopsError
-from llmops.engine.plan import cost, decide, diff, govern
+from llmops.engine.plan import changeset, cost, decide, diff, govern
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SpecSet
 from llmops.engine.types import Kind, KubeObject, ResourceKey, SpecKey
@@ -43,7 +43,7 @@ class SpecChange:
     """One spec that differs between base and head, described for a reviewer."""
 
     key: SpecKey
-    action: diff.Action
+    action: changeset.Action
     title: str
     details: tuple[str, ...]
 
@@ -61,7 +61,7 @@ class SpecChange:
 class EnvironmentPlan:
     environment: str
     specs: tuple[SpecChange, ...]
-    changes: diff.ChangeSet
+    changes: changeset.ChangeSet
     verdicts: tuple[govern.Verdict, ...]
 
     @property
@@ -109,7 +109,7 @@ def _env_dict(env: EnvironmentPlan) -> dict[str, Any]:
         "name": env.environment,
         "hasChanges": env.has_changes,
         "counts": {str(k): v for k, v in env.changes.counts().items()
-                   if v or k is not diff.Action.SKIPPED},
+                   if v or k is not changeset.Action.SKIPPED},
         "specChanges": [c.as_dict() for c in env.specs],
         "verdicts": [{"rule": str(v.rule), "decision": str(v.decision), "target": v.target,
                       "spec": str(v.spec) if v.spec else None, "reason": v.reason}
@@ -367,10 +367,10 @@ def spec_changes(base: SpecSet | None, head: SpecSet,
         old = base.get(key) if base is not None else None
         new = head.get(key)
         if old is None and new is not None:
-            out.append(SpecChange(key, diff.Action.CREATED, title(new.spec),
+            out.append(SpecChange(key, changeset.Action.CREATED, title(new.spec),
                                   (_created(new.spec, head, "created"),)))
         elif new is None and old is not None and base is not None:
-            out.append(SpecChange(key, diff.Action.DELETED, title(old.spec),
+            out.append(SpecChange(key, changeset.Action.DELETED, title(old.spec),
                                   (_created(old.spec, base, "deleted"),)))
         elif old is not None and new is not None:
             b_dump, a_dump = old.spec.model_dump(mode="json"), new.spec.model_dump(mode="json")
@@ -378,7 +378,7 @@ def spec_changes(base: SpecSet | None, head: SpecSet,
                 continue
             describe = _DESCRIBE.get(key.kind)
             details = describe(old.spec, new.spec) if describe else _generic(b_dump, a_dump, ())
-            out.append(SpecChange(key, diff.Action.CONFIGURED, title(new.spec),
+            out.append(SpecChange(key, changeset.Action.CONFIGURED, title(new.spec),
                                   tuple(details) or ("changed",)))
     return tuple(out)
 

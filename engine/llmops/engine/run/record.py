@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from llmops.engine import manifest
 from llmops.engine.actuate.base import ActPlan, ObjectOutcome, Outcome
 from llmops.engine.actuate.health import HealthStatus, worst
 from llmops.engine.plan import decide
@@ -30,12 +31,6 @@ from llmops.engine.store.models import RunResult, SourceState
 from llmops.engine.types import KubeObject, ResourceKey, SpecKey
 
 MAX_MESSAGE = 4000
-
-
-def owner(obj: KubeObject) -> tuple[str, str]:
-    """(kind, name) of the spec that rendered ``obj``, from its ownership labels."""
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return str(labels.get("llmops.io/kind", "")), str(labels.get("llmops.io/spec", ""))
 
 
 def conditions(applied: bool, reason: str, message: str,
@@ -174,7 +169,7 @@ def inventory_items(objects: Mapping[ResourceKey, KubeObject],
     """Inventory items of ``objects``: each hashed in the form given (the rendered one)."""
     out = {}
     for key, obj in objects.items():
-        kind, name = owner(obj)
+        kind, name = manifest.owner_of(obj)
         out[key] = state.InventoryItem(key, str(obj.get("apiVersion", "")),
                                        decide.object_hash(obj), kind, name, sha)
     return out
@@ -209,7 +204,7 @@ def object_status(store: Store, env: str, applied_sha: str,
     for key, obj in objects.items():
         done = outcomes.get(key)
         health = done.health if done else HealthStatus.UNKNOWN
-        spec = owner(obj)
+        spec = manifest.owner_of(obj)
         by_spec.setdefault(spec, []).append(health)
         if done and done.outcome is Outcome.FAILED:
             errors[spec] = f"{key}: {done.message}"
@@ -220,7 +215,7 @@ def object_status(store: Store, env: str, applied_sha: str,
     for (kind, name), healths in by_spec.items():
         if not kind or not name:
             continue
-        status = state.SpecStatus(decide.spec_key((kind, name), env), applied_sha,
+        status = state.SpecStatus(manifest.owner_key((kind, name), env), applied_sha,
                                   worst(healths).value, False, errors.get((kind, name), ""))
         if written.get(status.key) != status:
             state.put_spec_status(store, status)
