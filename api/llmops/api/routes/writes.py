@@ -130,7 +130,7 @@ def _api_error(exc: Exception) -> errors.ApiError:
     """The HTTP error of an engine write or storage error."""
     message = str(exc)
     if isinstance(exc, writeback.EditRejected):
-        return Unprocessable(message, {"issues": [i.as_dict() for i in exc.issues]})
+        return Unprocessable(message, {"issues": [i.as_dict() for i in exc.issues or ()]})
     if isinstance(exc, writeback.NothingToWrite | writeback.TargetMissing |
                   writeback.Conflicted):
         return errors.Conflict(message)
@@ -354,7 +354,7 @@ async def upload_model_file(
     try:
         key = modelfiles.object_key(name, version, file_name)
         repo = writeback.repo_for(settings)
-    except (modelfiles.StoreError, writeback.WriteError) as exc:
+    except (modelfiles.ModelFileError, writeback.WriteError) as exc:
         raise _api_error(exc) from None
     trail = await anyio.to_thread.run_sync(
         _Audit, log, principal, entry.key, f"upload {file_name} ({length} bytes)")
@@ -363,7 +363,7 @@ async def upload_model_file(
                                max_bytes=cfg.max_file_bytes, part_size=cfg.part_size_bytes)
     try:
         stored = await _stream_to_s3(request, upload)
-    except modelfiles.StoreError as exc:
+    except modelfiles.ModelFileError as exc:
         await anyio.to_thread.run_sync(trail.failed, exc)
         raise _api_error(exc) from None
     except BaseException as exc:
