@@ -70,6 +70,17 @@ _COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+def _mount(app: FastAPI) -> list[str]:
+    """Include every router under ``API_PREFIX``; their route templates."""
+    templates: list[str] = []
+    for module in (health, reconcile, audit, catalog, serving, prompts, training, governance,
+                   costs, webhooks, writes):
+        app.include_router(module.router, prefix=API_PREFIX)
+        templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
+                      if isinstance(route, APIRoute)]
+    return templates
+
+
 def create_app(services: compose.Services | Store, *,
                trigger: Callable[[], None] | None = None,
                settings: Settings | None = None) -> FastAPI:
@@ -103,12 +114,7 @@ def create_app(services: compose.Services | Store, *,
     app.state.trusted_peers = auth.TrustedPeers.parse(cfg.api.trusted_proxies)
 
     errors.install(app)
-    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH]
-    for module in (health, reconcile, audit, catalog, serving, prompts, training, governance,
-                   costs, webhooks, writes):
-        app.include_router(module.router, prefix=API_PREFIX)
-        templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
-                      if isinstance(route, APIRoute)]
+    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH, *_mount(app)]
 
     @app.get(METRICS_PATH, tags=["metrics"], response_class=Response, summary="Prometheus metrics",
              responses={200: {"content": {CONTENT_TYPE: {}},

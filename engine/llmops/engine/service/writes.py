@@ -36,7 +36,7 @@ Callers: the REST API's write routes (``llmops.api.routes.writes``); built by
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from llmops.engine import errors
@@ -64,24 +64,14 @@ class FileTooLarge(errors.TooLarge):
 
 
 @dataclass(frozen=True, slots=True)
-class Committed:
-    """The commit a write made and where it is; ``name`` is the spec's."""
+class Committed(writeback.WriteResult):
+    """The commit a write made and where it is (``WriteResult``), and the spec's ``name``."""
 
     name: str
-    commit: str
-    branch: str
-    direct: bool
-    """True: on the tracked branch; false: a review branch."""
-    parent: str
-    file: str
-    reason: str
-    """Why the commit went to this branch."""
 
-    @staticmethod
-    def fields_of(name: str, result: writeback.WriteResult) -> dict[str, Any]:
-        return {"name": name, "commit": result.commit, "branch": result.branch,
-                "direct": result.direct, "parent": result.parent, "file": result.file,
-                "reason": result.reason}
+    @classmethod
+    def of(cls, name: str, result: writeback.WriteResult) -> Committed:
+        return cls(**asdict(result), name=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +157,7 @@ class WriteService:
             trail.failed(exc)
             raise
         trail.succeeded(result)
-        return Committed(**Committed.fields_of(entry.name, result))
+        return Committed.of(entry.name, result)
 
     # -- use cases
 
@@ -318,5 +308,5 @@ class UploadSession:
             raise
         self._trail.succeeded(result, object=stored.uri, sha256=stored.sha256,
                               size=stored.size)
-        return Uploaded(**Committed.fields_of(entry.name, result), file_name=self.file_name,
+        return Uploaded(**asdict(result), name=entry.name, file_name=self.file_name,
                         object_uri=stored.uri, sha256=stored.sha256, size=stored.size)
