@@ -30,8 +30,9 @@ from test_writeback import (
 
 from llmops.api import tokens
 from llmops.api.app import create_app
-from llmops.api.auth import owner_team, proxy_signature
+from llmops.api.auth import proxy_signature
 from llmops.engine import settings
+from llmops.engine.service.access import owner_team
 from llmops.engine.store import Store, audit, catalog
 from llmops.engine.types import Kind, SpecKey
 

@@ -9,6 +9,8 @@ branch that never catches a half-written manifest.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import threading
@@ -20,7 +22,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import CliResult
-from llmops.cli.hydrate_cmd import hydrate
+from llmops.cli import main
 from llmops.cli.render_cmd import render
 from llmops.engine.source import branches, scaffold
 from llmops.engine.types import KubeObject
@@ -37,8 +39,15 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
 
 
 def run(*args: str) -> CliResult:
-    result = CliRunner().invoke(hydrate, list(args), catch_exceptions=False)
-    return CliResult(result.exit_code, result.stdout, result.stderr)
+    """`llmops hydrate ARGS...` through the entry point (which reports errors), in-process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(["hydrate", *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.api.routes import writes
+from llmops.api import errors as api_errors
 from llmops.engine import settings
 from llmops.engine.source import push, scaffold, writeback
 
@@ -133,7 +133,9 @@ def test_push_race_twice_is_a_conflict(tmp_path: Path, monkeypatch: pytest.Monke
         conclude(mirror_of(bare, tmp_path))
     assert len(pushed) == 2
     assert git("--git-dir", str(bare), "rev-parse", "refs/heads/main").strip() == pushed[-1]
-    assert writes._api_error(writeback.Conflicted("x")).status_code == 409
+    response = api_errors.category_response(writeback.Conflicted("x"))
+    assert response is not None
+    assert response.status_code == 409
 
 
 def test_stale_mirror_is_refreshed_before_each_write(tmp_path: Path) -> None:
@@ -155,9 +157,10 @@ def test_credentials_never_leak(tmp_path: Path) -> None:
     with pytest.raises(writeback.RepoUnavailable) as caught:
         conclude(repo)
     assert "s3cret" not in str(caught.value)
-    error = writes._api_error(caught.value)
+    error = api_errors.category_response(caught.value)
+    assert error is not None
     assert error.status_code == 503
-    assert "s3cret" not in str(error)
+    assert "s3cret" not in bytes(error.body).decode()
     assert "s3cret" not in repr(vars(error))
     assert "s3cret" not in "".join(str(p) for p in (tmp_path / "home").rglob("*"))
 

@@ -1,22 +1,26 @@
-"""The application factory: ``create_app(store, trigger=..., settings=...) -> FastAPI``.
+"""The application factory: ``create_app(services, trigger=...) -> FastAPI``.
 
 Role: assemble the API from its parts: routers under ``/llm-ops/v1``
 (OpenAPI at ``/llm-ops/v1/openapi.json``, docs at ``/llm-ops/v1/docs``), the
 exception handlers (``errors.install``), the request guard (415 for forms,
 413 over ``settings.api.max_body_bytes``), the metrics middleware and
-``GET /metrics`` on a registry the app owns. Input: an opened (migrated)
-``Store``; optionally the callable that wakes the reconciler (a daemon's
-``trigger`` or a Redis wake-up publisher) and the settings (default: read
-from the environment). Output: a ``FastAPI`` app whose state holds
-``store``, ``settings``, ``trigger``, ``status_cache`` (a
-``llmops.engine.store.cache.StatusCache`` when ``settings.redis_url`` is set, else
-``None``; connects lazily, so building it never touches Redis),
-``metrics``, ``trusted_peers`` (the
-parsed ``api.trusted_proxies``; a malformed entry fails here) and
-``route_templates``. Every route but the probes, ``/metrics``, the
-OpenAPI documents and the git webhook (authenticated by its shared secret)
-requires a permission (``llmops.api.auth``). Callers:
-``llmops serve`` (``llmops.cli.serve_cmd``) and the tests.
+``GET /metrics`` on a registry the app owns. It builds no store, cache or
+use case itself. Input: the composition root's ``Services``
+(``llmops.engine.service.compose.services``: store, settings, status cache,
+write service), or, for tests and embedding, an opened (migrated) ``Store``
+plus optionally the settings (default: read from the environment), which
+are composed with ``compose.services`` here; optionally the callable that
+wakes the reconciler (a daemon's ``trigger`` or a Redis wake-up publisher).
+Output: a ``FastAPI`` app whose state holds ``services``, ``store``,
+``settings``, ``writes``, ``trigger``, ``status_cache`` (a
+``llmops.engine.store.cache.StatusCache`` when ``settings.redis_url`` is
+set, else ``None``; connects lazily, so building it never touches Redis),
+``metrics``, ``trusted_peers`` (the parsed ``api.trusted_proxies``; a
+malformed entry fails here) and ``route_templates``. Every route but the
+probes, ``/metrics``, the OpenAPI documents and the git webhook
+(authenticated by its shared secret) requires a permission
+(``llmops.api.auth``). Callers: ``llmops serve`` (``llmops.cli.serve_cmd``),
+``llmops up`` (``llmops.cli.daemon_cmd``) and the tests.
 
 Middleware order, outermost first: Starlette's server-error layer (runs the
 catch-all handler), metrics (sees every request, refused or failed), the
@@ -49,16 +53,13 @@ from llmops.api.routes import (
     writes,
 )
 from llmops.engine import settings as settings_module
+from llmops.engine.service import compose
 from llmops.engine.settings import Settings
-from llmops.engine.store import cache
 from llmops.engine.store.db import Store
 
 API_PREFIX = "/llm-ops/v1"
 API_VERSION = "v1"
 METRICS_PATH = "/metrics"
-CACHE_TIMEOUT_SECONDS = 0.5
-"""Connect/read timeout of the Redis status cache: an outage costs a request at most this
-per Redis call (then the routes fall back to the store)."""
 
 _COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"model": Failure, "description": "The request body is too large."},
@@ -69,10 +70,29 @@ _COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def create_app(store: Store, *, trigger: Callable[[], None] | None = None,
+def _mount(app: FastAPI) -> list[str]:
+    """Include every router under ``API_PREFIX``; their route templates."""
+    templates: list[str] = []
+    for module in (health, reconcile, audit, catalog, serving, prompts, training, governance,
+                   costs, webhooks, writes):
+        app.include_router(module.router, prefix=API_PREFIX)
+        templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
+                      if isinstance(route, APIRoute)]
+    return templates
+
+
+def create_app(services: compose.Services | Store, *,
+               trigger: Callable[[], None] | None = None,
                settings: Settings | None = None) -> FastAPI:
-    """The llmops REST API over ``store``; ``trigger`` wakes the reconciler (503 without)."""
-    cfg = settings if settings is not None else settings_module.load()
+    """The llmops REST API over ``services``; ``trigger`` wakes the reconciler (503 without).
+
+    Given a ``Store`` instead, the rest is composed over it from ``settings``
+    (``compose.services``); ``settings`` is ignored with ``Services``.
+    """
+    if isinstance(services, Store):
+        cfg = settings if settings is not None else settings_module.load()
+        services = compose.services(cfg, store=services)
+    cfg = services.settings
     metrics = ApiMetrics()
     app = FastAPI(
         title="llmops",
@@ -84,21 +104,17 @@ def create_app(store: Store, *, trigger: Callable[[], None] | None = None,
         swagger_ui_oauth2_redirect_url=None,
         responses=_COMMON_RESPONSES,
     )
-    app.state.store = store
+    app.state.services = services
+    app.state.store = services.store
     app.state.settings = cfg
+    app.state.writes = services.writes
     app.state.trigger = trigger
-    app.state.status_cache = (cache.StatusCache(cfg.redis_url, timeout=CACHE_TIMEOUT_SECONDS)
-                              if cfg.redis_url else None)
+    app.state.status_cache = services.status_cache
     app.state.metrics = metrics
     app.state.trusted_peers = auth.TrustedPeers.parse(cfg.api.trusted_proxies)
 
     errors.install(app)
-    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH]
-    for module in (health, reconcile, audit, catalog, serving, prompts, training, governance,
-                   costs, webhooks, writes):
-        app.include_router(module.router, prefix=API_PREFIX)
-        templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
-                      if isinstance(route, APIRoute)]
+    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH, *_mount(app)]
 
     @app.get(METRICS_PATH, tags=["metrics"], response_class=Response, summary="Prometheus metrics",
              responses={200: {"content": {CONTENT_TYPE: {}},

@@ -27,15 +27,14 @@ first written to the audit log (action ``access``, result ``denied``, the
 user as actor, method and route template as target, the missing permission
 as reason); if that write fails the request fails too (503).
 
-Tenant scoping (``authorize_owner``): the write routes act only on specs
-owned by one of the principal's teams (``owner_team``: a model's
-``ownerTeam``; an endpoint's ``ownerTeam``, else its model's; an
-experiment's, its endpoint's), unless the roles grant ``*``. Otherwise 403,
-audited like a missing permission (reason ``team <teams> does not own
-<spec>``). Input: the
-request, the settings, the store. Output: ``Principal``. Callers: the
-modules of ``llmops.api.routes``; ``llmops.api.app`` builds
-``TrustedPeers`` once from the settings.
+Tenant scoping is a use-case rule (``llmops.engine.service.access``): the
+write routes hand the use cases the principal as a plain ``Caller``
+(``CallerDep``, which also names the route template for the audit trail),
+and a spec no team of the caller owns is a 403 there, audited like a missing
+permission. Input: the request, the settings, the store. Output:
+``Principal`` and ``Caller``. Callers: the modules of
+``llmops.api.routes``; ``llmops.api.app`` builds ``TrustedPeers`` once from
+the settings.
 """
 
 from __future__ import annotations
@@ -54,10 +53,10 @@ from llmops.api import errors, tokens
 from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
 from llmops.api.envelope import Failure
 from llmops.api.metrics import RouteTemplates
+from llmops.engine.service.access import Caller
 from llmops.engine.settings import ApiSettings
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import audit, catalog
-from llmops.engine.types import Kind, SpecKey
 
 USER_HEADER = "x-user-id"
 ROLES_HEADER = "x-user-roles"
@@ -254,57 +253,16 @@ def require(permission: Permission | str) -> Any:
     return Depends(check)
 
 
-# --------------------------------------------------------------------------- tenants
-
-UNOWNED = "unowned"
+# --------------------------------------------------------------------------- use cases
 
 
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+def get_caller(request: Request, principal: PrincipalDep) -> Caller:
+    """The principal as the use cases take it: a plain ``Caller`` naming the route template."""
+    return Caller(user=principal.user, roles=principal.roles, teams=principal.teams,
+                  method=principal.method, via=_route_template(request))
 
 
-def owner_team(store: catalog.Db, entry: catalog.CatalogEntry) -> str:
-    """The team owning ``entry`` (as ``SpecSet.team_of``), or ``UNOWNED``."""
-    body = entry.body
-    if entry.kind == Kind.MODEL:
-        return _text(body.get("ownerTeam")) or UNOWNED
-    if entry.kind in (Kind.SERVING_ENDPOINT, Kind.TRAINING_JOB):
-        if _text(body.get("ownerTeam")):
-            return _text(body.get("ownerTeam"))
-        ref = body.get("modelRef" if entry.kind == Kind.SERVING_ENDPOINT else "baseModelRef")
-        if not isinstance(ref, dict):
-            return UNOWNED
-        model = catalog.get_key(store, SpecKey(
-            Kind.MODEL, "", f"{_text(ref.get('name'))}@{_text(ref.get('version'))}"))
-        return owner_team(store, model) if model is not None else UNOWNED
-    if entry.kind == Kind.PROMPT_EXPERIMENT:
-        endpoint = catalog.get_key(store, SpecKey(
-            Kind.SERVING_ENDPOINT, entry.environment, _text(body.get("endpointRef"))))
-        return owner_team(store, endpoint) if endpoint is not None else UNOWNED
-    return _text(body.get("ownerTeam")) or UNOWNED
-
-
-def authorize_owner(request: Request, store: catalog.Db, log: audit.AuditLog,
-                    principal: Principal, entry: catalog.CatalogEntry) -> None:
-    """Let ``principal`` act on ``entry`` if a team of theirs owns it (or they hold ``*``).
-
-    Otherwise the denial is audited (action ``access``, result ``denied``) and 403 raised.
-    """
-    if Permission.ALL.value in catalog.permissions_of(store, principal.roles):
-        return
-    owner = owner_team(store, entry)
-    if owner != UNOWNED and owner in principal.teams:
-        return
-    teams = ",".join(principal.teams) or "(none)"
-    reason = f"team {teams} does not own {entry.key}"
-    log.append(audit.AuditEntry(
-        actor=principal.user, action=audit.AuditAction.ACCESS, target=str(entry.key),
-        environment=entry.environment, result=audit.AuditResult.DENIED, reason=reason[:1000],
-        details={"route": _route_template(request), "ownerTeam": owner,
-                 "teams": list(principal.teams), "roles": list(principal.roles),
-                 "authenticatedBy": principal.method, "specId": entry.id}))
-    raise errors.Forbidden(f"{principal.user}: {reason}",
-                           {"ownerTeam": owner, "teams": list(principal.teams)})
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {

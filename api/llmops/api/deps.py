@@ -1,14 +1,15 @@
 """Dependencies of the routes, as ``Annotated`` aliases (``StoreDep``, ``AuditLogDep``, ...).
 
-Role: hand each route what it reads from, taken from ``app.state`` where
-``create_app`` put it: the ``Store``, an ``AuditLog`` over it, the
-``Settings``, the trigger callable (``TriggerDep`` raises
-``ServiceUnavailable`` -> 503 when the app has none) and the Redis status
-cache (``CacheDep``: the ``StatusCache``, or ``None`` without Redis). Routes declare
-``store: StoreDep`` and never reach into the request themselves. Input: the
-request. Output: those objects. Callers: the modules of
-``llmops.api.routes``; tests override nothing here, they build the app with
-the objects they want.
+Role: hand each route what it reads from or calls, taken from ``app.state``
+where ``create_app`` put the composition root's ``Services``: the ``Store``,
+an ``AuditLog`` over it, the ``Settings``, the write use cases
+(``WritesDep``: the ``WriteService``), the trigger callable (``TriggerDep``
+raises ``ServiceUnavailable`` -> 503 when the app has none) and the Redis
+status cache (``CacheDep``: the ``StatusCache``, or ``None`` without Redis).
+Routes declare ``store: StoreDep`` and never reach into the request
+themselves. Input: the request. Output: those objects. Callers: the modules
+of ``llmops.api.routes``; tests override nothing here, they build the app
+with the objects they want.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from llmops.api import errors
+from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
 from llmops.engine.store import audit
 from llmops.engine.store.cache import StatusCache
@@ -39,6 +41,10 @@ def get_audit_log(store: Annotated[Store, Depends(get_store)]) -> audit.AuditLog
     return audit.AuditLog(store)
 
 
+def get_writes(request: Request) -> WriteService:
+    return cast(WriteService, request.app.state.writes)
+
+
 def get_trigger(request: Request) -> Trigger:
     trigger = cast(Trigger | None, request.app.state.trigger)
     if trigger is None:
@@ -56,5 +62,6 @@ def get_status_cache(request: Request) -> StatusCache | None:
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AuditLogDep = Annotated[audit.AuditLog, Depends(get_audit_log)]
+WritesDep = Annotated[WriteService, Depends(get_writes)]
 TriggerDep = Annotated[Trigger, Depends(get_trigger)]
 CacheDep = Annotated[StatusCache | None, Depends(get_status_cache)]

@@ -1,19 +1,28 @@
 """The API's errors and the one place that maps every error to HTTP and the envelope.
 
 Role: ``ApiError`` and its subclasses (part of the ``LlmopsError``
-hierarchy) are what routes and dependencies raise; ``install`` registers the
-exception handlers that turn them, and everything else that can go wrong in a
-request, into a ``fail`` envelope with a meaningful status code:
+hierarchy) are the HTTP-specific errors routes and dependencies raise (a
+malformed header, no identity, no trigger); ``install`` registers the
+exception handlers that turn them, the engine's error categories, and
+everything else that can go wrong in a request, into a ``fail`` envelope
+with a meaningful status code:
 
-- ``ApiError`` -> its own code (400, 401, 403, 404, 409, 503, ...);
+- ``ApiError`` -> its own code (400, 401, 403, 404, 409, 411, 415, 503, ...);
+- an engine error category (``llmops.engine.errors``) -> ``STATUS_OF``:
+  ``InvalidInput`` 422 (data ``{"issues": [...]}`` when it carries spec
+  issues), ``Malformed`` 400, ``NotFound`` 404, ``Conflict`` 409,
+  ``Forbidden`` 403, ``TooLarge`` 413, ``Unavailable`` 503 (data
+  ``{"retryable": true}``); the message is the error's, the data its
+  ``details``;
 - ``StoreUnavailable`` -> 503 (the detail is logged, not returned: it names
   the database host);
 - Starlette/FastAPI ``HTTPException`` (unknown path 404, 405 with its
   ``Allow`` header, 413 from the body guard) -> its code;
 - ``RequestValidationError`` -> 422, naming each failing request field;
-- anything else -> 500 whose data is only ``{"errorId": ...}``; the error is
-  logged with that id, the method, the path and the principal (when one is
-  known). No stack trace or exception text ever reaches a response.
+- anything else (an uncategorised ``LlmopsError`` too) -> 500 whose data is
+  only ``{"errorId": ...}``; the error is logged with that id, the method,
+  the path and the principal (when one is known). No stack trace or
+  exception text ever reaches a response.
 
 Input: exceptions raised while serving a request. Output: ``JSONResponse``
 objects. Caller: ``llmops.api.app.create_app`` (``install``), the routes
@@ -35,12 +44,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmops.api.envelope import Failure
+from llmops.engine import errors as engine_errors
 from llmops.engine.errors import LlmopsError
 from llmops.engine.store.db import StoreUnavailable
 
 log = logging.getLogger("llmops.api")
 
 MAX_REPORTED_ISSUES = 20
+
+STATUS_OF: dict[type[LlmopsError], HTTPStatus] = {
+    engine_errors.InvalidInput: HTTPStatus.UNPROCESSABLE_ENTITY,
+    engine_errors.Malformed: HTTPStatus.BAD_REQUEST,
+    engine_errors.NotFound: HTTPStatus.NOT_FOUND,
+    engine_errors.Conflict: HTTPStatus.CONFLICT,
+    engine_errors.Forbidden: HTTPStatus.FORBIDDEN,
+    engine_errors.TooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    engine_errors.Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+"""The HTTP status of each engine error category (``llmops.engine.errors.CATEGORIES``)."""
 
 
 class ApiError(LlmopsError):
@@ -114,6 +135,30 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return fail_response(exc.status_code, exc.message, exc.data, headers=exc.headers)
 
 
+def category_data(exc: LlmopsError) -> Any:
+    """The envelope's data for a categorised engine error: its details (and issues)."""
+    data: dict[str, Any] | None = dict(exc.details) if exc.details is not None else None
+    if isinstance(exc, engine_errors.InvalidInput) and exc.issues is not None:
+        data = {"issues": [issue.as_dict() for issue in exc.issues], **(data or {})}
+    if isinstance(exc, engine_errors.Unavailable):
+        data = {"retryable": True, **(data or {})}
+    return data
+
+
+def category_response(exc: LlmopsError) -> JSONResponse | None:
+    """The ``fail`` response of a categorised engine error; None when it has no category."""
+    kind = engine_errors.category(exc)
+    if kind is None:
+        return None
+    return fail_response(STATUS_OF[kind], str(exc), category_data(exc))
+
+
+async def _categorised(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LlmopsError)
+    response = category_response(exc)
+    return response if response is not None else await _unexpected(request, exc)
+
+
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("store unavailable during %s %s: %s", request.method, request.url.path, exc)
     return fail_response(HTTPStatus.SERVICE_UNAVAILABLE, "store unavailable; retry later",
@@ -176,6 +221,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register every handler on ``app`` (the only place errors become HTTP)."""
     app.add_exception_handler(ApiError, _api_error)
+    for kind in STATUS_OF:
+        app.add_exception_handler(kind, _categorised)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -6,7 +6,12 @@ code, never a traceback; an unexpected internal error prints one line and the
 path of a full report.
 
 Exit codes: 0 success, 1 invalid input (or a failed check), 2 usage error,
-3 internal error.
+3 internal error. ``main`` is the one place that maps errors to them: click's
+usage errors to 2, each category of ``llmops.engine.errors`` through
+``EXIT_CODE_OF`` (today all 1; an error carrying spec issues prints them in
+the ``file:line:col: Kind/name: field: message`` form of ``validate``, any
+other its message after ``error:``), anything unexpected to 3 with a crash
+report. Commands raise; they do not map errors themselves.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from llmops.cli import (
     render_cmd,
     serve_cmd,
 )
+from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.source import scaffold
 from llmops.engine.spec import validate
@@ -40,6 +46,18 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 FORMATS = click.Choice(["text", "json", "github"])
+
+EXIT_CODE_OF: dict[type[LlmopsError] | None, int] = {
+    errors.InvalidInput: EXIT_INVALID,
+    errors.Malformed: EXIT_INVALID,
+    errors.NotFound: EXIT_INVALID,
+    errors.Conflict: EXIT_INVALID,
+    errors.Forbidden: EXIT_INVALID,
+    errors.TooLarge: EXIT_INVALID,
+    errors.Unavailable: EXIT_INVALID,
+    None: EXIT_INVALID,  # an uncategorised LlmopsError: a failed step, its message says why
+}
+"""The exit code of each engine error category (``llmops.engine.errors.CATEGORIES``)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,6 +105,14 @@ def _report_crash(exc: BaseException) -> str:
     return "(nowhere: no writable directory)"
 
 
+def _report(exc: LlmopsError) -> None:
+    """One error on stderr: its spec issues, or its message."""
+    if isinstance(exc, errors.InvalidInput) and exc.issues:
+        output.print_issues(exc.issues, "text", stream=sys.stderr)
+    else:
+        click.echo(f"error: {exc}", err=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: runs the CLI and maps errors to exit codes."""
     try:
@@ -100,12 +126,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(EXIT_INVALID)
-    except SpecError as exc:
-        output.print_issues(exc.issues, "text", stream=sys.stderr)
-        sys.exit(EXIT_INVALID)
     except LlmopsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
+        _report(exc)
+        sys.exit(EXIT_CODE_OF[errors.category(exc)])
     except (SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:

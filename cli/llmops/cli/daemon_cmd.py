@@ -5,6 +5,12 @@ own port. `up` is the embedded default in one command: a specs repo from the
 template (unless one is given), SQLite under LLMOPS_HOME, the hydrate
 actuator into LLMOPS_HOME/rendered, a first pass, then the daemon and the
 REST API on localhost (its trigger wakes the daemon in the same process).
+
+Both compose the process once with ``llmops.engine.service.compose.services``
+(store, Redis status cache, write use cases): the reconciler, the leader
+lease, the daemon's wake-up listener and result publisher, and in ``up`` the
+REST API all share that store and that one Redis client. Registered on the
+``llmops`` group by ``llmops.cli``.
 """
 
 from __future__ import annotations
@@ -40,16 +46,15 @@ def _watch_path(repo: str) -> Path | None:
     return path.resolve() if repo and "://" not in repo and path.is_dir() else None
 
 
-def _build(cfg: Settings, repo: str, branch: str, envs: tuple[str, ...], out: Path | None,
-           metrics_port: int | None) -> tuple[daemon.Daemon, int]:
-    store = compose.open_store(cfg)
+def _build(services: compose.Services, repo: str, branch: str, envs: tuple[str, ...],
+           out: Path | None, metrics_port: int | None) -> tuple[daemon.Daemon, int]:
+    cfg, store, status_cache = services.settings, services.store, services.status_cache
     metrics = PrometheusMetrics()
     port = metrics.serve(cfg.daemon.metrics_port if metrics_port is None else metrics_port,
                          host=cfg.daemon.metrics_host)
     rec = compose.build_reconciler(cfg, repo=repo, branch=branch, out=out, environments=envs,
                                    store=store, metrics=metrics,
                                    actuator="hydrate" if out else None)
-    status_cache = cache.StatusCache(cfg.redis_url) if cfg.redis_url else None
     # PostgreSQL's advisory lock when the store is PostgreSQL (so Redis being down never
     # stops reconciling); Redis' lock otherwise, with a ttl that outlives a whole interval.
     cycle = cfg.daemon.interval_seconds + cfg.daemon.jitter_seconds
@@ -99,7 +104,7 @@ def daemon_command(repo: str, branch: str, envs: tuple[str, ...], out: Path | No
     """Reconcile continuously: poll, wake on triggers, self-heal; stop with SIGTERM."""
     _logging()
     cfg = settings.load()
-    loop, port = _build(cfg, repo, branch, envs, out, metrics_port)
+    loop, port = _build(compose.services(cfg), repo, branch, envs, out, metrics_port)
     click.echo(f"llmops daemon: metrics on http://127.0.0.1:{port}/metrics", err=True)
     loop.run()
 
@@ -119,9 +124,11 @@ def _local_token(cfg: Settings) -> Path:
     return path
 
 
-def _start_api(cfg: Settings, loop: daemon.Daemon, port: int) -> tuple[uvicorn.Server, int]:
+def _start_api(services: compose.Services, loop: daemon.Daemon,
+               port: int) -> tuple[uvicorn.Server, int]:
     """The REST API in a background thread, its trigger waking this process' daemon."""
-    app = create_app(loop.rec.store, trigger=loop.trigger, settings=cfg)
+    cfg = services.settings
+    app = create_app(services, trigger=loop.trigger)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=port, log_config=None,
                                            server_header=False))
     thread = threading.Thread(target=server.run, name="llmops-api", daemon=True)
@@ -152,7 +159,8 @@ def up(repo: str, metrics_port: int, api_port: int | None, once: bool) -> None:
             scaffold.init_repo(specs_dir)
             click.echo(f"created specs repo {specs_dir} from the template")
         repo = str(specs_dir)
-    loop, port = _build(cfg, repo, "", (), None, metrics_port)
+    services = compose.services(cfg)
+    loop, port = _build(services, repo, "", (), None, metrics_port)
     results = loop.run_once()
     if results is None:
         click.echo("another llmops daemon holds the leader lease on this store; standing by")
@@ -169,7 +177,7 @@ status          llmops status    audit: llmops audit verify""")
         loop.release()
         return
     token = _local_token(cfg)
-    server, bound = _start_api(cfg, loop, cfg.api.port if api_port is None else api_port)
+    server, bound = _start_api(services, loop, cfg.api.port if api_port is None else api_port)
     click.echo(f"API             http://{cfg.api.host}:{bound}/llm-ops/v1/reconcile/status "
                f"(docs: /llm-ops/v1/docs)")
     click.echo(f"API token       {token}   (curl -H \"Authorization: Bearer $(cat {token})\" "

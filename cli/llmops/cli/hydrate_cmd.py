@@ -13,7 +13,8 @@ plain Application pointed at it.
 The dry commit is rendered from its committed tree (materialised privately
 by the source stage), never from the work tree, so uncommitted edits cannot
 leak into a branch that names the commit. Exit codes: 0 written or already
-up to date, 1 invalid specs or a git failure, 2 an undeclared environment.
+up to date, 1 invalid specs or a git failure (reported by ``llmops.cli.main``,
+the one place errors become exit codes), 2 an undeclared environment.
 Registered on the ``llmops`` group by ``llmops.cli``.
 """
 
@@ -26,13 +27,10 @@ from pathlib import Path
 
 import click
 
-from llmops.cli import output
-from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.source import branches, snapshots
 from llmops.engine.spec import validate
 from llmops.renderers import render as render_stage
 
-EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
@@ -52,27 +50,20 @@ EXIT_USAGE = 2
 def hydrate(path: Path, environment: str, branch: str, target_path: str,
             target_repo: Path | None, revision: str, message: str) -> None:
     """Render ENV at a commit of PATH and commit it to BRANCH in the hydrator layout."""
-    try:
-        dry = branches.dry_commit(path, revision)
-        with tempfile.TemporaryDirectory(prefix="llmops-hydrate-src-") as work:
-            snap = snapshots.GitSource(str(path.resolve()), "main", Path(work)).snapshot_at(dry.sha)
-            spec_set = validate.load_and_validate(snap.path)
-            if environment not in spec_set.config.environments:
-                declared = ", ".join(spec_set.config.environments)
-                click.echo(f"error: unknown environment {environment!r} (declared in "
-                           f"llmops.yaml: {declared})", err=True)
-                sys.exit(EXIT_USAGE)
-            objects = render_stage.render_environment(spec_set, environment,
-                                                      source_commit=dry.sha)
-        command = f"llmops render . --env {shlex.quote(environment)} --commit {dry.sha}"
-        done = branches.hydrate_branch(target_repo or path, branch, objects, dry,
-                                        path=target_path, command=command, message=message)
-    except SpecError as exc:
-        output.print_issues(exc.issues, "text", stream=sys.stderr)
-        sys.exit(EXIT_INVALID)
-    except LlmopsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
+    # Spec, git and hydrate errors reach ``llmops.cli.main``, which reports them (exit 1).
+    dry = branches.dry_commit(path, revision)
+    with tempfile.TemporaryDirectory(prefix="llmops-hydrate-src-") as work:
+        snap = snapshots.GitSource(str(path.resolve()), "main", Path(work)).snapshot_at(dry.sha)
+        spec_set = validate.load_and_validate(snap.path)
+        if environment not in spec_set.config.environments:
+            declared = ", ".join(spec_set.config.environments)
+            click.echo(f"error: unknown environment {environment!r} (declared in "
+                       f"llmops.yaml: {declared})", err=True)
+            sys.exit(EXIT_USAGE)
+        objects = render_stage.render_environment(spec_set, environment, source_commit=dry.sha)
+    command = f"llmops render . --env {shlex.quote(environment)} --commit {dry.sha}"
+    done = branches.hydrate_branch(target_repo or path, branch, objects, dry,
+                                   path=target_path, command=command, message=message)
     where = f"{done.branch}:{done.path or '.'}"
     if done.changed:
         click.echo(f"hydrated {environment} at {dry.sha[:12]} into {where} "

@@ -1,6 +1,10 @@
 """Printing for the CLI: spec issues as text, JSON or GitHub annotations.
 
-Called by the commands in ``llmops.cli``; writes to a stream, returns nothing.
+Role: one format for spec issues everywhere in the CLI. Input: ``SpecIssue``
+values (or a valid ``SpecSet``) and a format (``text``, ``json``,
+``github``). Output: lines on a stream (stdout unless given); returns
+nothing. Callers: ``llmops validate``, ``llmops plan`` and ``llmops.cli.main``
+(which prints the issues of any invalid-input error to stderr).
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """`llmops reconcile`, `llmops status` and `llmops prune confirm`: the reconciler by hand.
 
-Thin commands over ``llmops.engine.service.compose`` and the store; exit 0 on success,
-1 on a failed or blocked pass.
+Role: thin commands over the composition root (``llmops.engine.service.compose``:
+``build_reconciler`` for a pass, ``open_store`` for status and prune
+confirmations) and the store. Input: settings (``LLMOPS_*``, a config file)
+and the options. Output: one line per environment on stdout; exit 0 on
+success, 1 on a failed or blocked pass (or an unhealthy ``--wait``). Errors
+are reported by ``llmops.cli.main``. Caller: the ``llmops`` group registers
+the commands (this module does not import ``llmops.cli``).
 """
 
 from __future__ import annotations

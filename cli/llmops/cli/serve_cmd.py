@@ -1,13 +1,15 @@
 """`llmops serve`: the REST API (``llmops.api``) under uvicorn.
 
-Role: open the configured store (migrated, as ``llmops.engine.service.compose``
-does for every command), build the app with ``llmops.api.app.create_app``
-and serve it until SIGINT/SIGTERM. Input: settings (``LLMOPS_*``, a config
+Role: compose the process once (``llmops.engine.service.compose.services``:
+the store, opened and migrated, the Redis status cache and the write use
+cases), build the app over it with ``llmops.api.app.create_app`` and serve
+it until SIGINT/SIGTERM. Input: settings (``LLMOPS_*``, a config
 file) and ``--host`` / ``--port`` (default ``Settings.api.host`` /
 ``Settings.api.port``, 127.0.0.1:8080). Output: an HTTP server. The trigger
 route wakes daemons through Redis when ``LLMOPS_REDIS_URL`` is set (the
 daemon listens on the same wake-up channel); without Redis this process has
-no reconciler to wake and the route answers 503. Forwarded headers are
+no reconciler to wake and the route answers 503. The wake-ups go through
+the same ``StatusCache`` the status routes read (one Redis client). Forwarded headers are
 honoured only from ``Settings.api.trusted_proxies``. Caller: the ``llmops``
 group, which registers ``serve`` (this module does not import
 ``llmops.cli``).
@@ -25,15 +27,13 @@ from llmops.api import errors
 from llmops.api.app import create_app
 from llmops.engine import settings
 from llmops.engine.service import compose
-from llmops.engine.settings import Settings
 from llmops.engine.store import cache
 
 
-def redis_trigger(cfg: Settings) -> Callable[[], None] | None:
+def redis_trigger(status_cache: cache.StatusCache | None) -> Callable[[], None] | None:
     """A trigger that publishes a wake-up to the daemons on Redis, or None without Redis."""
-    if not cfg.redis_url:
+    if status_cache is None:
         return None
-    status_cache = cache.StatusCache(cfg.redis_url)
 
     def wake() -> None:
         if not status_cache.wake():
@@ -53,8 +53,8 @@ def serve(host: str | None, port: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     cfg = settings.load()
-    store = compose.open_store(cfg)
-    app = create_app(store, trigger=redis_trigger(cfg), settings=cfg)
+    services = compose.services(cfg)
+    app = create_app(services, trigger=redis_trigger(services.status_cache))
     proxies = cfg.api.trusted_proxies
     try:
         uvicorn.run(app, host=host or cfg.api.host, port=cfg.api.port if port is None else port,
@@ -62,4 +62,4 @@ def serve(host: str | None, port: int | None) -> None:
                     forwarded_allow_ips=",".join(proxies) if proxies else None,
                     server_header=False, log_config=None)
     finally:
-        store.close()
+        services.close()

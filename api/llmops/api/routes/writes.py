@@ -1,42 +1,36 @@
-"""The API's writes: each one a git commit in the specs repo (``llmops.engine.source.writeback``).
+"""The API's writes: thin adapters over the write use cases (``WriteService``).
 
-Role: the four routes that change something, all by committing to the specs
-repo (``settings.git.repo``: a local clone, or a remote URL written through a
-pushed mirror, see ``llmops.engine.source.push``) on a review branch
-``llmops/<action>/<name>-<8 hex>``, or on the tracked branch when the
-environment sets ``directCommits`` (see ``writeback`` for the rule on global
-kinds). Each answers ``{commit, branch, direct, parent, file, reason}``:
+Role: the four routes that change something; each parses the request, calls
+one method of ``llmops.engine.service.writes.WriteService`` (which commits
+to the specs repo, audits intent and outcome, and applies the tenant rule)
+and shapes the envelope. Each answers ``{commit, branch, direct, parent,
+file, reason}``:
 
 - ``POST /serving/endpoints/{id}/rollback`` (``serving:rollback``): the
-  endpoint's spec file back to its content before the applied change (from
-  ``git log`` on the file, starting at the environment's last applied
-  revision); 409 when there is nothing to roll back to;
+  endpoint's spec file back to its content before the applied change; 409
+  when there is nothing to roll back to;
 - ``POST /prompts/experiments/{id}/conclude`` (``prompts:conclude``),
   ``{winnerTemplateId, notes}``: ``state: concluded``, ``winner``, ``notes``;
   a winner that is not a variant is a 422;
 - ``POST /catalog/models/{id}/promote`` (``models:promote``), ``{stage}``;
 - ``POST /catalog/models/{id}/upload?filename=...`` (``models:upload``): one
   model file as a raw ``application/octet-stream`` body with a
-  ``Content-Length`` (411 without; 413 over ``settings.s3.max_file_bytes``),
-  streamed to S3 under ``models/{name}/{version}/{file}`` in multipart parts
-  while its sha256 and size are computed, then committed into the model's
-  ``files`` and ``storageUri``. A failed upload leaves no object; a refused
-  commit (e.g. a base model without ``config.json`` yet: upload that first)
-  deletes the object again.
+  ``Content-Length`` (415 for another type, 411 without a length; 413 over
+  ``settings.s3.max_file_bytes``), fed chunk by chunk to an
+  ``UploadSession`` (S3 multipart parts sent from a worker thread), then
+  committed into the model's ``files`` and ``storageUri``. A failed upload
+  (a disconnect included) leaves no object; a refused commit deletes it.
 
-Each acts only on a spec owned by one of the caller's teams, unless the
-caller holds ``*`` (``auth.authorize_owner``: 403, audited, before anything
-else is written). Every write is audited: an ``intent`` row before anything happens, then
-``succeeded`` (with the commit) or ``failed`` (with the reason), action
-``write``, the spec as target. An edit that makes the repo invalid is a 422
-listing every issue, and nothing is committed. Input: path, query and JSON
-body; the store (catalog, status, audit log), the settings. Output:
-``WriteOut`` in the envelope. Caller: ``llmops.api.app`` mounts ``router``.
+Errors are the engine's categories, mapped to statuses once by
+``llmops.api.errors`` (404 no such spec, 409 nothing to change or the spec
+moved, 422 an invalid edit with ``data.issues``, 403 not the owner, 503 the
+specs repo or S3 unavailable). Input: path, query and JSON body, the caller
+(``CallerDep``), the write service (``WritesDep``). Output: ``WriteOut`` /
+``UploadOut`` in the envelope. Caller: ``llmops.api.app`` mounts ``router``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -45,15 +39,11 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.api import errors, lookup
-from llmops.api.auth import AUTH_RESPONSES, Principal, PrincipalDep, authorize_owner, require
-from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
+from llmops.api.auth import AUTH_RESPONSES, CallerDep, require
+from llmops.api.deps import WritesDep
 from llmops.api.envelope import ApiModel, Envelope, Failure, success
-from llmops.engine.settings import Settings
-from llmops.engine.source import writeback
-from llmops.engine.spec import schema
+from llmops.engine.service.writes import Committed, Uploaded, UploadSession
 from llmops.engine.spec.schema import ModelStage, Permission
-from llmops.engine.store import audit, catalog, modelfiles, state
-from llmops.engine.types import Kind, SpecKey
 
 router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
 
@@ -66,14 +56,6 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": Failure, "description": "The edit is invalid; data.issues lists why."},
     503: {"model": Failure, "description": "The specs repo (or S3) is unavailable."},
 }
-
-
-class Unprocessable(errors.ApiError):
-    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
-
-
-class PayloadTooLarge(errors.ApiError):
-    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 class LengthRequired(errors.ApiError):
@@ -98,15 +80,20 @@ class WriteOut(ApiModel):
     reason: str = Field(description="Why the commit went to this branch.")
 
     @classmethod
-    def of(cls, result: writeback.WriteResult) -> WriteOut:
-        return cls(commit=result.commit, branch=result.branch, direct=result.direct,
-                   parent=result.parent, file=result.file, reason=result.reason)
+    def of(cls, done: Committed) -> WriteOut:
+        return cls(commit=done.commit, branch=done.branch, direct=done.direct,
+                   parent=done.parent, file=done.file, reason=done.reason)
 
 
 class UploadOut(WriteOut):
     object_uri: str
     sha256: str
     size: int
+
+    @classmethod
+    def of_upload(cls, done: Uploaded) -> UploadOut:
+        return cls(**dict(WriteOut.of(done)), object_uri=done.object_uri, sha256=done.sha256,
+                   size=done.size)
 
 
 class ConcludeRequest(BaseModel):
@@ -123,175 +110,43 @@ class PromoteRequest(BaseModel):
     stage: ModelStage
 
 
-# --------------------------------------------------------------------------- plumbing
-
-
-def _api_error(exc: Exception) -> errors.ApiError:
-    """The HTTP error of an engine write or storage error."""
-    message = str(exc)
-    if isinstance(exc, writeback.EditRejected):
-        return Unprocessable(message, {"issues": [i.as_dict() for i in exc.issues]})
-    if isinstance(exc, writeback.NothingToWrite | writeback.TargetMissing |
-                  writeback.Conflicted):
-        return errors.Conflict(message)
-    if isinstance(exc, modelfiles.InvalidFileName):
-        return Unprocessable(message)
-    if isinstance(exc, modelfiles.TooLarge):
-        return PayloadTooLarge(message)
-    if isinstance(exc, modelfiles.LengthMismatch):
-        return errors.BadRequest(message)
-    return errors.ServiceUnavailable(message, {"retryable": True})
-
-
-class _Audit:
-    """The audit rows of one write: intent first, then the outcome."""
-
-    def __init__(self, log: audit.AuditLog, principal: Principal, key: SpecKey,
-                 reason: str) -> None:
-        self.log, self.principal, self.key, self.reason = log, principal, key, reason
-        self._entry(audit.AuditResult.INTENT, reason, {})
-
-    def _entry(self, result: audit.AuditResult, reason: str, details: dict[str, Any],
-               commit: str = "") -> None:
-        self.log.append(audit.AuditEntry(
-            actor=self.principal.user, action=audit.AuditAction.WRITE, target=str(self.key),
-            environment=self.key.environment, result=result, source_commit=commit,
-            reason=reason[:1000], details={"specId": str(self.key.id), **details}))
-
-    def failed(self, exc: BaseException) -> None:
-        self._entry(audit.AuditResult.FAILED, f"{self.reason}: {exc}"[:1000]
-                    if str(exc) else f"{self.reason}: {type(exc).__name__}", {})
-
-    def succeeded(self, result: writeback.WriteResult, **details: Any) -> None:
-        self._entry(audit.AuditResult.SUCCEEDED, self.reason,
-                    {"branch": result.branch, "direct": result.direct, "file": result.file,
-                     "parent": result.parent, **details}, commit=result.commit)
-
-
-def _commit(settings: Settings, trail: _Audit, entry: catalog.CatalogEntry, action: str,
-            edit: Callable[[writeback.Target], writeback.Edit], subject: str,
-            body: str = "") -> writeback.WriteResult:
-    """Audited ``writeback.commit_edit`` of ``entry``'s file; errors become HTTP errors."""
-    target = writeback.Target(kind=entry.kind, name=entry.base_name, file=entry.file,
-                              environment=entry.environment)
-    message = (f"{subject}\n\n{body + chr(10) + chr(10) if body else ''}"
-               f"Llmops-Action: {action}\nLlmops-Spec: {entry.key}\n"
-               f"Llmops-Requested-By: {' '.join(trail.principal.user.split())}\n")
-    try:
-        repo = writeback.repo_for(settings)
-        result = writeback.commit_edit(repo, settings.git.branch, target, edit(target),
-                                       action=action,
-                                       author=writeback.Author(trail.principal.user),
-                                       message=message)
-    except writeback.WriteError as exc:
-        trail.failed(exc)
-        raise _api_error(exc) from None
-    except Exception as exc:
-        trail.failed(exc)
-        raise
-    trail.succeeded(result)
-    return result
-
-
-# --------------------------------------------------------------------------- rollback
+# --------------------------------------------------------------------------- routes
 
 
 @router.post("/serving/endpoints/{endpoint_id}/rollback", response_model=Envelope[WriteOut],
              summary="Roll an endpoint back to its previous spec (a commit)",
              dependencies=[require(Permission.SERVING_ROLLBACK)], responses=WRITE_RESPONSES)
-def rollback_endpoint(http: Request, store: StoreDep, settings: SettingsDep, log: AuditLogDep,
-                      principal: PrincipalDep, endpoint_id: IdPath,
+def rollback_endpoint(writes: WritesDep, caller: CallerDep, endpoint_id: IdPath,
                       environment: Environment = None) -> Envelope[WriteOut]:
     """The endpoint's spec file as it was before the change now applied, committed."""
-    entry = lookup.one(store, Kind.SERVING_ENDPOINT, endpoint_id, environment=environment)
-    authorize_owner(http, store, log, principal, entry)
-    status = state.get_environment_status(store, entry.environment)
-    applied = (status.last_applied_revision if status is not None else "") or entry.revision
-    trail = _Audit(log, principal, entry.key, f"rollback from {applied[:12]}")
-    target = writeback.Target(kind=entry.kind, name=entry.name, file=entry.file,
-                              environment=entry.environment)
-    try:
-        repo = writeback.repo_for(settings)
-        previous = writeback.previous_version(repo, target, applied, settings.git.branch)
-    except writeback.WriteError as exc:
-        trail.failed(exc)
-        raise _api_error(exc) from None
-    trail.reason = (f"rollback from {applied[:12]} to {previous.revision[:12]} "
-                    f"(undoes {previous.changed_by[:12]})")
-    result = _commit(
-        settings, trail, entry, "rollback", lambda _t: writeback.restore(previous),
-        f"Roll back {entry.kind} {entry.environment}/{entry.name} to {previous.revision[:12]}",
-        f"Restores {entry.file} as it was before {previous.changed_by}\n"
-        f"(applied revision {applied}).")
-    return success(WriteOut.of(result), f"rollback of {entry.name} committed to "
-                                        f"{result.branch}")
-
-
-# --------------------------------------------------------------------------- conclude
-
-
-def _winner_name(store: StoreDep, ident: str) -> str:
-    parsed = lookup.as_uuid(ident)
-    if parsed is None:
-        return ident
-    found = catalog.get(store, str(parsed))
-    if found is None or found.kind != Kind.PROMPT_TEMPLATE:
-        raise Unprocessable(f"winnerTemplateId {ident!r} is not a prompt template",
-                            {"field": "winnerTemplateId"})
-    return found.name
+    done = writes.rollback_endpoint(caller, endpoint_id, environment=environment)
+    return success(WriteOut.of(done), f"rollback of {done.name} committed to {done.branch}")
 
 
 @router.post("/prompts/experiments/{experiment_id}/conclude", response_model=Envelope[WriteOut],
              summary="Conclude an experiment with its winner (a commit)",
              dependencies=[require(Permission.PROMPTS_CONCLUDE)], responses=WRITE_RESPONSES)
-def conclude_experiment(http: Request, store: StoreDep, settings: SettingsDep,
-                        log: AuditLogDep, principal: PrincipalDep, experiment_id: IdPath,
+def conclude_experiment(writes: WritesDep, caller: CallerDep, experiment_id: IdPath,
                         request: ConcludeRequest,
                         environment: Environment = None) -> Envelope[WriteOut]:
     """``state: concluded``, the winner (one of the variants) and the notes, committed."""
-    entry = lookup.one(store, Kind.PROMPT_EXPERIMENT, experiment_id, environment=environment)
-    authorize_owner(http, store, log, principal, entry)
-    winner = _winner_name(store, request.winnerTemplateId)
-    trail = _Audit(log, principal, entry.key, f"conclude with winner {winner[:80]}")
-    result = _commit(
-        settings, trail, entry, "conclude",
-        lambda t: writeback.conclude_experiment(t.name, winner, request.notes),
-        f"Conclude experiment {entry.environment}/{entry.name}: {winner} wins")
-    return success(WriteOut.of(result), f"conclusion of {entry.name} committed to "
-                                        f"{result.branch}")
-
-
-# --------------------------------------------------------------------------- promote
-
-
-def _model(store: StoreDep, model_id: str) -> catalog.CatalogEntry:
-    """One model version: a UUID or ``name@version`` (a bare name is ambiguous: 409)."""
-    return lookup.one(store, Kind.MODEL, model_id)
+    done = writes.conclude_experiment(caller, experiment_id, request.winnerTemplateId,
+                                      request.notes, environment=environment)
+    return success(WriteOut.of(done), f"conclusion of {done.name} committed to {done.branch}")
 
 
 @router.post("/catalog/models/{model_id}/promote", response_model=Envelope[WriteOut],
              summary="Change a model's stage (a commit)",
              dependencies=[require(Permission.MODELS_PROMOTE)], responses=WRITE_RESPONSES)
-def promote_model(http: Request, store: StoreDep, settings: SettingsDep, log: AuditLogDep,
-                  principal: PrincipalDep, model_id: IdPath,
+def promote_model(writes: WritesDep, caller: CallerDep, model_id: IdPath,
                   request: PromoteRequest) -> Envelope[WriteOut]:
     """The model version's ``stage`` set to ``stage``, committed."""
-    entry = _model(store, model_id)
-    authorize_owner(http, store, log, principal, entry)
-    version = str(entry.body.get("version", ""))
-    old = str(entry.body.get("stage", ""))
-    trail = _Audit(log, principal, entry.key, f"stage {old} -> {request.stage.value}")
-    result = _commit(settings, trail, entry, "promote",
-                     lambda t: writeback.set_model_stage(t.name, version, request.stage),
-                     f"Set model {entry.name} stage to {request.stage.value}")
-    return success(WriteOut.of(result), f"stage change of {entry.name} committed to "
-                                        f"{result.branch}")
+    done = writes.promote_model(caller, model_id, request.stage)
+    return success(WriteOut.of(done), f"stage change of {done.name} committed to {done.branch}")
 
 
-# --------------------------------------------------------------------------- upload
-
-
-def _declared_length(request: Request, limit: int) -> int:
+def _declared_length(request: Request) -> int:
+    """The body's announced length, once it is a raw octet stream (415 / 411 / 400)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "application/octet-stream":
         raise UnsupportedMediaType("send the file as the raw body, Content-Type: "
@@ -301,28 +156,21 @@ def _declared_length(request: Request, limit: int) -> int:
         raise LengthRequired("Content-Length is required for an upload")
     if not raw.strip().isdigit():
         raise errors.BadRequest("Content-Length is not a number")
-    length = int(raw)
-    if length > limit:
-        raise PayloadTooLarge(f"the file is {length} bytes, over the limit of {limit} bytes",
-                              {"maxFileBytes": limit})
-    return length
+    return int(raw)
 
 
-async def _stream_to_s3(request: Request, upload: modelfiles.Upload) -> modelfiles.Stored:
-    """Feed the body to ``upload`` part by part; abort on any failure (incl. disconnects)."""
-    done = False
+async def _stream(request: Request, upload: UploadSession) -> Uploaded:
+    """Feed the body to ``upload`` part by part; any failure (a disconnect too) drops it."""
     try:
         await anyio.to_thread.run_sync(upload.start)
         async for chunk in request.stream():
             upload.write(chunk)
             if upload.part_ready:
                 await anyio.to_thread.run_sync(upload.flush)
-        stored = await anyio.to_thread.run_sync(upload.finish)
-        done = True
-        return stored
-    finally:
-        if not done:
-            await anyio.to_thread.run_sync(upload.abort)
+    except BaseException as exc:
+        await anyio.to_thread.run_sync(upload.fail, exc)
+        raise
+    return await anyio.to_thread.run_sync(upload.finish)
 
 
 @router.post("/catalog/models/{model_id}/upload", response_model=Envelope[UploadOut],
@@ -336,67 +184,15 @@ async def _stream_to_s3(request: Request, upload: modelfiles.Upload) -> modelfil
                  "application/octet-stream": {"schema": {"type": "string",
                                                          "format": "binary"}}}}})
 async def upload_model_file(
-    request: Request, store: StoreDep, settings: SettingsDep, log: AuditLogDep,
-    principal: PrincipalDep, model_id: IdPath,
+    request: Request, writes: WritesDep, caller: CallerDep, model_id: IdPath,
     filename: Annotated[str, Query(min_length=1, max_length=200,
                                    description="The file's name, e.g. config.json.")],
 ) -> Envelope[UploadOut]:
     """Stream the body to ``models/{name}/{version}/{filename}``, then commit it to ``files``."""
-    try:
-        file_name = modelfiles.check_file_name(filename)
-    except modelfiles.InvalidFileName as exc:
-        raise _api_error(exc) from None
-    cfg = settings.s3
-    length = _declared_length(request, cfg.max_file_bytes)
-    entry = await anyio.to_thread.run_sync(_model, store, model_id)
-    await anyio.to_thread.run_sync(authorize_owner, request, store, log, principal, entry)
-    name, version = entry.base_name, str(entry.body.get("version", ""))
-    try:
-        key = modelfiles.object_key(name, version, file_name)
-        repo = writeback.repo_for(settings)
-    except (modelfiles.StoreError, writeback.WriteError) as exc:
-        raise _api_error(exc) from None
-    trail = await anyio.to_thread.run_sync(
-        _Audit, log, principal, entry.key, f"upload {file_name} ({length} bytes)")
-    s3 = modelfiles.client(cfg)
-    upload = modelfiles.Upload(s3, cfg.bucket, key, expected_size=length,
-                               max_bytes=cfg.max_file_bytes, part_size=cfg.part_size_bytes)
-    try:
-        stored = await _stream_to_s3(request, upload)
-    except modelfiles.StoreError as exc:
-        await anyio.to_thread.run_sync(trail.failed, exc)
-        raise _api_error(exc) from None
-    except BaseException as exc:
-        await anyio.to_thread.run_sync(trail.failed, exc)
-        raise
-    uri = modelfiles.storage_uri(cfg.bucket, name, version)
-    record = schema.ModelFile(name=file_name, sha256=stored.sha256, size=stored.size)
-    target = writeback.Target(kind=entry.kind, name=name, file=entry.file)
-    message = (f"Record {file_name} of model {entry.name}\n\n"
-               f"{stored.uri}\nsha256 {stored.sha256}, {stored.size} bytes\n\n"
-               f"Llmops-Action: upload\nLlmops-Spec: {entry.key}\n"
-               f"Llmops-Requested-By: {' '.join(principal.user.split())}\n")
-
-    def commit() -> writeback.WriteResult:
-        return writeback.commit_edit(
-            repo, settings.git.branch, target,
-            writeback.record_model_file(name, version, uri, record), action="upload",
-            author=writeback.Author(principal.user), message=message)
-
-    try:
-        result = await anyio.to_thread.run_sync(commit)
-    except BaseException as exc:
-        # No commit: the object must not stay either.
-        try:
-            await anyio.to_thread.run_sync(modelfiles.delete, s3, stored)
-        finally:
-            await anyio.to_thread.run_sync(trail.failed, exc)
-        if isinstance(exc, writeback.WriteError):
-            raise _api_error(exc) from None
-        raise
-    await anyio.to_thread.run_sync(
-        lambda: trail.succeeded(result, object=stored.uri, sha256=stored.sha256,
-                                size=stored.size))
-    out = UploadOut(**dict(WriteOut.of(result)), object_uri=stored.uri, sha256=stored.sha256,
-                    size=stored.size)
-    return success(out, f"{file_name} uploaded and recorded on {result.branch}")
+    file_name = writes.check_file_name(filename)
+    length = _declared_length(request)
+    upload = await anyio.to_thread.run_sync(writes.begin_upload, caller, model_id, file_name,
+                                            length)
+    done = await _stream(request, upload)
+    return success(UploadOut.of_upload(done),
+                   f"{done.file_name} uploaded and recorded on {done.branch}")

@@ -1,13 +1,28 @@
-"""Wiring: settings -> a ready ``Reconciler`` (store migrated, source opened, actuators).
+"""The composition root: settings -> store, status cache, use cases, source, actuators.
+
+Role: the one place that builds the long-lived parts of a process, once:
+
+- ``services(settings)`` -> ``Services``: the store (opened and migrated),
+  the Redis ``StatusCache`` (when ``settings.redis_url`` is set; it connects
+  lazily) and the ``WriteService`` over them. ``llmops serve`` and ``llmops
+  up`` hand it to ``llmops.api.app.create_app``; ``llmops daemon`` and ``up``
+  take the store and the cache for the reconciler loop (one Redis client per
+  process, shared by the daemon and the API);
+- ``build_reconciler(settings, ...)`` -> ``Reconciler``: the source opened
+  at the repo and branch, an actuator per environment
+  (``actuator_factory``), over a given store or a newly opened one.
 
 Input: ``Settings`` and the command line's overrides (repo, branch, output
-directory, environments). Output: a ``Reconciler``. Called by the CLI
-(`reconcile`, `daemon`, `up`); nothing else builds one.
+directory, environments). Output: ``Services`` and ``Reconciler`` values.
+Callers: the CLI (``serve``, ``up``, ``daemon``, ``reconcile``, ``status``,
+``prune``) and ``llmops.api.app.create_app`` (given only a store, it composes
+the rest here); nothing in the engine imports this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -16,10 +31,16 @@ from llmops.engine.actuate.base import Actuator, ActuatorError, NoneActuator
 from llmops.engine.actuate.branch import HydrateBranchActuator
 from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import reconciler
+from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
 from llmops.engine.source import gitcli, snapshots
 from llmops.engine.spec import schema
+from llmops.engine.store.cache import StatusCache
 from llmops.engine.store.db import Store
+
+CACHE_TIMEOUT_SECONDS = 0.5
+"""Connect/read timeout of the Redis status cache: an outage costs a caller at most this
+per Redis call (then the API falls back to the store)."""
 
 
 def open_store(settings: Settings) -> Store:
@@ -27,6 +48,31 @@ def open_store(settings: Settings) -> Store:
     store = Store(settings.effective_database_url)
     store.migrate()
     return store
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The parts of one process the interfaces share, built once by ``services``."""
+
+    settings: Settings
+    store: Store
+    status_cache: StatusCache | None
+    """Redis status cache, wake-up channel and run stream; None without Redis."""
+    writes: WriteService
+
+    def close(self) -> None:
+        if self.status_cache is not None:
+            self.status_cache.close()
+        self.store.close()
+
+
+def services(settings: Settings, *, store: Store | None = None) -> Services:
+    """The store (``open_store`` unless given), the status cache and the use cases."""
+    store = store if store is not None else open_store(settings)
+    status_cache = (StatusCache(settings.redis_url, timeout=CACHE_TIMEOUT_SECONDS)
+                    if settings.redis_url else None)
+    return Services(settings=settings, store=store, status_cache=status_cache,
+                    writes=WriteService(settings, store))
 
 
 def _local_repo(repo: str) -> Path | None:
@@ -83,6 +129,7 @@ def build_reconciler(settings: Settings, *, repo: str = "", branch: str = "",
                      actuator: str | None = None, store: Store | None = None,
                      confirm_prune: bool = False,
                      metrics: reconciler.Metrics | None = None) -> reconciler.Reconciler:
+    """A reconciler following ``repo``/``branch`` (default: the settings') over ``store``."""
     repo = repo or settings.git.repo or "."
     src = snapshots.open_source(repo, branch or settings.git.branch, settings.work_dir,
                              timeout=settings.git.timeout_seconds,

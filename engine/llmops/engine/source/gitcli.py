@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from llmops.engine import redact as redact_text
-from llmops.engine.errors import LlmopsError
+from llmops.engine.errors import InvalidInput
 
 MAX_REF_LENGTH = 255
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -47,7 +47,7 @@ _HARDENING = ("core.hooksPath=/dev/null", "core.fsmonitor=false", "core.symlinks
               "gc.autoDetach=false", "credential.helper=", "init.defaultBranch=main")
 
 
-class SourceConfigError(LlmopsError):
+class SourceConfigError(InvalidInput):
     """The repo URL, path, branch or revision is not acceptable; the message says why."""
 
 

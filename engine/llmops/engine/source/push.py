@@ -24,13 +24,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from llmops.engine.errors import LlmopsError
+from llmops.engine.errors import Unavailable
 from llmops.engine.source import gitcli
 
 _REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info")
 
 
-class MirrorError(LlmopsError):
+class MirrorError(Unavailable):
     """git failed on the mirror or the remote; the message is redacted."""
 
 

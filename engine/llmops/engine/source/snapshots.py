@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
-from llmops.engine.errors import LlmopsError
+from llmops.engine.errors import Unavailable
 from llmops.engine.source import gitcli
 from llmops.engine.source.gitcli import SourceConfigError as SourceConfigError
 from llmops.engine.source.gitcli import redact as redact
@@ -69,7 +69,7 @@ _BATCH_BYTES = 32 * 1024 * 1024
 _MISSING_REF = ("couldn't find remote ref", "not our ref", "no such remote ref")
 
 
-class SourceUnavailable(LlmopsError):
+class SourceUnavailable(Unavailable):
     """The source could not be read this time (network, auth, timeout, missing branch).
 
     The state of the repo is unknown, not empty: callers keep the last good

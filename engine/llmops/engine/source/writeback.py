@@ -54,6 +54,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
 from llmops.engine.source import branches, gitcli, push
@@ -81,23 +82,23 @@ class WriteError(LlmopsError):
     """A write could not be committed; nothing was written. The message says why."""
 
 
-class RepoUnavailable(WriteError):
+class RepoUnavailable(WriteError, errors.Unavailable):
     """The specs repo is not a local clone, or git failed on it (retryable)."""
 
 
-class NothingToWrite(WriteError):
+class NothingToWrite(WriteError, errors.Conflict):
     """The edit changes nothing, or there is no earlier version to roll back to."""
 
 
-class TargetMissing(WriteError):
+class TargetMissing(WriteError, errors.Conflict):
     """The spec is not where the catalog said (the branch moved on since)."""
 
 
-class Conflicted(WriteError):
+class Conflicted(WriteError, errors.Conflict):
     """The tracked branch kept moving while the commit was being made."""
 
 
-class EditRejected(WriteError):
+class EditRejected(WriteError, errors.InvalidInput):
     """The edited repo does not validate (or the edit is invalid); carries every issue."""
 
     def __init__(self, message: str, issues: tuple[SpecIssue, ...] = ()) -> None:

@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, 
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from llmops.engine.errors import LlmopsError
+from llmops.engine.errors import LlmopsError, Unavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 
@@ -58,7 +58,7 @@ class StoreError(LlmopsError):
         super().__init__(f"store {url}: {message}")
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
     """The store cannot be reached or written right now (retry later; act on nothing)."""
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from llmops.engine.errors import LlmopsError
+from llmops.engine import errors
 from llmops.engine.settings import S3Settings
 from llmops.engine.spec import schema
 
@@ -42,23 +42,23 @@ _VERSION = re.compile(schema.SEMVER_RE, re.ASCII)
 S3_ERRORS = (BotoCoreError, ClientError)
 
 
-class StoreError(LlmopsError):
+class ModelFileError(errors.LlmopsError):
     """A model file could not be stored; nothing was left in the bucket."""
 
 
-class InvalidFileName(StoreError):
+class InvalidFileName(ModelFileError, errors.InvalidInput):
     """The file name (or model name/version) cannot make a safe key."""
 
 
-class TooLarge(StoreError):
+class TooLarge(ModelFileError, errors.TooLarge):
     """The body is over the size limit."""
 
 
-class LengthMismatch(StoreError):
+class LengthMismatch(ModelFileError, errors.Malformed):
     """The body is shorter or longer than its ``Content-Length``."""
 
 
-class StorageUnavailable(StoreError):
+class StorageUnavailable(ModelFileError, errors.Unavailable):
     """S3 failed or could not be reached (retryable)."""
 
 
@@ -247,7 +247,7 @@ class Upload:
 
     def _require_id(self) -> str:
         if self._upload_id is None or self._closed:
-            raise StoreError("the upload is not started or already finished")
+            raise ModelFileError("the upload is not started or already finished")
         return self._upload_id
 
 

@@ -1,0 +1,312 @@
+"""The write use cases: roll back, conclude, promote, upload; each one audited git commit.
+
+Role: the few changes llmops makes on request, all by committing to the specs
+repo (``settings.git.repo``: a local clone, or a remote URL written through a
+pushed mirror) with ``llmops.engine.source.writeback``, on a review branch
+``llmops/<action>/<name>-<8 hex>`` or on the tracked branch when the
+environment sets ``directCommits``:
+
+- ``rollback_endpoint``: the endpoint's spec file back to its content before
+  the applied change (``git log`` on the file from the environment's last
+  applied revision); ``NothingToWrite`` (a ``Conflict``) with no earlier version;
+- ``conclude_experiment``: ``state: concluded``, the winner (a variant's
+  template, by name or UUID; another UUID is ``InvalidWinner``) and notes;
+- ``promote_model``: the model version's ``stage``;
+- ``begin_upload`` -> ``UploadSession``: one model file streamed to S3 under
+  ``models/{name}/{version}/{file}`` (``llmops.engine.store.modelfiles``;
+  multipart, hashed while it streams), then recorded in the model's
+  ``files`` and ``storageUri`` by a commit; a refused commit deletes the
+  object again, a failed upload leaves none.
+
+Each acts only on a spec owned by one of the caller's teams, unless the
+caller holds ``*`` (``access.authorize_owner``: audited, ``NotOwner``, before
+anything else is written). Every write is audited: an ``intent`` row before
+anything happens, then ``succeeded`` (with the commit) or ``failed`` (with
+the reason); action ``write``, the spec as target. The commit message ends in
+``Llmops-Action``, ``Llmops-Spec`` and ``Llmops-Requested-By`` trailers.
+
+Input: plain values (a ``Caller``, ids, request fields) and, once, the
+settings and the store. Output: ``Committed`` / ``Uploaded``. Errors: the
+categories of ``llmops.engine.errors`` (``NotFound``, ``Conflict``,
+``InvalidInput`` with issues, ``Forbidden``, ``TooLarge``, ``Unavailable``).
+Callers: the REST API's write routes (``llmops.api.routes.writes``); built by
+``llmops.engine.service.compose``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from llmops.engine import errors
+from llmops.engine.service import access, lookup
+from llmops.engine.service.access import Caller
+from llmops.engine.settings import Settings
+from llmops.engine.source import writeback
+from llmops.engine.spec import schema
+from llmops.engine.store import audit, catalog, modelfiles, state
+from llmops.engine.store.db import Store
+from llmops.engine.types import Kind, SpecKey
+
+EditFor = Callable[[writeback.Target], writeback.Edit]
+
+
+class InvalidWinner(errors.InvalidInput):
+    """The winner named by UUID is not a prompt template."""
+
+
+class FileTooLarge(errors.TooLarge):
+    """The announced file size is over ``settings.s3.max_file_bytes``."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class Committed(writeback.WriteResult):
+    """The commit a write made and where it is (``WriteResult``), and the spec's ``name``."""
+
+    name: str
+
+    @classmethod
+    def of(cls, name: str, result: writeback.WriteResult) -> Committed:
+        return cls(**asdict(result), name=name)
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded(Committed):
+    """An uploaded model file: the commit that records it and the stored object."""
+
+    file_name: str
+    object_uri: str
+    sha256: str
+    size: int
+
+
+# --------------------------------------------------------------------------- audit trail
+
+
+class _Trail:
+    """The audit rows of one write: intent first, then the outcome."""
+
+    def __init__(self, log: audit.AuditLog, caller: Caller, key: SpecKey, reason: str) -> None:
+        self.log, self.caller, self.key, self.reason = log, caller, key, reason
+        self._entry(audit.AuditResult.INTENT, reason, {})
+
+    def _entry(self, result: audit.AuditResult, reason: str, details: dict[str, Any],
+               commit: str = "") -> None:
+        self.log.append(audit.AuditEntry(
+            actor=self.caller.user, action=audit.AuditAction.WRITE, target=str(self.key),
+            environment=self.key.environment, result=result, source_commit=commit,
+            reason=reason[:1000], details={"specId": str(self.key.id), **details}))
+
+    def failed(self, exc: BaseException) -> None:
+        self._entry(audit.AuditResult.FAILED, f"{self.reason}: {exc}"[:1000]
+                    if str(exc) else f"{self.reason}: {type(exc).__name__}", {})
+
+    def succeeded(self, result: writeback.WriteResult, **details: Any) -> None:
+        self._entry(audit.AuditResult.SUCCEEDED, self.reason,
+                    {"branch": result.branch, "direct": result.direct, "file": result.file,
+                     "parent": result.parent, **details}, commit=result.commit)
+
+
+def _message(subject: str, body: str, action: str, key: SpecKey, caller: Caller) -> str:
+    """The commit message: subject, optional body, then the ``Llmops-*`` trailers."""
+    return (f"{subject}\n\n{body + chr(10) + chr(10) if body else ''}"
+            f"Llmops-Action: {action}\nLlmops-Spec: {key}\n"
+            f"Llmops-Requested-By: {' '.join(caller.user.split())}\n")
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class WriteService:
+    """The write use cases over one store and one specs repo (see the module docstring)."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.log = audit.AuditLog(store)
+
+    # -- plumbing
+
+    def _entry(self, caller: Caller, kind: Kind, ident: str,
+               environment: str | None = None) -> catalog.CatalogEntry:
+        """The spec ``ident`` names, once the caller may act on it."""
+        entry = lookup.one(self.store, kind, ident, environment=environment)
+        access.authorize_owner(self.store, self.log, caller, entry)
+        return entry
+
+    def _commit_edit(self, repo: writeback.Repo, caller: Caller, entry: catalog.CatalogEntry,
+                     action: str, edit: EditFor, subject: str,
+                     body: str = "") -> writeback.WriteResult:
+        target = writeback.Target(kind=entry.kind, name=entry.base_name, file=entry.file,
+                                  environment=entry.environment)
+        return writeback.commit_edit(repo, self.settings.git.branch, target, edit(target),
+                                     action=action, author=writeback.Author(caller.user),
+                                     message=_message(subject, body, action, entry.key, caller))
+
+    def _commit(self, trail: _Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
+                subject: str, body: str = "") -> Committed:
+        """Audited commit of ``edit`` to ``entry``'s file."""
+        try:
+            result = self._commit_edit(writeback.repo_for(self.settings), trail.caller, entry,
+                                       action, edit, subject, body)
+        except Exception as exc:
+            trail.failed(exc)
+            raise
+        trail.succeeded(result)
+        return Committed.of(entry.name, result)
+
+    # -- use cases
+
+    def rollback_endpoint(self, caller: Caller, endpoint_id: str, *,
+                          environment: str | None = None) -> Committed:
+        """The endpoint's spec file as it was before the change now applied, committed."""
+        entry = self._entry(caller, Kind.SERVING_ENDPOINT, endpoint_id, environment)
+        status = state.get_environment_status(self.store, entry.environment)
+        applied = (status.last_applied_revision if status is not None else "") or entry.revision
+        trail = _Trail(self.log, caller, entry.key, f"rollback from {applied[:12]}")
+        target = writeback.Target(kind=entry.kind, name=entry.name, file=entry.file,
+                                  environment=entry.environment)
+        try:
+            previous = writeback.previous_version(writeback.repo_for(self.settings), target,
+                                                  applied, self.settings.git.branch)
+        except writeback.WriteError as exc:
+            trail.failed(exc)
+            raise
+        trail.reason = (f"rollback from {applied[:12]} to {previous.revision[:12]} "
+                        f"(undoes {previous.changed_by[:12]})")
+        return self._commit(
+            trail, entry, "rollback", lambda _t: writeback.restore(previous),
+            f"Roll back {entry.kind} {entry.environment}/{entry.name} to "
+            f"{previous.revision[:12]}",
+            f"Restores {entry.file} as it was before {previous.changed_by}\n"
+            f"(applied revision {applied}).")
+
+    def _winner_name(self, ident: str) -> str:
+        parsed = lookup.as_uuid(ident)
+        if parsed is None:
+            return ident
+        found = catalog.get(self.store, str(parsed))
+        if found is None or found.kind != Kind.PROMPT_TEMPLATE:
+            raise InvalidWinner(f"winnerTemplateId {ident!r} is not a prompt template",
+                                details={"field": "winnerTemplateId"})
+        return found.name
+
+    def conclude_experiment(self, caller: Caller, experiment_id: str, winner_template_id: str,
+                            notes: str | None = None, *,
+                            environment: str | None = None) -> Committed:
+        """``state: concluded``, the winner (one of the variants) and the notes, committed."""
+        entry = self._entry(caller, Kind.PROMPT_EXPERIMENT, experiment_id, environment)
+        winner = self._winner_name(winner_template_id)
+        trail = _Trail(self.log, caller, entry.key, f"conclude with winner {winner[:80]}")
+        return self._commit(
+            trail, entry, "conclude",
+            lambda t: writeback.conclude_experiment(t.name, winner, notes),
+            f"Conclude experiment {entry.environment}/{entry.name}: {winner} wins")
+
+    def promote_model(self, caller: Caller, model_id: str,
+                      stage: schema.ModelStage) -> Committed:
+        """The model version's ``stage`` (``model_id``: a UUID or ``name@version``), committed."""
+        entry = self._entry(caller, Kind.MODEL, model_id)
+        version = str(entry.body.get("version", ""))
+        old = str(entry.body.get("stage", ""))
+        trail = _Trail(self.log, caller, entry.key, f"stage {old} -> {stage.value}")
+        return self._commit(trail, entry, "promote",
+                            lambda t: writeback.set_model_stage(t.name, version, stage),
+                            f"Set model {entry.name} stage to {stage.value}")
+
+    @staticmethod
+    def check_file_name(file_name: str) -> str:
+        """``file_name`` if it can name a model file; else ``InvalidInput``."""
+        return modelfiles.check_file_name(file_name)
+
+    def begin_upload(self, caller: Caller, model_id: str, file_name: str,
+                     length: int) -> UploadSession:
+        """An upload of ``length`` bytes as ``file_name`` of the model version, audited.
+
+        Refusals come before any audit row or byte: the name, the size limit
+        (``FileTooLarge``), the model (404/409), its owner, its key, the repo.
+        """
+        file_name = modelfiles.check_file_name(file_name)
+        cfg = self.settings.s3
+        if length > cfg.max_file_bytes:
+            raise FileTooLarge(f"the file is {length} bytes, over the limit of "
+                               f"{cfg.max_file_bytes} bytes",
+                               details={"maxFileBytes": cfg.max_file_bytes})
+        entry = self._entry(caller, Kind.MODEL, model_id)
+        key = modelfiles.object_key(entry.base_name, str(entry.body.get("version", "")),
+                                    file_name)
+        repo = writeback.repo_for(self.settings)
+        trail = _Trail(self.log, caller, entry.key, f"upload {file_name} ({length} bytes)")
+        upload = modelfiles.Upload(modelfiles.client(cfg), cfg.bucket, key,
+                                   expected_size=length, max_bytes=cfg.max_file_bytes,
+                                   part_size=cfg.part_size_bytes)
+        return UploadSession(self, trail, entry, file_name, repo, upload)
+
+
+class UploadSession:
+    """One model file on its way: ``start``, ``write``/``flush`` per chunk, then ``finish``.
+
+    ``write`` only hashes and buffers (no I/O); when ``part_ready`` the caller
+    runs ``flush`` (network I/O: a worker thread for an async caller). A
+    caller whose stream fails calls ``fail`` (aborts the multipart upload,
+    audits the failure). ``finish`` completes the object and commits it; a
+    refused commit deletes the object again and is audited as failed.
+    """
+
+    def __init__(self, service: WriteService, trail: _Trail, entry: catalog.CatalogEntry,
+                 file_name: str, repo: writeback.Repo, upload: modelfiles.Upload) -> None:
+        self._service, self._trail, self._entry = service, trail, entry
+        self._repo, self._upload = repo, upload
+        self.file_name = file_name
+
+    @property
+    def part_ready(self) -> bool:
+        return self._upload.part_ready
+
+    def start(self) -> None:
+        self._upload.start()
+
+    def write(self, chunk: bytes) -> None:
+        self._upload.write(chunk)
+
+    def flush(self) -> None:
+        self._upload.flush()
+
+    def fail(self, exc: BaseException) -> None:
+        """Drop whatever was sent (no object stays) and audit ``exc`` as the outcome."""
+        try:
+            self._upload.abort()
+        finally:
+            self._trail.failed(exc)
+
+    def finish(self) -> Uploaded:
+        """Complete the object, then commit it into the model's ``files``."""
+        try:
+            stored = self._upload.finish()
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        entry = self._entry
+        name, version = entry.base_name, str(entry.body.get("version", ""))
+        uri = modelfiles.storage_uri(stored.bucket, name, version)
+        record = schema.ModelFile(name=self.file_name, sha256=stored.sha256, size=stored.size)
+        try:
+            result = self._service._commit_edit(
+                self._repo, self._trail.caller, entry, "upload",
+                lambda _t: writeback.record_model_file(name, version, uri, record),
+                f"Record {self.file_name} of model {entry.name}",
+                f"{stored.uri}\nsha256 {stored.sha256}, {stored.size} bytes")
+        except BaseException as exc:
+            try:  # no commit: the object must not stay either
+                modelfiles.delete(self._upload.s3, stored)
+            finally:
+                self._trail.failed(exc)
+            raise
+        self._trail.succeeded(result, object=stored.uri, sha256=stored.sha256,
+                              size=stored.size)
+        return Uploaded(**asdict(result), name=entry.name, file_name=self.file_name,
+                        object_uri=stored.uri, sha256=stored.sha256, size=stored.size)
