@@ -211,7 +211,7 @@ def dev(make_repo: Callable[..., SpecSet]) -> tuple[KubeObject, ...]:
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_golden_manifests(template_set: SpecSet, env: str) -> None:
-    text = manifests.to_yaml(render_environment(template_set, env, source_commit=GOLDEN_COMMIT))
+    text = manifest.to_yaml(render_environment(template_set, env, source_commit=GOLDEN_COMMIT))
     path = GOLDEN / f"{env}.yaml"
     if os.environ.get("LLMOPS_UPDATE_GOLDEN") == "1":
         path.parent.mkdir(exist_ok=True)
@@ -268,8 +268,8 @@ def test_fixture_repo_objects_are_valid_for_kubernetes(dev: tuple[KubeObject, ..
 def test_rendering_is_deterministic(template_set: SpecSet) -> None:
     again = validate.load_and_validate(TEMPLATE)
     for env in ENVIRONMENTS:
-        first = manifests.to_yaml(render_environment(template_set, env, source_commit="abc"))
-        second = manifests.to_yaml(render_environment(again, env, source_commit="abc"))
+        first = manifest.to_yaml(render_environment(template_set, env, source_commit="abc"))
+        second = manifest.to_yaml(render_environment(again, env, source_commit="abc"))
         assert first == second
         assert manifests.layout(render_environment(template_set, env)) == manifests.layout(
             render_environment(again, env))
@@ -312,7 +312,7 @@ def test_hostile_values_stay_literal(make_repo: Callable[..., SpecSet],
     assert all(o["metadata"]["annotations"]["note"] == payloads[2]
                for o in objs if o["metadata"]["labels"]["llmops.io/spec"] == "chat")
     assert not [o for o in objs if o["kind"] == "Secret"]
-    text = manifests.to_yaml(objs)
+    text = manifest.to_yaml(objs)
     assert list(yaml.safe_load_all(text)) == list(objs)
     assert {str(ResourceKey.of(o)): kube_schemas.errors(o) for o in objs
             if kube_schemas.errors(o)} == {}

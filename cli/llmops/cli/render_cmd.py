@@ -26,6 +26,7 @@ from pathlib import Path
 
 import click
 
+from llmops.engine import manifest
 from llmops.engine.errors import LlmopsError
 from llmops.engine.spec import validate
 from llmops.renderers import manifests
@@ -112,7 +113,7 @@ def render(path: Path, environment: str, out: Path | None, commit: str | None) -
     objects = render_stage.render_environment(spec_set, environment,
                                               source_commit=source_commit)
     if out is None:
-        text = manifests.to_yaml(objects)
+        text = manifest.to_yaml(objects)
     else:
         write_tree(out, manifests.layout(objects), _marker(environment, source_commit))
     if out is None:

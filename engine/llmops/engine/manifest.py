@@ -1,7 +1,11 @@
-"""How llmops marks the Kubernetes objects it owns, and how it reads the marks back.
+"""Kubernetes objects as llmops writes and marks them: YAML text, ownership labels, owners.
 
 The one place that names llmops' labels and annotations, knows which kinds
-have no namespace, and finds the spec an object was rendered for. The
+have no namespace, finds the spec an object was rendered for, and turns
+objects into manifest text: each document lists ``apiVersion``, ``kind`` and
+``metadata`` (name, namespace, labels, annotations) first, then the remaining
+fields in the order the template gave them; multi-line strings are YAML
+literal blocks; the same objects always give byte-identical text. The
 renderers stamp objects with these names (``llmops.renderers.objects``); the
 diff, the actuators and the reconciler read them through the functions here.
 Imports nothing from llmops but ``types``; every stage may import it.
@@ -11,10 +15,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from llmops.engine.types import GLOBAL_KINDS, SpecKey
+import yaml
+
+from llmops.engine.types import GLOBAL_KINDS, KubeObject, SpecKey
 
 MANAGED_BY = "llmops"
 """Value of ``app.kubernetes.io/managed-by`` (and the field manager's default name)."""
@@ -99,3 +105,49 @@ def prune_protected(obj: Mapping[str, Any] | None) -> bool:
     """Whether the object itself says it must never be deleted."""
     return (str(annotations_of(obj).get(PRUNE_ANNOTATION, "")).lower() == "disabled"
             or str(labels_of(obj).get(PRUNE_PROTECTED_LABEL, "")).lower() == "true")
+
+
+# --------------------------------------------------------------------------- text
+
+HEAD_KEYS = ("apiVersion", "kind", "metadata")
+METADATA_HEAD = ("name", "namespace", "labels", "annotations")
+
+
+class _Dumper(yaml.CSafeDumper):
+    """The C SafeDumper with literal blocks for multi-line strings and no aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _head_first(mapping: Mapping[str, Any], head: Iterable[str]) -> dict[str, Any]:
+    out = {key: mapping[key] for key in head if key in mapping}
+    out.update((key, value) for key, value in mapping.items() if key not in out)
+    return out
+
+
+def ordered(obj: KubeObject) -> KubeObject:
+    """A copy of ``obj`` with apiVersion, kind, metadata (name, namespace, ...) first."""
+    out = _head_first(obj, HEAD_KEYS)
+    if isinstance(out.get("metadata"), Mapping):
+        out["metadata"] = _head_first(out["metadata"], METADATA_HEAD)
+    return out
+
+
+def dump_object(obj: KubeObject) -> str:
+    """One object as one YAML document (no ``---``)."""
+    return yaml.dump(ordered(obj), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False, width=100)
+
+
+def to_yaml(objects: Iterable[KubeObject]) -> str:
+    """Objects as a YAML stream, each document starting with ``---``; "" for none."""
+    return "".join(f"---\n{dump_object(obj)}" for obj in objects)

@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from llmops.engine import manifest
 from llmops.engine.errors import LlmopsError
 from llmops.engine.source import gitcli
 from llmops.engine.types import KubeObject, ResourceKey
-from llmops.renderers import manifests
 
 MANIFEST = "manifest.yaml"
 README = "README.md"
@@ -243,7 +243,7 @@ def manifest_text(objects: Iterable[KubeObject]) -> str:
         key = ResourceKey.of(obj)
         return (key.namespace, key.name, key.group, key.kind)
 
-    return manifests.to_yaml(sorted(objects, key=order))
+    return manifest.to_yaml(sorted(objects, key=order))
 
 
 def readme_text(dry: DryCommit, command: str) -> str:
