@@ -54,6 +54,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -424,3 +425,18 @@ def init(path: Path, *, bare: bool = False, home: Path | None = None,
     argv = ["--bare", "--template="] if bare else ["--initial-branch=main"]
     Git(home=home, timeout=timeout).run("init", "--quiet", *argv, "--end-of-options",
                                         str(path))
+
+
+def init_mirror(path: Path, *, home: Path, timeout: float = 60.0) -> None:
+    """A bare repo at ``path`` unless one is there: made in a ``tmp-*`` sibling and
+    renamed into place, so an interrupted run never leaves half a mirror."""
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=path.parent))
+    try:
+        init(tmp, bare=True, home=home, timeout=timeout)
+    except GitFailed:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.rename(path)

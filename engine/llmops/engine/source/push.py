@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -85,16 +84,10 @@ class Mirror:
         self._home.mkdir(mode=0o700, exist_ok=True)
         for leftover in self.work_dir.glob("tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        if (self.path / "HEAD").is_file() and (self.path / "objects").is_dir():
-            return
-        shutil.rmtree(self.path, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
         try:
-            gitcli.init(tmp, bare=True, home=self._home)
+            gitcli.init_mirror(self.path, home=self._home)
         except gitcli.GitFailed as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise self._error("cannot create the write-back mirror", exc) from None
-        tmp.rename(self.path)
 
     def fetch(self, branch: str) -> None:
         """Make the mirror's ``branch`` what the remote has (forced: the remote wins)."""

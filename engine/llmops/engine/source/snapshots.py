@@ -168,16 +168,10 @@ class GitSource:
         self._home.mkdir(mode=0o700, exist_ok=True)
         for leftover in self.work_dir.glob("tmp-*"):
             _rmtree(leftover)
-        if (self._mirror / "HEAD").is_file() and (self._mirror / "objects").is_dir():
-            return
-        _rmtree(self._mirror)
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
         try:
-            gitcli.init(tmp, bare=True, home=self._home)
+            gitcli.init_mirror(self._mirror, home=self._home)
         except gitcli.GitFailed as exc:
-            _rmtree(tmp)
             raise self._unavailable("cannot create the mirror", exc) from None
-        tmp.rename(self._mirror)
 
     # --- public API
 
