@@ -15,7 +15,9 @@ out the way Argo CD's Source Hydrator writes a sync branch:
 - a commit message ending in ``Argocd-reference-commit-*`` trailers
   describing the dry commit.
 
-Called by ``llmops hydrate`` (and usable by the hydrate actuator).
+Called by ``llmops hydrate`` and the ``hydrate-branch`` actuator
+(``llmops.engine.actuate.branch``, which also reads branches through
+``open_repo``); ``writeback`` uses ``check_path``.
 
 Safety and atomicity: the user's work tree, index and HEAD are never
 touched. git runs through ``gitcli.Git`` (an environment built from scratch,
