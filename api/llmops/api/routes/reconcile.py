@@ -120,8 +120,9 @@ def list_runs(
     environment: Annotated[str | None, Query(max_length=ENVIRONMENT_MAX)] = None,
     result: Annotated[RunResult | None, Query(description="Only runs with this result.")]
     = None,
-    before_id: Annotated[int | None, Query(ge=1, description="Cursor: runs older than this "
-                                                             "id (a previous nextCursor).")]
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                           description="Cursor: runs older than this "
+                                                       "id (a previous nextCursor).")]
     = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 50,
 ) -> Envelope[RunPage]:

@@ -1,10 +1,11 @@
 """The ``hydrate-branch`` actuator: one environment committed to a branch of the specs repo.
 
 Input: an ``ActPlan``. Output: at most one commit on the environment's branch
-(``llmops.engine.source.snapshots.branches`` writes it in Argo CD's Source Hydrator
-layout); observing reads ``manifest.yaml`` back from the branch. Health is
-Unknown, as for ``hydrate``: Argo CD applies downstream. Called by the
-reconciler through the actuator factory.
+(``llmops.engine.source.branches`` writes it in Argo CD's Source Hydrator
+layout); observing reads ``manifest.yaml`` back from the branch through the
+git layer (``gitcli``, ``gitobjects``). Health is Unknown, as for
+``hydrate``: Argo CD applies downstream. Called by the reconciler through the
+actuator factory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import yaml
 
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
 from llmops.engine.errors import LlmopsError
-from llmops.engine.source import branches, gitcli
+from llmops.engine.source import branches, gitcli, gitobjects
 from llmops.engine.types import KubeObject, ResourceKey
 
 
@@ -27,7 +28,7 @@ class HydrateBranchActuator:
     ``repo`` is the local git repository the reconciler follows (None when it
     follows a remote URL: this actuator then fails every pass with the reason,
     since it never pushes). The user's HEAD, index and work tree are never
-    touched (``gitbranch`` writes through a private index).
+    touched (``branches`` writes through a private index).
     """
 
     name = "hydrate-branch"
@@ -109,11 +110,14 @@ def _read_from_branch(repo: Path, branch: str, rel: str) -> str | None:
     """
     ref = f"refs/heads/{branch}"
     with tempfile.TemporaryDirectory(prefix="llmops-observe-") as scratch:
-        git = branches.GitPlumbing(repo, Path(scratch))
-        listed = git("for-each-ref", "--format=%(objectname) %(refname)", ref)
-        tips = [line.split(" ", 1)[0] for line in listed.splitlines()
-                if line.split(" ", 1)[1:] == [ref]]
-        if not tips:
-            return None
-        blob = git.blob_at(tips[0], rel)
-        return None if blob is None else git("cat-file", "blob", blob)
+        git = branches.open_repo(repo, Path(scratch))
+        try:
+            listed = git.text("for-each-ref", "--format=%(objectname) %(refname)", ref)
+            tips = [line.split(" ", 1)[0] for line in listed.splitlines()
+                    if line.split(" ", 1)[1:] == [ref]]
+            entry = gitobjects.entry_at(git, tips[0], rel) if tips else None
+            if entry is None:
+                return None
+            return gitobjects.read_blob(git, entry.blob).decode("utf-8", "replace")
+        except gitcli.GitFailed as exc:
+            raise branches.HydrateError(exc.detail()) from None

@@ -15,18 +15,19 @@ out the way Argo CD's Source Hydrator writes a sync branch:
 - a commit message ending in ``Argocd-reference-commit-*`` trailers
   describing the dry commit.
 
-Called by ``llmops hydrate`` (and usable by the hydrate actuator).
+Called by ``llmops hydrate`` and the ``hydrate-branch`` actuator
+(``llmops.engine.actuate.branch``, which also reads branches through
+``open_repo``); ``writeback`` uses ``check_path``.
 
 Safety and atomicity: the user's work tree, index and HEAD are never
-touched. Blobs and trees are written with git plumbing through a private
-index (``GIT_INDEX_FILE`` in a temporary directory, git run from an empty
-directory), the commit with ``commit-tree`` and the branch moved with
-``update-ref <ref> <new> <old>``: a reader sees the old commit or the new,
-complete one, never a half-written tree, and a concurrent writer makes the
-update fail instead of being overwritten (then the commit is rebuilt on the
-new tip). git runs with a scrubbed environment, no system or global config,
-hooks off, and no user string in an option position: the branch passes
-``check_branch``, the path ``check_path``, revisions ``--end-of-options``.
+touched. git runs through ``gitcli.Git`` (an environment built from scratch,
+hooks off, no user string in an option position: the branch passes
+``check_branch``, the path ``check_path``, revisions ``--end-of-options``) and
+the commit is made by ``gitcommit``: a private index, ``commit-tree``, and
+``update-ref <ref> <new> <old>``, so a reader sees the old commit or the new,
+complete one, and a concurrent writer makes the update fail instead of being
+overwritten (then the commit is rebuilt on the new tip). The dry commit is
+read with ``gitobjects.read_commit``, the one commit parser.
 
 Idempotence: when the branch already holds a byte-identical ``manifest.yaml``
 at the path, nothing is committed. Every object carries its dry commit
@@ -37,17 +38,15 @@ once, and each new dry commit gives one new hydrated commit.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from llmops.engine import manifest
 from llmops.engine.errors import LlmopsError
-from llmops.engine.source import gitcli
+from llmops.engine.source import gitcli, gitcommit, gitobjects
 from llmops.engine.types import KubeObject, ResourceKey
 
 MANIFEST = "manifest.yaml"
@@ -57,7 +56,7 @@ TRAILER_PREFIX = "Argocd-reference-commit-"
 GIT_TIMEOUT = 120.0
 MAX_ATTEMPTS = 3
 DEFAULT_AUTHOR = ("llmops", "llmops@localhost")
-_TRAILER = re.compile(r"^Argocd-reference-commit-([a-z-]+):\s?(.*)$", re.I)
+_REFERENCE = re.compile(r"Argocd-reference-commit-([a-z-]+)", re.I)
 _PERSON = re.compile(r"^(?P<name>.*?)\s*<(?P<email>[^<>]*)>$")
 
 
@@ -116,76 +115,24 @@ def check_path(path: str) -> str:
 # ------------------------------------------------------------------ running git
 
 
-class GitPlumbing:
-    """git against one repository's git dir, from an empty directory, in a clean env."""
-
-    def __init__(self, repo: Path, scratch: Path) -> None:
-        self.scratch = scratch
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C",
-            "HOME": str(scratch), "XDG_CONFIG_HOME": str(scratch / ".config"),
-            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_SYSTEM": "/dev/null",
-            "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0",
-            "GIT_NO_REPLACE_OBJECTS": "1", "GIT_INDEX_FILE": str(scratch / "index"),
-        }
-        self.pre = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-                    "-c", "commit.gpgSign=false", "-c", "gc.auto=0"]
-        try:
-            out = gitcli.run_git(["rev-parse", "--absolute-git-dir"], env=self.env, cwd=repo,
-                                timeout=GIT_TIMEOUT, pre=self.pre)
-        except gitcli.GitFailed as exc:
-            raise HydrateError(f"{repo}: not a git repository ({exc.detail()})") from None
-        self.pre = ["--git-dir", out.decode().strip(), *self.pre]
-
-    def __call__(self, *argv: str, stdin: bytes | None = None,
-                 extra_env: Mapping[str, str] | None = None) -> str:
-        env = self.env | dict(extra_env or {})
-        try:
-            out = gitcli.run_git(argv, env=env, cwd=self.scratch, timeout=GIT_TIMEOUT,
-                                stdin=stdin, pre=self.pre)
-        except gitcli.GitFailed as exc:
-            raise HydrateError(exc.detail()) from None
-        return out.decode("utf-8", "replace")
-
-    def resolve(self, rev: str) -> str | None:
-        try:
-            out = gitcli.run_git(["rev-parse", "--verify", "--quiet", "--end-of-options",
-                                 f"{rev}^{{commit}}"], env=self.env, cwd=self.scratch,
-                                timeout=GIT_TIMEOUT, pre=self.pre)
-        except gitcli.GitFailed:
-            return None
-        sha = out.decode().strip()
-        return sha if gitcli.SHA.fullmatch(sha) else None
-
-    def blob_at(self, commit: str, path: str) -> str | None:
-        """The blob id of ``path`` in ``commit``, None when absent."""
-        out = self("ls-tree", "--full-tree", "-z", "--end-of-options", commit, "--", path)
-        for entry in out.split("\0"):
-            meta, _, name = entry.partition("\t")
-            if name == path and meta.split(" ")[1:2] == ["blob"]:
-                return meta.split(" ")[2]
-        return None
+def open_repo(repo: Path, scratch: Path) -> gitcli.Git:
+    """The git repository at ``repo``, run from ``scratch`` with a private index there."""
+    try:
+        return gitcli.Git.open(Path(repo), scratch, timeout=GIT_TIMEOUT)
+    except gitcli.GitFailed as exc:
+        raise HydrateError(f"{repo}: not a git repository ({exc.detail()})") from None
 
 
 # ------------------------------------------------------------------ the dry commit
 
 
-def _rfc3339(stamp: str, zone: str) -> str:
-    try:
-        sign = -1 if zone.startswith("-") else 1
-        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * sign
-        return datetime.fromtimestamp(int(stamp), timezone(offset)).isoformat()
-    except (ValueError, OverflowError):
-        return datetime.fromtimestamp(0, UTC).isoformat()
-
-
-def _references(message: str) -> tuple[dict[str, object], ...]:
+def _references(trailers: Iterable[tuple[str, str]]) -> tuple[dict[str, object], ...]:
     """One reference from the dry commit's own ``Argocd-reference-commit-*`` trailers."""
     found: dict[str, str] = {}
-    for line in message.strip().split("\n\n")[-1].splitlines():
-        m = _TRAILER.match(line.strip())
+    for key, value in trailers:
+        m = _REFERENCE.fullmatch(key)
         if m:
-            found[m.group(1).lower()] = m.group(2).strip()
+            found[m.group(1).lower()] = value
     if not found.get("sha"):
         return ()
     body = found.get("body", "")
@@ -206,31 +153,25 @@ def dry_commit(repo: Path, rev: str = "HEAD") -> DryCommit:
     """Read commit ``rev`` (``HEAD``, a SHA or a branch) of the specs repo at ``repo``."""
     target = "HEAD" if rev == "HEAD" else gitcli.check_rev(rev)
     with tempfile.TemporaryDirectory(prefix="llmops-dry-") as scratch:
-        git = GitPlumbing(Path(repo), Path(scratch))
+        git = open_repo(Path(repo), Path(scratch))
         sha = git.resolve(target)
         if sha is None:
             raise HydrateError(f"{repo}: revision {rev[:80]!r} does not name a commit")
-        raw = git("cat-file", "commit", sha)
         try:
-            url = git("config", "--get", "remote.origin.url").strip()
-        except HydrateError:
+            commit = gitobjects.read_commit(git, sha)
+        except gitcli.GitFailed as exc:
+            raise HydrateError(exc.detail()) from None
+        try:
+            url = git.text("config", "--get", "remote.origin.url").strip()
+        except gitcli.GitFailed:
             url = ""
-    head, _, message = raw.partition("\n\n")
-    name, email, date = "", "", _rfc3339("0", "+0000")
-    for line in head.split("\n"):
-        key, _, value = line.partition(" ")
-        if key == "author":
-            who, _, when = value.rpartition(">")
-            person = _PERSON.match(who + ">")
-            if person:
-                name, email = person.group("name"), person.group("email")
-            stamp, _, zone = when.strip().partition(" ")
-            date = _rfc3339(stamp, zone)
-    subject, _, body = message.strip().partition("\n")
+    # the hydrator's subject is the message's first line, its body the rest
+    subject, _, body = commit.message.strip().partition("\n")
     repo_url = gitcli.redact(url) if url else Path(repo).resolve().as_uri()
-    return DryCommit(sha=sha, author_name=name, author_email=email, date=date,
-                     subject=subject.strip(), body=body.strip(), repo_url=repo_url,
-                     references=_references(message))
+    return DryCommit(sha=sha, author_name=commit.author_name, author_email=commit.author_email,
+                     date=commit.authored_at.isoformat(), subject=subject.strip(),
+                     body=body.strip(), repo_url=repo_url,
+                     references=_references(commit.trailers))
 
 
 # ------------------------------------------------------------------ content
@@ -287,41 +228,30 @@ def hydrate_branch(repo: Path, branch: str, objects: Iterable[KubeObject], dry: 
     name = gitcli.check_branch(branch)
     where = check_path(path)
     prefix = f"{where}/" if where else ""
+    manifest = f"{prefix}{MANIFEST}"
     files = {
-        f"{prefix}{MANIFEST}": manifest_text(objects),
+        manifest: manifest_text(objects),
         f"{prefix}{README}": readme_text(dry, command or "llmops render ."),
         METADATA: metadata_text(dry),
     }
-    subject = message or f"llmops: hydrate {where or '.'} from {dry.sha[:12]}"
+    text = commit_message(dry, message or f"llmops: hydrate {where or '.'} from {dry.sha[:12]}")
     ref = f"refs/heads/{name}"
+    who = gitcommit.Identity(*author)
     with tempfile.TemporaryDirectory(prefix="llmops-hydrate-") as scratch:
-        git = GitPlumbing(Path(repo), Path(scratch))
-        blobs = {rel: git("hash-object", "-w", "--stdin", stdin=text.encode("utf-8")).strip()
-                 for rel, text in files.items()}
-        for _attempt in range(MAX_ATTEMPTS):
-            old = git.resolve(ref)
-            if old is not None and git.blob_at(old, f"{prefix}{MANIFEST}") == \
-                    blobs[f"{prefix}{MANIFEST}"]:
-                return Hydrated(name, where, old, changed=False, previous=old)
-            (Path(scratch) / "index").unlink(missing_ok=True)
-            if old is None:
-                git("read-tree", "--empty")
-            else:
-                git("read-tree", "--end-of-options", f"{old}^{{tree}}")
-            for rel, blob in blobs.items():
-                git("update-index", "--add", "--cacheinfo", f"100644,{blob},{rel}")
-            tree = git("write-tree").strip()
-            parents = ["-p", old] if old is not None else []
-            identity = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-                        "GIT_COMMITTER_NAME": author[0], "GIT_COMMITTER_EMAIL": author[1]}
-            new = git("commit-tree", "--no-gpg-sign", *parents, tree,
-                      stdin=commit_message(dry, subject).encode("utf-8"),
-                      extra_env=identity).strip()
-            expected = old if old is not None else "0" * len(new)
-            try:
-                git("update-ref", "-m", f"llmops hydrate: {dry.sha[:12]}", ref, new, expected)
-            except HydrateError:
-                continue  # the branch moved under us: rebuild on its new tip
-            return Hydrated(name, where, new, changed=True, previous=old)
+        git = open_repo(Path(repo), Path(scratch))
+        try:
+            blobs = {rel: (gitobjects.REGULAR, gitcommit.write_blob(git, body.encode("utf-8")))
+                     for rel, body in files.items()}
+            for _attempt in range(MAX_ATTEMPTS):
+                old = git.resolve(ref)
+                held = gitobjects.entry_at(git, old, manifest) if old is not None else None
+                if old is not None and held is not None and held.blob == blobs[manifest][1]:
+                    return Hydrated(name, where, old, changed=False, previous=old)
+                new = gitcommit.commit_files(git, old, blobs, text, author=who, committer=who)
+                if gitcommit.swap_ref(git, ref, new, old, f"llmops hydrate: {dry.sha[:12]}"):
+                    return Hydrated(name, where, new, changed=True, previous=old)
+                # the branch moved under us: rebuild on its new tip
+        except gitcli.GitFailed as exc:
+            raise HydrateError(exc.detail()) from None
     raise HydrateError(f"branch {name} kept moving while hydrating; gave up after "
                        f"{MAX_ATTEMPTS} attempts")

@@ -1,16 +1,48 @@
-"""Guard rails of the git source: which URLs and refs are allowed, redaction, running git.
+"""The git layer: every git command llmops runs goes through this module.
 
+Role: the one place that decides how git is run and what reaches it.
 Input: repo URLs, branch names and revisions as users typed them, and git
 argument vectors. Output: validated values (or ``SourceConfigError`` naming
-the problem), text with credentials masked, and the output of git run in a
-scrubbed environment with a process-group timeout. Called by
-``llmops.engine.source.snapshots`` (and ``redact`` by anything that prints a URL).
+the problem), text with credentials masked, and the output of git run by
+``Git`` (or ``GitFailed``, its stderr already redacted). Callers: every
+module of ``llmops.engine.source`` (snapshots, commits, branches,
+write-back, push, scaffold, and the object helpers ``gitobjects`` and
+``gitcommit``), ``llmops.engine.actuate.branch``, and anything that prints
+a URL (``redact``).
 
-Nothing here depends on git's or GitPython's option parsing to stay safe:
-values that could be read as options (a leading ``-``), transport helpers
-(``ext::``, ``fd::``, any ``<transport>::``), control characters, line
-breaks, plain ``http://`` and hosts outside ``allowed_hosts`` are refused
-before git runs.
+How git runs (``Git`` and ``run_git``):
+
+- an argument vector, never a shell; user strings never in an option
+  position: URLs travel in the environment (``remote.origin.url``),
+  branches pass ``check_branch`` (our rules and ``git check-ref-format``),
+  revisions ``check_rev``/``check_expression`` and follow ``--end-of-options``;
+- an environment built from scratch by ``environment`` (nothing of the
+  caller's ``GIT_*``; no system or global config; no prompts; a private
+  ``HOME``), in a local variant and a remote one (batch-mode ssh, proxies,
+  only the remote's protocol);
+- ``-c`` hardening on every command (``config_args``): hooks and fsmonitor
+  off, ``core.symlinks=false``, no submodules, ``protocol.allow=never`` plus
+  the one protocol a remote needs, fsck on fetch, no signing, no credential
+  helper, no auto-gc in a user's repo;
+- no filter driver, textconv or external diff ever runs: llmops never
+  checks out, archives or diffs with patches; blobs are read with
+  ``cat-file`` (no ``--filters``/``--textconv``), written with
+  ``hash-object --stdin`` (no ``--path``: no attributes apply), trees
+  compared with ``diff-tree --name-only --no-ext-diff --no-textconv``. The one
+  ``git add`` (``scaffold``) runs in a repo created a moment before, whose
+  config names no filter;
+- in its own process group, with a timeout that kills the whole group.
+
+GitPython is not the runner. Its ``Git.execute`` starts from a copy of
+``os.environ``, so the caller's ``GIT_DIR``, ``GIT_CONFIG_PARAMETERS`` or
+``GIT_SSH_COMMAND`` leak into every command, and on timeout
+(``kill_after_timeout``) it kills only the pid and the children it lists
+(3.1: ``ps --ppid``, direct children; 3.2: what ``pgrep -P`` finds at that
+moment), never the process group, so a helper that re-parented or started
+meanwhile survives. Its option denylist has also been
+bypassed a dozen times. llmops uses it only where no command runs: parsing
+commit headers (``gitobjects``) and reading the user's identity from their
+config files (``scaffold``).
 """
 
 from __future__ import annotations
@@ -22,15 +54,18 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from llmops.engine import redact as redact_text
 from llmops.engine.errors import InvalidInput
 
 MAX_REF_LENGTH = 255
+MAX_REV_LENGTH = 256
+DEFAULT_TIMEOUT = 120.0
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 ABBREV = re.compile(r"[0-9a-f]{7,64}")
 SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -40,11 +75,12 @@ _HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#]*@")
 _PASSTHROUGH_ENV = ("SSH_AUTH_SOCK", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
                     "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY", "SSL_CERT_FILE",
-                    "SSL_CERT_DIR", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "TMPDIR")
+                    "SSL_CERT_DIR", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
 _HARDENING = ("core.hooksPath=/dev/null", "core.fsmonitor=false", "core.symlinks=false",
               "protocol.allow=never", "submodule.recurse=false",
               "fetch.recurseSubmodules=false", "fetch.fsckObjects=true",
-              "gc.autoDetach=false", "credential.helper=", "init.defaultBranch=main")
+              "gc.autoDetach=false", "credential.helper=", "init.defaultBranch=main",
+              "commit.gpgSign=false")
 
 
 class SourceConfigError(InvalidInput):
@@ -116,14 +152,22 @@ def parse_url(url: str, *, allowed_hosts: Sequence[str] = (),
                                     "allowed_hosts is set")
         return Remote(str(Path(url).resolve()), "file", "", ())
     if scheme is None:
-        m = _SCP.fullmatch(url)
-        user = (m.group("user") or "") if m else ""
-        if m is None or user.startswith("-") or m.group("path").startswith("-") \
-                or not m.group("path"):
-            raise SourceConfigError(f"{shown}: not a valid scp-like URL (user@host:path)")
-        host = _check_host(m.group("host"), shown, allowed_hosts)
-        return Remote(url, "ssh", host, ())
-    name = scheme.group(1)
+        return _parse_scp(url, shown, allowed_hosts)
+    return _parse_scheme(url, scheme.group(1), shown, allowed_hosts, allow_http)
+
+
+def _parse_scp(url: str, shown: str, allowed_hosts: Sequence[str]) -> Remote:
+    m = _SCP.fullmatch(url)
+    user = (m.group("user") or "") if m else ""
+    if m is None or user.startswith("-") or m.group("path").startswith("-") \
+            or not m.group("path"):
+        raise SourceConfigError(f"{shown}: not a valid scp-like URL (user@host:path)")
+    host = _check_host(m.group("host"), shown, allowed_hosts)
+    return Remote(url, "ssh", host, ())
+
+
+def _parse_scheme(url: str, name: str, shown: str, allowed_hosts: Sequence[str],
+                  allow_http: bool) -> Remote:
     if name == "file":
         parts = urlsplit(url)
         if allowed_hosts:
@@ -139,11 +183,7 @@ def parse_url(url: str, *, allowed_hosts: Sequence[str] = (),
     if name not in ("https", "ssh", "http"):
         raise SourceConfigError(f"{shown}: scheme {name!r} is not allowed; use https://, "
                                 "ssh://, git@host:path, file:// or a local path")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError as exc:
-        raise SourceConfigError(f"{shown}: {exc}") from None
+    parts = _split(url, shown)
     if not parts.hostname:
         raise SourceConfigError(f"{shown}: the URL has no host")
     if (parts.username or "").startswith("-"):
@@ -152,6 +192,15 @@ def parse_url(url: str, *, allowed_hosts: Sequence[str] = (),
     secret = parts.password or (parts.username if name != "ssh" else None) or ""
     secrets = tuple(s for s in {secret, unquote(secret)} if len(s) >= 4)
     return Remote(url, name, host, secrets)
+
+
+def _split(url: str, shown: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise SourceConfigError(f"{shown}: {exc}") from None
+    return parts
 
 
 def check_branch(branch: str) -> str:
@@ -173,11 +222,8 @@ def check_branch(branch: str) -> str:
         problem = "is HEAD; name the branch"
     if problem:
         raise SourceConfigError(f"branch {shown} {problem}")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_CONFIG_GLOBAL": "/dev/null", "LC_ALL": "C"}
     try:  # plain mode reads no repo; `name` cannot start with '-' here
-        run_git(["check-ref-format", f"refs/heads/{name}"], env=env, cwd=Path("/"),
-                 timeout=30)
+        Git(timeout=30).run("check-ref-format", f"refs/heads/{name}")
     except GitFailed as exc:
         raise SourceConfigError(f"branch {shown} is not a valid branch name "
                                 f"(git check-ref-format: {exc.message})") from None
@@ -194,17 +240,31 @@ def check_rev(rev: str) -> str:
         raise SourceConfigError(f"revision {rev[:80]!r}: not a commit SHA, and {exc}") from None
 
 
+def check_expression(rev: str) -> str:
+    """A revision expression a user typed (``HEAD~1``, a tag, a SHA) for a local repo:
+    refused when git could read it as an option or it cannot be a revision at all."""
+    if not rev or rev.startswith("-") or len(rev) > MAX_REV_LENGTH or any(
+        c in rev for c in "\0\n\r"
+    ):
+        raise SourceConfigError(f"{rev[:60]!r} is not a valid revision")
+    return rev
+
+
 # ------------------------------------------------------------------ running git
 
 
 class GitFailed(Exception):
     """git could not run, timed out (``returncode`` -1) or exited non-zero."""
 
-    def __init__(self, message: str, stderr: str = "", returncode: int = -1) -> None:
+    def __init__(self, message: str, stderr: str = "", returncode: int = -1, *,
+                 verb: str = "", timed_out: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.verb = verb
+        """The git command that failed (``fetch``, ``cat-file``, ...)."""
         self.stderr = stderr
         self.returncode = returncode
+        self.timed_out = timed_out
 
     def detail(self) -> str:
         lines = [ln.strip() for ln in self.stderr.splitlines()
@@ -225,6 +285,7 @@ def run_git(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: 
     """Run ``git pre... argv...`` in its own process group; on timeout kill the whole group.
 
     Failures raise ``GitFailed`` whose stderr is already redacted (``secrets`` masked).
+    ``Git`` builds ``env`` and ``pre``; call this directly only with theirs.
     """
     verb = argv[0]
     try:
@@ -233,49 +294,149 @@ def run_git(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: 
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
     except OSError as exc:
-        raise GitFailed(f"cannot run git ({exc.strerror})") from None
+        raise GitFailed(f"cannot run git ({exc.strerror})", verb=verb) from None
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill(proc)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.communicate(timeout=10)
-        raise GitFailed(f"git {verb} timed out after {timeout:g}s") from None
+        raise GitFailed(f"git {verb} timed out after {timeout:g}s", verb=verb,
+                        timed_out=True) from None
     except BaseException:
         _kill(proc)
         proc.wait()
         raise
     if proc.returncode != 0:
         raise GitFailed(f"git {verb} failed (exit {proc.returncode})",
-                        mask(err.decode("utf-8", "replace"), secrets), proc.returncode)
+                        mask(err.decode("utf-8", "replace"), secrets), proc.returncode,
+                        verb=verb)
     return out
 
 
-def hardening_config(protocol: str, *, follow_redirects: bool) -> list[str]:
-    """``-c`` settings for every git run: no hooks, fsmonitor or submodules, fsck on
-    fetch, and only ``protocol`` allowed (redirects off when hosts are pinned)."""
-    return [*_HARDENING, f"protocol.{protocol}.allow=always",
-            "http.followRedirects=" + ("initial" if follow_redirects else "false")]
+def config_args(remote: Remote | None = None, *, follow_redirects: bool = True) -> list[str]:
+    """``-c`` settings for every git run: no hooks, fsmonitor, symlinks or submodules,
+    fsck on fetch, no signing; a remote's protocol is the only one allowed (redirects
+    off when hosts are pinned); without a remote, no transport and no auto-gc."""
+    items = list(_HARDENING)
+    if remote is None:
+        items.append("gc.auto=0")  # never repack a user's repo behind their back
+    else:
+        items += [f"protocol.{remote.protocol}.allow=always",
+                  "http.followRedirects=" + ("initial" if follow_redirects else "false")]
+    return [arg for item in items for arg in ("-c", item)]
 
 
-def sandbox_env(home: Path, remote: Remote, timeout: float) -> dict[str, str]:
+def environment(home: Path | None = None, remote: Remote | None = None, *,
+                timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
     """A git environment built from scratch: nothing from the caller's GIT_* variables,
-    no system or global config, no prompts, batch-mode ssh, only the remote's protocol;
-    the URL travels as ``remote.origin.url`` in the environment, never in argv."""
+    no system or global config, no prompts, a private ``HOME`` (``/dev/null`` when
+    none is given). The remote variant adds batch-mode ssh, proxies and CA settings,
+    only the remote's protocol, and the URL as ``remote.origin.url`` in the
+    environment, never in argv."""
+    private = Path(home) if home is not None else Path(os.devnull)
     true = shutil.which("true") or "/bin/true"
-    wait = max(1, round(timeout))
-    env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-    env.update({
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C",
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+        "HOME": str(private), "XDG_CONFIG_HOME": str(private / ".config"),
         "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_SYSTEM": "/dev/null",
-        "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": true, "SSH_ASKPASS": true, "SSH_ASKPASS_REQUIRE": "never",
+        "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": true, "SSH_ASKPASS": true,
+        "SSH_ASKPASS_REQUIRE": "never", "GIT_NO_REPLACE_OBJECTS": "1",
+        "GIT_LITERAL_PATHSPECS": "1",
+    }
+    if "TMPDIR" in os.environ:
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    if remote is None:
+        return env
+    wait = max(1, round(timeout))
+    env |= {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+    env |= {
         "GIT_SSH_COMMAND": f"ssh -o BatchMode=yes -o ConnectTimeout={wait} "
                            "-o ServerAliveInterval=15 -o ServerAliveCountMax=2",
         "GIT_SSH_VARIANT": "ssh", "GIT_ALLOW_PROTOCOL": remote.protocol,
-        "GIT_PROTOCOL_FROM_USER": "0", "GIT_NO_REPLACE_OBJECTS": "1",
-        "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "remote.origin.url",
-        "GIT_CONFIG_VALUE_0": remote.url,
-    })
+        "GIT_PROTOCOL_FROM_USER": "0", "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "remote.origin.url", "GIT_CONFIG_VALUE_0": remote.url,
+    }
     return env
+
+
+class Git:
+    """git against one repository (``git_dir``; None for commands that need none).
+
+    ``home`` is the private ``HOME`` (and where git runs unless ``cwd`` or
+    ``work_tree`` says otherwise); ``remote`` switches to the remote variant of
+    the environment; ``index`` is a private ``GIT_INDEX_FILE`` (the user's
+    index is never touched); ``timeout`` applies to each command unless a call
+    passes its own. Failures raise ``GitFailed``.
+    """
+
+    def __init__(self, git_dir: Path | None = None, *, home: Path | None = None,
+                 remote: Remote | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 cwd: Path | None = None, work_tree: Path | None = None,
+                 index: Path | None = None, follow_redirects: bool = True) -> None:
+        self.git_dir = git_dir
+        self.index = index
+        self.timeout = timeout
+        self.secrets = remote.secrets if remote is not None else ()
+        self.cwd = cwd or work_tree or home or Path("/")
+        self.env = environment(home, remote, timeout=timeout)
+        if index is not None:
+            self.env["GIT_INDEX_FILE"] = str(index)
+        where = ["--git-dir", str(git_dir)] if git_dir is not None else []
+        if work_tree is not None:
+            where += ["--work-tree", str(work_tree)]
+        self.pre = [*where, *config_args(remote, follow_redirects=follow_redirects)]
+
+    @classmethod
+    def open(cls, repo: Path, scratch: Path, *, timeout: float = DEFAULT_TIMEOUT) -> Git:
+        """The repository at ``repo`` (a work tree or a git dir), run from the empty
+        directory ``scratch`` (also its ``HOME``) with a private index in it."""
+        probe = cls(home=scratch, cwd=repo, timeout=timeout)
+        git_dir = probe.text("rev-parse", "--absolute-git-dir").strip()
+        return cls(Path(git_dir), home=scratch, timeout=timeout, index=scratch / "index")
+
+    def run(self, *argv: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> bytes:
+        """The output of ``git argv...``; ``env`` adds variables (an identity, say)."""
+        return run_git(argv, env=self.env | dict(env or {}), cwd=self.cwd,
+                       timeout=timeout or self.timeout, stdin=stdin, pre=self.pre,
+                       secrets=self.secrets)
+
+    def text(self, *argv: str, stdin: bytes | None = None,
+             env: Mapping[str, str] | None = None) -> str:
+        return self.run(*argv, stdin=stdin, env=env).decode("utf-8", "replace")
+
+    def resolve(self, rev: str) -> str | None:
+        """The full SHA of the commit ``rev`` (already checked) names; None if none."""
+        try:
+            out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options",
+                           f"{rev}^{{commit}}")
+        except GitFailed:
+            return None
+        sha = out.decode().strip()
+        return sha if SHA.fullmatch(sha) else None
+
+
+def init(path: Path, *, bare: bool = False, home: Path | None = None,
+         timeout: float = 60.0) -> None:
+    """``git init`` a new repository at ``path``: bare and without templates (a
+    private mirror), or with a work tree on branch ``main`` (``llmops init``)."""
+    argv = ["--bare", "--template="] if bare else ["--initial-branch=main"]
+    Git(home=home, timeout=timeout).run("init", "--quiet", *argv, "--end-of-options",
+                                        str(path))
+
+
+def init_mirror(path: Path, *, home: Path, timeout: float = 60.0) -> None:
+    """A bare repo at ``path`` unless one is there: made in a ``tmp-*`` sibling and
+    renamed into place, so an interrupted run never leaves half a mirror."""
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=path.parent))
+    try:
+        init(tmp, bare=True, home=home, timeout=timeout)
+    except GitFailed:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.rename(path)

@@ -6,7 +6,8 @@ mirror (``<home>/writeback/<hash of the redacted URL>/mirror.git``) whose
 branch is fetched fresh before each write, and pushes of one branch back to
 the remote. Called by ``llmops.engine.source.writeback``.
 
-Safety: git runs the way ``llmops.engine.source.snapshots.GitSource`` runs it: the URL
+Safety: git runs through ``gitcli.Git`` with the remote variant of its
+environment, as for ``llmops.engine.source.snapshots.GitSource``: the URL
 is validated by ``gitcli.parse_url`` and travels in git's environment
 config (``remote.origin.url``), never in argv; no system or global config,
 no prompts, hooks off, only the remote's protocol; credentials come from the
@@ -20,7 +21,6 @@ import contextlib
 import fcntl
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -56,23 +56,14 @@ class Mirror:
         self.path = self.work_dir / "mirror.git"
         self.timeout = float(timeout)
         self._home = self.work_dir / "home"
-        self._pre = ["--git-dir", str(self.path)]
-        for item in gitcli.hardening_config(self.remote.protocol,
-                                           follow_redirects=not allowed_hosts):
-            self._pre += ["-c", item]
+        self._git = gitcli.Git(self.path, home=self._home, remote=self.remote,
+                               timeout=self.timeout, follow_redirects=not allowed_hosts)
 
     def __repr__(self) -> str:
         return f"Mirror({self.url!r})"
 
     def mask(self, text: str) -> str:
         return gitcli.mask(text, self.remote.secrets)
-
-    def _env(self) -> dict[str, str]:
-        return gitcli.sandbox_env(self._home, self.remote, self.timeout)
-
-    def _git(self, *argv: str) -> bytes:
-        return gitcli.run_git(argv, env=self._env(), cwd=self.path, timeout=self.timeout,
-                             pre=self._pre, secrets=self.remote.secrets)
 
     def _error(self, what: str, exc: gitcli.GitFailed) -> MirrorError:
         return MirrorError(self.mask(f"{self.url}: {what}: {exc.detail()}"))
@@ -93,23 +84,16 @@ class Mirror:
         self._home.mkdir(mode=0o700, exist_ok=True)
         for leftover in self.work_dir.glob("tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        if (self.path / "HEAD").is_file() and (self.path / "objects").is_dir():
-            return
-        shutil.rmtree(self.path, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
         try:
-            gitcli.run_git(["init", "--bare", "--quiet", "--template=", "--end-of-options",
-                           str(tmp)], env=self._env(), cwd=self._home, timeout=60)
+            gitcli.init_mirror(self.path, home=self._home)
         except gitcli.GitFailed as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise self._error("cannot create the write-back mirror", exc) from None
-        tmp.rename(self.path)
 
     def fetch(self, branch: str) -> None:
         """Make the mirror's ``branch`` what the remote has (forced: the remote wins)."""
         ref = f"refs/heads/{gitcli.check_branch(branch)}"
         try:
-            self._git("fetch", "--quiet", "--no-tags", "--no-recurse-submodules",
+            self._git.run("fetch", "--quiet", "--no-tags", "--no-recurse-submodules",
                       "--no-write-fetch-head", "--no-auto-gc", "--end-of-options", "origin",
                       f"+{ref}:{ref}")
         except gitcli.GitFailed as exc:
@@ -119,7 +103,7 @@ class Mirror:
         """Push the mirror's ``branch`` to the same branch of the remote (never forced)."""
         ref = f"refs/heads/{gitcli.check_branch(branch)}"
         try:
-            self._git("push", "--quiet", "--no-verify", "--recurse-submodules=no",
+            self._git.run("push", "--quiet", "--no-verify", "--recurse-submodules=no",
                       "--end-of-options", "origin", f"{ref}:{ref}")
         except gitcli.GitFailed as exc:
             if exc.returncode > 0 and any(word in exc.stderr for word in _REJECTED):
@@ -131,4 +115,4 @@ class Mirror:
         """Delete the mirror's ``branch`` (a review branch that never reached the remote)."""
         ref = f"refs/heads/{gitcli.check_branch(branch)}"
         with contextlib.suppress(gitcli.GitFailed):
-            self._git("update-ref", "-d", "--end-of-options", ref)
+            self._git.run("update-ref", "-d", "--end-of-options", ref)

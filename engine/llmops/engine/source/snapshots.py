@@ -6,31 +6,23 @@ directory holding that commit's tree, for the load stage. Called by the
 reconciler (``fetch`` on every cycle, ``snapshot_at`` for plans and
 rollbacks) and by the CLI through ``open_source``.
 
-The repo is untrusted input and git is a large attack surface (GitPython's
-option denylist alone was bypassed ten times), so this module never relies
-on a denylist and calls the git binary itself, with an argument vector and
-an environment it builds from scratch:
+The repo is untrusted input and git is a large attack surface, so git runs
+only through ``gitcli.Git`` (see ``gitcli`` for the environment and the
+hardening flags; GitPython is not the runner):
 
-- URLs are allow-listed (``https://``, ``ssh://``, ``git@host:path``,
-  ``file://``, local paths; ``http://`` only when asked for), hosts checked
-  against ``allowed_hosts``; ``<transport>::`` forms, a leading ``-``,
-  control characters and line breaks are refused before git runs. Branches
-  pass our own rules and ``git check-ref-format``.
-- No user string reaches git's option parser: the URL travels in the
-  environment as ``remote.origin.url`` (so it is in no argv, no file on
-  disk and no ``ps`` line), revisions are validated and follow
-  ``--end-of-options``.
-- git runs with no system or global config, a private empty ``HOME``, no
-  prompts, hooks and fsmonitor off, only the URL's protocol allowed, fsck on
-  fetched objects, no submodules, and a timeout that kills its process group.
+- URLs are allow-listed by ``gitcli.parse_url`` (``https://``, ``ssh://``,
+  ``git@host:path``, ``file://``, local paths; ``http://`` only when asked
+  for), hosts checked against ``allowed_hosts``; branches pass
+  ``gitcli.check_branch``, revisions ``gitcli.check_rev``.
+- The URL travels in the environment as ``remote.origin.url`` (in no argv,
+  no file on disk and no ``ps`` line); only its protocol is allowed, fetched
+  objects are fsck'd, nothing of a submodule is cloned.
 - Fetches go into a private bare mirror (``work_dir/mirror.git``); nothing
-  is ever checked out. A tree is written blob by blob from ``ls-tree`` and
-  ``cat-file`` into ``work_dir/tmp-*`` and renamed to ``work_dir/<sha>``
-  (content-addressed, reused, files read-only). Paths with ``..``, ``.git``
-  or collisions abort it. Symbolic links are created as links, after every
-  file, without ever resolving them, so their targets are never read; the
-  loader then rejects them with an error naming the link. Submodule entries
-  are skipped (nothing is cloned) and ``.gitattributes`` filters never run.
+  is ever checked out. A tree is written by ``gitobjects.export`` (blob by
+  blob from ``ls-tree`` and ``cat-file``; unsafe or colliding paths abort it;
+  links are created as links and never resolved, so the loader rejects them
+  with an error naming the link) into ``work_dir/tmp-*`` and renamed to
+  ``work_dir/<sha>`` (content-addressed, reused, read-only).
 - A failed fetch raises ``SourceUnavailable`` and keeps ``last_good``: it is
   never mistaken for an empty repo. Every message and ``repr`` is redacted.
 """
@@ -47,25 +39,24 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from llmops.engine.errors import Unavailable
-from llmops.engine.source import gitcli
+from llmops.engine.source import gitcli, gitobjects
 from llmops.engine.source.gitcli import SourceConfigError as SourceConfigError
 from llmops.engine.source.gitcli import redact as redact
+from llmops.engine.spec import loader
 
 log = logging.getLogger(__name__)
 
 KEEP_SNAPSHOTS = 3
-MAX_TREE_ENTRIES = 200_000
+MAX_TREE_ENTRIES = gitobjects.MAX_TREE_ENTRIES
 MAX_BLOB_BYTES = 64 * 1024 * 1024
 """Blobs above this are written as sparse files of their size (content unread)."""
-YAML_SUFFIXES = (".yaml", ".yml")
-_BATCH_BYTES = 32 * 1024 * 1024
 _MISSING_REF = ("couldn't find remote ref", "not our ref", "no such remote ref")
 
 
@@ -107,11 +98,7 @@ class Source(Protocol):
 
 def _rmtree(path: Path) -> None:
     """Delete a (read-only) snapshot tree without following any link in it."""
-    for dirpath, dirnames, _ in os.walk(path, followlinks=False):
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if not os.path.islink(full):
-                os.chmod(full, 0o700)
+    gitobjects.chmod_dirs(path, 0o700)
     if path.is_dir() and not path.is_symlink():
         os.chmod(path, 0o700)
     shutil.rmtree(path, ignore_errors=True)
@@ -125,36 +112,6 @@ def _locked(work_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _safe_parts(raw: bytes, sha: str) -> tuple[str, ...]:
-    text = os.fsdecode(raw)
-    parts = tuple(text.split("/"))
-    if any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
-        raise SourceUnavailable(f"commit {sha[:12]} holds an unsafe path {text[:200]!r}")
-    return parts
-
-
-def _parse_commit(raw: bytes) -> tuple[str, str, datetime]:
-    """(author "Name <email>", subject, committer time) of a raw commit object."""
-    head, _, message = raw.decode("utf-8", "replace").partition("\n\n")
-    author, committed = "", datetime.fromtimestamp(0, UTC)
-    for line in head.split("\n"):
-        key, _, value = line.partition(" ")
-        if key in ("author", "committer"):
-            who, _, when = value.rpartition(">")
-            if key == "author":
-                author = who.strip() + ">" if who else value.strip()
-            else:
-                stamp, _, zone = when.strip().partition(" ")
-                try:
-                    sign = -1 if zone.startswith("-") else 1
-                    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * sign
-                    committed = datetime.fromtimestamp(int(stamp), timezone(offset))
-                except (ValueError, OverflowError):
-                    pass
-    subject = " ".join(message.strip().split("\n\n", 1)[0].split())
-    return author, subject, committed
 
 
 # ------------------------------------------------------------------- git source
@@ -179,10 +136,9 @@ class GitSource:
         self._home = self.work_dir / "home"
         self._last_good: Snapshot | None = None
         self._lock = threading.Lock()
-        self._pre = ["--git-dir", str(self._mirror)]
-        for item in gitcli.hardening_config(self._remote.protocol,
-                                           follow_redirects=not allowed_hosts):
-            self._pre += ["-c", item]
+        self._git = gitcli.Git(self._mirror, home=self._home, remote=self._remote,
+                               timeout=max(self.timeout, 120.0),
+                               follow_redirects=not allowed_hosts)
 
     def __repr__(self) -> str:
         return f"GitSource({self.url!r}, branch={self.branch!r})"
@@ -197,43 +153,25 @@ class GitSource:
 
     # --- git plumbing
 
-    def _env(self) -> dict[str, str]:
-        return gitcli.sandbox_env(self._home, self._remote, self.timeout)
-
-    def _git(self, *argv: str, network: bool = False, stdin: bytes | None = None) -> bytes:
-        timeout = self.timeout if network else max(self.timeout, 120.0)
-        return gitcli.run_git(argv, env=self._env(), cwd=self._mirror, timeout=timeout,
-                             stdin=stdin, pre=self._pre, secrets=self._remote.secrets)
-
     def _unavailable(self, what: str, exc: gitcli.GitFailed) -> SourceUnavailable:
         return SourceUnavailable(self._mask(f"{self.url} ({self.branch}): {what}: "
                                             f"{exc.detail()}"))
+
+    def _fetch(self, spec: str, *, prune: bool = False) -> None:
+        """``git fetch origin <spec>`` into the mirror, within the network timeout."""
+        self._git.run("fetch", "--quiet", "--no-tags", *(["--prune"] if prune else []),
+                      "--no-recurse-submodules", "--no-write-fetch-head", "--no-auto-gc",
+                      "--end-of-options", "origin", spec, timeout=self.timeout)
 
     def _prepare(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._home.mkdir(mode=0o700, exist_ok=True)
         for leftover in self.work_dir.glob("tmp-*"):
             _rmtree(leftover)
-        if (self._mirror / "HEAD").is_file() and (self._mirror / "objects").is_dir():
-            return
-        _rmtree(self._mirror)
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
         try:
-            gitcli.run_git(["init", "--bare", "--quiet", "--template=", "--end-of-options",
-                           str(tmp)], env=self._env(), cwd=self._home, timeout=60)
+            gitcli.init_mirror(self._mirror, home=self._home)
         except gitcli.GitFailed as exc:
-            _rmtree(tmp)
             raise self._unavailable("cannot create the mirror", exc) from None
-        tmp.rename(self._mirror)
-
-    def _resolve(self, rev: str) -> str | None:
-        try:
-            out = self._git("rev-parse", "--verify", "--quiet", "--end-of-options",
-                            f"{rev}^{{commit}}")
-        except gitcli.GitFailed:
-            return None
-        sha = out.decode().strip()
-        return sha if gitcli.SHA.fullmatch(sha) else None
 
     # --- public API
 
@@ -245,13 +183,10 @@ class GitSource:
                 self._prepare()
                 ref = f"refs/heads/{self.branch}"
                 try:
-                    self._git("fetch", "--quiet", "--no-tags", "--prune",
-                              "--no-recurse-submodules", "--no-write-fetch-head",
-                              "--no-auto-gc", "--end-of-options", "origin", f"+{ref}:{ref}",
-                              network=True)
+                    self._fetch(f"+{ref}:{ref}", prune=True)
                 except gitcli.GitFailed as exc:
                     raise self._unavailable("fetch failed", exc) from None
-                sha = self._resolve(ref)
+                sha = self._git.resolve(ref)
                 if sha is None:
                     raise SourceUnavailable(self._mask(f"{self.url}: branch {self.branch} "
                                                        "does not resolve to a commit"))
@@ -275,27 +210,28 @@ class GitSource:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             with _locked(self.work_dir):
                 self._prepare()
-                is_ref = target.startswith("refs/")
-                sha = None if is_ref else self._resolve(target)
-                if sha is None and (is_ref or gitcli.SHA.fullmatch(target)):
-                    spec = f"+{target}:{target}" if is_ref else target
-                    try:
-                        self._git("fetch", "--quiet", "--no-tags", "--no-recurse-submodules",
-                                  "--no-write-fetch-head", "--no-auto-gc", "--end-of-options",
-                                  "origin", spec, network=True)
-                    except gitcli.GitFailed as exc:
-                        missing = any(m in exc.stderr for m in _MISSING_REF)
-                        error = RevisionNotFound if missing else SourceUnavailable
-                        raise error(self._mask(f"{self.url}: cannot fetch revision {rev!r}: "
-                                               f"{exc.detail()}")) from None
-                    sha = self._resolve(target)
-                if sha is None:
-                    raise RevisionNotFound(self._mask(f"{self.url}: revision {rev!r} "
-                                                      "does not name a commit"))
+                sha = self._resolve_or_fetch(rev, target)
                 changed = self.changed_files(against, sha) if against else None
                 snap = self._snapshot(sha, changed)
                 self._prune({sha})
         return snap
+
+    def _resolve_or_fetch(self, rev: str, target: str) -> str:
+        is_ref = target.startswith("refs/")
+        sha = None if is_ref else self._git.resolve(target)
+        if sha is None and (is_ref or gitcli.SHA.fullmatch(target)):
+            try:
+                self._fetch(f"+{target}:{target}" if is_ref else target)
+            except gitcli.GitFailed as exc:
+                missing = any(m in exc.stderr for m in _MISSING_REF)
+                error = RevisionNotFound if missing else SourceUnavailable
+                raise error(self._mask(f"{self.url}: cannot fetch revision {rev!r}: "
+                                       f"{exc.detail()}")) from None
+            sha = self._git.resolve(target)
+        if sha is None:
+            raise RevisionNotFound(self._mask(f"{self.url}: revision {rev!r} "
+                                              "does not name a commit"))
+        return sha
 
     def changed_files(self, old: str, new: str) -> frozenset[str] | None:
         """Paths that differ between two commits of the mirror; None if unknown."""
@@ -304,8 +240,9 @@ class GitSource:
         if not (gitcli.ABBREV.fullmatch(old) and gitcli.ABBREV.fullmatch(new)):
             return None
         try:
-            out = self._git("diff-tree", "-r", "--no-commit-id", "--name-only", "-z",
-                            "--no-renames", "--no-ext-diff", "--end-of-options", old, new)
+            out = self._git.run("diff-tree", "-r", "--no-commit-id", "--name-only", "-z",
+                                "--no-renames", "--no-ext-diff", "--no-textconv",
+                                "--end-of-options", old, new)
         except gitcli.GitFailed:
             return None
         return frozenset(os.fsdecode(p) for p in out.split(b"\0") if p)
@@ -315,7 +252,7 @@ class GitSource:
         if not (gitcli.SHA.fullmatch(old) and gitcli.SHA.fullmatch(new)):
             raise SourceConfigError("is_ancestor takes two full commit SHAs")
         try:
-            self._git("merge-base", "--is-ancestor", "--end-of-options", old, new)
+            self._git.run("merge-base", "--is-ancestor", "--end-of-options", old, new)
         except gitcli.GitFailed as exc:
             if exc.returncode == 1:
                 return False
@@ -326,119 +263,42 @@ class GitSource:
 
     def _snapshot(self, sha: str, changed: frozenset[str] | None) -> Snapshot:
         try:
-            raw = self._git("cat-file", "commit", sha)
+            commit = gitobjects.read_commit(self._git, sha)
         except gitcli.GitFailed as exc:
             raise self._unavailable(f"cannot read commit {sha[:12]}", exc) from None
-        author, subject, when = _parse_commit(raw)
-        return Snapshot(revision=sha, path=self._materialise(sha), author=author,
-                        subject=subject, committed_at=when, repo_url=self.url,
-                        files_changed=changed)
+        return Snapshot(revision=sha, path=self._materialise(sha), author=commit.author,
+                        subject=commit.subject, committed_at=commit.committed_at,
+                        repo_url=self.url, files_changed=changed)
 
     def _materialise(self, sha: str) -> Path:
         final = self.work_dir / sha
         if final.is_dir() and not final.is_symlink():
             os.utime(final)
             return final
+        label = f"commit {sha[:12]}"
         try:
-            listing = self._git("ls-tree", "-r", "-z", "--long", "--end-of-options", sha)
+            entries = gitobjects.list_tree(self._git, sha, label=label,
+                                           max_entries=MAX_TREE_ENTRIES)
         except gitcli.GitFailed as exc:
             raise self._unavailable(f"cannot list commit {sha[:12]}", exc) from None
-        files: list[tuple[tuple[str, ...], str, int]] = []
-        links: list[tuple[tuple[str, ...], str]] = []
-        for record in listing.split(b"\0"):
-            if not record:
-                continue
-            head, _, raw_path = record.partition(b"\t")
-            fields = head.decode("ascii", "replace").split()
-            if len(fields) != 4 or fields[1] != "blob":
-                continue  # submodule gitlinks: nothing is cloned
-            parts = _safe_parts(raw_path, sha)
-            if fields[0] == "120000":
-                links.append((parts, fields[2]))
-            else:
-                files.append((parts, fields[2], int(fields[3]) if fields[3].isdigit() else 0))
-            if len(files) + len(links) > MAX_TREE_ENTRIES:
-                raise SourceUnavailable(f"commit {sha[:12]} holds more than "
-                                        f"{MAX_TREE_ENTRIES} files")
+        except gitobjects.UnsafeTree as exc:
+            raise SourceUnavailable(str(exc)) from None
         tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
         try:
-            self._write_tree(tmp, sha, files, links)
-            for dirpath, dirnames, _ in os.walk(tmp, topdown=False):
-                for d in dirnames:
-                    full = os.path.join(dirpath, d)
-                    if not os.path.islink(full):
-                        os.chmod(full, 0o555)
+            gitobjects.export(self._git, entries, tmp, label=label,
+                              max_blob_bytes=MAX_BLOB_BYTES, read_only=True)
             tmp.rename(final)
+        except gitcli.GitFailed as exc:
+            _rmtree(tmp)
+            raise self._unavailable(f"cannot read the files of {sha[:12]}", exc) from None
+        except gitobjects.UnsafeTree as exc:
+            _rmtree(tmp)
+            raise SourceUnavailable(str(exc)) from None
         except BaseException:
             _rmtree(tmp)
             raise
         os.chmod(final, 0o555)
         return final
-
-    def _write_tree(self, root: Path, sha: str, files: list[tuple[tuple[str, ...], str, int]],
-                    links: list[tuple[tuple[str, ...], str]]) -> None:
-        def create(parts: tuple[str, ...]) -> Path:
-            target = root.joinpath(*parts)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                raise SourceUnavailable(f"commit {sha[:12]} holds conflicting paths at "
-                                        f"{'/'.join(parts)[:200]!r}") from None
-            return target
-
-        small = [(p, b) for p, b, size in files if size <= MAX_BLOB_BYTES]
-        for parts, _, size in files:  # over the cap: same size, content never read
-            if size > MAX_BLOB_BYTES:
-                with self._exclusive(create(parts), sha) as fd:
-                    os.ftruncate(fd, size)
-        for batch in _batches(small, {b: s for _, b, s in files}):
-            for (parts, _), data in zip(batch, self._read_blobs([b for _, b in batch], sha),
-                                        strict=True):
-                with self._exclusive(create(parts), sha) as fd:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-        targets = self._read_blobs([b for _, b in links], sha)
-        paths = [create(parts) for parts, _ in links]  # every parent before any link
-        for path, target in zip(paths, targets, strict=True):
-            try:
-                os.symlink(target, path)  # never resolved: the target is not read
-            except (OSError, ValueError):
-                raise SourceUnavailable(f"commit {sha[:12]} holds a conflicting or invalid "
-                                        f"link at {path.relative_to(root)}") from None
-
-    @contextlib.contextmanager
-    def _exclusive(self, path: Path, sha: str) -> Iterator[int]:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
-        except OSError:
-            raise SourceUnavailable(f"commit {sha[:12]} holds a conflicting path at "
-                                    f"{path.name!r}") from None
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
-    def _read_blobs(self, blobs: list[str], sha: str) -> list[bytes]:
-        if not blobs:
-            return []
-        try:
-            out = self._git("cat-file", "--batch", stdin="".join(f"{b}\n" for b in blobs)
-                            .encode())
-        except gitcli.GitFailed as exc:
-            raise self._unavailable(f"cannot read the files of {sha[:12]}", exc) from None
-        result: list[bytes] = []
-        pos = 0
-        for _ in blobs:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split()
-            if len(header) != 3 or header[1] != b"blob":
-                raise SourceUnavailable(f"commit {sha[:12]}: unexpected object "
-                                        f"{out[pos:end][:80]!r}")
-            size = int(header[2])
-            result.append(out[end + 1:end + 1 + size])
-            pos = end + 1 + size + 1
-        return result
 
     def _prune(self, protect: set[str]) -> None:
         if self._last_good is not None:
@@ -452,23 +312,9 @@ class GitSource:
 
     def _gc(self) -> None:
         try:
-            self._git("gc", "--auto", "--quiet")
+            self._git.run("gc", "--auto", "--quiet")
         except gitcli.GitFailed as exc:  # housekeeping: never fails a fetch
             log.warning("source %s: %s", self.url, self._mask(exc.detail()))
-
-
-def _batches(items: list[tuple[tuple[str, ...], str]],
-             sizes: Mapping[str, int]) -> Iterator[list[tuple[tuple[str, ...], str]]]:
-    batch: list[tuple[tuple[str, ...], str]] = []
-    total = 0
-    for item in items:
-        if batch and total + sizes[item[1]] > _BATCH_BYTES:
-            yield batch
-            batch, total = [], 0
-        batch.append(item)
-        total += sizes[item[1]]
-    if batch:
-        yield batch
 
 
 # ----------------------------------------------------------------- local source
@@ -510,7 +356,7 @@ class LocalSource:
                     kept.append(name)
             dirnames[:] = kept
             for name in filenames:
-                if name.startswith(".") or not name.endswith(YAML_SUFFIXES):
+                if name.startswith(".") or not name.endswith(loader.YAML_SUFFIXES):
                     continue
                 full = base / name
                 info = os.lstat(full)

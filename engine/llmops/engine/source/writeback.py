@@ -18,15 +18,17 @@ How a commit is made (the user's work tree, index and HEAD are never touched):
    it was;
 2. the new blob goes into a private index (``GIT_INDEX_FILE`` in a temporary
    directory) read from the parent commit's tree, ``write-tree`` makes the
-   tree; git runs through ``branches.GitPlumbing`` (scrubbed environment, no
-   system or global config, hooks off, no user string in an option position);
-3. that tree is checked out into a temporary directory and validated with
+   tree (``gitcommit.tree_with``); git runs through ``gitcli.Git`` (an
+   environment built from scratch, no system or global config, hooks off, no
+   user string in an option position);
+3. that tree is written into a temporary directory by ``gitobjects.export``
+   (the one tree writer: no checkout, no filters) and validated with
    ``validate.load_and_validate``: any issue is an ``EditRejected`` carrying
    every issue, and nothing is committed;
 4. ``commit-tree`` (author: the caller, ``<user>@users.llmops``; committer:
-   llmops) and ``update-ref <ref> <new> <expected old>``: a new branch must
-   not exist yet; a direct commit retries on a moved tip, re-reading and
-   re-editing the file.
+   llmops) and ``update-ref <ref> <new> <expected old>``
+   (``gitcommit.swap_ref``): a new branch must not exist yet; a direct commit
+   retries on a moved tip, re-reading and re-editing the file.
 
 Where a commit goes: an environment-scoped spec (endpoint, experiment, ...)
 goes direct only when its environment sets ``directCommits: true``. A global
@@ -44,7 +46,7 @@ import io
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +59,8 @@ from ruamel.yaml.util import load_yaml_guess_indent
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
-from llmops.engine.source import branches, gitcli, push
-from llmops.engine.spec import schema, validate
+from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push
+from llmops.engine.spec import loader, schema, validate
 from llmops.engine.types import Kind
 
 BRANCH_PREFIX = "llmops"
@@ -67,7 +69,6 @@ COMMITTER = ("llmops", "llmops@localhost")
 MAX_ATTEMPTS = 3
 MAX_HISTORY = 200
 """Commits of a spec file's history a rollback looks through."""
-_ZERO = "0" * 40
 _SLUG = re.compile(r"[^a-z0-9.-]+")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]+@[^/:]+:")
 
@@ -195,55 +196,54 @@ def branch_name(action: str, name: str) -> str:
     return gitcli.check_branch(f"{BRANCH_PREFIX}/{action}/{slug}-{uuid.uuid4().hex[:8]}")
 
 
-def _git_call(git: branches.GitPlumbing, *argv: str, stdin: bytes | None = None,
-              extra_env: Mapping[str, str] | None = None) -> str:
+@contextlib.contextmanager
+def _git_errors() -> Iterator[None]:
+    """git failures as ``RepoUnavailable``, unsafe trees as well."""
     try:
-        return git(*argv, stdin=stdin, extra_env=extra_env)
-    except branches.HydrateError as exc:
-        raise RepoUnavailable(f"git {argv[0]} failed: {exc}") from None
+        yield
+    except gitcli.GitFailed as exc:
+        raise RepoUnavailable(f"git {exc.verb} failed: {exc.detail()}") from None
+    except gitobjects.UnsafeTree as exc:
+        raise RepoUnavailable(str(exc)) from None
 
 
-def _open(repo: Path, scratch: Path) -> branches.GitPlumbing:
+def _open(repo: Path, scratch: Path) -> gitcli.Git:
     try:
-        return branches.GitPlumbing(repo, scratch)
-    except branches.HydrateError as exc:
-        raise RepoUnavailable(f"write-back needs a local clone: {exc}") from None
+        return gitcli.Git.open(repo, scratch)
+    except gitcli.GitFailed as exc:
+        raise RepoUnavailable(f"write-back needs a local clone: {repo}: not a git "
+                              f"repository ({exc.detail()})") from None
 
 
-def _tip(git: branches.GitPlumbing, branch: str) -> str:
+def _tip(git: gitcli.Git, branch: str) -> str:
     tip = git.resolve(f"refs/heads/{branch}")
     if tip is None:
         raise RepoUnavailable(f"the tracked branch {branch} does not exist in the specs repo")
     return tip
 
 
-def _read(git: branches.GitPlumbing, commit: str, file: str) -> tuple[str, str] | None:
-    """(blob id, text) of ``file`` in ``commit``, or None when absent."""
-    blob = git.blob_at(commit, file)
-    if blob is None:
+def _read(git: gitcli.Git, commit: str, file: str) -> tuple[gitobjects.TreeEntry, str] | None:
+    """(tree entry, text) of ``file`` in ``commit``, or None when absent."""
+    entry = gitobjects.entry_at(git, commit, file)
+    if entry is None:
         return None
-    return blob, _git_call(git, "cat-file", "blob", blob)
+    return entry, gitobjects.read_blob(git, entry.blob).decode("utf-8", "replace")
 
 
-def _mode(git: branches.GitPlumbing, commit: str, file: str) -> str:
-    out = _git_call(git, "ls-tree", "--full-tree", "-z", "--end-of-options", commit, "--", file)
-    mode = out.split(" ", 1)[0]
-    return mode if mode in ("100644", "100755") else "100644"
-
-
-def _checked_out(git: branches.GitPlumbing, branch: str) -> bool:
+def _checked_out(git: gitcli.Git, branch: str) -> bool:
     """Whether ``branch`` is the checked-out branch of a work tree of the repo."""
-    out = _git_call(git, "worktree", "list", "--porcelain")
+    out = git.text("worktree", "list", "--porcelain")
     return f"branch refs/heads/{branch}" in out.splitlines()
 
 
-def _validate_tree(git: branches.GitPlumbing, scratch: Path, attempt: int) -> validate.SpecSet:
-    """Check the private index out into ``scratch`` and validate it."""
-    export = f"tree-{attempt}/"
-    _git_call(git, "checkout-index", "--all", f"--prefix={export}",
-              extra_env={"GIT_WORK_TREE": str(scratch)})
+def _validate_tree(git: gitcli.Git, tree: str, dest: Path) -> validate.SpecSet:
+    """Write ``tree`` into the new directory ``dest`` and validate it."""
+    label = f"the edited tree {tree[:12]}"
+    dest.mkdir()
+    gitobjects.export(git, gitobjects.list_tree(git, tree, label=label), dest, label=label,
+                      max_blob_bytes=loader.DEFAULT_LIMITS.max_file_bytes)
     try:
-        return validate.load_and_validate(scratch / export, cache=None)
+        return validate.load_and_validate(dest, cache=None)
     except SpecError as exc:
         raise EditRejected("the edited specs do not validate; nothing was committed",
                            exc.issues) from None
@@ -319,50 +319,55 @@ def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit, *, actio
     file = branches.check_path(target.file)
     if not file or not file.endswith((".yaml", ".yml")):
         raise TargetMissing(f"{target.kind}/{target.name}: {target.file!r} is not a spec file")
-    identity = {"GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email,
-                "GIT_COMMITTER_NAME": COMMITTER[0], "GIT_COMMITTER_EMAIL": COMMITTER[1]}
-    with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp:
-        scratch = Path(tmp)
-        git = _open(repo, scratch)
+    who = gitcommit.Identity(author.name, author.email)
+    with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp, _git_errors():
+        git = _open(repo, Path(tmp))
         for attempt in range(MAX_ATTEMPTS):
             tip = _tip(git, branch)
-            found = _read(git, tip, file)
-            if found is None:
-                raise TargetMissing(f"{target.kind}/{target.name}: {file} is not on {branch} "
-                                    "any more; wait for the next reconcile and retry")
-            old_text = found[1]
-            new_text = edit(old_text)
-            if new_text == old_text:
-                raise NothingToWrite(f"{target.kind}/{target.name}: already as requested; "
-                                     "nothing to commit")
-            blob = _git_call(git, "hash-object", "-w", "--stdin",
-                             stdin=new_text.encode("utf-8")).strip()
-            (scratch / "index").unlink(missing_ok=True)
-            _git_call(git, "read-tree", "--end-of-options", f"{tip}^{{tree}}")
-            _git_call(git, "update-index", "--cacheinfo",
-                      f"{_mode(git, tip, file)},{blob},{file}")
-            tree = _git_call(git, "write-tree").strip()
-            spec_set = _validate_tree(git, scratch, attempt)
-            direct, reason = _direct(spec_set.config, target.environment)
-            if direct and _checked_out(git, branch):
-                direct, reason = False, (f"{reason}, but {branch} is checked out in a work "
-                                         "tree of the repo, which is never moved under its user")
-            commit = _git_call(git, "commit-tree", "--no-gpg-sign", "-p", tip, tree,
-                               stdin=message.encode("utf-8"), extra_env=identity).strip()
+            change = _edited(git, branch, tip, file, target, edit)
+            tree = gitcommit.tree_with(git, tip, {file: change})
+            spec_set = _validate_tree(git, tree, Path(tmp) / f"tree-{attempt}")
+            direct, reason = _destination(git, branch, spec_set.config, target.environment)
+            commit = gitcommit.commit_tree(git, tree, [tip], message, author=who,
+                                           committer=gitcommit.Identity(*COMMITTER))
             ref_branch = branch if direct else branch_name(action, target.name)
-            expected = tip if direct else _ZERO
-            try:
-                git("update-ref", "-m", f"llmops {action}: {target.kind}/{target.name}",
-                    f"refs/heads/{ref_branch}", commit, expected)
-            except branches.HydrateError:
-                if direct:
-                    continue  # the tracked branch moved: redo the edit on its new tip
-                raise Conflicted(f"branch {ref_branch} appeared while committing; "
-                                 "retry") from None
-            return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
-                               file=file, reason=reason)
+            if gitcommit.swap_ref(git, f"refs/heads/{ref_branch}", commit,
+                                  tip if direct else None,
+                                  f"llmops {action}: {target.kind}/{target.name}"):
+                return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
+                                   file=file, reason=reason)
+            if not direct:
+                raise Conflicted(f"branch {ref_branch} appeared while committing; retry")
+            # the tracked branch moved: redo the edit on its new tip
     raise Conflicted(f"{branch} kept moving while committing; gave up after {MAX_ATTEMPTS} "
                      "attempts")
+
+
+def _edited(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
+            edit: Edit) -> tuple[str, str]:
+    """(mode, blob) of ``file`` at ``tip`` after ``edit``; refuses a missing file or no change."""
+    found = _read(git, tip, file)
+    if found is None:
+        raise TargetMissing(f"{target.kind}/{target.name}: {file} is not on {branch} "
+                            "any more; wait for the next reconcile and retry")
+    entry, old_text = found
+    new_text = edit(old_text)
+    if new_text == old_text:
+        raise NothingToWrite(f"{target.kind}/{target.name}: already as requested; "
+                             "nothing to commit")
+    mode = entry.mode if entry.mode in (gitobjects.REGULAR, gitobjects.EXECUTABLE) \
+        else gitobjects.REGULAR
+    return mode, gitcommit.write_blob(git, new_text.encode("utf-8"))
+
+
+def _destination(git: gitcli.Git, branch: str, config: schema.RepoConfig,
+                 environment: str) -> tuple[bool, str]:
+    """Whether the commit goes straight onto ``branch``, and why (see the module docstring)."""
+    direct, reason = _direct(config, environment)
+    if direct and _checked_out(git, branch):
+        return False, (f"{reason}, but {branch} is checked out in a work tree of the repo, "
+                       "which is never moved under its user")
+    return direct, reason
 
 
 # --------------------------------------------------------------------------- YAML edits
@@ -522,7 +527,7 @@ def _previous_local(repo: Path, target: Target, applied: str) -> Previous:
     if not gitcli.ABBREV.fullmatch(applied):
         raise NothingToWrite(f"{target.kind}/{target.name}: no applied revision to roll back "
                              "from")
-    with tempfile.TemporaryDirectory(prefix="llmops-history-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="llmops-history-") as tmp, _git_errors():
         git = _open(repo, Path(tmp))
         head = git.resolve(applied)
         if head is None:
@@ -532,8 +537,8 @@ def _previous_local(repo: Path, target: Target, applied: str) -> Previous:
         if current is None:
             raise TargetMissing(f"{target.kind}/{target.name}: {file} is not in {applied[:12]}")
         want = _spec_data(current[1], target.kind, target.name)
-        log = _git_call(git, "log", f"--max-count={MAX_HISTORY}", "--format=%H",
-                        "--end-of-options", head, "--", file)
+        log = git.text("log", f"--max-count={MAX_HISTORY}", "--format=%H",
+                       "--end-of-options", head, "--", file)
         for commit in log.split():
             parent = git.resolve(f"{commit}^1")
             before = _read(git, parent, file) if parent is not None else None
