@@ -30,7 +30,7 @@ from llmops.engine.actuate.branch import HydrateBranchActuator
 from llmops.engine.run import reconciler
 from llmops.engine.service import compose
 from llmops.engine.source import snapshots
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig
 from llmops.engine.store import state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
@@ -240,7 +240,7 @@ def test_an_unreadable_branch_stops_the_environment_and_commits_nothing(
 
 
 def test_the_specs_repo_must_be_local(tmp_path: Path, specs_repo: Path) -> None:
-    env = schema.Environment(namespace="x", actuator=schema.ActuatorName.HYDRATE_BRANCH)
+    env = repoconfig.Environment(namespace="x", actuator=repoconfig.ActuatorName.HYDRATE_BRANCH)
     cfg = settings.load(home=tmp_path / "home")
     remote = compose.actuator_factory(cfg, repo="https://git.example.com/schema.git")("dev", env)
     with pytest.raises(ActuatorError, match="must be a local path"):
@@ -261,4 +261,4 @@ def test_the_specs_repo_must_be_local(tmp_path: Path, specs_repo: Path) -> None:
 ])
 def test_hydrate_branch_settings_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        schema.Environment.model_validate({"namespace": "x", **bad})
+        repoconfig.Environment.model_validate({"namespace": "x", **bad})

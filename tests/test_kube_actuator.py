@@ -20,7 +20,7 @@ from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.run import reconciler
 from llmops.engine.settings import KubeSettings
 from llmops.engine.source import snapshots
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
@@ -55,7 +55,7 @@ class KubeHarness:
         self.rec = reconciler.Reconciler(store, self.src, self.actuator_for,
                                          environments=envs, clock=lambda: WEDNESDAY)
 
-    def actuator_for(self, env: str, config: schema.Environment) -> kube.KubernetesActuator:
+    def actuator_for(self, env: str, config: repoconfig.Environment) -> kube.KubernetesActuator:
         key = (env, config.forceConflicts)
         if key not in self.actuators:
             self.actuators[key] = kube.KubernetesActuator(
@@ -391,7 +391,7 @@ def test_throttled_request_is_retried_after_retry_after(kh: KubeHarness) -> None
 
 
 def test_secret_values_never_appear_in_failure_messages(emulator: RunningEmulator) -> None:
-    act = kube.KubernetesActuator(KubeSettings(), schema.Cluster(
+    act = kube.KubernetesActuator(KubeSettings(), repoconfig.Cluster(
         kubeconfig=str(emulator.kubeconfig), context="emulator"), sleep=lambda s: None)
     secret = {"apiVersion": "v1", "kind": "Secret",
               "metadata": {"name": "db", "namespace": "missing-ns"},
@@ -413,7 +413,7 @@ def test_secret_values_never_appear_in_failure_messages(emulator: RunningEmulato
 def test_unreachable_cluster_is_unknown_not_empty(tmp_path: Path) -> None:
     with running_emulator(tmp_path) as kube_:
         kubeconfig = kube_.kubeconfig
-    act = kube.KubernetesActuator(KubeSettings(), schema.Cluster(
+    act = kube.KubernetesActuator(KubeSettings(), repoconfig.Cluster(
         kubeconfig=str(kubeconfig), context="emulator"), sleep=lambda s: None)
     with pytest.raises(ActuatorError, match="discovery failed"):
         act.observe("dev")

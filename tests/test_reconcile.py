@@ -21,7 +21,7 @@ from llmops.engine.run import reconciler
 from llmops.engine.service import compose
 from llmops.engine.settings import Settings
 from llmops.engine.source import snapshots
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
@@ -402,9 +402,9 @@ class _FixedDatetime(datetime):
 def test_service_builds_the_configured_actuators(tmp_path: Path) -> None:
     cfg = Settings(home=tmp_path)
     make = compose.actuator_factory(cfg)
-    env = schema.Environment(namespace="x", actuator=schema.ActuatorName.NONE)
+    env = repoconfig.Environment(namespace="x", actuator=repoconfig.ActuatorName.NONE)
     assert make("dev", env).name == "none"
-    assert make("dev", schema.Environment(namespace="x")).name == "hydrate"
+    assert make("dev", repoconfig.Environment(namespace="x")).name == "hydrate"
     plan = ActPlan("dev", "r", {}, {})
     assert make("dev", env).act(plan) == ActResult({})
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops.engine import manifest
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig, schema
 from llmops.engine.spec.validate import SourcedSpec, SpecSet
 from llmops.engine.types import KubeObject, content_hash
 from llmops.renderers.templating import RenderError
@@ -53,7 +53,7 @@ class Scope:
 
     spec_set: SpecSet
     environment: str
-    config: schema.Environment
+    config: repoconfig.Environment
     source_commit: str
 
     def namespace_for(self, team: str) -> str:

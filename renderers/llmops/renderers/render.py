@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from llmops.engine import manifest
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig, schema
 from llmops.engine.spec.validate import SourcedSpec, SpecSet
 from llmops.engine.types import Kind, KubeObject, ResourceKey, content_hash
 from llmops.renderers import objects, serving, templating, training
@@ -169,7 +169,7 @@ def render_environment(spec_set: SpecSet, environment: str, *, source_commit: st
     Raises ``RenderError`` for an undeclared environment or a spec that does
     not render.
     """
-    config: schema.Environment | None = spec_set.config.environments.get(environment)
+    config: repoconfig.Environment | None = spec_set.config.environments.get(environment)
     if config is None:
         declared = ", ".join(spec_set.config.environments) or "none"
         raise RenderError(f"unknown environment {environment!r} (declared: {declared})",

@@ -60,7 +60,7 @@ from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError
 from llmops.engine.plan import changeset, diff
 from llmops.engine.settings import KubeSettings
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig
 from llmops.engine.types import KubeObject, ResourceKey
 
 T = TypeVar("T")
@@ -207,11 +207,11 @@ class KubernetesActuator:
     name = "kubernetes"
     applies = True
 
-    def __init__(self, settings: KubeSettings, cluster: schema.Cluster | None = None, *,
+    def __init__(self, settings: KubeSettings, cluster: repoconfig.Cluster | None = None, *,
                  force_conflicts: bool = False, backoff: Backoff | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
-        self.cluster = cluster or schema.Cluster()
+        self.cluster = cluster or repoconfig.Cluster()
         self.force_conflicts = force_conflicts
         self.backoff = backoff or Backoff()
         self.sleep = sleep

@@ -46,7 +46,7 @@ from llmops.engine.plan import decide
 from llmops.engine.plan.changeset import WRITING, Action, ChangeSet
 from llmops.engine.run import record
 from llmops.engine.source.snapshots import Snapshot, Source, SourceUnavailable
-from llmops.engine.spec import loader, schema, validate
+from llmops.engine.spec import loader, repoconfig, schema, validate
 from llmops.engine.store import audit, catalog, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
@@ -59,7 +59,7 @@ MAX_AUDITED_KEYS = 200
 GPU_SAMPLE_SECONDS = 900.0
 CONFIRM_ACTION = "confirm-prune"
 
-ActuatorFactory = Callable[[str, schema.Environment], Actuator]
+ActuatorFactory = Callable[[str, repoconfig.Environment], Actuator]
 
 
 class Metrics:
@@ -448,7 +448,7 @@ class Reconciler:
 # --------------------------------------------------------------------------- steps and helpers
 
 
-def _declared(revision: Revision, env: str) -> tuple[validate.SpecSet, schema.Environment]:
+def _declared(revision: Revision, env: str) -> tuple[validate.SpecSet, repoconfig.Environment]:
     """The revision's specs and the environment's config, or a stop: invalid or unknown."""
     if revision.spec_set is None:
         assert revision.error is not None

@@ -34,7 +34,7 @@ from llmops.engine.run import reconciler
 from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
 from llmops.engine.source import gitcli, snapshots
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig
 from llmops.engine.store.cache import StatusCache
 from llmops.engine.store.db import Store
 
@@ -97,21 +97,21 @@ def actuator_factory(settings: Settings, out: Path | None = None,
     """
     hydrate_root = (out or settings.hydrate_dir).resolve()
     published = HydrateActuator(hydrate_root)  # one, so its parse cache survives passes
-    clusters: dict[tuple[str, schema.Cluster, bool], kube.KubernetesActuator] = {}
+    clusters: dict[tuple[str, repoconfig.Cluster, bool], kube.KubernetesActuator] = {}
     specs_repo = repo or settings.git.repo or "."
 
-    def make(env: str, config: schema.Environment) -> Actuator:
+    def make(env: str, config: repoconfig.Environment) -> Actuator:
         name = force or config.actuator.value
-        if name == schema.ActuatorName.HYDRATE:
+        if name == repoconfig.ActuatorName.HYDRATE:
             return published
-        if name == schema.ActuatorName.HYDRATE_BRANCH:
-            target = config.hydrateBranch or schema.HydrateBranch()
+        if name == repoconfig.ActuatorName.HYDRATE_BRANCH:
+            target = config.hydrateBranch or repoconfig.HydrateBranch()
             return HydrateBranchActuator(
                 _local_repo(specs_repo), target.branch or f"environments/{env}",
                 env if target.path is None else target.path, repo_shown=specs_repo)
-        if name == schema.ActuatorName.NONE:
+        if name == repoconfig.ActuatorName.NONE:
             return NoneActuator()
-        if name == schema.ActuatorName.KUBERNETES:
+        if name == repoconfig.ActuatorName.KUBERNETES:
             # One client (and discovery cache) per environment's cluster, kept across passes.
             key = (env, config.cluster, config.forceConflicts)
             if key not in clusters:

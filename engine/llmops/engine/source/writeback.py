@@ -60,7 +60,7 @@ from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
 from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push
-from llmops.engine.spec import loader, schema, validate
+from llmops.engine.spec import loader, repoconfig, schema, validate
 from llmops.engine.types import Kind
 
 BRANCH_PREFIX = "llmops"
@@ -249,7 +249,7 @@ def _validate_tree(git: gitcli.Git, tree: str, dest: Path) -> validate.SpecSet:
                            exc.issues) from None
 
 
-def _direct(config: schema.RepoConfig, environment: str) -> tuple[bool, str]:
+def _direct(config: repoconfig.RepoConfig, environment: str) -> tuple[bool, str]:
     envs = config.environments
     if environment:
         env = envs.get(environment)
@@ -360,7 +360,7 @@ def _edited(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
     return mode, gitcommit.write_blob(git, new_text.encode("utf-8"))
 
 
-def _destination(git: gitcli.Git, branch: str, config: schema.RepoConfig,
+def _destination(git: gitcli.Git, branch: str, config: repoconfig.RepoConfig,
                  environment: str) -> tuple[bool, str]:
     """Whether the commit goes straight onto ``branch``, and why (see the module docstring)."""
     direct, reason = _direct(config, environment)

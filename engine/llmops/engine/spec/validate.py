@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 from pydantic import ValidationError
 
 from llmops.engine.errors import SpecError, SpecIssue
-from llmops.engine.spec import loader, schema
+from llmops.engine.spec import loader, repoconfig, schema
 from llmops.engine.types import API_VERSION, Document, FieldPath, Kind, SpecKey, format_path
 
 S = TypeVar("S", bound=schema.SpecBase)
@@ -56,7 +56,7 @@ class SpecSet:
     """Every spec of one revision, valid and cross-checked; sorted by key."""
 
     root: str
-    config: schema.RepoConfig
+    config: repoconfig.RepoConfig
     items: tuple[SourcedSpec, ...]
     _by_key: dict[SpecKey, SourcedSpec] = field(default_factory=dict, compare=False, repr=False)
 
@@ -184,12 +184,12 @@ def _parse_spec(doc: Document) -> schema.AnySpec | list[SpecIssue]:
         return list(_issues_from(exc, doc, str(kind)))
 
 
-def parse_config(doc: Document) -> schema.RepoConfig | list[SpecIssue]:
+def parse_config(doc: Document) -> repoconfig.RepoConfig | list[SpecIssue]:
     if not isinstance(doc.data, dict):
         return [SpecIssue(file=doc.file, line=doc.line, column=doc.column,
                           message="the repo config must be a mapping")]
     try:
-        return schema.RepoConfig.model_validate(doc.data)
+        return repoconfig.RepoConfig.model_validate(doc.data)
     except ValidationError as exc:
         return list(_issues_from(exc, doc, "Repository"))
 
@@ -206,7 +206,7 @@ class _References:
     endpoint, roles, GPU budgets) are remembered as they are met.
     """
 
-    def __init__(self, by_key: dict[SpecKey, SourcedSpec], config: schema.RepoConfig,
+    def __init__(self, by_key: dict[SpecKey, SourcedSpec], config: repoconfig.RepoConfig,
                  broken: set[tuple[str, str]]) -> None:
         self.by_key, self.broken, self.envs = by_key, broken, config.environments
         self.running: dict[tuple[str, str], SourcedSpec] = {}
@@ -332,7 +332,7 @@ def _policy_references(item: SourcedSpec, s: schema.PolicySpec, envs: dict[str, 
 def validate(loaded: loader.Loaded) -> SpecSet:
     """Type-check and cross-check a loaded repo; raises ``SpecError`` with every issue."""
     issues: list[SpecIssue] = list(loaded.issues)
-    config: schema.RepoConfig | None = None
+    config: repoconfig.RepoConfig | None = None
     if loaded.config is not None:
         parsed = parse_config(loaded.config)
         if isinstance(parsed, list):
