@@ -34,7 +34,7 @@ def spec_set() -> SpecSet:
 
 
 def render(spec_set: SpecSet, env: str, commit: str = "c1") -> Objects:
-    return render_environment(spec_set, env, source_commit=commit)
+    return render_environment(spec_set, env, revision=commit)
 
 
 def by_key(objects: Iterable[KubeObject]) -> dict[ResourceKey, KubeObject]:

@@ -203,7 +203,7 @@ def make_repo(tmp_path: Path) -> Callable[..., SpecSet]:
 
 @pytest.fixture
 def dev(make_repo: Callable[..., SpecSet]) -> tuple[KubeObject, ...]:
-    return render_environment(make_repo(), "dev", source_commit="c0ffee")
+    return render_environment(make_repo(), "dev", revision="c0ffee")
 
 
 # --------------------------------------------------------------------------- golden
@@ -211,7 +211,7 @@ def dev(make_repo: Callable[..., SpecSet]) -> tuple[KubeObject, ...]:
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_golden_manifests(template_set: SpecSet, env: str) -> None:
-    text = manifest.to_yaml(render_environment(template_set, env, source_commit=GOLDEN_COMMIT))
+    text = manifest.to_yaml(render_environment(template_set, env, revision=GOLDEN_COMMIT))
     path = GOLDEN / f"{env}.yaml"
     if os.environ.get("LLMOPS_UPDATE_GOLDEN") == "1":
         path.parent.mkdir(exist_ok=True)
@@ -239,7 +239,7 @@ def test_template_renders_what_each_environment_needs(template_set: SpecSet) -> 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_every_object_is_valid_for_kubernetes(template_set: SpecSet, kube_schemas: KubeSchemas,
                                               env: str) -> None:
-    objs = render_environment(template_set, env, source_commit=GOLDEN_COMMIT)
+    objs = render_environment(template_set, env, revision=GOLDEN_COMMIT)
     assert objs
     problems = {str(ResourceKey.of(o)): kube_schemas.errors(o) for o in objs}
     assert {k: v for k, v in problems.items() if v} == {}
@@ -268,8 +268,8 @@ def test_fixture_repo_objects_are_valid_for_kubernetes(dev: tuple[KubeObject, ..
 def test_rendering_is_deterministic(template_set: SpecSet) -> None:
     again = validate.load_and_validate(TEMPLATE)
     for env in ENVIRONMENTS:
-        first = manifest.to_yaml(render_environment(template_set, env, source_commit="abc"))
-        second = manifest.to_yaml(render_environment(again, env, source_commit="abc"))
+        first = manifest.to_yaml(render_environment(template_set, env, revision="abc"))
+        second = manifest.to_yaml(render_environment(again, env, revision="abc"))
         assert first == second
         assert manifests.layout(render_environment(template_set, env)) == manifests.layout(
             render_environment(again, env))
@@ -620,7 +620,7 @@ def test_every_object_is_stamped(template_set: SpecSet) -> None:
     for env in ENVIRONMENTS:
         applyset = "applyset-" + base64.urlsafe_b64encode(
             hashlib.sha256(f"llmops.{env}".encode()).digest()).decode().rstrip("=") + "-v1"
-        for obj in render_environment(template_set, env, source_commit=GOLDEN_COMMIT):
+        for obj in render_environment(template_set, env, revision=GOLDEN_COMMIT):
             labels, annotations = obj["metadata"]["labels"], obj["metadata"]["annotations"]
             assert labels["app.kubernetes.io/managed-by"] == "llmops"
             for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
@@ -668,7 +668,7 @@ def test_cli_render_prints_the_objects(template_set: SpecSet,
     assert result.code == 0, result.err
     assert result.out.startswith("---\napiVersion: v1\nkind: Namespace\nmetadata:\n")
     docs = list(yaml.safe_load_all(result.out))
-    assert docs == list(render_environment(template_set, "prod", source_commit=GOLDEN_COMMIT))
+    assert docs == list(render_environment(template_set, "prod", revision=GOLDEN_COMMIT))
     assert result.out == (GOLDEN / "prod.yaml").read_text(encoding="utf-8")
 
 

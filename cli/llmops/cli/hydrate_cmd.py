@@ -60,7 +60,7 @@ def hydrate(path: Path, environment: str, branch: str, target_path: str,
             click.echo(f"error: unknown environment {environment!r} (declared in "
                        f"llmops.yaml: {declared})", err=True)
             sys.exit(EXIT_USAGE)
-        objects = render_stage.render_environment(spec_set, environment, source_commit=dry.sha)
+        objects = render_stage.render_environment(spec_set, environment, revision=dry.sha)
     command = f"llmops render . --env {shlex.quote(environment)} --commit {dry.sha}"
     done = branches.hydrate_branch(target_repo or path, branch, objects, dry,
                                    path=target_path, command=command, message=message)

@@ -70,7 +70,7 @@ def _cost_rows(p: planner.Plan) -> list[cost.CostDelta]:
 
 def render_text(p: planner.Plan, out: TextIO) -> None:
     w = out.write
-    w(f"llmops plan: base {_short(p.base_commit)} -> head {_short(p.head_commit)}\n")
+    w(f"llmops plan: base {_short(p.base_revision)} -> head {_short(p.head_revision)}\n")
     if not p.has_changes:
         w("\nNo changes. The head matches the base in every planned environment.\n")
     if p.global_specs:
@@ -160,7 +160,7 @@ def _md_summary(p: planner.Plan) -> str:
     """The headline and one row of counts per environment."""
     status = ("❌ **policy denied**" if p.denied else
               "**changes present**" if p.has_changes else "**no changes**")
-    text = (f"## llmops plan\n\n`{_short(p.base_commit)}` → `{_short(p.head_commit)}`: "
+    text = (f"## llmops plan\n\n`{_short(p.base_revision)}` → `{_short(p.head_revision)}`: "
             f"{status}\n\n| Environment | Create | Update | Delete | Unchanged | Policy |\n"
             "|---|---:|---:|---:|---:|---|\n")
     for env in p.environments:
@@ -264,7 +264,7 @@ def _revision(path: Path, rev: str | None) -> Iterator[tuple[Path, str]]:
         yield path, ""
         return
     with commits.snapshot(path, rev) as snap:
-        yield snap.root, snap.commit
+        yield snap.path, snap.revision
 
 
 def _parse_now(text: str | None) -> datetime:
@@ -309,13 +309,13 @@ def plan(path: Path, base_rev: str | None, head_rev: str | None, envs: tuple[str
         base_rev = "HEAD"
     if not path.is_dir():
         raise click.BadParameter(f"{path} is not a directory", param_hint="PATH")
-    with _revision(path, base_rev) as (base_root, base_commit):
-        base = _load(base_root, f"the base revision {base_rev} ({base_commit[:12]})")
-    with _revision(path, head_rev) as (head_root, head_commit):
-        head = _load(head_root, f"the head revision {head_rev} ({head_commit[:12]})"
+    with _revision(path, base_rev) as (base_root, base_revision):
+        base = _load(base_root, f"the base revision {base_rev} ({base_revision[:12]})")
+    with _revision(path, head_rev) as (head_root, head_revision):
+        head = _load(head_root, f"the head revision {head_rev} ({head_revision[:12]})"
                      if head_rev else f"the {WORK_TREE} {path}")
     result = planner.build_plan(base, head, list(envs) or None, now,
-                             base_commit=base_commit, head_commit=head_commit)
+                             base_revision=base_revision, head_revision=head_revision)
     RENDERERS[fmt](result, sys.stdout)
     sys.stdout.flush()
     if result.denied:

@@ -101,7 +101,7 @@ def write_tree(out: Path, files: dict[str, str], marker: str) -> None:
               help="Source commit to stamp (default: $ARGOCD_APP_REVISION, else empty).")
 def render(path: Path, environment: str, out: Path | None, commit: str | None) -> None:
     """Render the Kubernetes objects of ENV from the specs under PATH."""
-    source_commit = commit if commit is not None else os.environ.get("ARGOCD_APP_REVISION", "")
+    revision = commit if commit is not None else os.environ.get("ARGOCD_APP_REVISION", "")
     # Spec and render errors reach ``llmops.cli.main``, which prints them to stderr and
     # exits 1; stdout is written only once everything has rendered.
     spec_set = validate.load_and_validate(path)
@@ -111,11 +111,11 @@ def render(path: Path, environment: str, out: Path | None, commit: str | None) -
                    f"llmops.yaml: {declared})", err=True)
         sys.exit(EXIT_USAGE)
     objects = render_stage.render_environment(spec_set, environment,
-                                              source_commit=source_commit)
+                                              revision=revision)
     if out is None:
         text = manifest.to_yaml(objects)
     else:
-        write_tree(out, manifests.layout(objects), _marker(environment, source_commit))
+        write_tree(out, manifests.layout(objects), _marker(environment, revision))
     if out is None:
         sys.stdout.write(text)
         sys.stdout.flush()

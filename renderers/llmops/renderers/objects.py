@@ -54,7 +54,7 @@ class Scope:
     spec_set: SpecSet
     environment: str
     config: repoconfig.Environment
-    source_commit: str
+    revision: str
 
     def namespace_for(self, team: str) -> str:
         return self.config.namespace_for(team)
@@ -156,7 +156,7 @@ def selector_labels(owner: Owner, app: str) -> dict[str, str]:
 
 
 def stamp(obj: KubeObject, owner: Owner, *, app: str, component: str, namespace: str,
-          source_commit: str, template: str = "", instance: str = "") -> KubeObject:
+          revision: str, template: str = "", instance: str = "") -> KubeObject:
     """Set the ownership labels and annotations of ``obj`` (in place) and return it.
 
     Also checks that the object landed in ``namespace`` ("" for cluster-scoped
@@ -170,7 +170,7 @@ def stamp(obj: KubeObject, owner: Owner, *, app: str, component: str, namespace:
                               **workload_labels(owner, app, component, instance),
                               manifest.APPLYSET_LABEL: manifest.applyset_id(owner.environment)}
     annotations: dict[str, str] = {**owner.annotations, **(meta.get("annotations") or {}),
-                                   manifest.SOURCE_COMMIT_ANNOTATION: source_commit,
+                                   manifest.SOURCE_COMMIT_ANNOTATION: revision,
                                    manifest.SPEC_HASH_ANNOTATION: owner.spec_hash}
     meta["labels"] = dict(sorted(labels.items()))
     meta["annotations"] = dict(sorted(annotations.items()))

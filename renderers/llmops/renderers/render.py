@@ -90,7 +90,7 @@ def _namespaces(scope: Scope, rendered: list[KubeObject]) -> list[KubeObject]:
             template, {"name": namespace, "annotations": PRUNE_PROTECTED_ANNOTATIONS},
             file=owner.file, subject=owner.subject)
         out.append(objects.stamp(obj, owner, app=namespace, component="namespace",
-                                 namespace="", source_commit=scope.source_commit,
+                                 namespace="", revision=scope.revision,
                                  template=template, instance=namespace))
     return out
 
@@ -161,7 +161,7 @@ class RenderCache:
         return built
 
 
-def render_environment(spec_set: SpecSet, environment: str, *, source_commit: str = "",
+def render_environment(spec_set: SpecSet, environment: str, *, revision: str = "",
                        cache: RenderCache | None = None) -> tuple[KubeObject, ...]:
     """Every Kubernetes object of ``environment``, stamped and sorted.
 
@@ -175,7 +175,7 @@ def render_environment(spec_set: SpecSet, environment: str, *, source_commit: st
         raise RenderError(f"unknown environment {environment!r} (declared: {declared})",
                           file=CONFIG_FILE)
     scope = Scope(spec_set=spec_set, environment=environment, config=config,
-                  source_commit=source_commit)
+                  revision=revision)
     rendered: list[KubeObject] = []
     files: dict[int, str] = {}
     config_hash = content_hash(config.model_dump(mode="json"))

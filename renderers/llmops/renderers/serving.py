@@ -62,7 +62,7 @@ def _emit(template: str, context: dict[str, Any], owner: Owner, scope: Scope, *,
     obj = templating.render_object(template, {"namespace": namespace, **context},
                                    file=owner.file, subject=owner.subject)
     return objects.stamp(obj, owner, app=app, component=component, namespace=namespace,
-                         source_commit=scope.source_commit, template=template)
+                         revision=scope.revision, template=template)
 
 
 # --------------------------------------------------------------------------- experiments

@@ -104,7 +104,7 @@ def render_training_job(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
                    "annotations": annotations},
         file=owner.file, subject=owner.subject)
     return [objects.stamp(obj, owner, app=job.name, component="training",
-                          namespace=namespace, source_commit=scope.source_commit,
+                          namespace=namespace, revision=scope.revision,
                           template=template)]
 
 
@@ -130,7 +130,7 @@ def render_gpu_quotas(scope: Scope) -> list[KubeObject]:
                        "hard": {GPU_QUOTA_RESOURCE: str(total)}},
             file=owner.file, subject=owner.subject)
         out.append(objects.stamp(obj, owner, app=GPU_QUOTA_NAME, component="gpu-budget",
-                                 namespace=namespace, source_commit=scope.source_commit,
+                                 namespace=namespace, revision=scope.revision,
                                  template=template))
     return out
 

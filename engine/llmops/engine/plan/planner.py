@@ -75,8 +75,8 @@ class EnvironmentPlan:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    base_commit: str
-    head_commit: str
+    base_revision: str
+    head_revision: str
     environments: tuple[EnvironmentPlan, ...]
     global_specs: tuple[SpecChange, ...]
     cost: tuple[cost.CostDelta, ...]
@@ -93,8 +93,8 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: stable keys, secret values masked, sorted as printed."""
         return {
-            "base": {"commit": self.base_commit},
-            "head": {"commit": self.head_commit},
+            "base": {"commit": self.base_revision},
+            "head": {"commit": self.head_revision},
             "evaluatedAt": self.now.isoformat(),
             "hasChanges": self.has_changes,
             "denied": bool(self.denied),
@@ -386,12 +386,12 @@ def spec_changes(base: SpecSet | None, head: SpecSet,
 # --------------------------------------------------------------------------- building
 
 
-def _render(spec_set: SpecSet | None, env: str, commit: str, side: str
+def _render(spec_set: SpecSet | None, env: str, revision: str, side: str
             ) -> tuple[KubeObject, ...]:
     if spec_set is None or env not in spec_set.config.environments:
         return ()
     try:
-        return renderers.render_environment(spec_set, env, source_commit=commit)
+        return renderers.render_environment(spec_set, env, revision=revision)
     except LlmopsError as exc:
         raise PlanError(f"rendering {env} at the {side} revision failed: {exc}") from exc
 
@@ -403,17 +403,17 @@ def _keys(spec_set: SpecSet | None, env: str) -> set[SpecKey]:
 
 
 def _environment_plan(base: SpecSet | None, head: SpecSet, env: str, now: datetime,
-                      policy: govern.MergedPolicy, base_commit: str,
-                      head_commit: str) -> EnvironmentPlan:
+                      policy: govern.MergedPolicy, base_revision: str,
+                      head_revision: str) -> EnvironmentPlan:
     """One environment: its spec changes, and the decision on its objects."""
     described = spec_changes(base, head, _keys(base, env) | _keys(head, env))
     governance = None
     if env in head.config.environments:
         governance = decide.Governance(head, now, policy, frozenset(c.key for c in described))
-    current = {ResourceKey.of(o): o for o in _render(base, env, base_commit, "base")}
-    changes = decide.decide(env, _render(head, env, head_commit, "head"), current,
+    current = {ResourceKey.of(o): o for o in _render(base, env, base_revision, "base")}
+    changes = decide.decide(env, _render(head, env, head_revision, "head"), current,
                             compare=decide.Compare.REVISION, governance=governance,
-                            revision=head_commit)
+                            revision=head_revision)
     return EnvironmentPlan(env, described, changes, changes.verdicts)
 
 
@@ -426,8 +426,8 @@ def environments_of(base: SpecSet | None, head: SpecSet) -> list[str]:
 
 
 def build_plan(base: SpecSet | None, head: SpecSet, environments: Sequence[str] | None = None,
-               now: datetime | None = None, *, base_commit: str = "",
-               head_commit: str = "") -> Plan:
+               now: datetime | None = None, *, base_revision: str = "",
+               head_revision: str = "") -> Plan:
     """Plan ``head`` against ``base`` (None: an empty repo) for ``environments`` (None: all)."""
     moment = now if now is not None else datetime.now(UTC)
     known = environments_of(base, head)
@@ -437,10 +437,10 @@ def build_plan(base: SpecSet | None, head: SpecSet, environments: Sequence[str] 
         raise PlanError(f"unknown environment {', '.join(unknown)} "
                         f"(declared: {', '.join(known)})")
     policy = govern.merge_policies(head)
-    plans = [_environment_plan(base, head, env, moment, policy, base_commit, head_commit)
+    plans = [_environment_plan(base, head, env, moment, policy, base_revision, head_revision)
              for env in selected]
     global_keys = {i.key for s in (base, head) if s is not None for i in s.items
                    if not i.spec.environment}
-    return Plan(base_commit=base_commit, head_commit=head_commit, environments=tuple(plans),
+    return Plan(base_revision=base_revision, head_revision=head_revision, environments=tuple(plans),
                 global_specs=spec_changes(base, head, global_keys),
                 cost=cost.cost_delta(base, head, selected), now=moment)

@@ -260,7 +260,7 @@ class Reconciler:
             if objects is None:
                 try:
                     objects = render_environment(spec_set, env,
-                                                 source_commit=revision.snapshot.revision,
+                                                 revision=revision.snapshot.revision,
                                                  cache=self.render_cache)
                 except RenderError as exc:
                     raise _Stalled("RenderFailed", str(exc)) from exc

@@ -28,11 +28,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from llmops.engine.errors import LlmopsError
 from llmops.engine.source import gitcli, gitobjects
+from llmops.engine.source.snapshots import Snapshot
 from llmops.engine.spec import loader
 
 GIT_TIMEOUT = 300.0
@@ -40,14 +40,6 @@ GIT_TIMEOUT = 300.0
 
 class GitError(LlmopsError):
     """A git command failed, or a revision or path cannot be read."""
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The files of ``commit`` (a full SHA) under the specs folder, written to ``root``."""
-
-    commit: str
-    root: Path
 
 
 def _git(where: Path) -> gitcli.Git:
@@ -92,15 +84,6 @@ def resolve(repo: Path, rev: str) -> str:
     return sha
 
 
-def head_commit(path: str | os.PathLike[str]) -> str:
-    """The SHA of HEAD of the work tree holding ``path``; "" outside git or before a commit."""
-    try:
-        top, _ = locate(path)
-        return resolve(top, "HEAD")
-    except GitError:
-        return ""
-
-
 def export(repo: Path, commit: str, prefix: str, dest: Path,
            limits: loader.Limits = loader.DEFAULT_LIMITS) -> Path:
     """Write the YAML files of ``commit`` under ``prefix`` into ``dest``; return ``dest``."""
@@ -129,6 +112,12 @@ def snapshot(path: str | os.PathLike[str], rev: str,
              limits: loader.Limits = loader.DEFAULT_LIMITS) -> Iterator[Snapshot]:
     """The specs folder ``path`` as of commit ``rev``, in a temporary directory."""
     top, prefix = locate(path)
-    commit = resolve(top, rev)
-    with tempfile.TemporaryDirectory(prefix=f"llmops-{commit[:12]}-") as tmp:
-        yield Snapshot(commit, export(top, commit, prefix, Path(tmp), limits))
+    revision = resolve(top, rev)
+    try:
+        commit = gitobjects.read_commit(_git(top), revision)
+    except gitcli.GitFailed as exc:
+        raise _error(exc, top, "cat-file") from None
+    with tempfile.TemporaryDirectory(prefix=f"llmops-{revision[:12]}-") as tmp:
+        yield Snapshot(revision=revision, path=export(top, revision, prefix, Path(tmp), limits),
+                       author=commit.author, subject=commit.subject,
+                       committed_at=commit.committed_at, repo_url=top.as_uri())
