@@ -131,17 +131,22 @@ def _claims(claims: dict[str, Any]) -> Claims:
                   teams=_names(claims, "teams"))
 
 
-def verify(token: str, secret: str, *, issuer: str = "", audience: str = "",
-           clock: Callable[[], float] = time.time) -> Claims:
-    """The claims of ``token`` once every check passed; ``TokenError`` otherwise."""
-    if not secret:
-        raise TokenError("bearer tokens are not accepted by this server")
+def _compact(token: str) -> tuple[list[str], dict[str, Any]]:
+    """The three parts of a compact JWT and its decoded header; ``TokenError`` otherwise."""
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenError("token is too long")
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenError("token is not a compact JWT")
-    header = _json(parts[0], "header")
+    return parts, _json(parts[0], "header")
+
+
+def verify(token: str, secret: str, *, issuer: str = "", audience: str = "",
+           clock: Callable[[], float] = time.time) -> Claims:
+    """The claims of ``token`` once every check passed; ``TokenError`` otherwise."""
+    if not secret:
+        raise TokenError("bearer tokens are not accepted by this server")
+    parts, header = _compact(token)
     if header.get("alg") != ALGORITHM:
         raise TokenError(f"token algorithm must be {ALGORITHM}")
     expected = _signature(secret.encode(), f"{parts[0]}.{parts[1]}")
@@ -239,12 +244,7 @@ def jwks_file(path: str) -> JwksFile:
 def verify_jwks(token: str, keys: JwksFile, *, issuer: str = "",
                 audience: str = "") -> Claims:
     """The claims of an RS256/ES256 ``token`` signed by a key of ``keys``."""
-    if len(token) > MAX_TOKEN_BYTES:
-        raise TokenError("token is too long")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenError("token is not a compact JWT")
-    header = _json(parts[0], "header")
+    header = _compact(token)[1]
     alg = header.get("alg")
     if alg not in JWKS_ALGORITHMS:
         raise TokenError(f"token algorithm must be one of {', '.join(JWKS_ALGORITHMS)}")
