@@ -1,4 +1,10 @@
-"""Shared fixtures: fixture spec repos, the bundled template, and an in-process CLI runner."""
+"""Shared fixtures: fixture spec repos, the bundled template, and an in-process CLI runner.
+
+Also the two test tiers. ``pytest -m "not slow"`` is the fast tier: every stage, no
+services. A test is ``slow`` when it is marked so by hand (it spawns processes or waits
+for seconds), runs on the ``postgresql`` backend (``store_fixtures``), or uses one of
+``SERVICE_FIXTURES``; ``pytest_collection_modifyitems`` below adds the mark.
+"""
 
 from __future__ import annotations
 
@@ -140,3 +146,28 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+# -- Test tiers -------------------------------------------------------------------------
+
+# Fixtures that start or reach a service; every test using one (directly or through
+# another fixture) is marked ``slow``. The ``postgresql`` store backend carries the mark
+# itself (``store_fixtures.BACKENDS``).
+SERVICE_FIXTURES = frozenset({
+    "raw", "prefix",                            # Redis (above)
+    "postgres_url", "make_postgres_database",   # PostgreSQL (store_fixtures)
+    "s3_server",                                # moto's S3 server (test_upload)
+    "emulator", "kube",                         # the Kubernetes emulator over HTTP
+    "live",                                     # the API under uvicorn (test_client)
+    "argocd_server",                            # an Argo CD API over HTTP (test_argocd_status)
+    "run_plugin",                               # the Argo CD plugin as processes
+})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that uses a service fixture (before ``-m`` deselects)."""
+    for item in items:
+        used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if used and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow(reason=f"uses {', '.join(sorted(used))}"))

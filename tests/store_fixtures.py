@@ -6,7 +6,9 @@ local server and dropped after it with ``WITH (FORCE)``); ``store`` is a
 migrated ``Store`` on that URL. PostgreSQL is required, never skipped: when
 it is unreachable the fixture fails the test. The server's admin URL can be
 moved with ``LLMOPS_TEST_PG_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``).
+``postgresql://postgres@127.0.0.1:5432/test``). The ``postgresql`` parameter
+is marked ``slow``: the fast tier (``-m "not slow"``) runs these tests on
+SQLite only.
 
 Use from a test module with ``pytest_plugins = ["store_fixtures"]`` (or
 register it once in ``conftest.py``); import nothing from it directly, or
@@ -28,7 +30,7 @@ from sqlalchemy import make_url
 from llmops.engine.store import db
 
 PG_ADMIN_URL = os.environ.get("LLMOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-BACKENDS = ("sqlite", "postgresql")
+BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.slow))
 
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:

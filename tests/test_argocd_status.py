@@ -195,6 +195,7 @@ def test_a_wrong_token_is_unknown_and_asked_once(
     assert BAD_TOKEN not in result.out + result.err + caplog.text
 
 
+@pytest.mark.slow
 def test_an_unreachable_argocd_is_unknown(status_cli: Callable[..., CliResult],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, f"http://127.0.0.1:{closed_port()}")

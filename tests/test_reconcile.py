@@ -324,6 +324,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_between_intent_and_outcome_resumes_cleanly(h: Harness, store_url: str) -> None:
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, store_url, str(h.repo),
                            str(h.work), str(h.out)], capture_output=True, text=True, check=False)
