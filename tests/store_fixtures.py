@@ -3,7 +3,8 @@
 ``store_url`` is parametrized over ``sqlite`` (a file under ``tmp_path``) and
 ``postgresql`` (a database ``llmops_t_<hex>`` created for the test on the
 local server and dropped after it with ``WITH (FORCE)``); ``store`` is a
-migrated ``Store`` on that URL. PostgreSQL is required, never skipped: when
+migrated ``Store`` on that URL (on SQLite, a copy of a database migrated once
+per session). PostgreSQL is required, never skipped: when
 it is unreachable the fixture fails the test. The server's admin URL can be
 moved with ``LLMOPS_TEST_PG_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``). The ``postgresql`` parameter
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -88,9 +90,25 @@ def store_url(backend: str, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session, closed (its WAL checkpointed)."""
+    path = tmp_path_factory.mktemp("migrated") / "llmops.db"
+    with db.Store(sqlite_url(path.parent)) as template:
+        template.migrate()
+    assert not path.with_name("llmops.db-wal").exists(), "the template's WAL was not folded in"
+    return path
+
+
 @pytest.fixture
-def store(store_url: str) -> Iterator[db.Store]:
-    """A migrated ``Store`` on a fresh database, closed after the test."""
+def store(backend: str, store_url: str, migrated_sqlite: Path) -> Iterator[db.Store]:
+    """A migrated ``Store`` on a fresh database, closed after the test.
+
+    On SQLite the fresh file is a copy of ``migrated_sqlite`` (copying is cheaper than
+    running the migrations for every test); ``migrate`` then finds it at head.
+    """
+    if backend == "sqlite":
+        shutil.copyfile(migrated_sqlite, str(make_url(store_url).database))
     with db.Store(store_url) as opened:
         opened.migrate()
         yield opened
