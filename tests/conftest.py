@@ -3,14 +3,17 @@
 Also the two test tiers. ``pytest -m "not slow"`` is the fast tier: every stage, no
 services. A test is ``slow`` when it is marked so by hand (it spawns processes or waits
 for seconds), runs on the ``postgresql`` backend (``store_fixtures``), or uses one of
-``SERVICE_FIXTURES``; ``pytest_collection_modifyitems`` below adds the mark. The guard
-(``_fast_tier_guard``) fails a fast test that reaches a service anyway.
+``SERVICE_FIXTURES``; ``pytest_collection_modifyitems`` below adds the mark. Modules
+marked slow as a whole (``pytestmark = pytest.mark.slow``) are not even imported
+under ``-m "not slow"``. The guard (``_fast_tier_guard``) fails a fast test that
+reaches a service anyway.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -177,6 +180,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if used and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow(reason=f"uses {', '.join(sorted(used))}"))
+
+
+_WHOLLY_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow$", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under exactly ``-m "not slow"``, do not import a module marked slow as a whole.
+
+    Its tests would all be deselected anyway; importing them (moto, schemathesis
+    building the app's schema, ...) costs seconds of the fast tier's budget.
+    """
+    if (" ".join(str(config.getoption("markexpr")).split()) == "not slow"
+            and collection_path.suffix == ".py" and collection_path.name.startswith("test_")
+            and _WHOLLY_SLOW.search(collection_path.read_text(encoding="utf-8"))):
+        return True
+    return None
 
 
 class _Guard:

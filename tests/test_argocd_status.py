@@ -36,6 +36,9 @@ from llmops.engine.settings import ArgoCdSettings
 from llmops.engine.spec import validate
 from llmops.engine.store import Store, catalog, state
 
+# Slow tier: every test talks to an Argo CD API served over loopback HTTP (or a closed port).
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parent / "data" / "argocd"
 TOKEN = "argocd-token-0123456789abcdef"
 BAD_TOKEN = "not-the-token-9876543210"
@@ -195,7 +198,6 @@ def test_a_wrong_token_is_unknown_and_asked_once(
     assert BAD_TOKEN not in result.out + result.err + caplog.text
 
 
-@pytest.mark.slow
 def test_an_unreachable_argocd_is_unknown(status_cli: Callable[..., CliResult],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, f"http://127.0.0.1:{closed_port()}")
