@@ -11,6 +11,7 @@ reaches a service anyway.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import re
@@ -196,6 +197,16 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
             and _WHOLLY_SLOW.search(collection_path.read_text(encoding="utf-8"))):
         return True
     return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what imports and collection built into the GC's permanent generation.
+
+    The hundreds of thousands of objects the imports leave (kubernetes models,
+    pydantic, SQLAlchemy) are alive for the whole run; without this every full
+    collection walks them again (~3 s of the fast tier's CPU).
+    """
+    gc.freeze()
 
 
 class _Guard:
