@@ -1,12 +1,14 @@
 """Shared fixtures: fixture spec repos, the bundled template, and an in-process CLI runner.
 
 Also the two test tiers. ``pytest -m "not slow"`` is the fast tier: every stage, no
-services. A test is ``slow`` when it is marked so by hand (it spawns processes or waits
-for seconds), runs on the ``postgresql`` backend (``store_fixtures``), or uses one of
-``SERVICE_FIXTURES``; ``pytest_collection_modifyitems`` below adds the mark. Modules
-marked slow as a whole (``pytestmark = pytest.mark.slow``) are not even imported
-under ``-m "not slow"``. The guard (``_fast_tier_guard``) fails a fast test that
-reaches a service anyway.
+services. A test is ``slow`` when it is marked so by hand (it spawns processes, waits
+for seconds, serves or reaches HTTP on loopback, or takes over 0.5 s of CPU on its own,
+measured on the shared 2-core machine), runs on the ``postgresql`` backend
+(``store_fixtures``), or uses one of ``SERVICE_FIXTURES``
+(``pytest_collection_modifyitems`` below adds the mark). Modules marked slow as a
+whole (``pytestmark = pytest.mark.slow``) are not even imported under
+``-m "not slow"``. The guard (``_fast_tier_guard``) fails a fast test that reaches a
+service anyway.
 """
 
 from __future__ import annotations

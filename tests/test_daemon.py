@@ -177,6 +177,7 @@ class _Wednesday(datetime):
         return cls(2026, 11, 25, 9, tzinfo=UTC)
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_two_daemons_on_one_database_only_one_acts(store: Store, template_git_repo: Path,
                                                    tmp_path: Path) -> None:
     from llmops.engine.run import leader
