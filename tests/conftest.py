@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 import textwrap
 import threading
@@ -255,7 +256,7 @@ class _Guard:
             if not self._mine():
                 return
             sock, address = args
-            if sock.family in (2, 10) and isinstance(address, tuple):  # AF_INET, AF_INET6
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
                 self.connect(str(address[0]), int(address[1]), "a TCP connection")
         elif event == "subprocess.Popen" and self._mine():
             executable, argv = args[0], args[1]
