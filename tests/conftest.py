@@ -1,15 +1,34 @@
-"""Shared fixtures: fixture spec repos, the bundled template, and an in-process CLI runner."""
+"""Shared fixtures: fixture spec repos, the bundled template, and an in-process CLI runner.
+
+Also the two test tiers. ``pytest -m "not slow"`` is the fast tier: every stage, no
+services. A test is ``slow`` when it is marked so by hand (it spawns processes, waits
+for seconds, serves or reaches HTTP on loopback, or takes over 0.5 s of CPU on its own,
+measured on the shared 2-core machine), runs on the ``postgresql`` backend
+(``store_fixtures``), or uses one of ``SERVICE_FIXTURES``
+(``pytest_collection_modifyitems`` below adds the mark). Modules marked slow as a
+whole (``pytestmark = pytest.mark.slow``) are not even imported under
+``-m "not slow"``. The guard (``_fast_tier_guard``) fails a fast test that reaches a
+service anyway.
+"""
 
 from __future__ import annotations
 
+import gc
+import ipaddress
 import os
+import re
 import secrets
 import shutil
+import socket
+import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import redis
 
@@ -140,3 +159,154 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+# -- Test tiers -------------------------------------------------------------------------
+
+# Fixtures that start or reach a service; every test using one (directly or through
+# another fixture) is marked ``slow``. The ``postgresql`` store backend carries the mark
+# itself (``store_fixtures.BACKENDS``).
+SERVICE_FIXTURES = frozenset({
+    "raw", "prefix",                            # Redis (above)
+    "postgres_url", "make_postgres_database",   # PostgreSQL (store_fixtures)
+    "s3_server",                                # moto's S3 server (test_upload)
+    "emulator", "kube",                         # the Kubernetes emulator over HTTP
+    "live",                                     # the API under uvicorn (test_client)
+    "argocd_server",                            # an Argo CD API over HTTP (test_argocd_status)
+    "run_plugin",                               # the Argo CD plugin as processes
+})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that uses a service fixture (before ``-m`` deselects)."""
+    for item in items:
+        used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if used and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow(reason=f"uses {', '.join(sorted(used))}"))
+
+
+_WHOLLY_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow$", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under exactly ``-m "not slow"``, do not import a module marked slow as a whole.
+
+    Its tests would all be deselected anyway; importing them (moto, schemathesis
+    building the app's schema, ...) costs seconds of the fast tier's budget.
+    """
+    if (" ".join(str(config.getoption("markexpr")).split()) == "not slow"
+            and collection_path.suffix == ".py" and collection_path.name.startswith("test_")
+            and _WHOLLY_SLOW.search(collection_path.read_text(encoding="utf-8"))):
+        return True
+    return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what imports and collection built into the GC's permanent generation.
+
+    The hundreds of thousands of objects the imports leave (kubernetes models,
+    pydantic, SQLAlchemy) are alive for the whole run; without this every full
+    collection walks them again (~3 s of the fast tier's CPU).
+    """
+    gc.freeze()
+
+
+class _Guard:
+    """What a fast test did that only slow tests may: reach a service or spawn llmops.
+
+    TCP connections are seen through an audit hook (``socket.connect``) and, for libpq,
+    a wrapper around ``psycopg.connect``; processes through ``subprocess.Popen``. Allowed
+    in a fast test: loopback ports below 1024, where tests stand in a service that is
+    down (``127.0.0.1:1``); git and other tools as processes. Events from threads that
+    were already running when the test started are not the test's and are ignored.
+    """
+
+    SPAWN_NAMES = ("python", "llmops", "uvicorn")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.old_threads: frozenset[int] = frozenset()
+        self.found: list[str] = []
+
+    def start(self) -> None:
+        main = threading.main_thread().ident
+        self.old_threads = frozenset(t.ident for t in threading.enumerate()
+                                     if t.ident is not None and t.ident != main)
+        self.found = []
+        self.active = True
+
+    def stop(self) -> list[str]:
+        self.active = False
+        return self.found
+
+    def _mine(self) -> bool:
+        return self.active and threading.get_ident() not in self.old_threads
+
+    def connect(self, host: str, port: int, how: str) -> None:
+        try:
+            loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not (loopback and 0 < port < 1024):
+            self.found.append(f"{how} to {host}:{port}")
+
+    def audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if event == "socket.connect":
+            if not self._mine():
+                return
+            sock, address = args
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+                self.connect(str(address[0]), int(address[1]), "a TCP connection")
+        elif event == "subprocess.Popen" and self._mine():
+            executable, argv = args[0], args[1]
+            words = [argv] if isinstance(argv, str | bytes) else list(argv)
+            program = os.fsdecode(executable or words[0]) if words or executable else ""
+            name = os.path.basename(program.split()[0]) if program else ""
+            if program == sys.executable or name.startswith(self.SPAWN_NAMES):
+                self.found.append(f"a process: {' '.join(map(os.fsdecode, words))[:120]}")
+
+    def pg_connect(self, conninfo: str, kwargs: dict[str, Any]) -> None:
+        if not self._mine():
+            return
+        params = psycopg.conninfo.conninfo_to_dict(conninfo, **kwargs)
+        host = str(params.get("host") or "localhost").split(",")[0]
+        port = int(str(params.get("port") or 5432).split(",")[0])
+        if host.startswith("/"):
+            self.found.append(f"a PostgreSQL connection to {host}")
+        else:
+            self.connect(host, port, "a PostgreSQL connection")
+
+
+_GUARD = _Guard()
+
+
+def _guarded_pg_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    def connect(conninfo: str = "", **kwargs: Any) -> Any:
+        _GUARD.pg_connect(conninfo, kwargs)
+        return original(conninfo, **kwargs)
+    return connect
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sys.addaudithook(_GUARD.audit)
+    # libpq opens its sockets in C, out of the audit hook's sight.
+    psycopg.connect = _guarded_pg_connect(psycopg.connect)  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test of the fast tier that reached a service or spawned llmops."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    _GUARD.start()
+    try:
+        yield
+    finally:
+        found = _GUARD.stop()
+    if found:
+        pytest.fail("a fast-tier test (not marked slow) used a service: "
+                    + "; ".join(dict.fromkeys(found))
+                    + ". Mark it @pytest.mark.slow or use a fixture from SERVICE_FIXTURES.",
+                    pytrace=False)

@@ -3,10 +3,13 @@
 ``store_url`` is parametrized over ``sqlite`` (a file under ``tmp_path``) and
 ``postgresql`` (a database ``llmops_t_<hex>`` created for the test on the
 local server and dropped after it with ``WITH (FORCE)``); ``store`` is a
-migrated ``Store`` on that URL. PostgreSQL is required, never skipped: when
+migrated ``Store`` on that URL (on SQLite, a copy of a database migrated once
+per session). PostgreSQL is required, never skipped: when
 it is unreachable the fixture fails the test. The server's admin URL can be
 moved with ``LLMOPS_TEST_PG_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``).
+``postgresql://postgres@127.0.0.1:5432/test``). The ``postgresql`` parameter
+is marked ``slow``: the fast tier (``-m "not slow"``) runs these tests on
+SQLite only.
 
 Use from a test module with ``pytest_plugins = ["store_fixtures"]`` (or
 register it once in ``conftest.py``); import nothing from it directly, or
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -28,7 +32,7 @@ from sqlalchemy import make_url
 from llmops.engine.store import db
 
 PG_ADMIN_URL = os.environ.get("LLMOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-BACKENDS = ("sqlite", "postgresql")
+BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.slow))
 
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
@@ -86,9 +90,25 @@ def store_url(backend: str, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session, closed (its WAL checkpointed)."""
+    path = tmp_path_factory.mktemp("migrated") / "llmops.db"
+    with db.Store(sqlite_url(path.parent)) as template:
+        template.migrate()
+    assert not path.with_name("llmops.db-wal").exists(), "the template's WAL was not folded in"
+    return path
+
+
 @pytest.fixture
-def store(store_url: str) -> Iterator[db.Store]:
-    """A migrated ``Store`` on a fresh database, closed after the test."""
+def store(backend: str, store_url: str, migrated_sqlite: Path) -> Iterator[db.Store]:
+    """A migrated ``Store`` on a fresh database, closed after the test.
+
+    On SQLite the fresh file is a copy of ``migrated_sqlite`` (copying is cheaper than
+    running the migrations for every test); ``migrate`` then finds it at head.
+    """
+    if backend == "sqlite":
+        shutil.copyfile(migrated_sqlite, str(make_url(store_url).database))
     with db.Store(store_url) as opened:
         opened.migrate()
         yield opened

@@ -440,6 +440,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_serve_runs_the_api_under_uvicorn(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "LLMOPS_HOME": str(tmp_path / "home"),

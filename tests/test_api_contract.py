@@ -31,6 +31,9 @@ from llmops.engine.store import Store, audit, catalog, state
 from llmops.engine.store.models import RunResult
 from llmops.engine.types import Kind, SpecKey
 
+# Slow tier: the app below is given the local Redis (redis_url) and talks to it.
+pytestmark = pytest.mark.slow
+
 BASE = "/llm-ops/v1"
 TEMPLATE = Path(__file__).resolve().parents[1] / "specs_repo_template"
 JWT_SECRET = "contract-jwt-secret-0123456789"

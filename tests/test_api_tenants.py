@@ -160,6 +160,7 @@ def test_own_teams_specs_are_written(world: World) -> None:
     assert denials(world.store) == []
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_the_platform_admin_writes_anywhere(world: World) -> None:
     root = client(world, signed_teams("root", "admin", "data-science"))
     ok(root.post(f"{BASE}/prompts/experiments/{EXPERIMENT}/conclude",
@@ -172,6 +173,7 @@ def test_the_platform_admin_writes_anywhere(world: World) -> None:
     assert denials(world.store) == []
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_the_teams_header_is_inside_the_proxy_signature(world: World) -> None:
     url = f"{BASE}/prompts/experiments/{EXPERIMENT}/conclude"
     body = {"winnerTemplateId": "support-greeting-v3"}
@@ -196,6 +198,7 @@ def test_the_teams_header_is_inside_the_proxy_signature(world: World) -> None:
     ok(client(world, signed_teams("nia", "ml-engineer", "nlp-platform")).post(url, json=body))
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_the_teams_claim_of_a_bearer_token(world: World) -> None:
     url = f"{BASE}/catalog/models/sql-adapter@1.0.0/promote"
     failed(client(world, bearer(teams=["nlp-platform"])).post(

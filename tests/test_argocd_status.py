@@ -36,6 +36,9 @@ from llmops.engine.settings import ArgoCdSettings
 from llmops.engine.spec import validate
 from llmops.engine.store import Store, catalog, state
 
+# Slow tier: every test talks to an Argo CD API served over loopback HTTP (or a closed port).
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parent / "data" / "argocd"
 TOKEN = "argocd-token-0123456789abcdef"
 BAD_TOKEN = "not-the-token-9876543210"

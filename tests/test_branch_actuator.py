@@ -135,6 +135,7 @@ def users_view(repo: Path) -> tuple[str, str, str, bytes, str]:
             (repo / "endpoints/prod/support-chat.yaml").read_text())
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_first_pass_commits_each_environment_to_its_branch(h: Harness) -> None:
     # The user is mid-edit: none of it may reach a branch, none of it may change.
     edit(h.repo, "endpoints/prod/support-chat.yaml", "    max: 4", "    max: 3")
@@ -168,6 +169,7 @@ def test_first_pass_commits_each_environment_to_its_branch(h: Harness) -> None:
     assert f"llmops render . --env stg --commit {head}" in readme
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_second_pass_and_a_restart_without_state_commit_nothing(h: Harness) -> None:
     h.run()
     first = h.tips()
@@ -184,6 +186,7 @@ def test_second_pass_and_a_restart_without_state_commit_nothing(h: Harness) -> N
     assert h.tips() == first
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_a_change_is_exactly_one_commit_on_its_branch(h: Harness) -> None:
     h.run()
     before = h.tips()
@@ -211,6 +214,7 @@ def test_a_change_is_exactly_one_commit_on_its_branch(h: Harness) -> None:
     assert h.tips() == after
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_a_removed_endpoint_leaves_the_branch(h: Harness) -> None:
     h.run()
     (h.repo / "endpoints/dev/sql-assistant.yaml").unlink()

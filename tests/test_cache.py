@@ -18,6 +18,9 @@ import redis
 
 from llmops.engine.store import cache
 
+# Slow tier: every test runs against the local Redis.
+pytestmark = pytest.mark.slow
+
 REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOWN_URL = "redis://127.0.0.1:1/0"
 

@@ -98,6 +98,7 @@ def test_internal_error_prints_one_line_and_a_report(
     assert report.is_relative_to(tmp_path / "home")
 
 
+@pytest.mark.slow
 def test_no_traceback_for_bad_input_as_a_process(minimal_repo: Path) -> None:
     (minimal_repo / "bad.yaml").write_bytes(b"\xff\xfe: [\n")
     proc = subprocess.run([*LLMOPS, "validate", str(minimal_repo)], capture_output=True,

@@ -30,6 +30,9 @@ from llmops.engine.store import Store, audit, catalog, state
 from llmops.engine.store.models import RunResult
 from llmops.engine.types import Kind, SpecKey
 
+# Slow tier: every test reaches the API over loopback HTTP (uvicorn).
+pytestmark = pytest.mark.slow
+
 TEMPLATE = Path(__file__).resolve().parents[1] / "specs_repo_template"
 JWT_SECRET = "client-test-jwt-secret-0123456789"
 ISSUER = "https://sso.example.com"

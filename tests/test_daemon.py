@@ -120,6 +120,7 @@ def test_only_the_leader_acts_and_a_lost_lease_stops_writes(
     assert not loop.leading
 
 
+@pytest.mark.slow
 def test_metrics_are_served(store: Store, template_git_repo: Path, tmp_path: Path) -> None:
     metrics = PrometheusMetrics()
     port = metrics.serve(0)
@@ -134,6 +135,7 @@ def test_metrics_are_served(store: Store, template_git_repo: Path, tmp_path: Pat
     assert "llmops_revision_info{environment=" in body
 
 
+@pytest.mark.slow
 def test_daemon_process_stops_cleanly_on_sigterm(template_git_repo: Path,
                                                  tmp_path: Path) -> None:
     env = {**os.environ, "LLMOPS_HOME": str(tmp_path / "home"),
@@ -175,6 +177,7 @@ class _Wednesday(datetime):
         return cls(2026, 11, 25, 9, tzinfo=UTC)
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_two_daemons_on_one_database_only_one_acts(store: Store, template_git_repo: Path,
                                                    tmp_path: Path) -> None:
     from llmops.engine.run import leader
@@ -210,6 +213,7 @@ def test_redis_down_never_stops_the_daemon(store: Store, template_git_repo: Path
     assert down.get_environment("dev") is None
 
 
+@pytest.mark.slow
 def test_finished_runs_reach_redis(store: Store, template_git_repo: Path,
                                    tmp_path: Path) -> None:
     import secrets
@@ -228,6 +232,7 @@ def test_finished_runs_reach_redis(store: Store, template_git_repo: Path,
     assert [event["environment"] for _, event in runs] == ["dev"]
 
 
+@pytest.mark.slow
 def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> None:
     import json
     import re

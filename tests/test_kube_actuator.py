@@ -26,6 +26,9 @@ from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
 from llmops.engine.types import ResourceKey
 
+# Slow tier: every test applies to the Kubernetes emulator over HTTP.
+pytestmark = pytest.mark.slow
+
 ORDER = {kind: rank for rank, kinds in enumerate((
     ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Service",),
     ("Deployment", "Job"), ("HorizontalPodAutoscaler", "Ingress"))) for kind in kinds}

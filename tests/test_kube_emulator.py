@@ -26,6 +26,9 @@ from kube_emulator import RunningEmulator, running_emulator
 from kubernetes import client, config, dynamic
 from kubernetes.client.rest import ApiException
 
+# Slow tier: every test serves the emulator over HTTP (or runs it as a process).
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).resolve().parent
 
 

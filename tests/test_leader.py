@@ -125,6 +125,7 @@ def test_a_removed_lock_file_is_noticed_by_its_holder(tmp_path: Path) -> None:
     assert lock_file.exists(), "release never deletes the lock file"
 
 
+@pytest.mark.slow
 def test_two_processes_only_one_leads_and_the_other_takes_over_when_it_dies(
         store_url: str) -> None:
     name = f"test-{secrets.token_hex(4)}"

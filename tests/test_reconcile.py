@@ -104,6 +104,7 @@ def test_first_pass_publishes_every_environment(h: Harness) -> None:
     assert all(e.actor == "llmops <llmops@localhost>" or "@" in e.actor for e in intents)
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_same_revision_twice_changes_nothing(h: Harness) -> None:
     h.run()
     entries, runs = h.audit_count(), len(state.list_runs(h.store, limit=1000))
@@ -119,6 +120,7 @@ def test_same_revision_twice_changes_nothing(h: Harness) -> None:
     assert h.audit_count() == entries
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
     h.run()
     before = h.published("stg")
@@ -138,6 +140,7 @@ def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
         "Deployment/nlp-platform-stg/support-chat"]
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_bad_spec_acts_on_nothing_and_is_recorded_once(h: Harness) -> None:
     h.run()
     before = {env: h.published(env) for env in ("dev", "stg", "prod")}
@@ -161,6 +164,7 @@ def test_bad_spec_acts_on_nothing_and_is_recorded_once(h: Harness) -> None:
     assert h.audit_count() == entries
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_removed_endpoint_is_pruned(h: Harness) -> None:
     h.run()
     (h.repo / "endpoints/dev/sql-assistant.yaml").unlink()
@@ -199,6 +203,7 @@ def test_empty_revision_is_blocked_unless_allow_empty(store: Store, minimal_repo
     assert state.read_inventory(store, "dev") == []
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_mass_delete_is_blocked_until_confirmed(h: Harness) -> None:
     h.run()
     before = h.published("dev")
@@ -220,6 +225,7 @@ def test_mass_delete_is_blocked_until_confirmed(h: Harness) -> None:
     assert not any(k.kind == "Deployment" for k in h.published("dev").objects)
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_prune_protected_objects_are_kept(h: Harness) -> None:
     edit(h.repo, "policies/governance.yaml", "kinds: [PersistentVolumeClaim]",
          "kinds: [PersistentVolumeClaim, Ingress]")
@@ -324,6 +330,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_between_intent_and_outcome_resumes_cleanly(h: Harness, store_url: str) -> None:
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, store_url, str(h.repo),
                            str(h.work), str(h.out)], capture_output=True, text=True, check=False)
@@ -344,6 +351,7 @@ def test_killed_between_intent_and_outcome_resumes_cleanly(h: Harness, store_url
     assert any("interrupted" in e.reason for e in audit.AuditLog(h.store).query().entries)
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_hand_edited_published_file_is_put_back(h: Harness) -> None:
     h.run()
     published = h.published("dev")
@@ -409,6 +417,7 @@ def test_service_builds_the_configured_actuators(tmp_path: Path) -> None:
     assert make("dev", env).act(plan) == ActResult({})
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_unchanged_specs_are_not_parsed_or_rendered_again(h: Harness) -> None:
     h.run()
     parsed, rendered = h.rec.cache.misses, h.rec.render_cache.misses

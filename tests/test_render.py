@@ -728,6 +728,7 @@ def test_cli_unknown_environment(cli: Callable[..., CliResult]) -> None:
     assert "unknown environment 'qa'" in result.err
 
 
+@pytest.mark.slow
 def test_cli_as_argo_cd_plugin_stamps_the_revision() -> None:
     env = {**os.environ, "ARGOCD_APP_REVISION": "feedface" * 5, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([*LLMOPS, "render", str(TEMPLATE), "--env", "dev"],

@@ -216,6 +216,7 @@ def test_snapshot_at_tells_missing_revisions_from_outages(repo: Path, work: Path
     assert not isinstance(info.value, snapshots.RevisionNotFound)
 
 
+@pytest.mark.slow
 def test_fetch_times_out_and_kills_git(work: Path) -> None:
     with socket.socket() as listener:  # accepts connections, never answers
         listener.bind(("127.0.0.1", 0))

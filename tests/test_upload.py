@@ -38,6 +38,9 @@ from llmops.api.auth import proxy_signature
 from llmops.engine import settings
 from llmops.engine.store import Store
 
+# Slow tier: every test streams to moto's S3 server (or one that is gone).
+pytestmark = pytest.mark.slow
+
 MIB = 1024 * 1024
 BUCKET = "llmops-models"
 MODEL = "support-chat@1.3.0"

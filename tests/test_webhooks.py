@@ -197,6 +197,7 @@ def test_a_push_without_an_attached_reconciler_is_503_and_not_audited_as_accepte
     assert webhook_rows(store) == []
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_the_webhook_is_documented_and_needs_no_user_identity(
         make_client: Callable[..., TestClient]) -> None:
     client = make_client()

@@ -190,6 +190,7 @@ def test_promote_commits_only_the_stage_line_on_a_review_branch(world: World) ->
     assert rows[1].details["branch"] == data["branch"]
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_promote_to_the_current_stage_is_a_409_without_a_commit(world: World) -> None:
     before = Snapshot.of(world.repo)
     uid = model_id("support-chat@1.3.0")
@@ -232,6 +233,7 @@ def test_an_unreachable_remote_is_a_clear_503(world: World, store: Store,
     assert [r.result for r in writes(store)] == ["intent", "failed"]
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_writes_to_a_remote_repo_are_pushed(world: World, store: Store,
                                             tmp_path: Path) -> None:
     remote = tmp_path / "remote.git"
