@@ -33,6 +33,7 @@ from llmops.api.resources import (
     StatusOut,
 )
 from llmops.engine.actuate.health import HealthStatus
+from llmops.engine.service import access
 from llmops.engine.spec.schema import ExperimentState, Permission
 from llmops.engine.store import catalog, db, state
 from llmops.engine.types import Kind, SpecKey
@@ -46,24 +47,13 @@ def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.S
                                                      kind=Kind.SERVING_ENDPOINT)}
 
 
-def _team(store: db.Store, entry: catalog.CatalogEntry) -> str:
-    """The endpoint's ownerTeam, else its model's (as ``SpecSet.team_of``)."""
-    team = entry.body.get("ownerTeam")
-    if team:
-        return str(team)
-    model_ref = entry.body.get("modelRef") or {}
-    model = catalog.get_key(store, SpecKey(Kind.MODEL, "", f"{model_ref.get('name')}@"
-                                           f"{model_ref.get('version')}"))
-    return str(model.body.get("ownerTeam", "unowned")) if model else "unowned"
-
-
 def _endpoint(store: db.Store, entry: catalog.CatalogEntry,
               status: state.SpecStatus | None) -> EndpointOut:
     body = entry.body
     model_ref = body.get("modelRef") or {}
     return EndpointOut(
         **SpecOut.fields_of(entry), route=str(body.get("route", "")), host=body.get("host"),
-        owner_team=_team(store, entry),
+        owner_team=access.owner_team(store, entry),
         model=lookup.ref(Kind.MODEL, str(model_ref.get("name", "")),
                          version=str(model_ref.get("version", ""))),
         status=StatusOut.of(status))

@@ -20,6 +20,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import Items, SpecOut, StatusOut, TrainingJobOut
+from llmops.engine.service import access
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import catalog, db, state
 from llmops.engine.types import Kind, SpecKey
@@ -33,20 +34,12 @@ def _model_ref(value: object) -> tuple[str, str]:
     return str(ref.get("name", "")), str(ref.get("version", ""))
 
 
-def _team(store: db.Store, entry: catalog.CatalogEntry) -> str:
-    if entry.body.get("ownerTeam"):
-        return str(entry.body["ownerTeam"])
-    name, version = _model_ref(entry.body.get("baseModelRef"))
-    model = catalog.get_key(store, SpecKey(Kind.MODEL, "", f"{name}@{version}"))
-    return str(model.body.get("ownerTeam", "unowned")) if model else "unowned"
-
-
 def _job(store: db.Store, entry: catalog.CatalogEntry,
          status: state.SpecStatus | None) -> TrainingJobOut:
     base_name, base_version = _model_ref(entry.body.get("baseModelRef"))
     out_name, out_version = _model_ref(entry.body.get("outputModel"))
     return TrainingJobOut(
-        **SpecOut.fields_of(entry), owner_team=_team(store, entry),
+        **SpecOut.fields_of(entry), owner_team=access.owner_team(store, entry),
         base_model=lookup.ref(Kind.MODEL, base_name, version=base_version),
         dataset=lookup.ref(Kind.DATASET, str(entry.body.get("datasetRef", ""))),
         output_model=lookup.ref(Kind.MODEL, out_name, version=out_version),
