@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -116,6 +117,37 @@ def write_repo(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text), encoding="utf-8")
     return root
+
+
+def edit(repo: Path, rel: str, old: str, new: str) -> None:
+    """Replace the first ``old`` in the file ``rel`` of ``repo`` (which must contain it)."""
+    path = repo / rel
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {rel}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def ok(response: httpx.Response, code: int = 200) -> Any:
+    """The data of a success envelope (after checking the envelope)."""
+    assert response.status_code == code, response.text
+    body = response.json()
+    assert set(body) == {"status", "message", "data"}
+    assert body["status"] == "success"
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    return body["data"]
+
+
+def failed(response: httpx.Response, code: int) -> dict[str, Any]:
+    """The whole fail envelope (after checking its shape and the status code)."""
+    assert response.status_code == code, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"status", "message", "data"}
+    assert body["status"] == "fail"
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    return body
 
 
 @pytest.fixture

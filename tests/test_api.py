@@ -24,6 +24,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from conftest import failed, ok
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
 from llmops.engine import settings
@@ -61,29 +62,6 @@ def client_for(store: Store, *, trigger: Callable[[], None] | None = None,
     app = create_app(store, trigger=trigger, settings=settings.load(api=api))
     return TestClient(app, raise_server_exceptions=raise_errors, client=PEER,
                       headers=identity(roles=roles))
-
-
-def ok(response: httpx.Response, code: int = 200) -> Any:
-    """The data of a success envelope (after checking the envelope)."""
-    assert response.status_code == code, response.text
-    body = response.json()
-    assert set(body) == {"status", "message", "data"}
-    assert body["status"] == "success"
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    return body["data"]
-
-
-def failed(response: httpx.Response, code: int) -> dict[str, Any]:
-    """The whole fail envelope (after checking its shape and the status code)."""
-    assert response.status_code == code, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"status", "message", "data"}
-    assert body["status"] == "fail"
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    return body
 
 
 @pytest.fixture

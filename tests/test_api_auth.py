@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import failed, ok
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
@@ -48,20 +48,6 @@ def token(**claims: Any) -> str:
 
 def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
-
-
-def ok(response: httpx.Response, code: int = 200) -> Any:
-    assert response.status_code == code, response.text
-    assert response.json()["status"] == "success"
-    return response.json()["data"]
-
-
-def failed(response: httpx.Response, code: int) -> dict[str, Any]:
-    assert response.status_code == code, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"status", "message", "data"}
-    assert body["status"] == "fail"
-    return body
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ from __future__ import annotations
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import failed, ok
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
 from llmops.engine import settings
@@ -39,21 +38,6 @@ def client_for(store: Store, roles: str = "viewer") -> TestClient:
     headers = {"X-User-Id": "vera", "X-User-Roles": roles,
                "X-Proxy-Signature": proxy_signature("vera", roles, SECRET)}
     return TestClient(app, client=("127.0.0.1", 40000), headers=headers)
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["status"] == "success"
-    return body["data"]
-
-
-def failed(response: httpx.Response, code: int) -> dict[str, Any]:
-    assert response.status_code == code, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"status", "message", "data"}
-    assert body["status"] == "fail"
-    return body
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from test_reconcile import commit, edit
+from test_reconcile import bump_stg_support_chat, commit, drop_dev_sql_assistant
 
+from conftest import edit
 from llmops.engine import settings
 from llmops.engine.actuate.base import ActuatorError
 from llmops.engine.actuate.branch import HydrateBranchActuator
@@ -190,15 +191,7 @@ def test_second_pass_and_a_restart_without_state_commit_nothing(h: Harness) -> N
 def test_a_change_is_exactly_one_commit_on_its_branch(h: Harness) -> None:
     h.run()
     before = h.tips()
-    edit(h.repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
-    sha = commit(h.repo, "stg: support-chat 1.3.0")
-
-    results = h.run()
-
-    assert results["dev"].result is RunResult.NOOP
-    assert results["prod"].result is RunResult.NOOP
-    stg = results["stg"]
-    assert stg.result is RunResult.SUCCEEDED, stg.message
+    sha, stg = bump_stg_support_chat(h)
     assert (stg.counts.created, stg.counts.configured, stg.counts.deleted) == (0, 1, 0)
     after = h.tips()
     assert {e: after[e] for e in ("dev", "prod")} == {e: before[e] for e in ("dev", "prod")}
@@ -216,13 +209,7 @@ def test_a_change_is_exactly_one_commit_on_its_branch(h: Harness) -> None:
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_a_removed_endpoint_leaves_the_branch(h: Harness) -> None:
-    h.run()
-    (h.repo / "endpoints/dev/sql-assistant.yaml").unlink()
-    edit(h.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
-    commit(h.repo, "drop dev sql-assistant")
-    dev = h.run()["dev"]
-    assert dev.result is RunResult.SUCCEEDED, dev.message
-    assert dev.counts.deleted == 5
+    drop_dev_sql_assistant(h)
     assert not any(k.name == "sql-assistant" for k in manifest(h.repo, "dev"))
     assert len(commits(h.repo, BRANCHES["dev"])) == 2
 

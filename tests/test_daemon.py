@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +26,26 @@ from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
 
 WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def llmops_process(*argv: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``llmops ARGV...`` as a child process (pipes for its output), killed if still alive."""
+    proc = subprocess.Popen([sys.executable, "-c", "from llmops.cli import main; main()", *argv],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, a clean exit within 30 s, and its stderr."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
 
 
 def wait_until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -141,18 +163,10 @@ def test_daemon_process_stops_cleanly_on_sigterm(template_git_repo: Path,
     env = {**os.environ, "LLMOPS_HOME": str(tmp_path / "home"),
            "LLMOPS_DAEMON__INTERVAL_SECONDS": "3600"}
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", "from llmops.cli import main; main()",
-                             "daemon", "--repo", str(template_git_repo), "--env", "dev",
-                             "--out", str(out), "--metrics-port", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with llmops_process("daemon", "--repo", str(template_git_repo), "--env", "dev",
+                        "--out", str(out), "--metrics-port", "0", env=env) as proc:
         wait_until(lambda: (out / "dev" / "index.json").is_file(), timeout=60)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        err = stop(proc)
     assert "daemon stopped" in err
 
 
@@ -239,10 +253,7 @@ def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> N
 
     env = {**os.environ, "LLMOPS_HOME": str(tmp_path / "home"),
            "LLMOPS_DAEMON__INTERVAL_SECONDS": "3600", "LLMOPS_DAEMON__DEBOUNCE_SECONDS": "0.1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from llmops.cli import main; main()", "up",
-                             "--api-port", "0"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with llmops_process("up", "--api-port", "0", env=env) as proc:
         assert proc.stdout is not None
         api = metrics = ""
         while not api:
@@ -269,12 +280,7 @@ def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> N
             assert response.status == 202
         noop = 'llmops_reconcile_runs_total{environment="dev",result="noop"} 1.0'
         wait_until(lambda: noop in urllib.request.urlopen(metrics, timeout=5).read().decode())
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        err = stop(proc)
     assert err.count("dev: noop") >= 1, err  # the triggered pass ran
 
 

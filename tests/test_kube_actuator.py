@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from kube_emulator import RunningEmulator, running_emulator
 from kubernetes.dynamic import DynamicClient
-from test_reconcile import WEDNESDAY, commit, edit, git
+from test_reconcile import WEDNESDAY, commit, git
 
+from conftest import edit
 from llmops.engine.actuate import kube
 from llmops.engine.actuate.base import ActPlan, ActuatorError, Outcome
 from llmops.engine.actuate.health import HealthStatus
@@ -65,6 +66,13 @@ class KubeHarness:
                 KubeSettings(), config.cluster, force_conflicts=config.forceConflicts,
                 sleep=self.sleeps.append)
         return self.actuators[key]
+
+    def run_blocked(self, reason: str, env: str = "dev") -> None:
+        """A pass that blocks ``env`` for ``reason`` and sends the cluster no write."""
+        self.server.reset_counters()
+        result = self.run()[env]
+        assert (result.result, result.reason) == (RunResult.BLOCKED, reason)
+        assert self.server.write_count() == 0
 
     def run(self) -> dict[str, reconciler.PassResult]:
         return {r.environment: r for r in self.rec.run_once()}
@@ -300,10 +308,7 @@ def test_empty_revision_prunes_nothing(store: Store, minimal_repo: Path, tmp_pat
     assert h.run()["dev"].result is RunResult.SUCCEEDED
     (minimal_repo / "endpoints/dev/chat.yaml").unlink()
     commit(minimal_repo, "no endpoint left")
-    emulator.server.reset_counters()
-    blocked = h.run()["dev"]
-    assert (blocked.result, blocked.reason) == (RunResult.BLOCKED, "EmptyRevision")
-    assert emulator.server.write_count() == 0
+    h.run_blocked("EmptyRevision")
     assert h.live("Deployment", "nlp-dev", "chat") is not None
 
 
@@ -312,10 +317,7 @@ def test_mass_delete_over_the_threshold_is_blocked(kh: KubeHarness) -> None:
     for path in (kh.repo / "endpoints" / "dev").iterdir():
         path.unlink()
     commit(kh.repo, "dev: remove every endpoint")
-    kh.server.reset_counters()
-    blocked = kh.run()["dev"]
-    assert (blocked.result, blocked.reason) == (RunResult.BLOCKED, "PruneThreshold")
-    assert kh.server.write_count() == 0
+    kh.run_blocked("PruneThreshold")
     assert kh.live("Deployment", "data-science-dev", "sql-assistant") is not None
 
 
@@ -425,14 +427,20 @@ def test_unreachable_cluster_is_unknown_not_empty(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_reconcile_once_applies_to_the_cluster(
-        template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
-        monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
-    point_at_emulator(template_git_repo, emulator.kubeconfig)
-    commit(template_git_repo, "apply with the kubernetes actuator")
+def cli_on_emulator(repo: Path, tmp_path: Path, emulator: RunningEmulator,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template repo committed with dev on the emulator; the CLI's state under tmp."""
+    point_at_emulator(repo, emulator.kubeconfig)
+    commit(repo, "apply with the kubernetes actuator")
     monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LLMOPS_DATABASE_URL", raising=False)
     monkeypatch.delenv("LLMOPS_CONFIG", raising=False)
+
+
+def test_cli_reconcile_once_applies_to_the_cluster(
+        template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
+        monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
+    cli_on_emulator(template_git_repo, tmp_path, emulator, monkeypatch)
     result = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev")
     assert result.code == 0, result.out + result.err
     assert "dev: succeeded" in result.out
@@ -447,11 +455,7 @@ def test_cli_reconcile_once_applies_to_the_cluster(
 def test_reconcile_wait_waits_for_health_and_fails_on_a_stalled_rollout(
         template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
         monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
-    point_at_emulator(template_git_repo, emulator.kubeconfig)
-    commit(template_git_repo, "apply with the kubernetes actuator")
-    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("LLMOPS_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LLMOPS_CONFIG", raising=False)
+    cli_on_emulator(template_git_repo, tmp_path, emulator, monkeypatch)
     ok = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev", "--wait",
              "--timeout", "20")
     assert ok.code == 0, ok.out + ok.err

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CliResult
+from conftest import CliResult, edit
 from llmops.engine.plan import planner
 from llmops.engine.source import scaffold
 from llmops.engine.spec import validate
@@ -33,13 +33,6 @@ def git(repo: Path, *args: str) -> str:
     done = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=repo,
                           check=True, capture_output=True, text=True)
     return done.stdout.strip()
-
-
-def edit(repo: Path, rel: str, old: str, new: str) -> None:
-    path = repo / rel
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {rel}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def commit(repo: Path, message: str) -> str:

@@ -11,9 +11,11 @@ import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from conftest import edit
 from llmops.engine.actuate import hydrate
 from llmops.engine.actuate.base import ActPlan, ActResult
 from llmops.engine.actuate.hydrate import HydrateActuator
@@ -41,13 +43,6 @@ def commit(repo: Path, message: str) -> str:
     git(repo, "-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "-qm",
         message)
     return git(repo, "rev-parse", "HEAD")
-
-
-def edit(repo: Path, rel: str, old: str, new: str) -> None:
-    path = repo / rel
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {rel}"
-    path.write_text(text.replace(old, new, 1))
 
 
 class Harness:
@@ -120,17 +115,23 @@ def test_same_revision_twice_changes_nothing(h: Harness) -> None:
     assert h.audit_count() == entries
 
 
-@pytest.mark.slow  # over 0.5 s of CPU on its own
-def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
-    h.run()
-    before = h.published("stg")
+def bump_stg_support_chat(h: Any) -> tuple[str, reconciler.PassResult]:
+    """Commit support-chat 1.3.0 in stg and reconcile: stg acts, dev and prod have nothing."""
     edit(h.repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
     sha = commit(h.repo, "stg: support-chat 1.3.0")
     results = h.run()
     assert results["dev"].result is RunResult.NOOP
     assert results["prod"].result is RunResult.NOOP
-    stg = results["stg"]
-    assert stg.result is RunResult.SUCCEEDED
+    stg: reconciler.PassResult = results["stg"]
+    assert stg.result is RunResult.SUCCEEDED, stg.message
+    return sha, stg
+
+
+@pytest.mark.slow  # over 0.5 s of CPU on its own
+def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
+    h.run()
+    before = h.published("stg")
+    sha, stg = bump_stg_support_chat(h)
     assert (stg.counts.created, stg.counts.configured, stg.counts.deleted) == (0, 1, 0)
     after = h.published("stg")
     changed = {k for k in after.objects if after.objects[k] != before.objects.get(k)}
@@ -164,15 +165,21 @@ def test_bad_spec_acts_on_nothing_and_is_recorded_once(h: Harness) -> None:
     assert h.audit_count() == entries
 
 
-@pytest.mark.slow  # over 0.5 s of CPU on its own
-def test_removed_endpoint_is_pruned(h: Harness) -> None:
+def drop_dev_sql_assistant(h: Any) -> reconciler.PassResult:
+    """Publish the template, then commit dev without sql-assistant: its 5 objects go."""
     h.run()
     (h.repo / "endpoints/dev/sql-assistant.yaml").unlink()
     edit(h.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
     commit(h.repo, "drop dev sql-assistant")
-    result = h.run()["dev"]
+    result: reconciler.PassResult = h.run()["dev"]
     assert result.result is RunResult.SUCCEEDED, result.message
     assert result.counts.deleted == 5
+    return result
+
+
+@pytest.mark.slow  # over 0.5 s of CPU on its own
+def test_removed_endpoint_is_pruned(h: Harness) -> None:
+    drop_dev_sql_assistant(h)
     names = {(k.kind, k.name) for k in h.published("dev").objects}
     assert ("Deployment", "sql-assistant") not in names
     pruned = audit.AuditLog(h.store).query(action="prune", environment="dev").entries

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import failed, ok
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
 from llmops.engine import settings
@@ -119,20 +119,6 @@ def make_world(store: Store, tmp_path: Path) -> World:
 @pytest.fixture
 def world(store: Store, tmp_path: Path) -> World:
     return make_world(store, tmp_path)
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["status"] == "success"
-    return body["data"]
-
-
-def failed(response: httpx.Response, code: int) -> dict[str, Any]:
-    assert response.status_code == code, response.text
-    body: dict[str, Any] = response.json()
-    assert body["status"] == "fail"
-    return body
 
 
 def writes(store: Store) -> list[audit.AuditRecord]:
