@@ -1,20 +1,20 @@
-"""The act stage: actuators behind one small interface.
+"""The act stage's interface: the ``Actuator`` protocol, its values, and the plan-only actuator.
 
 Input: an ``ActPlan`` for one environment (every desired object, those to
 write, those to delete, those to keep although git dropped them). Output: an
 ``ActResult`` with one outcome per object. Called only by the reconciler.
 
-- ``hydrate`` (the embedded default): publishes the environment's rendered
-  objects as files under a directory, swapped atomically (``hydrate.py``), for
-  Argo CD, Flux or a person to read. Health is not observable from files:
-  objects report Unknown ("applied downstream").
-- ``hydrate-branch``: commits the environment's rendered objects to a branch
-  of the (local) specs repo in Argo CD's Source Hydrator layout
-  (``gitbranch.py``): one atomic ref move per change, no commit when the
-  branch already holds the manifest; observes by reading ``manifest.yaml``
-  back from the branch. Health is Unknown, as for ``hydrate``.
-- ``none``: plan only; acts on nothing and reports nothing as applied.
-- ``kubernetes``: server-side apply to a cluster (its own module).
+- ``hydrate`` (the embedded default, ``actuate/hydrate.py``): publishes the
+  environment's rendered objects as files under a directory, swapped
+  atomically, for Argo CD, Flux or a person to read. Health is not observable
+  from files: objects report Unknown ("applied downstream").
+- ``hydrate-branch`` (``actuate/branch.py``): commits the environment's
+  rendered objects to a branch of the (local) specs repo in Argo CD's Source
+  Hydrator layout (``source/branches.py``): one atomic ref move per change, no
+  commit when the branch already holds the manifest; observes by reading
+  ``manifest.yaml`` back from the branch. Health is Unknown, as for ``hydrate``.
+- ``none`` (here): plan only; acts on nothing and reports nothing as applied.
+- ``kubernetes`` (``actuate/kube.py``): server-side apply to a cluster.
 """
 
 from __future__ import annotations
