@@ -48,6 +48,16 @@ SQLITE_TRIGGERS = (
 
 
 def upgrade() -> None:
+    _reconcile_runs()
+    _inventory()
+    _spec_status()
+    _object_status()
+    _environment_status()
+    _gpu_samples()
+    _audit_log()
+
+
+def _reconcile_runs() -> None:
     op.create_table(
         "reconcile_runs",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
@@ -63,6 +73,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_reconcile_runs_environment_id", "reconcile_runs", ["environment", "id"])
 
+
+def _inventory() -> None:
     op.create_table(
         "inventory",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
@@ -81,6 +93,8 @@ def upgrade() -> None:
                             name="uq_inventory_object"),
     )
 
+
+def _spec_status() -> None:
     op.create_table(
         "spec_status",
         sa.Column("kind", sa.String(63), nullable=False),
@@ -94,6 +108,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kind", "environment", "name", name="pk_spec_status"),
     )
 
+
+def _object_status() -> None:
     op.create_table(
         "object_status",
         sa.Column("environment", sa.String(63), nullable=False),
@@ -110,6 +126,8 @@ def upgrade() -> None:
                                 name="pk_object_status"),
     )
 
+
+def _environment_status() -> None:
     op.create_table(
         "environment_status",
         sa.Column("environment", sa.String(63), nullable=False),
@@ -124,6 +142,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("environment", name="pk_environment_status"),
     )
 
+
+def _gpu_samples() -> None:
     op.create_table(
         "gpu_samples",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
@@ -139,6 +159,8 @@ def upgrade() -> None:
                     ["environment", "recorded_at"])
     op.create_index("ix_gpu_samples_team_recorded_at", "gpu_samples", ["team", "recorded_at"])
 
+
+def _audit_log() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=False),
