@@ -138,6 +138,16 @@ def test_a_protected_object_is_skipped_with_its_reason(spec_set: SpecSet) -> Non
     assert [e.key for e in changes.changed] == [hpa]
 
 
+def test_a_rendered_namespace_that_git_dropped_is_kept(spec_set: SpecSet) -> None:
+    """Namespaces are rendered prune-protected: deleting one deletes what llmops does not own."""
+    desired = render(spec_set, "dev")
+    namespace = find(desired, "Namespace", "data-science-dev")
+    key = ResourceKey.of(namespace)
+    changes = reconcile(spec_set, "dev", without(desired, namespace), by_key(desired),
+                        max_prune_percent=100)
+    assert actions(changes)[key] == (Action.SKIPPED, "prune-protected")
+
+
 def test_a_protection_rule_keeps_objects_of_its_kinds(spec_set: SpecSet) -> None:
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
              "metadata": {"name": "weights", "namespace": "nlp-platform-prod"}}
@@ -198,7 +208,10 @@ def test_an_empty_render_of_a_populated_environment_blocks(spec_set: SpecSet) ->
     assert blocked.message == ("the revision renders no objects for dev and would delete all "
                                "14; set allowEmpty to allow it")
     allowed = reconcile(spec_set, "dev", (), live, allow_empty=True, max_prune_percent=100)
-    assert (allowed.blocked, allowed.counts()[Action.DELETED]) == (None, 14)
+    assert (allowed.blocked, allowed.counts()[Action.DELETED]) == (None, 12)
+    kept = sorted((e.key.kind, e.key.name) for e in allowed.entries
+                  if e.action is Action.SKIPPED)  # rendered prune-protected
+    assert kept == [("Namespace", "data-science-dev"), ("Namespace", "nlp-platform-dev")]
     assert reconcile(spec_set, "dev", (), {}).blocked is None  # empty and nothing there
 
 

@@ -206,8 +206,10 @@ def test_empty_revision_is_blocked_unless_allow_empty(store: Store, minimal_repo
     commit(minimal_repo, "dev may be empty")
     done = h.run()["dev"]
     assert done.result is RunResult.SUCCEEDED, done.message
-    assert h.published("dev").objects == {}
-    assert state.read_inventory(store, "dev") == []
+    # Everything goes but the team's namespace: rendered prune-protected, it stays.
+    kept = list(h.published("dev").objects)
+    assert [(k.kind, k.name) for k in kept] == [("Namespace", "nlp-dev")]
+    assert [item.key for item in state.read_inventory(store, "dev")] == kept
 
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own

@@ -52,7 +52,8 @@ SENSITIVE_ANNOTATION = "llmops.io/sensitive-fields"
 PRUNE_ANNOTATION = "llmops.io/prune"
 """``disabled``: never delete the object."""
 PRUNE_PROTECTED_LABEL = "llmops.io/prune-protected"
-"""``"true"``: never delete the object."""
+"""``"true"``, as a label or an annotation: never delete the object (rendered Namespaces
+carry it as an annotation)."""
 FORCE_CONFLICTS_ANNOTATION = "llmops.io/force-conflicts"
 """``"true"`` on a spec: take fields other appliers own (server-side apply force)."""
 
@@ -103,8 +104,10 @@ def owner_key(owner: tuple[str, str], environment: str) -> SpecKey:
 
 def prune_protected(obj: Mapping[str, Any] | None) -> bool:
     """Whether the object itself says it must never be deleted."""
-    return (str(annotations_of(obj).get(PRUNE_ANNOTATION, "")).lower() == "disabled"
-            or str(labels_of(obj).get(PRUNE_PROTECTED_LABEL, "")).lower() == "true")
+    marks = annotations_of(obj)
+    return (str(marks.get(PRUNE_ANNOTATION, "")).lower() == "disabled"
+            or "true" in (str(labels_of(obj).get(PRUNE_PROTECTED_LABEL, "")).lower(),
+                          str(marks.get(PRUNE_PROTECTED_LABEL, "")).lower()))
 
 
 # --------------------------------------------------------------------------- text
