@@ -169,6 +169,29 @@ def test_concluded_experiment_with_winner_routes_all_traffic(minimal_repo: Path)
     assert experiment.spec.spec.effective_weights() == {"greet-a": 0, "greet-b": 100}  # type: ignore[union-attr]
 
 
+def test_the_running_experiment_routes_the_endpoint_then_the_first_by_name(
+        minimal_repo: Path) -> None:
+    concluded = EXPERIMENT.replace("  variants:", "  state: concluded\n  winner: greet-b\n"
+                                                  "  variants:")
+    write_repo(minimal_repo, {
+        "prompts/greet.yaml": TEMPLATES,
+        "experiments/ab.yaml": EXPERIMENT.replace("name: greet-ab", "name: z-running"),
+        "experiments/a-old.yaml": concluded.replace("name: greet-ab", "name: a-old"),
+        "experiments/b-old.yaml": concluded.replace("name: greet-ab", "name: b-old")})
+    spec_set = validate.load_and_validate(minimal_repo, cache=None)
+    endpoint = spec_set.endpoint("dev", "chat")
+    assert endpoint is not None
+    found = spec_set.experiment_for(endpoint)
+    assert found is not None and found.name == "z-running"
+    (minimal_repo / "experiments/ab.yaml").unlink()
+    spec_set = validate.load_and_validate(minimal_repo, cache=None)
+    found = spec_set.experiment_for(endpoint)
+    assert found is not None and found.name == "a-old"
+    other = endpoint.model_copy(update={"metadata": endpoint.metadata.model_copy(
+        update={"name": "other"})})
+    assert spec_set.experiment_for(other) is None
+
+
 def test_training_job_references(minimal_repo: Path) -> None:
     job = JOB.replace("version: 1.2.0}", "version: 9.9.9}").replace("tickets", "nothing")
     write_repo(minimal_repo, {"training/tune.yaml": job})

@@ -59,9 +59,17 @@ class SpecSet:
     config: repoconfig.RepoConfig
     items: tuple[SourcedSpec, ...]
     _by_key: dict[SpecKey, SourcedSpec] = field(default_factory=dict, compare=False, repr=False)
+    _experiments: dict[tuple[str, str], schema.PromptExperimentSpec] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_key.update({item.key: item for item in self.items})
+        # One pass over the experiments: per (environment, endpoint) the one routing its
+        # traffic, a running one first, then by name (experiment_for is called per endpoint).
+        ranked = sorted(self.of(schema.PromptExperimentSpec),
+                        key=lambda e: (e.spec.state != schema.ExperimentState.RUNNING, e.name),
+                        reverse=True)
+        self._experiments.update({(e.spec.environment, e.spec.endpointRef): e for e in ranked})
 
     def get(self, key: SpecKey) -> SourcedSpec | None:
         return self._by_key.get(key)
@@ -102,11 +110,7 @@ class SpecSet:
     def experiment_for(self, endpoint: schema.ServingEndpointSpec
                        ) -> schema.PromptExperimentSpec | None:
         """The experiment routing this endpoint's traffic (a running one wins)."""
-        found = [e for e in self.of(schema.PromptExperimentSpec)
-                 if e.spec.environment == endpoint.environment
-                 and e.spec.endpointRef == endpoint.name]
-        found.sort(key=lambda e: (e.spec.state != schema.ExperimentState.RUNNING, e.name))
-        return found[0] if found else None
+        return self._experiments.get((endpoint.environment, endpoint.name))
 
     def policies(self) -> list[schema.PolicySpec]:
         return list(self.of(schema.PolicySpec))
