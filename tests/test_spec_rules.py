@@ -182,11 +182,11 @@ def test_the_running_experiment_routes_the_endpoint_then_the_first_by_name(
     endpoint = spec_set.endpoint("dev", "chat")
     assert endpoint is not None
     found = spec_set.experiment_for(endpoint)
-    assert found is not None and found.name == "z-running"
+    assert (found.name if found else None) == "z-running"
     (minimal_repo / "experiments/ab.yaml").unlink()
     spec_set = validate.load_and_validate(minimal_repo, cache=None)
     found = spec_set.experiment_for(endpoint)
-    assert found is not None and found.name == "a-old"
+    assert (found.name if found else None) == "a-old"
     other = endpoint.model_copy(update={"metadata": endpoint.metadata.model_copy(
         update={"name": "other"})})
     assert spec_set.experiment_for(other) is None

@@ -185,8 +185,8 @@ class Reconciler:
             if done or time.monotonic() >= deadline:
                 break
             sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        for key, h in health.items():
-            state.put_object_status(self.store, state.ObjectStatus(env, key, h.value))
+        state.put_object_status(self.store, *(state.ObjectStatus(env, key, h.value)
+                                              for key, h in health.items()))
         return health
 
     # ------------------------------------------------------------------ load
