@@ -160,11 +160,11 @@ class InventoryItem:
 
 def read_inventory(database: Db, environment: str) -> list[InventoryItem]:
     """The environment's applied objects, sorted by ``ResourceKey``."""
-    stmt = select(InventoryEntry).where(InventoryEntry.environment == environment)
-    with db.transaction(database) as session:
-        items = [InventoryItem(ResourceKey(r.api_group, r.kind, r.namespace, r.name),
-                               r.api_version, r.content_hash, r.spec_kind, r.spec_name,
-                               r.revision) for r in session.scalars(stmt)]
+    e = InventoryEntry
+    stmt = select(e.api_group, e.kind, e.namespace, e.name, e.api_version, e.content_hash,
+                  e.spec_kind, e.spec_name, e.revision).where(e.environment == environment)
+    with db.transaction(database) as session:  # plain rows: no ORM objects to build
+        items = [InventoryItem(ResourceKey(*r[:4]), *r[4:]) for r in session.execute(stmt)]
     return sorted(items, key=lambda item: item.key)
 
 
