@@ -31,8 +31,8 @@ from llmops.engine.types import ResourceKey
 pytestmark = pytest.mark.slow
 
 ORDER = {kind: rank for rank, kinds in enumerate((
-    ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Service",),
-    ("Deployment", "Job"), ("HorizontalPodAutoscaler", "Ingress"))) for kind in kinds}
+    ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Deployment", "Job"),
+    ("Service",), ("Ingress",), ("HorizontalPodAutoscaler",))) for kind in kinds}
 
 
 def point_at_emulator(repo: Path, kubeconfig: Path) -> None:
@@ -137,7 +137,7 @@ def test_first_apply_creates_every_object_and_reports_health(
         assert set(healths.values()) == {"Healthy"}
     job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-440978bd")
     assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.HEALTHY}
-    # Applied in order: namespaces and quotas, config, services, workloads, routes.
+    # Applied in order: namespaces and quotas, config, workloads, services, routes, HPAs.
     for env in ("dev", "stg", "prod"):
         ranks = [ORDER[w.kind] for w in h.server.writes() if w.verb == "apply"
                  and (w.namespace or w.name).endswith(f"-{env}")]

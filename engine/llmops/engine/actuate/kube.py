@@ -70,9 +70,15 @@ OWNED_TYPES: tuple[tuple[str, str], ...] = (
 )
 """The (apiVersion, kind) of every type llmops renders, and so lists and may prune."""
 
-APPLY_ORDER = {"Namespace": 0, "ResourceQuota": 1, "ConfigMap": 2, "Secret": 2, "Service": 3,
-               "Deployment": 4, "Job": 4, "HorizontalPodAutoscaler": 5, "Ingress": 5}
-UNKNOWN_KIND_RANK = 4
+APPLY_ORDER = {
+    "Namespace": 0, "CustomResourceDefinition": 1, "ResourceQuota": 2, "LimitRange": 2,
+    "ServiceAccount": 3, "ClusterRole": 3, "Role": 3, "ClusterRoleBinding": 3, "RoleBinding": 3,
+    "ConfigMap": 4, "Secret": 4, "PersistentVolumeClaim": 5,
+    "Deployment": 6, "StatefulSet": 6, "DaemonSet": 6, "Job": 6, "CronJob": 6,
+    "Service": 7, "Ingress": 8, "HorizontalPodAutoscaler": 9}
+"""Dependency order: namespaces, CRDs, quotas, RBAC, config, storage, workloads,
+services, ingress, autoscalers. Deletions run in reverse."""
+UNKNOWN_KIND_RANK = 6
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
 MAX_CHANGED_PATHS = 5

@@ -75,15 +75,25 @@ class ApplySet:
         kinds = sorted({group_kind(k) for k in keys})
         spaces = sorted({k.namespace for k in keys if k.namespace} - {self.namespace})
         return {
-            "apiVersion": "v1", "kind": PARENT_KIND, "type": "Opaque",
+            "apiVersion": "v1",
+            "kind": PARENT_KIND,
+            "type": "Opaque",
             "metadata": {
-                "name": self.name, "namespace": self.namespace,
-                "labels": {ID_LABEL: self.id, manifest.MANAGED_BY_LABEL: manifest.MANAGED_BY,
-                           manifest.ENVIRONMENT_LABEL: self.environment},
-                "annotations": {TOOLING_ANNOTATION: TOOLING,
-                                GROUP_KINDS_ANNOTATION: ",".join(kinds),
-                                NAMESPACES_ANNOTATION: ",".join(spaces),
-                                REPOSITORY_ANNOTATION: redact.redact(self.repository)}}}
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {
+                    ID_LABEL: self.id,
+                    manifest.MANAGED_BY_LABEL: manifest.MANAGED_BY,
+                    manifest.ENVIRONMENT_LABEL: self.environment,
+                },
+                "annotations": {
+                    TOOLING_ANNOTATION: TOOLING,
+                    GROUP_KINDS_ANNOTATION: ",".join(kinds),
+                    NAMESPACES_ANNOTATION: ",".join(spaces),
+                    REPOSITORY_ANNOTATION: redact.redact(self.repository),
+                },
+            },
+        }
 
     def listed(self, parent: Mapping[str, Any] | None) -> tuple[set[str], set[str]]:
         """The group-kinds and additional namespaces a live parent lists."""
@@ -120,5 +130,9 @@ class ApplySet:
 def managed_by(obj: Mapping[str, Any], field_manager: str) -> bool:
     """Whether ``field_manager`` applied (server-side) any field of ``obj``."""
     entries = (obj.get("metadata") or {}).get("managedFields") or []
-    return any(isinstance(e, Mapping) and e.get("manager") == field_manager
-               and e.get("operation") == "Apply" for e in entries)
+    return any(
+        isinstance(e, Mapping)
+        and e.get("manager") == field_manager
+        and e.get("operation") == "Apply"
+        for e in entries
+    )

@@ -28,8 +28,15 @@ class ApplyError(LlmopsError):
     """One object could not be applied or deleted; formats as
     ``Deployment/llmops-prod/chat: dry-run failed (Conflict): …``."""
 
-    def __init__(self, key: ResourceKey, phase: str, reason: str, detail: str, *,
-                 managers: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        key: ResourceKey,
+        phase: str,
+        reason: str,
+        detail: str,
+        *,
+        managers: tuple[str, ...] = (),
+    ) -> None:
         self.key = key
         self.phase = phase
         self.reason = reason
@@ -44,7 +51,6 @@ class ApplyError(LlmopsError):
         return f"{self.phase} failed ({self.reason}): {self.detail}"
 
 
-
 def status_body(exc: ApiException) -> dict[str, Any]:
     try:
         body = json.loads(exc.body) if exc.body else {}
@@ -57,12 +63,14 @@ def describe(exc: ApiException) -> tuple[str, str]:
     """(reason, detail) of an API error: field-manager conflicts name the manager and field."""
     body = status_body(exc)
     reason = str(body.get("reason") or exc.reason or exc.status)
-    causes = [c for c in ((body.get("details") or {}).get("causes") or [])
-              if isinstance(c, Mapping)]
+    causes = [
+        c for c in ((body.get("details") or {}).get("causes") or []) if isinstance(c, Mapping)
+    ]
     conflicts = [c for c in causes if c.get("reason") == "FieldManagerConflict"]
     if exc.status == 409 and conflicts:
-        detail = "; ".join(f"{c.get('message', 'conflict')} on {c.get('field', '?')}"
-                           for c in conflicts)
+        detail = "; ".join(
+            f"{c.get('message', 'conflict')} on {c.get('field', '?')}" for c in conflicts
+        )
         return "Conflict", detail
     message = str(body.get("message") or exc.reason or "")
     return reason, message or f"HTTP {exc.status}"
@@ -75,8 +83,11 @@ def conflict_managers(detail: str) -> tuple[str, ...]:
 def hand_edits_only(live: Mapping[str, Any], managers: Iterable[str]) -> bool:
     """Whether every manager owns its fields through plain writes (``Update``: kubectl
     edit/patch, a script), never through server-side apply: such changes are drift."""
-    entries = [e for e in ((live.get("metadata") or {}).get("managedFields") or [])
-               if isinstance(e, Mapping)]
+    entries = [
+        e
+        for e in ((live.get("metadata") or {}).get("managedFields") or [])
+        if isinstance(e, Mapping)
+    ]
     for manager in managers:
         ops = {e.get("operation") for e in entries if e.get("manager") == manager}
         if ops != {"Update"}:
@@ -88,7 +99,7 @@ def retry_after(exc: ApiException) -> float | None:
     headers = exc.headers or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
     if value is None:
-        value = ((status_body(exc).get("details") or {}).get("retryAfterSeconds"))
+        value = (status_body(exc).get("details") or {}).get("retryAfterSeconds")
     try:
         return float(value) if value is not None else None
     except (TypeError, ValueError):

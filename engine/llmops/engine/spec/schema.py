@@ -15,12 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
 
+from llmops.engine.spec import quantity
 from llmops.engine.types import Kind, SpecKey
 
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -40,7 +42,9 @@ HOST_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_RE)]
 Semver = Annotated[str, StringConstraints(pattern=SEMVER_RE)]
 S3Uri = Annotated[str, StringConstraints(pattern=S3_URI_RE, max_length=1024)]
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_RE)]
+Quantity = Annotated[str, BeforeValidator(quantity.from_number),
+                     StringConstraints(pattern=QUANTITY_RE)]
+"""A quantity as text; a YAML number (``cpu: 0.5``) is taken as Kubernetes takes it."""
 ImageRef = Annotated[str, StringConstraints(pattern=IMAGE_RE, max_length=512)]
 LabelValue = Annotated[str, StringConstraints(max_length=253)]
 Text = Annotated[str, StringConstraints(max_length=65536)]
