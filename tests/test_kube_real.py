@@ -6,9 +6,11 @@ specs repo, so its own ApplySet."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +21,10 @@ from kubernetes import client as k8s_client
 from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 from realkube import RealKube
-from test_reconcile import WEDNESDAY, commit, git
+from test_reconcile import WEDNESDAY, commit
 
 from conftest import edit
-from llmops.engine.actuate import kube
+from llmops.engine.actuate import kube, kube_applyset
 from llmops.engine.actuate.base import ActPlan, ActuatorError, Outcome
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.run import reconciler
@@ -176,6 +178,7 @@ def test_first_pass_creates_namespaces_and_objects_then_a_second_pass_writes_not
     second = rh.run()
     assert second.result is RunResult.NOOP, second.message
     assert requests_seen.writes() == []
+    assert second.counts.unchanged == len(inventory)
 
 
 def test_objects_are_applied_in_dependency_order_after_a_dry_run_of_all(
@@ -263,14 +266,20 @@ def test_non_canonical_quantities_cause_no_drift(rh: RealHarness, requests_seen:
     spec = "endpoints/dev/support-chat.yaml"
     edit(rh.repo, spec, 'cpu: "4"', 'cpu: "4000m"')
     edit(rh.repo, spec, "memory: 24Gi", "memory: 24576Mi")
+    edit(rh.repo, "endpoints/dev/sql-assistant.yaml", 'cpu: "4"', "cpu: 0.5")
     commit(rh.repo, "non-canonical quantities")
-    assert rh.run().result is RunResult.SUCCEEDED
-    dep = rh.deployment("nlp-platform", "support-chat")
-    assert dep.spec.template.spec.containers[0].resources.requests["cpu"] == "4"
+    first = rh.run()
+    assert first.result is RunResult.SUCCEEDED, first.message
+    chat = rh.deployment("nlp-platform", "support-chat").spec.template.spec.containers[0]
+    assert (chat.resources.requests["cpu"], chat.resources.requests["memory"]) == ("4", "24Gi")
+    sql = rh.deployment("data-science", "sql-assistant").spec.template.spec.containers[0]
+    assert sql.resources.limits["cpu"] == "500m"
     requests_seen.clear()
     second = rh.run()
     assert second.result is RunResult.NOOP, second.message
     assert requests_seen.real_writes() == []
+    key = ResourceKey("apps", "Deployment", rh.ns("nlp-platform"), "support-chat")
+    assert rh.actuators["dev"].health("dev", [key]) == {key: HealthStatus.PROGRESSING}
 
 
 # --------------------------------------------------------------------------- ownership
@@ -415,4 +424,74 @@ def test_a_deployment_is_progressing_while_its_replicaset_has_no_ready_pod(rh: R
         "support-chat"
     ]
     assert rh.actuators["dev"].health("dev", [key]) == {key: HealthStatus.PROGRESSING}
-    git(rh.repo, "status")
+
+
+# --------------------------------------------------------------------------- kubectl
+
+
+def _kubectl_bin() -> Path:
+    from test_kube_emulator import _kubectl
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmops-kubectl-v33"
+    return _kubectl(cache)
+
+
+def test_kubectl_reads_our_applyset_and_refuses_to_prune_it(
+    real_kube: RealKube, kube_namespace: str, tmp_path: Path
+) -> None:
+    kubectl = _kubectl_bin()
+    env = dict(real_kube.kubectl_env(tmp_path), KUBECTL_APPLYSET="true")
+    act = kube.KubernetesActuator(
+        KubeSettings(applyset_namespace=kube_namespace),
+        repoconfig.Cluster(kubeconfig=str(real_kube.kubeconfig)),
+        sleep=lambda s: None,
+        repository="test://kubectl",
+    )
+    ours = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ours", "namespace": kube_namespace},
+        "data": {"a": "b"},
+    }
+    key = ResourceKey.of(ours)
+    assert act.act(ActPlan("dev", "abc", {key: ours}, {key: "created"})).outcomes[key].outcome is (
+        Outcome.CREATED
+    )
+    aset = act.applyset("dev")
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other, namespace: {kube_namespace}}}\n"
+    )
+
+    def kubectl_apply(applyset: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(kubectl),
+                "apply",
+                "--server-side",
+                "--prune",
+                f"--applyset={applyset}",
+                "-n",
+                kube_namespace,
+                "-f",
+                str(other),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    refused = kubectl_apply(f"secret/{aset.name}")
+    assert refused.returncode != 0
+    assert 'managed by tooling "llmops"' in refused.stderr
+    assert real_kube.core().read_namespaced_config_map("ours", kube_namespace)
+    # kubectl's own set: its parent's id is the one kube_applyset computes for it.
+    made = kubectl_apply("secret/kubectl-made")
+    assert made.returncode == 0, made.stderr
+    parent = real_kube.core().read_namespaced_secret("kubectl-made", kube_namespace)
+    assert parent.metadata.labels["applyset.kubernetes.io/id"] == kube_applyset.parent_id(
+        "kubectl-made", kube_namespace, "Secret", ""
+    )
+    assert set(act.observe("dev")) == {key}

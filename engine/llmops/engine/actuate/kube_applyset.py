@@ -41,6 +41,12 @@ TOOLING = "llmops/v1"
 PARENT_KIND = "Secret"
 
 
+def parent_id(name: str, namespace: str, kind: str, group: str) -> str:
+    """The ApplySet id of a parent object, as kubectl computes it (KEP-3659)."""
+    digest = hashlib.sha256(f"{name}.{namespace}.{kind}.{group}".encode()).digest()
+    return f"applyset-{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}-v1"
+
+
 def group_kind(key: ResourceKey) -> str:
     """``Kind.group`` as the ApplySet annotations write it (``Kind`` for the core group)."""
     return f"{key.kind}.{key.group}" if key.group else key.kind
@@ -65,9 +71,7 @@ class ApplySet:
 
     @property
     def id(self) -> str:
-        identity = f"{self.name}.{self.namespace}.{PARENT_KIND}."
-        digest = hashlib.sha256(identity.encode()).digest()
-        return f"applyset-{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}-v1"
+        return parent_id(self.name, self.namespace, PARENT_KIND, "")
 
     def parent(self, members: Iterable[ResourceKey]) -> KubeObject:
         """The parent object listing ``members``' group-kinds and namespaces."""
