@@ -32,6 +32,12 @@ _PATTERN_NAMES = {
     schema.METRIC_NAME_RE: "a metric name",
     schema.HEADER_RE: "an HTTP header or cookie name",
     schema.MODEL_FILE_RE: "a plain file name (no '/' or '..')",
+    schema.HOST_RE: ("an RFC 1123 host name (dot-separated labels of lowercase letters, "
+                     "digits and '-', each 1-63, none empty; '*.' may lead)"),
+    schema.LABEL_VALUE_RE: ("a Kubernetes label value (at most 63 of letters, digits, '-', "
+                            "'_' and '.', starting and ending with a letter or digit)"),
+    schema.LABEL_KEY_RE: ("a Kubernetes label key (an optional DNS prefix and '/', then a "
+                          "name of at most 63)"),
 }
 
 
