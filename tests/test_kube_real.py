@@ -423,7 +423,16 @@ def test_a_deployment_is_progressing_while_its_replicaset_has_no_ready_pod(rh: R
     assert [s.metadata.owner_references[0].name for s in sets if s.metadata.owner_references] == [
         "support-chat"
     ]
-    assert rh.actuators["dev"].health("dev", [key]) == {key: HealthStatus.PROGRESSING}
+    ingress = ResourceKey("networking.k8s.io", "Ingress", rh.ns("nlp-platform"), "support-chat")
+    hpa = ResourceKey(
+        "autoscaling", "HorizontalPodAutoscaler", rh.ns("nlp-platform"), "support-chat"
+    )
+    # No kubelet, ingress controller or metrics API here: none of them is Healthy yet.
+    assert rh.actuators["dev"].health("dev", [key, ingress, hpa]) == {
+        key: HealthStatus.PROGRESSING,
+        ingress: HealthStatus.PROGRESSING,
+        hpa: HealthStatus.PROGRESSING,
+    }
 
 
 # --------------------------------------------------------------------------- kubectl
