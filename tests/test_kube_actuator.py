@@ -384,6 +384,16 @@ def test_failed_list_stalls_the_pass_and_deletes_nothing(kh: KubeHarness) -> Non
     assert kh.live("Deployment", "data-science-dev", "sql-assistant") is not None
 
 
+def test_a_full_service_ip_range_is_not_retried_in_a_loop(kh: KubeHarness) -> None:
+    kh.server.faults.error(500, times=5, method="PATCH", path=r"/services/", message=(
+        "Internal error occurred: failed to allocate a serviceIP: range is full"))
+    result = kh.run()["dev"]
+    assert (result.result, result.reason) == (RunResult.FAILED, "ApplyFailed")
+    assert "range is full" in result.message
+    assert kh.sleeps == []
+    assert kh.live("Deployment", "nlp-platform-dev", "support-chat") is None
+
+
 def test_throttled_request_is_retried_after_retry_after(kh: KubeHarness) -> None:
     kh.server.faults.throttle(retry_after=2, method="PATCH", path=r"/configmaps/")
     result = kh.run()["dev"]

@@ -36,6 +36,9 @@ from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
 from llmops.engine.types import ResourceKey
 
+# The kubeconfig's CA verifies the server: an unverified request would be an error here.
+pytestmark = pytest.mark.filterwarnings("error::urllib3.exceptions.InsecureRequestWarning")
+
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

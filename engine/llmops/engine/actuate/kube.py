@@ -79,7 +79,6 @@ APPLY_ORDER = {
 """Dependency order: namespaces, CRDs, quotas, RBAC, config, storage, workloads,
 services, ingress, autoscalers. Deletions run in reverse."""
 UNKNOWN_KIND_RANK = 6
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
 MAX_CHANGED_PATHS = 5
 
@@ -208,7 +207,7 @@ class KubernetesActuator:
             try:
                 return fn()
             except ApiException as exc:
-                if exc.status not in RETRYABLE_STATUS or attempt == self.backoff.tries:
+                if not kube_errors.retryable(exc) or attempt == self.backoff.tries:
                     raise
                 wait = delay
                 if exc.status == 429:

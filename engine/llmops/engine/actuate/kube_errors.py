@@ -22,6 +22,11 @@ from llmops.engine.plan import diff
 from llmops.engine.types import ResourceKey
 
 _MANAGER_RE = re.compile(r'conflict with "([^"]+)"')
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+PERMANENT_500 = ("range is full", "exceeded quota", "provided port is already allocated",
+                 "provided IP is already allocated")
+"""What a 500 says when trying again cannot help: an exhausted Service IP or port range,
+a quota. These fail the object at once instead of retrying in a loop."""
 
 
 class ApplyError(LlmopsError):
@@ -142,3 +147,14 @@ def reason_of(exc: BaseException) -> str:
     if isinstance(exc, ValueError):
         return "BadResponse"
     return "Unreachable"
+
+
+def retryable(exc: ApiException) -> bool:
+    """Whether trying ``exc``'s request again may succeed: 429 and 5xx, except a 500
+    the API server means as permanent (an exhausted IP range, an exceeded quota)."""
+    if exc.status not in RETRYABLE_STATUS:
+        return False
+    if exc.status == 500:
+        text = describe(exc)[1].lower()
+        return not any(words in text for words in PERMANENT_500)
+    return True
