@@ -6,7 +6,6 @@ specs repo, so its own ApplySet."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
@@ -21,6 +20,7 @@ from kubernetes import client as k8s_client
 from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 from realkube import RealKube
+from test_kube_emulator import _kubectl, kubectl_cache
 from test_reconcile import WEDNESDAY, commit
 
 from conftest import edit
@@ -442,10 +442,7 @@ def test_a_deployment_is_progressing_while_its_replicaset_has_no_ready_pod(rh: R
 
 
 def _kubectl_bin() -> Path:
-    from test_kube_emulator import _kubectl
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmops-kubectl-v33"
-    return _kubectl(cache)
+    return _kubectl(kubectl_cache())
 
 
 def test_kubectl_reads_our_applyset_and_refuses_to_prune_it(

@@ -12,23 +12,29 @@ discovery cached in a file under a private directory of this actuator. The
 kubeconfig path and context come from the environment's ``cluster``
 (or ``settings.kube.kubeconfig``); ``inCluster`` uses the pod's service account.
 
-- ``observe``: one labelled list per kind llmops renders, selecting the
-  environment's ApplySet label (``applyset.kubernetes.io/part-of``), paged.
-  Any failed or partial list raises ``ActuatorError``: unknown is never empty.
-- ``act``: objects are applied in order (Namespaces, ResourceQuotas, then
-  ConfigMaps and Secrets, Services, workloads, HPAs and Ingresses) with
-  server-side apply as field manager ``settings.kube.field_manager``. Each
-  write is a server-side dry run first, compared with the live object
-  (bookkeeping annotations ignored); only a difference is sent for real. A
-  field conflict with another *applier* fails the object naming that manager,
-  unless the environment sets ``forceConflicts`` or the spec is annotated
-  ``llmops.io/force-conflicts: "true"``; fields taken by plain writes
-  (``Update`` managers: kubectl edit/patch) are drift and are taken back.
-  The first failed write stops the pass: later writes and every deletion are
-  ``skipped`` (nothing is pruned after a failure). Deletions run in reverse
-  order with ``propagationPolicy=Background``.
+- ``observe``: one labelled list per kind llmops renders, selecting this
+  environment's and specs repo's ApplySet (``kube_applyset``: a parent Secret per
+  environment and repo; a parent another tool manages stops here), paged; an object
+  with our label that field manager llmops never applied is someone else's and is
+  left out. Any failed or partial list raises ``ActuatorError``: unknown is never empty.
+- ``act``: every write is first a server-side dry run (``dryRun=All``); if any is
+  rejected nothing is applied, the rejected objects fail and the others are skipped.
+  Objects in a namespace the same pass creates are checked by their real apply.
+  Then the parent is widened, objects are applied in dependency order
+  (``APPLY_ORDER``) as field manager ``settings.kube.field_manager``, each only when
+  its dry run differs from live (bookkeeping annotations ignored). A field conflict
+  with another *applier* fails the object naming that manager, unless the
+  environment sets ``forceConflicts`` or the spec is annotated
+  ``llmops.io/force-conflicts: "true"``; fields taken by plain writes (``Update``
+  managers: kubectl edit/patch) are drift and are taken back. The first failed
+  write stops the pass: later writes and every deletion are ``skipped``. Deletions
+  run last, in reverse order, with ``propagationPolicy=Background``, each only if
+  the live object is still in the set and applied by llmops; after a complete pass
+  the parent lists exactly the rendered set. Every object gets one outcome.
 - Every request is retried with capped exponential backoff on 429 (honouring
-  ``Retry-After``), 5xx, timeouts and connection errors; other 4xx fail at once.
+  ``Retry-After``), 5xx, timeouts and connection errors; other 4xx, and a 500 that
+  cannot improve (an exhausted IP range, a quota: ``kube_errors.retryable``), fail
+  at once.
 - Messages never carry a Secret's values: they are masked, then redacted.
 """
 
