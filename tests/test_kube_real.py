@@ -256,10 +256,26 @@ def test_a_conflicting_field_manager_is_reported_by_name(rh: RealHarness, tmp_pa
             },
         },
     )
+    before = state.get_environment_status(rh.store, "dev")
+    assert before is not None
+    assert before.last_success_at is not None
+    edit(
+        rh.repo,
+        "endpoints/dev/sql-assistant.yaml",
+        "--max-model-len",
+        "--max-num-seqs=8\n      - --max-model-len",
+    )
+    commit(rh.repo, "dev: sql-assistant takes fewer sequences")
     result = rh.run()
     assert (result.result, result.reason) == (RunResult.FAILED, "ApplyFailed")
     assert 'conflict with "sre-team"' in result.message
     assert rh.image("nlp-platform", "support-chat") == "vllm/vllm-openai:v0.9.0"
+    # Nothing was applied (the dry run of every write came first), so no success either.
+    after = state.get_environment_status(rh.store, "dev")
+    assert after is not None
+    assert after.last_success_at == before.last_success_at
+    args = rh.deployment("data-science", "sql-assistant").spec.template.spec.containers[0].args
+    assert "--max-num-seqs=8" not in args
 
 
 # --------------------------------------------------------------------------- normalisation
