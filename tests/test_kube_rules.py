@@ -177,3 +177,36 @@ def test_run_counts_add_up_to_the_objects_of_the_pass() -> None:
         plan, {DEP: ObjectOutcome(Outcome.CONFIGURED), CM: ObjectOutcome(Outcome.CONFIGURED)}
     )
     assert (only_writes.configured, only_writes.unchanged) == (2, 1)
+
+
+def test_int_or_string_ports_defaults_and_empty_lists_are_no_change() -> None:
+    desired = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "chat", "namespace": "team-dev"},
+        "spec": {
+            "ports": [{"name": "http", "port": 80, "targetPort": "8000"}],
+            "selector": {"app": "chat"},
+            "externalIPs": [],
+        },
+    }
+    live = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "chat", "namespace": "team-dev", "uid": "u1"},
+        "spec": {
+            "ports": [{"name": "http", "port": 80, "targetPort": 8000, "protocol": "TCP"}],
+            "selector": {"app": "chat"},
+            "type": "ClusterIP",
+            "clusterIP": "10.0.0.12",
+            "sessionAffinity": "None",
+        },
+    }
+    assert [e.action.value for e in diff.diff_live([desired], [live]).entries] == ["unchanged"]
+    moved = {
+        **desired,
+        "spec": {**desired["spec"], "ports": [{"name": "http", "port": 80, "targetPort": "8001"}]},
+    }
+    assert [c.path for e in diff.diff_live([moved], [live]).entries for c in e.changes] == [
+        "spec.ports[0].targetPort"
+    ]
