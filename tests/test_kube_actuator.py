@@ -479,3 +479,23 @@ def test_reconcile_wait_waits_for_health_and_fails_on_a_stalled_rollout(
     assert stuck.code == 1, stuck.out + stuck.err
     assert "dev: not healthy after 1s: Deployment/nlp-platform-dev/support-chat Degraded" \
         in stuck.out
+
+
+def test_a_rejected_object_blocks_the_whole_pass(emulator: RunningEmulator) -> None:
+    """As on the real server (test_kube_real): one 422 in the dry run applies nothing."""
+    act = kube.KubernetesActuator(KubeSettings(), repoconfig.Cluster(
+        kubeconfig=str(emulator.kubeconfig), context="emulator"), sleep=lambda s: None,
+        repository="test://rejected")
+    good = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "good", "namespace": "default"}, "data": {"a": "b"}}
+    bad = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "bad", "namespace": "default"},
+           "spec": {"ports": [{"port": 70000}]}}
+    desired = {ResourceKey.of(good): good, ResourceKey.of(bad): bad}
+    emulator.server.reset_counters()
+    result = act.act(ActPlan("dev", "abc", desired, dict.fromkeys(desired, "created")))
+    assert result.outcomes[ResourceKey.of(bad)].outcome is Outcome.FAILED
+    assert "spec.ports[0].port" in result.outcomes[ResourceKey.of(bad)].message
+    assert result.outcomes[ResourceKey.of(good)].outcome is Outcome.SKIPPED
+    assert emulator.server.write_count() == 0
+    assert emulator.server.get("v1", "ConfigMap", "good", "default") is None
