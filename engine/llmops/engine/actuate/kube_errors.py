@@ -23,8 +23,12 @@ from llmops.engine.types import ResourceKey
 
 _MANAGER_RE = re.compile(r'conflict with "([^"]+)"')
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-PERMANENT_500 = ("range is full", "exceeded quota", "provided port is already allocated",
-                 "provided IP is already allocated")
+PERMANENT_500 = (
+    "range is full",
+    "exceeded quota",
+    "provided port is already allocated",
+    "provided IP is already allocated",
+)
 """What a 500 says when trying again cannot help: an exhausted Service IP or port range,
 a quota. These fail the object at once instead of retrying in a loop."""
 
