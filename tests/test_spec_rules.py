@@ -113,6 +113,22 @@ FIELD_CASES = {
                       "spec.route", "required field is missing", 5),
     "wrong-enum": ("models/chat-model.yaml", MINIMAL_MODEL, ("stage: approved", "stage: live"),
                    "spec.stage", "'draft', 'approved' or 'deprecated'", 11),
+    # What the API server would refuse at apply is a spec error at validate.
+    "host-empty-label": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                         ("route: /v1/chat", "route: /v1/chat\n  host: llm..dev.example.com"),
+                         "spec.host", "RFC 1123 host name", 8),
+    "host-long-label": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                        ("route: /v1/chat", f"route: /v1/chat\n  host: {'a' * 64}.example.com"),
+                        "spec.host", "each 1-63", 8),
+    "label-value": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                    ("{name: chat}", '{name: chat, labels: {app: "support chat"}}'),
+                    "metadata.labels.app", "Kubernetes label value", 3),
+    "namespace-too-long": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                           ("route: /v1/chat", f"route: /v1/chat\n  ownerTeam: {'a' * 60}"),
+                           "spec.ownerTeam", "is 64 characters; Kubernetes takes at most 63", 8),
+    "label-value-long": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                         ("{name: chat}", f"{{name: chat, labels: {{app: {'a' * 64}}}}}"),
+                         "metadata.labels.app", "63", 3),
 }
 
 

@@ -157,10 +157,13 @@ def run_counts(plan: ActPlan, outcomes: Mapping[ResourceKey, ObjectOutcome]) -> 
     def count(kind: Outcome) -> int:
         return sum(1 for o in outcomes.values() if o.outcome is kind)
 
+    # A planned write the server found equal is unchanged, not lost; an object the
+    # actuator reports nothing for (hydrate, none: only writes) is unchanged too.
+    unchanged = count(Outcome.UNCHANGED) + sum(
+        1 for k in plan.desired if k not in outcomes and k not in plan.write)
     return state.RunCounts(
         created=count(Outcome.CREATED), configured=count(Outcome.CONFIGURED),
-        deleted=count(Outcome.DELETED), unchanged=len(plan.desired) - len(plan.write),
-        failed=count(Outcome.FAILED))
+        deleted=count(Outcome.DELETED), unchanged=unchanged, failed=count(Outcome.FAILED))
 
 
 # --------------------------------------------------------------------------- inventory
