@@ -29,6 +29,7 @@ from llmops.engine.spec import repoconfig
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
+from llmops.engine.types import ResourceKey
 
 # Inside the template's prod change window (Mon-Fri 08:00-18:00 Europe/Berlin).
 WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -391,6 +392,34 @@ def test_reader_never_sees_a_half_written_set(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "dev" / "index.json").read_text())
     assert index["revision"] == "rev2"
     assert len(index["objects"]) == 50
+
+
+def test_a_new_set_links_the_files_that_did_not_change_and_rewrites_hand_edits(
+        tmp_path: Path) -> None:
+    def config_map(name: str, value: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "ns"}, "data": {"v": value}}
+
+    def inode(name: str) -> int:
+        return (tmp_path / "dev" / "ns" / f"core_ConfigMap_{name}.yaml").stat().st_ino
+
+    def publish(revision: str, objects: list[dict[str, Any]]) -> None:
+        desired = {ResourceKey.of(o): o for o in objects}
+        actuator.observe("dev")
+        actuator.act(ActPlan("dev", revision, desired, dict.fromkeys(desired, "configured")))
+
+    actuator = HydrateActuator(tmp_path)
+    publish("rev1", [config_map("a", "1"), config_map("b", "1")])
+    before = {name: inode(name) for name in "ab"}
+    publish("rev2", [config_map("a", "1"), config_map("b", "2")])
+    assert inode("a") == before["a"]  # same content: linked, not written again
+    assert inode("b") != before["b"]
+    edited = tmp_path / "dev" / "ns" / "core_ConfigMap_a.yaml"
+    edited.write_text(edited.read_text().replace("v: '1'", "v: '9'"))
+    publish("rev3", [config_map("a", "1"), config_map("b", "2")])
+    assert inode("a") != before["a"]
+    assert hydrate.read_set(tmp_path, "dev").objects[  # type: ignore[union-attr]
+        ResourceKey("", "ConfigMap", "ns", "a")] == config_map("a", "1")
 
 
 def test_reconcile_cli_once(template_git_repo: Path, tmp_path: Path,
