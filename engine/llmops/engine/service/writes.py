@@ -45,11 +45,30 @@ from llmops.engine.service.access import Caller
 from llmops.engine.settings import Settings
 from llmops.engine.source import writeback
 from llmops.engine.spec import schema
-from llmops.engine.store import audit, catalog, modelfiles, state
+from llmops.engine.store import audit, catalog, modelfiles, pending, state
 from llmops.engine.store.db import Store
 from llmops.engine.types import Kind, SpecKey
 
 EditFor = Callable[[writeback.Target], writeback.Edit]
+
+
+def find(store: Store, kind: Kind, ident: str, *,
+         environment: str | None = None) -> catalog.CatalogEntry:
+    """The spec ``ident`` names: from the catalog, else one the API wrote and the
+    catalog does not hold yet (``store.pending``); ``NoSuchSpec`` otherwise."""
+    try:
+        return lookup.one(store, kind, ident, environment=environment)
+    except lookup.NoSuchSpec:
+        parsed = lookup.as_uuid(ident)
+        if parsed is not None:
+            found = pending.get(store, str(parsed))
+            if found is not None and found.key.kind == kind:
+                return found.as_entry()
+        else:
+            named = pending.named(store, kind, ident, environment)
+            if len(named) == 1:
+                return named[0].as_entry()
+        raise
 
 
 class InvalidWinner(errors.InvalidInput):
@@ -134,18 +153,28 @@ class WriteService:
     def _entry(self, caller: Caller, kind: Kind, ident: str,
                environment: str | None = None) -> catalog.CatalogEntry:
         """The spec ``ident`` names, once the caller may act on it."""
-        entry = lookup.one(self.store, kind, ident, environment=environment)
+        entry = find(self.store, kind, ident, environment=environment)
         access.authorize_owner(self.store, self.log, caller, entry)
         return entry
 
     def _commit_edit(self, repo: writeback.Repo, caller: Caller, entry: catalog.CatalogEntry,
-                     action: str, edit: EditFor, subject: str,
-                     body: str = "") -> writeback.WriteResult:
+                     action: str, edit: EditFor, subject: str, body: str = "", *,
+                     create: bool = False) -> writeback.WriteResult:
+        """Commit ``edit`` of ``entry``'s file (stacked on its open review branch, if any)
+        and remember where it went (``store.pending``)."""
         target = writeback.Target(kind=entry.kind, name=entry.base_name, file=entry.file,
-                                  environment=entry.environment)
-        return writeback.commit_edit(repo, self.settings.git.branch, target, edit(target),
-                                     action=action, author=writeback.Author(caller.user),
-                                     message=_message(subject, body, action, entry.key, caller))
+                                  environment=entry.environment, spec_name=entry.name)
+        earlier = pending.get(self.store, entry.id)
+        onto = earlier.branch if earlier is not None and not earlier.direct else ""
+        result = writeback.commit_edit(repo, self.settings.git.branch, target, edit(target),
+                                       action=action, author=writeback.Author(caller.user),
+                                       message=_message(subject, body, action, entry.key,
+                                                        caller),
+                                       create=create, onto=onto)
+        pending.put(self.store, pending.Pending(
+            key=entry.key, file=result.file, branch=result.branch, commit=result.commit,
+            direct=result.direct, spec=result.spec or entry.spec))
+        return result
 
     def _commit(self, trail: _Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
                 subject: str, body: str = "") -> Committed:

@@ -42,6 +42,7 @@ commit goes to a review branch and ``WriteResult.reason`` says why.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import tempfile
@@ -61,7 +62,7 @@ from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
 from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push
 from llmops.engine.spec import loader, repoconfig, schema, validate
-from llmops.engine.types import Kind
+from llmops.engine.types import Kind, SpecKey
 
 BRANCH_PREFIX = "llmops"
 EMAIL_DOMAIN = "users.llmops"
@@ -93,6 +94,10 @@ class NothingToWrite(WriteError, errors.Conflict):
 
 class TargetMissing(WriteError, errors.Conflict):
     """The spec is not where the catalog said (the branch moved on since)."""
+
+
+class SpecExists(WriteError, errors.Conflict):
+    """A spec to create is already in the specs repo."""
 
 
 class Conflicted(WriteError, errors.Conflict):
@@ -134,6 +139,12 @@ class Target:
     name: str
     file: str
     environment: str = ""
+    spec_name: str = ""
+    """The spec's key name when it differs from ``name`` (a model's ``name@version``)."""
+
+    @property
+    def key(self) -> SpecKey:
+        return SpecKey(self.kind, self.environment, self.spec_name or self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +156,8 @@ class WriteResult:
     file: str
     reason: str
     """Why the commit went where it went."""
+    spec: dict[str, Any]
+    """The spec as committed (plain JSON data); empty when the edit removed it."""
 
 
 # --------------------------------------------------------------------------- the repo
@@ -275,21 +288,33 @@ def _synced(repo: push.Mirror, branch: str) -> Iterator[Path]:
 
 
 def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action: str,
-                author: Author, message: str) -> WriteResult:
+                author: Author, message: str, create: bool = False,
+                onto: str = "") -> WriteResult:
     """Commit ``edit`` of ``target.file`` on top of ``tracked``; see the module docstring.
 
-    For a remote's mirror: fetch ``tracked``, commit in the mirror, push the
-    branch (never forced). A direct commit whose push is rejected (someone
-    pushed meanwhile) is redone once on the new tip; then ``Conflicted``.
+    ``create``: the file must not exist yet (``SpecExists`` otherwise) and
+    ``edit`` gets ``""``. ``onto``: the review branch an earlier write of the
+    same spec went to; while it exists and is not merged into ``tracked``
+    the commit is added on top of it (so a model's files accumulate on one
+    branch before review) instead of starting a new branch.
+
+    For a remote's mirror: fetch ``tracked`` (and ``onto``), commit in the
+    mirror, push the branch (never forced). A direct commit whose push is
+    rejected (someone pushed meanwhile) is redone once on the new tip; then
+    ``Conflicted``.
     """
+    how = _How(action=action, author=author, message=message, create=create, onto=onto)
     if isinstance(repo, Path):
-        return _commit_local(repo, tracked, target, edit, action=action, author=author,
-                             message=message)
+        return _commit_local(repo, tracked, target, edit, how)
     branch = gitcli.check_branch(tracked)
     with _synced(repo, branch) as mirror:
+        if onto:
+            try:
+                repo.fetch(onto)
+            except push.MirrorError:
+                how = dataclasses.replace(how, onto="")  # gone on the remote: a new branch
         for attempt in range(2):
-            result = _commit_local(mirror, branch, target, edit, action=action,
-                                   author=author, message=message)
+            result = _commit_local(mirror, branch, target, edit, how)
             try:
                 repo.push(result.branch)
             except push.PushRejected as exc:
@@ -313,34 +338,90 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
     raise Conflicted(f"{branch} kept moving on the remote while committing")  # pragma: no cover
 
 
-def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit, *, action: str,
-                  author: Author, message: str) -> WriteResult:
+@dataclass(frozen=True, slots=True)
+class _How:
+    """How one write is committed: its action, author, message, and create/stack options."""
+
+    action: str
+    author: Author
+    message: str
+    create: bool = False
+    onto: str = ""
+
+
+def _open_branch(git: gitcli.Git, tracked: str, onto: str) -> str:
+    """``onto`` if it is an llmops review branch that exists and is not merged; else ``""``."""
+    if not onto or not onto.startswith(f"{BRANCH_PREFIX}/"):
+        return ""
+    onto = gitcli.check_branch(onto)
+    if git.resolve(f"refs/heads/{onto}") is None:
+        return ""
+    try:
+        git.run("merge-base", "--is-ancestor", "--end-of-options", f"refs/heads/{onto}",
+                f"refs/heads/{tracked}")
+    except gitcli.GitFailed:
+        return onto  # not an ancestor of the tracked branch: still open
+    return ""
+
+
+def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit,
+                  how: _How) -> WriteResult:
     branch = gitcli.check_branch(tracked)
     file = branches.check_path(target.file)
     if not file or not file.endswith((".yaml", ".yml")):
         raise TargetMissing(f"{target.kind}/{target.name}: {target.file!r} is not a spec file")
-    who = gitcommit.Identity(author.name, author.email)
     with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp, _git_errors():
         git = _open(repo, Path(tmp))
+        stack = _open_branch(git, branch, how.onto)
         for attempt in range(MAX_ATTEMPTS):
-            tip = _tip(git, branch)
-            change = _edited(git, branch, tip, file, target, edit)
-            tree = gitcommit.tree_with(git, tip, {file: change})
-            spec_set = _validate_tree(git, tree, Path(tmp) / f"tree-{attempt}")
-            direct, reason = _destination(git, branch, spec_set.config, target.environment)
-            commit = gitcommit.commit_tree(git, tree, [tip], message, author=who,
-                                           committer=gitcommit.Identity(*COMMITTER))
-            ref_branch = branch if direct else branch_name(action, target.name)
-            if gitcommit.swap_ref(git, f"refs/heads/{ref_branch}", commit,
-                                  tip if direct else None,
-                                  f"llmops {action}: {target.kind}/{target.name}"):
-                return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
-                                   file=file, reason=reason)
-            if not direct:
-                raise Conflicted(f"branch {ref_branch} appeared while committing; retry")
+            result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file, target,
+                              edit, how)
+            if result is not None:
+                return result
             # the tracked branch moved: redo the edit on its new tip
     raise Conflicted(f"{branch} kept moving while committing; gave up after {MAX_ATTEMPTS} "
                      "attempts")
+
+
+def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
+             target: Target, edit: Edit, how: _How) -> WriteResult | None:
+    """One try at the commit; None when the tracked branch moved meanwhile."""
+    base = stack or branch
+    tip = _tip(git, base)
+    change = _created(git, base, tip, file, target, edit) if how.create \
+        else _edited(git, base, tip, file, target, edit)
+    tree = gitcommit.tree_with(git, tip, {file: change})
+    spec_set = _validate_tree(git, tree, scratch)
+    if stack:
+        direct, reason = False, (f"added to {stack}, the review branch of an earlier write "
+                                 "of this spec that is not merged yet")
+    else:
+        direct, reason = _destination(git, branch, spec_set.config, target.environment)
+    who = gitcommit.Identity(how.author.name, how.author.email)
+    commit = gitcommit.commit_tree(git, tree, [tip], how.message, author=who,
+                                   committer=gitcommit.Identity(*COMMITTER))
+    moves = direct or bool(stack)
+    ref_branch = branch if direct else (stack or branch_name(how.action, target.name))
+    if gitcommit.swap_ref(git, f"refs/heads/{ref_branch}", commit, tip if moves else None,
+                          f"llmops {how.action}: {target.kind}/{target.name}"):
+        item = spec_set.get(target.key)
+        return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
+                           file=file, reason=reason,
+                           spec=item.spec.model_dump(mode="json") if item is not None else {})
+    if not moves:
+        raise Conflicted(f"branch {ref_branch} appeared while committing; retry")
+    if stack:
+        raise Conflicted(f"branch {stack} moved while committing; retry")
+    return None
+
+
+def _created(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
+             edit: Edit) -> tuple[str, str]:
+    """(mode, blob) of the new ``file``; ``SpecExists`` when ``tip`` already has it."""
+    if _read(git, tip, file) is not None:
+        raise SpecExists(f"{target.kind}/{target.name}: {file} already exists on {branch}",
+                         details={"file": file})
+    return gitobjects.REGULAR, gitcommit.write_blob(git, edit("").encode("utf-8"))
 
 
 def _edited(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
