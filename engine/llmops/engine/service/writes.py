@@ -106,7 +106,7 @@ class Uploaded(Committed):
 # --------------------------------------------------------------------------- audit trail
 
 
-class _Trail:
+class Trail:
     """The audit rows of one write: intent first, then the outcome."""
 
     def __init__(self, log: audit.AuditLog, caller: Caller, key: SpecKey, reason: str) -> None:
@@ -154,8 +154,12 @@ class WriteService:
                environment: str | None = None) -> catalog.CatalogEntry:
         """The spec ``ident`` names, once the caller may act on it."""
         entry = find(self.store, kind, ident, environment=environment)
-        access.authorize_owner(self.store, self.log, caller, entry)
+        self.authorize(caller, entry)
         return entry
+
+    def authorize(self, caller: Caller, entry: catalog.CatalogEntry) -> None:
+        """``NotOwner`` (audited) unless a team of ``caller`` owns ``entry``."""
+        access.authorize_owner(self.store, self.log, caller, entry)
 
     def _commit_edit(self, repo: writeback.Repo, caller: Caller, entry: catalog.CatalogEntry,
                      action: str, edit: EditFor, subject: str, body: str = "", *,
@@ -176,12 +180,12 @@ class WriteService:
             direct=result.direct, spec=result.spec or entry.spec))
         return result
 
-    def _commit(self, trail: _Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
-                subject: str, body: str = "") -> Committed:
-        """Audited commit of ``edit`` to ``entry``'s file."""
+    def commit(self, trail: Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
+               subject: str, body: str = "", *, create: bool = False) -> Committed:
+        """Audited commit of ``edit`` to ``entry``'s file (``create``: a new file)."""
         try:
             result = self._commit_edit(writeback.repo_for(self.settings), trail.caller, entry,
-                                       action, edit, subject, body)
+                                       action, edit, subject, body, create=create)
         except Exception as exc:
             trail.failed(exc)
             raise
@@ -196,7 +200,7 @@ class WriteService:
         entry = self._entry(caller, Kind.SERVING_ENDPOINT, endpoint_id, environment)
         status = state.get_environment_status(self.store, entry.environment)
         applied = (status.last_applied_revision if status is not None else "") or entry.revision
-        trail = _Trail(self.log, caller, entry.key, f"rollback from {applied[:12]}")
+        trail = Trail(self.log, caller, entry.key, f"rollback from {applied[:12]}")
         target = writeback.Target(kind=entry.kind, name=entry.name, file=entry.file,
                                   environment=entry.environment)
         try:
@@ -207,7 +211,7 @@ class WriteService:
             raise
         trail.reason = (f"rollback from {applied[:12]} to {previous.revision[:12]} "
                         f"(undoes {previous.changed_by[:12]})")
-        return self._commit(
+        return self.commit(
             trail, entry, "rollback", lambda _t: writeback.restore(previous),
             f"Roll back {entry.kind} {entry.environment}/{entry.name} to "
             f"{previous.revision[:12]}",
@@ -230,8 +234,8 @@ class WriteService:
         """``state: concluded``, the winner (one of the variants) and the notes, committed."""
         entry = self._entry(caller, Kind.PROMPT_EXPERIMENT, experiment_id, environment)
         winner = self._winner_name(winner_template_id)
-        trail = _Trail(self.log, caller, entry.key, f"conclude with winner {winner[:80]}")
-        return self._commit(
+        trail = Trail(self.log, caller, entry.key, f"conclude with winner {winner[:80]}")
+        return self.commit(
             trail, entry, "conclude",
             lambda t: writeback.conclude_experiment(t.name, winner, notes),
             f"Conclude experiment {entry.environment}/{entry.name}: {winner} wins")
@@ -242,8 +246,8 @@ class WriteService:
         entry = self._entry(caller, Kind.MODEL, model_id)
         version = str(entry.body.get("version", ""))
         old = str(entry.body.get("stage", ""))
-        trail = _Trail(self.log, caller, entry.key, f"stage {old} -> {stage.value}")
-        return self._commit(trail, entry, "promote",
+        trail = Trail(self.log, caller, entry.key, f"stage {old} -> {stage.value}")
+        return self.commit(trail, entry, "promote",
                             lambda t: writeback.set_model_stage(t.name, version, stage),
                             f"Set model {entry.name} stage to {stage.value}")
 
@@ -269,7 +273,7 @@ class WriteService:
         key = modelfiles.object_key(entry.base_name, str(entry.body.get("version", "")),
                                     file_name)
         repo = writeback.repo_for(self.settings)
-        trail = _Trail(self.log, caller, entry.key, f"upload {file_name} ({length} bytes)")
+        trail = Trail(self.log, caller, entry.key, f"upload {file_name} ({length} bytes)")
         upload = modelfiles.Upload(modelfiles.client(cfg), cfg.bucket, key,
                                    expected_size=length, max_bytes=cfg.max_file_bytes,
                                    part_size=cfg.part_size_bytes)
@@ -286,7 +290,7 @@ class UploadSession:
     refused commit deletes the object again and is audited as failed.
     """
 
-    def __init__(self, service: WriteService, trail: _Trail, entry: catalog.CatalogEntry,
+    def __init__(self, service: WriteService, trail: Trail, entry: catalog.CatalogEntry,
                  file_name: str, repo: writeback.Repo, upload: modelfiles.Upload) -> None:
         self._service, self._trail, self._entry = service, trail, entry
         self._repo, self._upload = repo, upload

@@ -513,6 +513,17 @@ def _text(value: str) -> str:
         if "\n" in value.strip("\n") else value
 
 
+def set_fields(kind: str, name: str, version: str | None, fields: dict[str, Any]) -> Edit:
+    """Each of ``fields`` set in the spec (mappings replaced whole); others left as they are."""
+
+    def edit(text: str) -> str:
+        def change(body: Any) -> None:
+            for key, value in fields.items():
+                _set(body, key, value)
+        return _edit_document(text, kind, name, version, change)
+    return edit
+
+
 def set_model_stage(name: str, version: str, stage: schema.ModelStage) -> Edit:
     def edit(text: str) -> str:
         return _edit_document(text, Kind.MODEL, name, version,
