@@ -12,11 +12,7 @@ environment sets ``directCommits``:
 - ``conclude_experiment``: ``state: concluded``, the winner (a variant's
   template, by name or UUID; another UUID is ``InvalidWinner``) and notes;
 - ``promote_model``: the model version's ``stage``;
-- ``begin_upload`` -> ``UploadSession``: one model file streamed to S3 under
-  ``models/{name}/{version}/{file}`` (``llmops.engine.store.modelfiles``;
-  multipart, hashed while it streams), then recorded in the model's
-  ``files`` and ``storageUri`` by a commit; a refused commit deletes the
-  object again, a failed upload leaves none.
+- uploads (``llmops.engine.service.uploads``) commit through ``_commit_edit``.
 
 Each acts only on a spec owned by one of the caller's teams, unless the
 caller holds ``*`` (``access.authorize_owner``: audited, ``NotOwner``, before
@@ -45,7 +41,7 @@ from llmops.engine.service.access import Caller
 from llmops.engine.settings import Settings
 from llmops.engine.source import writeback
 from llmops.engine.spec import schema
-from llmops.engine.store import audit, catalog, modelfiles, pending, state
+from llmops.engine.store import audit, catalog, pending, state
 from llmops.engine.store.db import Store
 from llmops.engine.types import Kind, SpecKey
 
@@ -75,10 +71,6 @@ class InvalidWinner(errors.InvalidInput):
     """The winner named by UUID is not a prompt template."""
 
 
-class FileTooLarge(errors.TooLarge):
-    """The announced file size is over ``settings.s3.max_file_bytes``."""
-
-
 # --------------------------------------------------------------------------- results
 
 
@@ -91,16 +83,6 @@ class Committed(writeback.WriteResult):
     @classmethod
     def of(cls, name: str, result: writeback.WriteResult) -> Committed:
         return cls(**asdict(result), name=name)
-
-
-@dataclass(frozen=True, slots=True)
-class Uploaded(Committed):
-    """An uploaded model file: the commit that records it and the stored object."""
-
-    file_name: str
-    object_uri: str
-    sha256: str
-    size: int
 
 
 # --------------------------------------------------------------------------- audit trail
@@ -149,6 +131,11 @@ class WriteService:
         self.log = audit.AuditLog(store)
 
     # -- plumbing
+
+    def find_for(self, caller: Caller, kind: Kind, ident: str,
+                 environment: str | None = None) -> catalog.CatalogEntry:
+        """The spec ``ident`` names, once the caller may act on it."""
+        return self._entry(caller, kind, ident, environment)
 
     def _entry(self, caller: Caller, kind: Kind, ident: str,
                environment: str | None = None) -> catalog.CatalogEntry:
@@ -250,96 +237,3 @@ class WriteService:
         return self.commit(trail, entry, "promote",
                             lambda t: writeback.set_model_stage(t.name, version, stage),
                             f"Set model {entry.name} stage to {stage.value}")
-
-    @staticmethod
-    def check_file_name(file_name: str) -> str:
-        """``file_name`` if it can name a model file; else ``InvalidInput``."""
-        return modelfiles.check_file_name(file_name)
-
-    def begin_upload(self, caller: Caller, model_id: str, file_name: str,
-                     length: int) -> UploadSession:
-        """An upload of ``length`` bytes as ``file_name`` of the model version, audited.
-
-        Refusals come before any audit row or byte: the name, the size limit
-        (``FileTooLarge``), the model (404/409), its owner, its key, the repo.
-        """
-        file_name = modelfiles.check_file_name(file_name)
-        cfg = self.settings.s3
-        if length > cfg.max_file_bytes:
-            raise FileTooLarge(f"the file is {length} bytes, over the limit of "
-                               f"{cfg.max_file_bytes} bytes",
-                               details={"maxFileBytes": cfg.max_file_bytes})
-        entry = self._entry(caller, Kind.MODEL, model_id)
-        key = modelfiles.object_key(entry.base_name, str(entry.body.get("version", "")),
-                                    file_name)
-        repo = writeback.repo_for(self.settings)
-        trail = Trail(self.log, caller, entry.key, f"upload {file_name} ({length} bytes)")
-        upload = modelfiles.Upload(modelfiles.client(cfg), cfg.bucket, key,
-                                   expected_size=length, max_bytes=cfg.max_file_bytes,
-                                   part_size=cfg.part_size_bytes)
-        return UploadSession(self, trail, entry, file_name, repo, upload)
-
-
-class UploadSession:
-    """One model file on its way: ``start``, ``write``/``flush`` per chunk, then ``finish``.
-
-    ``write`` only hashes and buffers (no I/O); when ``part_ready`` the caller
-    runs ``flush`` (network I/O: a worker thread for an async caller). A
-    caller whose stream fails calls ``fail`` (aborts the multipart upload,
-    audits the failure). ``finish`` completes the object and commits it; a
-    refused commit deletes the object again and is audited as failed.
-    """
-
-    def __init__(self, service: WriteService, trail: Trail, entry: catalog.CatalogEntry,
-                 file_name: str, repo: writeback.Repo, upload: modelfiles.Upload) -> None:
-        self._service, self._trail, self._entry = service, trail, entry
-        self._repo, self._upload = repo, upload
-        self.file_name = file_name
-
-    @property
-    def part_ready(self) -> bool:
-        return self._upload.part_ready
-
-    def start(self) -> None:
-        self._upload.start()
-
-    def write(self, chunk: bytes) -> None:
-        self._upload.write(chunk)
-
-    def flush(self) -> None:
-        self._upload.flush()
-
-    def fail(self, exc: BaseException) -> None:
-        """Drop whatever was sent (no object stays) and audit ``exc`` as the outcome."""
-        try:
-            self._upload.abort()
-        finally:
-            self._trail.failed(exc)
-
-    def finish(self) -> Uploaded:
-        """Complete the object, then commit it into the model's ``files``."""
-        try:
-            stored = self._upload.finish()
-        except BaseException as exc:
-            self.fail(exc)
-            raise
-        entry = self._entry
-        name, version = entry.base_name, str(entry.body.get("version", ""))
-        uri = modelfiles.storage_uri(stored.bucket, name, version)
-        record = schema.ModelFile(name=self.file_name, sha256=stored.sha256, size=stored.size)
-        try:
-            result = self._service._commit_edit(
-                self._repo, self._trail.caller, entry, "upload",
-                lambda _t: writeback.record_model_file(name, version, uri, record),
-                f"Record {self.file_name} of model {entry.name}",
-                f"{stored.uri}\nsha256 {stored.sha256}, {stored.size} bytes")
-        except BaseException as exc:
-            try:  # no commit: the object must not stay either
-                modelfiles.delete(self._upload.s3, stored)
-            finally:
-                self._trail.failed(exc)
-            raise
-        self._trail.succeeded(result, object=stored.uri, sha256=stored.sha256,
-                              size=stored.size)
-        return Uploaded(**asdict(result), name=entry.name, file_name=self.file_name,
-                        object_uri=stored.uri, sha256=stored.sha256, size=stored.size)

@@ -100,6 +100,10 @@ class SpecExists(WriteError, errors.Conflict):
     """A spec to create is already in the specs repo."""
 
 
+class FileListed(WriteError, errors.Conflict):
+    """A model file to record is already listed for its version (files are immutable)."""
+
+
 class Conflicted(WriteError, errors.Conflict):
     """The tracked branch kept moving while the commit was being made."""
 
@@ -550,21 +554,23 @@ def conclude_experiment(name: str, winner: str, notes: str | None) -> Edit:
     return edit
 
 
-def record_model_file(name: str, version: str, storage_uri: str, file: schema.ModelFile) -> Edit:
-    """``storageUri`` set and ``file`` added to (or updated in) ``files``."""
+def record_model_files(name: str, version: str, storage_uri: str,
+                       new_files: Sequence[schema.ModelFile]) -> Edit:
+    """``storageUri`` set and each of ``new_files`` added to ``files`` (never replaced:
+    a name already listed is refused, a changed file needs a new version)."""
 
     def change(body: Any) -> None:
         _set(body, "storageUri", storage_uri)
         files = body.get("files")
-        entry = {"name": file.name, "sha256": file.sha256, "size": file.size}
         if not isinstance(files, list):
-            _set(body, "files", [entry])
-            return
-        for item in files:
-            if isinstance(item, dict) and item.get("name") == file.name:
-                item["sha256"], item["size"] = file.sha256, file.size
-                return
-        files.append(entry)
+            _set(body, "files", [])
+            files = body["files"]
+        listed = {str(item.get("name")) for item in files if isinstance(item, dict)}
+        for file in new_files:
+            if file.name in listed:
+                raise FileListed(f"model {name} {version} already lists {file.name}; a "
+                                 "changed file needs a new version")
+            files.append({"name": file.name, "sha256": file.sha256, "size": file.size})
 
     def edit(text: str) -> str:
         return _edit_document(text, Kind.MODEL, name, version, change)
