@@ -180,7 +180,9 @@ def test_endpoints_filter_by_environment_model_and_status(
     assert names(status="Healthy") == ["prod/support-chat"]
     assert names(status="Degraded") == ["dev/support-chat"]
     assert len(names(status="Unknown")) == 4
-    failed(client.get(url, params={"status": "Fine"}), 422)
+    assert names(status="healthy") == names(status="HEALTHY") == ["prod/support-chat"]
+    body = failed(client.get(url, params={"status": "Fine"}), 422)
+    assert body["data"] == {"field": "status"}
 
     dev = ok(client.get(url, params={"environment": "dev", "status": "Degraded"}))["items"][0]
     assert dev["status"]["lastError"] == "boom"
@@ -261,7 +263,7 @@ def test_experiments_list_and_detail_with_variants_weights_and_winner(
     failed(client.get(f"{BASE}/prompts/experiments/nope"), 404)
 
 
-def test_training_jobs_and_policies(client: TestClient) -> None:
+def test_training_jobs_and_policies(store: Store, client: TestClient) -> None:
     jobs = ok(client.get(f"{BASE}/training/jobs"))["items"]
     assert [j["name"] for j in jobs] == ["support-chat-sft"]
     job = ok(client.get(f"{BASE}/training/jobs/support-chat-sft"))
@@ -270,6 +272,14 @@ def test_training_jobs_and_policies(client: TestClient) -> None:
     assert job["outputModel"] == {"id": key_id("Model", "", "support-chat@1.4.0"),
                                   "name": "support-chat", "version": "1.4.0"}
     assert job["status"]["health"] == "Unknown"
+    assert (job["phase"], job["experimentUrl"]) == (
+        "queued", "https://mlflow.example.com/#/experiments/17")
+    for health, phase in (("Progressing", "running"), ("Healthy", "succeeded"),
+                          ("Degraded", "failed")):
+        state.put_spec_status(store, state.SpecStatus(
+            SpecKey("TrainingJob", "stg", "support-chat-sft"), REV, health))
+        assert ok(client.get(f"{BASE}/training/jobs/support-chat-sft"))["phase"] == phase
+        assert len(ok(client.get(f"{BASE}/training/jobs", params={"phase": phase}))["items"]) == 1
     assert ok(client.get(f"{BASE}/training/jobs", params={"ownerTeam": "data-science"})
               )["items"] == []
     failed(client.get(f"{BASE}/training/jobs/nope"), 404)

@@ -187,6 +187,10 @@ class TrainingJobOut(SpecOut):
     dataset: Ref
     output_model: Ref
     status: StatusOut
+    phase: str = Field(description="From the Job's assessed health: queued (not observed "
+                                   "running yet), running, succeeded or failed.")
+    experiment_url: str | None = Field(default=None,
+                                       description="Where the run's metrics are tracked.")
 
 
 class GpuHours(ApiModel):
