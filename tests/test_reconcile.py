@@ -440,3 +440,13 @@ def test_unchanged_specs_are_not_parsed_or_rendered_again(h: Harness) -> None:
     misses = h.rec.render_cache.misses
     h.run()  # resync of the same revision: nothing parsed, nothing rendered
     assert (h.rec.cache.misses, h.rec.render_cache.misses) == (parsed + 1, misses)
+
+
+def test_gpu_samples_cover_endpoints_and_training_jobs(h: Harness) -> None:
+    h.run()
+    stg = [s for s in state.gpu_samples(h.store, environment="stg")]
+    training = [s for s in stg if s.workload == "training"]
+    # The hydrate actuator cannot see the Job run: its GPUs are sampled as not held.
+    assert [(s.endpoint, s.gpus, s.replicas) for s in training] == [("support-chat-sft", 4, 0)]
+    assert {s.endpoint for s in stg if s.workload == "serving"} == {"support-chat",
+                                                                    "sql-assistant"}

@@ -50,7 +50,7 @@ from llmops.engine.spec import loader, repoconfig, schema, validate
 from llmops.engine.store import audit, catalog, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
-from llmops.engine.types import KubeObject, ResourceKey, SpecKey, content_hash
+from llmops.engine.types import Kind, KubeObject, ResourceKey, SpecKey, content_hash
 from llmops.renderers import RenderCache, RenderError, render_environment
 
 log = logging.getLogger(__name__)
@@ -433,6 +433,13 @@ class Reconciler:
         samples = [state.GpuSample(env, spec_set.team_of(e), e.name, e.spec.resources.gpu,
                                    e.spec.replicas.min, at)
                    for e in spec_set.of(schema.ServingEndpointSpec) if e.environment == env]
+        # A training job holds its GPUs while its Job runs (assessed Progressing).
+        running = {s.key.name for s in state.list_spec_status(
+            self.store, environment=env, kind=Kind.TRAINING_JOB)
+            if s.health == HealthStatus.PROGRESSING}
+        samples += [state.GpuSample(env, spec_set.team_of(j), j.name, j.spec.resources.gpu,
+                                    1 if j.name in running else 0, at, "training")
+                    for j in spec_set.of(schema.TrainingJobSpec) if j.environment == env]
         if samples:
             state.add_gpu_samples(self.store, samples)
 
