@@ -444,7 +444,7 @@ def test_unchanged_specs_are_not_parsed_or_rendered_again(h: Harness) -> None:
 
 def test_gpu_samples_cover_endpoints_and_training_jobs(h: Harness) -> None:
     h.run()
-    stg = [s for s in state.gpu_samples(h.store, environment="stg")]
+    stg = state.gpu_samples(h.store, environment="stg")
     training = [s for s in stg if s.workload == "training"]
     # The hydrate actuator cannot see the Job run: its GPUs are sampled as not held.
     assert [(s.endpoint, s.gpus, s.replicas) for s in training] == [("support-chat-sft", 4, 0)]
