@@ -9,7 +9,8 @@ tracked branch, the spec's file, an edit (old file text -> new text) and the
 caller. Output: ``WriteResult`` (commit, branch, whether it went direct and
 why). Callers: ``llmops.api.routes.writes``.
 
-How a commit is made (the user's work tree, index and HEAD are never touched):
+How a commit is made (the user's work tree, index and HEAD are not touched, but
+see below for a clean checked-out tracked branch):
 
 1. the spec file is read from the tip of the tracked branch (not from the
    catalog or a work tree) and edited in memory: YAML field edits use
@@ -33,10 +34,14 @@ How a commit is made (the user's work tree, index and HEAD are never touched):
 Where a commit goes: an environment-scoped spec (endpoint, experiment, ...)
 goes direct only when its environment sets ``directCommits: true``. A global
 spec (a Model is used by every environment) goes direct only when *every*
-environment allows it: a stage change reaches prod as surely as dev. Even then
-a tracked branch that is checked out in a (non-bare) work tree of the repo is
-never moved under its user (git's own ``receive.denyCurrentBranch`` rule): the
-commit goes to a review branch and ``WriteResult.reason`` says why.
+environment allows it: a stage change reaches prod as surely as dev. A
+tracked branch that is checked out in a (non-bare) work tree of the repo (the
+clone ``llmops up`` follows) moves only as git's ``updateInstead`` would move
+it: when that work tree has no uncommitted change to a tracked file, the
+branch moves and the work tree and its index follow (``read-tree -m -u``, a
+two-way fast-forward that never overwrites a local change); otherwise the
+commit goes to a review branch. ``WriteResult.reason`` says which and why.
+Apart from that case the user's work tree, index and HEAD are never touched.
 """
 
 from __future__ import annotations
@@ -247,10 +252,42 @@ def _read(git: gitcli.Git, commit: str, file: str) -> tuple[gitobjects.TreeEntry
     return entry, gitobjects.read_blob(git, entry.blob).decode("utf-8", "replace")
 
 
-def _checked_out(git: gitcli.Git, branch: str) -> bool:
-    """Whether ``branch`` is the checked-out branch of a work tree of the repo."""
-    out = git.text("worktree", "list", "--porcelain")
-    return f"branch refs/heads/{branch}" in out.splitlines()
+def _checked_out(git: gitcli.Git, branch: str) -> Path | None:
+    """The work tree of the repo that has ``branch`` checked out, if any."""
+    path: str | None = None
+    for line in git.text("worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            path = line.removeprefix("worktree ")
+        elif line == f"branch refs/heads/{branch}" and path is not None:
+            return Path(path)
+    return None
+
+
+def _tree_git(work_tree: Path, scratch: Path) -> gitcli.Git:
+    """git in ``work_tree`` itself (its own index), with a private ``HOME``."""
+    return gitcli.Git(home=scratch, cwd=work_tree)
+
+
+def _clean(work_tree: Path, scratch: Path) -> bool:
+    """Whether ``work_tree`` has no change to a tracked file (staged or not)."""
+    try:
+        out = _tree_git(work_tree, scratch).text("status", "--porcelain",
+                                                 "--untracked-files=no")
+    except gitcli.GitFailed:
+        return False
+    return not out.strip()
+
+
+def _update_work_tree(work_tree: Path, scratch: Path, old: str, new: str) -> str:
+    """Move a clean checked-out work tree from ``old`` to ``new`` (git's updateInstead);
+    ``""``, or why it could not be (the branch moved anyway)."""
+    try:
+        _tree_git(work_tree, scratch).run("read-tree", "-m", "-u", "--end-of-options", old,
+                                          new)
+    except gitcli.GitFailed as exc:
+        return (f"; the work tree {work_tree} could not follow ({exc.detail()[:200]}): "
+                "run git checkout there")
+    return ""
 
 
 def _validate_tree(git: gitcli.Git, tree: str, dest: Path) -> validate.SpecSet:
@@ -396,11 +433,13 @@ def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
         else _edited(git, base, tip, file, target, edit)
     tree = gitcommit.tree_with(git, tip, {file: change})
     spec_set = _validate_tree(git, tree, scratch)
+    work_tree: Path | None = None
     if stack:
         direct, reason = False, (f"added to {stack}, the review branch of an earlier write "
                                  "of this spec that is not merged yet")
     else:
-        direct, reason = _destination(git, branch, spec_set.config, target.environment)
+        direct, reason, work_tree = _destination(git, branch, spec_set.config,
+                                                 target.environment, scratch.parent)
     who = gitcommit.Identity(how.author.name, how.author.email)
     commit = gitcommit.commit_tree(git, tree, [tip], how.message, author=who,
                                    committer=gitcommit.Identity(*COMMITTER))
@@ -408,6 +447,8 @@ def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
     ref_branch = branch if direct else (stack or branch_name(how.action, target.name))
     if gitcommit.swap_ref(git, f"refs/heads/{ref_branch}", commit, tip if moves else None,
                           f"llmops {how.action}: {target.kind}/{target.name}"):
+        if work_tree is not None:
+            reason += _update_work_tree(work_tree, scratch.parent, tip, commit)
         item = spec_set.get(target.key)
         return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
                            file=file, reason=reason,
@@ -446,13 +487,18 @@ def _edited(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
 
 
 def _destination(git: gitcli.Git, branch: str, config: repoconfig.RepoConfig,
-                 environment: str) -> tuple[bool, str]:
-    """Whether the commit goes straight onto ``branch``, and why (see the module docstring)."""
+                 environment: str, scratch: Path) -> tuple[bool, str, Path | None]:
+    """Whether the commit goes straight onto ``branch``, why, and the checked-out work
+    tree to bring along (see the module docstring)."""
     direct, reason = _direct(config, environment)
-    if direct and _checked_out(git, branch):
-        return False, (f"{reason}, but {branch} is checked out in a work tree of the repo, "
-                       "which is never moved under its user")
-    return direct, reason
+    work_tree = _checked_out(git, branch) if direct else None
+    if work_tree is None:
+        return direct, reason, None
+    if not _clean(work_tree, scratch):
+        return False, (f"{reason}, but {branch} is checked out in {work_tree} with "
+                       "uncommitted changes, which are never overwritten"), None
+    return True, (f"{reason}; {branch} is checked out in a clean work tree, which is "
+                  "updated with it"), work_tree
 
 
 # --------------------------------------------------------------------------- YAML edits
