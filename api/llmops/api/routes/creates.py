@@ -54,12 +54,14 @@ class CreatedOut(WriteOut):
     """The new spec's id and the commit that holds it."""
 
     id: str
+    name: str = Field(description="The spec's name (a model's name@version).")
     created: bool = Field(description="False when an existing endpoint was redeployed.")
     spec: dict[str, Any] = Field(description="The spec as committed.")
 
     @classmethod
     def of_created(cls, done: creates.Created) -> CreatedOut:
-        return cls(**dict(WriteOut.of(done)), id=done.id, created=done.created, spec=done.spec)
+        return cls(**dict(WriteOut.of(done)), id=done.id, name=done.name,
+                   created=done.created, spec=done.spec)
 
 
 class _Request(BaseModel):
