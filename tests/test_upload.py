@@ -18,6 +18,7 @@ import anyio
 import boto3
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 from test_writeback import (
     BASE,
@@ -401,3 +402,21 @@ def test_a_multipart_base_model_without_config_json_is_refused_and_stores_nothin
                                [("a.safetensors", b"1"), ("b.safetensors", b"2")]), 422)
     assert any("config.json" in i["message"] for i in body["data"]["issues"]), body
     assert keys(s3_server) == []
+
+
+def test_the_seeds_flow_registers_a_model_and_uploads_to_it_before_any_reconcile(
+        world: World, s3_server: str) -> None:
+    app = make_app(world, s3_server)
+    created = ok(TestClient(app, client=("127.0.0.1", 40000), headers={
+        "X-User-Id": USER, "X-User-Roles": "admin",
+        "X-Proxy-Signature": proxy_signature(USER, "admin", SECRET)}).post(
+        f"{BASE}/catalog/models", json={"name": "seed-model", "version": "2.0.0",
+                                        "type": "base", "owner_team": "nlp-platform"}), 201)
+    out = ok(upload_files(app, created["id"], [("config.json", b"{}"),
+                                               ("model.bin", payload(1000))]))
+    assert (out["branch"], out["parent"]) == (created["branch"], created["commit"])
+    assert keys(s3_server) == ["models/seed-model/2.0.0/config.json",
+                               "models/seed-model/2.0.0/model.bin"]
+    text = git(world.repo, "show", f"{out['commit']}:models/seed-model-2.0.0.yaml")
+    assert f"storageUri: s3://{BUCKET}/models/seed-model/2.0.0/" in text
+    assert "name: model.bin" in text
