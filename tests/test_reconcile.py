@@ -498,3 +498,24 @@ def test_a_pass_over_an_unchanged_revision_writes_nothing_and_parses_nothing(
     path.write_text(path.read_text().replace("port: 80", "port: 8081"))
     result = h.run()["dev"]
     assert (result.result, result.counts.configured) == (RunResult.SUCCEEDED, 1)
+
+
+def test_gpu_samples_cover_endpoints_and_training_jobs(h: Harness) -> None:
+    h.run()
+    stg = state.gpu_samples(h.store, environment="stg")
+    training = [s for s in stg if s.workload == "training"]
+    # The hydrate actuator cannot see the Job run: its GPUs are sampled as not held.
+    assert [(s.endpoint, s.gpus, s.replicas) for s in training] == [("support-chat-sft", 4, 0)]
+    assert {s.endpoint for s in stg if s.workload == "serving"} == {"support-chat",
+                                                                    "sql-assistant"}
+
+
+@pytest.mark.slow  # over 0.5 s of CPU on its own
+def test_passes_over_an_unchanged_revision_still_sample_gpus_when_due(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h.run()
+    h.run()  # nothing to do: the next pass over this revision returns at once
+    before = len(state.gpu_samples(h.store, environment="prod"))
+    monkeypatch.setattr(reconciler, "GPU_SAMPLE_SECONDS", 0.0)
+    assert h.run()["prod"].result is RunResult.NOOP
+    assert len(state.gpu_samples(h.store, environment="prod")) > before
