@@ -35,6 +35,7 @@ from llmops.cli import (
     reconcile_cmd,
     render_cmd,
     serve_cmd,
+    up_cmd,
 )
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError
@@ -145,6 +146,6 @@ cli.add_command(reconcile_cmd.reconcile)
 cli.add_command(reconcile_cmd.status)
 cli.add_command(reconcile_cmd.prune)
 cli.add_command(daemon_cmd.daemon_command)
-cli.add_command(daemon_cmd.up)
+cli.add_command(up_cmd.up)
 cli.add_command(serve_cmd.serve)
 cli.add_command(hydrate_cmd.hydrate)

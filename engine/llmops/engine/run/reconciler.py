@@ -388,8 +388,9 @@ class Reconciler:
                                now=self.clock(), source_error=source_error,
                                record_run=record_run)
         self.metrics.run(env, result.value)
-        log.warning("%s: %s at %s: %s", env, reason, sha[:12] or "-", message.splitlines()[0]
-                    if message else "")
+        # INFO: the result carries it, and its caller (the daemon's report, the CLI) says it.
+        log.info("%s: %s at %s: %s", env, reason, sha[:12] or "-", message.splitlines()[0]
+                 if message else "")
         return PassResult(env, sha, result, reason, message,
                           recorded if recorded is not None else run_id)
 

@@ -143,8 +143,9 @@ class WriteService:
                      body: str = "") -> writeback.WriteResult:
         target = writeback.Target(kind=entry.kind, name=entry.base_name, file=entry.file,
                                   environment=entry.environment)
-        return writeback.commit_edit(repo, self.settings.git.branch, target, edit(target),
-                                     action=action, author=writeback.Author(caller.user),
+        branch = writeback.tracked_branch(self.settings)
+        return writeback.commit_edit(repo, branch, target, edit(target), action=action,
+                                     author=writeback.Author(caller.user),
                                      message=_message(subject, body, action, entry.key, caller))
 
     def _commit(self, trail: _Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
@@ -172,7 +173,7 @@ class WriteService:
                                   environment=entry.environment)
         try:
             previous = writeback.previous_version(writeback.repo_for(self.settings), target,
-                                                  applied, self.settings.git.branch)
+                                                  applied, writeback.tracked_branch(self.settings))
         except writeback.WriteError as exc:
             trail.failed(exc)
             raise
