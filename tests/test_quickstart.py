@@ -68,6 +68,10 @@ def test_status_finds_the_home_from_a_subfolder(tmp_path: Path, cli,  # type: ig
     status = cli("status")
     assert status.code == 0
     assert "dev: Ready" in status.out
+    assert ("health: not observed (hydrate actuator: llmops publishes, Argo CD or Flux "
+            f"applies); what it publishes: {tmp_path / '.llmops' / 'rendered' / 'dev'}/"
+            in status.out), status.out
+    assert "Unknown" not in status.out
     assert not (deep / ".llmops").exists()
 
 

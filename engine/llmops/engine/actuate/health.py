@@ -16,6 +16,9 @@ class HealthStatus(StrEnum):
 
     HEALTHY = "Healthy"
     PROGRESSING = "Progressing"
+    NOT_OBSERVED = "NotObserved"
+    """Published for someone else to apply (the hydrate actuators, ``none``): llmops
+    cannot see the cluster, so it does not guess. Not a fault, unlike Unknown."""
     UNKNOWN = "Unknown"
     MISSING = "Missing"
     DEGRADED = "Degraded"
