@@ -22,6 +22,7 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import click
@@ -42,6 +43,9 @@ from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.source import scaffold
 from llmops.engine.spec import validate
 
+DISTRIBUTION = "llmops-gitops"
+"""The name llmops is installed under (pip, wheels); the command and imports are llmops."""
+
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
@@ -61,8 +65,17 @@ EXIT_CODE_OF: dict[type[LlmopsError] | None, int] = {
 """The exit code of each engine error category (``llmops.engine.errors.CATEGORIES``)."""
 
 
+def _version() -> str:
+    """The installed distribution's version (``llmops-gitops``: the name ``llmops`` on PyPI
+    is someone else's)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return f"unknown ({DISTRIBUTION} is not installed; run bash .ci/bootstrap)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="llmops")
+@click.version_option(version=_version(), prog_name="llmops")
 def cli() -> None:
     """llmops: GitOps for LLM operations."""
 
