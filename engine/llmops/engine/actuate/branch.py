@@ -87,8 +87,7 @@ class HydrateBranchActuator:
     def act(self, plan: ActPlan) -> ActResult:
         repo, branch, path = self._target(plan.environment)
         objects = {**plan.keep, **plan.desired}
-        command = (f"llmops render . --env {shlex.quote(plan.environment)} "
-                   f"--commit {plan.revision}")
+        command = f"llmops render . --env {shlex.quote(plan.environment)}"
         try:
             dry = branches.dry_commit(repo, plan.revision)
             done = branches.hydrate_branch(repo, branch, objects.values(), dry, path=path,
