@@ -53,7 +53,7 @@ def test_first_up_says_each_environment_once(home: Path, cli,  # type: ignore[no
     assert "Traceback" not in result.out + result.err
 
 
-def test_status_finds_the_home_from_a_subfolder(tmp_path: Path, cli,  # type: ignore[no-untyped-def]
+def test_status_and_tokens_from_a_subfolder(tmp_path: Path, cli,  # type: ignore[no-untyped-def]
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LLMOPS_HOME", raising=False)
     monkeypatch.delenv("LLMOPS_GIT__REPO", raising=False)
@@ -72,6 +72,24 @@ def test_status_finds_the_home_from_a_subfolder(tmp_path: Path, cli,  # type: ig
             f"applies); what it publishes: {tmp_path / '.llmops' / 'rendered' / 'dev'}/"
             in status.out), status.out
     assert "Unknown" not in status.out
+    # and a token per role of the repo's RBAC policy
+    from llmops.cli import up_cmd
+    from llmops.engine.service import compose
+
+    services = compose.services(found)
+    try:
+        written = up_cmd.write_tokens(found, services.store)
+    finally:
+        services.close()
+    assert set(written) == {"admin", "ml-engineer", "viewer", "auditor"}
+    assert found.api.jwt_secret is not None
+    secret = found.api.jwt_secret.get_secret_value()
+    for role, path in written.items():
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        claims = tokens.verify(path.read_text().strip(), secret)
+        assert claims.roles == (role,)
+        assert set(claims.teams) == {"nlp-platform", "data-science"}
+    assert (found.home / "api-token").read_text() == written["admin"].read_text()
     assert not (deep / ".llmops").exists()
 
 
@@ -82,28 +100,6 @@ def test_an_explicit_home_wins_over_discovery(tmp_path: Path,
     monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "elsewhere"))
     assert settings.load().home == tmp_path / "elsewhere"
     assert settings.load().git.repo == ""
-
-
-def test_a_token_per_rbac_role(home: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    from llmops.cli import up_cmd
-    from llmops.engine.service import compose
-
-    assert cli("up", "--once").code == 0
-    cfg = settings.load()
-    services = compose.services(cfg)
-    try:
-        written = up_cmd.write_tokens(cfg, services.store)
-    finally:
-        services.close()
-    assert set(written) == {"admin", "ml-engineer", "viewer", "auditor"}
-    assert cfg.api.jwt_secret is not None
-    secret = cfg.api.jwt_secret.get_secret_value()
-    for role, path in written.items():
-        assert oct(path.stat().st_mode & 0o777) == "0o600"
-        claims = tokens.verify(path.read_text().strip(), secret)
-        assert claims.roles == (role,)
-        assert set(claims.teams) == {"nlp-platform", "data-science"}
-    assert (home / "api-token").read_text() == written["admin"].read_text()
 
 
 def test_a_write_back_without_a_repo_is_not_retryable(tmp_path: Path) -> None:
