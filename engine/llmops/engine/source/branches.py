@@ -217,9 +217,12 @@ def readme_text(dry: DryCommit, command: str) -> str:
 
 
 def metadata_text(dry: DryCommit) -> str:
+    """``hydrator.metadata`` as Argo CD writes it: ``author`` one "Name <email>" string,
+    and, like its ``omitempty`` fields, no empty ``body`` or ``references``."""
     data = {"author": dry.author, "subject": dry.subject, "date": dry.date, "body": dry.body,
             "drySha": dry.sha, "repoURL": dry.repo_url, "references": list(dry.references)}
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    kept = {k: v for k, v in data.items() if v or k in ("drySha", "repoURL")}
+    return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
 
 
 def commit_message(dry: DryCommit, subject: str) -> str:
