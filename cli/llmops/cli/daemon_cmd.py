@@ -78,6 +78,8 @@ def _publisher(status_cache: cache.StatusCache) -> Callable[[list[PassResult]], 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
+    # Alembic says what it migrates at INFO on every start: detail, not news.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @click.command("daemon")
