@@ -127,6 +127,9 @@ def init_cmd(directory: Path) -> None:
 
     sha = scaffold.init_repo(directory)
     click.echo(f"created specs repo {directory} at commit {sha[:12]}")
+    click.echo("its CI (.github/workflows/llmops.yaml) installs llmops from the repository "
+               "variable LLMOPS_REQUIREMENT, a pinned llmops-gitops requirement; see its "
+               "README.md, Using the CLI", err=True)
 
 
 def _report_crash(exc: BaseException) -> str:
