@@ -146,7 +146,10 @@ _STATE = ("llmops.db", "specs", "api-token")
 def find_home(start: Path | None = None) -> Path | None:
     """The nearest ``.llmops`` folder with llmops state in ``start`` (default: the
     working directory) or a parent, as an absolute path; None when there is none."""
-    here = (start or Path.cwd()).absolute()
+    try:
+        here = (start or Path.cwd()).absolute()
+    except OSError:  # the working directory was removed
+        return None
     for folder in (here, *here.parents):
         candidate = folder / HOME_DIR
         if candidate.is_dir() and any((candidate / name).exists() for name in _STATE):
