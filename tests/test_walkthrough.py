@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,17 @@ def call(url: str, token: str = "", data: dict[str, Any] | None = None) -> dict[
     return result
 
 
+def wait_applied(api: str, token: str, env: str, revision: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = call(f"{api}/llm-ops/v1/reconcile/status", token)["data"]["environments"]
+        if any(e["environment"] == env and e.get("lastAppliedRevision") == revision
+               for e in status):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{env} never applied {revision[:12]}: {status}")
+
+
 def test_readme_quick_start_then_the_template_readme(
         up: tuple[Path, dict[str, str], str, list[str]]) -> None:
     clone, env, api, printed = up
@@ -141,6 +153,30 @@ def test_readme_quick_start_then_the_template_readme(
     branches = subprocess.run(["git", "-C", str(home / "specs"), "branch", "--list",
                                "llmops/*"], capture_output=True, text=True, check=True)
     assert done["data"]["branch"] in branches.stdout
+
+    # Conclude an experiment: another commit, on another review branch.
+    experiments = call(f"{api}/llm-ops/v1/prompts/experiments?environment=prod", ml)
+    running = next(e for e in experiments["data"]["items"] if e["spec"]["state"] == "running")
+    winner = running["spec"]["variants"][0]["templateRef"]
+    concluded = call(f"{api}/llm-ops/v1/prompts/experiments/{running['id']}/conclude", ml,
+                     {"winnerTemplateId": winner, "notes": "walkthrough"})
+    assert concluded["status"] == "success", concluded
+
+    # A change committed to the followed repo, reconciled on a trigger, then rolled back
+    # through the API.
+    specs = home / "specs"
+    stg = specs / "endpoints" / "stg" / "support-chat.yaml"
+    stg.write_text(stg.read_text().replace("    min: 1\n", "    min: 2\n", 1))
+    bash("git commit -qam 'stg: support-chat min 2'", specs, env)
+    head = bash("git rev-parse HEAD", specs, env).strip()
+    assert call(f"{api}/llm-ops/v1/reconcile/trigger", ml, {})["status"] == "success"
+    wait_applied(api, ml, "stg", head)
+    endpoints = call(f"{api}/llm-ops/v1/serving/endpoints?environment=stg", ml)
+    chat = next(e for e in endpoints["data"]["items"] if e["name"] == "support-chat")
+    rolled = call(f"{api}/llm-ops/v1/serving/endpoints/{chat['id']}/rollback", ml, {})
+    assert rolled["status"] == "success", rolled
+    assert "min: 1" in bash(f"git show {rolled['data']['commit']}:endpoints/stg/"
+                            "support-chat.yaml", specs, env)
 
     # The template README: `Using the CLI`, then the walkthrough, every command in order
     # (the install line aside: this environment has llmops installed).
