@@ -29,6 +29,7 @@ import click
 from llmops.cli import (
     audit_cmd,
     daemon_cmd,
+    fetch_cmd,
     hydrate_cmd,
     output,
     plan_cmd,
@@ -148,3 +149,4 @@ cli.add_command(daemon_cmd.daemon_command)
 cli.add_command(daemon_cmd.up)
 cli.add_command(serve_cmd.serve)
 cli.add_command(hydrate_cmd.hydrate)
+cli.add_command(fetch_cmd.fetch_model)
