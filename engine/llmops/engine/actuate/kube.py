@@ -69,11 +69,13 @@ OWNED_TYPES: tuple[tuple[str, str], ...] = (
     ("v1", "Namespace"), ("v1", "ResourceQuota"), ("v1", "ConfigMap"), ("v1", "Secret"),
     ("v1", "Service"), ("apps/v1", "Deployment"), ("batch/v1", "Job"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"), ("networking.k8s.io/v1", "Ingress"),
+    ("policy/v1", "PodDisruptionBudget"),
 )
 """The (apiVersion, kind) of every type llmops renders, and so lists and may prune."""
 
 APPLY_ORDER = {"Namespace": 0, "ResourceQuota": 1, "ConfigMap": 2, "Secret": 2, "Service": 3,
-               "Deployment": 4, "Job": 4, "HorizontalPodAutoscaler": 5, "Ingress": 5}
+               "Deployment": 4, "Job": 4, "HorizontalPodAutoscaler": 5, "Ingress": 5,
+               "PodDisruptionBudget": 5}
 UNKNOWN_KIND_RANK = 4
 _MANAGER_RE = re.compile(r'conflict with "([^"]+)"')
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
