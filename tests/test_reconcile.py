@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from sqlalchemy import event
 
 from conftest import edit
 from llmops.engine.actuate import hydrate
@@ -53,11 +55,12 @@ class Harness:
         self.work = tmp / "work"
         self.clock = WEDNESDAY
         self.src = snapshots.open_source(str(repo), "main", self.work)
+        self.actuator = HydrateActuator(self.out)  # one, as compose.actuator_factory keeps
         self.rec = self.make()
 
     def make(self, **kw: object) -> reconciler.Reconciler:
         return reconciler.Reconciler(
-            self.store, self.src, lambda env, cfg: HydrateActuator(self.out),
+            self.store, self.src, lambda env, cfg: self.actuator,
             clock=lambda: self.clock, **kw)  # type: ignore[arg-type]
 
     def run(self) -> dict[str, reconciler.PassResult]:
@@ -440,3 +443,29 @@ def test_unchanged_specs_are_not_parsed_or_rendered_again(h: Harness) -> None:
     misses = h.rec.render_cache.misses
     h.run()  # resync of the same revision: nothing parsed, nothing rendered
     assert (h.rec.cache.misses, h.rec.render_cache.misses) == (parsed + 1, misses)
+
+
+@pytest.mark.slow  # over 0.5 s of CPU on its own
+def test_a_pass_over_an_unchanged_revision_writes_nothing_and_parses_nothing(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the pass that published a revision, passes over the same revision (nothing
+    edited by hand) neither write to the store nor parse the published files again."""
+    h.run()
+    statements: list[str] = []
+    event.listen(h.store.engine, "before_cursor_execute",
+                 lambda *args: statements.append(args[2].split(None, 1)[0].upper()))
+    parses: list[object] = []
+    real_load = yaml.load
+    monkeypatch.setattr(hydrate.yaml, "load", lambda *a, **k: parses.append(a) or real_load(
+        *a, **k))
+    for _ in range(2):
+        results = h.run()
+        assert {r.result for r in results.values()} == {RunResult.NOOP}
+    assert not {"INSERT", "UPDATE", "DELETE"} & set(statements), statements
+    assert parses == []
+    # A hand edit of a published file is still seen, and put back, by the next pass.
+    key = next(k for k in h.published("dev").objects if k.kind == "Service")
+    path = (h.out / "dev").resolve() / hydrate.file_name(key)
+    path.write_text(path.read_text().replace("port: 80", "port: 8081"))
+    result = h.run()["dev"]
+    assert (result.result, result.counts.configured) == (RunResult.SUCCEEDED, 1)

@@ -74,6 +74,13 @@ def specs() -> dict[str, Any]:
 Edit = Callable[[dict[str, Any]], None]
 
 
+def write(root: Path, files: dict[str, Any]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(yaml.safe_dump(data, sort_keys=False))
+    return root
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Callable[..., SpecSet]:
     counter = iter(range(100))
@@ -82,11 +89,7 @@ def repo(tmp_path: Path) -> Callable[..., SpecSet]:
         files = copy.deepcopy(specs())
         if edit is not None:
             edit(files)
-        root = tmp_path / f"repo{next(counter)}"
-        for rel, data in files.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(yaml.safe_dump(data, sort_keys=False))
-        return validate.load_and_validate(root)
+        return validate.load_and_validate(write(tmp_path / f"repo{next(counter)}", files))
 
     return make
 

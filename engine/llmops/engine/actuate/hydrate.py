@@ -63,8 +63,16 @@ class HydratedSet:
     objects: dict[ResourceKey, KubeObject]
 
 
-def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]) -> Path:
-    """Publish ``objects`` as the environment's set; returns the published directory."""
+FileStamp = tuple[str, int, int, int]
+"""A published file as ``read_set`` caches it: path, inode, size and mtime."""
+
+
+def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject],
+              written: dict[FileStamp, KubeObject] | None = None) -> Path:
+    """Publish ``objects`` as the environment's set; returns the published directory.
+
+    ``written`` (a ``read_set`` cache) is filled with the files just written, so the
+    next ``read_set`` does not parse them again."""
     items = sorted(((ResourceKey.of(o), o) for o in objects), key=lambda kv: kv[0])
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{env}.staging.", dir=root))
@@ -81,6 +89,13 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
                                             indent=2) + "\n", encoding="utf-8")
     final = root / f".{env}.{revision[:12]}.{staging.name.rsplit('.', 1)[-1]}"
     os.rename(staging, final)
+    if written is not None:
+        written.clear()
+        base = final.resolve()
+        for (_, obj), entry in zip(items, index, strict=True):
+            path = base / entry["file"]
+            info = path.stat()
+            written[(str(path), info.st_ino, info.st_size, info.st_mtime_ns)] = obj
     link = root / env
     if link.exists() and not link.is_symlink():
         raise FileExistsError(f"{link} exists and is not a llmops-managed symlink")
@@ -99,9 +114,6 @@ def _cleanup(root: Path, env: str, keep: set[str]) -> None:
         if (entry.name.startswith(f".{env}.") and entry.name not in keep
                 and entry.is_dir() and not entry.is_symlink()):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-FileStamp = tuple[str, int, int, int]
 
 
 def read_set(root: Path, env: str,
@@ -157,7 +169,8 @@ class HydrateActuator:
     def act(self, plan: ActPlan) -> ActResult:
         objects = {**plan.keep, **plan.desired}
         try:
-            write_set(self.root, plan.environment, plan.revision, objects.values())
+            write_set(self.root, plan.environment, plan.revision, objects.values(),
+                      self._parsed.setdefault(plan.environment, {}))
         except OSError as exc:
             raise ActuatorError(f"{self.root / plan.environment}: cannot publish: "
                                 f"{exc.strerror or exc}") from exc
