@@ -186,6 +186,9 @@ class TrainingJobOut(SpecOut):
     base_model: Ref
     dataset: Ref
     output_model: Ref
+    experiment_url: str | None = Field(
+        default=None, description="The run's experiment tracker page (spec.experimentUrl), "
+        "also on the Job as the annotation llmops.io/experiment-url.")
     status: StatusOut
 
 

@@ -34,6 +34,10 @@ def _model_ref(value: object) -> tuple[str, str]:
     return str(ref.get("name", "")), str(ref.get("version", ""))
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _job(store: db.Store, entry: catalog.CatalogEntry,
          status: state.SpecStatus | None) -> TrainingJobOut:
     base_name, base_version = _model_ref(entry.body.get("baseModelRef"))
@@ -43,6 +47,7 @@ def _job(store: db.Store, entry: catalog.CatalogEntry,
         base_model=lookup.ref(Kind.MODEL, base_name, version=base_version),
         dataset=lookup.ref(Kind.DATASET, str(entry.body.get("datasetRef", ""))),
         output_model=lookup.ref(Kind.MODEL, out_name, version=out_version),
+        experiment_url=_text(entry.body.get("experimentUrl")),
         status=StatusOut.of(status))
 
 
