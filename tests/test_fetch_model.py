@@ -20,11 +20,13 @@ import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
+from test_serving import specs, write
 
 from conftest import CliResult
 from llmops.engine import settings
-from llmops.engine.spec import schema
+from llmops.engine.spec import schema, validate
 from llmops.engine.store import modelfetch
+from llmops.renderers import render_environment
 
 pytestmark = pytest.mark.slow
 
@@ -234,3 +236,32 @@ def test_unreachable_storage_is_reported(tmp_path: Path, cli: Callable[..., CliR
     result = fetch_cli(cli, tmp_path / "m")
     assert result.code == 1
     assert "S3 GET failed" in result.err
+
+
+def test_rendered_init_container_loads_what_the_server_is_started_on(
+        s3_server: str, tmp_path: Path, cli: Callable[..., CliResult],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render an endpoint, run its init container's command and env, find the model at --model."""
+    files = specs()
+    files["llmops.yaml"]["environments"]["dev"]["serving"]["storage"]["endpointUrl"] = s3_server
+    base = files["models/base.yaml"]["spec"]
+    base.update(storageUri=f"s3://{BUCKET}/models/base/1.0.0/", files=FILES)
+    for name, body in (("config.json", CONFIG), ("model.safetensors", WEIGHTS)):
+        boto3.client("s3", endpoint_url=s3_server).put_object(
+            Bucket=BUCKET, Key=f"models/base/1.0.0/{name}", Body=body)
+    objs = render_environment(validate.load_and_validate(write(tmp_path / "repo", files)), "dev")
+    (deployment,) = [o for o in objs if o["kind"] == "Deployment"]
+    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert init["envFrom"] == [{"secretRef": {"name": "model-store"}}]  # the AWS_* env here
+    for var in init["env"]:
+        monkeypatch.setenv(var["name"], var["value"])
+    command = init["command"]
+    assert command[:3] == ["llmops", "fetch-model", "--dest"]
+    root = tmp_path / "volume"  # the pod's /models
+    result = cli(*command[1:3], root / Path(command[3]).relative_to("/models"))
+    assert result.code == 0, result.err
+    model_dir = root / Path(server["args"][server["args"].index("--model") + 1]).relative_to(
+        "/models")
+    assert (model_dir / "config.json").read_bytes() == CONFIG
+    assert (model_dir / "model.safetensors").read_bytes() == WEIGHTS
