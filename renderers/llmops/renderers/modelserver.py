@@ -227,8 +227,9 @@ def work_mounts() -> list[dict[str, Any]]:
     return [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
 
 
-RUNTIME_ENV = [("HOME", "/tmp"), ("HF_HUB_OFFLINE", "1")]
-"""A writable home for caches, and no Hugging Face Hub lookups: the model is on disk."""
+RUNTIME_ENV = [("HOME", "/tmp"), ("HF_HOME", "/tmp/hf"), ("HF_HUB_OFFLINE", "1")]
+"""Writable homes for caches (the root filesystem is read-only; TGI's image points HF_HOME
+at /data), and no Hugging Face Hub lookups: the model is on disk."""
 
 
 # --------------------------------------------------------------------------- placement
