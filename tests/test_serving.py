@@ -517,3 +517,37 @@ def test_training_gpus_must_fit_one_node(repo: Callable[..., SpecSet]) -> None:
 
     ((file, field, _),) = issues(repo, edit)
     assert (file, field) == ("training/sft.yaml", "spec.resources.gpu")
+
+
+def test_a_dataset_that_lists_its_files_is_fetched_like_a_model(
+        repo: Callable[..., SpecSet]) -> None:
+    data_files = [{"name": "train.jsonl", "sha256": "f" * 64, "size": 2 * GIB}]
+
+    def edit(files: dict[str, Any]) -> None:
+        files["datasets/d.yaml"]["spec"]["files"] = data_files
+
+    before = next(o for o in rendered(repo) if o["kind"] == "Job")
+    job = next(o for o in rendered(repo, edit) if o["kind"] == "Job")
+    assert job["metadata"]["name"] != before["metadata"]["name"], "a new Job, not a patch"
+    spec_ = job["spec"]["template"]["spec"]
+    base, data = spec_["initContainers"]
+    assert base["name"] == "fetch-base-model"
+    assert data["name"] == "fetch-dataset"
+    assert json.loads(env(data)["LLMOPS_MODEL_FILES"]) == data_files
+    assert env(data)["LLMOPS_MODEL_URI"] == "s3://data/datasets/tickets/"
+    (trainer,) = spec_["containers"]
+    assert env(trainer)["DATASET_PATH"] == data["command"][-1]
+    assert env(trainer)["DATASET_PATH"].startswith("/data/tickets/")
+    assert {"name": "data", "mountPath": "/data"} in trainer["volumeMounts"]
+    volumes = {v["name"]: v for v in spec_["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {"sizeLimit": "4Gi"}}
+    assert "DATASET_PATH" not in env(before["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_dataset_file_names_are_checked(repo: Callable[..., SpecSet]) -> None:
+    def edit(files: dict[str, Any]) -> None:
+        files["datasets/d.yaml"]["spec"]["files"] = [
+            {"name": "../etc/passwd", "sha256": "f" * 64, "size": 1}]
+
+    ((file, field, _),) = issues(repo, edit)
+    assert (file, field) == ("datasets/d.yaml", "spec.files[0].name")

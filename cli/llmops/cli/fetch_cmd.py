@@ -25,10 +25,10 @@ from llmops.engine import settings
 from llmops.engine.spec import schema
 from llmops.engine.store import modelfetch
 
-_FILES = TypeAdapter(list[schema.ModelFile])
+_FILES = TypeAdapter(list[schema.StoredFile])
 
 
-def parse_files(text: str) -> list[schema.ModelFile]:
+def parse_files(text: str) -> list[schema.StoredFile]:
     """The ``--files`` JSON as model files; a clear ``BadRequest`` naming the entry otherwise."""
     try:
         return _FILES.validate_json(text)

@@ -42,6 +42,7 @@ from llmops.renderers import objects
 from llmops.renderers.objects import Owner
 
 MODELS_DIR = "/models"
+DATA_DIR = "/data"
 PRESTOP_SECONDS = 15
 """The load balancer's time to stop sending new requests before the server gets SIGTERM."""
 RUN_AS = 1000
@@ -80,18 +81,33 @@ class PodParts:
 
 @dataclass(frozen=True)
 class Fetch:
-    """One model the pod downloads: into ``path``, by the init container ``container``."""
+    """One artifact the pod downloads, by the init container ``container``, into ``path``."""
 
     container: str
-    model: schema.ModelSpec
+    uri: str
+    files: tuple[schema.StoredFile, ...]
+    directory: str
+    """Under the volume's mount: ``<model>/<version>`` or ``<dataset>``."""
+    volume: str = "models"
+    mount: str = MODELS_DIR
+
+    @classmethod
+    def of_model(cls, container: str, model: schema.ModelSpec) -> Fetch:
+        return cls(container, model.spec.storageUri, tuple(model.spec.files),
+                   f"{model.name}/{model.spec.version}")
+
+    @classmethod
+    def of_dataset(cls, container: str, dataset: schema.DatasetSpec) -> Fetch:
+        return cls(container, dataset.spec.uri, tuple(dataset.spec.files), dataset.name,
+                   volume="data", mount=DATA_DIR)
 
     @property
     def digest(self) -> str:
-        return content_hash([f.model_dump(mode="json") for f in self.model.spec.files])[:12]
+        return content_hash([f.model_dump(mode="json") for f in self.files])[:12]
 
     @property
     def path(self) -> str:
-        return f"{MODELS_DIR}/{self.model.name}/{self.model.spec.version}/{self.digest}"
+        return f"{self.mount}/{self.directory}/{self.digest}"
 
 
 @dataclass(frozen=True)
@@ -117,22 +133,24 @@ def loaded(owner: Owner, models: placement.ModelLookup, ref: schema.ModelRef) ->
     if model is None:
         raise owner.error(f"model {ref} is not defined")
     if model.spec.type != schema.ModelType.ADAPTER:
-        return Loaded((Fetch("fetch-model", model),), model)
+        return Loaded((Fetch.of_model("fetch-model", model),), model)
     base = models(model.spec.baseModel) if model.spec.baseModel else None
     if base is None:
         raise owner.error(f"adapter {ref} needs its base model {model.spec.baseModel}, "
                           "which is not defined")
-    return Loaded((Fetch("fetch-base-model", base), Fetch("fetch-adapter", model)), base,
-                  model)
+    return Loaded((Fetch.of_model("fetch-base-model", base),
+                   Fetch.of_model("fetch-adapter", model)), base, model)
 
 
-def models_volume(fetches: tuple[Fetch, ...], serving: repoconfig.Serving) -> dict[str, Any]:
+def artifact_volume(fetches: tuple[Fetch, ...], serving: repoconfig.Serving,
+                    name: str = "models") -> dict[str, Any]:
+    """The volume ``fetches`` land in: the model cache PVC, or an emptyDir sized from them."""
     claim = serving.storage.cacheClaim
-    if claim:
-        return {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
-    total = sum(f.size for fetch in fetches for f in fetch.model.spec.files)
+    if claim and name == "models":
+        return {"name": name, "persistentVolumeClaim": {"claimName": claim}}
+    total = sum(f.size for fetch in fetches for f in fetch.files)
     size = math.ceil((total * 1.1 + GIB) / GIB)
-    return {"name": "models", "emptyDir": {"sizeLimit": f"{size}Gi"}}
+    return {"name": name, "emptyDir": {"sizeLimit": f"{size}Gi"}}
 
 
 def storage_env(serving: repoconfig.Serving) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -146,19 +164,19 @@ def storage_env(serving: repoconfig.Serving) -> tuple[list[dict[str, Any]], list
 
 
 def fetch_container(fetch: Fetch, serving: repoconfig.Serving) -> dict[str, Any]:
-    files = json.dumps([f.model_dump(mode="json") for f in fetch.model.spec.files],
+    files = json.dumps([f.model_dump(mode="json") for f in fetch.files],
                        separators=(",", ":"))
     env, env_from = storage_env(serving)
     container: dict[str, Any] = {
         "name": fetch.container,
         "image": serving.llmopsImage,
         "command": ["llmops", "fetch-model", "--dest", fetch.path],
-        "env": [{"name": "LLMOPS_MODEL_URI", "value": fetch.model.spec.storageUri},
+        "env": [{"name": "LLMOPS_MODEL_URI", "value": fetch.uri},
                 {"name": "LLMOPS_MODEL_FILES", "value": files}, *env],
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
                       "limits": {"memory": "1Gi"}},
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR},
+        "volumeMounts": [{"name": fetch.volume, "mountPath": fetch.mount},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
     if env_from:

@@ -257,7 +257,7 @@ class _Endpoint:
         }
         pod = modelserver.PodParts(
             init_containers=[modelserver.fetch_container(f, serving) for f in model.fetches],
-            volumes=[modelserver.models_volume(model.fetches, serving),
+            volumes=[modelserver.artifact_volume(model.fetches, serving),
                      *modelserver.work_volumes(body.resources.gpu)])
         pod.add_container(server)
         pod.fields.update({

@@ -17,7 +17,9 @@ server would refuse. The trainer container gets:
   <version>/``, the layout model uploads use);
 - the base model's files under ``BASE_MODEL_PATH``, fetched and verified by an
   init container running ``llmops fetch-model`` exactly as serving pods get
-  theirs (``llmops.renderers.modelserver``);
+  theirs (``llmops.renderers.modelserver``), and the dataset's under
+  ``DATASET_PATH`` when the Dataset lists its files (else the trainer reads
+  ``DATASET_URI`` itself);
 - the environment's model storage settings: the credentials Secret by
   reference (``envFrom``), ``AWS_ENDPOINT_URL``/``AWS_REGION`` for the
   trainer's own S3 client (it reads the dataset and writes the output model),
@@ -70,8 +72,10 @@ def output_uri(base: schema.ModelSpec, output: schema.ModelRef) -> str:
 
 
 def _trainer_env(scope: Scope, job: schema.TrainingJobSpec, base: schema.ModelSpec,
-                 dataset: schema.DatasetSpec, base_path: str) -> list[tuple[str, str]]:
+                 dataset: schema.DatasetSpec, fetches: list[modelserver.Fetch]
+                 ) -> list[tuple[str, str]]:
     body, storage = job.spec, scope.config.serving_config.storage
+    base_path = fetches[0].path
     env = [
         ("LLMOPS_TRAINING_JOB", job.name),
         ("LLMOPS_ENVIRONMENT", scope.environment),
@@ -87,23 +91,33 @@ def _trainer_env(scope: Scope, job: schema.TrainingJobSpec, base: schema.ModelSp
         ("HYPERPARAMETERS", json.dumps(body.hyperparameters, sort_keys=True)),
         ("AWS_REGION", storage.region),
     ]
+    if len(fetches) > 1:
+        env.append(("DATASET_PATH", fetches[1].path))
     if storage.endpointUrl:
         env.append(("AWS_ENDPOINT_URL", storage.endpointUrl))
     return env
 
 
+def _fetches(base: schema.ModelSpec, dataset: schema.DatasetSpec) -> list[modelserver.Fetch]:
+    """The base model, then the dataset when it lists its files (else the trainer reads it)."""
+    fetches = [modelserver.Fetch.of_model("fetch-base-model", base)]
+    if dataset.spec.files:
+        fetches.append(modelserver.Fetch.of_dataset("fetch-dataset", dataset))
+    return fetches
+
+
 def _pod(scope: Scope, owner: objects.Owner, job: schema.TrainingJobSpec,
          base: schema.ModelSpec, dataset: schema.DatasetSpec) -> dict[str, Any]:
     body, serving = job.spec, scope.config.serving_config
-    fetch = modelserver.Fetch("fetch-base-model", base)
+    fetches = _fetches(base, dataset)
     trainer: dict[str, Any] = {
         "name": "trainer", "image": body.image,
-        "env": objects.env_list(owner, _trainer_env(scope, job, base, dataset, fetch.path), {},
+        "env": objects.env_list(owner, _trainer_env(scope, job, base, dataset, fetches), {},
                                 "spec"),
         "resources": objects.container_resources(body.resources),
         "securityContext": {"allowPrivilegeEscalation": False,
                             "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "models", "mountPath": modelserver.MODELS_DIR},
+        "volumeMounts": [*({"name": f.volume, "mountPath": f.mount} for f in fetches),
                          *modelserver.work_mounts()],
     }
     if body.command:
@@ -114,8 +128,8 @@ def _pod(scope: Scope, owner: objects.Owner, job: schema.TrainingJobSpec,
     if env_from:
         trainer["envFrom"] = env_from
     pod = modelserver.PodParts(
-        init_containers=[modelserver.fetch_container(fetch, serving)],
-        volumes=[modelserver.models_volume((fetch,), serving),
+        init_containers=[modelserver.fetch_container(f, serving) for f in fetches],
+        volumes=[*(modelserver.artifact_volume((f,), serving, f.volume) for f in fetches),
                  *modelserver.work_volumes(body.resources.gpu)])
     pod.add_container(trainer)
     pod.fields.update({"restartPolicy": "Never",

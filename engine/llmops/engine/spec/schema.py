@@ -184,11 +184,15 @@ class SpecBase(Strict):
 # --------------------------------------------------------------------------- Model
 
 
-class ModelFile(Strict):
+class StoredFile(Strict):
+    """One file of an artifact in S3 as recorded at upload: ``llmops fetch-model`` checks it."""
+
     name: Annotated[str, StringConstraints(pattern=MODEL_FILE_RE)]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     size: Annotated[int, Field(ge=0, le=MAX_MODEL_FILE_BYTES)]
 
+
+class ModelFile(StoredFile):
     @model_validator(mode="after")
     def _extension(self) -> ModelFile:
         if not self.name.endswith(MODEL_FILE_EXTENSIONS):
@@ -472,7 +476,16 @@ class DatasetBody(Strict):
     uri: S3Uri
     dataClassification: DataClassification
     ownerTeam: DnsLabel
+    files: list[StoredFile] = []
+    """When listed, training pods get the dataset fetched and verified like a model."""
     description: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> DatasetBody:
+        names = [f.name for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError("files lists the same file twice")
+        return self
 
 
 class DatasetSpec(SpecBase):

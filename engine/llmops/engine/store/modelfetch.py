@@ -101,7 +101,7 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def check_files(files: Sequence[schema.ModelFile]) -> None:
+def check_files(files: Sequence[schema.StoredFile]) -> None:
     if not files:
         raise BadRequest("the model lists no files (name, sha256, size), so nothing can be "
                          "verified; record them at upload")
@@ -140,7 +140,7 @@ class _Fetcher:
         self.partial = dest / PARTIAL_DIR
         self.result = Fetched()
 
-    def one(self, wanted: schema.ModelFile, verified_sizes: dict[str, int]) -> None:
+    def one(self, wanted: schema.StoredFile, verified_sizes: dict[str, int]) -> None:
         final = self.dest / wanted.name
         if final.is_file() and final.stat().st_size == wanted.size and (
                 verified_sizes.get(wanted.name) == wanted.size
@@ -166,7 +166,7 @@ class _Fetcher:
         os.replace(part, final)
         (self.result.resumed if offset else self.result.copied).append(wanted.name)
 
-    def _download(self, wanted: schema.ModelFile, part: Path, offset: int) -> None:
+    def _download(self, wanted: schema.StoredFile, part: Path, offset: int) -> None:
         key, where = self.prefix + wanted.name, f"{self.uri}{wanted.name}"
         if offset < wanted.size:
             extra = {"Range": f"bytes={offset}-"} if offset else {}
@@ -180,7 +180,7 @@ class _Fetcher:
             part.unlink(missing_ok=True)
             raise Altered(f"{where}: {size} bytes in storage, {wanted.size} recorded at upload")
 
-    def _stream(self, body: Any, part: Path, offset: int, wanted: schema.ModelFile) -> None:
+    def _stream(self, body: Any, part: Path, offset: int, wanted: schema.StoredFile) -> None:
         received = offset
         with part.open("ab" if offset else "wb") as fh:
             for chunk in body.iter_chunks(CHUNK_BYTES):
@@ -200,11 +200,11 @@ class _Fetcher:
                           "recorded at upload")
 
 
-def _marker(files: Sequence[schema.ModelFile]) -> list[dict[str, Any]]:
+def _marker(files: Sequence[schema.StoredFile]) -> list[dict[str, Any]]:
     return [f.model_dump(mode="json") for f in files]
 
 
-def _verified_sizes(dest: Path, files: Sequence[schema.ModelFile]) -> dict[str, int]:
+def _verified_sizes(dest: Path, files: Sequence[schema.StoredFile]) -> dict[str, int]:
     """Sizes of the files a previous complete fetch verified, if it fetched the same list."""
     try:
         recorded = json.loads((dest / MARKER_FILE).read_text(encoding="utf-8"))
@@ -215,7 +215,7 @@ def _verified_sizes(dest: Path, files: Sequence[schema.ModelFile]) -> dict[str, 
     return {f.name: f.size for f in files}
 
 
-def fetch(s3: S3Reader, uri: str, dest: Path, files: Sequence[schema.ModelFile], *,
+def fetch(s3: S3Reader, uri: str, dest: Path, files: Sequence[schema.StoredFile], *,
           on_chunk: OnChunk | None = None) -> Fetched:
     """Copy and verify every file of ``files`` from ``uri`` into ``dest``; see the module doc."""
     check_files(files)
