@@ -9,7 +9,9 @@ where its model comes from, where the pod lands and how traffic reaches it.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from llmops.engine import manifest
 from llmops.engine.errors import SpecError
 from llmops.engine.spec import validate
 from llmops.engine.spec.validate import SpecSet
@@ -423,6 +426,19 @@ def test_keda_scales_on_the_queue_and_to_zero(repo: Callable[..., SpecSet]) -> N
         "threshold": "3"}}]
 
 
+@pytest.mark.parametrize(("target", "threshold"), [("800m", "0.8"), ("2k", "2000"), ("7", "7")])
+def test_keda_threshold_is_a_plain_number(repo: Callable[..., SpecSet], target: str,
+                                          threshold: str) -> None:
+    def edit(files: dict[str, Any]) -> None:
+        keda(files)
+        endpoint_edit(autoscale={"customMetric": {"name": "vllm:gpu_cache_usage_perc",
+                                                  "targetAverageValue": target}})(files)
+
+    (trigger,) = find(rendered(repo, edit), "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["threshold"] == threshold
+    assert trigger["metadata"]["query"].startswith("sum(vllm:gpu_cache_usage_perc{")
+
+
 def test_keda_needs_a_prometheus_address(repo: Callable[..., SpecSet]) -> None:
     def edit(files: dict[str, Any]) -> None:
         files["llmops.yaml"]["environments"]["dev"]["serving"]["autoscaler"] = "keda"
@@ -551,3 +567,44 @@ def test_dataset_file_names_are_checked(repo: Callable[..., SpecSet]) -> None:
 
     ((file, field, _),) = issues(repo, edit)
     assert (file, field) == ("datasets/d.yaml", "spec.files[0].name")
+
+
+# --------------------------------------------------------------------------- golden variants
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _tgi_keda_gateway(files: dict[str, Any]) -> None:
+    """The options the template does not use, in one environment."""
+    keda(files)
+    files["llmops.yaml"]["environments"]["dev"]["serving"].update(
+        routing="gateway-api", gateway={"name": "public", "namespace": "gateways"},
+        storage={"serviceAccountName": "model-reader", "cacheClaim": "model-cache",
+                 "endpointUrl": "https://minio.internal:9000"})
+    endpoint_edit(runtime={"kind": "tgi", "port": 8080}, replicas={"min": 0, "max": 4},
+                  resources={"gpu": 2, "gpuType": "l4"})(files)
+    files["endpoints/dev/sql.yaml"] = spec("ServingEndpoint", "sql", {
+        "environment": "dev", "ownerTeam": "nlp", "modelRef": {"name": "sql", "version": "1.0.0"},
+        "route": "/v1/sql", "runtime": {"maxLoraRank": 32}, "replicas": {"min": 1, "max": 2},
+        "autoscale": {"customMetric": {"name": "vllm:gpu_cache_usage_perc",
+                                       "targetAverageValue": "800m"}},
+        "resources": {"gpu": 1, "gpuType": "l4"}})
+    files["datasets/d.yaml"]["spec"]["files"] = [
+        {"name": "train.jsonl", "sha256": "f" * 64, "size": 2 * GIB}]
+
+
+@pytest.mark.parametrize(("golden", "edit"), [("serving-options.yaml", _tgi_keda_gateway)])
+def test_golden_serving_options(repo: Callable[..., SpecSet], golden: str, edit: Edit) -> None:
+    """TGI, LoRA with a set rank, KEDA, Gateway API, a model cache PVC, workload identity and
+    a fetched dataset, rendered; ``LLMOPS_UPDATE_GOLDEN=1`` rewrites the file (review it)."""
+    text = manifest.to_yaml(render_environment(repo(edit), "dev", revision="0" * 40))
+    path = GOLDEN / golden
+    if os.environ.get("LLMOPS_UPDATE_GOLDEN") == "1":
+        path.write_text(text, encoding="utf-8")
+    expected = path.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True),
+                                            text.splitlines(keepends=True), golden, "rendered"))
+        pytest.fail(f"rendered differs from golden/{golden} (LLMOPS_UPDATE_GOLDEN=1 "
+                    f"regenerates it):\n{diff}", pytrace=False)

@@ -23,6 +23,8 @@ queried by KEDA's prometheus trigger), on CPU only when the spec asks.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
 from llmops.engine.spec import repoconfig, schema
@@ -99,21 +101,39 @@ def httproute(name: str, body: schema.ServingEndpointBody, serving: repoconfig.S
 # --------------------------------------------------------------------------- autoscaling
 
 
-def _metric(body: schema.ServingEndpointBody) -> tuple[str, str] | None:
-    """(Prometheus metric, per-pod target) to scale on, or None for CPU."""
+_SUFFIX = {"m": Decimal("0.001"), "k": Decimal(10**3), "M": Decimal(10**6),
+           "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
+           "E": Decimal(10**18), "Ki": Decimal(2**10), "Mi": Decimal(2**20),
+           "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50),
+           "Ei": Decimal(2**60)}
+
+
+def plain_number(quantity: str) -> str:
+    """A Kubernetes quantity (``800m``, ``2k``) as the plain number KEDA's threshold wants."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity)
+    if match is None or match.group(2) not in ("", *_SUFFIX):
+        raise ValueError(f"{quantity!r} is not a quantity")
+    value = Decimal(match.group(1)) * _SUFFIX.get(match.group(2), Decimal(1))
+    return format(value.normalize(), "f")
+
+
+def _metric(body: schema.ServingEndpointBody) -> tuple[str, str, bool] | None:
+    """(Prometheus metric, per-pod target, is it the server's queue) or None for CPU."""
     auto = body.autoscale
     if auto.customMetric is not None:
-        return auto.customMetric.name, auto.customMetric.targetAverageValue
+        return auto.customMetric.name, auto.customMetric.targetAverageValue, False
     queue = auto.queue_target
     if queue is not None:
-        return modelserver.QUEUE_METRIC[body.runtime.kind], str(queue)
+        return modelserver.QUEUE_METRIC[body.runtime.kind], str(queue), True
     return None
 
 
 def hpa(body: schema.ServingEndpointBody) -> dict[str, Any]:
+    """The HPA's context; the server's queue under the name a Prometheus adapter gives it
+    (``:`` cannot appear in a custom-metrics API name), a custom metric as named."""
     metric = _metric(body)
-    pods = ({"name": metric[0].replace(":", "_"), "target": metric[1]}
-            if metric is not None else None)
+    pods = ({"name": metric[0].replace(":", "_") if metric[2] else metric[0],
+             "target": metric[1]} if metric is not None else None)
     return {"min_replicas": body.replicas.min, "max_replicas": body.replicas.max,
             "pods_metric": pods, "cpu_utilization": body.autoscale.cpuUtilization}
 
@@ -129,6 +149,7 @@ def scaledobject(name: str, namespace: str, body: schema.ServingEndpointBody,
         selector = f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
         trigger = {"type": "prometheus", "metadata": {
             "serverAddress": serving.prometheusUrl or "",
-            "query": f"sum({metric[0]}{{{selector}}})", "threshold": metric[1]}}
+            "query": f"sum({metric[0]}{{{selector}}})",
+            "threshold": plain_number(metric[1])}}
     return {"min_replicas": body.replicas.min, "max_replicas": body.replicas.max,
             "trigger": trigger}
