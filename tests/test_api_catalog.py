@@ -271,6 +271,7 @@ def test_training_jobs_and_policies(store: Store, client: TestClient) -> None:
     assert job["baseModel"]["id"] == key_id("Model", "", "llama-3-8b@1.0.0")
     assert job["outputModel"] == {"id": key_id("Model", "", "support-chat@1.4.0"),
                                   "name": "support-chat", "version": "1.4.0"}
+    assert job["experimentUrl"] == "https://mlflow.example.com/#/experiments/17"
     assert job["status"]["health"] == "Unknown"
     assert (job["phase"], job["experimentUrl"]) == (
         "queued", "https://mlflow.example.com/#/experiments/17")

@@ -186,11 +186,12 @@ class TrainingJobOut(SpecOut):
     base_model: Ref
     dataset: Ref
     output_model: Ref
+    experiment_url: str | None = Field(
+        default=None, description="The run's experiment tracker page (spec.experimentUrl), "
+        "also on the Job as the annotation llmops.io/experiment-url.")
     status: StatusOut
     phase: str = Field(description="From the Job's assessed health: queued (not observed "
                                    "running yet), running, succeeded or failed.")
-    experiment_url: str | None = Field(default=None,
-                                       description="Where the run's metrics are tracked.")
 
 
 class GpuHours(ApiModel):

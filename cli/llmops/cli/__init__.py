@@ -75,6 +75,7 @@ LAZY_COMMANDS = {
     "serve": "serve_cmd:serve",
     "hydrate": "hydrate_cmd:hydrate",
     "db": "db_cmd:db_group",
+    "fetch-model": "fetch_cmd:fetch_model",
 }
 """Commands defined in their own modules, as ``module:attribute`` under ``llmops.cli``."""
 

@@ -43,6 +43,10 @@ PHASES = {HealthStatus.HEALTHY.value: "succeeded", HealthStatus.DEGRADED.value: 
 observed by the actuator) is ``queued``: submitted, not seen running."""
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _job(store: db.Store, entry: catalog.CatalogEntry,
          status: state.SpecStatus | None) -> TrainingJobOut:
     base_name, base_version = _model_ref(entry.body.get("baseModelRef"))
@@ -54,7 +58,7 @@ def _job(store: db.Store, entry: catalog.CatalogEntry,
         output_model=lookup.ref(Kind.MODEL, out_name, version=out_version),
         status=StatusOut.of(status),
         phase=PHASES.get(status.health if status is not None else "", "queued"),
-        experiment_url=entry.body.get("experimentUrl"))
+        experiment_url=_text(entry.body.get("experimentUrl")))
 
 
 def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.SpecStatus]:

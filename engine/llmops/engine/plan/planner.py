@@ -218,7 +218,9 @@ def _set_change(label: str, b: Iterable[str], a: Iterable[str]) -> list[str]:
 def _autoscale(a: schema.Autoscale) -> str:
     if a.customMetric is not None:
         return f"{a.customMetric.name} at {a.customMetric.targetAverageValue}"
-    return f"cpu {a.cpuUtilization}%"
+    if a.cpuUtilization is not None:
+        return f"cpu {a.cpuUtilization}%"
+    return f"queue depth {a.queue_target}"
 
 
 def _endpoint(b: schema.ServingEndpointSpec, a: schema.ServingEndpointSpec) -> list[str]:
@@ -231,8 +233,8 @@ def _endpoint(b: schema.ServingEndpointSpec, a: schema.ServingEndpointSpec) -> l
         out.append(f"GPUs {gpus:+d}")
     if bs.resources.gpuType != as_.resources.gpuType:
         out.append(f"GPU type {bs.resources.gpuType or 'none'} -> {as_.resources.gpuType}")
-    if bs.runtime.image != as_.runtime.image:
-        out.append(f"image {bs.runtime.image} -> {as_.runtime.image}")
+    if bs.runtime.image_ref != as_.runtime.image_ref:
+        out.append(f"image {bs.runtime.image_ref} -> {as_.runtime.image_ref}")
     out += _set_change("runtime args", bs.runtime.args, as_.runtime.args)
     changed_env = sorted(k for k in {*bs.runtime.env, *as_.runtime.env}
                          if bs.runtime.env.get(k) != as_.runtime.env.get(k))
