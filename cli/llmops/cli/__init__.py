@@ -34,6 +34,7 @@ from llmops.cli import (
     plan_cmd,
     reconcile_cmd,
     render_cmd,
+    router_cmd,
     serve_cmd,
 )
 from llmops.engine import errors
@@ -147,4 +148,5 @@ cli.add_command(reconcile_cmd.prune)
 cli.add_command(daemon_cmd.daemon_command)
 cli.add_command(daemon_cmd.up)
 cli.add_command(serve_cmd.serve)
+cli.add_command(router_cmd.router)
 cli.add_command(hydrate_cmd.hydrate)
