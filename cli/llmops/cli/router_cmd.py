@@ -2,7 +2,7 @@
 
 Role: build the router's config from options (each with an ``LLMOPS_*``
 environment default: the ServingEndpoint renderer sets ``LLMOPS_ENDPOINT``,
-``LLMOPS_PROMPT_DIR``, ``LLMOPS_EXPERIMENT_FILE`` and
+``LLMOPS_ENVIRONMENT``, ``LLMOPS_PROMPT_DIR``, ``LLMOPS_EXPERIMENT_FILE`` and
 ``LLMOPS_ROUTER_UPSTREAM`` on the router container), load the mounted
 routing table once (a missing or malformed file stops the start with a
 message naming the file and field) and serve until SIGINT/SIGTERM; uvicorn
@@ -47,6 +47,12 @@ FOLDER = click.Path(file_okay=False, path_type=Path)
     default="default",
     show_default=True,
     help="The endpoint's name (the metrics' endpoint label).",
+)
+@click.option(
+    "--environment",
+    envvar="LLMOPS_ENVIRONMENT",
+    default="",
+    help="The endpoint's environment (the metrics' environment label).",
 )
 @click.option(
     "--prompt-dir",
@@ -109,6 +115,7 @@ def router(
     host: str,
     port: int,
     endpoint: str,
+    environment: str,
     prompt_dir: Path | None,
     experiment_file: Path | None,
     connect_timeout: float,
@@ -128,6 +135,7 @@ def router(
         raise errors.InvalidInput(f"--upstream must be an http(s) URL, not {upstream!r}")
     config = proxy.RouterConfig(
         endpoint=endpoint,
+        environment=environment,
         upstream=upstream.rstrip("/"),
         paths=table.TablePaths(prompt_dir=prompt_dir, experiment_file=experiment_file),
         connect_timeout=connect_timeout,

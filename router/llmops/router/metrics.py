@@ -2,7 +2,7 @@
 
 Input: what ``llmops.router.proxy`` observes about each request. Output: the
 text exposition served on ``/metrics`` (its own registry, so two routers in
-one process never share counters). Series (labels ``endpoint``,
+one process never share counters). Series (labels ``environment``, ``endpoint``,
 ``experiment`` ("" without one), ``variant`` (the template, or ``none``)):
 
 - ``llmops_router_requests_total{code}``: finished requests by HTTP status
@@ -44,12 +44,12 @@ LATENCY_BUCKETS = (
     300.0,
 )
 TOKEN_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-LABELS = ("endpoint", "experiment", "variant")
+LABELS = ("environment", "endpoint", "experiment", "variant")
 
 
 class RouterMetrics:
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
+    def __init__(self, endpoint: str, environment: str = "") -> None:
+        self.endpoint, self.environment = endpoint, environment
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter(
@@ -92,36 +92,39 @@ class RouterMetrics:
             registry=reg,
         )
         self.in_flight = Gauge(
-            "llmops_router_in_flight", "Requests being served.", ["endpoint"], registry=reg
+            "llmops_router_in_flight",
+            "Requests being served.",
+            ["environment", "endpoint"],
+            registry=reg,
         )
         self.reloads = Counter(
             "llmops_router_config_reloads",
             "Reloads of the mounted prompt and experiment files.",
-            ["endpoint", "result"],
+            ["environment", "endpoint", "result"],
             registry=reg,
         )
         self.table_info = Gauge(
             "llmops_router_table_info",
             "1 for the experiment (and state) in force.",
-            ["endpoint", "experiment", "state"],
+            ["environment", "endpoint", "experiment", "state"],
             registry=reg,
         )
 
-    def labels(self, experiment: str, variant: str) -> tuple[str, str, str]:
-        return (self.endpoint, experiment, variant)
+    def labels(self, experiment: str, variant: str) -> tuple[str, str, str, str]:
+        return (self.environment, self.endpoint, experiment, variant)
 
-    def finished(self, labels: tuple[str, str, str], code: int, seconds: float) -> None:
+    def finished(self, labels: tuple[str, str, str, str], code: int, seconds: float) -> None:
         self.requests.labels(*labels, str(code)).inc()
         self.duration.labels(*labels).observe(seconds)
 
-    def usage(self, labels: tuple[str, str, str], prompt: int, completion: int) -> None:
+    def usage(self, labels: tuple[str, str, str, str], prompt: int, completion: int) -> None:
         for kind, count in (("prompt", prompt), ("completion", completion)):
             self.tokens.labels(*labels, kind).inc(count)
             self.request_tokens.labels(*labels, kind).observe(count)
 
     def table(self, experiment: str, state: str) -> None:
         self.table_info.clear()
-        self.table_info.labels(self.endpoint, experiment, state).set(1)
+        self.table_info.labels(self.environment, self.endpoint, experiment, state).set(1)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

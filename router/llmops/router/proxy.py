@@ -63,6 +63,7 @@ PASS_BACK = ("content-type", "x-request-id", "openai-processing-ms")
 class RouterConfig:
     endpoint: str
     upstream: str
+    environment: str = ""
     paths: TablePaths = field(default_factory=TablePaths)
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
@@ -78,7 +79,7 @@ class Routed:
 
     table: RoutingTable
     variant: Variant | None
-    labels: tuple[str, str, str]
+    labels: tuple[str, str, str, str]
     headers: dict[str, str]
     started: float
 
@@ -87,7 +88,7 @@ class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
         self.source = TableSource(config.paths)
-        self.metrics = RouterMetrics(config.endpoint)
+        self.metrics = RouterMetrics(config.endpoint, config.environment)
         self.active = 0
         self.client: httpx.AsyncClient | None = None
         self._publish()
@@ -119,10 +120,12 @@ class Router:
         if outcome is False:
             return
         if outcome is True:
-            self.metrics.reloads.labels(self.config.endpoint, "ok").inc()
+            self.metrics.reloads.labels(self.config.environment, self.config.endpoint, "ok").inc()
             self._publish()
         else:
-            self.metrics.reloads.labels(self.config.endpoint, "error").inc()
+            self.metrics.reloads.labels(
+                self.config.environment, self.config.endpoint, "error"
+            ).inc()
             log.error("kept the previous routing table: %s", outcome)
 
     async def watch(self) -> None:
@@ -196,12 +199,12 @@ class Completions:
             await exchange.send_error(send, error, {})
             return
         router.active += 1
-        router.metrics.in_flight.labels(router.config.endpoint).inc()
+        router.metrics.in_flight.labels(router.config.environment, router.config.endpoint).inc()
         try:
             await self.handle(scope, receive, send)
         finally:
             router.active -= 1
-            router.metrics.in_flight.labels(router.config.endpoint).dec()
+            router.metrics.in_flight.labels(router.config.environment, router.config.endpoint).dec()
 
     async def handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         routed = self.router.route(scope)
