@@ -412,7 +412,8 @@ def test_endpoint_deployment(dev: tuple[KubeObject, ...]) -> None:
     assert deployment["metadata"]["namespace"] == "nlp-dev"
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
     pod = pod_spec(deployment)
-    (container,) = pod["containers"]
+    container, router_container = pod["containers"]  # the prompt router beside the server
+    assert router_container["name"] == "router"
     assert container["image"] == "vllm/vllm-openai:v0.8.5"
     assert container["args"] == ["--served-model-name=chat"]
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
@@ -448,7 +449,8 @@ def test_no_gpu_means_no_gpu_resources(make_repo: Callable[..., SpecSet]) -> Non
 def test_service_and_ingress(dev: tuple[KubeObject, ...]) -> None:
     service = find(dev, "Service", "chat")
     assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http",
+    # The endpoint has a prompt template: the Service reaches the model through the router.
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "router",
                                          "protocol": "TCP"}]
     assert service["spec"]["selector"] == find(dev, "Deployment", "chat")["spec"]["selector"][
         "matchLabels"]
@@ -505,7 +507,7 @@ def test_experiment_table_holds_every_variant_and_weight(dev: tuple[KubeObject, 
         "running", "latency_ms", {"cookie": "variant"})
     pod = pod_spec(find(dev, "Deployment", "chat"))
     assert {"name": "experiment", "configMap": {"name": "chat-abc-experiment"}} in pod["volumes"]
-    assert env_of(pod["containers"][0])["LLMOPS_EXPERIMENT_FILE"] == (
+    assert env_of(pod["containers"][1])["LLMOPS_EXPERIMENT_FILE"] == (
         "/etc/llmops/experiment/experiment.json")
 
 
@@ -534,7 +536,9 @@ def test_concluded_experiment_routes_all_traffic_to_the_winner(
         ("p-a", 0, 50), ("p-b", 0, 30), ("p-c", 100, 20)]
 
 
-def test_weight_change_rolls_the_pods(make_repo: Callable[..., SpecSet]) -> None:
+def test_a_weight_change_changes_the_table_but_never_restarts_the_pods(
+        make_repo: Callable[..., SpecSet]) -> None:
+    # The prompt router reloads the mounted table in place: the (GPU) pods stay as they are.
     before = render_environment(make_repo(), "dev")
 
     def edit(files: dict[str, Any]) -> None:
@@ -542,20 +546,45 @@ def test_weight_change_rolls_the_pods(make_repo: Callable[..., SpecSet]) -> None
         variants[0]["weight"], variants[1]["weight"] = 40, 40
 
     after = render_environment(make_repo(edit), "dev")
-    assert checksum(before, "chat") != checksum(after, "chat")
-    assert checksum(before, "chat") == checksum(render_environment(make_repo(), "dev"), "chat")
-    old, new = find(before, "Deployment", "chat"), find(after, "Deployment", "chat")
-    for obj in (old, new):
-        del obj["spec"]["template"]["metadata"]["annotations"][manifest.CONFIG_CHECKSUM_ANNOTATION]
-    assert old == new
+    assert table_of(find(before, "ConfigMap", "chat-abc-experiment")) != table_of(
+        find(after, "ConfigMap", "chat-abc-experiment"))
+    assert find(before, "Deployment", "chat") == find(after, "Deployment", "chat")
 
 
-def test_prompt_text_change_rolls_the_pods(make_repo: Callable[..., SpecSet]) -> None:
+def test_a_prompt_text_change_never_restarts_the_pods(make_repo: Callable[..., SpecSet]) -> None:
     def edit(files: dict[str, Any]) -> None:
         files["prompts/p-a.yaml"]["spec"]["template"] = "Hi {{ user }}\n"
 
-    assert checksum(render_environment(make_repo(), "dev"), "chat") != checksum(
-        render_environment(make_repo(edit), "dev"), "chat")
+    before, after = render_environment(make_repo(), "dev"), render_environment(make_repo(edit),
+                                                                              "dev")
+    assert find(before, "ConfigMap", "chat-prompt") != find(after, "ConfigMap", "chat-prompt")
+    assert checksum(before, "chat") == checksum(after, "chat")
+    assert find(before, "Deployment", "chat") == find(after, "Deployment", "chat")
+
+
+def test_the_router_fronts_an_endpoint_with_prompts_and_only_then(
+        make_repo: Callable[..., SpecSet], dev: tuple[KubeObject, ...]) -> None:
+    pod = pod_spec(find(dev, "Deployment", "chat"))
+    server, router_container = pod["containers"]
+    assert router_container["args"] == ["router", "--host", "0.0.0.0", "--port", "8080"]
+    env = env_of(router_container)
+    assert env["LLMOPS_ROUTER_UPSTREAM"] == "http://127.0.0.1:8000"
+    assert (env["LLMOPS_ENDPOINT"], env["LLMOPS_ENVIRONMENT"]) == ("chat", "dev")
+    assert env["LLMOPS_PROMPT_DIR"] == "/etc/llmops/prompt"
+    assert {m["name"] for m in router_container["volumeMounts"]} == {"prompt", "experiment"}
+    assert {m["name"] for m in server["volumeMounts"]} == {"dshm"}
+    assert "LLMOPS_PROMPT_DIR" not in env_of(server)
+    annotations = find(dev, "Deployment", "chat")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8080"
+
+    def plain(files: dict[str, Any]) -> None:
+        del files["endpoints/dev/chat.yaml"]["spec"]["promptTemplateRef"]
+        del files["experiments/abc.yaml"]
+
+    objs = render_environment(make_repo(plain), "dev")
+    (only,) = pod_spec(find(objs, "Deployment", "chat"))["containers"]
+    assert only["name"] == "server"
+    assert find(objs, "Service", "chat")["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_training_job(dev: tuple[KubeObject, ...]) -> None:

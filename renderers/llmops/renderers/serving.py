@@ -12,8 +12,10 @@ A ServingEndpoint renders to:
   over as ``MODEL_NAME``/``MODEL_VERSION``/``MODEL_URI`` (plus ``BASE_MODEL_*``
   for adapters and fine-tunes), ``runtime.env``, and the prompt and experiment
   ConfigMaps mounted under ``/etc/llmops/``. The pod-template annotation
-  ``llmops.io/config-checksum`` hashes both ConfigMaps' data, so a changed
-  prompt or a weight change rolls the pods.
+  ``llmops.io/config-checksum`` hashes both ConfigMaps' data. When either
+  is mounted, ``router.attach`` then moves them to the prompt router sidecar
+  (which reloads them in place: a prompt or weight change never restarts the
+  pod) and routes the Service through it.
 - ``Service`` ``<endpoint>`` (ClusterIP, port 80 -> ``http``), ``Ingress``
   ``<endpoint>`` on ``spec.route`` (``Prefix``, on ``spec.host`` if given).
 - ``HorizontalPodAutoscaler`` ``<endpoint>`` (min/max; CPU utilisation or a
@@ -41,7 +43,7 @@ from typing import Any, cast
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SourcedSpec
 from llmops.engine.types import KubeObject, content_hash
-from llmops.renderers import objects, templating
+from llmops.renderers import objects, router, templating
 from llmops.renderers.objects import Owner, Scope
 
 PROMPT_DIR = "/etc/llmops/prompt"
@@ -209,7 +211,7 @@ class _Endpoint:
             }, "server")
         self.emit("ingress.json.j2", {"host": body.host, "route": body.route,
                                       "service": self.name}, "route")
-        return self.out
+        return router.attach(self.out, upstream_port=body.runtime.port)
 
     def _prompt(self, pod: _Pod) -> None:
         ref = self.endpoint.spec.promptTemplateRef
