@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -199,3 +200,35 @@ def metric(base: str, name: str, **labels: str) -> float:
         if all(got.get(k) == f'"{v}"' for k, v in labels.items()):
             total += float(value)
     return total
+
+
+@contextmanager
+def prometheus_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Debian's Prometheus on loopback, scraping every 1 s the targets of the file it yields."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: run .ci/bootstrap (Debian package prometheus)"
+    targets = tmp_path / "targets.json"
+    targets.write_text("[]", encoding="utf-8")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: llmops-router\n"
+        f'    file_sd_configs: [{{files: ["{targets}"], refresh_interval: 1s}}]\n',
+        encoding="utf-8",
+    )
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with _process(argv, f"{url}/-/ready", "prometheus"):
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/-/ready", timeout=2).status_code != 200:
+            assert time.monotonic() < deadline, "prometheus did not become ready"
+            time.sleep(0.1)
+        yield url, targets

@@ -11,9 +11,6 @@ router's own hash), slow ones to one variant, then reads
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from router_support import ConfigMapDir, experiment, free_port, router, upstream
+from router_support import ConfigMapDir, experiment, prometheus_server, router, upstream
 
 from conftest import ok
 from llmops.api.app import create_app
@@ -46,49 +43,8 @@ PER_VARIANT = 30
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Prometheus on loopback; the caller writes its scrape targets file."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is not installed: run .ci/bootstrap (Debian package prometheus)"
-    targets = tmp_path / "targets.json"
-    targets.write_text("[]", encoding="utf-8")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        textwrap.dedent(f"""\
-        global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-        scrape_configs:
-          - job_name: llmops-router
-            file_sd_configs: [{{files: ["{targets}"], refresh_interval: 1s}}]
-        """),
-        encoding="utf-8",
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "prometheus exited"
-            assert time.monotonic() < deadline, "prometheus did not start"
-            time.sleep(0.1)
-        yield url, targets
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with prometheus_server(tmp_path) as running:
+        yield running
 
 
 def _keys_by_variant(weights: dict[str, int]) -> dict[str, list[str]]:

@@ -53,13 +53,13 @@ class RouterMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter(
-            "llmops_router_requests",
+            "llmops_router_requests_total",
             "Finished requests by HTTP status.",
             [*LABELS, "code"],
             registry=reg,
         )
         self.upstream_errors = Counter(
-            "llmops_router_upstream_errors",
+            "llmops_router_upstream_errors_total",
             "Upstream failures answered 502/504, by reason.",
             [*LABELS, "reason"],
             registry=reg,
@@ -79,7 +79,7 @@ class RouterMetrics:
             registry=reg,
         )
         self.tokens = Counter(
-            "llmops_router_tokens",
+            "llmops_router_tokens_total",
             "Tokens from the upstream's usage.",
             [*LABELS, "type"],
             registry=reg,
@@ -98,7 +98,7 @@ class RouterMetrics:
             registry=reg,
         )
         self.reloads = Counter(
-            "llmops_router_config_reloads",
+            "llmops_router_config_reloads_total",
             "Reloads of the mounted prompt and experiment files.",
             ["environment", "endpoint", "result"],
             registry=reg,
