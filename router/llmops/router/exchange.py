@@ -1,24 +1,25 @@
 """The ASGI plumbing of one proxied request: bounded body, errors, disconnects, streaming.
 
-Input: ASGI ``receive``/``send`` and an upstream ``httpx.Response``. Output:
+Input: ASGI ``receive``/``send`` and a model server's ``Answer``. Output:
 what the client gets. ``read_body`` reads at most ``limit`` bytes (413
-beyond); ``until_disconnect`` returns when the client goes away;
-``cancel_on_disconnect`` runs an upstream call and cancels it (closing the
-upstream connection) when the client leaves first; ``relay_stream`` passes
-an upstream body through chunk by chunk, watching for a disconnect the whole
-time, and always closes the upstream response. Errors are ``HttpError``s,
+beyond); ``ClientWatch.race`` awaits a call to the model server and cancels
+it (closing its connection) when the client leaves first; ``relay_stream``
+passes a body through chunk by chunk, watching for a disconnect the whole
+time, and always closes the answer. Errors are ``HttpError``s,
 answered as OpenAI-style ``{"error": {...}}`` bodies by ``send_error``.
 Caller: ``llmops.router.proxy``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-import httpx
 import orjson
+
+if TYPE_CHECKING:
+    from llmops.router.upstream import Answer
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -92,55 +93,24 @@ async def until_disconnect(receive: Receive) -> None:
         pass
 
 
-async def cancel_on_disconnect(receive: Receive, call: Callable[[], Awaitable[T]]) -> T:
-    """``call()``'s result, or ``Disconnected`` (with ``call`` cancelled) if the client left."""
-    result: list[T] = []
-    failed: list[Exception] = []
-    async with anyio.create_task_group() as group:
+class ClientWatch:
+    """Watches for the client going away while the router waits on the model server."""
 
-        async def run() -> None:
-            try:
-                result.append(await call())
-            except Exception as exc:  # handed to the caller below, outside the task group
-                failed.append(exc)
-            group.cancel_scope.cancel()
+    def __init__(self, receive: Receive) -> None:
+        self.gone = asyncio.ensure_future(until_disconnect(receive))
 
-        group.start_soon(run)
-        await until_disconnect(receive)
-        group.cancel_scope.cancel()
-    if failed:
-        raise failed[0]
-    if not result:
+    async def race(self, work: Awaitable[T]) -> T:
+        """``work``'s result, or ``Disconnected`` (with ``work`` cancelled) if the client left."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task, self.gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         raise Disconnected
-    return result[0]
 
-
-def upstream_error(exc: httpx.TransportError) -> HttpError:
-    """The answer to a failed upstream call: 504 on a timeout, 502 otherwise."""
-    if isinstance(exc, httpx.PoolTimeout):
-        return HttpError(
-            503,
-            "the router's connection pool to the model server is exhausted",
-            "server_error",
-            reason="pool",
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return HttpError(
-            504,
-            f"the model server did not answer in time ({type(exc).__name__})",
-            "upstream_timeout",
-            reason="timeout",
-        )
-    if isinstance(exc, httpx.ConnectError):
-        return HttpError(
-            502, "cannot connect to the model server", "upstream_error", reason="connect"
-        )
-    return HttpError(
-        502,
-        f"the model server broke the connection ({type(exc).__name__})",
-        "upstream_error",
-        reason="protocol",
-    )
+    def stop(self) -> None:
+        self.gone.cancel()
 
 
 def raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -161,47 +131,40 @@ async def send_error(send: Send, error: HttpError, headers: dict[str, str]) -> N
 
 
 async def relay_stream(
-    receive: Receive,
+    watch: ClientWatch,
     send: Send,
-    upstream: httpx.Response,
+    answer: Answer,
     headers: dict[str, str],
     on_chunk: Callable[[bytes], None],
 ) -> bool:
-    """Pass the upstream body through as it comes; False if the client left first.
+    """Pass the model server's body through as it comes; False if the client left first.
 
-    A failure of the upstream mid-stream raises ``HttpError`` after the
-    client got an SSE ``error`` event (the status line is already sent).
+    A failure of the model server midway raises ``HttpError`` after the client
+    got an SSE ``error`` event (the status line is already sent).
     """
-    failure: list[HttpError] = []
+    start = {
+        "type": "http.response.start",
+        "status": answer.status,
+        "headers": raw_headers(headers),
+    }
+    await send(start)
+    chunks = answer.chunks()
     try:
-        async with anyio.create_task_group() as group:
-
-            async def pump() -> None:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": upstream.status_code,
-                        "headers": raw_headers(headers),
-                    }
-                )
-                try:
-                    async for chunk in upstream.aiter_raw():
-                        on_chunk(chunk)
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except httpx.TransportError as exc:
-                    failure.append(upstream_error(exc))
-                    event = b"data: " + failure[0].body() + b"\n\n"
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
+        while True:
+            try:
+                chunk = await watch.race(anext(chunks))
+            except StopAsyncIteration:
+                break
+            except HttpError as error:
+                event = b"data: " + error.body() + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                group.cancel_scope.cancel()
-
-            group.start_soon(pump)
-            await until_disconnect(receive)
-            group.cancel_scope.cancel()
-            return False
+                raise
+            on_chunk(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except Disconnected:
+        return False
     finally:
-        with anyio.CancelScope(shield=True):
-            await upstream.aclose()
-        if failure:
-            raise failure[0]
+        answer.close()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
     return True

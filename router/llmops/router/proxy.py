@@ -25,14 +25,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from llmops.router import choose, exchange, prompt
+from llmops.router import choose, exchange, prompt, upstream
 from llmops.router.exchange import Disconnected, HttpError, Receive, Send
 from llmops.router.metrics import RouterMetrics
 from llmops.router.table import NO_VARIANT, RoutingTable, TablePaths, TableSource, Variant
@@ -54,6 +53,7 @@ HOP_BY_HOP = frozenset(
         b"content-length",
         b"accept-encoding",
         b"cookie",
+        b"content-type",
     }
 )
 PASS_BACK = ("content-type", "x-request-id", "openai-processing-ms")
@@ -90,7 +90,12 @@ class Router:
         self.source = TableSource(config.paths)
         self.metrics = RouterMetrics(config.endpoint, config.environment)
         self.active = 0
-        self.client: httpx.AsyncClient | None = None
+        self.client = upstream.Client(
+            config.upstream,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            max_connections=config.max_connections,
+        )
         self._publish()
 
     def _publish(self) -> None:
@@ -101,18 +106,6 @@ class Router:
             table.label or "-",
             table.state or "-",
             {v.name: v.weight for v in table.variants},
-        )
-
-    def new_client(self) -> httpx.AsyncClient:
-        cfg = self.config
-        timeout = httpx.Timeout(
-            cfg.read_timeout, connect=cfg.connect_timeout, pool=cfg.connect_timeout
-        )
-        limits = httpx.Limits(
-            max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
-        )
-        return httpx.AsyncClient(
-            base_url=cfg.upstream, timeout=timeout, limits=limits, trust_env=False
         )
 
     def reload(self) -> None:
@@ -156,10 +149,13 @@ class Router:
             table, variant, self.metrics.labels(table.label, name), headers, time.perf_counter()
         )
 
-    def upstream_headers(self, scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
-        out = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
-        out.append((b"accept-encoding", b"identity"))
-        return out
+    def upstream_headers(self, scope: dict[str, Any]) -> list[tuple[str, str]]:
+        out = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k not in HOP_BY_HOP
+        ]
+        return [*out, ("accept-encoding", "identity"), ("content-type", "application/json")]
 
 
 def cookie(scope: dict[str, Any], name: str) -> str | None:
@@ -209,10 +205,12 @@ class Completions:
     async def handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         routed = self.router.route(scope)
         status = exchange.CLIENT_CLOSED
+        watch: exchange.ClientWatch | None = None
         try:
             raw = await exchange.read_body(receive, scope, self.router.config.max_body_bytes)
             body = self.prepare(parse_body(raw), routed)
-            status = await self.forward(scope, receive, send, body, routed)
+            watch = exchange.ClientWatch(receive)
+            status = await self.forward(scope, watch, send, body, routed)
         except HttpError as error:
             status = error.status
             if error.reason:
@@ -222,6 +220,8 @@ class Completions:
         except Disconnected:
             status = exchange.CLIENT_CLOSED
         finally:
+            if watch is not None:
+                watch.stop()
             self.router.metrics.finished(
                 routed.labels, status, time.perf_counter() - routed.started
             )
@@ -236,69 +236,49 @@ class Completions:
     async def forward(
         self,
         scope: dict[str, Any],
-        receive: Receive,
+        watch: exchange.ClientWatch,
         send: Send,
         body: dict[str, Any],
         routed: Routed,
     ) -> int:
-        client = self.router.client
-        assert client is not None, "the router's lifespan opens the client"
-        request = client.build_request(
-            "POST",
-            self.path,
-            content=orjson.dumps(body),
-            headers=self.router.upstream_headers(scope),
+        headers = self.router.upstream_headers(scope)
+        answer = await watch.race(
+            self.router.client.request("POST", self.path, headers, orjson.dumps(body))
         )
-
-        async def call() -> httpx.Response:
-            try:
-                return await client.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise exchange.upstream_error(exc) from exc
-
-        upstream = await exchange.cancel_on_disconnect(receive, call)
-        if upstream.status_code >= 500:
-            await upstream.aclose()
+        if answer.status >= 500:
+            answer.close()
             raise HttpError(
-                502,
-                f"the model server answered {upstream.status_code}",
-                "upstream_error",
-                reason="5xx",
+                502, f"the model server answered {answer.status}", "upstream_error", reason="5xx"
             )
-        headers = {
-            **routed.headers,
-            **{k: upstream.headers[k] for k in PASS_BACK if k in upstream.headers},
-        }
-        if body.get("stream") is True and upstream.status_code == 200:
-            return await self.stream(receive, send, upstream, headers, routed)
-        return await self.whole(receive, send, upstream, headers, routed)
+        back = {**routed.headers, **{k: v for k in PASS_BACK if (v := answer.header(k))}}
+        if body.get("stream") is True and answer.status == 200:
+            return await self.stream(watch, send, answer, back, routed)
+        return await self.whole(watch, send, answer, back, routed)
 
     async def whole(
         self,
-        receive: Receive,
+        watch: exchange.ClientWatch,
         send: Send,
-        upstream: httpx.Response,
+        answer: upstream.Answer,
         headers: dict[str, str],
         routed: Routed,
     ) -> int:
         try:
-            content = await exchange.cancel_on_disconnect(receive, upstream.aread)
-        except httpx.TransportError as exc:
-            raise exchange.upstream_error(exc) from exc
+            content = await watch.race(answer.read())
         finally:
-            await upstream.aclose()
-        if upstream.status_code == 200:
+            answer.close()
+        if answer.status == 200:
             counted = usage_of(content)
             if counted is not None:
                 self.router.metrics.usage(routed.labels, *counted)
-        await exchange.send_body(send, upstream.status_code, content, headers)
-        return upstream.status_code
+        await exchange.send_body(send, answer.status, content, headers)
+        return answer.status
 
     async def stream(
         self,
-        receive: Receive,
+        watch: exchange.ClientWatch,
         send: Send,
-        upstream: httpx.Response,
+        answer: upstream.Answer,
         headers: dict[str, str],
         routed: Routed,
     ) -> int:
@@ -309,10 +289,10 @@ class Completions:
 
         scanner = UsageScanner(first_token)
         headers["cache-control"] = "no-cache"
-        finished = await exchange.relay_stream(receive, send, upstream, headers, scanner.feed)
+        finished = await exchange.relay_stream(watch, send, answer, headers, scanner.feed)
         if scanner.usage is not None:
             metrics.usage(routed.labels, *scanner.usage)
-        return upstream.status_code if finished else exchange.CLIENT_CLOSED
+        return answer.status if finished else exchange.CLIENT_CLOSED
 
 
 def create_app(config: RouterConfig) -> Starlette:
@@ -321,7 +301,7 @@ def create_app(config: RouterConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        router.client = router.new_client()
+        router.client.open()
         watcher = asyncio.create_task(router.watch())
         try:
             yield
@@ -329,7 +309,7 @@ def create_app(config: RouterConfig) -> Starlette:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            await router.client.aclose()
+            await router.client.close()
 
     async def healthz(request: Request) -> Response:
         table = router.source.current
@@ -349,20 +329,19 @@ def create_app(config: RouterConfig) -> Starlette:
         )
 
     async def models(request: Request) -> Response:
-        assert router.client is not None
+        headers = [(k, v) for k, v in request.headers.items() if k.encode() not in HOP_BY_HOP]
         try:
-            upstream = await router.client.get(
-                "/v1/models",
-                headers={k: v for k, v in request.headers.items() if k.encode() not in HOP_BY_HOP},
-            )
-        except httpx.TransportError as exc:
-            error = exchange.upstream_error(exc)
+            answer = await router.client.request("GET", "/v1/models", headers)
+            try:
+                content = await answer.read()
+            finally:
+                answer.close()
+        except HttpError as error:
             return Response(error.body(), status_code=error.status, media_type="application/json")
-        status = 502 if upstream.status_code >= 500 else upstream.status_code
         return Response(
-            upstream.content,
-            status_code=status,
-            media_type=upstream.headers.get("content-type", "application/json"),
+            content,
+            status_code=502 if answer.status >= 500 else answer.status,
+            media_type=answer.header("content-type") or "application/json",
         )
 
     routes = [
