@@ -125,6 +125,7 @@ def test_the_experiment_read_reports_what_each_variant_served(
                 params={"environment": "prod", "window": "10m"},
             )
         )
+        costs: dict[str, Any] = ok(client_api.get(f"{BASE}/costs", params={"window": "1h"}))
         usage = experiments.token_usage(
             experiments.PrometheusHttp(prom, 5),
             until=datetime.now(UTC),
@@ -155,3 +156,12 @@ def test_the_experiment_read_reports_what_each_variant_served(
     assert [(u.environment, u.endpoint, u.prompt_tokens, u.completion_tokens) for u in usage] == [
         ("prod", "support-chat", 14 * PER_VARIANT, 8 * PER_VARIANT)
     ]
+    assert costs["tokens"] == [
+        {
+            "environment": "prod",
+            "endpoint": "support-chat",
+            "promptTokens": 14 * PER_VARIANT,
+            "completionTokens": 8 * PER_VARIANT,
+        }
+    ]
+    assert costs["tokensError"] is None

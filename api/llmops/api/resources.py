@@ -258,6 +258,15 @@ class GpuHours(ApiModel):
     gpu_hours: float
 
 
+class TokenUsageOut(ApiModel):
+    """Tokens one endpoint's prompt router counted over the window."""
+
+    environment: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class CostReport(ApiModel):
     """GPU hours over a window, integrated from the recorded GPU samples."""
 
@@ -269,3 +278,7 @@ class CostReport(ApiModel):
     by_environment: list[GpuHours]
     by_endpoint: list[GpuHours] = Field(
         description="One row per (environment, endpoint), with its team.")
+    tokens: list[TokenUsageOut] | None = Field(
+        default=None, description="Prompt and completion tokens per endpoint, from the "
+        "prompt routers' metrics in Prometheus (null when LLMOPS_PROMETHEUS__URL is unset).")
+    tokens_error: str | None = None

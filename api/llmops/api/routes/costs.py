@@ -9,7 +9,9 @@ from the start, so an endpoint that runs steadily is not missed at the
 window's edge; an older one is taken as gone (the reconciler samples every
 15 minutes while it runs). ``window`` is ``<n>h`` or ``<n>d``, at most 90 days (400 otherwise);
 ``until`` (default: now) ends it. Input: query parameters; the store.
-Output: ``CostReport`` in the envelope. Needs ``costs:read``. Caller:
+With ``LLMOPS_PROMETHEUS__URL`` set, ``tokens`` adds the prompt routers'
+prompt and completion tokens per endpoint over the same window
+(``token_side``). Output: ``CostReport`` in the envelope. Needs ``costs:read``. Caller:
 ``llmops.api.app`` mounts ``router``.
 """
 
@@ -18,16 +20,20 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
+from llmops.api.deps import SettingsDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
-from llmops.api.resources import CostReport, GpuHours
+from llmops.api.resources import CostReport, GpuHours, TokenUsageOut
+from llmops.engine.errors import Unavailable
+from llmops.engine.service import experiments
+from llmops.engine.settings import Settings
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import state
 
@@ -90,6 +96,7 @@ def _rows(totals: dict[str, float], field: str) -> list[GpuHours]:
             responses={400: {"model": Failure, "description": "The window is malformed."}})
 def costs(
     store: StoreDep,
+    settings: SettingsDep,
     window: Annotated[str, Query(max_length=16, description="<n>h or <n>d, at most 90d.")]
     = "24h",
     until: Annotated[datetime | None, Query(description="End of the window (default now); "
@@ -114,4 +121,16 @@ def costs(
                         by_team=_rows(teams, "team"),
                         by_environment=_rows(environments, "environment"),
                         by_endpoint=endpoints)
+    if settings.prometheus.url:
+        report = report.model_copy(update=token_side(settings, since, end))
     return success(report, f"{report.total_gpu_hours} GPU hours over {window}")
+
+
+def token_side(settings: Settings, since: datetime, until: datetime) -> dict[str, Any]:
+    """The token side of costs: tokens per endpoint from Prometheus (or why there are none)."""
+    reader = experiments.PrometheusHttp(settings.prometheus.url, settings.prometheus.timeout)
+    try:
+        rows = experiments.token_usage(reader, until=until, window=until - since)
+    except Unavailable as exc:
+        return {"tokens_error": str(exc)}
+    return {"tokens": [TokenUsageOut.model_validate(asdict(row)) for row in rows]}
