@@ -6,7 +6,8 @@ headers (the router forwards them):
 - ``x-fake-latency``: seconds before the answer's first byte;
 - ``x-fake-status``: answer with this status (and an OpenAI error body);
 - ``x-fake-chunks`` (default 4) and ``x-fake-chunk-delay`` (seconds between
-  streamed chunks).
+  streamed chunks); ``x-fake-break-after``: a stream breaks off (the
+  connection is dropped) after this many chunks.
 
 Usage is deterministic: ``prompt_tokens`` is the number of whitespace-separated
 words in the prompt or the messages' contents, ``completion_tokens`` the
@@ -105,7 +106,10 @@ async def _stream(scope: Any, receive: Any, send: Any, body: dict[str, Any]) -> 
             "headers": [(b"content-type", b"text/event-stream")],
         }
     )
+    break_after = int(_header(scope, "x-fake-break-after", "-1"))
     for i in range(chunks):
+        if i == break_after:
+            raise ConnectionAbortedError("x-fake-break-after: the stream breaks off here")
         event = {
             "id": "fake-1",
             "object": "chat.completion.chunk",

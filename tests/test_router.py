@@ -16,6 +16,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -340,3 +341,40 @@ def test_a_broken_table_stops_the_start_with_the_file_and_field(
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert f"{path}: variants[0].weight: must be a int" in err
+
+
+def test_a_stream_that_breaks_off_ends_with_an_error_event_and_is_counted(
+    fake: str, tmp_path: Path
+) -> None:
+    _, path = _mounted(tmp_path, experiment({"a": 100, "b": 0}))
+    with router(fake, "--experiment-file", path) as base:
+        answer = chat(
+            base,
+            stream=True,
+            headers={"x-fake-chunks": "5", "x-fake-break-after": "2", "x-fake-chunk-delay": "0.3"},
+        )
+        assert answer.status_code == 200  # the status line went out with the first chunk
+        events = [line for line in answer.text.splitlines() if line.startswith("data: ")]
+        assert [e for e in events if "word" in e] == events[:2]
+        error = json.loads(events[-1].removeprefix("data: "))["error"]
+        assert error["code"] == 502
+        assert metric(base, "llmops_router_requests_total", variant="a", code="502") == 1
+        assert metric(base, "llmops_router_upstream_errors_total", reason="protocol") == 1
+
+
+def test_requests_over_the_concurrency_limit_get_a_503(fake: str, tmp_path: Path) -> None:
+    _, path = _mounted(tmp_path, experiment({"a": 100, "b": 0}))
+    with (
+        router(fake, "--experiment-file", path, "--max-concurrency", "1") as base,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        busy = pool.submit(chat, base, headers={"x-fake-latency": "2"})
+        deadline = time.monotonic() + 5
+        while metric(base, "llmops_router_in_flight") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        refused = chat(base)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert busy.result().status_code == 200
+        assert chat(base).status_code == 200
