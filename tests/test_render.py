@@ -766,3 +766,33 @@ def test_cli_as_argo_cd_plugin_stamps_the_revision() -> None:
     docs: Iterator[KubeObject] = yaml.safe_load_all(proc.stdout)
     assert {d["metadata"]["annotations"]["llmops.io/source-commit"] for d in docs} == {
         "feedface" * 5}
+
+
+def test_the_router_can_run_as_its_own_deployment(make_repo: Callable[..., SpecSet],
+                                                  kube_schemas: KubeSchemas) -> None:
+    def edit(files: dict[str, Any]) -> None:
+        files["endpoints/dev/chat.yaml"]["spec"]["router"] = {"placement": "deployment",
+                                                              "replicas": 3}
+
+    objs = render_environment(make_repo(edit), "dev")
+    server = find(objs, "Deployment", "chat")
+    (only,) = pod_spec(server)["containers"]
+    assert only["name"] == "server"
+    assert {v["name"] for v in pod_spec(server)["volumes"]} == {"dshm"}
+    routers = find(objs, "Deployment", "chat-router")
+    assert routers["spec"]["replicas"] == 3
+    (router_container,) = pod_spec(routers)["containers"]
+    assert env_of(router_container)["LLMOPS_ROUTER_UPSTREAM"] == "http://chat-model"
+    assert {v["name"] for v in pod_spec(routers)["volumes"]} == {"prompt", "experiment"}
+    front, model = find(objs, "Service", "chat"), find(objs, "Service", "chat-model")
+    router_pods = routers["spec"]["template"]["metadata"]["labels"]
+    server_pods = server["spec"]["template"]["metadata"]["labels"]
+    assert front["spec"]["selector"].items() <= router_pods.items()
+    assert not front["spec"]["selector"].items() <= server_pods.items()
+    assert front["spec"]["ports"][0]["targetPort"] == "router"
+    assert model["spec"]["selector"].items() <= server_pods.items()
+    assert model["spec"]["ports"][0]["targetPort"] == "http"
+    assert routers["spec"]["selector"]["matchLabels"].items() <= router_pods.items()
+    for obj in (server, routers, front, model):
+        assert obj["metadata"]["labels"]["llmops.io/spec"] == "chat"
+        assert kube_schemas.errors(obj) == []

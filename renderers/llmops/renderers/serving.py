@@ -211,7 +211,8 @@ class _Endpoint:
             }, "server")
         self.emit("ingress.json.j2", {"host": body.host, "route": body.route,
                                       "service": self.name}, "route")
-        return router.attach(self.out, upstream_port=body.runtime.port)
+        return router.attach(self.out, body, router.Where(self.owner, self.namespace,
+                                                           self.scope.revision))
 
     def _prompt(self, pod: _Pod) -> None:
         ref = self.endpoint.spec.promptTemplateRef
