@@ -8,12 +8,21 @@ and start) with the series the router exports.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from llmops.engine import errors
+from conftest import failed, ok
+from llmops.api.app import create_app
+from llmops.api.auth import proxy_signature
+from llmops.engine import errors, settings
 from llmops.engine.service import experiments, significance
+from llmops.engine.spec import validate
+from llmops.engine.store import Store, catalog
 
+TEMPLATE = Path(__file__).resolve().parents[1] / "specs_repo_template"
+SECRET = "experiment-metrics-test-secret"
 UNTIL = datetime(2026, 1, 1, 12, tzinfo=UTC)
 BASE = {"environment": "prod", "endpoint": "chat", "experiment": "ab"}
 
@@ -118,3 +127,30 @@ def test_welch_and_z_tests_match_published_values() -> None:
     t = significance.welch("b", "a", (30, 30), (10.0, 12.0), (4.0, 9.0))
     assert t.statistic == pytest.approx(-3.0382, abs=1e-4)
     assert t.significant is True
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_api_says_why_metrics_are_missing_and_refuses_a_bad_window(store: Store) -> None:
+    assert catalog.record(store, "c" * 40, validate.load_and_validate(TEMPLATE))
+    cfg = settings.load(
+        api={"trusted_proxies": ["127.0.0.1"], "proxy_secret": SECRET},
+        prometheus={"url": "http://127.0.0.1:1", "timeout": 1},
+    )
+    headers = {
+        "X-User-Id": "vera",
+        "X-User-Roles": "viewer",
+        "X-Proxy-Signature": proxy_signature("vera", "viewer", SECRET),
+    }
+    client = TestClient(
+        create_app(store, settings=cfg), client=("127.0.0.1", 40000), headers=headers
+    )
+    url = "/llm-ops/v1/prompts/experiments/support-greeting-v2-vs-v3"
+    data = ok(client.get(url, params={"environment": "prod"}))
+    assert data["metrics"] is None
+    assert "Prometheus at http://127.0.0.1:1 did not answer" in data["metricsError"]
+    assert data["variants"][0]["weight"] == 80  # the spec's side is still there
+    bad = failed(client.get(url, params={"environment": "prod", "window": "2w"}), 422)
+    assert "window must look like" in bad["message"]
+    costs = ok(client.get("/llm-ops/v1/costs", params={"window": "1h"}))
+    assert costs["tokens"] is None
+    assert "did not answer" in costs["tokensError"]
