@@ -10,8 +10,9 @@ workload (workload, environment, name) or the end of the window. The last
 sample taken in the ``CARRY_IN`` (24 h) before the window start counts from
 the start, so a steady workload is not missed at the window's edge; an older
 one is taken as gone (the reconciler samples every 15 minutes while it
-runs). Tokens are the sums of the ``state.token_usage`` rows recorded in the
-window (fed by the prompt router per endpoint and variant). ``window`` is
+runs). Tokens are the prompt routers' prompt and completion tokens per endpoint
+over the window, read from Prometheus (``LLMOPS_PROMETHEUS__URL``; without
+it there are none, and ``tokensError`` says why when Prometheus fails). ``window`` is
 ``<n>h`` or ``<n>d``, at most 90 days (400 otherwise); ``until`` (default:
 now) ends it. Input: query parameters; the store. Output: ``CostReport`` in
 the envelope. Needs ``costs:read``. Caller: ``llmops.api.app`` mounts
@@ -23,6 +24,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -30,11 +32,15 @@ from fastapi import APIRouter, Query
 
 from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
+from llmops.api.deps import SettingsDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import CostReport, GpuHours
+from llmops.engine.errors import Unavailable
+from llmops.engine.service import access, experiments
+from llmops.engine.settings import Settings
 from llmops.engine.spec.schema import Permission
-from llmops.engine.store import state
+from llmops.engine.store import catalog, db, state
+from llmops.engine.types import Kind
 
 router = APIRouter(tags=["costs"], responses=AUTH_RESPONSES)
 
@@ -45,6 +51,14 @@ HOUR = 3600.0
 
 Workload = tuple[str, str, str]  # (workload, environment, endpoint or job)
 SERVING, TRAINING = "serving", "training"
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """An endpoint's tokens over the window, with the team that owns the endpoint."""
+
+    usage: experiments.TokenUsage
+    team: str
 
 
 def parse_window(window: str) -> timedelta:
@@ -108,7 +122,7 @@ class _Totals:
 
 def _report(window: str, since: datetime, end: datetime,
             hours: dict[Workload, tuple[str, float]],
-            tokens: Iterable[state.TokenUsage]) -> CostReport:
+            tokens: Iterable[Tokens]) -> CostReport:
     total = _Totals()
     groups: dict[str, dict[str, _Totals]] = {g: defaultdict(_Totals) for g in ("team", "env")}
     workloads: dict[Workload, _Totals] = defaultdict(_Totals)
@@ -117,10 +131,10 @@ def _report(window: str, since: datetime, end: datetime,
         for sums in (total, groups["team"][team], groups["env"][env], workloads[(kind, env, name)]):
             sums.add_hours(kind, value)
         teams[(kind, env, name)] = team
-    for used in tokens:
+    for team, used in ((t.team, t.usage) for t in tokens):
         key = (SERVING, used.environment, used.endpoint)
-        teams.setdefault(key, used.team)
-        for sums in (total, groups["team"][used.team], groups["env"][used.environment],
+        teams.setdefault(key, team)
+        for sums in (total, groups["team"][team], groups["env"][used.environment],
                      workloads[key]):
             sums.prompt += used.prompt_tokens
             sums.completion += used.completion_tokens
@@ -145,6 +159,7 @@ def _report(window: str, since: datetime, end: datetime,
             responses={400: {"model": Failure, "description": "The window is malformed."}})
 def costs(
     store: StoreDep,
+    settings: SettingsDep,
     window: Annotated[str, Query(max_length=16, description="<n>h or <n>d, at most 90d.")]
     = "24h",
     until: Annotated[datetime | None, Query(description="End of the window (default now); "
@@ -156,6 +171,25 @@ def costs(
         until if until.tzinfo is not None else until.replace(tzinfo=UTC))
     since = end - span
     samples = state.gpu_samples(store, since=since - CARRY_IN, until=end)
-    report = _report(window, since, end, integrate(samples, since, end),
-                     state.token_usage(store, since=since, until=end))
+    tokens, tokens_error = _tokens(store, settings, since, end)
+    report = _report(window, since, end, integrate(samples, since, end), tokens)
+    if tokens_error:
+        report = report.model_copy(update={"tokens_error": tokens_error})
     return success(report, f"{report.total_gpu_hours} GPU hours over {window}")
+
+
+def _tokens(store: db.Store, settings: Settings, since: datetime,
+            until: datetime) -> tuple[list[Tokens], str]:
+    """The prompt routers' tokens per endpoint over the window, each with its endpoint's
+    team, from Prometheus; none without ``LLMOPS_PROMETHEUS__URL``; (rows, why none)."""
+    if not settings.prometheus.url:
+        return [], ""
+    reader = experiments.PrometheusHttp(settings.prometheus.url, settings.prometheus.timeout)
+    try:
+        rows = experiments.token_usage(reader, until=until, window=until - since)
+    except Unavailable as exc:
+        return [], str(exc)
+    teams = {(e.environment, e.name): access.owner_team(store, e)
+             for e in catalog.list_entries(store, kind=Kind.SERVING_ENDPOINT)}
+    return [Tokens(row, teams.get((row.environment, row.endpoint), "unowned"))
+            for row in rows], ""
