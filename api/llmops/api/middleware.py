@@ -3,7 +3,9 @@
 Role: before any route runs (and before anything is buffered), answer
 
 - 415 for form and multipart bodies (``application/x-www-form-urlencoded``,
-  ``multipart/*``): no route of this API reads a form, so none is parsed;
+  ``multipart/*``) under ``/llm-ops/``: no route of the REST API reads a
+  form, so none is parsed (the dashboard's pages, outside that prefix, post
+  small forms and check their CSRF token themselves);
 - 413 when ``Content-Length`` is above the limit, and 400 when it is not a
   number (the limit is ``max_body_bytes``, except for the raw-body model
   upload route in ``LARGE_BODY_ROUTES``: 10 GiB, the route checks the rest);
@@ -31,8 +33,9 @@ from llmops.engine.spec.schema import MAX_MODEL_FILE_BYTES
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/")
 # Routes that stream a large raw body (never a form) get their own limit; the route
 # itself enforces its exact limit and Content-Length rules.
-LARGE_BODY_ROUTES = ((re.compile(r"^/llm-ops/v1/catalog/models/[^/]+/upload$"),
+LARGE_BODY_ROUTES = ((re.compile(r"^(/llm-ops/v1)?/catalog/models/[^/]+/upload$"),
                       MAX_MODEL_FILE_BYTES),)
+FORMS_REFUSED_UNDER = "/llm-ops/"
 
 
 def _is_form(content_type: str) -> bool:
@@ -55,7 +58,8 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         limit = self._limit(str(scope.get("path", "")))
-        refusal = self._refusal(headers, limit)
+        refusal = self._refusal(headers, limit,
+                                forms=str(scope.get("path", "")).startswith(FORMS_REFUSED_UNDER))
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -92,9 +96,9 @@ class RequestGuard:
                 return limit
         return self.max_body_bytes
 
-    def _refusal(self, headers: Headers, limit: int) -> JSONResponse | None:
+    def _refusal(self, headers: Headers, limit: int, *, forms: bool) -> JSONResponse | None:
         content_type = headers.get("content-type", "")
-        if content_type and _is_form(content_type):
+        if forms and content_type and _is_form(content_type):
             return errors.fail_response(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 "form and multipart bodies are not accepted; send JSON",
