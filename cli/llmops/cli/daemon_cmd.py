@@ -180,6 +180,7 @@ status          llmops status    audit: llmops audit verify""")
     server, bound = _start_api(services, loop, cfg.api.port if api_port is None else api_port)
     click.echo(f"API             http://{cfg.api.host}:{bound}/llm-ops/v1/reconcile/status "
                f"(docs: /llm-ops/v1/docs)")
+    click.echo(f"Dashboard       http://{cfg.api.host}:{bound}/   (sign in with the API token)")
     click.echo(f"API token       {token}   (curl -H \"Authorization: Bearer $(cat {token})\" "
                "...; role admin of the repo's Policy)")
     click.echo("reconciling every change; Ctrl-C to stop")

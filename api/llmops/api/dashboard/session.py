@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -79,7 +80,15 @@ def short(value: object, width: int = 8) -> str:
     return str(value)[:width]
 
 
+def fields(mapping: Mapping[str, Any]) -> str:
+    """``key=value`` pairs of a spec block, nested blocks as compact JSON, unset keys left out."""
+    return " ".join(f"{key}={json.dumps(value, separators=(',', ':'))}"
+                    if isinstance(value, dict | list) else f"{key}={value}"
+                    for key, value in mapping.items() if value is not None)
+
+
 TEMPLATES.filters["short"] = short
+TEMPLATES.filters["fields"] = fields
 
 
 # --------------------------------------------------------------------------- CSRF
