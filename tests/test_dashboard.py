@@ -316,3 +316,46 @@ def test_the_live_poll_names_the_newest_run(world: World) -> None:
     assert newest["id"] > first["id"]
     assert "boom" in client.get("/").text  # failing runs are listed on the overview
     assert client.get("/static/app.js").status_code == 200
+
+
+# --------------------------------------------------------------------------- register
+
+
+def test_register_a_model_from_its_page_is_a_commit_then_offers_the_upload(
+        world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    assert 'href="/catalog/models/new"' in client.get("/catalog/models").text
+    form = client.get("/catalog/models/new").text
+    fields = {"csrf": csrf_of(form), "name": "ticket-triage", "version": "0.1.0",
+              "type": "fine-tuned", "owner_team": "nlp-platform",
+              "data_classification": "internal", "base_model": "llama-3-8b@1.0.0",
+              "description": "Routes support tickets."}
+    done = client.post("/catalog/models/new", data=fields)
+    assert done.status_code == 201, done.text
+    commit = re.search(r'class="commit">([0-9a-f]{40})<', done.text)
+    assert commit is not None
+    changed = git(world.repo, "show", "--name-only", "--format=", commit.group(1)).split()
+    assert len(changed) == 1
+    text = world.show(commit.group(1), changed[0])
+    assert "name: ticket-triage" in text
+    assert "ownerTeam: nlp-platform" in text
+    assert 'data-upload="/catalog/models/ticket-triage%400.1.0/upload"' in done.text
+
+
+def test_a_bad_registration_keeps_the_form_and_names_the_field(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    form = client.get("/catalog/models/new").text
+    before = commits(world)
+    refused = client.post("/catalog/models/new", data={
+        "csrf": csrf_of(form), "name": "ticket-triage", "version": "not-semver",
+        "type": "fine-tuned", "owner_team": "nlp-platform"})
+    assert refused.status_code == 422
+    assert "version" in refused.text
+    assert 'value="ticket-triage"' in refused.text  # the form keeps what was typed
+    assert commits(world) == before
+    viewer = app_for(world)
+    viewer.headers.update(signed("vera", "viewer"))
+    assert 'href="/catalog/models/new"' not in viewer.get("/catalog/models").text
+    assert viewer.get("/catalog/models/new").status_code == 403

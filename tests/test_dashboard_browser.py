@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("LLMOPS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts" / "dashboard"
-BUCKET = "llmops-models"
+BUCKET = "acme-llm-models"
 WIDTHS = {"laptop": (1366, 860), "phone": (390, 844)}
 TIMEOUT_MS = 15000
 
@@ -181,32 +181,77 @@ def test_a_filter_narrows_the_models(browser: Any, site: Site) -> None:
     page.context.close()
 
 
-def test_upload_several_files_shows_the_commits(browser: Any, site: Site,
-                                                tmp_path: Path) -> None:
-    files = []
-    for name, body in (("config.json", b'{"a": 1}'), ("tokenizer.json", b"{}" * 5000)):
+def _files(tmp_path: Path, first: str = "special_tokens_map.json") -> list[str]:
+    paths = []
+    for name, body in ((first, b"{\"a\": 1}"), ("notes.txt", b"# notes\n" * 5000)):
         (tmp_path / name).write_bytes(body)
-        files.append(str(tmp_path / name))
-    page = signed_in(browser, site, ["admin"], user="ada")
-    page.goto(f"{site.url}/catalog/models/support-chat@1.3.0")
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def _upload(page: Any, files: list[str]) -> str:
+    """Choose ``files`` in the page's upload form, send them; the commit it shows."""
     form = page.locator("form[data-upload]").first
     form.locator("input[type=file]").set_input_files(files)
     form.get_by_role("button", name="Upload", exact=True).click()
     page.wait_for_selector("form[data-finished=true]")
-    items = form.locator(".progress li")
-    assert items.count() == 2
-    texts = [items.nth(i).inner_text() for i in range(2)]
-    assert all("uploaded" in t and "commit" in t for t in texts), texts
-    shot(page, "upload-done-laptop")
+    result = form.locator(".result")
+    assert "2 file(s) uploaded and recorded" in result.inner_text(), result.inner_text()
+    assert form.locator(".progress li").count() == 2
+    assert form.locator("progress").get_attribute("value") == "100"
+    commit = result.get_attribute("data-commit")
+    assert commit is not None
+    return commit
+
+
+def _keys(site: Site) -> set[str]:
     listing = boto3.client("s3", endpoint_url=site.s3_url, region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing"
                            ).list_objects_v2(Bucket=BUCKET)
-    keys = {obj["Key"] for obj in listing.get("Contents", [])}
-    assert {"models/support-chat/1.3.0/config.json",
-            "models/support-chat/1.3.0/tokenizer.json"} <= keys
-    commit = items.nth(1).get_attribute("data-commit")
-    assert commit is not None
-    assert "tokenizer.json" in git(site.world.repo, "show", commit, "--", "models/")
+    return {obj["Key"] for obj in listing.get("Contents", [])}
+
+
+def test_upload_several_files_shows_the_commit(browser: Any, site: Site,
+                                               tmp_path: Path) -> None:
+    page = signed_in(browser, site, ["admin"], user="ada")
+    page.goto(f"{site.url}/catalog/models/support-chat@1.3.0")
+    commit = _upload(page, _files(tmp_path))
+    shot(page, "upload-done-laptop")
+    assert {"models/support-chat/1.3.0/special_tokens_map.json",
+            "models/support-chat/1.3.0/notes.txt"} <= _keys(site)
+    shown = git(site.world.repo, "show", commit, "--", "models/")
+    assert "special_tokens_map.json" in shown
+    assert "notes.txt" in shown
+    page.context.close()
+
+
+def test_register_a_model_then_upload_its_files(browser: Any, site: Site,
+                                                tmp_path: Path) -> None:
+    page = signed_in(browser, site, ["admin"], user="ada")
+    page.goto(f"{site.url}/catalog/models")
+    page.get_by_role("link", name="Register a model").click()
+    page.get_by_label("Name", exact=True).fill("ticket-triage")
+    page.get_by_label("Version (semver)").fill("0.1.0")
+    page.get_by_label("Type", exact=True).select_option("base")
+    page.get_by_label("Owner team").fill("nlp-platform")
+    shot(page, "catalog-models-new-laptop")
+    page.get_by_role("button", name="Register (a commit)").click()
+    page.wait_for_selector("code.commit")
+    created = page.locator("code.commit").inner_text()
+    assert "ticket-triage" in git(site.world.repo, "show", "--name-only", created)
+    (tmp_path / "README.md").write_text("# no\n")
+    form = page.locator("form[data-upload]").first
+    form.locator("input[type=file]").set_input_files([str(tmp_path / "README.md")])
+    form.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_selector("form[data-finished=true]")
+    refused = form.locator(".result").inner_text()
+    assert "README.md" in refused
+    assert "disallowed extension" in refused  # the seed's rule, said by the server
+    page.evaluate("document.querySelector('form[data-upload]').dataset.finished = ''")
+    commit = _upload(page, _files(tmp_path, "config.json"))  # a base model needs it
+    assert git(site.world.repo, "rev-parse", f"{commit}^").strip() == created
+    assert "models/ticket-triage/0.1.0/notes.txt" in _keys(site)
+    shot(page, "catalog-models-new-done-laptop")
     page.context.close()
 
 

@@ -224,7 +224,10 @@ def test_a_change_outside_the_change_window_is_denied(spec_set: SpecSet) -> None
     blocked = reconcile(spec_set, "prod", desired, live, now=SATURDAY).blocked
     assert blocked is not None
     assert blocked.reason is BlockReason.POLICY_DENIED
-    assert blocked.message.startswith("change-window: ServingEndpoint prod/support-chat: ")
+    assert blocked.message.startswith("change-window: ")
+    assert "outside every prod change window" in blocked.message
+    assert "; next opens Mon " in blocked.message
+    assert blocked.message.endswith("(for ServingEndpoint prod/support-chat)")
     # Nothing to change: the window is not even asked about.
     quiet = reconcile(spec_set, "prod", desired, by_key(desired), now=SATURDAY)
     assert (quiet.blocked, quiet.denied) == (None, ())
@@ -253,7 +256,8 @@ def test_a_denied_policy_blocks_only_when_something_would_change(tmp_path: Path)
     blocked = reconcile(over, "dev", desired, live).blocked
     assert blocked is not None
     assert blocked.reason is BlockReason.POLICY_DENIED
-    assert blocked.message.startswith("gpu-budget: team nlp: team nlp uses 2 GPUs in dev")
+    assert blocked.message.startswith("gpu-budget: team nlp uses 2 GPUs in dev")
+    assert blocked.message.endswith("(for team nlp)")
 
 
 # --------------------------------------------------------------------------- plan and reconcile

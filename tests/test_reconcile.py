@@ -29,6 +29,7 @@ from llmops.engine.spec import repoconfig
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
+from llmops.engine.types import ResourceKey
 
 # Inside the template's prod change window (Mon-Fri 08:00-18:00 Europe/Berlin).
 WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -393,6 +394,34 @@ def test_reader_never_sees_a_half_written_set(tmp_path: Path) -> None:
     assert len(index["objects"]) == 50
 
 
+def test_a_new_set_links_the_files_that_did_not_change_and_rewrites_hand_edits(
+        tmp_path: Path) -> None:
+    def config_map(name: str, value: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "ns"}, "data": {"v": value}}
+
+    def inode(name: str) -> int:
+        return (tmp_path / "dev" / "ns" / f"core_ConfigMap_{name}.yaml").stat().st_ino
+
+    def publish(revision: str, objects: list[dict[str, Any]]) -> None:
+        desired = {ResourceKey.of(o): o for o in objects}
+        actuator.observe("dev")
+        actuator.act(ActPlan("dev", revision, desired, dict.fromkeys(desired, "configured")))
+
+    actuator = HydrateActuator(tmp_path)
+    publish("rev1", [config_map("a", "1"), config_map("b", "1")])
+    before = {name: inode(name) for name in "ab"}
+    publish("rev2", [config_map("a", "1"), config_map("b", "2")])
+    assert inode("a") == before["a"]  # same content: linked, not written again
+    assert inode("b") != before["b"]
+    edited = tmp_path / "dev" / "ns" / "core_ConfigMap_a.yaml"
+    edited.write_text(edited.read_text().replace("v: '1'", "v: '9'"))
+    publish("rev3", [config_map("a", "1"), config_map("b", "2")])
+    assert inode("a") != before["a"]
+    assert hydrate.read_set(tmp_path, "dev").objects[  # type: ignore[union-attr]
+        ResourceKey("", "ConfigMap", "ns", "a")] == config_map("a", "1")
+
+
 def test_reconcile_cli_once(template_git_repo: Path, tmp_path: Path,
                             monkeypatch: pytest.MonkeyPatch, cli) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
@@ -469,3 +498,24 @@ def test_a_pass_over_an_unchanged_revision_writes_nothing_and_parses_nothing(
     path.write_text(path.read_text().replace("port: 80", "port: 8081"))
     result = h.run()["dev"]
     assert (result.result, result.counts.configured) == (RunResult.SUCCEEDED, 1)
+
+
+def test_gpu_samples_cover_endpoints_and_training_jobs(h: Harness) -> None:
+    h.run()
+    stg = state.gpu_samples(h.store, environment="stg")
+    training = [s for s in stg if s.workload == "training"]
+    # The hydrate actuator cannot see the Job run: its GPUs are sampled as not held.
+    assert [(s.endpoint, s.gpus, s.replicas) for s in training] == [("support-chat-sft", 4, 0)]
+    assert {s.endpoint for s in stg if s.workload == "serving"} == {"support-chat",
+                                                                    "sql-assistant"}
+
+
+@pytest.mark.slow  # over 0.5 s of CPU on its own
+def test_passes_over_an_unchanged_revision_still_sample_gpus_when_due(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h.run()
+    h.run()  # nothing to do: the next pass over this revision returns at once
+    before = len(state.gpu_samples(h.store, environment="prod"))
+    monkeypatch.setattr(reconciler, "GPU_SAMPLE_SECONDS", 0.0)
+    assert h.run()["prod"].result is RunResult.NOOP
+    assert len(state.gpu_samples(h.store, environment="prod")) > before

@@ -13,7 +13,7 @@ Stamps (ours win over a spec's own labels and annotations):
   ``llmops.io/spec`` (the owning spec), ``llmops.io/environment`` and
   ``applyset.kubernetes.io/part-of`` (one ApplySet id per environment, the
   label kubectl's ApplySet pruning selects on);
-- annotations ``llmops.io/source-commit`` (empty when unknown) and
+- annotations ``llmops.io/source-commit`` (only when the commit is known) and
   ``llmops.io/spec-hash`` (sha256 of the owning spec's canonical JSON).
 
 A spec's ``metadata.labels`` and ``metadata.annotations`` are copied onto its
@@ -170,8 +170,9 @@ def stamp(obj: KubeObject, owner: Owner, *, app: str, component: str, namespace:
                               **workload_labels(owner, app, component, instance),
                               manifest.APPLYSET_LABEL: manifest.applyset_id(owner.environment)}
     annotations: dict[str, str] = {**owner.annotations, **(meta.get("annotations") or {}),
-                                   manifest.SOURCE_COMMIT_ANNOTATION: revision,
                                    manifest.SPEC_HASH_ANNOTATION: owner.spec_hash}
+    if revision:  # no commit, no stamp: an empty one would only be noise in every object
+        annotations[manifest.SOURCE_COMMIT_ANNOTATION] = revision
     meta["labels"] = dict(sorted(labels.items()))
     meta["annotations"] = dict(sorted(annotations.items()))
     return obj

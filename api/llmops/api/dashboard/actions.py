@@ -5,15 +5,19 @@ sent by the page's script with the token in ``X-CSRF-Token``), checks the
 CSRF token first, then the permission of the REST twin (``Viewer.need``: a
 403, audited, even when the page never offered the button), then calls the
 same use case as the REST route (``WriteService.rollback_endpoint``,
-``.conclude_experiment``, ``.begin_upload``) and shows the commit it made.
+``.conclude_experiment``, ``CreateService.create_model``, the upload route's
+handler) and shows the commit it made.
 
 - ``GET/POST /login``: a token field; a token that verifies as a bearer
   token becomes the ``llmops_token`` cookie (HttpOnly, SameSite=Strict,
   Secure over https); ``POST /logout`` clears it;
 - ``POST /serving/endpoints/{id}/rollback``; ``POST
   /prompts/experiments/{id}/conclude`` (``winner``, ``notes``);
-- ``POST /catalog/models/{id}/upload?filename=``: one file as the raw body
-  (the page sends several one after another, with progress);
+- ``GET/POST /catalog/models/new``: registers a model version
+  (``CreateService.create_model``, ``models:create``), then offers its upload;
+- ``POST /catalog/models/{id}/upload``: the page's script sends the chosen
+  files as one multipart body (progress shown); the REST route's handler
+  streams them to S3 and records them in one commit;
 - ``GET /live/runs``: the newest run's id and result (JSON), which the
   pages poll to refresh themselves when a run finishes.
 
@@ -23,7 +27,7 @@ JSON. Caller: ``llmops.api.dashboard.mount``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import anyio
@@ -36,13 +40,17 @@ from llmops.api.dashboard.session import PageRoute, ViewerDep, render
 from llmops.api.deps import SettingsDep, StoreDep, WritesDep
 from llmops.api.routes import reconcile
 from llmops.api.routes import writes as write_routes
+from llmops.engine import errors as engine_errors
+from llmops.engine.errors import LlmopsError
+from llmops.engine.service import creates
 from llmops.engine.service.access import Caller
 from llmops.engine.service.writes import Committed
-from llmops.engine.spec.schema import Permission
+from llmops.engine.spec.schema import DataClassification, ModelType, Permission
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 MAX_FIELD = 65536
 SESSION_SECONDS = 12 * 3600
+MODEL_METADATA = ("framework", "data_classification", "description", "base_model")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -157,20 +165,60 @@ async def conclude(request: Request, viewer: ViewerDep, writes: WritesDep,
 
 @router.post("/catalog/models/{model_id}/upload", response_model=None)
 async def upload(request: Request, viewer: ViewerDep, writes: WritesDep, model_id: str,
-                 filename: Annotated[str, Query(min_length=1, max_length=200)]) -> Response:
-    """One model file as the raw body, to S3 and the model's spec (``models:upload``)."""
+                 filename: Annotated[str | None, Query(min_length=1, max_length=200)] = None
+                 ) -> Response:
+    """Model files (multipart ``files``, or one raw body) to S3 and the model's spec, one
+    commit (``models:upload``): the REST route's own handler, for this page's caller."""
     session.check_csrf(request, viewer.user, request.headers.get(session.CSRF_HEADER))
     viewer.need(Permission.MODELS_UPLOAD)
-    file_name = writes.check_file_name(filename)
-    length = write_routes._declared_length(request)
     caller = _caller(viewer, "/catalog/models/{model_id}/upload")
-    begun = await anyio.to_thread.run_sync(writes.begin_upload, caller, model_id, file_name,
-                                           length)
-    done = await write_routes._stream(request, begun)
-    body: dict[str, Any] = {"file": done.file_name, "size": done.size, "sha256": done.sha256,
-                            "commit": done.commit, "branch": done.branch,
-                            "direct": done.direct, "objectUri": done.object_uri}
-    return JSONResponse(body)
+    done = (await write_routes.upload_model_files(request, writes, caller, model_id,
+                                                  filename)).data
+    return JSONResponse({"commit": done.commit, "branch": done.branch, "direct": done.direct,
+                         "storageUri": done.storage_uri,
+                         "files": [{"name": f.name, "size": f.size, "sha256": f.sha256}
+                                   for f in done.files]})
+
+
+def _new_model_page(viewer: session.Viewer, *, form: dict[str, str], error: str = "",
+                    status_code: int = 200, done: creates.Created | None = None
+                    ) -> HTMLResponse:
+    return render(viewer.request, "model_new.html", viewer=viewer, form=form, error=error,
+                  done=done, status_code=status_code, types=[t.value for t in ModelType],
+                  classifications=[c.value for c in DataClassification])
+
+
+@router.get("/catalog/models/new", response_class=HTMLResponse)
+def new_model_page(viewer: ViewerDep) -> HTMLResponse:
+    """The form that registers a model version (``models:create``)."""
+    viewer.need(Permission.MODELS_CREATE)
+    return _new_model_page(viewer, form={})
+
+
+@router.post("/catalog/models/new", response_class=HTMLResponse)
+async def new_model(request: Request, viewer: ViewerDep, writes: WritesDep) -> HTMLResponse:
+    """A draft Model spec committed by the create use case; then its upload form."""
+    fields = await _form(request)
+    session.check_csrf(request, viewer.user, fields.get(session.CSRF_FIELD))
+    viewer.need(Permission.MODELS_CREATE)
+    metadata = {key: fields[key].strip() for key in MODEL_METADATA if fields.get(key, "").strip()}
+    new = creates.NewModel(name=fields.get("name", "").strip(),
+                           version=fields.get("version", "").strip(),
+                           type=fields.get("type", "").strip(),
+                           owner_team=fields.get("owner_team", "").strip(), metadata=metadata)
+    caller = _caller(viewer, "/catalog/models/new")
+    try:
+        done = await anyio.to_thread.run_sync(
+            lambda: creates.CreateService(writes).create_model(caller, new))
+    except LlmopsError as exc:
+        kind = engine_errors.category(exc)
+        if kind is None:
+            raise
+        issues = (errors.category_data(exc) or {}).get("issues") or []
+        detail = "; ".join(f"{i.get('field', '')}: {i.get('message', '')}" for i in issues)
+        return _new_model_page(viewer, form=fields, status_code=errors.STATUS_OF[kind],
+                               error=f"{exc}{f' ({detail})' if detail else ''}")
+    return _new_model_page(viewer, form={}, done=done, status_code=201)
 
 
 # --------------------------------------------------------------------------- live

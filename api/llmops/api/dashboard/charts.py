@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from markupsafe import Markup
 
-from llmops.api.resources import CostReport
+from llmops.api.resources import CostReport, GpuHours
 
 WIDTH = 640
 ROW = 28
@@ -66,16 +66,24 @@ def colour(index: int) -> str:
     return COLOURS[index % len(COLOURS)]
 
 
-def cost_charts(report: CostReport) -> dict[str, Markup]:
-    """GPU-hour bars per team, environment and endpoint of one report."""
-    return {
-        "team": bars(f"GPU hours per team, last {report.window}",
-                     [(r.team or "", r.gpu_hours) for r in report.by_team]),
-        "environment": bars(f"GPU hours per environment, last {report.window}",
-                            [(r.environment or "", r.gpu_hours)
-                             for r in report.by_environment]),
-        "endpoint": bars(f"GPU hours per endpoint, last {report.window}",
-                         [(f"{r.environment}/{r.endpoint}", r.gpu_hours)
-                          for r in report.by_endpoint]),
-    }
+def _label(row: GpuHours, field: str) -> str:
+    if field != "endpoint":
+        return str(getattr(row, field) or "")
+    if row.training_job:
+        return f"{row.environment}/{row.training_job} (training)"
+    return f"{row.environment}/{row.endpoint}"
 
+
+def cost_charts(report: CostReport) -> dict[str, Markup]:
+    """GPU-hour and token bars per team, environment and endpoint of one report."""
+    groups = {"team": report.by_team, "environment": report.by_environment,
+              "endpoint": report.by_endpoint}
+    charts: dict[str, Markup] = {}
+    for field, rows in groups.items():
+        charts[f"gpu_{field}"] = bars(f"GPU hours per {field}, last {report.window}",
+                                      [(_label(r, field), r.gpu_hours) for r in rows])
+        charts[f"tokens_{field}"] = bars(
+            f"Tokens (prompt + completion) per {field}, last {report.window}",
+            [(_label(r, field), float(r.prompt_tokens + r.completion_tokens)) for r in rows
+             if r.prompt_tokens + r.completion_tokens > 0])
+    return charts

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
+from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.types import KubeObject, ResourceKey, canonical_json
 
 INDEX = "index.json"
@@ -75,6 +76,7 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
     next ``read_set`` does not parse them again."""
     items = sorted(((ResourceKey.of(o), o) for o in objects), key=lambda kv: kv[0])
     root.mkdir(parents=True, exist_ok=True)
+    published = _published_files(root / env) if written else {}
     staging = Path(tempfile.mkdtemp(prefix=f".{env}.staging.", dir=root))
     staging.chmod(0o755)
     index = []
@@ -82,7 +84,8 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
         rel = file_name(key)
         path = staging / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_yaml(obj), encoding="utf-8")
+        if not _link_unchanged(published.get(rel), obj, written or {}, path):
+            path.write_text(to_yaml(obj), encoding="utf-8")
         index.append({"group": key.group, "kind": key.kind, "namespace": key.namespace,
                       "name": key.name, "file": rel, "hash": object_hash(obj)})
     (staging / INDEX).write_text(json.dumps({"revision": revision, "objects": index},
@@ -107,6 +110,34 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
     os.replace(tmp_link, link)
     _cleanup(root, env, keep={final.name, previous or ""})
     return link
+
+
+def _published_files(link: Path) -> dict[str, Path]:
+    """The files of the set published at ``link``, by file name."""
+    try:
+        base = link.resolve(strict=True)
+        index = json.loads((base / INDEX).read_text(encoding="utf-8"))
+        return {e["file"]: base / e["file"] for e in index["objects"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # nothing published yet, or unreadable: every file is written anew
+
+
+def _link_unchanged(previous: Path | None, obj: KubeObject,
+                    parsed: Mapping[FileStamp, KubeObject], path: Path) -> bool:
+    """Hard-link the previous set's file when it holds exactly ``obj`` (no rewrite).
+
+    Only a file whose path, inode, size and mtime are those ``read_set`` last parsed,
+    and whose parsed content equals ``obj``, is linked: a hand edit is rewritten."""
+    if previous is None:
+        return False
+    try:
+        info = previous.stat()
+        if parsed.get((str(previous), info.st_ino, info.st_size, info.st_mtime_ns)) != obj:
+            return False
+        os.link(previous, path)
+    except OSError:
+        return False
+    return True
 
 
 def _cleanup(root: Path, env: str, keep: set[str]) -> None:
@@ -174,8 +205,8 @@ class HydrateActuator:
         except OSError as exc:
             raise ActuatorError(f"{self.root / plan.environment}: cannot publish: "
                                 f"{exc.strerror or exc}") from exc
-        message = "published; applied downstream"
-        outcomes = {key: ObjectOutcome(Outcome(action), message)
+        message = "published; applied downstream; health not observed (hydrate actuator)"
+        outcomes = {key: ObjectOutcome(Outcome(action), message, HealthStatus.NOT_OBSERVED)
                     for key, action in plan.write.items()}
         outcomes |= {key: ObjectOutcome(Outcome.DELETED, "removed from the published set")
                      for key in plan.delete}

@@ -72,6 +72,13 @@ class EnvironmentPlan:
     def denied(self) -> tuple[govern.Verdict, ...]:
         return govern.denied(self.verdicts)
 
+    @property
+    def blocking(self) -> tuple[govern.Verdict, ...]:
+        """The denials that stop this environment: only when it changes (as the
+        reconciler blocks only an environment with something to do). A denial where
+        nothing changes is shown, and gates the next change there, not this plan."""
+        return self.denied if self.has_changes else ()
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -88,7 +95,8 @@ class Plan:
 
     @property
     def denied(self) -> tuple[govern.Verdict, ...]:
-        return tuple(v for e in self.environments for v in e.denied)
+        """Denials that fail the plan: each environment's gates that environment only."""
+        return tuple(v for e in self.environments for v in e.blocking)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: stable keys, secret values masked, sorted as printed."""
@@ -108,6 +116,7 @@ def _env_dict(env: EnvironmentPlan) -> dict[str, Any]:
     return {
         "name": env.environment,
         "hasChanges": env.has_changes,
+        "blocked": bool(env.blocking),
         "counts": {str(k): v for k, v in env.changes.counts().items()
                    if v or k is not changeset.Action.SKIPPED},
         "specChanges": [c.as_dict() for c in env.specs],

@@ -50,7 +50,7 @@ from llmops.engine.spec import loader, repoconfig, schema, validate
 from llmops.engine.store import audit, catalog, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
-from llmops.engine.types import KubeObject, ResourceKey, SpecKey, content_hash
+from llmops.engine.types import Kind, KubeObject, ResourceKey, SpecKey, content_hash
 from llmops.renderers import RenderCache, RenderError, render_environment
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ class Reconciler:
                 fingerprint = (sha, id(objects), source_error, content_hash(
                     [[str(k), live[k]] for k in sorted(live)]))
                 if self._in_sync.get(env) == fingerprint:
-                    return self._resynced(env, sha, len(objects))
+                    return self._resynced(env, sha, spec_set, len(objects))
                 inventory = {item.key: item for item in state.read_inventory(self.store, env)}
                 changes = self._decide(revision, spec_set, env, objects, live, inventory,
                                        source_error=source_error)
@@ -359,8 +359,11 @@ class Reconciler:
         return PassResult(env, sha, RunResult.NOOP, "Applied",
                           counts=state.RunCounts(unchanged=len(desired)))
 
-    def _resynced(self, env: str, sha: str, objects: int) -> PassResult:
-        """A pass over what the last no-op pass saw: nothing compared, nothing written."""
+    def _resynced(self, env: str, sha: str, spec_set: validate.SpecSet,
+                  objects: int) -> PassResult:
+        """A pass over what the last no-op pass saw: nothing compared, nothing written but
+        the GPU samples of the cost report when they are due."""
+        self._sample_gpus(env, spec_set)
         self.metrics.run(env, RunResult.NOOP.value)
         self.metrics.drifted(env, 0)
         self.metrics.succeeded(env, sha)
@@ -397,8 +400,9 @@ class Reconciler:
                                now=self.clock(), source_error=source_error,
                                record_run=record_run)
         self.metrics.run(env, result.value)
-        log.warning("%s: %s at %s: %s", env, reason, sha[:12] or "-", message.splitlines()[0]
-                    if message else "")
+        # INFO: the result carries it, and its caller (the daemon's report, the CLI) says it.
+        log.info("%s: %s at %s: %s", env, reason, sha[:12] or "-", message.splitlines()[0]
+                 if message else "")
         return PassResult(env, sha, result, reason, message,
                           recorded if recorded is not None else run_id)
 
@@ -413,6 +417,13 @@ class Reconciler:
 
     # ------------------------------------------------------------------ helpers
 
+    def _observes(self, env: str, revision: Revision) -> bool:
+        """Whether the environment's actuator can see the cluster (has a health probe)."""
+        config = (revision.spec_set.config.environments.get(env)
+                  if revision.spec_set is not None else None)
+        return config is not None and getattr(self.actuator_for(env, config), "health",
+                                              None) is not None
+
     def _record_status(self, env: str, revision: Revision,
                        objects: Mapping[ResourceKey, KubeObject],
                        outcomes: Mapping[ResourceKey, ObjectOutcome], *, applied: bool,
@@ -422,7 +433,9 @@ class Reconciler:
         sha = revision.snapshot.revision
         now = self.clock()
         record.object_status(self.store, env, sha if applied else "", objects, outcomes,
-                             drifted, self._spec_status)
+                             drifted, self._spec_status,
+                             unassessed=HealthStatus.UNKNOWN if self._observes(env, revision)
+                             else HealthStatus.NOT_OBSERVED)
         record.environment_status(self.store, env, sha, applied=applied, reason=reason,
                                   message=message, source_error=source_error, now=now)
         if revision.spec_set is not None and applied:
@@ -442,6 +455,13 @@ class Reconciler:
         samples = [state.GpuSample(env, spec_set.team_of(e), e.name, e.spec.resources.gpu,
                                    e.spec.replicas.min, at)
                    for e in spec_set.of(schema.ServingEndpointSpec) if e.environment == env]
+        # A training job holds its GPUs while its Job runs (assessed Progressing).
+        running = {s.key.name for s in state.list_spec_status(
+            self.store, environment=env, kind=Kind.TRAINING_JOB)
+            if s.health == HealthStatus.PROGRESSING}
+        samples += [state.GpuSample(env, spec_set.team_of(j), j.name, j.spec.resources.gpu,
+                                    1 if j.name in running else 0, at, "training")
+                    for j in spec_set.of(schema.TrainingJobSpec) if j.environment == env]
         if samples:
             state.add_gpu_samples(self.store, samples)
 

@@ -36,6 +36,7 @@ from llmops.engine.store.models import (
     RunResult,
     SourceState,
     SpecStatusRow,
+    TokenUsageRow,
 )
 from llmops.engine.types import ResourceKey, SpecKey
 
@@ -367,7 +368,11 @@ def list_environment_status(database: Db) -> list[EnvironmentStatus]:
 
 @dataclass(frozen=True, slots=True)
 class GpuSample:
-    """GPUs an endpoint held (``gpus`` per replica x ``replicas``) at ``recorded_at``."""
+    """GPUs an endpoint held (``gpus`` per replica x ``replicas``) at ``recorded_at``.
+
+    ``workload`` is ``serving`` (``endpoint`` names an endpoint) or
+    ``training`` (``endpoint`` names a running training job, ``replicas`` 1).
+    """
 
     environment: str
     team: str
@@ -375,11 +380,13 @@ class GpuSample:
     gpus: int
     replicas: int
     recorded_at: datetime = field(default_factory=_now)
+    workload: str = "serving"
 
 
 def add_gpu_samples(database: Db, samples: Iterable[GpuSample]) -> int:
     rows = [{"environment": s.environment, "team": s.team, "endpoint": s.endpoint,
-             "gpus": s.gpus, "replicas": s.replicas, "recorded_at": s.recorded_at}
+             "gpus": s.gpus, "replicas": s.replicas, "recorded_at": s.recorded_at,
+             "workload": s.workload}
             for s in samples]
     if rows:
         with db.transaction(database, write=True) as session:
@@ -400,5 +407,48 @@ def gpu_samples(database: Db, *, environment: str | None = None, team: str | Non
     if until is not None:
         stmt = stmt.where(GpuSampleRow.recorded_at < until)
     with db.transaction(database) as session:
-        return [GpuSample(r.environment, r.team, r.endpoint, r.gpus, r.replicas, r.recorded_at)
+        return [GpuSample(r.environment, r.team, r.endpoint, r.gpus, r.replicas, r.recorded_at,
+                          r.workload) for r in session.scalars(stmt)]
+
+
+# --------------------------------------------------------------------------- token usage
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens an endpoint (one experiment variant, or ``""``) served up to ``recorded_at``.
+
+    Each row counts the tokens of one interval (since the feeder's previous
+    row), so sums over rows are totals; the prompt router feeds them from the
+    upstream's ``usage``.
+    """
+
+    environment: str
+    team: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    variant: str = ""
+    recorded_at: datetime = field(default_factory=_now)
+
+
+def add_token_usage(database: Db, usage: Iterable[TokenUsage]) -> int:
+    rows = [{"environment": u.environment, "team": u.team, "endpoint": u.endpoint,
+             "variant": u.variant, "prompt_tokens": u.prompt_tokens,
+             "completion_tokens": u.completion_tokens, "recorded_at": u.recorded_at}
+            for u in usage]
+    if rows:
+        with db.transaction(database, write=True) as session:
+            session.execute(insert(TokenUsageRow), rows)
+    return len(rows)
+
+
+def token_usage(database: Db, *, since: datetime, until: datetime) -> list[TokenUsage]:
+    """Rows recorded in [``since``, ``until``), in time order."""
+    stmt = (select(TokenUsageRow).where(TokenUsageRow.recorded_at >= since)
+            .where(TokenUsageRow.recorded_at < until)
+            .order_by(TokenUsageRow.recorded_at, TokenUsageRow.id))
+    with db.transaction(database) as session:
+        return [TokenUsage(r.environment, r.team, r.endpoint, r.prompt_tokens,
+                           r.completion_tokens, r.variant, r.recorded_at)
                 for r in session.scalars(stmt)]

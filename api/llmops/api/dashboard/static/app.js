@@ -13,39 +13,53 @@ function confirmForms() {
 function errorText(xhr) {
   const doc = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
   const message = doc.querySelector(".message");
-  return message ? message.textContent.trim() : "HTTP " + xhr.status;
+  const issues = Array.from(doc.querySelectorAll(".issues li"), (li) => li.textContent.trim());
+  const text = message ? message.textContent.trim() : "HTTP " + xhr.status;
+  return issues.length ? text + ": " + issues.join("; ") : text;
 }
 
-function sendFile(form, file, item) {
+function showUpload(form, xhr) {
+  const result = form.querySelector(".result");
+  const list = form.querySelector(".progress");
+  if (xhr.status !== 200) {
+    result.className = "result error";
+    result.textContent = "Refused: " + errorText(xhr);
+    return;
+  }
+  const done = JSON.parse(xhr.responseText);
+  result.className = "result ok";
+  result.textContent = done.files.length + " file(s) uploaded and recorded: commit " +
+    done.commit.slice(0, 12) + " on " + done.branch + (done.direct ? "" : " (a review branch)");
+  result.dataset.commit = done.commit;
+  for (const file of done.files) {
+    const item = document.createElement("li");
+    item.textContent = file.name + ": " + file.size + " bytes, sha256 " + file.sha256;
+    list.appendChild(item);
+  }
+}
+
+function sendFiles(form, files) {
+  // All chosen files in one multipart body: one commit records them all.
+  const body = new FormData();
+  for (const file of files) { body.append("files", file, file.name); }
+  const bar = form.querySelector("progress");
+  bar.hidden = false;
+  bar.value = 0;
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", form.dataset.upload + "?filename=" + encodeURIComponent(file.name));
-    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.open("POST", form.dataset.upload);
     xhr.setRequestHeader("X-CSRF-Token", form.dataset.csrf);
     xhr.upload.addEventListener("progress", (event) => {
-      if (event.lengthComputable) {
-        item.textContent = file.name + ": " + Math.round(100 * event.loaded / event.total) + "%";
-      }
+      if (event.lengthComputable) { bar.value = Math.round(100 * event.loaded / event.total); }
     });
-    xhr.addEventListener("load", () => {
-      if (xhr.status === 200) {
-        const done = JSON.parse(xhr.responseText);
-        item.className = "ok";
-        item.textContent = file.name + ": uploaded (" + done.size + " bytes), commit " +
-          done.commit.slice(0, 12) + " on " + done.branch;
-        item.dataset.commit = done.commit;
-      } else {
-        item.className = "error";
-        item.textContent = file.name + ": refused: " + errorText(xhr);
-      }
-      resolve();
-    });
+    xhr.addEventListener("load", () => { bar.value = 100; showUpload(form, xhr); resolve(); });
     xhr.addEventListener("error", () => {
-      item.className = "error";
-      item.textContent = file.name + ": the connection failed";
+      const result = form.querySelector(".result");
+      result.className = "result error";
+      result.textContent = "The connection failed during the upload.";
       resolve();
     });
-    xhr.send(file);
+    xhr.send(body);
   });
 }
 
@@ -53,7 +67,6 @@ function uploadForms() {
   document.querySelectorAll("form[data-upload]").forEach((form) => {
     const input = form.querySelector("input[type=file]");
     const drop = form.querySelector("[data-drop]");
-    const list = form.querySelector(".progress");
     drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
     drop.addEventListener("dragleave", () => drop.classList.remove("over"));
     drop.addEventListener("drop", (e) => {
@@ -63,13 +76,9 @@ function uploadForms() {
     });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      list.replaceChildren();
-      for (const file of Array.from(input.files)) {  // one after another: one commit each
-        const item = document.createElement("li");
-        item.textContent = file.name + ": 0%";
-        list.appendChild(item);
-        await sendFile(form, file, item);
-      }
+      form.querySelector(".progress").replaceChildren();
+      form.querySelector(".result").textContent = "Uploading " + input.files.length + " file(s)...";
+      await sendFiles(form, Array.from(input.files));
       form.dataset.finished = "true";
     });
   });
