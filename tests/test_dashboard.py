@@ -119,6 +119,7 @@ def test_every_page_loads_with_its_data_for_an_admin(world: World) -> None:
     for env in ("dev", "stg", "prod"):
         assert f'id="env-{env}"' in overview
     assert "Failing runs" in overview
+    assert 'class="author">' in overview  # the followed revision's author (admin reads audit)
     run_ids = re.findall(r'href="/reconcile/runs/(\d+)"', client.get("/reconcile/runs").text)
     assert run_ids
     run = client.get(f"/reconcile/runs/{run_ids[0]}").text
@@ -211,6 +212,7 @@ def test_login_goes_only_to_a_local_page(world: World) -> None:
 # --------------------------------------------------------------------------- writes
 
 
+@pytest.mark.slow  # reconciles the repo a second time (about 2 s)
 def test_rollback_from_the_endpoint_page_is_a_commit(world: World, tmp_path: Path) -> None:
     original, applied = bump_prod_replicas(world)
     reconcile_once(world, tmp_path)  # the change is applied; now it is rolled back

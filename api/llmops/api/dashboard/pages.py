@@ -22,8 +22,9 @@ from fastapi.responses import HTMLResponse
 
 from llmops.api import errors
 from llmops.api.dashboard import charts
-from llmops.api.dashboard.session import PageRoute, ViewerDep, render
+from llmops.api.dashboard.session import PageRoute, Viewer, ViewerDep, render
 from llmops.api.deps import AuditLogDep, CacheDep, SettingsDep, StoreDep
+from llmops.api.envelope import EnvironmentStatusOut
 from llmops.api.resources import ModelOut
 from llmops.api.routes import audit as audit_routes
 from llmops.api.routes import catalog as catalog_routes
@@ -94,9 +95,24 @@ def _spec_counts(store: StoreDep) -> dict[str, Counter[str]]:
     return counts
 
 
+def _authors(viewer: Viewer, log: AuditLogDep,
+             environments: list[EnvironmentStatusOut]) -> dict[str, str]:
+    """Who committed each environment's followed revision: the actor of the newest
+    ``reconcile`` entry at that revision (the reconciler audits as the commit's author).
+    Shown only to a principal who may read the audit log."""
+    if not viewer.can(Permission.AUDIT_READ):
+        return {}
+    authors: dict[str, str] = {}
+    for env in environments:
+        page = log.query(action="reconcile", environment=env.environment, limit=1)
+        if page.entries and page.entries[0].source_commit == env.observed_revision:
+            authors[env.environment] = page.entries[0].actor
+    return authors
+
+
 @router.get("/", response_class=HTMLResponse)
-def overview(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep,
-             cache: CacheDep) -> HTMLResponse:
+def overview(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep, cache: CacheDep,
+             log: AuditLogDep) -> HTMLResponse:
     """Per environment: followed revision, last run, spec health counts; failing runs."""
     viewer.need(Permission.RECONCILE_READ)
     environments = reconcile.status(store, cfg, cache).data.environments
@@ -104,6 +120,7 @@ def overview(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep,
     latest = reconcile.list_runs(store, limit=1).data.items
     return render(viewer.request, "overview.html", viewer=viewer, environments=environments,
                   counts=_spec_counts(store), failing=failing,
+                  authors=_authors(viewer, log, environments),
                   latest=latest[0] if latest else None)
 
 
