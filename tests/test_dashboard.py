@@ -27,6 +27,7 @@ from test_writeback import _bump_prod_replicas as bump_prod_replicas
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
+from llmops.api.dashboard import charts
 from llmops.engine import settings
 from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import reconciler
@@ -361,3 +362,11 @@ def test_a_bad_registration_keeps_the_form_and_names_the_field(world: World) -> 
     viewer.headers.update(signed("vera", "viewer"))
     assert 'href="/catalog/models/new"' not in viewer.get("/catalog/models").text
     assert viewer.get("/catalog/models/new").status_code == 403
+
+
+def test_chart_values_stay_readable() -> None:
+    assert [charts.number(v) for v in (0.0, 0.004167, 2.5, 1234567.0, 12.345)] == [
+        "0", "0.00417", "2.50", "1,234,567", "12.35"]
+    svg = str(charts.bars("GPU hours <per team>", [("a&b", 2.0), ("c", 1.0)]))
+    assert "&lt;per team&gt;" in svg
+    assert "a&amp;b" in svg

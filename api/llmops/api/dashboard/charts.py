@@ -21,6 +21,13 @@ LABEL = 220
 COLOURS = ("#1f5fa8", "#b3541e", "#2e7d32", "#6a3d9a", "#8c6d1f", "#00707a")
 
 
+def number(value: float) -> str:
+    """A bar's value as text: whole numbers with separators, small ones to 3 digits."""
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
 def bars(title: str, rows: Sequence[tuple[str, float]], unit: str = "") -> Markup:
     """One bar per row, scaled to the largest value; an empty chart says so."""
     if not rows:
@@ -39,7 +46,7 @@ def bars(title: str, rows: Sequence[tuple[str, float]], unit: str = "") -> Marku
             '<text x="{vx:.1f}" y="{ty}">{value}{unit}</text>').format(
                 lx=LABEL - 8, ty=y + 17, label=label, x=LABEL, y=y, len=length, bh=ROW - 8,
                 c=COLOURS[i % len(COLOURS)], vx=LABEL + length + 6,
-                value=f"{value:,.2f}".rstrip("0").rstrip("."), unit=unit))
+                value=number(value), unit=unit))
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)
 
