@@ -137,7 +137,8 @@ def test_every_page_loads_with_its_data_for_an_admin(world: World) -> None:
     experiment = client.get(f"/prompts/experiments/{EXPERIMENT}?environment=prod").text
     assert "<svg" in experiment
     assert "support-greeting-v3" in experiment
-    assert "Hash chain: " in client.get("/governance/audit").text
+    assert "Verify the chain now" in client.get("/governance/audit").text
+    assert 'data-chain="intact"' in client.get("/governance/audit?verify=1").text
     costs = client.get("/costs").text
     assert costs.count("<svg") >= 4
     assert "nlp-platform" in costs
@@ -205,9 +206,10 @@ def test_the_cookie_is_verified_like_a_bearer_token(world: World) -> None:
 def test_login_goes_only_to_a_local_page(world: World) -> None:
     client = app_for(world)
     csrf = csrf_of(client.get("/login").text)
-    done = client.post("/login", data={"csrf": csrf, "token": bearer_token(["viewer"]),
-                                       "next": "//evil.example/x"})
-    assert done.headers["location"] == "/"
+    for target in ("//evil.example/x", "/\\evil.example", "https://evil.example/"):
+        done = client.post("/login", data={"csrf": csrf, "token": bearer_token(["viewer"]),
+                                           "next": target})
+        assert done.headers["location"] == "/"
 
 
 # --------------------------------------------------------------------------- writes

@@ -75,7 +75,8 @@ def _caller(viewer: session.Viewer, template: str) -> Caller:
 def _safe_next(target: str) -> str:
     """Only a local path (never another host) to go to after signing in."""
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if (parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//")
+            or "\\" in target):
         return "/"
     return target
 
