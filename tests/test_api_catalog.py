@@ -180,7 +180,9 @@ def test_endpoints_filter_by_environment_model_and_status(
     assert names(status="Healthy") == ["prod/support-chat"]
     assert names(status="Degraded") == ["dev/support-chat"]
     assert len(names(status="Unknown")) == 4
-    failed(client.get(url, params={"status": "Fine"}), 422)
+    assert names(status="healthy") == names(status="HEALTHY") == ["prod/support-chat"]
+    body = failed(client.get(url, params={"status": "Fine"}), 422)
+    assert body["data"] == {"field": "status"}
 
     dev = ok(client.get(url, params={"environment": "dev", "status": "Degraded"}))["items"][0]
     assert dev["status"]["lastError"] == "boom"
@@ -261,7 +263,7 @@ def test_experiments_list_and_detail_with_variants_weights_and_winner(
     failed(client.get(f"{BASE}/prompts/experiments/nope"), 404)
 
 
-def test_training_jobs_and_policies(client: TestClient) -> None:
+def test_training_jobs_and_policies(store: Store, client: TestClient) -> None:
     jobs = ok(client.get(f"{BASE}/training/jobs"))["items"]
     assert [j["name"] for j in jobs] == ["support-chat-sft"]
     job = ok(client.get(f"{BASE}/training/jobs/support-chat-sft"))
@@ -270,6 +272,14 @@ def test_training_jobs_and_policies(client: TestClient) -> None:
     assert job["outputModel"] == {"id": key_id("Model", "", "support-chat@1.4.0"),
                                   "name": "support-chat", "version": "1.4.0"}
     assert job["status"]["health"] == "Unknown"
+    assert (job["phase"], job["experimentUrl"]) == (
+        "queued", "https://mlflow.example.com/#/experiments/17")
+    for health, phase in (("Progressing", "running"), ("Healthy", "succeeded"),
+                          ("Degraded", "failed")):
+        state.put_spec_status(store, state.SpecStatus(
+            SpecKey("TrainingJob", "stg", "support-chat-sft"), REV, health))
+        assert ok(client.get(f"{BASE}/training/jobs/support-chat-sft"))["phase"] == phase
+        assert len(ok(client.get(f"{BASE}/training/jobs", params={"phase": phase}))["items"]) == 1
     assert ok(client.get(f"{BASE}/training/jobs", params={"ownerTeam": "data-science"})
               )["items"] == []
     failed(client.get(f"{BASE}/training/jobs/nope"), 404)
@@ -319,3 +329,39 @@ def test_costs_integrate_samples_as_steps_per_endpoint(store: Store, client: Tes
     for bad in ("24", "1w", "0h", "91d", "2161h", "-1d", "1.5h"):
         body = failed(client.get(f"{BASE}/costs", params={"window": bad}), 400)
         assert "window" in body["message"]
+
+
+def test_costs_split_serving_and_training_gpu_hours_and_sum_tokens(
+        store: Store, client: TestClient) -> None:
+    end = T0
+    since = end - timedelta(hours=24)
+    state.add_gpu_samples(store, [
+        state.GpuSample("prod", "nlp-platform", "support-chat", 1, 2, since),  # 48 h serving
+        # A training job runs 4 GPUs for 3 hours, then is done (0 replicas).
+        state.GpuSample("stg", "nlp-platform", "support-chat-sft", 4, 1,
+                        since + timedelta(hours=10), "training"),
+        state.GpuSample("stg", "nlp-platform", "support-chat-sft", 4, 0,
+                        since + timedelta(hours=13), "training"),
+    ])
+    state.add_token_usage(store, [
+        state.TokenUsage("prod", "nlp-platform", "support-chat", 1000, 250,
+                         "support-greeting-v2", since + timedelta(hours=1)),
+        state.TokenUsage("prod", "nlp-platform", "support-chat", 500, 50,
+                         "support-greeting-v3", since + timedelta(hours=2)),
+        state.TokenUsage("prod", "nlp-platform", "support-chat", 7, 7, "",
+                         since - timedelta(hours=1)),  # before the window
+    ])
+    data = ok(client.get(f"{BASE}/costs", params={"until": end.isoformat()}))
+    assert (data["servingGpuHours"], data["trainingGpuHours"]) == (
+        pytest.approx(48), pytest.approx(12))
+    assert data["totalGpuHours"] == pytest.approx(60)
+    assert (data["promptTokens"], data["completionTokens"]) == (1500, 300)
+    [team] = data["byTeam"]
+    assert (team["team"], team["trainingGpuHours"], team["promptTokens"]) == (
+        "nlp-platform", pytest.approx(12), 1500)
+    [endpoint] = data["byEndpoint"]
+    assert (endpoint["endpoint"], endpoint["gpuHours"], endpoint["completionTokens"]) == (
+        "support-chat", pytest.approx(48), 300)
+    [job] = data["byTrainingJob"]
+    assert (job["trainingJob"], job["environment"], job["gpuHours"]) == (
+        "support-chat-sft", "stg", pytest.approx(12))

@@ -173,3 +173,15 @@ def test_every_category_has_one_status_and_one_exit_code() -> None:
     assert errors.category(modelfiles.LengthMismatch("x")) is errors.Malformed
     assert errors.category(db.StoreUnavailable("url", "down")) is errors.Unavailable
     assert errors.category(writeback.WriteError("x")) is None
+
+
+def test_a_second_write_of_a_spec_stacks_on_its_open_review_branch(
+        world: World, service: WriteService) -> None:
+    first = service.promote_model(ADMIN, "support-chat@1.3.0", ModelStage.APPROVED)
+    second = service.promote_model(ADMIN, "support-chat@1.3.0", ModelStage.DEPRECATED)
+    assert (second.branch, second.parent, second.direct) == (first.branch, first.commit, False)
+    assert second.reason.startswith(f"added to {first.branch}")
+    git(world.repo, "update-ref", "refs/heads/main", second.commit)  # the branch is merged
+    third = service.promote_model(ADMIN, "support-chat@1.3.0", ModelStage.APPROVED)
+    assert third.branch != first.branch
+    assert third.parent == second.commit

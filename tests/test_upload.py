@@ -18,6 +18,7 @@ import anyio
 import boto3
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 from test_writeback import (
     BASE,
@@ -43,13 +44,29 @@ pytestmark = pytest.mark.slow
 
 MIB = 1024 * 1024
 BUCKET = "llmops-models"
-MODEL = "support-chat@1.3.0"
-PREFIX = "models/support-chat/1.3.0/"
+MODEL = "fresh-adapter@0.1.0"
+PREFIX = "models/fresh-adapter/0.1.0/"
+MODEL_FILE = "models/fresh-adapter.yaml"
+
+
+def add_model(world: World, name: str, version: str, kind: str, extra: str = "") -> str:
+    """Commit a model version without files to the specs repo and record the catalog."""
+    (world.repo / f"models/{name}.yaml").write_text(
+        f"# Model: {name} {version}\n"
+        f"apiVersion: llmops.io/v1alpha1\nkind: Model\nmetadata:\n  name: {name}\n"
+        f"spec:\n  version: {version}\n  type: {kind}\n  ownerTeam: nlp-platform\n"
+        f"  storageUri: s3://elsewhere/models/{name}/{version}/\n  framework: transformers\n"
+        f"  dataClassification: internal\n{extra}")
+    commit_all(world.repo, f"model {name} {version}")
+    return world.record()
 
 
 @pytest.fixture
 def world(store: Store, tmp_path: Path) -> World:
-    return make_world(store, tmp_path)
+    w = make_world(store, tmp_path)
+    add_model(w, "fresh-adapter", "0.1.0", "adapter",
+              "  baseModel:\n    name: llama-3-8b\n    version: 1.0.0\n")
+    return w
 
 
 @pytest.fixture
@@ -148,29 +165,22 @@ def test_an_upload_streams_to_s3_and_records_the_file_in_a_commit(
     assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
     assert (out["sha256"], out["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
     assert out["objectUri"] == f"s3://{BUCKET}/{key}"
-    assert out["branch"].startswith("llmops/upload/support-chat-")
-    text = git(world.repo, "show", f"{out['commit']}:models/support-chat-1.3.0.yaml")
+    assert out["branch"].startswith("llmops/upload/fresh-adapter-")
+    text = git(world.repo, "show", f"{out['commit']}:{MODEL_FILE}")
     assert f"  storageUri: s3://{BUCKET}/{PREFIX}\n" in text
     assert (f"    - name: extra-00001.safetensors\n      sha256: {out['sha256']}\n"
             f"      size: {len(data)}\n") in text
-    assert text.startswith("# Model: support-chat 1.3.0")
+    assert text.startswith("# Model: fresh-adapter 0.1.0")
     after = Snapshot.of(world.repo)
     assert (after.head, after.files, after.status) == (before.head, before.files, "")
     assert after.refs["refs/heads/main"] == before.refs["refs/heads/main"]
     row = writes(world.store)[-1]
     assert (row.result, row.source_commit) == ("succeeded", out["commit"])
-    assert row.details["object"] == f"s3://{BUCKET}/{key}"
+    assert row.details["objects"] == [f"s3://{BUCKET}/{key}"]
 
 
 def test_a_base_model_needs_config_json_first(world: World, s3_server: str) -> None:
-    model = world.repo / "models/fresh-base.yaml"
-    model.write_text(
-        "apiVersion: llmops.io/v1alpha1\nkind: Model\nmetadata:\n  name: fresh-base\n"
-        "spec:\n  version: 0.1.0\n  type: base\n  ownerTeam: nlp-platform\n"
-        "  storageUri: s3://elsewhere/models/fresh-base/0.1.0/\n  framework: transformers\n"
-        "  dataClassification: internal\n")
-    commit_all(world.repo, "a new base model")
-    tip = world.record()
+    tip = add_model(world, "fresh-base", "0.1.0", "base")
     app = make_app(world, s3_server)
     body = failed(upload(app, "fresh-base@0.1.0", "weights.safetensors", payload(100),
                          length=100), 422)
@@ -304,3 +314,109 @@ def test_an_unreachable_remote_repo_leaves_no_object(world: World, s3_server: st
                          length=10), 503)
     assert body["message"]
     assert keys(s3_server) == []
+
+
+# --------------------------------------------------------------------------- multipart, integrity
+
+
+def upload_files(app: Any, model: str, files: list[tuple[str, bytes]], *,
+                 roles: str = "admin") -> httpx.Response:
+    """POST ``files`` as the seed does: multipart/form-data, one ``files`` part each."""
+    headers = {"X-User-Id": USER, "X-User-Roles": roles,
+               "X-Proxy-Signature": proxy_signature(USER, roles, SECRET)}
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post(
+                f"{BASE}/catalog/models/{model}/upload", headers=headers,
+                files=[("files", (name, data, "application/octet-stream"))
+                       for name, data in files])
+
+    return anyio.run(send)
+
+
+def test_several_files_in_one_multipart_call_make_one_commit(
+        world: World, s3_server: str) -> None:
+    add_model(world, "fresh-base", "0.1.0", "base")
+    weights = payload(6 * MIB + 7)
+    app = make_app(world, s3_server)
+    out = ok(upload_files(app, "fresh-base@0.1.0",
+                          [("config.json", b'{"a": 1}'), ("model.safetensors", weights)]))
+    assert keys(s3_server) == ["models/fresh-base/0.1.0/config.json",
+                               "models/fresh-base/0.1.0/model.safetensors"]
+    assert [(f["name"], f["size"]) for f in out["files"]] == [
+        ("config.json", 8), ("model.safetensors", len(weights))]
+    assert out["files"][1]["sha256"] == hashlib.sha256(weights).hexdigest()
+    assert out["storageUri"] == f"s3://{BUCKET}/models/fresh-base/0.1.0/"
+    text = git(world.repo, "show", f"{out['commit']}:models/fresh-base.yaml")
+    assert f"    - name: model.safetensors\n      sha256: {out['sha256']}\n" in text
+    # A later call adds to the same review branch, before anything is merged.
+    more = ok(upload_files(app, "fresh-base@0.1.0", [("tokenizer.json", b"{}")]))
+    assert (more["branch"], more["parent"]) == (out["branch"], out["commit"])
+    text = git(world.repo, "show", f"{more['commit']}:models/fresh-base.yaml")
+    assert text.count("    - name: ") == 3
+
+
+def test_a_recorded_or_stored_file_is_never_replaced(world: World, s3_server: str) -> None:
+    app = make_app(world, s3_server)
+    first = ok(upload_files(app, MODEL, [("adapter.safetensors", b"one")]))
+    body = failed(upload_files(app, MODEL, [("adapter.safetensors", b"two")]), 409)
+    assert "new version" in body["message"]
+    stored = s3(s3_server).get_object(Bucket=BUCKET, Key=PREFIX + "adapter.safetensors")
+    assert stored["Body"].read() == b"one"
+    # An object at the key (stored by someone else) is not overwritten either.
+    s3(s3_server).put_object(Bucket=BUCKET, Key=PREFIX + "other.bin", Body=b"theirs")
+    failed(upload_files(app, MODEL, [("other.bin", b"mine")]), 409)
+    assert s3(s3_server).get_object(Bucket=BUCKET,
+                                    Key=PREFIX + "other.bin")["Body"].read() == b"theirs"
+    assert first["branch"].startswith("llmops/upload/")
+
+
+def test_an_approved_or_served_version_takes_no_file(world: World, s3_server: str) -> None:
+    app = make_app(world, s3_server)
+    before = Snapshot.of(world.repo)
+    body = failed(upload_files(app, "support-chat@1.2.0", [("extra.json", b"{}")]), 409)
+    assert "approved" in body["message"]
+    add_model(world, "served", "0.1.0", "base")
+    endpoint = (world.repo / "endpoints/stg/support-chat.yaml").read_text()
+    (world.repo / "endpoints/stg/served.yaml").write_text(
+        endpoint.replace("name: support-chat\n", "name: served\n", 1)
+        .replace("    name: support-chat\n    version: 1.2.0\n",
+                 "    name: served\n    version: 0.1.0\n")
+        .replace("route: /v1/support-chat", "route: /v1/served"))
+    commit_all(world.repo, "serve it in stg")
+    world.record()
+    body = failed(upload_files(app, "served@0.1.0", [("config.json", b"{}")]), 409)
+    assert "served in stg" in body["message"]
+    assert keys(s3_server) == []
+    assert Snapshot.of(world.repo).refs == {**before.refs,
+                                            "refs/heads/main": git(world.repo, "rev-parse",
+                                                                   "main").strip()}
+
+
+def test_a_multipart_base_model_without_config_json_is_refused_and_stores_nothing(
+        world: World, s3_server: str) -> None:
+    add_model(world, "fresh-base", "0.1.0", "base")
+    body = failed(upload_files(make_app(world, s3_server), "fresh-base@0.1.0",
+                               [("a.safetensors", b"1"), ("b.safetensors", b"2")]), 422)
+    assert any("config.json" in i["message"] for i in body["data"]["issues"]), body
+    assert keys(s3_server) == []
+
+
+def test_the_seeds_flow_registers_a_model_and_uploads_to_it_before_any_reconcile(
+        world: World, s3_server: str) -> None:
+    app = make_app(world, s3_server)
+    created = ok(TestClient(app, client=("127.0.0.1", 40000), headers={
+        "X-User-Id": USER, "X-User-Roles": "admin",
+        "X-Proxy-Signature": proxy_signature(USER, "admin", SECRET)}).post(
+        f"{BASE}/catalog/models", json={"name": "seed-model", "version": "2.0.0",
+                                        "type": "base", "owner_team": "nlp-platform"}), 201)
+    out = ok(upload_files(app, created["id"], [("config.json", b"{}"),
+                                               ("model.bin", payload(1000))]))
+    assert (out["branch"], out["parent"]) == (created["branch"], created["commit"])
+    assert keys(s3_server) == ["models/seed-model/2.0.0/config.json",
+                               "models/seed-model/2.0.0/model.bin"]
+    text = git(world.repo, "show", f"{out['commit']}:models/seed-model-2.0.0.yaml")
+    assert f"storageUri: s3://{BUCKET}/models/seed-model/2.0.0/" in text
+    assert "name: model.bin" in text

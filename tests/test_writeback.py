@@ -394,18 +394,52 @@ def test_models_go_direct_only_when_every_environment_allows_it(world: World) ->
     assert (data["direct"], data["branch"]) == (True, "main")
 
 
-def test_a_checked_out_tracked_branch_is_never_moved(world: World) -> None:
+def test_a_clean_checked_out_tracked_branch_moves_with_its_work_tree(world: World) -> None:
     _allow_direct(world, "prod")
     world.record()
     before = Snapshot.of(world.repo)
     data = ok(world.client().post(
         f"{BASE}/prompts/experiments/support-greeting-v2-vs-v3/conclude",
         json={"winnerTemplateId": "support-greeting-v2"}))
+    assert (data["direct"], data["branch"]) == (True, "main")
+    assert "clean work tree" in data["reason"]
+    after = Snapshot.of(world.repo)
+    assert after.head == data["commit"] != before.head
+    assert after.status == ""  # the work tree and the index follow the branch
+    experiment = "experiments/support-greeting-v2-vs-v3.yaml"
+    assert after.files[experiment].decode() == world.show(data["commit"], experiment)
+
+
+def test_uncommitted_changes_keep_the_checked_out_branch_where_it_is(world: World) -> None:
+    _allow_direct(world, "prod")
+    world.record()
+    readme = world.repo / "README.md"
+    readme.write_text(readme.read_text() + "\nwork in progress\n")
+    before = Snapshot.of(world.repo)
+    data = ok(world.client().post(
+        f"{BASE}/prompts/experiments/support-greeting-v2-vs-v3/conclude",
+        json={"winnerTemplateId": "support-greeting-v2"}))
     assert data["direct"] is False
-    assert "checked out" in data["reason"]
+    assert "uncommitted changes" in data["reason"]
     after = Snapshot.of(world.repo)
     assert after.refs["refs/heads/main"] == before.refs["refs/heads/main"]
-    assert (after.head, after.files, after.status) == (before.head, before.files, "")
+    assert (after.head, after.files, after.status) == (before.head, before.files,
+                                                       before.status)
+
+
+def test_rollback_goes_onto_the_default_branch_when_the_policy_allows_it(
+        world: World) -> None:
+    _allow_direct(world, "prod")
+    path = world.repo / "endpoints/prod/support-chat.yaml"
+    original = path.read_text()
+    path.write_text(original.replace("    max: 4\n", "    max: 5\n", 1))
+    commit_all(world.repo, "prod: more replicas")
+    world.record()
+    data = ok(world.client().post(f"{BASE}/serving/endpoints/support-chat/rollback",
+                                  params={"environment": "prod"}))
+    assert (data["direct"], data["branch"]) == (True, "main")
+    assert path.read_text() == original
+    assert git(world.repo, "status", "--porcelain") == ""
 
 
 # --------------------------------------------------------------------------- layout

@@ -19,9 +19,13 @@ nothing else of llmops, so it can be vendored into any environment::
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -89,11 +93,15 @@ class LlmopsClient:
         self.close()
 
     def _request(self, method: Literal["GET", "POST"], path: str, *,
-                 params: Params | None = None, json: Any = None) -> Any:
+                 params: Params | None = None, json: Any = None,
+                 files: list[tuple[str, tuple[str, Any, str]]] | None = None,
+                 timeout: float | None = None) -> Any:
         """The ``data`` of a success envelope; ``LlmopsApiError`` for anything else."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, path, params=query, json=json)
+            response = self._http.request(
+                method, path, params=query, json=json, files=files,
+                timeout=timeout if timeout is not None else self._http.timeout)
         except httpx.TransportError as err:
             raise LlmopsApiError(0, f"no answer from {self._http.base_url}: {err}",
                                  method=method, path=path) from err
@@ -259,6 +267,82 @@ class LlmopsClient:
         data: JsonObject = self._get("/costs", {"window": window, "until": until})
         return data
 
+    # ------------------------------------------------------------------ writes (commits)
+
+    def _post(self, path: str, body: JsonObject | None = None,
+              params: Params | None = None) -> JsonObject:
+        data: JsonObject = self._request("POST", path, json=body or {}, params=params)
+        return data
+
+    def create_model(self, name: str, version: str, type: str, owner_team: str,
+                     metadata: Mapping[str, Any] | None = None) -> JsonObject:
+        """Register a draft model version: ``{id, commit, branch, direct, file, spec, ...}``."""
+        return self._post("/catalog/models", {"name": name, "version": version, "type": type,
+                                              "owner_team": owner_team,
+                                              "metadata": dict(metadata or {})})
+
+    def upload_model_files(self, model_id: str, files: Mapping[str, bytes | Path],
+                           *, timeout: float = 3600.0) -> JsonObject:
+        """Upload files (name -> bytes or a path, streamed) in one multipart call."""
+        opened = [(name, content if isinstance(content, bytes) else content.open("rb"))
+                  for name, content in files.items()]
+        try:
+            data: JsonObject = self._request(
+                "POST", f"/catalog/models/{self._segment(model_id)}/upload",
+                files=[("files", (name, body, "application/octet-stream"))
+                       for name, body in opened], timeout=timeout)
+        finally:
+            for _, body in opened:
+                if not isinstance(body, bytes):
+                    body.close()
+        return data
+
+    def promote_model(self, model_id: str, stage: str) -> JsonObject:
+        return self._post(f"/catalog/models/{self._segment(model_id)}/promote",
+                          {"stage": stage})
+
+    def deploy_endpoint(self, model_id: str, environment: str, route: str, *,
+                        min_replicas: int = 1, max_replicas: int = 1,
+                        autoscale_policy: Mapping[str, Any] | None = None,
+                        name: str | None = None, gpu: int | None = None) -> JsonObject:
+        """A ServingEndpoint for the model (an existing one of that name is redeployed)."""
+        body: JsonObject = {"modelId": model_id, "environment": environment, "route": route,
+                            "minReplicas": min_replicas, "maxReplicas": max_replicas}
+        for key, value in (("autoscalePolicy", autoscale_policy), ("name", name),
+                           ("gpu", gpu)):
+            if value is not None:
+                body[key] = dict(value) if isinstance(value, Mapping) else value
+        return self._post("/serving/endpoints", body)
+
+    def rollback_endpoint(self, endpoint_id: str, *,
+                          environment: str | None = None) -> JsonObject:
+        return self._post(f"/serving/endpoints/{self._segment(endpoint_id)}/rollback",
+                          params={"environment": environment})
+
+    def create_experiment(self, template_a_id: str, template_b_id: str, allocation: float,
+                          metric: str = "latency_ms", **extra: Any) -> JsonObject:
+        """An A/B experiment; ``allocation``: B's share (percent or fraction)."""
+        return self._post("/prompts/experiments", {
+            "templateAId": template_a_id, "templateBId": template_b_id,
+            "allocation": allocation, "metric": metric, **extra})
+
+    def conclude_experiment(self, experiment_id: str, winner_template_id: str,
+                            notes: str | None = None, *,
+                            environment: str | None = None) -> JsonObject:
+        return self._post(f"/prompts/experiments/{self._segment(experiment_id)}/conclude",
+                          {"winnerTemplateId": winner_template_id, "notes": notes},
+                          params={"environment": environment})
+
+    def submit_training_job(self, **job: Any) -> JsonObject:
+        """A TrainingJob (fields as ``POST /training/jobs`` documents them)."""
+        return self._post("/training/jobs", job)
+
+    def serve_health(self, name: str, *, environment: str | None = None) -> JsonObject:
+        """An endpoint's recorded health and its model server's readiness."""
+        data: JsonObject = self._get(f"/serve/{self._segment(name)}/health",
+                                     {"environment": environment})
+        return data
+
     # ------------------------------------------------------------------ probes and waiting
 
     def healthz(self) -> bool:
@@ -297,3 +381,93 @@ class LlmopsClient:
                 raise TimeoutError(f"endpoint {endpoint_id} not {HEALTHY} after {timeout:g}s "
                                    f"(last: {last})")
             time.sleep(min(interval, remaining))
+
+
+def proxy_headers(user_id: str, user_roles: str | list[str], secret: str,
+                  user_teams: str | list[str] | None = None) -> dict[str, str]:
+    """The identity headers an authenticating proxy sends, signed with ``secret``.
+
+    ``X-Proxy-Signature`` is the hex HMAC-SHA256 (key: the server's
+    ``api.proxy_secret``) of ``"<user>\\n<roles>"``, or ``"<user>\\n<roles>\\n<teams>"``
+    when teams are sent; roles and teams are comma-separated.
+    """
+    roles = user_roles if isinstance(user_roles, str) else ",".join(user_roles)
+    headers = {"X-User-Id": user_id, "X-User-Roles": roles}
+    message = f"{user_id}\n{roles}"
+    if user_teams is not None:
+        teams = user_teams if isinstance(user_teams, str) else ",".join(user_teams)
+        headers["X-User-Teams"] = teams
+        message += f"\n{teams}"
+    headers["X-Proxy-Signature"] = hmac.new(secret.encode(), message.encode("latin-1"),
+                                            hashlib.sha256).hexdigest()
+    return headers
+
+
+class ServingClient(LlmopsClient):
+    """The seed's serving client: deploy, wait, check, list, get and roll back endpoints.
+
+    ``user_id`` / ``user_roles`` are sent as the identity headers of a trusted
+    proxy, signed with ``proxy_secret`` (default: ``LLMOPS_PROXY_SECRET``); or
+    pass ``token`` for a bearer token instead. Every change is a git commit
+    (``commit``, ``branch`` and ``direct`` in the answers), which the
+    reconciler then applies; ``wait_for_healthy`` waits for that.
+    """
+
+    def __init__(self, base_url: str, user_id: str | None = None,
+                 user_roles: str | list[str] | None = None, *, user_teams: str | list[str]
+                 | None = None, proxy_secret: str | None = None, token: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers: dict[str, str] = {}
+        secret = proxy_secret if proxy_secret is not None else \
+            os.environ.get("LLMOPS_PROXY_SECRET", "")
+        if user_id is not None:
+            if not secret:
+                raise ValueError("user_id needs the proxy secret (proxy_secret= or "
+                                 "LLMOPS_PROXY_SECRET) to sign the identity headers")
+            headers = proxy_headers(user_id, user_roles or "", secret, user_teams)
+        super().__init__(base_url, token=token, headers=headers, timeout=timeout,
+                         transport=transport)
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def list_endpoints(self, environment: str | None = None, status: str | None = None,
+                       model_id: str | None = None) -> list[JsonObject]:
+        """Endpoints by environment, health (any case: ``healthy``) and model."""
+        return self.endpoints(environment=environment, status=status, model_id=model_id)
+
+    def get_endpoint(self, endpoint_id: str, environment: str | None = None) -> JsonObject:
+        """Route, health, scaling and the model's metadata of one endpoint."""
+        return self.endpoint(endpoint_id, environment=environment)
+
+    def check_health(self, name: str, environment: str | None = None) -> JsonObject:
+        """``GET /serve/{name}/health``: recorded health and the model server's readiness."""
+        return self.serve_health(name, environment=environment)
+
+    def wait_for_healthy(self, endpoint_id: str, max_wait_seconds: float = 600.0,
+                         poll_interval: float = 5.0, *,
+                         environment: str | None = None) -> JsonObject:
+        """Poll until the endpoint is Healthy; ``TimeoutError`` naming the last state.
+
+        A deploy committed a moment ago is not known until the reconciler has
+        read its commit (a 404 until then), so 404s are waited out too.
+        """
+        deadline = time.monotonic() + max_wait_seconds
+        last = "not reconciled yet"
+        while True:
+            try:
+                return self.wait_until_healthy(endpoint_id, timeout=max(
+                    0.0, deadline - time.monotonic()), interval=poll_interval,
+                    environment=environment)
+            except LlmopsApiError as err:
+                if err.status != 404:
+                    raise
+                last = "not reconciled yet (404)"
+            except TimeoutError as err:
+                raise TimeoutError(str(err)) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"endpoint {endpoint_id} not {HEALTHY} after "
+                                   f"{max_wait_seconds:g}s (last: {last})")
+            time.sleep(min(poll_interval, remaining))

@@ -43,10 +43,12 @@ from llmops.api.routes import (
     audit,
     catalog,
     costs,
+    creates,
     governance,
     health,
     prompts,
     reconcile,
+    serve,
     serving,
     training,
     webhooks,
@@ -74,7 +76,7 @@ def _mount(app: FastAPI) -> list[str]:
     """Include every router under ``API_PREFIX``; their route templates."""
     templates: list[str] = []
     for module in (health, reconcile, audit, catalog, serving, prompts, training, governance,
-                   costs, webhooks, writes):
+                   costs, webhooks, writes, creates, serve):
         app.include_router(module.router, prefix=API_PREFIX)
         templates += [f"{API_PREFIX}{route.path}" for route in module.router.routes
                       if isinstance(route, APIRoute)]

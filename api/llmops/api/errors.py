@@ -33,6 +33,7 @@ and dependencies (the ``ApiError`` classes), the ASGI guard
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -165,14 +166,29 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
                          {"retryable": True}, headers={"Retry-After": "5"})
 
 
-async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+def _allowed(request: Request) -> str:
+    """Every method the API documents at this path (its routes may sit in several
+    routers; Starlette's own ``Allow`` names only the first one's)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in operations if m.isalpha()}
+    return ", ".join(sorted(methods))
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail
     if isinstance(detail, str) and detail:
         message, data = detail, getattr(exc, "data", None)
     else:
         message, data = _phrase(exc.status_code), detail
-    return fail_response(exc.status_code, message, data, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+    return fail_response(exc.status_code, message, data, headers=headers)
 
 
 def _phrase(status_code: int) -> str:

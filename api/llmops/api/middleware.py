@@ -26,13 +26,17 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmops.api import errors
+from llmops.engine.service.uploads import MAX_FILES_PER_CALL
 from llmops.engine.spec.schema import MAX_MODEL_FILE_BYTES
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/")
-# Routes that stream a large raw body (never a form) get their own limit; the route
-# itself enforces its exact limit and Content-Length rules.
+# Routes that stream large bodies get their own limit (the upload route: up to
+# MAX_FILES_PER_CALL files of at most 10 GB, raw or multipart); the route itself
+# enforces the exact per-file limit and Content-Length rules. Only these may take
+# multipart/form-data, which they parse as a stream.
 LARGE_BODY_ROUTES = ((re.compile(r"^/llm-ops/v1/catalog/models/[^/]+/upload$"),
-                      MAX_MODEL_FILE_BYTES),)
+                      MAX_MODEL_FILE_BYTES * MAX_FILES_PER_CALL),)
+MULTIPART = "multipart/form-data"
 
 
 def _is_form(content_type: str) -> bool:
@@ -54,8 +58,8 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        limit = self._limit(str(scope.get("path", "")))
-        refusal = self._refusal(headers, limit)
+        limit, large = self._limit(str(scope.get("path", "")))
+        refusal = self._refusal(headers, limit, multipart=large)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -86,15 +90,18 @@ class RequestGuard:
             response = errors.fail_response(exc.status_code, str(exc.detail), exc.data)
             await response(scope, receive, send)
 
-    def _limit(self, path: str) -> int:
+    def _limit(self, path: str) -> tuple[int, bool]:
+        """The body limit of ``path``, and whether it is a large-body (upload) route."""
         for pattern, limit in LARGE_BODY_ROUTES:
             if pattern.match(path):
-                return limit
-        return self.max_body_bytes
+                return limit, True
+        return self.max_body_bytes, False
 
-    def _refusal(self, headers: Headers, limit: int) -> JSONResponse | None:
+    def _refusal(self, headers: Headers, limit: int, *,
+                 multipart: bool = False) -> JSONResponse | None:
         content_type = headers.get("content-type", "")
-        if content_type and _is_form(content_type):
+        media = content_type.split(";", 1)[0].strip().lower()
+        if content_type and _is_form(content_type) and not (multipart and media == MULTIPART):
             return errors.fail_response(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 "form and multipart bodies are not accepted; send JSON",

@@ -187,25 +187,40 @@ class TrainingJobOut(SpecOut):
     dataset: Ref
     output_model: Ref
     status: StatusOut
+    phase: str = Field(description="From the Job's assessed health: queued (not observed "
+                                   "running yet), running, succeeded or failed.")
+    experiment_url: str | None = Field(default=None,
+                                       description="Where the run's metrics are tracked.")
 
 
 class GpuHours(ApiModel):
-    """GPU hours of one group over the window."""
+    """GPU hours (serving and training) and tokens of one group over the window."""
 
     team: str | None = None
     environment: str | None = None
     endpoint: str | None = None
-    gpu_hours: float
+    training_job: str | None = None
+    gpu_hours: float = Field(description="Serving plus training GPU hours.")
+    serving_gpu_hours: float = 0.0
+    training_gpu_hours: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class CostReport(ApiModel):
-    """GPU hours over a window, integrated from the recorded GPU samples."""
+    """GPU hours and tokens over a window, from the recorded GPU samples and token usage."""
 
     window: str
     since: datetime
     until: datetime
     total_gpu_hours: float
+    serving_gpu_hours: float
+    training_gpu_hours: float
+    prompt_tokens: int
+    completion_tokens: int
     by_team: list[GpuHours]
     by_environment: list[GpuHours]
     by_endpoint: list[GpuHours] = Field(
-        description="One row per (environment, endpoint), with its team.")
+        description="One row per (environment, endpoint), with its team and tokens.")
+    by_training_job: list[GpuHours] = Field(
+        description="One row per (environment, training job), with its team.")

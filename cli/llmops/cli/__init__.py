@@ -74,6 +74,7 @@ LAZY_COMMANDS = {
     "up": "up_cmd:up",
     "serve": "serve_cmd:serve",
     "hydrate": "hydrate_cmd:hydrate",
+    "db": "db_cmd:db_group",
 }
 """Commands defined in their own modules, as ``module:attribute`` under ``llmops.cli``."""
 

@@ -46,6 +46,8 @@ class KubeSettings(BaseModel):
     kubeconfig: str = ""
     field_manager: str = "llmops"
     request_timeout_seconds: float = 30.0
+    applyset_namespace: str = "default"
+    """Namespace of each environment's ApplySet parent Secret (the ``kubernetes`` actuator)."""
 
 
 class S3Settings(BaseModel):
@@ -74,6 +76,11 @@ class ApiSettings(BaseModel):
     jwks_file: str = ""
     """A JWKS file (JSON): RS256/ES256 bearer tokens are verified with its keys (by kid)."""
     max_body_bytes: int = 1024 * 1024
+    model_server_url_template: str = "http://{service}.{namespace}.svc:80{path}"
+    """Where ``GET /serve/{name}/health`` asks an endpoint's model server if it is ready:
+    ``{service}`` and ``{namespace}`` of the endpoint's Service, ``{path}`` its runtime's
+    health path; empty: never asked (health from the store only)."""
+    model_server_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
 
 
 class ArgoCdSettings(BaseModel):

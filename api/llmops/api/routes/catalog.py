@@ -26,6 +26,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import Items, ModelOut, ModelVersions, SpecOut
+from llmops.engine.service import writes
 from llmops.engine.spec.schema import DataClassification, ModelStage, ModelType, Permission
 from llmops.engine.store import catalog
 from llmops.engine.types import Kind
@@ -71,10 +72,13 @@ def list_models(
             summary="One model version, or every version of a name",
             dependencies=READ, responses=NOT_FOUND)
 def get_model(store: StoreDep, model_id: IdPath) -> Envelope[ModelOut | ModelVersions]:
-    """By UUID or ``name@version``: that version; by name: every version of it."""
+    """By UUID or ``name@version``: that version (also one registered through the API
+    and not reconciled yet: its ``revision`` is then the commit); by name: every version."""
     if lookup.as_uuid(model_id) is not None or "@" in model_id:
-        entry = lookup.one(store, Kind.MODEL, model_id)
-        return success(ModelOut.of(entry), f"model {entry.name}")
+        entry = writes.find(store, Kind.MODEL, model_id)
+        where = "" if catalog.get(store, entry.id) is not None else \
+            f" (committed as {entry.revision[:12]}, not reconciled yet)"
+        return success(ModelOut.of(entry), f"model {entry.name}{where}")
     found = sorted(lookup.matches(store, Kind.MODEL, model_id), key=_semver_key)
     if not found:
         lookup.one(store, Kind.MODEL, model_id)  # raises the 404

@@ -1,16 +1,21 @@
-"""GPU usage over a time window: ``GET /costs?window=24h``.
+"""GPU use and tokens over a time window: ``GET /costs?window=24h``.
 
-Role: GPU hours per team, per environment and per endpoint, integrated from
-the GPU samples the reconciler records (``state.gpu_samples``). Each sample
-is a step: its ``gpus x replicas`` holds from its time until the next sample
-of the same endpoint (environment, endpoint) or the end of the window. The
-last sample taken in the ``CARRY_IN`` (24 h) before the window start counts
-from the start, so an endpoint that runs steadily is not missed at the
-window's edge; an older one is taken as gone (the reconciler samples every
-15 minutes while it runs). ``window`` is ``<n>h`` or ``<n>d``, at most 90 days (400 otherwise);
-``until`` (default: now) ends it. Input: query parameters; the store.
-Output: ``CostReport`` in the envelope. Needs ``costs:read``. Caller:
-``llmops.api.app`` mounts ``router``.
+Role: what the seed's cost dashboard shows, per team, per environment and
+per endpoint (and per training job): serving GPU hours, training GPU hours,
+and prompt/completion tokens. GPU hours are integrated from the GPU samples
+the reconciler records (``state.gpu_samples``; ``workload`` serving: an
+endpoint's ``gpus x replicas``; training: a running job's GPUs). Each sample
+is a step: its value holds from its time until the next sample of the same
+workload (workload, environment, name) or the end of the window. The last
+sample taken in the ``CARRY_IN`` (24 h) before the window start counts from
+the start, so a steady workload is not missed at the window's edge; an older
+one is taken as gone (the reconciler samples every 15 minutes while it
+runs). Tokens are the sums of the ``state.token_usage`` rows recorded in the
+window (fed by the prompt router per endpoint and variant). ``window`` is
+``<n>h`` or ``<n>d``, at most 90 days (400 otherwise); ``until`` (default:
+now) ends it. Input: query parameters; the store. Output: ``CostReport`` in
+the envelope. Needs ``costs:read``. Caller: ``llmops.api.app`` mounts
+``router``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ MAX_WINDOW = timedelta(days=90)
 CARRY_IN = timedelta(hours=24)
 HOUR = 3600.0
 
-EndpointId = tuple[str, str]  # (environment, endpoint)
+Workload = tuple[str, str, str]  # (workload, environment, endpoint or job)
+SERVING, TRAINING = "serving", "training"
 
 
 def parse_window(window: str) -> timedelta:
@@ -55,17 +61,17 @@ def parse_window(window: str) -> timedelta:
 
 
 def integrate(samples: Iterable[state.GpuSample], since: datetime, until: datetime
-              ) -> dict[EndpointId, tuple[str, float]]:
-    """GPU hours per endpoint (with its latest team) between ``since`` and ``until``.
+              ) -> dict[Workload, tuple[str, float]]:
+    """GPU hours per workload (with its latest team) between ``since`` and ``until``.
 
     ``samples`` in time order; those before ``since`` only carry their value
-    in from ``since`` (the latest one of each endpoint).
+    in from ``since`` (the latest one of each workload).
     """
-    by_endpoint: dict[EndpointId, list[state.GpuSample]] = defaultdict(list)
+    by_workload: dict[Workload, list[state.GpuSample]] = defaultdict(list)
     for sample in samples:
-        by_endpoint[(sample.environment, sample.endpoint)].append(sample)
-    out: dict[EndpointId, tuple[str, float]] = {}
-    for endpoint, series in by_endpoint.items():
+        by_workload[(sample.workload, sample.environment, sample.endpoint)].append(sample)
+    out: dict[Workload, tuple[str, float]] = {}
+    for workload, series in by_workload.items():
         before = [s for s in series if s.recorded_at < since]
         inside = [s for s in series if since <= s.recorded_at < until]
         steps = ([before[-1]] if before else []) + inside
@@ -76,16 +82,65 @@ def integrate(samples: Iterable[state.GpuSample], since: datetime, until: dateti
             start = max(sample.recorded_at, since)
             end = steps[i + 1].recorded_at if i + 1 < len(steps) else until
             hours += sample.gpus * sample.replicas * (end - start).total_seconds() / HOUR
-        out[endpoint] = (steps[-1].team, hours)
+        out[workload] = (steps[-1].team, hours)
     return out
 
 
-def _rows(totals: dict[str, float], field: str) -> list[GpuHours]:
-    return [GpuHours(**{field: key}, gpu_hours=round(value, 6))
-            for key, value in sorted(totals.items())]
+class _Totals:
+    """Running sums of one group: serving and training GPU hours, tokens."""
+
+    def __init__(self) -> None:
+        self.serving = self.training = 0.0
+        self.prompt = self.completion = 0
+
+    def add_hours(self, workload: str, hours: float) -> None:
+        if workload == TRAINING:
+            self.training += hours
+        else:
+            self.serving += hours
+
+    def row(self, **names: str) -> GpuHours:
+        return GpuHours(**names, gpu_hours=round(self.serving + self.training, 6),
+                        serving_gpu_hours=round(self.serving, 6),
+                        training_gpu_hours=round(self.training, 6),
+                        prompt_tokens=self.prompt, completion_tokens=self.completion)
 
 
-@router.get("/costs", response_model=Envelope[CostReport], summary="GPU hours over a window",
+def _report(window: str, since: datetime, end: datetime,
+            hours: dict[Workload, tuple[str, float]],
+            tokens: Iterable[state.TokenUsage]) -> CostReport:
+    total = _Totals()
+    groups: dict[str, dict[str, _Totals]] = {g: defaultdict(_Totals) for g in ("team", "env")}
+    workloads: dict[Workload, _Totals] = defaultdict(_Totals)
+    teams: dict[Workload, str] = {}
+    for (kind, env, name), (team, value) in hours.items():
+        for sums in (total, groups["team"][team], groups["env"][env], workloads[(kind, env, name)]):
+            sums.add_hours(kind, value)
+        teams[(kind, env, name)] = team
+    for used in tokens:
+        key = (SERVING, used.environment, used.endpoint)
+        teams.setdefault(key, used.team)
+        for sums in (total, groups["team"][used.team], groups["env"][used.environment],
+                     workloads[key]):
+            sums.prompt += used.prompt_tokens
+            sums.completion += used.completion_tokens
+    rows = {kind: [workloads[k].row(environment=k[1], team=teams[k],
+                                    **({"endpoint": k[2]} if kind == SERVING
+                                       else {"training_job": k[2]}))
+                   for k in sorted(workloads) if k[0] == kind] for kind in (SERVING, TRAINING)}
+    overall = total.row()
+    return CostReport(
+        window=window, since=since, until=end, total_gpu_hours=overall.gpu_hours,
+        serving_gpu_hours=overall.serving_gpu_hours,
+        training_gpu_hours=overall.training_gpu_hours, prompt_tokens=total.prompt,
+        completion_tokens=total.completion,
+        by_team=[v.row(team=k) for k, v in sorted(groups["team"].items())],
+        by_environment=[v.row(environment=k) for k, v in sorted(groups["env"].items())],
+        by_endpoint=rows[SERVING], by_training_job=rows[TRAINING])
+
+
+@router.get("/costs", response_model=Envelope[CostReport],
+            summary="GPU hours and tokens over a window",
             dependencies=[require(Permission.COSTS_READ)],
             responses={400: {"model": Failure, "description": "The window is malformed."}})
 def costs(
@@ -95,23 +150,12 @@ def costs(
     until: Annotated[datetime | None, Query(description="End of the window (default now); "
                                                         "without an offset: UTC.")] = None,
 ) -> Envelope[CostReport]:
-    """GPU hours per team, environment and endpoint over the window ending at ``until``."""
+    """Serving and training GPU hours and tokens per team, environment, endpoint and job."""
     span = parse_window(window)
     end = datetime.now(UTC) if until is None else (
         until if until.tzinfo is not None else until.replace(tzinfo=UTC))
     since = end - span
     samples = state.gpu_samples(store, since=since - CARRY_IN, until=end)
-    per_endpoint = integrate(samples, since, end)
-    teams: dict[str, float] = defaultdict(float)
-    environments: dict[str, float] = defaultdict(float)
-    for (environment, _endpoint), (team, hours) in per_endpoint.items():
-        teams[team] += hours
-        environments[environment] += hours
-    endpoints = [GpuHours(environment=env, endpoint=name, team=team, gpu_hours=round(hours, 6))
-                 for (env, name), (team, hours) in sorted(per_endpoint.items())]
-    report = CostReport(window=window, since=since, until=end,
-                        total_gpu_hours=round(sum(teams.values()), 6),
-                        by_team=_rows(teams, "team"),
-                        by_environment=_rows(environments, "environment"),
-                        by_endpoint=endpoints)
+    report = _report(window, since, end, integrate(samples, since, end),
+                     state.token_usage(store, since=since, until=end))
     return success(report, f"{report.total_gpu_hours} GPU hours over {window}")

@@ -15,11 +15,12 @@ endpoint. Input: query and path parameters; the store. Output:
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from llmops.api import lookup
+from llmops.api import errors, lookup
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
@@ -59,6 +60,20 @@ def _endpoint(store: db.Store, entry: catalog.CatalogEntry,
         status=StatusOut.of(status))
 
 
+class InvalidStatus(errors.ApiError):
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+def _health(status: str) -> str:
+    """``status`` as a health name, whatever its case; 422 naming the field otherwise."""
+    for value in HealthStatus:
+        if value.value.casefold() == status.strip().casefold():
+            return value.value
+    raise InvalidStatus(f"status {status[:32]!r} is not one of "
+                              f"{', '.join(v.value for v in HealthStatus)} (any case)",
+                              {"field": "status"})
+
+
 def _model_filter(store: db.Store, model_id: str) -> set[tuple[str, str]]:
     """(name, version) pairs a ``modelId`` filter stands for."""
     return {(e.base_name, str(e.body.get("version", "")))
@@ -73,9 +88,11 @@ def list_endpoints(
     model_id: Annotated[str | None, Query(alias="modelId", max_length=lookup.MAX_ID_CHARS,
                                           description="The model's UUID, name@version or "
                                                       "name.")] = None,
-    status: Annotated[HealthStatus | None, Query(description="Spec health.")] = None,
+    status: Annotated[str | None, Query(max_length=32, description=(
+        "Spec health, any case: healthy, progressing, degraded, missing, unknown."))] = None,
 ) -> Envelope[Items[EndpointOut]]:
     """Endpoints matching every given filter, by environment then name."""
+    health = _health(status) if status is not None else None
     wanted = _model_filter(store, model_id) if model_id is not None else None
     statuses = _statuses(store, environment)
     items: list[EndpointOut] = []
@@ -85,7 +102,7 @@ def list_endpoints(
         if wanted is not None and (ref.get("name"), ref.get("version")) not in wanted:
             continue
         out = _endpoint(store, entry, statuses.get(entry.key))
-        if status is not None and out.status.health != status.value:
+        if health is not None and out.status.health.casefold() != health.casefold():
             continue
         items.append(out)
     return success(Items[EndpointOut](items=items), f"{len(items)} endpoint(s)")

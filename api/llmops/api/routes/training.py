@@ -1,8 +1,10 @@
 """Training jobs, read-only: ``GET /training/jobs`` and ``/training/jobs/{id}``.
 
 Role: the training jobs of the catalog's revision with their base model,
-dataset, output model, owning team and last assessed health. Filters:
-``environment``, ``ownerTeam`` and ``baseModel`` (a model name). Each job
+dataset, output model, owning team, last assessed health, the seed's job
+``phase`` (queued, running, succeeded, failed: from the Job's health) and
+the experiment URL. Filters:
+``environment``, ``ownerTeam``, ``baseModel`` (a model name) and ``phase``. Each job
 answers to its UUID and to its name (``environment=`` narrows a name used in
 several environments). Input: query and path parameters; the store.
 Output: ``TrainingJobOut`` in the envelope. Needs ``training:read``.
@@ -20,6 +22,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import Items, SpecOut, StatusOut, TrainingJobOut
+from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.service import access
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import catalog, db, state
@@ -34,6 +37,12 @@ def _model_ref(value: object) -> tuple[str, str]:
     return str(ref.get("name", "")), str(ref.get("version", ""))
 
 
+PHASES = {HealthStatus.HEALTHY.value: "succeeded", HealthStatus.DEGRADED.value: "failed",
+          HealthStatus.PROGRESSING.value: "running"}
+"""A Job's health -> the seed's job status; anything else (Missing, Unknown, not
+observed by the actuator) is ``queued``: submitted, not seen running."""
+
+
 def _job(store: db.Store, entry: catalog.CatalogEntry,
          status: state.SpecStatus | None) -> TrainingJobOut:
     base_name, base_version = _model_ref(entry.body.get("baseModelRef"))
@@ -43,7 +52,9 @@ def _job(store: db.Store, entry: catalog.CatalogEntry,
         base_model=lookup.ref(Kind.MODEL, base_name, version=base_version),
         dataset=lookup.ref(Kind.DATASET, str(entry.body.get("datasetRef", ""))),
         output_model=lookup.ref(Kind.MODEL, out_name, version=out_version),
-        status=StatusOut.of(status))
+        status=StatusOut.of(status),
+        phase=PHASES.get(status.health if status is not None else "", "queued"),
+        experiment_url=entry.body.get("experimentUrl"))
 
 
 def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.SpecStatus]:
@@ -58,6 +69,8 @@ def list_jobs(
     environment: Annotated[str | None, Query(max_length=63)] = None,
     owner_team: Annotated[str | None, Query(alias="ownerTeam", max_length=63)] = None,
     base_model: Annotated[str | None, Query(alias="baseModel", max_length=253)] = None,
+    phase: Annotated[str | None, Query(max_length=16, description=(
+        "queued, running, succeeded or failed (any case)."))] = None,
 ) -> Envelope[Items[TrainingJobOut]]:
     """Jobs matching every given filter, by environment then name."""
     statuses = _statuses(store, environment)
@@ -65,7 +78,8 @@ def list_jobs(
              for e in catalog.list_entries(store, kind=Kind.TRAINING_JOB,
                                            environment=environment)]
     items = [j for j in items if (owner_team is None or j.owner_team == owner_team)
-             and (base_model is None or j.base_model.name == base_model)]
+             and (base_model is None or j.base_model.name == base_model)
+             and (phase is None or j.phase == phase.strip().casefold())]
     return success(Items[TrainingJobOut](items=items), f"{len(items)} training job(s)")
 
 

@@ -38,11 +38,12 @@ import anyio
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmops.api import errors, lookup
+from llmops.api import errors, lookup, uploads
 from llmops.api.auth import AUTH_RESPONSES, CallerDep, require
 from llmops.api.deps import WritesDep
 from llmops.api.envelope import ApiModel, Envelope, Failure, success
-from llmops.engine.service.writes import Committed, Uploaded, UploadSession
+from llmops.engine.service import uploads as service_uploads
+from llmops.engine.service.writes import Committed
 from llmops.engine.spec.schema import ModelStage, Permission
 
 router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
@@ -85,15 +86,27 @@ class WriteOut(ApiModel):
                    parent=done.parent, file=done.file, reason=done.reason)
 
 
-class UploadOut(WriteOut):
+class StoredFileOut(ApiModel):
+    name: str
     object_uri: str
     sha256: str
     size: int
 
+
+class UploadOut(WriteOut):
+    storage_uri: str
+    files: list[StoredFileOut] = Field(description="Every file of the call, as recorded.")
+    object_uri: str = Field(description="The last file's object (one-file uploads).")
+    sha256: str
+    size: int
+
     @classmethod
-    def of_upload(cls, done: Uploaded) -> UploadOut:
-        return cls(**dict(WriteOut.of(done)), object_uri=done.object_uri, sha256=done.sha256,
-                   size=done.size)
+    def of_upload(cls, done: service_uploads.Uploaded) -> UploadOut:
+        last = done.files[-1]
+        return cls(**dict(WriteOut.of(done)), storage_uri=done.storage_uri,
+                   files=[StoredFileOut(name=f.name, object_uri=f.object_uri, sha256=f.sha256,
+                                        size=f.size) for f in done.files],
+                   object_uri=last.object_uri, sha256=last.sha256, size=last.size)
 
 
 class ConcludeRequest(BaseModel):
@@ -159,40 +172,41 @@ def _declared_length(request: Request) -> int:
     return int(raw)
 
 
-async def _stream(request: Request, upload: UploadSession) -> Uploaded:
-    """Feed the body to ``upload`` part by part; any failure (a disconnect too) drops it."""
-    try:
-        await anyio.to_thread.run_sync(upload.start)
-        async for chunk in request.stream():
-            upload.write(chunk)
-            if upload.part_ready:
-                await anyio.to_thread.run_sync(upload.flush)
-    except BaseException as exc:
-        await anyio.to_thread.run_sync(upload.fail, exc)
-        raise
-    return await anyio.to_thread.run_sync(upload.finish)
-
-
 @router.post("/catalog/models/{model_id}/upload", response_model=Envelope[UploadOut],
-             summary="Upload one model file to S3 and record it (a commit)",
+             summary="Upload model files to S3 and record them (one commit)",
              dependencies=[require(Permission.MODELS_UPLOAD)],
              responses={**WRITE_RESPONSES,
                         411: {"model": Failure, "description": "No Content-Length."},
-                        413: {"model": Failure, "description": "The file is too large."},
-                        415: {"model": Failure, "description": "Not octet-stream."}},
+                        413: {"model": Failure, "description": "A file is too large."},
+                        415: {"model": Failure,
+                              "description": "Neither octet-stream nor multipart."}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/octet-stream": {"schema": {"type": "string",
-                                                         "format": "binary"}}}}})
-async def upload_model_file(
+                                                         "format": "binary"}},
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "files": {"type": "array", "items": {"type": "string",
+                                                          "format": "binary"}}}}}}}})
+async def upload_model_files(
     request: Request, writes: WritesDep, caller: CallerDep, model_id: IdPath,
-    filename: Annotated[str, Query(min_length=1, max_length=200,
-                                   description="The file's name, e.g. config.json.")],
+    filename: Annotated[str | None, Query(min_length=1, max_length=200,
+                                          description="A raw body's file name, e.g. "
+                                                      "config.json.")] = None,
 ) -> Envelope[UploadOut]:
-    """Stream the body to ``models/{name}/{version}/{filename}``, then commit it to ``files``."""
-    file_name = writes.check_file_name(filename)
-    length = _declared_length(request)
-    upload = await anyio.to_thread.run_sync(writes.begin_upload, caller, model_id, file_name,
-                                            length)
-    done = await _stream(request, upload)
+    """Stream each file to ``models/{name}/{version}/{file}``, then record them all in
+    ``files`` with one commit: ``multipart/form-data`` with one or more ``files``
+    parts, or a raw ``application/octet-stream`` body named by ``filename``."""
+    boundary = uploads.boundary_of(request.headers.get("content-type", ""))
+    if boundary is None:
+        if filename is None:
+            raise errors.BadRequest("filename is required for a raw upload",
+                                    {"field": "filename"})
+        file_name = service_uploads.check_file_name(filename)
+        length = _declared_length(request)
+    batch = await anyio.to_thread.run_sync(
+        service_uploads.begin, writes, caller, model_id,
+        file_name if boundary is None else "(multipart)", None if boundary else length)
+    done = await (uploads.stream_multipart(request, batch, boundary) if boundary is not None
+                  else uploads.stream_raw(request, batch, file_name, length))
     return success(UploadOut.of_upload(done),
-                   f"{done.file_name} uploaded and recorded on {done.branch}")
+                   f"{', '.join(f.name for f in done.files)} uploaded and recorded on "
+                   f"{done.branch}")

@@ -12,11 +12,7 @@ environment sets ``directCommits``:
 - ``conclude_experiment``: ``state: concluded``, the winner (a variant's
   template, by name or UUID; another UUID is ``InvalidWinner``) and notes;
 - ``promote_model``: the model version's ``stage``;
-- ``begin_upload`` -> ``UploadSession``: one model file streamed to S3 under
-  ``models/{name}/{version}/{file}`` (``llmops.engine.store.modelfiles``;
-  multipart, hashed while it streams), then recorded in the model's
-  ``files`` and ``storageUri`` by a commit; a refused commit deletes the
-  object again, a failed upload leaves none.
+- uploads (``llmops.engine.service.uploads``) commit through ``_commit_edit``.
 
 Each acts only on a spec owned by one of the caller's teams, unless the
 caller holds ``*`` (``access.authorize_owner``: audited, ``NotOwner``, before
@@ -45,19 +41,34 @@ from llmops.engine.service.access import Caller
 from llmops.engine.settings import Settings
 from llmops.engine.source import writeback
 from llmops.engine.spec import schema
-from llmops.engine.store import audit, catalog, modelfiles, state
+from llmops.engine.store import audit, catalog, pending, state
 from llmops.engine.store.db import Store
 from llmops.engine.types import Kind, SpecKey
 
 EditFor = Callable[[writeback.Target], writeback.Edit]
 
 
+def find(store: Store, kind: Kind, ident: str, *,
+         environment: str | None = None) -> catalog.CatalogEntry:
+    """The spec ``ident`` names: from the catalog, else one the API wrote and the
+    catalog does not hold yet (``store.pending``); ``NoSuchSpec`` otherwise."""
+    try:
+        return lookup.one(store, kind, ident, environment=environment)
+    except lookup.NoSuchSpec:
+        parsed = lookup.as_uuid(ident)
+        if parsed is not None:
+            found = pending.get(store, str(parsed))
+            if found is not None and found.key.kind == kind:
+                return found.as_entry()
+        else:
+            named = pending.named(store, kind, ident, environment)
+            if len(named) == 1:
+                return named[0].as_entry()
+        raise
+
+
 class InvalidWinner(errors.InvalidInput):
     """The winner named by UUID is not a prompt template."""
-
-
-class FileTooLarge(errors.TooLarge):
-    """The announced file size is over ``settings.s3.max_file_bytes``."""
 
 
 # --------------------------------------------------------------------------- results
@@ -74,20 +85,10 @@ class Committed(writeback.WriteResult):
         return cls(**asdict(result), name=name)
 
 
-@dataclass(frozen=True, slots=True)
-class Uploaded(Committed):
-    """An uploaded model file: the commit that records it and the stored object."""
-
-    file_name: str
-    object_uri: str
-    sha256: str
-    size: int
-
-
 # --------------------------------------------------------------------------- audit trail
 
 
-class _Trail:
+class Trail:
     """The audit rows of one write: intent first, then the outcome."""
 
     def __init__(self, log: audit.AuditLog, caller: Caller, key: SpecKey, reason: str) -> None:
@@ -131,29 +132,48 @@ class WriteService:
 
     # -- plumbing
 
+    def find_for(self, caller: Caller, kind: Kind, ident: str,
+                 environment: str | None = None) -> catalog.CatalogEntry:
+        """The spec ``ident`` names, once the caller may act on it."""
+        return self._entry(caller, kind, ident, environment)
+
     def _entry(self, caller: Caller, kind: Kind, ident: str,
                environment: str | None = None) -> catalog.CatalogEntry:
         """The spec ``ident`` names, once the caller may act on it."""
-        entry = lookup.one(self.store, kind, ident, environment=environment)
-        access.authorize_owner(self.store, self.log, caller, entry)
+        entry = find(self.store, kind, ident, environment=environment)
+        self.authorize(caller, entry)
         return entry
 
-    def _commit_edit(self, repo: writeback.Repo, caller: Caller, entry: catalog.CatalogEntry,
-                     action: str, edit: EditFor, subject: str,
-                     body: str = "") -> writeback.WriteResult:
-        target = writeback.Target(kind=entry.kind, name=entry.base_name, file=entry.file,
-                                  environment=entry.environment)
-        branch = writeback.tracked_branch(self.settings)
-        return writeback.commit_edit(repo, branch, target, edit(target), action=action,
-                                     author=writeback.Author(caller.user),
-                                     message=_message(subject, body, action, entry.key, caller))
+    def authorize(self, caller: Caller, entry: catalog.CatalogEntry) -> None:
+        """``NotOwner`` (audited) unless a team of ``caller`` owns ``entry``."""
+        access.authorize_owner(self.store, self.log, caller, entry)
 
-    def _commit(self, trail: _Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
-                subject: str, body: str = "") -> Committed:
-        """Audited commit of ``edit`` to ``entry``'s file."""
+    def _commit_edit(self, repo: writeback.Repo, caller: Caller, entry: catalog.CatalogEntry,
+                     action: str, edit: EditFor, subject: str, body: str = "", *,
+                     create: bool = False) -> writeback.WriteResult:
+        """Commit ``edit`` of ``entry``'s file (stacked on its open review branch, if any)
+        and remember where it went (``store.pending``)."""
+        target = writeback.Target(kind=entry.kind, name=entry.base_name, file=entry.file,
+                                  environment=entry.environment, spec_name=entry.name)
+        earlier = pending.get(self.store, entry.id)
+        onto = earlier.branch if earlier is not None and not earlier.direct else ""
+        result = writeback.commit_edit(repo, writeback.tracked_branch(self.settings), target,
+                                       edit(target),
+                                       action=action, author=writeback.Author(caller.user),
+                                       message=_message(subject, body, action, entry.key,
+                                                        caller),
+                                       create=create, onto=onto)
+        pending.put(self.store, pending.Pending(
+            key=entry.key, file=result.file, branch=result.branch, commit=result.commit,
+            direct=result.direct, spec=result.spec or entry.spec))
+        return result
+
+    def commit(self, trail: Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
+               subject: str, body: str = "", *, create: bool = False) -> Committed:
+        """Audited commit of ``edit`` to ``entry``'s file (``create``: a new file)."""
         try:
             result = self._commit_edit(writeback.repo_for(self.settings), trail.caller, entry,
-                                       action, edit, subject, body)
+                                       action, edit, subject, body, create=create)
         except Exception as exc:
             trail.failed(exc)
             raise
@@ -168,7 +188,7 @@ class WriteService:
         entry = self._entry(caller, Kind.SERVING_ENDPOINT, endpoint_id, environment)
         status = state.get_environment_status(self.store, entry.environment)
         applied = (status.last_applied_revision if status is not None else "") or entry.revision
-        trail = _Trail(self.log, caller, entry.key, f"rollback from {applied[:12]}")
+        trail = Trail(self.log, caller, entry.key, f"rollback from {applied[:12]}")
         target = writeback.Target(kind=entry.kind, name=entry.name, file=entry.file,
                                   environment=entry.environment)
         try:
@@ -179,7 +199,7 @@ class WriteService:
             raise
         trail.reason = (f"rollback from {applied[:12]} to {previous.revision[:12]} "
                         f"(undoes {previous.changed_by[:12]})")
-        return self._commit(
+        return self.commit(
             trail, entry, "rollback", lambda _t: writeback.restore(previous),
             f"Roll back {entry.kind} {entry.environment}/{entry.name} to "
             f"{previous.revision[:12]}",
@@ -202,8 +222,8 @@ class WriteService:
         """``state: concluded``, the winner (one of the variants) and the notes, committed."""
         entry = self._entry(caller, Kind.PROMPT_EXPERIMENT, experiment_id, environment)
         winner = self._winner_name(winner_template_id)
-        trail = _Trail(self.log, caller, entry.key, f"conclude with winner {winner[:80]}")
-        return self._commit(
+        trail = Trail(self.log, caller, entry.key, f"conclude with winner {winner[:80]}")
+        return self.commit(
             trail, entry, "conclude",
             lambda t: writeback.conclude_experiment(t.name, winner, notes),
             f"Conclude experiment {entry.environment}/{entry.name}: {winner} wins")
@@ -214,100 +234,7 @@ class WriteService:
         entry = self._entry(caller, Kind.MODEL, model_id)
         version = str(entry.body.get("version", ""))
         old = str(entry.body.get("stage", ""))
-        trail = _Trail(self.log, caller, entry.key, f"stage {old} -> {stage.value}")
-        return self._commit(trail, entry, "promote",
+        trail = Trail(self.log, caller, entry.key, f"stage {old} -> {stage.value}")
+        return self.commit(trail, entry, "promote",
                             lambda t: writeback.set_model_stage(t.name, version, stage),
                             f"Set model {entry.name} stage to {stage.value}")
-
-    @staticmethod
-    def check_file_name(file_name: str) -> str:
-        """``file_name`` if it can name a model file; else ``InvalidInput``."""
-        return modelfiles.check_file_name(file_name)
-
-    def begin_upload(self, caller: Caller, model_id: str, file_name: str,
-                     length: int) -> UploadSession:
-        """An upload of ``length`` bytes as ``file_name`` of the model version, audited.
-
-        Refusals come before any audit row or byte: the name, the size limit
-        (``FileTooLarge``), the model (404/409), its owner, its key, the repo.
-        """
-        file_name = modelfiles.check_file_name(file_name)
-        cfg = self.settings.s3
-        if length > cfg.max_file_bytes:
-            raise FileTooLarge(f"the file is {length} bytes, over the limit of "
-                               f"{cfg.max_file_bytes} bytes",
-                               details={"maxFileBytes": cfg.max_file_bytes})
-        entry = self._entry(caller, Kind.MODEL, model_id)
-        key = modelfiles.object_key(entry.base_name, str(entry.body.get("version", "")),
-                                    file_name)
-        repo = writeback.repo_for(self.settings)
-        trail = _Trail(self.log, caller, entry.key, f"upload {file_name} ({length} bytes)")
-        upload = modelfiles.Upload(modelfiles.client(cfg), cfg.bucket, key,
-                                   expected_size=length, max_bytes=cfg.max_file_bytes,
-                                   part_size=cfg.part_size_bytes)
-        return UploadSession(self, trail, entry, file_name, repo, upload)
-
-
-class UploadSession:
-    """One model file on its way: ``start``, ``write``/``flush`` per chunk, then ``finish``.
-
-    ``write`` only hashes and buffers (no I/O); when ``part_ready`` the caller
-    runs ``flush`` (network I/O: a worker thread for an async caller). A
-    caller whose stream fails calls ``fail`` (aborts the multipart upload,
-    audits the failure). ``finish`` completes the object and commits it; a
-    refused commit deletes the object again and is audited as failed.
-    """
-
-    def __init__(self, service: WriteService, trail: _Trail, entry: catalog.CatalogEntry,
-                 file_name: str, repo: writeback.Repo, upload: modelfiles.Upload) -> None:
-        self._service, self._trail, self._entry = service, trail, entry
-        self._repo, self._upload = repo, upload
-        self.file_name = file_name
-
-    @property
-    def part_ready(self) -> bool:
-        return self._upload.part_ready
-
-    def start(self) -> None:
-        self._upload.start()
-
-    def write(self, chunk: bytes) -> None:
-        self._upload.write(chunk)
-
-    def flush(self) -> None:
-        self._upload.flush()
-
-    def fail(self, exc: BaseException) -> None:
-        """Drop whatever was sent (no object stays) and audit ``exc`` as the outcome."""
-        try:
-            self._upload.abort()
-        finally:
-            self._trail.failed(exc)
-
-    def finish(self) -> Uploaded:
-        """Complete the object, then commit it into the model's ``files``."""
-        try:
-            stored = self._upload.finish()
-        except BaseException as exc:
-            self.fail(exc)
-            raise
-        entry = self._entry
-        name, version = entry.base_name, str(entry.body.get("version", ""))
-        uri = modelfiles.storage_uri(stored.bucket, name, version)
-        record = schema.ModelFile(name=self.file_name, sha256=stored.sha256, size=stored.size)
-        try:
-            result = self._service._commit_edit(
-                self._repo, self._trail.caller, entry, "upload",
-                lambda _t: writeback.record_model_file(name, version, uri, record),
-                f"Record {self.file_name} of model {entry.name}",
-                f"{stored.uri}\nsha256 {stored.sha256}, {stored.size} bytes")
-        except BaseException as exc:
-            try:  # no commit: the object must not stay either
-                modelfiles.delete(self._upload.s3, stored)
-            finally:
-                self._trail.failed(exc)
-            raise
-        self._trail.succeeded(result, object=stored.uri, sha256=stored.sha256,
-                              size=stored.size)
-        return Uploaded(**asdict(result), name=entry.name, file_name=self.file_name,
-                        object_uri=stored.uri, sha256=stored.sha256, size=stored.size)

@@ -9,7 +9,8 @@ tracked branch, the spec's file, an edit (old file text -> new text) and the
 caller. Output: ``WriteResult`` (commit, branch, whether it went direct and
 why). Callers: ``llmops.api.routes.writes``.
 
-How a commit is made (the user's work tree, index and HEAD are never touched):
+How a commit is made (the user's work tree, index and HEAD are not touched, but
+see below for a clean checked-out tracked branch):
 
 1. the spec file is read from the tip of the tracked branch (not from the
    catalog or a work tree) and edited in memory: YAML field edits use
@@ -33,15 +34,20 @@ How a commit is made (the user's work tree, index and HEAD are never touched):
 Where a commit goes: an environment-scoped spec (endpoint, experiment, ...)
 goes direct only when its environment sets ``directCommits: true``. A global
 spec (a Model is used by every environment) goes direct only when *every*
-environment allows it: a stage change reaches prod as surely as dev. Even then
-a tracked branch that is checked out in a (non-bare) work tree of the repo is
-never moved under its user (git's own ``receive.denyCurrentBranch`` rule): the
-commit goes to a review branch and ``WriteResult.reason`` says why.
+environment allows it: a stage change reaches prod as surely as dev. A
+tracked branch that is checked out in a (non-bare) work tree of the repo (the
+clone ``llmops up`` follows) moves only as git's ``updateInstead`` would move
+it: when that work tree has no uncommitted change to a tracked file, the
+branch moves and the work tree and its index follow (``read-tree -m -u``, a
+two-way fast-forward that never overwrites a local change); otherwise the
+commit goes to a review branch. ``WriteResult.reason`` says which and why.
+Apart from that case the user's work tree, index and HEAD are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import tempfile
@@ -61,7 +67,7 @@ from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
 from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push
 from llmops.engine.spec import loader, repoconfig, schema, validate
-from llmops.engine.types import Kind
+from llmops.engine.types import Kind, SpecKey
 
 BRANCH_PREFIX = "llmops"
 EMAIL_DOMAIN = "users.llmops"
@@ -106,6 +112,14 @@ class TargetMissing(WriteError, errors.Conflict):
     """The spec is not where the catalog said (the branch moved on since)."""
 
 
+class SpecExists(WriteError, errors.Conflict):
+    """A spec to create is already in the specs repo."""
+
+
+class FileListed(WriteError, errors.Conflict):
+    """A model file to record is already listed for its version (files are immutable)."""
+
+
 class Conflicted(WriteError, errors.Conflict):
     """The tracked branch kept moving while the commit was being made."""
 
@@ -145,6 +159,12 @@ class Target:
     name: str
     file: str
     environment: str = ""
+    spec_name: str = ""
+    """The spec's key name when it differs from ``name`` (a model's ``name@version``)."""
+
+    @property
+    def key(self) -> SpecKey:
+        return SpecKey(self.kind, self.environment, self.spec_name or self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +176,8 @@ class WriteResult:
     file: str
     reason: str
     """Why the commit went where it went."""
+    spec: dict[str, Any]
+    """The spec as committed (plain JSON data); empty when the edit removed it."""
 
 
 # --------------------------------------------------------------------------- the repo
@@ -257,10 +279,42 @@ def _read(git: gitcli.Git, commit: str, file: str) -> tuple[gitobjects.TreeEntry
     return entry, gitobjects.read_blob(git, entry.blob).decode("utf-8", "replace")
 
 
-def _checked_out(git: gitcli.Git, branch: str) -> bool:
-    """Whether ``branch`` is the checked-out branch of a work tree of the repo."""
-    out = git.text("worktree", "list", "--porcelain")
-    return f"branch refs/heads/{branch}" in out.splitlines()
+def _checked_out(git: gitcli.Git, branch: str) -> Path | None:
+    """The work tree of the repo that has ``branch`` checked out, if any."""
+    path: str | None = None
+    for line in git.text("worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            path = line.removeprefix("worktree ")
+        elif line == f"branch refs/heads/{branch}" and path is not None:
+            return Path(path)
+    return None
+
+
+def _tree_git(work_tree: Path, scratch: Path) -> gitcli.Git:
+    """git in ``work_tree`` itself (its own index), with a private ``HOME``."""
+    return gitcli.Git(home=scratch, cwd=work_tree)
+
+
+def _clean(work_tree: Path, scratch: Path) -> bool:
+    """Whether ``work_tree`` has no change to a tracked file (staged or not)."""
+    try:
+        out = _tree_git(work_tree, scratch).text("status", "--porcelain",
+                                                 "--untracked-files=no")
+    except gitcli.GitFailed:
+        return False
+    return not out.strip()
+
+
+def _update_work_tree(work_tree: Path, scratch: Path, old: str, new: str) -> str:
+    """Move a clean checked-out work tree from ``old`` to ``new`` (git's updateInstead);
+    ``""``, or why it could not be (the branch moved anyway)."""
+    try:
+        _tree_git(work_tree, scratch).run("read-tree", "-m", "-u", "--end-of-options", old,
+                                          new)
+    except gitcli.GitFailed as exc:
+        return (f"; the work tree {work_tree} could not follow ({exc.detail()[:200]}): "
+                "run git checkout there")
+    return ""
 
 
 def _validate_tree(git: gitcli.Git, tree: str, dest: Path) -> validate.SpecSet:
@@ -302,21 +356,33 @@ def _synced(repo: push.Mirror, branch: str) -> Iterator[Path]:
 
 
 def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action: str,
-                author: Author, message: str) -> WriteResult:
+                author: Author, message: str, create: bool = False,
+                onto: str = "") -> WriteResult:
     """Commit ``edit`` of ``target.file`` on top of ``tracked``; see the module docstring.
 
-    For a remote's mirror: fetch ``tracked``, commit in the mirror, push the
-    branch (never forced). A direct commit whose push is rejected (someone
-    pushed meanwhile) is redone once on the new tip; then ``Conflicted``.
+    ``create``: the file must not exist yet (``SpecExists`` otherwise) and
+    ``edit`` gets ``""``. ``onto``: the review branch an earlier write of the
+    same spec went to; while it exists and is not merged into ``tracked``
+    the commit is added on top of it (so a model's files accumulate on one
+    branch before review) instead of starting a new branch.
+
+    For a remote's mirror: fetch ``tracked`` (and ``onto``), commit in the
+    mirror, push the branch (never forced). A direct commit whose push is
+    rejected (someone pushed meanwhile) is redone once on the new tip; then
+    ``Conflicted``.
     """
+    how = _How(action=action, author=author, message=message, create=create, onto=onto)
     if isinstance(repo, Path):
-        return _commit_local(repo, tracked, target, edit, action=action, author=author,
-                             message=message)
+        return _commit_local(repo, tracked, target, edit, how)
     branch = gitcli.check_branch(tracked)
     with _synced(repo, branch) as mirror:
+        if onto:
+            try:
+                repo.fetch(onto)
+            except push.MirrorError:
+                how = dataclasses.replace(how, onto="")  # gone on the remote: a new branch
         for attempt in range(2):
-            result = _commit_local(mirror, branch, target, edit, action=action,
-                                   author=author, message=message)
+            result = _commit_local(mirror, branch, target, edit, how)
             try:
                 repo.push(result.branch)
             except push.PushRejected as exc:
@@ -340,34 +406,94 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
     raise Conflicted(f"{branch} kept moving on the remote while committing")  # pragma: no cover
 
 
-def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit, *, action: str,
-                  author: Author, message: str) -> WriteResult:
+@dataclass(frozen=True, slots=True)
+class _How:
+    """How one write is committed: its action, author, message, and create/stack options."""
+
+    action: str
+    author: Author
+    message: str
+    create: bool = False
+    onto: str = ""
+
+
+def _open_branch(git: gitcli.Git, tracked: str, onto: str) -> str:
+    """``onto`` if it is an llmops review branch that exists and is not merged; else ``""``."""
+    if not onto or not onto.startswith(f"{BRANCH_PREFIX}/"):
+        return ""
+    onto = gitcli.check_branch(onto)
+    if git.resolve(f"refs/heads/{onto}") is None:
+        return ""
+    try:
+        git.run("merge-base", "--is-ancestor", "--end-of-options", f"refs/heads/{onto}",
+                f"refs/heads/{tracked}")
+    except gitcli.GitFailed:
+        return onto  # not an ancestor of the tracked branch: still open
+    return ""
+
+
+def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit,
+                  how: _How) -> WriteResult:
     branch = gitcli.check_branch(tracked)
     file = branches.check_path(target.file)
     if not file or not file.endswith((".yaml", ".yml")):
         raise TargetMissing(f"{target.kind}/{target.name}: {target.file!r} is not a spec file")
-    who = gitcommit.Identity(author.name, author.email)
     with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp, _git_errors():
         git = _open(repo, Path(tmp))
+        stack = _open_branch(git, branch, how.onto)
         for attempt in range(MAX_ATTEMPTS):
-            tip = _tip(git, branch)
-            change = _edited(git, branch, tip, file, target, edit)
-            tree = gitcommit.tree_with(git, tip, {file: change})
-            spec_set = _validate_tree(git, tree, Path(tmp) / f"tree-{attempt}")
-            direct, reason = _destination(git, branch, spec_set.config, target.environment)
-            commit = gitcommit.commit_tree(git, tree, [tip], message, author=who,
-                                           committer=gitcommit.Identity(*COMMITTER))
-            ref_branch = branch if direct else branch_name(action, target.name)
-            if gitcommit.swap_ref(git, f"refs/heads/{ref_branch}", commit,
-                                  tip if direct else None,
-                                  f"llmops {action}: {target.kind}/{target.name}"):
-                return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
-                                   file=file, reason=reason)
-            if not direct:
-                raise Conflicted(f"branch {ref_branch} appeared while committing; retry")
+            result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file, target,
+                              edit, how)
+            if result is not None:
+                return result
             # the tracked branch moved: redo the edit on its new tip
     raise Conflicted(f"{branch} kept moving while committing; gave up after {MAX_ATTEMPTS} "
                      "attempts")
+
+
+def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
+             target: Target, edit: Edit, how: _How) -> WriteResult | None:
+    """One try at the commit; None when the tracked branch moved meanwhile."""
+    base = stack or branch
+    tip = _tip(git, base)
+    change = _created(git, base, tip, file, target, edit) if how.create \
+        else _edited(git, base, tip, file, target, edit)
+    tree = gitcommit.tree_with(git, tip, {file: change})
+    spec_set = _validate_tree(git, tree, scratch)
+    work_tree: Path | None = None
+    if stack:
+        direct, reason = False, (f"added to {stack}, the review branch of an earlier write "
+                                 "of this spec that is not merged yet")
+    else:
+        direct, reason, work_tree = _destination(git, branch, spec_set.config,
+                                                 target.environment, scratch.parent)
+    who = gitcommit.Identity(how.author.name, how.author.email)
+    commit = gitcommit.commit_tree(git, tree, [tip], how.message, author=who,
+                                   committer=gitcommit.Identity(*COMMITTER))
+    moves = direct or bool(stack)
+    ref_branch = branch if direct else (stack or branch_name(how.action, target.name))
+    if gitcommit.swap_ref(git, f"refs/heads/{ref_branch}", commit, tip if moves else None,
+                          f"llmops {how.action}: {target.kind}/{target.name}"):
+        if work_tree is not None:
+            reason += _update_work_tree(work_tree, scratch.parent, tip, commit)
+        item = spec_set.get(target.key)
+        return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
+                           file=file, reason=reason,
+                           spec=item.spec.model_dump(mode="json") if item is not None else {})
+    if not moves:
+        raise Conflicted(f"branch {ref_branch} appeared while committing; retry")
+    if stack:
+        raise Conflicted(f"branch {stack} moved while committing; retry")
+    return None
+
+
+def _created(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
+             edit: Edit) -> tuple[str, str]:
+    """(mode, blob) of the new ``file``; ``SpecExists`` when ``tip`` already has it."""
+    if _read(git, tip, file) is not None:
+        raise SpecExists(f"{target.kind}/{target.name}: {file} already exists on {branch}",
+                         details={"file": file})
+    return gitobjects.REGULAR, gitcommit.write_blob(git, edit("").encode("utf-8"))
 
 
 def _edited(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
@@ -388,13 +514,18 @@ def _edited(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
 
 
 def _destination(git: gitcli.Git, branch: str, config: repoconfig.RepoConfig,
-                 environment: str) -> tuple[bool, str]:
-    """Whether the commit goes straight onto ``branch``, and why (see the module docstring)."""
+                 environment: str, scratch: Path) -> tuple[bool, str, Path | None]:
+    """Whether the commit goes straight onto ``branch``, why, and the checked-out work
+    tree to bring along (see the module docstring)."""
     direct, reason = _direct(config, environment)
-    if direct and _checked_out(git, branch):
-        return False, (f"{reason}, but {branch} is checked out in a work tree of the repo, "
-                       "which is never moved under its user")
-    return direct, reason
+    work_tree = _checked_out(git, branch) if direct else None
+    if work_tree is None:
+        return direct, reason, None
+    if not _clean(work_tree, scratch):
+        return False, (f"{reason}, but {branch} is checked out in {work_tree} with "
+                       "uncommitted changes, which are never overwritten"), None
+    return True, (f"{reason}; {branch} is checked out in a clean work tree, which is "
+                  "updated with it"), work_tree
 
 
 # --------------------------------------------------------------------------- YAML edits
@@ -459,6 +590,17 @@ def _text(value: str) -> str:
         if "\n" in value.strip("\n") else value
 
 
+def set_fields(kind: str, name: str, version: str | None, fields: dict[str, Any]) -> Edit:
+    """Each of ``fields`` set in the spec (mappings replaced whole); others left as they are."""
+
+    def edit(text: str) -> str:
+        def change(body: Any) -> None:
+            for key, value in fields.items():
+                _set(body, key, value)
+        return _edit_document(text, kind, name, version, change)
+    return edit
+
+
 def set_model_stage(name: str, version: str, stage: schema.ModelStage) -> Edit:
     def edit(text: str) -> str:
         return _edit_document(text, Kind.MODEL, name, version,
@@ -485,21 +627,23 @@ def conclude_experiment(name: str, winner: str, notes: str | None) -> Edit:
     return edit
 
 
-def record_model_file(name: str, version: str, storage_uri: str, file: schema.ModelFile) -> Edit:
-    """``storageUri`` set and ``file`` added to (or updated in) ``files``."""
+def record_model_files(name: str, version: str, storage_uri: str,
+                       new_files: Sequence[schema.ModelFile]) -> Edit:
+    """``storageUri`` set and each of ``new_files`` added to ``files`` (never replaced:
+    a name already listed is refused, a changed file needs a new version)."""
 
     def change(body: Any) -> None:
         _set(body, "storageUri", storage_uri)
         files = body.get("files")
-        entry = {"name": file.name, "sha256": file.sha256, "size": file.size}
         if not isinstance(files, list):
-            _set(body, "files", [entry])
-            return
-        for item in files:
-            if isinstance(item, dict) and item.get("name") == file.name:
-                item["sha256"], item["size"] = file.sha256, file.size
-                return
-        files.append(entry)
+            _set(body, "files", [])
+            files = body["files"]
+        listed = {str(item.get("name")) for item in files if isinstance(item, dict)}
+        for file in new_files:
+            if file.name in listed:
+                raise FileListed(f"model {name} {version} already lists {file.name}; a "
+                                 "changed file needs a new version")
+            files.append({"name": file.name, "sha256": file.sha256, "size": file.size})
 
     def edit(text: str) -> str:
         return _edit_document(text, Kind.MODEL, name, version, change)

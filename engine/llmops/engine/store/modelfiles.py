@@ -70,6 +70,7 @@ class S3Client(Protocol):
     def complete_multipart_upload(self, **kwargs: Any) -> Any: ...
     def abort_multipart_upload(self, **kwargs: Any) -> Any: ...
     def delete_object(self, **kwargs: Any) -> Any: ...
+    def head_object(self, **kwargs: Any) -> Any: ...
 
 
 def client(settings: S3Settings) -> S3Client:
@@ -141,11 +142,11 @@ class Upload:
     sends the last part and completes. Every failure aborts before raising.
     """
 
-    def __init__(self, s3: S3Client, bucket: str, key: str, *, expected_size: int,
+    def __init__(self, s3: S3Client, bucket: str, key: str, *, expected_size: int | None,
                  max_bytes: int = schema.MAX_MODEL_FILE_BYTES, part_size: int = PART_SIZE) -> None:
         if part_size < 1:
             raise ValueError("part_size must be positive")
-        if expected_size > max_bytes:
+        if expected_size is not None and expected_size > max_bytes:
             raise TooLarge(f"{key.rsplit('/', 1)[-1]}: {expected_size} bytes is over the "
                            f"limit of {max_bytes} bytes")
         self.s3, self.bucket, self.key = s3, bucket, key
@@ -174,7 +175,7 @@ class Upload:
         if self.size > self.max_bytes:
             self.abort()
             raise TooLarge(f"body is over the limit of {self.max_bytes} bytes")
-        if self.size > self.expected_size:
+        if self.expected_size is not None and self.size > self.expected_size:
             self.abort()
             raise LengthMismatch(f"body is longer than its Content-Length "
                                  f"({self.expected_size})")
@@ -201,7 +202,7 @@ class Upload:
             self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
 
     def finish(self) -> Stored:
-        if self.size != self.expected_size:
+        if self.expected_size is not None and self.size != self.expected_size:
             self.abort()
             raise LengthMismatch(f"body is {self.size} bytes, its Content-Length says "
                                  f"{self.expected_size}")
@@ -249,6 +250,20 @@ class Upload:
         if self._upload_id is None or self._closed:
             raise ModelFileError("the upload is not started or already finished")
         return self._upload_id
+
+
+def exists(s3: S3Client, bucket: str, key: str) -> bool:
+    """Whether an object is at ``key`` (keys are never overwritten); S3 down is raised."""
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise _unavailable(f"checking {key}", exc) from None
+    except BotoCoreError as exc:
+        raise _unavailable(f"checking {key}", exc) from None
+    return True
 
 
 def delete(s3: S3Client, stored: Stored) -> None:

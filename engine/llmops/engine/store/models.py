@@ -200,6 +200,8 @@ class GpuSampleRow(Base):
     gpus: Mapped[int] = mapped_column(Integer)
     replicas: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime]
+    workload: Mapped[str] = mapped_column(String(16), server_default="serving")
+    """``serving`` (an endpoint, ``endpoint`` its name) or ``training`` (a job's name)."""
 
 
 class AuditRow(Base):
@@ -245,3 +247,37 @@ class CatalogEntryRow(Base):
     file: Mapped[str] = mapped_column(Text)
     spec: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+class PendingSpecRow(Base):
+    """A spec the API wrote, where its last write went and the spec as committed."""
+
+    __tablename__ = "pending_specs"
+    __table_args__ = (Index("ix_pending_specs_kind_name", "kind", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(63))
+    environment: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(253))
+    file: Mapped[str] = mapped_column(Text)
+    branch: Mapped[str] = mapped_column(String(255))
+    commit: Mapped[str] = mapped_column(String(64))
+    direct: Mapped[bool] = mapped_column(Boolean)
+    spec: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class TokenUsageRow(Base):
+    """Tokens one endpoint variant served over an interval ending at ``recorded_at``."""
+
+    __tablename__ = "token_usage"
+    __table_args__ = (Index("ix_token_usage_recorded_at", "recorded_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(63))
+    team: Mapped[str] = mapped_column(String(63))
+    endpoint: Mapped[str] = mapped_column(String(253))
+    variant: Mapped[str] = mapped_column(String(253))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    recorded_at: Mapped[datetime]

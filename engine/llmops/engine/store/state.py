@@ -36,6 +36,7 @@ from llmops.engine.store.models import (
     RunResult,
     SourceState,
     SpecStatusRow,
+    TokenUsageRow,
 )
 from llmops.engine.types import ResourceKey, SpecKey
 
@@ -160,11 +161,11 @@ class InventoryItem:
 
 def read_inventory(database: Db, environment: str) -> list[InventoryItem]:
     """The environment's applied objects, sorted by ``ResourceKey``."""
-    stmt = select(InventoryEntry).where(InventoryEntry.environment == environment)
-    with db.transaction(database) as session:
-        items = [InventoryItem(ResourceKey(r.api_group, r.kind, r.namespace, r.name),
-                               r.api_version, r.content_hash, r.spec_kind, r.spec_name,
-                               r.revision) for r in session.scalars(stmt)]
+    e = InventoryEntry
+    stmt = select(e.api_group, e.kind, e.namespace, e.name, e.api_version, e.content_hash,
+                  e.spec_kind, e.spec_name, e.revision).where(e.environment == environment)
+    with db.transaction(database) as session:  # plain rows: no ORM objects to build
+        items = [InventoryItem(ResourceKey(*r[:4]), *r[4:]) for r in session.execute(stmt)]
     return sorted(items, key=lambda item: item.key)
 
 
@@ -268,23 +269,27 @@ class EnvironmentStatus:
         return next((c for c in self.conditions if c.type is kind), None)
 
 
-def _upsert(session: Session, model: type[Any], values: dict[str, Any],
+def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]],
             keys: tuple[str, ...]) -> None:
-    """INSERT, or UPDATE the row with the same ``keys`` (one statement, race-free)."""
+    """INSERT each row, or UPDATE the row with the same ``keys`` (one statement, race-free,
+    executed once for all rows)."""
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(model).values(**values)
-    update = {name: stmt.excluded[name] for name in values if name not in keys}
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update))
+    stmt = module.insert(model)
+    update = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
 
 
-def put_spec_status(database: Db, status: SpecStatus) -> None:
+def put_spec_status(database: Db, *statuses: SpecStatus) -> None:
+    """Write each spec's status (insert or update), all in one transaction."""
+    rows = [{"kind": s.key.kind, "environment": s.key.environment, "name": s.key.name,
+             "revision": s.revision, "health": s.health, "drift": s.drift,
+             "last_error": s.last_error, "updated_at": s.updated_at or _now()}
+            for s in statuses]
+    if not rows:
+        return
     with db.transaction(database, write=True) as session:
-        _upsert(session, SpecStatusRow, {
-            "kind": status.key.kind, "environment": status.key.environment,
-            "name": status.key.name, "revision": status.revision, "health": status.health,
-            "drift": status.drift, "last_error": status.last_error,
-            "updated_at": status.updated_at or _now()}, ("kind", "environment", "name"))
+        _upsert(session, SpecStatusRow, rows, ("kind", "environment", "name"))
 
 
 def list_spec_status(database: Db, *, environment: str | None = None,
@@ -300,15 +305,17 @@ def list_spec_status(database: Db, *, environment: str | None = None,
                            r.drift, r.last_error, r.updated_at) for r in session.scalars(stmt)]
 
 
-def put_object_status(database: Db, status: ObjectStatus) -> None:
-    key = status.key
+def put_object_status(database: Db, *statuses: ObjectStatus) -> None:
+    """Write each object's status (insert or update), all in one transaction."""
+    rows = [{"environment": s.environment, "api_group": s.key.group, "kind": s.key.kind,
+             "namespace": s.key.namespace, "name": s.key.name, "health": s.health,
+             "message": s.message, "drift": s.drift, "last_error": s.last_error,
+             "updated_at": s.updated_at or _now()} for s in statuses]
+    if not rows:
+        return
     with db.transaction(database, write=True) as session:
-        _upsert(session, ObjectStatusRow, {
-            "environment": status.environment, "api_group": key.group, "kind": key.kind,
-            "namespace": key.namespace, "name": key.name, "health": status.health,
-            "message": status.message, "drift": status.drift, "last_error": status.last_error,
-            "updated_at": status.updated_at or _now()},
-            ("environment", "api_group", "kind", "namespace", "name"))
+        _upsert(session, ObjectStatusRow, rows,
+                ("environment", "api_group", "kind", "namespace", "name"))
 
 
 def list_object_status(database: Db, environment: str) -> list[ObjectStatus]:
@@ -322,7 +329,7 @@ def list_object_status(database: Db, environment: str) -> list[ObjectStatus]:
 
 def put_environment_status(database: Db, status: EnvironmentStatus) -> None:
     with db.transaction(database, write=True) as session:
-        _upsert(session, EnvironmentStatusRow, {
+        _upsert(session, EnvironmentStatusRow, [{
             "environment": status.environment,
             "observed_revision": status.observed_revision,
             "last_applied_revision": status.last_applied_revision,
@@ -331,7 +338,7 @@ def put_environment_status(database: Db, status: EnvironmentStatus) -> None:
             "last_success_at": status.last_success_at,
             "source_state": status.source_state.value,
             "source_message": status.source_message,
-            "updated_at": status.updated_at or _now()}, ("environment",))
+            "updated_at": status.updated_at or _now()}], ("environment",))
 
 
 def _environment_status(row: EnvironmentStatusRow) -> EnvironmentStatus:
@@ -361,7 +368,11 @@ def list_environment_status(database: Db) -> list[EnvironmentStatus]:
 
 @dataclass(frozen=True, slots=True)
 class GpuSample:
-    """GPUs an endpoint held (``gpus`` per replica x ``replicas``) at ``recorded_at``."""
+    """GPUs an endpoint held (``gpus`` per replica x ``replicas``) at ``recorded_at``.
+
+    ``workload`` is ``serving`` (``endpoint`` names an endpoint) or
+    ``training`` (``endpoint`` names a running training job, ``replicas`` 1).
+    """
 
     environment: str
     team: str
@@ -369,11 +380,13 @@ class GpuSample:
     gpus: int
     replicas: int
     recorded_at: datetime = field(default_factory=_now)
+    workload: str = "serving"
 
 
 def add_gpu_samples(database: Db, samples: Iterable[GpuSample]) -> int:
     rows = [{"environment": s.environment, "team": s.team, "endpoint": s.endpoint,
-             "gpus": s.gpus, "replicas": s.replicas, "recorded_at": s.recorded_at}
+             "gpus": s.gpus, "replicas": s.replicas, "recorded_at": s.recorded_at,
+             "workload": s.workload}
             for s in samples]
     if rows:
         with db.transaction(database, write=True) as session:
@@ -394,5 +407,48 @@ def gpu_samples(database: Db, *, environment: str | None = None, team: str | Non
     if until is not None:
         stmt = stmt.where(GpuSampleRow.recorded_at < until)
     with db.transaction(database) as session:
-        return [GpuSample(r.environment, r.team, r.endpoint, r.gpus, r.replicas, r.recorded_at)
+        return [GpuSample(r.environment, r.team, r.endpoint, r.gpus, r.replicas, r.recorded_at,
+                          r.workload) for r in session.scalars(stmt)]
+
+
+# --------------------------------------------------------------------------- token usage
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens an endpoint (one experiment variant, or ``""``) served up to ``recorded_at``.
+
+    Each row counts the tokens of one interval (since the feeder's previous
+    row), so sums over rows are totals; the prompt router feeds them from the
+    upstream's ``usage``.
+    """
+
+    environment: str
+    team: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    variant: str = ""
+    recorded_at: datetime = field(default_factory=_now)
+
+
+def add_token_usage(database: Db, usage: Iterable[TokenUsage]) -> int:
+    rows = [{"environment": u.environment, "team": u.team, "endpoint": u.endpoint,
+             "variant": u.variant, "prompt_tokens": u.prompt_tokens,
+             "completion_tokens": u.completion_tokens, "recorded_at": u.recorded_at}
+            for u in usage]
+    if rows:
+        with db.transaction(database, write=True) as session:
+            session.execute(insert(TokenUsageRow), rows)
+    return len(rows)
+
+
+def token_usage(database: Db, *, since: datetime, until: datetime) -> list[TokenUsage]:
+    """Rows recorded in [``since``, ``until``), in time order."""
+    stmt = (select(TokenUsageRow).where(TokenUsageRow.recorded_at >= since)
+            .where(TokenUsageRow.recorded_at < until)
+            .order_by(TokenUsageRow.recorded_at, TokenUsageRow.id))
+    with db.transaction(database) as session:
+        return [TokenUsage(r.environment, r.team, r.endpoint, r.prompt_tokens,
+                           r.completion_tokens, r.variant, r.recorded_at)
                 for r in session.scalars(stmt)]

@@ -1,0 +1,192 @@
+"""The seed's create calls: thin adapters over the create use cases (``CreateService``).
+
+Role: the four routes that add a spec, each one commit in the specs repo
+(on a review branch, or straight onto the tracked branch where the
+environment sets ``directCommits``), answering ``{id, created, commit,
+branch, direct, parent, file, reason, spec}`` with 201 (200 for a redeploy):
+
+- ``POST /catalog/models`` (``models:create``), ``{name, version, type,
+  owner_team, metadata}``: a draft Model version, files uploaded next;
+- ``POST /serving/endpoints`` (``serving:deploy``), ``{modelId, environment,
+  route, minReplicas, maxReplicas, autoscalePolicy}`` (optional ``name``,
+  ``gpu``, ``gpuType``, ``promptTemplateId``): a ServingEndpoint, or the
+  existing one of that name moved to the model;
+- ``POST /prompts/experiments`` (``prompts:experiment``), ``{templateAId,
+  templateBId, allocation, metric}`` (optional ``endpointId``,
+  ``environment``, ``name``, ``stickinessHeader``): a running A/B
+  PromptExperiment, ``allocation`` the percent (or fraction) sent to B;
+- ``POST /training/jobs`` (``training:submit``): a TrainingJob.
+
+Field names are taken as the seed writes them (snake_case or camelCase).
+Errors are the engine's categories, mapped once by ``llmops.api.errors``
+(404 unknown model/template/dataset, 409 the spec exists, 422 a field or the
+edited repo is invalid with ``data.issues``, 403 not the owner, 503 the specs
+repo unavailable). Caller: ``llmops.api.app`` mounts ``router``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Response
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from llmops.api import lookup
+from llmops.api.auth import AUTH_RESPONSES, CallerDep, require
+from llmops.api.deps import WritesDep
+from llmops.api.envelope import Envelope, success
+from llmops.api.routes.writes import WRITE_RESPONSES, WriteOut
+from llmops.engine.service import creates
+from llmops.engine.spec.schema import ModelType, Permission
+
+router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
+
+
+def _alias(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+Id = Annotated[str, Field(min_length=1, max_length=lookup.MAX_ID_CHARS)]
+Label = Annotated[str, Field(min_length=1, max_length=63)]
+
+
+class CreatedOut(WriteOut):
+    """The new spec's id and the commit that holds it."""
+
+    id: str
+    name: str = Field(description="The spec's name (a model's name@version).")
+    created: bool = Field(description="False when an existing endpoint was redeployed.")
+    spec: dict[str, Any] = Field(description="The spec as committed.")
+
+    @classmethod
+    def of_created(cls, done: creates.Created) -> CreatedOut:
+        return cls(**dict(WriteOut.of(done)), id=done.id, name=done.name,
+                   created=done.created, spec=done.spec)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelRequest(_Request):
+    name: Label
+    version: Annotated[str, Field(min_length=1, max_length=128)]
+    type: ModelType
+    owner_team: Label = Field(validation_alias=_alias("owner_team", "ownerTeam"))
+    metadata: dict[str, Any] = Field(default_factory=dict, description=(
+        "framework, data_classification, description, base_model (name@version); "
+        "other keys become annotations."))
+
+
+class EndpointRequest(_Request):
+    model_id: Id = Field(validation_alias=_alias("modelId", "model_id"))
+    environment: Label
+    route: Annotated[str, Field(min_length=1, max_length=512)]
+    min_replicas: int = Field(ge=0, le=1000, validation_alias=_alias("minReplicas",
+                                                                     "min_replicas"))
+    max_replicas: int = Field(ge=0, le=1000, validation_alias=_alias("maxReplicas",
+                                                                     "max_replicas"))
+    autoscale_policy: dict[str, Any] | None = Field(
+        default=None, validation_alias=_alias("autoscalePolicy", "autoscale_policy"),
+        description="{cpuUtilization: percent} or {metric, targetAverageValue}.")
+    name: Label | None = None
+    gpu: int | None = Field(default=None, ge=0, le=64)
+    gpu_type: Label | None = Field(default=None, validation_alias=_alias("gpuType",
+                                                                         "gpu_type"))
+    prompt_template_id: Id | None = Field(
+        default=None, validation_alias=_alias("promptTemplateId", "prompt_template_id"))
+
+
+class ExperimentRequest(_Request):
+    template_a_id: Id = Field(validation_alias=_alias("templateAId", "template_a_id"))
+    template_b_id: Id = Field(validation_alias=_alias("templateBId", "template_b_id"))
+    allocation: float = Field(gt=0, lt=100, description="B's share: percent, or a fraction.")
+    metric: Annotated[str, Field(min_length=1, max_length=63)] = "latency_ms"
+    environment: Label | None = None
+    endpoint_id: Id | None = Field(default=None,
+                                   validation_alias=_alias("endpointId", "endpoint_id"))
+    name: Label | None = None
+    stickiness_header: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, validation_alias=_alias("stickinessHeader", "stickiness_header"))
+
+
+class TrainingRequest(_Request):
+    name: Label
+    environment: Label
+    base_model_id: Id = Field(validation_alias=_alias("baseModelId", "base_model_id"))
+    dataset_id: Id = Field(validation_alias=_alias("datasetId", "dataset_id"))
+    image: Annotated[str, Field(min_length=1, max_length=512)]
+    output_model: Id = Field(validation_alias=_alias("outputModel", "output_model"),
+                             description="name@version of the model the job produces.")
+    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
+                                                                  max_length=256)
+    gpu: int = Field(default=0, ge=0, le=64)
+    gpu_type: Label | None = Field(default=None, validation_alias=_alias("gpuType",
+                                                                         "gpu_type"))
+    experiment_url: Annotated[str, Field(max_length=2048)] | None = Field(
+        default=None, validation_alias=_alias("experimentUrl", "experiment_url"))
+    owner_team: Label | None = Field(default=None,
+                                     validation_alias=_alias("ownerTeam", "owner_team"))
+
+
+def _answer(response: Response, done: creates.Created, what: str) -> Envelope[CreatedOut]:
+    response.status_code = 201 if done.created else 200
+    verb = "committed" if done.created else "redeployed"
+    return success(CreatedOut.of_created(done), f"{what} {done.name} {verb} to {done.branch}")
+
+
+@router.post("/catalog/models", response_model=Envelope[CreatedOut], status_code=201,
+             summary="Register a model version (a commit)",
+             dependencies=[require(Permission.MODELS_CREATE)], responses=WRITE_RESPONSES)
+def create_model(writes: WritesDep, caller: CallerDep, request: ModelRequest,
+                 response: Response) -> Envelope[CreatedOut]:
+    """A draft ``Model`` spec; upload its files next with ``.../{id}/upload``."""
+    done = creates.CreateService(writes).create_model(caller, creates.NewModel(
+        name=request.name, version=request.version, type=request.type.value,
+        owner_team=request.owner_team, metadata=request.metadata))
+    return _answer(response, done, "model")
+
+
+@router.post("/serving/endpoints", response_model=Envelope[CreatedOut], status_code=201,
+             summary="Deploy a model on an endpoint (a commit)",
+             dependencies=[require(Permission.SERVING_DEPLOY)], responses=WRITE_RESPONSES)
+def deploy_endpoint(writes: WritesDep, caller: CallerDep, request: EndpointRequest,
+                    response: Response) -> Envelope[CreatedOut]:
+    """A ``ServingEndpoint`` spec for the model (an existing one of that name is updated)."""
+    done = creates.CreateService(writes).deploy_endpoint(caller, creates.NewEndpoint(
+        model_id=request.model_id, environment=request.environment, route=request.route,
+        min_replicas=request.min_replicas, max_replicas=request.max_replicas,
+        autoscale=request.autoscale_policy, name=request.name, gpu=request.gpu,
+        gpu_type=request.gpu_type, prompt_template_id=request.prompt_template_id))
+    return _answer(response, done, "endpoint")
+
+
+@router.post("/prompts/experiments", response_model=Envelope[CreatedOut], status_code=201,
+             summary="Start an A/B prompt experiment (a commit)",
+             dependencies=[require(Permission.PROMPTS_EXPERIMENT)], responses=WRITE_RESPONSES)
+def create_experiment(writes: WritesDep, caller: CallerDep, request: ExperimentRequest,
+                      response: Response) -> Envelope[CreatedOut]:
+    """A running ``PromptExperiment``: A keeps the rest, B gets ``allocation``."""
+    done = creates.CreateService(writes).create_experiment(caller, creates.NewExperiment(
+        template_a_id=request.template_a_id, template_b_id=request.template_b_id,
+        allocation=request.allocation, metric=request.metric,
+        environment=request.environment, endpoint_id=request.endpoint_id, name=request.name,
+        stickiness_header=request.stickiness_header))
+    return _answer(response, done, "experiment")
+
+
+@router.post("/training/jobs", response_model=Envelope[CreatedOut], status_code=201,
+             summary="Submit a training job (a commit)",
+             dependencies=[require(Permission.TRAINING_SUBMIT)], responses=WRITE_RESPONSES)
+def submit_training_job(writes: WritesDep, caller: CallerDep, request: TrainingRequest,
+                        response: Response) -> Envelope[CreatedOut]:
+    """A ``TrainingJob`` spec; the reconciler runs it as a Job."""
+    done = creates.CreateService(writes).submit_training_job(caller, creates.NewTrainingJob(
+        name=request.name, environment=request.environment,
+        base_model_id=request.base_model_id, dataset_id=request.dataset_id,
+        image=request.image, output_model=request.output_model,
+        hyperparameters=dict(request.hyperparameters), command=list(request.command),
+        gpu=request.gpu, gpu_type=request.gpu_type, experiment_url=request.experiment_url,
+        owner_team=request.owner_team))
+    return _answer(response, done, "training job")

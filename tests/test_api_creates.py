@@ -1,0 +1,114 @@
+"""The seed's create calls over HTTP: each one commit of a new spec, answered in the envelope.
+
+A real specs repo from the template and the catalog recorded at its tip
+(``test_writeback.make_world``); the API over TestClient with signed proxy
+headers. Each test checks what the seed's user sees (the envelope with the
+new spec's id and the commit) and what the repo's reviewer sees (the file
+the commit adds, and that it validates).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from test_writeback import BASE, World, failed, git, make_world, ok, writes
+
+from llmops.engine.store import Store
+from llmops.engine.types import Kind, SpecKey
+
+MODEL = {"name": "support-chat", "version": "1.4.0", "type": "fine-tuned",
+         "owner_team": "nlp-platform",
+         "metadata": {"framework": "transformers", "base_model": "llama-3-8b@1.0.0",
+                      "data_classification": "internal", "ticket": "ML-42"}}
+
+
+@pytest.fixture
+def world(store: Store, tmp_path: Path) -> World:
+    return make_world(store, tmp_path)
+
+
+def test_register_a_model_commits_a_draft_spec_and_answers_its_id(world: World) -> None:
+    response = world.client().post(f"{BASE}/catalog/models", json=MODEL)
+    data = ok(response, 201)
+    assert data["id"] == str(SpecKey(Kind.MODEL, "", "support-chat@1.4.0").id)
+    assert data["file"] == "models/support-chat-1.4.0.yaml"
+    assert data["branch"].startswith("llmops/create/support-chat-")
+    spec = yaml.safe_load(world.show(data["commit"], data["file"]))
+    assert spec["spec"]["stage"] == "draft"
+    assert spec["spec"]["storageUri"].endswith("/models/support-chat/1.4.0/")
+    assert spec["spec"]["baseModel"] == {"name": "llama-3-8b", "version": "1.0.0"}
+    assert spec["metadata"]["annotations"] == {"llmops.io/ticket": "ML-42"}
+    assert data["spec"]["spec"]["version"] == "1.4.0"
+    # The model is addressable by its id before any reconcile, and a second
+    # registration of the same version is a conflict.
+    got = world.client().get(f"{BASE}/catalog/models/{data['id']}")
+    assert ok(got)["revision"] == data["commit"]
+    assert "not reconciled yet" in got.json()["message"]
+    failed(world.client().post(f"{BASE}/catalog/models", json=MODEL), 409)
+    assert [r.result for r in writes(world.store)] == ["intent", "succeeded"]
+
+
+def test_a_bad_field_names_the_request_field_or_the_spec_file(world: World) -> None:
+    body = failed(world.client().post(f"{BASE}/catalog/models",
+                                      json={**MODEL, "name": "Support_Chat"}), 422)
+    assert "name" in body["message"]
+    body = failed(world.client().post(
+        f"{BASE}/catalog/models", json={**MODEL, "metadata": {"framework": "x"}}), 422)
+    issues = body["data"]["issues"]
+    assert any(i["file"] == "models/support-chat-1.4.0.yaml" and "baseModel" in i["message"]
+               for i in issues), issues
+
+
+def test_deploy_creates_an_endpoint_then_a_second_deploy_moves_it(world: World) -> None:
+    request = {"modelId": "support-chat@1.2.0", "environment": "dev", "route": "/v1/helper",
+               "minReplicas": 1, "maxReplicas": 3, "name": "helper",
+               "autoscalePolicy": {"targetCpuUtilization": 60}}
+    data = ok(world.client().post(f"{BASE}/serving/endpoints", json=request), 201)
+    assert data["created"] is True
+    assert data["file"] == "endpoints/dev/helper.yaml"
+    spec = yaml.safe_load(world.show(data["commit"], data["file"]))["spec"]
+    assert spec["replicas"] == {"min": 1, "max": 3}
+    assert spec["autoscale"] == {"cpuUtilization": 60}
+    assert spec["ownerTeam"] == "nlp-platform"
+    again = ok(world.client().post(f"{BASE}/serving/endpoints",
+                                   json={**request, "modelId": "support-chat@1.3.0"}), 200)
+    assert again["created"] is False
+    assert (again["branch"], again["parent"]) == (data["branch"], data["commit"])
+    spec = yaml.safe_load(world.show(again["commit"], data["file"]))["spec"]
+    assert spec["modelRef"] == {"name": "support-chat", "version": "1.3.0"}
+
+
+def test_an_experiment_from_the_seed_shape_splits_by_allocation(world: World) -> None:
+    request = {"templateAId": "support-greeting-v1", "templateBId": "support-greeting-v3",
+               "allocation": 0.25, "metric": "latency_ms", "endpointId": "support-chat",
+               "environment": "dev"}
+    data = ok(world.client().post(f"{BASE}/prompts/experiments", json=request), 201)
+    spec = yaml.safe_load(world.show(data["commit"], data["file"]))["spec"]
+    assert spec["variants"] == [{"templateRef": "support-greeting-v1", "weight": 75},
+                                {"templateRef": "support-greeting-v3", "weight": 25}]
+    assert (spec["environment"], spec["endpointRef"], spec["state"]) == (
+        "dev", "support-chat", "running")
+    body = failed(world.client().post(f"{BASE}/prompts/experiments",
+                                      json={**request, "allocation": 0.333}), 422)
+    assert body["data"]["field"] == "allocation"
+
+
+def test_a_training_job_is_submitted_as_a_spec(world: World) -> None:
+    request = {"name": "support-chat-dpo", "environment": "stg",
+               "baseModelId": "llama-3-8b@1.0.0", "datasetId": "customer-tickets",
+               "image": "ghcr.io/acme/llm-trainer:2.4.1", "outputModel": "support-chat@1.5.0",
+               "hyperparameters": {"learning_rate": 0.00001, "bf16": True}, "gpu": 2,
+               "experimentUrl": "https://mlflow.example.com/#/experiments/18"}
+    data = ok(world.client().post(f"{BASE}/training/jobs", json=request), 201)
+    assert data["file"] == "training/support-chat-dpo.yaml"
+    spec = yaml.safe_load(world.show(data["commit"], data["file"]))["spec"]
+    assert spec["resources"] == {"gpu": 2}
+    assert spec["experimentUrl"].endswith("/18")
+    assert "Llmops-Action: train" in git(world.repo, "log", "-1", "--format=%B",
+                                         data["commit"])
+
+
+def test_a_viewer_cannot_create(world: World) -> None:
+    failed(world.client("viewer").post(f"{BASE}/catalog/models", json=MODEL), 403)
