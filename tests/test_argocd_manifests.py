@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import realkube
 import yaml
 from realkube import RealKube
 
@@ -21,8 +22,7 @@ from conftest import ROOT
 from llmops.engine.spec import schema, validate
 
 ARGOCD = ROOT / "deploy" / "argocd"
-SHARED = ROOT.parent / "shared"
-CRDS = SHARED / "argocd" / "crds"
+CRDS = realkube.shared("argocd/crds")
 CRON_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 PLURALS = {"Application": "applications", "ApplicationSet": "applicationsets",
            "AppProject": "appprojects"}
