@@ -299,6 +299,29 @@ def test_a_spec_can_opt_in_to_take_conflicting_fields(kh: KubeHarness, tmp_path:
 # --------------------------------------------------------------------------- prune safety
 
 
+def test_keda_and_gateway_objects_are_listed_and_pruned_once_applied(kh: KubeHarness) -> None:
+    """Types an environment renders only when it chooses them (KEDA, Gateway API) are
+    listed once the ApplySet parent lists their kind, so a removed one is pruned."""
+    path = kh.repo / "llmops.yaml"
+    path.write_text(path.read_text().replace("    serving:\n", (
+        "    serving:\n      autoscaler: keda\n      prometheusUrl: http://prometheus:9090\n"
+        "      routing: gateway-api\n      gateway: {name: public}\n"), 1))
+    commit(kh.repo, "dev: KEDA and the Gateway API")
+    assert kh.run()["dev"].result is RunResult.SUCCEEDED
+    kinds = {k.kind for k in kh.actuators[("dev", False)].observe("dev")}
+    assert {"ScaledObject", "HTTPRoute"} <= kinds
+    assert kh.server.get("keda.sh/v1alpha1", "ScaledObject", "sql-assistant",
+                         "data-science-dev") is not None
+    (kh.repo / "endpoints/dev/sql-assistant.yaml").unlink()
+    commit(kh.repo, "dev: drop sql-assistant")
+    kh.rec.confirm_prune = True  # 5 of 14 objects: over the template's prune threshold
+    result = kh.run()["dev"]
+    assert (result.result, result.counts.deleted) == (RunResult.SUCCEEDED, 5), result.message
+    for api_version, kind in (("keda.sh/v1alpha1", "ScaledObject"),
+                              ("gateway.networking.k8s.io/v1", "HTTPRoute")):
+        assert kh.server.get(api_version, kind, "sql-assistant", "data-science-dev") is None
+
+
 def test_empty_revision_prunes_nothing(store: Store, minimal_repo: Path, tmp_path: Path,
                                        emulator: RunningEmulator) -> None:
     edit(minimal_repo, "llmops.yaml", 'dev: {namespace: "{team}-dev"}',

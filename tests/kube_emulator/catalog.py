@@ -82,6 +82,11 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _t("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     _t("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     _t("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    # Custom resources a cluster serves once KEDA / the Gateway API CRDs are installed.
+    _t("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects", has_status=True,
+       generation=True),
+    _t("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes", has_status=True,
+       generation=True),
 )
 
 _BY_URL = {(t.group, t.version, t.plural): t for t in RESOURCE_TYPES}

@@ -76,13 +76,19 @@ OWNED_TYPES: tuple[tuple[str, str], ...] = (
     ("policy/v1", "PodDisruptionBudget"),
 )
 """The (apiVersion, kind) of every type llmops renders, and so lists and may prune."""
+OPTIONAL_TYPES: tuple[tuple[str, str], ...] = (
+    ("keda.sh/v1alpha1", "ScaledObject"), ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+)
+"""Types llmops renders only when an environment chooses them (KEDA, Gateway API): their
+CRDs may be absent, so they are listed only once the ApplySet parent lists their kind."""
 
 APPLY_ORDER = {
     "Namespace": 0, "CustomResourceDefinition": 1, "ResourceQuota": 2, "LimitRange": 2,
     "ServiceAccount": 3, "ClusterRole": 3, "Role": 3, "ClusterRoleBinding": 3, "RoleBinding": 3,
     "ConfigMap": 4, "Secret": 4, "PersistentVolumeClaim": 5,
     "Deployment": 6, "StatefulSet": 6, "DaemonSet": 6, "Job": 6, "CronJob": 6,
-    "Service": 7, "Ingress": 8, "HorizontalPodAutoscaler": 9, "PodDisruptionBudget": 9}
+    "Service": 7, "Ingress": 8, "HTTPRoute": 8, "HorizontalPodAutoscaler": 9,
+    "ScaledObject": 9, "PodDisruptionBudget": 9}
 """Dependency order: namespaces, CRDs, quotas, RBAC, config, storage, workloads,
 services, ingress, autoscalers. Deletions run in reverse."""
 UNKNOWN_KIND_RANK = 6
@@ -203,7 +209,7 @@ class KubernetesActuator:
     def _resource_for(self, key: ResourceKey, obj: Mapping[str, Any] | None) -> Any:
         api_version = str((obj or {}).get("apiVersion") or "")
         if not api_version:
-            api_version = next((v for v, k in OWNED_TYPES
+            api_version = next((v for v, k in (*OWNED_TYPES, *OPTIONAL_TYPES)
                                 if k == key.kind and v.rpartition("/")[0] == key.group), "")
         return self._resource(api_version, key.kind)
 
@@ -248,10 +254,13 @@ class KubernetesActuator:
         """Every object of this environment's ApplySet that llmops applied; raises when
         unknown. Objects with our label but none of our fields are someone else's."""
         aset = self.applyset(environment)
-        self._parent(aset)
+        listed, _ = aset.listed(self._parent(aset))
         selector = f"{manifest.APPLYSET_LABEL}={aset.id}"
         out: dict[ResourceKey, KubeObject] = {}
-        for api_version, kind in OWNED_TYPES:
+        optional = [(v, k) for v, k in OPTIONAL_TYPES
+                    if kube_applyset.group_kind(ResourceKey(v.rpartition("/")[0], k, "", ""))
+                    in listed]
+        for api_version, kind in (*OWNED_TYPES, *optional):
             for item in self._list(api_version, kind, selector):
                 if kube_applyset.managed_by(item, self.settings.field_manager):
                     out[ResourceKey.of(item)] = aset.logical(item)
