@@ -23,7 +23,9 @@ import socket
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ import httpx
 import psycopg
 import pytest
 import redis
+import uvicorn
 
 from llmops.cli import main as cli_main
 from llmops.engine.source import scaffold
@@ -354,3 +357,24 @@ def _fast_tier_guard(request: pytest.FixtureRequest) -> Iterator[None]:
                     + "; ".join(dict.fromkeys(found))
                     + ". Mark it @pytest.mark.slow or use a fixture from SERVICE_FIXTURES.",
                     pytrace=False)
+
+
+@contextmanager
+def serving_app(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL
+    and stops the server afterwards."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
+from conftest import serving_app
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.client import LlmopsApiError, LlmopsClient
@@ -87,22 +87,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         api = {"jwt_secret": JWT_SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
         app = create_app(store, trigger=lambda: wakes.append("wake"),
                          settings=settings.load(api=api))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        try:
-            yield Live(f"http://127.0.0.1:{port}", store, wakes)
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            sock.close()
+        with serving_app(app) as url:
+            yield Live(url, store, wakes)
 
 
 # --------------------------------------------------------------------------- reading

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +25,13 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-import uvicorn
 from moto.server import ThreadedMotoServer
 from test_daemon import llmops_process, stop
 from test_dashboard import EXPERIMENT, JWT_SECRET, PAGES, bearer_token, reconcile_once
 from test_writeback import SECRET, World, git, make_world
 from test_writeback import _bump_prod_replicas as bump_prod_replicas
 
+from conftest import serving_app
 from llmops.api.app import create_app
 from llmops.engine import settings
 from llmops.engine.store import Store, state
@@ -53,19 +50,6 @@ class Site:
     url: str
     world: World
     s3_url: str
-
-
-def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, socket.socket, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    return server, thread, sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -101,19 +85,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, s3_url: str) -> Iterator[Site
         cfg = settings.load(api=api, git={"repo": str(world.repo), "branch": "main"},
                             s3={"endpoint_url": s3_url, "bucket": BUCKET, "max_attempts": 1,
                                 "connect_timeout_seconds": 2})
-        server, thread, sock, url = _serve(create_app(store, settings=cfg))
-        try:
+        with serving_app(create_app(store, settings=cfg)) as url:
             yield Site(url=url, world=world, s3_url=s3_url)
-        finally:
-            server.should_exit = True
-            thread.join(10)
-            sock.close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no chromium at {CHROMIUM}: run .ci/bootstrap (apt-get install chromium)")
+        pytest.fail(f"no chromium at {CHROMIUM}: run .ci/test-tools (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
