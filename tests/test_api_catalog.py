@@ -365,3 +365,21 @@ def test_costs_split_serving_and_training_gpu_hours_and_sum_tokens(
     [job] = data["byTrainingJob"]
     assert (job["trainingJob"], job["environment"], job["gpuHours"]) == (
         "support-chat-sft", "stg", pytest.approx(12))
+
+
+def test_the_router_feeds_token_counts_that_the_cost_report_sums(
+        store: Store, client: TestClient) -> None:
+    feeder = client_for(store, roles="prompt-router")
+    rows = [{"environment": "prod", "endpoint": "support-chat", "variant": "support-greeting-v3",
+             "promptTokens": 120, "completionTokens": 30},
+            {"environment": "prod", "endpoint": "support-chat", "promptTokens": 80,
+             "completionTokens": 20}]
+    assert ok(feeder.post(f"{BASE}/costs/tokens", json={"rows": rows}))["recorded"] == 2
+    data = ok(client.get(f"{BASE}/costs"))
+    assert (data["promptTokens"], data["completionTokens"]) == (200, 50)
+    assert [(r["team"], r["promptTokens"]) for r in data["byTeam"]] == [("nlp-platform", 200)]
+    failed(feeder.post(f"{BASE}/costs/tokens", json={"rows": [
+        {**rows[0], "endpoint": "nope"}]}), 404)
+    failed(feeder.post(f"{BASE}/costs/tokens", json={"rows": [
+        {**rows[0], "promptTokens": -1}]}), 422)
+    failed(client.post(f"{BASE}/costs/tokens", json={"rows": rows}), 403)  # a viewer

@@ -14,7 +14,13 @@ runs). Tokens are the sums of the ``state.token_usage`` rows recorded in the
 window (fed by the prompt router per endpoint and variant). ``window`` is
 ``<n>h`` or ``<n>d``, at most 90 days (400 otherwise); ``until`` (default:
 now) ends it. Input: query parameters; the store. Output: ``CostReport`` in
-the envelope. Needs ``costs:read``. Caller: ``llmops.api.app`` mounts
+the envelope. Needs ``costs:read``.
+
+``POST /costs/tokens`` (``costs:report``) is how the prompt router (or any
+gateway) feeds token counts: a batch of ``{environment, endpoint, variant,
+promptTokens, completionTokens, recordedAt}`` rows, each the tokens served
+since the feeder's previous row (deltas, not running totals); the team is the
+endpoint's owner from the catalog. Caller: ``llmops.api.app`` mounts
 ``router``.
 """
 
@@ -27,14 +33,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import StoreDep
-from llmops.api.envelope import Envelope, Failure, success
+from llmops.api.envelope import ApiModel, Envelope, Failure, success
 from llmops.api.resources import CostReport, GpuHours
+from llmops.engine.service import access
 from llmops.engine.spec.schema import Permission
-from llmops.engine.store import state
+from llmops.engine.store import catalog, db, state
+from llmops.engine.types import Kind, SpecKey
 
 router = APIRouter(tags=["costs"], responses=AUTH_RESPONSES)
 
@@ -137,6 +146,55 @@ def _report(window: str, since: datetime, end: datetime,
         by_team=[v.row(team=k) for k, v in sorted(groups["team"].items())],
         by_environment=[v.row(environment=k) for k, v in sorted(groups["env"].items())],
         by_endpoint=rows[SERVING], by_training_job=rows[TRAINING])
+
+
+class TokenRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    environment: str = Field(min_length=1, max_length=63)
+    endpoint: str = Field(min_length=1, max_length=253)
+    variant: str = Field(default="", max_length=253,
+                         description="The experiment variant's template, or empty.")
+    prompt_tokens: int = Field(ge=0, le=10**12, alias="promptTokens")
+    completion_tokens: int = Field(ge=0, le=10**12, alias="completionTokens")
+    recorded_at: datetime | None = Field(default=None, alias="recordedAt",
+                                         description="End of the interval (default: now).")
+
+
+class TokenBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[TokenRow] = Field(min_length=1, max_length=1000)
+
+
+class Recorded(ApiModel):
+    recorded: int
+
+
+def _team(store: db.Store, environment: str, endpoint: str) -> str:
+    entry = catalog.get_key(store, SpecKey(Kind.SERVING_ENDPOINT, environment, endpoint))
+    if entry is None:
+        raise errors.NotFound(f"no endpoint {endpoint} in {environment}",
+                              {"environment": environment, "endpoint": endpoint})
+    return access.owner_team(store, entry)
+
+
+@router.post("/costs/tokens", response_model=Envelope[Recorded],
+             summary="Record token counts (the prompt router's feed)",
+             dependencies=[require(Permission.COSTS_REPORT)],
+             responses={404: {"model": Failure, "description": "No such endpoint."}})
+def record_tokens(store: StoreDep, batch: TokenBatch) -> Envelope[Recorded]:
+    """Token counts per endpoint and variant over an interval, for ``GET /costs``."""
+    now = datetime.now(UTC)
+    rows = [state.TokenUsage(
+        environment=r.environment, team=_team(store, r.environment, r.endpoint),
+        endpoint=r.endpoint, prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens, variant=r.variant,
+        recorded_at=now if r.recorded_at is None else (
+            r.recorded_at if r.recorded_at.tzinfo else r.recorded_at.replace(tzinfo=UTC)))
+        for r in batch.rows]
+    count = state.add_token_usage(store, rows)
+    return success(Recorded(recorded=count), f"{count} token row(s) recorded")
 
 
 @router.get("/costs", response_model=Envelope[CostReport],

@@ -105,6 +105,7 @@ class Permission(StrEnum):
     RECONCILE_READ = "reconcile:read"
     RECONCILE_TRIGGER = "reconcile:trigger"
     COSTS_READ = "costs:read"
+    COSTS_REPORT = "costs:report"
 
 
 class Weekday(StrEnum):
