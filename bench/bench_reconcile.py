@@ -6,16 +6,20 @@ Builds a git specs repo of ENDPOINTS serving endpoints (default 2000, the same
 generator as bench_pipeline.py), then times with a SQLite store: the first pass
 (every object published), a resync of the same revision (should do close to no
 work), and a pass after a commit that changes one endpoint.
+``BENCH_PROFILE=<part of a pass label>`` (e.g. ``resync``) prints a pyinstrument
+profile of the passes whose label contains it to stderr.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench_pipeline import CONFIG, ENDPOINT, MODEL
 
@@ -29,6 +33,15 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), "-c", "core.hooksPath=/dev/null", "-c",
                     "user.name=bench", "-c", "user.email=bench@localhost", *args],
                    check=True, capture_output=True)
+
+
+def _profiler() -> Any:
+    """A running pyinstrument profiler (BENCH_PROFILE=<part of a pass label>)."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    return profiler
 
 
 def main() -> None:
@@ -59,10 +72,16 @@ def main() -> None:
             lambda env, cfg: published,
             clock=lambda: datetime(2026, 11, 25, 9, tzinfo=UTC))
 
+        profile = os.environ.get("BENCH_PROFILE", "")
+
         def timed(label: str) -> None:
+            profiler = _profiler() if profile and profile in label else None
             start = time.perf_counter()
             results = rec.run_once()
             elapsed = time.perf_counter() - start
+            if profiler is not None:
+                profiler.stop()
+                sys.stderr.write(profiler.output_text(show_all=False))
             summary = ", ".join(f"{r.environment} {r.result.value}" for r in results)
             print(f"{label:<40} {elapsed * 1000:10.0f} ms   ({summary})")
 

@@ -36,7 +36,7 @@ import redis
 from llmops.cli import main as cli_main
 from llmops.engine.source import scaffold
 
-pytest_plugins = ["store_fixtures"]
+pytest_plugins = ["store_fixtures", "realkube"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "specs_repo_template"
@@ -206,7 +206,9 @@ SERVICE_FIXTURES = frozenset({
     "live",                                     # the API under uvicorn (test_client)
     "argocd_server",                            # an Argo CD API over HTTP (test_argocd_status)
     "run_plugin",                               # the Argo CD plugin as processes
+    "real_kube", "kube_namespace",              # a real API server (realkube)
 })
+REAL_KUBE_FIXTURES = frozenset({"real_kube", "kube_namespace"})
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -216,6 +218,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if used and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow(reason=f"uses {', '.join(sorted(used))}"))
+        if REAL_KUBE_FIXTURES.intersection(used) and item.get_closest_marker("realkube") is None:
+            item.add_marker(pytest.mark.realkube)
 
 
 _WHOLLY_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow$", re.MULTILINE)

@@ -77,6 +77,21 @@ def test_appends_build_a_valid_chain(store: Store) -> None:
     assert audit.verify(store, batch_size=2) == result
 
 
+def test_a_batch_extends_the_chain_in_one_transaction_or_not_at_all(store: Store) -> None:
+    log = audit.AuditLog(store, clock=ticking_clock())
+    first = log.append(entry(0))
+    batch = log.extend([entry(i) for i in range(1, 4)])
+    assert [r.id for r in batch] == [2, 3, 4]
+    assert batch[0].prev_hash == first.hash
+    assert [log.get(r.id) for r in batch] == batch
+    assert log.append(entry(5)).prev_hash == batch[-1].hash
+    with pytest.raises(ValueError, match="lowercase token"):
+        log.extend([entry(6), entry(7, action="Apply Now")])
+    assert log.extend([]) == []
+    result = audit.verify(store)
+    assert (result.ok, result.entries) == (True, 5)
+
+
 def test_an_empty_log_verifies(store: Store) -> None:
     assert audit.verify(store) == audit.VerifyResult(entries=0)
     assert audit.AuditLog(store).head() is None

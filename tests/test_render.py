@@ -40,6 +40,7 @@ import yaml
 
 from conftest import TEMPLATE, CliResult
 from llmops.engine import manifest
+from llmops.engine.errors import SpecError
 from llmops.engine.spec import validate
 from llmops.engine.spec.validate import SpecSet
 from llmops.engine.types import KubeObject, ResourceKey, content_hash
@@ -384,15 +385,16 @@ def test_sandbox_blocks_python_internals() -> None:
         templating.render_object(probe, {}, file="f.yaml", subject="K/x")
 
 
-def test_invalid_label_in_a_spec_is_a_render_error(make_repo: Callable[..., SpecSet]) -> None:
+def test_invalid_label_in_a_spec_is_a_spec_error(make_repo: Callable[..., SpecSet]) -> None:
+    """Caught at validate, with its line, before anything renders (or reaches a cluster)."""
     def edit(files: dict[str, Any]) -> None:
         files["endpoints/dev/chat.yaml"]["metadata"]["labels"] = {
             "team": "nlp\nnamespace: kube-system"}
 
-    with pytest.raises(RenderError, match=r"^endpoints/dev/chat\.yaml: ServingEndpoint/chat: "
-                                          r"metadata\.labels\.team: .* not a valid Kubernetes "
-                                          r"label value"):
-        render_environment(make_repo(edit), "dev")
+    with pytest.raises(SpecError, match=r"^endpoints/dev/chat\.yaml:\d+:\d+: "
+                                        r"ServingEndpoint/chat: metadata\.labels\.team: .* not "
+                                        r"a Kubernetes label value"):
+        make_repo(edit)
 
 
 def test_runtime_env_cannot_override_what_llmops_sets(make_repo: Callable[..., SpecSet]) -> None:

@@ -113,6 +113,22 @@ FIELD_CASES = {
                       "spec.route", "required field is missing", 5),
     "wrong-enum": ("models/chat-model.yaml", MINIMAL_MODEL, ("stage: approved", "stage: live"),
                    "spec.stage", "'draft', 'approved' or 'deprecated'", 11),
+    # What the API server would refuse at apply is a spec error at validate.
+    "host-empty-label": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                         ("route: /v1/chat", "route: /v1/chat\n  host: llm..dev.example.com"),
+                         "spec.host", "RFC 1123 host name", 8),
+    "host-long-label": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                        ("route: /v1/chat", f"route: /v1/chat\n  host: {'a' * 64}.example.com"),
+                        "spec.host", "each 1-63", 8),
+    "label-value": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                    ("{name: chat}", '{name: chat, labels: {app: "support chat"}}'),
+                    "metadata.labels.app", "Kubernetes label value", 3),
+    "namespace-too-long": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                           ("route: /v1/chat", f"route: /v1/chat\n  ownerTeam: {'a' * 60}"),
+                           "spec.ownerTeam", "is 64 characters; Kubernetes takes at most 63", 8),
+    "label-value-long": ("endpoints/dev/chat.yaml", MINIMAL_ENDPOINT,
+                         ("{name: chat}", f"{{name: chat, labels: {{app: {'a' * 64}}}}}"),
+                         "metadata.labels.app", "63", 3),
 }
 
 
@@ -167,6 +183,29 @@ def test_concluded_experiment_with_winner_routes_all_traffic(minimal_repo: Path)
     spec_set = validate.load_and_validate(minimal_repo, cache=None)
     (experiment,) = spec_set.sourced("PromptExperiment")
     assert experiment.spec.spec.effective_weights() == {"greet-a": 0, "greet-b": 100}  # type: ignore[union-attr]
+
+
+def test_the_running_experiment_routes_the_endpoint_then_the_first_by_name(
+        minimal_repo: Path) -> None:
+    concluded = EXPERIMENT.replace("  variants:", "  state: concluded\n  winner: greet-b\n"
+                                                  "  variants:")
+    write_repo(minimal_repo, {
+        "prompts/greet.yaml": TEMPLATES,
+        "experiments/ab.yaml": EXPERIMENT.replace("name: greet-ab", "name: z-running"),
+        "experiments/a-old.yaml": concluded.replace("name: greet-ab", "name: a-old"),
+        "experiments/b-old.yaml": concluded.replace("name: greet-ab", "name: b-old")})
+    spec_set = validate.load_and_validate(minimal_repo, cache=None)
+    endpoint = spec_set.endpoint("dev", "chat")
+    assert endpoint is not None
+    found = spec_set.experiment_for(endpoint)
+    assert (found.name if found else None) == "z-running"
+    (minimal_repo / "experiments/ab.yaml").unlink()
+    spec_set = validate.load_and_validate(minimal_repo, cache=None)
+    found = spec_set.experiment_for(endpoint)
+    assert (found.name if found else None) == "a-old"
+    other = endpoint.model_copy(update={"metadata": endpoint.metadata.model_copy(
+        update={"name": "other"})})
+    assert spec_set.experiment_for(other) is None
 
 
 def test_training_job_references(minimal_repo: Path) -> None:

@@ -103,6 +103,8 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
                            "Required value"))
     if rt.kind == "Deployment":
         causes += _check_selector(spec)
+    if rt.kind == "Service":
+        causes += _check_ports(spec)
     if rt.kind == "Job":
         policy = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
         if policy not in ("Never", "OnFailure"):
@@ -113,6 +115,17 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         causes += _check_immutable(rt, old, obj)
     if causes:
         raise errors.invalid(rt, rt.kind, name, causes)
+
+
+def _check_ports(spec: dict[str, Any]) -> list[Cause]:
+    """Service ports in 1-65535, as kube-apiserver checks them (message as v1.28's)."""
+    causes: list[Cause] = []
+    for i, port in enumerate(spec.get("ports") or []):
+        value = port.get("port") if isinstance(port, dict) else None
+        if not isinstance(value, int) or not 1 <= value <= 65535:
+            causes.append(("FieldValueInvalid", f"spec.ports[{i}].port",
+                           f"Invalid value: {value}: must be between 1 and 65535, inclusive"))
+    return causes
 
 
 def _check_selector(spec: dict[str, Any]) -> list[Cause]:

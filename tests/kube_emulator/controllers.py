@@ -9,6 +9,9 @@ configured by tests through `EmulatorServer.controllers`.
   `Available`/`Progressing` conditions; or stuck (`stalled`: ProgressDeadlineExceeded)
   or still rolling (`progressing`) when a test asks for it.
 - Job: `succeeded` and `Complete`; or `failed` + `Failed`; or `running`.
+- HorizontalPodAutoscaler: a metrics API answers: `currentMetrics` for each metric,
+  `AbleToScale`/`ScalingActive` True, replicas at `minReplicas`.
+- Ingress: an ingress controller gives it a load-balancer address.
 - Namespace: a deleted namespace's contents go, then the namespace.
 Services get their cluster IP and namespaces their `Active` phase at creation
 (`admission`), as on a real apiserver.
@@ -23,6 +26,7 @@ from . import catalog, errors, ssa
 from .store import Event, Store
 
 DEPLOYMENT_STATES = ("available", "stalled", "progressing")
+INGRESS_ADDRESS = "203.0.113.10"
 JOB_STATES = ("complete", "failed", "running")
 
 
@@ -124,6 +128,10 @@ class Controllers:
             status = deployment_status(obj, state or "available")
         elif rt.kind == "Job":
             status = job_status(obj, state or "complete")
+        elif rt.kind == "HorizontalPodAutoscaler":
+            status = hpa_status(obj)
+        elif rt.kind == "Ingress":
+            status = {"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}
         elif rt.kind == "Namespace" and obj["metadata"].get("deletionTimestamp"):
             self.store.finish_namespace(name)
             self.store.flush_events()
@@ -186,3 +194,23 @@ def job_status(obj: dict[str, Any], state: str) -> dict[str, Any]:
     else:
         status["active"] = int(spec.get("parallelism", 1))
     return status
+
+
+def hpa_status(obj: dict[str, Any]) -> dict[str, Any]:
+    spec, old = obj.get("spec") or {}, obj.get("status") or {}
+    conds = old.get("conditions") or []
+    current = []
+    for metric in spec.get("metrics") or []:
+        kind = metric.get("type", "Resource")
+        source = dict(metric.get(kind[0].lower() + kind[1:]) or {})
+        target = source.pop("target", {}) or {}
+        value = ({"averageUtilization": 1} if target.get("type") == "Utilization"
+                 else {"averageValue": "0"})
+        current.append({"type": kind, kind[0].lower() + kind[1:]: {**source, "current": value}})
+    replicas = int(spec.get("minReplicas", 1))
+    return {"currentReplicas": replicas, "desiredReplicas": replicas, "currentMetrics": current,
+            "conditions": [
+                _condition(conds, "AbleToScale", "True", "ReadyForNewScale",
+                           "recommended size matches current size"),
+                _condition(conds, "ScalingActive", "True", "ValidMetricFound",
+                           "the HPA was able to successfully calculate a replica count")]}

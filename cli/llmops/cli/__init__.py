@@ -16,6 +16,7 @@ report. Commands raise; they do not map errors themselves.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import tempfile
@@ -26,21 +27,9 @@ from pathlib import Path
 
 import click
 
-from llmops.cli import (
-    audit_cmd,
-    daemon_cmd,
-    db_cmd,
-    hydrate_cmd,
-    output,
-    plan_cmd,
-    reconcile_cmd,
-    render_cmd,
-    serve_cmd,
-)
+from llmops.cli import output
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError
-from llmops.engine.source import scaffold
-from llmops.engine.spec import validate
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -61,7 +50,42 @@ EXIT_CODE_OF: dict[type[LlmopsError] | None, int] = {
 """The exit code of each engine error category (``llmops.engine.errors.CATEGORIES``)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+LAZY_COMMANDS = {
+    "plan": "plan_cmd:plan",
+    "render": "render_cmd:render",
+    "audit": "audit_cmd:audit",
+    "reconcile": "reconcile_cmd:reconcile",
+    "status": "reconcile_cmd:status",
+    "prune": "reconcile_cmd:prune",
+    "daemon": "daemon_cmd:daemon_command",
+    "up": "daemon_cmd:up",
+    "serve": "serve_cmd:serve",
+    "hydrate": "hydrate_cmd:hydrate",
+    "db": "db_cmd:db_group",
+}
+"""Commands defined in their own modules, as ``module:attribute`` under ``llmops.cli``."""
+
+
+class LazyGroup(click.Group):
+    """A group whose commands in ``LAZY_COMMANDS`` are imported only when they are used.
+
+    ``llmops --version`` and ``llmops validate`` then never import the web stack, the
+    database drivers or the Kubernetes client; ``llmops --help`` imports every command
+    to show its summary.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = LAZY_COMMANDS[cmd_name].split(":")
+        command: click.Command = getattr(importlib.import_module(f"llmops.cli.{module}"), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llmops")
 def cli() -> None:
     """llmops: GitOps for LLM operations."""
@@ -73,6 +97,8 @@ def cli() -> None:
               help="text for people, json for tools, github for CI annotations.")
 def validate_cmd(path: Path, fmt: str) -> None:
     """Check every spec under PATH; exit 0 when all are valid, 1 otherwise."""
+    from llmops.engine.spec import validate  # here: --version needs none of it
+
     try:
         spec_set = validate.load_and_validate(path)
     except SpecError as exc:
@@ -85,6 +111,8 @@ def validate_cmd(path: Path, fmt: str) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 def init_cmd(directory: Path) -> None:
     """Create a new specs repo in DIRECTORY from the template, with a first commit."""
+    from llmops.engine.source import scaffold  # git, for this command only
+
     sha = scaffold.init_repo(directory)
     click.echo(f"created specs repo {directory} at commit {sha[:12]}")
 
@@ -137,16 +165,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo(f"internal error: {type(exc).__name__}; full report in {report}", err=True)
         sys.exit(EXIT_INTERNAL)
 
-
-# Commands defined in their own modules register here, one import each.
-cli.add_command(plan_cmd.plan)
-cli.add_command(render_cmd.render)
-cli.add_command(audit_cmd.audit)
-cli.add_command(reconcile_cmd.reconcile)
-cli.add_command(reconcile_cmd.status)
-cli.add_command(reconcile_cmd.prune)
-cli.add_command(daemon_cmd.daemon_command)
-cli.add_command(daemon_cmd.up)
-cli.add_command(serve_cmd.serve)
-cli.add_command(hydrate_cmd.hydrate)
-cli.add_command(db_cmd.db_group)

@@ -13,10 +13,12 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from llmops.engine.errors import SpecIssue
-from llmops.engine.spec.validate import SpecSet
+
+if TYPE_CHECKING:
+    from llmops.engine.spec.validate import SpecSet
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:

@@ -40,6 +40,8 @@ class KubeSettings(BaseModel):
     kubeconfig: str = ""
     field_manager: str = "llmops"
     request_timeout_seconds: float = 30.0
+    applyset_namespace: str = "default"
+    """Namespace of each environment's ApplySet parent Secret (the ``kubernetes`` actuator)."""
 
 
 class S3Settings(BaseModel):

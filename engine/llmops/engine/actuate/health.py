@@ -15,6 +15,8 @@ class HealthStatus(StrEnum):
     """Ordered from best to worst, as gitops-engine orders them."""
 
     HEALTHY = "Healthy"
+    SUSPENDED = "Suspended"
+    """Paused on purpose (a paused Deployment, a suspended Job): not Healthy, not broken."""
     PROGRESSING = "Progressing"
     UNKNOWN = "Unknown"
     MISSING = "Missing"

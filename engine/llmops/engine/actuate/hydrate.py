@@ -63,10 +63,19 @@ class HydratedSet:
     objects: dict[ResourceKey, KubeObject]
 
 
-def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]) -> Path:
-    """Publish ``objects`` as the environment's set; returns the published directory."""
+FileStamp = tuple[str, int, int, int]
+"""A published file as ``read_set`` caches it: path, inode, size and mtime."""
+
+
+def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject],
+              written: dict[FileStamp, KubeObject] | None = None) -> Path:
+    """Publish ``objects`` as the environment's set; returns the published directory.
+
+    ``written`` (a ``read_set`` cache) is filled with the files just written, so the
+    next ``read_set`` does not parse them again."""
     items = sorted(((ResourceKey.of(o), o) for o in objects), key=lambda kv: kv[0])
     root.mkdir(parents=True, exist_ok=True)
+    published = _published_files(root / env) if written else {}
     staging = Path(tempfile.mkdtemp(prefix=f".{env}.staging.", dir=root))
     staging.chmod(0o755)
     index = []
@@ -74,13 +83,21 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
         rel = file_name(key)
         path = staging / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_yaml(obj), encoding="utf-8")
+        if not _link_unchanged(published.get(rel), obj, written or {}, path):
+            path.write_text(to_yaml(obj), encoding="utf-8")
         index.append({"group": key.group, "kind": key.kind, "namespace": key.namespace,
                       "name": key.name, "file": rel, "hash": object_hash(obj)})
     (staging / INDEX).write_text(json.dumps({"revision": revision, "objects": index},
                                             indent=2) + "\n", encoding="utf-8")
     final = root / f".{env}.{revision[:12]}.{staging.name.rsplit('.', 1)[-1]}"
     os.rename(staging, final)
+    if written is not None:
+        written.clear()
+        base = final.resolve()
+        for (_, obj), entry in zip(items, index, strict=True):
+            path = base / entry["file"]
+            info = path.stat()
+            written[(str(path), info.st_ino, info.st_size, info.st_mtime_ns)] = obj
     link = root / env
     if link.exists() and not link.is_symlink():
         raise FileExistsError(f"{link} exists and is not a llmops-managed symlink")
@@ -94,14 +111,39 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
     return link
 
 
+def _published_files(link: Path) -> dict[str, Path]:
+    """The files of the set published at ``link``, by file name."""
+    try:
+        base = link.resolve(strict=True)
+        index = json.loads((base / INDEX).read_text(encoding="utf-8"))
+        return {e["file"]: base / e["file"] for e in index["objects"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # nothing published yet, or unreadable: every file is written anew
+
+
+def _link_unchanged(previous: Path | None, obj: KubeObject,
+                    parsed: Mapping[FileStamp, KubeObject], path: Path) -> bool:
+    """Hard-link the previous set's file when it holds exactly ``obj`` (no rewrite).
+
+    Only a file whose path, inode, size and mtime are those ``read_set`` last parsed,
+    and whose parsed content equals ``obj``, is linked: a hand edit is rewritten."""
+    if previous is None:
+        return False
+    try:
+        info = previous.stat()
+        if parsed.get((str(previous), info.st_ino, info.st_size, info.st_mtime_ns)) != obj:
+            return False
+        os.link(previous, path)
+    except OSError:
+        return False
+    return True
+
+
 def _cleanup(root: Path, env: str, keep: set[str]) -> None:
     for entry in root.iterdir():
         if (entry.name.startswith(f".{env}.") and entry.name not in keep
                 and entry.is_dir() and not entry.is_symlink()):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-FileStamp = tuple[str, int, int, int]
 
 
 def read_set(root: Path, env: str,
@@ -157,7 +199,8 @@ class HydrateActuator:
     def act(self, plan: ActPlan) -> ActResult:
         objects = {**plan.keep, **plan.desired}
         try:
-            write_set(self.root, plan.environment, plan.revision, objects.values())
+            write_set(self.root, plan.environment, plan.revision, objects.values(),
+                      self._parsed.setdefault(plan.environment, {}))
         except OSError as exc:
             raise ActuatorError(f"{self.root / plan.environment}: cannot publish: "
                                 f"{exc.strerror or exc}") from exc

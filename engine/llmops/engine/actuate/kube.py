@@ -12,31 +12,35 @@ discovery cached in a file under a private directory of this actuator. The
 kubeconfig path and context come from the environment's ``cluster``
 (or ``settings.kube.kubeconfig``); ``inCluster`` uses the pod's service account.
 
-- ``observe``: one labelled list per kind llmops renders, selecting the
-  environment's ApplySet label (``applyset.kubernetes.io/part-of``), paged.
-  Any failed or partial list raises ``ActuatorError``: unknown is never empty.
-- ``act``: objects are applied in order (Namespaces, ResourceQuotas, then
-  ConfigMaps and Secrets, Services, workloads, HPAs and Ingresses) with
-  server-side apply as field manager ``settings.kube.field_manager``. Each
-  write is a server-side dry run first, compared with the live object
-  (bookkeeping annotations ignored); only a difference is sent for real. A
-  field conflict with another *applier* fails the object naming that manager,
-  unless the environment sets ``forceConflicts`` or the spec is annotated
-  ``llmops.io/force-conflicts: "true"``; fields taken by plain writes
-  (``Update`` managers: kubectl edit/patch) are drift and are taken back.
-  The first failed write stops the pass: later writes and every deletion are
-  ``skipped`` (nothing is pruned after a failure). Deletions run in reverse
-  order with ``propagationPolicy=Background``.
+- ``observe``: one labelled list per kind llmops renders, selecting this
+  environment's and specs repo's ApplySet (``kube_applyset``: a parent Secret per
+  environment and repo; a parent another tool manages stops here), paged; an object
+  with our label that field manager llmops never applied is someone else's and is
+  left out. Any failed or partial list raises ``ActuatorError``: unknown is never empty.
+- ``act``: every write is first a server-side dry run (``dryRun=All``); if any is
+  rejected nothing is applied, the rejected objects fail and the others are skipped.
+  Objects in a namespace the same pass creates are checked by their real apply.
+  Then the parent is widened, objects are applied in dependency order
+  (``APPLY_ORDER``) as field manager ``settings.kube.field_manager``, each only when
+  its dry run differs from live (bookkeeping annotations ignored). A field conflict
+  with another *applier* fails the object naming that manager, unless the
+  environment sets ``forceConflicts`` or the spec is annotated
+  ``llmops.io/force-conflicts: "true"``; fields taken by plain writes (``Update``
+  managers: kubectl edit/patch) are drift and are taken back. The first failed
+  write stops the pass: later writes and every deletion are ``skipped``. Deletions
+  run last, in reverse order, with ``propagationPolicy=Background``, each only if
+  the live object is still in the set and applied by llmops; after a complete pass
+  the parent lists exactly the rendered set. Every object gets one outcome.
 - Every request is retried with capped exponential backoff on 429 (honouring
-  ``Retry-After``), 5xx, timeouts and connection errors; other 4xx fail at once.
+  ``Retry-After``), 5xx, timeouts and connection errors; other 4xx, and a 500 that
+  cannot improve (an exhausted IP range, a quota: ``kube_errors.retryable``), fail
+  at once.
 - Messages never carry a Secret's values: they are masked, then redacted.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -54,10 +58,10 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
 from llmops.engine import manifest, redact
-from llmops.engine.actuate import kube_health
+from llmops.engine.actuate import kube_applyset, kube_errors, kube_health
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
 from llmops.engine.actuate.health import HealthStatus
-from llmops.engine.errors import LlmopsError
+from llmops.engine.actuate.kube_errors import ApplyError, mask, reason_of
 from llmops.engine.plan import changeset, diff
 from llmops.engine.settings import KubeSettings
 from llmops.engine.spec import repoconfig
@@ -72,33 +76,17 @@ OWNED_TYPES: tuple[tuple[str, str], ...] = (
 )
 """The (apiVersion, kind) of every type llmops renders, and so lists and may prune."""
 
-APPLY_ORDER = {"Namespace": 0, "ResourceQuota": 1, "ConfigMap": 2, "Secret": 2, "Service": 3,
-               "Deployment": 4, "Job": 4, "HorizontalPodAutoscaler": 5, "Ingress": 5}
-UNKNOWN_KIND_RANK = 4
-_MANAGER_RE = re.compile(r'conflict with "([^"]+)"')
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+APPLY_ORDER = {
+    "Namespace": 0, "CustomResourceDefinition": 1, "ResourceQuota": 2, "LimitRange": 2,
+    "ServiceAccount": 3, "ClusterRole": 3, "Role": 3, "ClusterRoleBinding": 3, "RoleBinding": 3,
+    "ConfigMap": 4, "Secret": 4, "PersistentVolumeClaim": 5,
+    "Deployment": 6, "StatefulSet": 6, "DaemonSet": 6, "Job": 6, "CronJob": 6,
+    "Service": 7, "Ingress": 8, "HorizontalPodAutoscaler": 9}
+"""Dependency order: namespaces, CRDs, quotas, RBAC, config, storage, workloads,
+services, ingress, autoscalers. Deletions run in reverse."""
+UNKNOWN_KIND_RANK = 6
 PAGE_SIZE = 500
 MAX_CHANGED_PATHS = 5
-
-
-class ApplyError(LlmopsError):
-    """One object could not be applied or deleted; formats as
-    ``Deployment/llmops-prod/chat: dry-run failed (Conflict): …``."""
-
-    def __init__(self, key: ResourceKey, phase: str, reason: str, detail: str, *,
-                 managers: tuple[str, ...] = ()) -> None:
-        self.key = key
-        self.phase = phase
-        self.reason = reason
-        self.detail = detail
-        self.managers = managers
-        """For a field conflict: the field managers that own the contested fields."""
-        super().__init__(f"{key}: {self.summary}")
-
-    @property
-    def summary(self) -> str:
-        """The message without the object (the reconciler prefixes the key itself)."""
-        return f"{self.phase} failed ({self.reason}): {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,85 +105,18 @@ def apply_rank(key: ResourceKey) -> tuple[int, str, str, str]:
     return (APPLY_ORDER.get(key.kind, UNKNOWN_KIND_RANK), key.namespace, key.name, key.group)
 
 
-# --------------------------------------------------------------------------- errors
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One write after its dry run: what to send, what is live, what the server made."""
 
-
-def _status_body(exc: ApiException) -> dict[str, Any]:
-    try:
-        body = json.loads(exc.body) if exc.body else {}
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _describe(exc: ApiException) -> tuple[str, str]:
-    """(reason, detail) of an API error: field-manager conflicts name the manager and field."""
-    body = _status_body(exc)
-    reason = str(body.get("reason") or exc.reason or exc.status)
-    causes = [c for c in ((body.get("details") or {}).get("causes") or [])
-              if isinstance(c, Mapping)]
-    conflicts = [c for c in causes if c.get("reason") == "FieldManagerConflict"]
-    if exc.status == 409 and conflicts:
-        detail = "; ".join(f"{c.get('message', 'conflict')} on {c.get('field', '?')}"
-                           for c in conflicts)
-        return "Conflict", detail
-    message = str(body.get("message") or exc.reason or "")
-    return reason, message or f"HTTP {exc.status}"
-
-
-def _conflict_managers(detail: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(_MANAGER_RE.findall(detail)))
-
-
-def _hand_edits_only(live: Mapping[str, Any], managers: Iterable[str]) -> bool:
-    """Whether every manager owns its fields through plain writes (``Update``: kubectl
-    edit/patch, a script), never through server-side apply: such changes are drift."""
-    entries = [e for e in ((live.get("metadata") or {}).get("managedFields") or [])
-               if isinstance(e, Mapping)]
-    for manager in managers:
-        ops = {e.get("operation") for e in entries if e.get("manager") == manager}
-        if ops != {"Update"}:
-            return False
-    return True
-
-
-def _retry_after(exc: ApiException) -> float | None:
-    headers = exc.headers or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    if value is None:
-        value = ((_status_body(exc).get("details") or {}).get("retryAfterSeconds"))
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _secret_values(obj: Mapping[str, Any] | None) -> list[str]:
-    """The values (encoded and decoded) a Secret carries, longest first, to mask in text."""
-    if not obj or obj.get("kind") != "Secret":
-        return []
-    found: set[str] = set()
-    for field_name in ("data", "stringData"):
-        for value in (obj.get(field_name) or {}).values():
-            if not isinstance(value, str) or not value:
-                continue
-            found.add(value)
-            if field_name == "data":
-                try:
-                    found.add(base64.b64decode(value, validate=True).decode())
-                except (ValueError, UnicodeDecodeError):
-                    pass
-            else:
-                found.add(base64.b64encode(value.encode()).decode())
-    return sorted((v for v in found if len(v) >= 3), key=len, reverse=True)
-
-
-def mask(text: str, *objects: Mapping[str, Any] | None) -> str:
-    """``text`` without the values of the Secrets among ``objects``, then redacted."""
-    for obj in objects:
-        for value in _secret_values(obj):
-            text = text.replace(value, diff.MASK)
-    return redact.redact(text)
+    key: ResourceKey
+    resource: Any
+    body: KubeObject
+    live: KubeObject | None
+    dry: KubeObject | None
+    """None when the object's namespace is created in the same pass."""
+    force: bool
+    took: str
 
 
 # --------------------------------------------------------------------------- the actuator
@@ -209,8 +130,10 @@ class KubernetesActuator:
 
     def __init__(self, settings: KubeSettings, cluster: repoconfig.Cluster | None = None, *,
                  force_conflicts: bool = False, backoff: Backoff | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, repository: str = "") -> None:
         self.settings = settings
+        self.repository = repository
+        """The specs repo's identity (URL or absolute path): part of the ApplySet's."""
         self.cluster = cluster or repoconfig.Cluster()
         self.force_conflicts = force_conflicts
         self.backoff = backoff or Backoff()
@@ -290,11 +213,11 @@ class KubernetesActuator:
             try:
                 return fn()
             except ApiException as exc:
-                if exc.status not in RETRYABLE_STATUS or attempt == self.backoff.tries:
+                if not kube_errors.retryable(exc) or attempt == self.backoff.tries:
                     raise
                 wait = delay
                 if exc.status == 429:
-                    after = _retry_after(exc)
+                    after = kube_errors.retry_after(exc)
                     if after is not None:
                         wait = min(max(after, 0.0), self.backoff.max_retry_after)
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError):
@@ -307,7 +230,7 @@ class KubernetesActuator:
 
     def _error_text(self, exc: BaseException, *objects: Mapping[str, Any] | None) -> str:
         if isinstance(exc, ApiException):
-            reason, detail = _describe(exc)
+            reason, detail = kube_errors.describe(exc)
             return mask(f"{reason}: {detail}", *objects)
         return mask(f"{type(exc).__name__}: {exc}", *objects)
 
@@ -316,14 +239,35 @@ class KubernetesActuator:
 
     # ------------------------------------------------------------------ observe
 
+    def applyset(self, environment: str) -> kube_applyset.ApplySet:
+        return kube_applyset.ApplySet(environment, self.repository,
+                                      self.settings.applyset_namespace)
+
     def observe(self, environment: str) -> dict[ResourceKey, KubeObject]:
-        """Every object carrying the environment's ApplySet label; raises when unknown."""
-        selector = f"{manifest.APPLYSET_LABEL}={manifest.applyset_id(environment)}"
+        """Every object of this environment's ApplySet that llmops applied; raises when
+        unknown. Objects with our label but none of our fields are someone else's."""
+        aset = self.applyset(environment)
+        self._parent(aset)
+        selector = f"{manifest.APPLYSET_LABEL}={aset.id}"
         out: dict[ResourceKey, KubeObject] = {}
         for api_version, kind in OWNED_TYPES:
             for item in self._list(api_version, kind, selector):
-                out[ResourceKey.of(item)] = item
+                if kube_applyset.managed_by(item, self.settings.field_manager):
+                    out[ResourceKey.of(item)] = aset.logical(item)
         return out
+
+    def _parent(self, aset: kube_applyset.ApplySet) -> KubeObject | None:
+        """The live parent; raises when it cannot be read or another tool manages it."""
+        try:
+            parent = self._get(aset.key, self._resource("v1", kube_applyset.PARENT_KIND))
+        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise ActuatorError(f"cluster {self._where()}: reading the ApplySet parent "
+                                f"{aset.key} failed: {self._error_text(exc)}") from exc
+        foreign = aset.foreign_tooling(parent)
+        if foreign:
+            raise ActuatorError(f"cluster {self._where()}: the ApplySet parent {aset.key} "
+                                f"is managed by {foreign!r}, not llmops; refusing to touch it")
+        return parent
 
     def _list(self, api_version: str, kind: str, selector: str) -> list[KubeObject]:
         resource = self._resource(api_version, kind)
@@ -383,40 +327,106 @@ class KubernetesActuator:
     # ------------------------------------------------------------------ act
 
     def act(self, plan: ActPlan) -> ActResult:
+        """Dry-run every write, apply only if none was rejected, then prune.
+
+        Every object of the plan gets exactly one outcome."""
         self._client()
-        outcomes: dict[ResourceKey, ObjectOutcome] = {}
-        failed_first: ResourceKey | None = None
-        written: list[ResourceKey] = []
-        for key in sorted(plan.write, key=apply_rank):
-            if failed_first is not None:
-                outcomes[key] = ObjectOutcome(Outcome.SKIPPED,
-                                              f"not applied: {failed_first} failed first")
-                continue
+        aset = self.applyset(plan.environment)
+        order = sorted(plan.write, key=apply_rank)
+        prepared: list[_Prepared] = []
+        rejected: dict[ResourceKey, str] = {}
+        # Objects in a namespace this pass creates cannot be dry-run before it exists.
+        creating = frozenset(k.name for k in order if k.kind == "Namespace" and not k.group)
+        for key in order:
             try:
-                outcomes[key] = self._apply_one(key, plan.desired[key])
+                prepared.append(self._prepare(key, aset.physical(plan.desired[key]),
+                                              key.namespace in creating))
             except ApplyError as err:
-                outcomes[key] = ObjectOutcome(Outcome.FAILED, err.summary, HealthStatus.UNKNOWN)
-                failed_first = key
-                continue
-            if outcomes[key].outcome in (Outcome.CREATED, Outcome.CONFIGURED):
-                written.append(key)
+                rejected[key] = err.summary
+        if rejected:
+            return self._rejected(plan, order, rejected)
+        self._write_parent(aset, [*plan.desired, *plan.delete], grow=True)
+        outcomes = self._apply_all(prepared)
+        failed = next((k for k, o in outcomes.items() if o.outcome is Outcome.FAILED), None)
         for key in sorted(plan.delete, key=apply_rank, reverse=True):
-            if failed_first is not None:
-                outcomes[key] = ObjectOutcome(
-                    Outcome.SKIPPED, f"not pruned: {failed_first} failed in this pass")
+            if failed is not None:
+                outcomes[key] = ObjectOutcome(Outcome.SKIPPED,
+                                              f"not pruned: {failed} failed in this pass")
                 continue
             try:
-                outcomes[key] = self._delete_one(key, plan.keep.get(key))
+                outcomes[key] = self._delete_one(key, plan.keep.get(key), aset)
             except ApplyError as err:
                 outcomes[key] = ObjectOutcome(Outcome.FAILED, err.summary, HealthStatus.UNKNOWN)
+                failed = key
+        if failed is None:
+            self._write_parent(aset, plan.desired, grow=False)
         # Read back what was written: its health is what the controllers made of it.
-        for key in written:
-            o = outcomes[key]
-            outcomes[key] = ObjectOutcome(o.outcome, o.message, self._read_health(key, plan))
+        for key, o in list(outcomes.items()):
+            if o.outcome in (Outcome.CREATED, Outcome.CONFIGURED):
+                outcomes[key] = ObjectOutcome(o.outcome, o.message, self._read_health(key, plan))
         for key, obj in plan.desired.items():
             if key not in plan.write:
                 outcomes[key] = ObjectOutcome(Outcome.UNCHANGED, "", kube_health.assess(obj))
         return ActResult(outcomes)
+
+    def _rejected(self, plan: ActPlan, order: list[ResourceKey],
+                  rejected: Mapping[ResourceKey, str]) -> ActResult:
+        """The result of a pass the dry run stopped: nothing applied, nothing pruned."""
+        names = ", ".join(str(k) for k in list(rejected)[:MAX_CHANGED_PATHS]) + (
+            f" and {len(rejected) - MAX_CHANGED_PATHS} more"
+            if len(rejected) > MAX_CHANGED_PATHS else "")
+        why = f"the server-side dry run rejected {len(rejected)} object(s): {names}"
+        outcomes: dict[ResourceKey, ObjectOutcome] = {}
+        for key in order:
+            outcomes[key] = (ObjectOutcome(Outcome.FAILED, rejected[key], HealthStatus.UNKNOWN)
+                             if key in rejected else
+                             ObjectOutcome(Outcome.SKIPPED, f"not applied: {why}"))
+        for key in plan.delete:
+            outcomes[key] = ObjectOutcome(Outcome.SKIPPED, f"not pruned: {why}")
+        for key, obj in plan.desired.items():
+            outcomes.setdefault(key, ObjectOutcome(Outcome.UNCHANGED, "",
+                                                   kube_health.assess(obj)))
+        return ActResult(outcomes)
+
+    def _apply_all(self, prepared: list[_Prepared]) -> dict[ResourceKey, ObjectOutcome]:
+        """Apply in order what the dry run found different; the first failure stops it."""
+        outcomes: dict[ResourceKey, ObjectOutcome] = {}
+        failed: ResourceKey | None = None
+        for item in prepared:
+            if failed is not None:
+                outcomes[item.key] = ObjectOutcome(Outcome.SKIPPED,
+                                                   f"not applied: {failed} failed first")
+                continue
+            try:
+                outcomes[item.key] = self._commit(item)
+            except ApplyError as err:
+                outcomes[item.key] = ObjectOutcome(Outcome.FAILED, err.summary,
+                                                   HealthStatus.UNKNOWN)
+                failed = item.key
+        return outcomes
+
+    def _write_parent(self, aset: kube_applyset.ApplySet, members: Iterable[ResourceKey], *,
+                      grow: bool) -> None:
+        """Make the parent list ``members`` (plus what it lists already, when ``grow``)."""
+        live = self._parent(aset)
+        wanted = aset.parent(members)
+        if live is not None:
+            kinds, spaces = aset.listed(live)
+            new_kinds, new_spaces = aset.listed(wanted)
+            if grow:
+                new_kinds, new_spaces = kinds | new_kinds, spaces | new_spaces
+            if (kinds, spaces) == (new_kinds, new_spaces) and manifest.labels_of(live).get(
+                    kube_applyset.ID_LABEL) == aset.id:
+                return
+            notes = wanted["metadata"]["annotations"]
+            notes[kube_applyset.GROUP_KINDS_ANNOTATION] = ",".join(sorted(new_kinds))
+            notes[kube_applyset.NAMESPACES_ANNOTATION] = ",".join(sorted(new_spaces))
+        try:
+            self._apply(aset.key, self._resource("v1", kube_applyset.PARENT_KIND), wanted,
+                        dry_run=False, force=True)
+        except ApplyError as err:
+            raise ActuatorError(f"cluster {self._where()}: writing the ApplySet parent "
+                                f"failed: {err}") from err
 
     def _read_health(self, key: ResourceKey, plan: ActPlan) -> HealthStatus:
         try:
@@ -424,8 +434,11 @@ class KubernetesActuator:
         except (ActuatorError, ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
             return HealthStatus.UNKNOWN
 
-    def _apply_one(self, key: ResourceKey, obj: KubeObject) -> ObjectOutcome:
-        """Dry run, compare, and apply for real only when the result differs from live."""
+    def _prepare(self, key: ResourceKey, obj: KubeObject, new_namespace: bool) -> _Prepared:
+        """Read live and dry-run the apply; raises ``ApplyError`` when rejected.
+
+        In a namespace that does not exist yet but this pass creates (``new_namespace``),
+        the dry run is left to the real apply (as Argo CD does)."""
         try:
             resource = self._resource_for(key, obj)
         except ActuatorError as exc:
@@ -433,37 +446,49 @@ class KubernetesActuator:
         try:
             live = self._get(key, resource)
         except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise ApplyError(key, "read", _reason(exc), self._error_text(exc, obj)) from exc
+            raise ApplyError(key, "read", reason_of(exc),
+                                         self._error_text(exc, obj)) from exc
         body = diff.normalize(obj)
         force = self.force_conflicts or manifest.annotations_of(obj).get(
             manifest.FORCE_CONFLICTS_ANNOTATION) == "true"
         took = ""
         try:
-            dry = self._apply(key, resource, body, dry_run=True, force=force)
+            dry: KubeObject | None = self._apply(key, resource, body, dry_run=True, force=force)
         except ApplyError as err:
+            if new_namespace and live is None and err.reason == "NotFound":
+                return _Prepared(key, resource, body, None, None, force, "")
             # A field taken by a hand edit (an Update, not another applier) is drift:
             # take it back. Another applier's fields are only taken with forceConflicts.
             if not (err.managers and live is not None
-                    and _hand_edits_only(live, err.managers)):
+                    and kube_errors.hand_edits_only(live, err.managers)):
                 raise
             force = True
             took = "; took fields back from " + ", ".join(f'"{m}"' for m in err.managers) + (
                 " (a hand edit)")
             dry = self._apply(key, resource, body, dry_run=True, force=force)
-        if live is not None:
-            entry = diff.diff_revisions([live], [dry],
-                                        ignore_annotations=manifest.REVISION_BOOKKEEPING).get(key)
-            if entry is None or entry.action is changeset.Action.UNCHANGED:
-                return ObjectOutcome(Outcome.UNCHANGED, "unchanged (server-side dry run)",
-                                     kube_health.assess(live))
-            paths = [c.path for c in entry.changes]
-            shown = ", ".join(paths[:MAX_CHANGED_PATHS]) + (
-                f" and {len(paths) - MAX_CHANGED_PATHS} more" if len(paths) > MAX_CHANGED_PATHS
-                else "")
-            self._apply(key, resource, body, dry_run=False, force=force)
-            return ObjectOutcome(Outcome.CONFIGURED, mask(f"configured: {shown}{took}", obj))
-        self._apply(key, resource, body, dry_run=False, force=force)
-        return ObjectOutcome(Outcome.CREATED, "created")
+        return _Prepared(key, resource, body, live, dry, force, took)
+
+    def _commit(self, item: _Prepared) -> ObjectOutcome:
+        """Apply for real when the dry run differs from live; health read back."""
+        if item.live is None or item.dry is None:
+            applied = self._apply(item.key, item.resource, item.body, dry_run=False,
+                                  force=item.force)
+            return ObjectOutcome(Outcome.CREATED, "created", kube_health.assess(applied))
+        entry = diff.diff_revisions([item.live], [item.dry],
+                                    ignore_annotations=manifest.REVISION_BOOKKEEPING
+                                    ).get(item.key)
+        if entry is None or entry.action is changeset.Action.UNCHANGED:
+            return ObjectOutcome(Outcome.UNCHANGED, "unchanged (server-side dry run)",
+                                 kube_health.assess(item.live))
+        paths = [c.path for c in entry.changes]
+        shown = ", ".join(paths[:MAX_CHANGED_PATHS]) + (
+            f" and {len(paths) - MAX_CHANGED_PATHS} more" if len(paths) > MAX_CHANGED_PATHS
+            else "")
+        applied = self._apply(item.key, item.resource, item.body, dry_run=False,
+                              force=item.force)
+        return ObjectOutcome(Outcome.CONFIGURED,
+                             mask(f"configured: {shown}{item.took}", item.body),
+                             kube_health.assess(applied))
 
     def _apply(self, key: ResourceKey, resource: Any, body: KubeObject, *,
                dry_run: bool, force: bool) -> KubeObject:
@@ -478,8 +503,8 @@ class KubernetesActuator:
                 _request_timeout=self._timeout()))
             result: KubeObject = json.loads(resp.data)
         except ApiException as exc:
-            reason, detail = _describe(exc)
-            managers = _conflict_managers(detail) if reason == "Conflict" else ()
+            reason, detail = kube_errors.describe(exc)
+            managers = kube_errors.conflict_managers(detail) if reason == "Conflict" else ()
             if managers:
                 detail += ("; not forced (set forceConflicts on the environment, or the "
                            f"{manifest.FORCE_CONFLICTS_ANNOTATION}: \"true\" annotation on the "
@@ -487,16 +512,34 @@ class KubernetesActuator:
             raise ApplyError(key, phase, reason, mask(detail, body),
                              managers=managers) from exc
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise ApplyError(key, phase, _reason(exc), self._error_text(exc, body)) from exc
+            raise ApplyError(key, phase, reason_of(exc), self._error_text(exc, body)) from exc
         result.setdefault("apiVersion", resource.group_version)
         result.setdefault("kind", resource.kind)
         return result
 
-    def _delete_one(self, key: ResourceKey, last: KubeObject | None) -> ObjectOutcome:
+    def _delete_one(self, key: ResourceKey, last: KubeObject | None,
+                    aset: kube_applyset.ApplySet) -> ObjectOutcome:
+        """Delete ``key`` if it is still ours: in this ApplySet and applied by llmops."""
         try:
             resource = self._resource_for(key, last)
         except ActuatorError as exc:
             raise ApplyError(key, "delete", "NotServed", str(exc)) from exc
+        try:
+            live = self._get(key, resource)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise ApplyError(key, "read", reason_of(exc),
+                                         self._error_text(exc, last)) from exc
+        if live is None:
+            return ObjectOutcome(Outcome.DELETED, "already gone", HealthStatus.MISSING)
+        part_of = manifest.labels_of(live).get(manifest.APPLYSET_LABEL)
+        if part_of != aset.id:
+            return ObjectOutcome(Outcome.SKIPPED, "not pruned: not in this ApplySet "
+                                 f"({manifest.APPLYSET_LABEL}={part_of or 'none'})",
+                                 kube_health.assess(live))
+        if not kube_applyset.managed_by(live, self.settings.field_manager):
+            return ObjectOutcome(Outcome.SKIPPED, "not pruned: field manager "
+                                 f"{self.settings.field_manager} never applied it",
+                                 kube_health.assess(live))
         dyn = self._client()
         try:
             self._call(lambda: dyn.delete(resource, name=key.name,
@@ -506,19 +549,10 @@ class KubernetesActuator:
         except ApiException as exc:
             if exc.status == 404:
                 return ObjectOutcome(Outcome.DELETED, "already gone", HealthStatus.MISSING)
-            reason, detail = _describe(exc)
+            reason, detail = kube_errors.describe(exc)
             raise ApplyError(key, "delete", reason, mask(detail, last)) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ApplyError(key, "delete", _reason(exc), self._error_text(exc, last)) from exc
+            raise ApplyError(key, "delete", reason_of(exc), self._error_text(exc, last)) from exc
         return ObjectOutcome(Outcome.DELETED, "deleted (propagation Background)",
                              HealthStatus.MISSING)
 
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return _describe(exc)[0]
-    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
-        return "Timeout"
-    if isinstance(exc, ValueError):
-        return "BadResponse"
-    return "Unreachable"

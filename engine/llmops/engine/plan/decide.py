@@ -127,10 +127,8 @@ def protected(obj: KubeObject | None, env: str, rules: Sequence[schema.PruneProt
 
 
 def _compare(desired: Sequence[KubeObject], current: Mapping[ResourceKey, KubeObject],
-             compare: Compare, resync: bool) -> dict[ResourceKey, ChangeSetEntry]:
+             compare: Compare) -> dict[ResourceKey, ChangeSetEntry]:
     """Entries for every desired object (and, between revisions, every dropped one)."""
-    if resync:  # compared equal before: every desired object is unchanged
-        return {k: ChangeSetEntry(k, Action.UNCHANGED) for k in map(ResourceKey.of, desired)}
     if compare is Compare.REVISION:
         changes = diff.diff_revisions(current.values(), desired)
     else:
@@ -204,18 +202,16 @@ def _blocked(env: str, revision: str, entries: Collection[ChangeSetEntry], *, de
 def decide(env: str, desired: Iterable[KubeObject], current: Mapping[ResourceKey, KubeObject],
            *, compare: Compare, inventory: Mapping[ResourceKey, str] | None = None,
            gates: Gates = Gates(), governance: Governance | None = None,
-           revision: str = "", resync: bool = False) -> ChangeSet:
+           revision: str = "") -> ChangeSet:
     """What ``env`` would do to reach ``desired`` from ``current``, and whether it may.
 
     ``inventory`` maps each owned object to the content hash (``object_hash``)
     of its rendered form as last applied; ``revision`` is the one being
-    decided (named in a threshold block). ``resync`` says the same desired and
-    current objects were compared before and nothing was to be written: the
-    comparison is skipped, and desired entries carry no objects.
+    decided (named in a threshold block).
     """
     wanted = tuple(desired)
     by_key = {ResourceKey.of(o): o for o in wanted}
-    entries = _compare(wanted, current, compare, resync)
+    entries = _compare(wanted, current, compare)
     owned = set(current) | set(inventory or {})
     entries |= {k: _dropped(k, current.get(k)) for k in sorted(owned) if k not in entries}
     for key, entry in entries.items():

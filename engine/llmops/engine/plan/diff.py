@@ -46,6 +46,7 @@ import yaml
 from llmops.engine import manifest, redact
 from llmops.engine.errors import LlmopsError
 from llmops.engine.plan.changeset import Action, ChangeSet, ChangeSetEntry, FieldChange, FieldOp
+from llmops.engine.spec import quantity
 from llmops.engine.types import FieldPath, KubeObject, ResourceKey, format_path
 
 MASK = "***"
@@ -189,6 +190,18 @@ def _scalar_equal(a: Any, b: Any) -> bool:
     return False
 
 
+QUANTITY_PARENTS = frozenset({"requests", "limits", "hard", "capacity", "allocatable"})
+"""Maps whose values are quantities (container resources, ResourceQuota, PVC)."""
+
+
+def _quantity_path(path: FieldPath) -> bool:
+    """Whether the field at ``path`` holds a quantity, which the API server stores in
+    canonical form (``4000m`` reads back as ``4``): compare values, not spellings."""
+    if len(path) >= 2 and path[-2] in QUANTITY_PARENTS:
+        return True
+    return len(path) >= 2 and path[-2] == "target" and path[-1] in ("averageValue", "value")
+
+
 def _empty(value: Any) -> bool:
     return value is _ABSENT or value is None or value == {} or value == []
 
@@ -228,7 +241,8 @@ class _Comparer:
             if before != after:
                 self.changes.append((path, before, after))
             return
-        if not _scalar_equal(before, after):
+        if not _scalar_equal(before, after) and not (
+                _quantity_path(path) and quantity.same(before, after)):
             self.changes.append((path, before, after))
 
     def _compare_lists(self, before: list[Any], after: list[Any], path: FieldPath) -> None:

@@ -131,7 +131,7 @@ class Reconciler:
         self.render_cache = RenderCache()
         self._revision: Revision | None = None
         self._last_sample: dict[str, float] = {}
-        self._in_sync: dict[str, tuple[str, int, str]] = {}
+        self._in_sync: dict[str, tuple[str, int, str, str]] = {}
         self._spec_status: dict[SpecKey, state.SpecStatus] = {}
         self.lease_check: Callable[[], bool] | None = None
         """Set by the daemon: called before every write phase; False stops the pass."""
@@ -185,8 +185,8 @@ class Reconciler:
             if done or time.monotonic() >= deadline:
                 break
             sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        for key, h in health.items():
-            state.put_object_status(self.store, state.ObjectStatus(env, key, h.value))
+        state.put_object_status(self.store, *(state.ObjectStatus(env, key, h.value)
+                                              for key, h in health.items()))
         return health
 
     # ------------------------------------------------------------------ load
@@ -230,13 +230,14 @@ class Reconciler:
             actuator = self.actuator_for(env, config)
             with self._timed(env, "diff"):
                 live = _observe(actuator, env)
-                inventory = {item.key: item for item in state.read_inventory(self.store, env)}
                 # A resync: the rendered and live objects are exactly those of the
-                # last pass that found nothing to write. Nothing to compare.
-                fingerprint = (sha, id(objects), content_hash(
+                # last pass that found nothing to write. Nothing to compare or record.
+                fingerprint = (sha, id(objects), source_error, content_hash(
                     [[str(k), live[k]] for k in sorted(live)]))
+                if self._in_sync.get(env) == fingerprint:
+                    return self._resynced(env, sha, spec_set, len(objects))
+                inventory = {item.key: item for item in state.read_inventory(self.store, env)}
                 changes = self._decide(revision, spec_set, env, objects, live, inventory,
-                                       resync=self._in_sync.get(env) == fingerprint,
                                        source_error=source_error)
         except _Stalled as stop:
             return self._stall(env, revision, stop.reason, str(stop), source_error=source_error)
@@ -269,7 +270,7 @@ class Reconciler:
 
     def _decide(self, revision: Revision, spec_set: validate.SpecSet, env: str,
                 objects: tuple[KubeObject, ...], live: Mapping[ResourceKey, KubeObject],
-                inventory: Mapping[ResourceKey, state.InventoryItem], *, resync: bool,
+                inventory: Mapping[ResourceKey, state.InventoryItem], *,
                 source_error: str) -> ChangeSet:
         """What the pass would do and whether it may: the decision ``llmops plan`` shares."""
         sha = revision.snapshot.revision
@@ -280,7 +281,7 @@ class Reconciler:
             env, objects, live, compare=decide.Compare.LIVE,
             inventory={key: item.content_hash for key, item in inventory.items()},
             gates=gates, governance=decide.Governance(spec_set, self.clock()),
-            revision=sha, resync=resync)
+            revision=sha)
 
     # ------------------------------------------------------------------ act and record
 
@@ -357,6 +358,17 @@ class Reconciler:
         self.metrics.succeeded(env, sha)
         return PassResult(env, sha, RunResult.NOOP, "Applied",
                           counts=state.RunCounts(unchanged=len(desired)))
+
+    def _resynced(self, env: str, sha: str, spec_set: validate.SpecSet,
+                  objects: int) -> PassResult:
+        """A pass over what the last no-op pass saw: nothing compared, nothing written but
+        the GPU samples of the cost report when they are due."""
+        self._sample_gpus(env, spec_set)
+        self.metrics.run(env, RunResult.NOOP.value)
+        self.metrics.drifted(env, 0)
+        self.metrics.succeeded(env, sha)
+        return PassResult(env, sha, RunResult.NOOP, "Applied",
+                          counts=state.RunCounts(unchanged=objects))
 
     def _published(self, env: str, sha: str, actuator: Actuator) -> bool:
         """Whether nothing is left to do: no writes, and the status says it is applied."""

@@ -117,7 +117,8 @@ def intent(store: Store, log: audit.AuditLog, env: str, sha: str, actor: str,
 def object_entries(log: audit.AuditLog, env: str, sha: str, actor: str, plan: ActPlan,
                    outcomes: Mapping[ResourceKey, ObjectOutcome],
                    drifted: set[ResourceKey]) -> None:
-    """One audit entry per object written, deleted or failed."""
+    """One audit entry per object written, deleted or failed, in one transaction."""
+    entries = []
     for key in sorted(outcomes):
         o = outcomes[key]
         if o.outcome in (Outcome.UNCHANGED, Outcome.SKIPPED):
@@ -127,11 +128,12 @@ def object_entries(log: audit.AuditLog, env: str, sha: str, actor: str, plan: Ac
         reason = o.message or o.outcome.value
         if key in drifted and o.outcome is not Outcome.FAILED:
             reason = f"drift corrected; {reason}"
-        log.append(audit.AuditEntry(
+        entries.append(audit.AuditEntry(
             actor=actor, action=action, target=str(key), environment=env,
             source_commit=sha, reason=reason,
             result=(audit.AuditResult.FAILED if o.outcome is Outcome.FAILED
                     else audit.AuditResult.SUCCEEDED)))
+    log.extend(entries)
 
 
 def finish(store: Store, log: audit.AuditLog, env: str, sha: str, actor: str, run: state.Run,
@@ -155,10 +157,13 @@ def run_counts(plan: ActPlan, outcomes: Mapping[ResourceKey, ObjectOutcome]) -> 
     def count(kind: Outcome) -> int:
         return sum(1 for o in outcomes.values() if o.outcome is kind)
 
+    # A planned write the server found equal is unchanged, not lost; an object the
+    # actuator reports nothing for (hydrate, none: only writes) is unchanged too.
+    unchanged = count(Outcome.UNCHANGED) + sum(
+        1 for k in plan.desired if k not in outcomes and k not in plan.write)
     return state.RunCounts(
         created=count(Outcome.CREATED), configured=count(Outcome.CONFIGURED),
-        deleted=count(Outcome.DELETED), unchanged=len(plan.desired) - len(plan.write),
-        failed=count(Outcome.FAILED))
+        deleted=count(Outcome.DELETED), unchanged=unchanged, failed=count(Outcome.FAILED))
 
 
 # --------------------------------------------------------------------------- inventory
@@ -201,6 +206,7 @@ def object_status(store: Store, env: str, applied_sha: str,
     rows are not rewritten; it is updated in place."""
     by_spec: dict[tuple[str, str], list[HealthStatus]] = {}
     errors: dict[tuple[str, str], str] = {}
+    objects_done = []
     for key, obj in objects.items():
         done = outcomes.get(key)
         health = done.health if done else HealthStatus.UNKNOWN
@@ -209,17 +215,20 @@ def object_status(store: Store, env: str, applied_sha: str,
         if done and done.outcome is Outcome.FAILED:
             errors[spec] = f"{key}: {done.message}"
         if done is not None:
-            state.put_object_status(store, state.ObjectStatus(
+            objects_done.append(state.ObjectStatus(
                 env, key, health.value, done.message, key in drifted,
                 done.message if done.outcome is Outcome.FAILED else ""))
+    specs_changed = []
     for (kind, name), healths in by_spec.items():
         if not kind or not name:
             continue
         status = state.SpecStatus(manifest.owner_key((kind, name), env), applied_sha,
                                   worst(healths).value, False, errors.get((kind, name), ""))
         if written.get(status.key) != status:
-            state.put_spec_status(store, status)
-            written[status.key] = status
+            specs_changed.append(status)
+    state.put_object_status(store, *objects_done)
+    state.put_spec_status(store, *specs_changed)
+    written.update({status.key: status for status in specs_changed})
 
 
 def environment_status(store: Store, env: str, sha: str, *, applied: bool, reason: str,

@@ -75,6 +75,15 @@ def services(settings: Settings, *, store: Store | None = None) -> Services:
                     writes=WriteService(settings, store))
 
 
+def _repository_identity(repo: str) -> str:
+    """The specs repo as its ApplySet names it: the resolved path of a local repo, else
+    its URL without credentials. Two repos never share it."""
+    local = _local_repo(repo)
+    if local is not None:
+        return local.resolve().as_uri()
+    return gitcli.redact(repo)
+
+
 def _local_repo(repo: str) -> Path | None:
     """The local directory of the specs repo (a path or a file:// URL), else None."""
     try:
@@ -116,7 +125,8 @@ def actuator_factory(settings: Settings, out: Path | None = None,
             key = (env, config.cluster, config.forceConflicts)
             if key not in clusters:
                 clusters[key] = kube.KubernetesActuator(
-                    settings.kube, config.cluster, force_conflicts=config.forceConflicts)
+                    settings.kube, config.cluster, force_conflicts=config.forceConflicts,
+                    repository=_repository_identity(specs_repo))
             return clusters[key]
         raise ActuatorError(f"environment {env}: actuator {name!r} is not available "
                             "in this build")

@@ -15,12 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
 
+from llmops.engine.spec import quantity
 from llmops.engine.types import Kind, SpecKey
 
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -35,14 +37,22 @@ ROUTE_RE = r"^/([A-Za-z0-9._~-]+/?)*$"
 IMAGE_RE = r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$"
 METRIC_NAME_RE = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 HEADER_RE = r"^[A-Za-z0-9-]{1,64}$"
-HOST_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_DNS_PART = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+HOST_RE = rf"^(\*\.)?{_DNS_PART}(\.{_DNS_PART})*$"
+"""An Ingress host: an RFC 1123 subdomain (labels of 1-63, no empty label), ``*.`` allowed."""
+LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_KEY_RE = rf"^({_DNS_PART}(\.{_DNS_PART})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
+"""A label key as Kubernetes takes it: an optional DNS-subdomain prefix and a name of <= 63."""
 
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_RE)]
 Semver = Annotated[str, StringConstraints(pattern=SEMVER_RE)]
 S3Uri = Annotated[str, StringConstraints(pattern=S3_URI_RE, max_length=1024)]
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_RE)]
+Quantity = Annotated[str, BeforeValidator(quantity.from_number),
+                     StringConstraints(pattern=QUANTITY_RE)]
+"""A quantity as text; a YAML number (``cpu: 0.5``) is taken as Kubernetes takes it."""
 ImageRef = Annotated[str, StringConstraints(pattern=IMAGE_RE, max_length=512)]
-LabelValue = Annotated[str, StringConstraints(max_length=253)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_RE, max_length=63)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_RE, max_length=317)]
 Text = Annotated[str, StringConstraints(max_length=65536)]
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
 
@@ -123,7 +133,7 @@ class Weekday(StrEnum):
 
 class Metadata(Strict):
     name: DnsLabel
-    labels: dict[Annotated[str, StringConstraints(max_length=253)], LabelValue] = {}
+    labels: dict[LabelKey, LabelValue] = {}
     annotations: dict[Annotated[str, StringConstraints(max_length=253)], Text] = {}
 
 

@@ -22,6 +22,9 @@ from llmops.engine.types import API_VERSION, Document, FieldPath, Kind, SpecKey,
 
 S = TypeVar("S", bound=schema.SpecBase)
 
+MAX_LABEL_LENGTH = 63
+"""Names that are DNS-1123 labels (namespaces, Services) take at most 63 characters."""
+
 _PATTERN_NAMES = {
     schema.DNS_LABEL_RE: "a DNS-1123 label (lowercase letters, digits and '-', at most 63)",
     schema.SEMVER_RE: "a semantic version such as 1.2.0",
@@ -32,6 +35,12 @@ _PATTERN_NAMES = {
     schema.METRIC_NAME_RE: "a metric name",
     schema.HEADER_RE: "an HTTP header or cookie name",
     schema.MODEL_FILE_RE: "a plain file name (no '/' or '..')",
+    schema.HOST_RE: ("an RFC 1123 host name (dot-separated labels of lowercase letters, "
+                     "digits and '-', each 1-63, none empty; '*.' may lead)"),
+    schema.LABEL_VALUE_RE: ("a Kubernetes label value (at most 63 of letters, digits, '-', "
+                            "'_' and '.', starting and ending with a letter or digit)"),
+    schema.LABEL_KEY_RE: ("a Kubernetes label key (an optional DNS prefix and '/', then a "
+                          "name of at most 63)"),
 }
 
 
@@ -59,9 +68,17 @@ class SpecSet:
     config: repoconfig.RepoConfig
     items: tuple[SourcedSpec, ...]
     _by_key: dict[SpecKey, SourcedSpec] = field(default_factory=dict, compare=False, repr=False)
+    _experiments: dict[tuple[str, str], schema.PromptExperimentSpec] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_key.update({item.key: item for item in self.items})
+        # One pass over the experiments: per (environment, endpoint) the one routing its
+        # traffic, a running one first, then by name (experiment_for is called per endpoint).
+        ranked = sorted(self.of(schema.PromptExperimentSpec),
+                        key=lambda e: (e.spec.state != schema.ExperimentState.RUNNING, e.name),
+                        reverse=True)
+        self._experiments.update({(e.spec.environment, e.spec.endpointRef): e for e in ranked})
 
     def get(self, key: SpecKey) -> SourcedSpec | None:
         return self._by_key.get(key)
@@ -102,11 +119,7 @@ class SpecSet:
     def experiment_for(self, endpoint: schema.ServingEndpointSpec
                        ) -> schema.PromptExperimentSpec | None:
         """The experiment routing this endpoint's traffic (a running one wins)."""
-        found = [e for e in self.of(schema.PromptExperimentSpec)
-                 if e.spec.environment == endpoint.environment
-                 and e.spec.endpointRef == endpoint.name]
-        found.sort(key=lambda e: (e.spec.state != schema.ExperimentState.RUNNING, e.name))
-        return found[0] if found else None
+        return self._experiments.get((endpoint.environment, endpoint.name))
 
     def policies(self) -> list[schema.PolicySpec]:
         return list(self.of(schema.PolicySpec))
@@ -227,12 +240,33 @@ class _References:
                 yield from self._model_ref(item, ("spec", "modelRef"), s.spec.modelRef)
             elif isinstance(s, schema.ServingEndpointSpec):
                 yield from self._endpoint(item, s)
+                yield from self._namespace(item, s)
             elif isinstance(s, schema.PromptExperimentSpec):
                 yield from self._experiment(item, s)
             elif isinstance(s, schema.TrainingJobSpec):
                 yield from self._training_job(item, s)
+                yield from self._namespace(item, s)
             elif isinstance(s, schema.PolicySpec):
                 yield from _policy_references(item, s, self.envs, self.roles, self.budgets)
+
+    def _namespace(self, item: SourcedSpec, s: schema.ServingEndpointSpec
+                   | schema.TrainingJobSpec) -> Iterator[SpecIssue]:
+        """The namespace the spec lands in must be a name the API server takes (<= 63)."""
+        env = self.envs.get(s.environment)
+        ref = (s.spec.modelRef if isinstance(s, schema.ServingEndpointSpec)
+               else s.spec.baseModelRef)
+        model = self.by_key.get(SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}"))
+        team = s.spec.ownerTeam or (
+            model.spec.spec.ownerTeam if model and isinstance(model.spec, schema.ModelSpec)
+            else "")
+        if env is None or not team:
+            return
+        namespace = env.namespace_for(team)
+        if len(namespace) > MAX_LABEL_LENGTH:
+            path: FieldPath = ("spec", "ownerTeam") if s.spec.ownerTeam else ("spec",)
+            yield _issue(item.document, s, path, f"namespace {namespace!r} (team {team!r} in "
+                         f"environment {s.environment}) is {len(namespace)} characters; "
+                         f"Kubernetes takes at most {MAX_LABEL_LENGTH}")
 
     def _defined(self, kind: Kind, name: str, environment: str = "") -> bool:
         return SpecKey(kind, environment, name) in self.by_key or (kind, name) in self.broken

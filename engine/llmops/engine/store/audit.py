@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, insert, select, text
 
 from llmops.engine import redact
 from llmops.engine.store import db, models
@@ -206,6 +206,23 @@ def _first_id_from(at: datetime) -> Select[int]:
             .order_by(AuditRow.at, AuditRow.id).limit(1))
 
 
+def _draft(entry: AuditEntry) -> AuditRecord:
+    """``entry`` checked and cleaned, not yet linked (no id, time or hashes)."""
+    if not entry.actor.strip():
+        raise ValueError("audit entry needs an actor")
+    return AuditRecord(
+        id=0, at=datetime.min.replace(tzinfo=UTC),
+        actor=_clean_text(entry.actor, _LIMITS["actor"]),
+        source_commit=_clean_text(entry.source_commit, _LIMITS["source_commit"]),
+        environment=_clean_text(entry.environment, _LIMITS["environment"]),
+        action=_token("action", str(entry.action)),
+        target=_clean_text(entry.target),
+        result=_token("result", str(entry.result)),
+        reason=_clean_text(entry.reason),
+        details=_clean_details(entry.details),
+        prev_hash=GENESIS_HASH, hash="")
+
+
 # --------------------------------------------------------------------------- the log
 
 
@@ -222,19 +239,14 @@ class AuditLog:
         Raises ``StoreUnavailable`` when the store cannot be written (then
         the caller must not act), ``ValueError`` for a malformed entry.
         """
-        if not entry.actor.strip():
-            raise ValueError("audit entry needs an actor")
-        draft = AuditRecord(
-            id=0, at=datetime.min.replace(tzinfo=UTC),
-            actor=_clean_text(entry.actor, _LIMITS["actor"]),
-            source_commit=_clean_text(entry.source_commit, _LIMITS["source_commit"]),
-            environment=_clean_text(entry.environment, _LIMITS["environment"]),
-            action=_token("action", str(entry.action)),
-            target=_clean_text(entry.target),
-            result=_token("result", str(entry.result)),
-            reason=_clean_text(entry.reason),
-            details=_clean_details(entry.details),
-            prev_hash=GENESIS_HASH, hash="")
+        return self.extend([entry])[0]
+
+    def extend(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Store ``entries`` as the next links of the chain, in order, in one transaction
+        (all or none); a pass's per-object entries cost one round of the store."""
+        drafts = [_draft(entry) for entry in entries]
+        if not drafts:
+            return []
         with self.store.session(write=True) as session:
             if self.store.dialect == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
@@ -243,15 +255,18 @@ class AuditLog:
                 select(AuditRow.id, AuditRow.at, AuditRow.hash)
                 .order_by(AuditRow.id.desc()).limit(1)).first()
             now = self._clock().astimezone(UTC)
-            if last is None:
-                record = replace(draft, id=1, at=now)
-            else:
-                # Never earlier than the previous entry, so time order is id order.
-                record = replace(draft, id=last.id + 1, at=max(now, last.at),
-                                 prev_hash=last.hash)
-            record = replace(record, hash=chain_hash(record.prev_hash, record))
-            session.add(AuditRow(**{f: getattr(record, f) for f in AuditRecord.__slots__}))
-        return record
+            # Never earlier than the previous entry, so time order is id order.
+            next_id, at, prev = ((1, now, GENESIS_HASH) if last is None
+                                 else (last.id + 1, max(now, last.at), last.hash))
+            records = []
+            for offset, draft in enumerate(drafts):
+                record = replace(draft, id=next_id + offset, at=at, prev_hash=prev)
+                record = replace(record, hash=chain_hash(prev, record))
+                records.append(record)
+                prev = record.hash
+            session.execute(insert(AuditRow), [
+                {f: getattr(record, f) for f in AuditRecord.__slots__} for record in records])
+        return records
 
     def get(self, entry_id: int) -> AuditRecord | None:
         with self.store.connection() as conn:

@@ -161,11 +161,11 @@ class InventoryItem:
 
 def read_inventory(database: Db, environment: str) -> list[InventoryItem]:
     """The environment's applied objects, sorted by ``ResourceKey``."""
-    stmt = select(InventoryEntry).where(InventoryEntry.environment == environment)
-    with db.transaction(database) as session:
-        items = [InventoryItem(ResourceKey(r.api_group, r.kind, r.namespace, r.name),
-                               r.api_version, r.content_hash, r.spec_kind, r.spec_name,
-                               r.revision) for r in session.scalars(stmt)]
+    e = InventoryEntry
+    stmt = select(e.api_group, e.kind, e.namespace, e.name, e.api_version, e.content_hash,
+                  e.spec_kind, e.spec_name, e.revision).where(e.environment == environment)
+    with db.transaction(database) as session:  # plain rows: no ORM objects to build
+        items = [InventoryItem(ResourceKey(*r[:4]), *r[4:]) for r in session.execute(stmt)]
     return sorted(items, key=lambda item: item.key)
 
 
@@ -269,23 +269,27 @@ class EnvironmentStatus:
         return next((c for c in self.conditions if c.type is kind), None)
 
 
-def _upsert(session: Session, model: type[Any], values: dict[str, Any],
+def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]],
             keys: tuple[str, ...]) -> None:
-    """INSERT, or UPDATE the row with the same ``keys`` (one statement, race-free)."""
+    """INSERT each row, or UPDATE the row with the same ``keys`` (one statement, race-free,
+    executed once for all rows)."""
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(model).values(**values)
-    update = {name: stmt.excluded[name] for name in values if name not in keys}
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update))
+    stmt = module.insert(model)
+    update = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
 
 
-def put_spec_status(database: Db, status: SpecStatus) -> None:
+def put_spec_status(database: Db, *statuses: SpecStatus) -> None:
+    """Write each spec's status (insert or update), all in one transaction."""
+    rows = [{"kind": s.key.kind, "environment": s.key.environment, "name": s.key.name,
+             "revision": s.revision, "health": s.health, "drift": s.drift,
+             "last_error": s.last_error, "updated_at": s.updated_at or _now()}
+            for s in statuses]
+    if not rows:
+        return
     with db.transaction(database, write=True) as session:
-        _upsert(session, SpecStatusRow, {
-            "kind": status.key.kind, "environment": status.key.environment,
-            "name": status.key.name, "revision": status.revision, "health": status.health,
-            "drift": status.drift, "last_error": status.last_error,
-            "updated_at": status.updated_at or _now()}, ("kind", "environment", "name"))
+        _upsert(session, SpecStatusRow, rows, ("kind", "environment", "name"))
 
 
 def list_spec_status(database: Db, *, environment: str | None = None,
@@ -301,15 +305,17 @@ def list_spec_status(database: Db, *, environment: str | None = None,
                            r.drift, r.last_error, r.updated_at) for r in session.scalars(stmt)]
 
 
-def put_object_status(database: Db, status: ObjectStatus) -> None:
-    key = status.key
+def put_object_status(database: Db, *statuses: ObjectStatus) -> None:
+    """Write each object's status (insert or update), all in one transaction."""
+    rows = [{"environment": s.environment, "api_group": s.key.group, "kind": s.key.kind,
+             "namespace": s.key.namespace, "name": s.key.name, "health": s.health,
+             "message": s.message, "drift": s.drift, "last_error": s.last_error,
+             "updated_at": s.updated_at or _now()} for s in statuses]
+    if not rows:
+        return
     with db.transaction(database, write=True) as session:
-        _upsert(session, ObjectStatusRow, {
-            "environment": status.environment, "api_group": key.group, "kind": key.kind,
-            "namespace": key.namespace, "name": key.name, "health": status.health,
-            "message": status.message, "drift": status.drift, "last_error": status.last_error,
-            "updated_at": status.updated_at or _now()},
-            ("environment", "api_group", "kind", "namespace", "name"))
+        _upsert(session, ObjectStatusRow, rows,
+                ("environment", "api_group", "kind", "namespace", "name"))
 
 
 def list_object_status(database: Db, environment: str) -> list[ObjectStatus]:
@@ -323,7 +329,7 @@ def list_object_status(database: Db, environment: str) -> list[ObjectStatus]:
 
 def put_environment_status(database: Db, status: EnvironmentStatus) -> None:
     with db.transaction(database, write=True) as session:
-        _upsert(session, EnvironmentStatusRow, {
+        _upsert(session, EnvironmentStatusRow, [{
             "environment": status.environment,
             "observed_revision": status.observed_revision,
             "last_applied_revision": status.last_applied_revision,
@@ -332,7 +338,7 @@ def put_environment_status(database: Db, status: EnvironmentStatus) -> None:
             "last_success_at": status.last_success_at,
             "source_state": status.source_state.value,
             "source_message": status.source_message,
-            "updated_at": status.updated_at or _now()}, ("environment",))
+            "updated_at": status.updated_at or _now()}], ("environment",))
 
 
 def _environment_status(row: EnvironmentStatusRow) -> EnvironmentStatus:
