@@ -45,7 +45,7 @@ from llmops.engine import errors
 from llmops.engine.service import lookup
 from llmops.engine.service.access import Caller
 from llmops.engine.service.writes import Committed, Trail, WriteService, find
-from llmops.engine.source import writeback
+from llmops.engine.source import specedits, writeback
 from llmops.engine.spec import schema
 from llmops.engine.store import catalog, modelfiles, pending
 from llmops.engine.types import Kind, SpecKey
@@ -285,7 +285,7 @@ class CreateService:
                        f"{new.max_replicas} replicas)")
         done = self.writes.commit(
             trail, current, "deploy",
-            lambda t: writeback.set_fields(t.kind, t.name, None, fields),
+            lambda t: specedits.set_fields(t.kind, t.name, None, fields),
             f"Deploy model {model.name} on endpoint {env}/{name}")
         return Created(**asdict(done), id=str(key.id), created=False)
 
