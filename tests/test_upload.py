@@ -420,3 +420,18 @@ def test_the_seeds_flow_registers_a_model_and_uploads_to_it_before_any_reconcile
     text = git(world.repo, "show", f"{out['commit']}:models/seed-model-2.0.0.yaml")
     assert f"storageUri: s3://{BUCKET}/models/seed-model/2.0.0/" in text
     assert "name: model.bin" in text
+
+
+def test_an_object_that_appears_during_the_upload_is_kept(world: World, s3_server: str) -> None:
+    key = PREFIX + "race.bin"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"mine-1"
+        s3(s3_server).put_object(Bucket=BUCKET, Key=key, Body=b"theirs")  # after the check
+        yield b"mine-2"
+
+    before = Snapshot.of(world.repo)
+    response = upload(make_app(world, s3_server), MODEL, "race.bin", body(), length=12)
+    assert "never overwritten" in failed(response, 409)["message"]
+    assert s3(s3_server).get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"theirs"
+    assert Snapshot.of(world.repo) == before
