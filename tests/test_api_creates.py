@@ -112,3 +112,18 @@ def test_a_training_job_is_submitted_as_a_spec(world: World) -> None:
 
 def test_a_viewer_cannot_create(world: World) -> None:
     failed(world.client("viewer").post(f"{BASE}/catalog/models", json=MODEL), 403)
+
+
+def test_an_abn_experiment_takes_variants_with_weights(world: World) -> None:
+    request = {"variants": [{"templateId": "support-greeting-v1", "weight": 50},
+                            {"templateId": "support-greeting-v2", "weight": 30},
+                            {"templateId": "support-greeting-v3", "weight": 20}],
+               "endpointId": "support-chat", "environment": "dev", "name": "greeting-abn"}
+    data = ok(world.client().post(f"{BASE}/prompts/experiments", json=request), 201)
+    spec = yaml.safe_load(world.show(data["commit"], data["file"]))["spec"]
+    assert [v["weight"] for v in spec["variants"]] == [50, 30, 20]
+    body = failed(world.client().post(f"{BASE}/prompts/experiments", json={
+        **request, "name": "bad-sum", "variants": request["variants"][:2]}), 422)
+    assert any("sum to 80" in i["message"] for i in body["data"]["issues"])
+    failed(world.client().post(f"{BASE}/prompts/experiments", json={
+        **request, "templateAId": "support-greeting-v1"}), 400)
