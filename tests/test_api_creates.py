@@ -44,7 +44,8 @@ def test_register_a_model_commits_a_draft_spec_and_answers_its_id(world: World) 
     # The model is addressable by its id before any reconcile, and a second
     # registration of the same version is a conflict.
     got = world.client().get(f"{BASE}/catalog/models/{data['id']}")
-    assert ok(got)["revision"] == data["commit"]
+    assert (ok(got)["revision"], ok(got)["storageUri"], ok(got)["files"]) == (
+        data["commit"], spec["spec"]["storageUri"], [])
     assert "not reconciled yet" in got.json()["message"]
     failed(world.client().post(f"{BASE}/catalog/models", json=MODEL), 409)
     assert [r.result for r in writes(world.store)] == ["intent", "succeeded"]
