@@ -48,7 +48,7 @@ def test_register_a_model_commits_a_draft_spec_and_answers_its_id(world: World) 
         data["commit"], spec["spec"]["storageUri"], [])
     assert "not reconciled yet" in got.json()["message"]
     failed(world.client().post(f"{BASE}/catalog/models", json=MODEL), 409)
-    assert [r.result for r in writes(world.store)] == ["intent", "succeeded"]
+    assert [r.result for r in writes(world.store)] == ["intent", "succeeded", "intent", "failed"]
 
 
 def test_a_bad_field_names_the_request_field_or_the_spec_file(world: World) -> None:
@@ -128,3 +128,12 @@ def test_an_abn_experiment_takes_variants_with_weights(world: World) -> None:
     assert any("sum to 80" in i["message"] for i in body["data"]["issues"])
     failed(world.client().post(f"{BASE}/prompts/experiments", json={
         **request, "templateAId": "support-greeting-v1"}), 400)
+
+
+def test_a_registration_whose_review_branch_was_deleted_can_be_made_again(
+        world: World) -> None:
+    first = ok(world.client().post(f"{BASE}/catalog/models", json=MODEL), 201)
+    failed(world.client().post(f"{BASE}/catalog/models", json=MODEL), 409)  # branch open
+    git(world.repo, "branch", "-D", first["branch"])  # the reviewer rejected it
+    again = ok(world.client().post(f"{BASE}/catalog/models", json=MODEL), 201)
+    assert again["branch"] != first["branch"]

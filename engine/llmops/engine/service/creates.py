@@ -47,7 +47,7 @@ from llmops.engine.service.access import Caller
 from llmops.engine.service.writes import Committed, Trail, WriteService, find
 from llmops.engine.source import specedits, writeback
 from llmops.engine.spec import schema
-from llmops.engine.store import catalog, modelfiles, pending
+from llmops.engine.store import catalog, modelfiles
 from llmops.engine.types import Kind, SpecKey
 
 API_VERSION = "llmops.io/v1alpha1"
@@ -260,8 +260,11 @@ class CreateService:
                             f"register {new.type} model {name} {new.version}")
 
     def _absent(self, key: SpecKey) -> None:
-        if catalog.get_key(self.store, key) is not None or \
-                pending.get(self.store, str(key.id)) is not None:
+        """``SpecExists`` when the catalog holds ``key``. A spec written but not
+        reconciled yet is refused by the commit itself: its file is on the tracked
+        branch or on its still-open review branch (a rejected, deleted branch no
+        longer counts)."""
+        if catalog.get_key(self.store, key) is not None:
             raise writeback.SpecExists(f"{key} already exists", details={"id": str(key.id)})
 
     def deploy_endpoint(self, caller: Caller, new: NewEndpoint) -> Created:
