@@ -18,7 +18,7 @@ COPY cli/ cli/
 COPY specs_repo_template/ specs_repo_template/
 RUN python -m build --wheel --no-isolation --outdir /dist \
  && python -m venv /opt/llmops \
- && /opt/llmops/bin/pip install /dist/llmops-*.whl
+ && /opt/llmops/bin/pip install /dist/llmops_gitops-*.whl
 
 # ---- runtime: the virtualenv, git, a non-root user ----------------------------
 FROM python:3.11.11-slim-bookworm AS runtime

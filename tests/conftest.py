@@ -65,6 +65,14 @@ spec:
   stage: approved
 """
 
+MINIMAL_MODEL_FILES = """\
+  files:
+    - name: config.json
+      sha256: 0b2f8a8ac1cc1a5a3e5b9e3c3a2c5e0d8f7b6a5c4d3e2f1a0b9c8d7e6f5a4b3c
+      size: 654
+"""
+"""The files a model needs before an endpoint may serve it (appended to ``MINIMAL_MODEL``)."""
+
 MINIMAL_ENDPOINT = """\
 apiVersion: llmops.io/v1alpha1
 kind: ServingEndpoint
@@ -155,7 +163,7 @@ def minimal_repo(tmp_path: Path) -> Path:
     """A small valid repo: config, one model, one dev endpoint."""
     return write_repo(tmp_path / "repo", {
         "llmops.yaml": MINIMAL_CONFIG,
-        "models/chat-model.yaml": MINIMAL_MODEL,
+        "models/chat-model.yaml": MINIMAL_MODEL + MINIMAL_MODEL_FILES,
         "endpoints/dev/chat.yaml": MINIMAL_ENDPOINT,
     })
 

@@ -120,6 +120,27 @@ def test_models_filter_by_type_team_stage_classification_and_name(client: TestCl
     failed(client.get(url, params={"stage": "retired"}), 422)
 
 
+@pytest.mark.parametrize("path", ["/catalog/models", "/serving/endpoints",
+                                  "/prompts/experiments", "/catalog/prompts"])
+def test_lists_are_paged(client: TestClient, path: str) -> None:
+    everything = ok(client.get(f"{BASE}{path}"))
+    assert everything["total"] == len(everything["items"]) >= 2
+    assert everything["nextOffset"] is None
+    seen, offset, pages = [], 0, 0
+    while offset is not None:
+        page = ok(client.get(f"{BASE}{path}", params={"limit": 1, "offset": offset}))
+        assert len(page["items"]) == 1
+        assert page["total"] == everything["total"]
+        seen += page["items"]
+        offset, pages = page["nextOffset"], pages + 1
+    assert seen == everything["items"]
+    assert pages == everything["total"]
+    past = ok(client.get(f"{BASE}{path}", params={"offset": everything["total"]}))
+    assert (past["items"], past["nextOffset"]) == ([], None)
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "x"}):
+        failed(client.get(f"{BASE}{path}", params=bad), 422)
+
+
 def test_a_model_answers_to_its_uuid_its_name_at_version_and_its_name(
         client: TestClient) -> None:
     uid = key_id("Model", "", "support-chat@1.2.0")
@@ -271,6 +292,7 @@ def test_training_jobs_and_policies(store: Store, client: TestClient) -> None:
     assert job["baseModel"]["id"] == key_id("Model", "", "llama-3-8b@1.0.0")
     assert job["outputModel"] == {"id": key_id("Model", "", "support-chat@1.4.0"),
                                   "name": "support-chat", "version": "1.4.0"}
+    assert job["experimentUrl"] == "https://mlflow.example.com/#/experiments/17"
     assert job["status"]["health"] == "Unknown"
     assert (job["phase"], job["experimentUrl"]) == (
         "queued", "https://mlflow.example.com/#/experiments/17")

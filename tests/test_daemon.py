@@ -280,8 +280,7 @@ def test_up_serves_the_api_and_the_trigger_wakes_the_daemon(tmp_path: Path) -> N
             assert response.status == 202
         noop = 'llmops_reconcile_runs_total{environment="dev",result="noop"} 1.0'
         wait_until(lambda: noop in urllib.request.urlopen(metrics, timeout=5).read().decode())
-        err = stop(proc)
-    assert err.count("dev: noop") >= 1, err  # the triggered pass ran
+        stop(proc)
 
 
 def test_gpu_allocation_is_exported(store: Store, template_git_repo: Path,

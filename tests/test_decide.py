@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MINIMAL_CONFIG, MINIMAL_ENDPOINT, MINIMAL_MODEL, TEMPLATE, write_repo
+from conftest import (
+    MINIMAL_CONFIG,
+    MINIMAL_ENDPOINT,
+    MINIMAL_MODEL,
+    MINIMAL_MODEL_FILES,
+    TEMPLATE,
+    write_repo,
+)
 from llmops.engine.plan import decide
 from llmops.engine.plan.changeset import Action, BlockReason, ChangeSet
 from llmops.engine.spec import validate
@@ -177,16 +184,16 @@ def sql_assistant(objects: Objects) -> list[KubeObject]:
 def test_a_prune_over_the_threshold_blocks_unless_confirmed(spec_set: SpecSet) -> None:
     desired = render(spec_set, "dev")
     live = by_key(desired)
-    head = without(desired, *sql_assistant(desired))  # 5 of 14 objects: 35% > 30%
+    head = without(desired, *sql_assistant(desired))  # 6 of 16 objects: 37% > 30%
     blocked = reconcile(spec_set, "dev", head, live).blocked
     assert blocked is not None
     assert blocked.reason is BlockReason.PRUNE_THRESHOLD
     assert blocked.message == (
-        "would delete 5 of 14 objects (35% > maxPrunePercent 30%); confirm with "
+        "would delete 6 of 16 objects (37% > maxPrunePercent 30%); confirm with "
         "`llmops prune confirm --env dev --revision r2`")
     confirmed = reconcile(spec_set, "dev", head, live, confirmed=lambda: True)
     assert confirmed.blocked is None
-    assert confirmed.counts()[Action.DELETED] == 5
+    assert confirmed.counts()[Action.DELETED] == 6
 
 
 def test_a_prune_under_the_threshold_asks_for_no_confirmation(spec_set: SpecSet) -> None:
@@ -206,9 +213,9 @@ def test_an_empty_render_of_a_populated_environment_blocks(spec_set: SpecSet) ->
     assert blocked is not None
     assert blocked.reason is BlockReason.EMPTY_REVISION
     assert blocked.message == ("the revision renders no objects for dev and would delete all "
-                               "14; set allowEmpty to allow it")
+                               "16; set allowEmpty to allow it")
     allowed = reconcile(spec_set, "dev", (), live, allow_empty=True, max_prune_percent=100)
-    assert (allowed.blocked, allowed.counts()[Action.DELETED]) == (None, 12)
+    assert (allowed.blocked, allowed.counts()[Action.DELETED]) == (None, 14)
     kept = sorted((e.key.kind, e.key.name) for e in allowed.entries
                   if e.action is Action.SKIPPED)  # rendered prune-protected
     assert kept == [("Namespace", "data-science-dev"), ("Namespace", "nlp-platform-dev")]
@@ -224,7 +231,10 @@ def test_a_change_outside_the_change_window_is_denied(spec_set: SpecSet) -> None
     blocked = reconcile(spec_set, "prod", desired, live, now=SATURDAY).blocked
     assert blocked is not None
     assert blocked.reason is BlockReason.POLICY_DENIED
-    assert blocked.message.startswith("change-window: ServingEndpoint prod/support-chat: ")
+    assert blocked.message.startswith("change-window: ")
+    assert "outside every prod change window" in blocked.message
+    assert "; next opens Mon " in blocked.message
+    assert blocked.message.endswith("(for ServingEndpoint prod/support-chat)")
     # Nothing to change: the window is not even asked about.
     quiet = reconcile(spec_set, "prod", desired, by_key(desired), now=SATURDAY)
     assert (quiet.blocked, quiet.denied) == (None, ())
@@ -239,7 +249,8 @@ def test_a_denied_policy_blocks_only_when_something_would_change(tmp_path: Path)
           gpuBudgets: [{team: nlp, environment: dev, gpus: 0}]
         """
     repo = write_repo(tmp_path / "repo", {
-        "llmops.yaml": MINIMAL_CONFIG, "models/chat-model.yaml": MINIMAL_MODEL,
+        "llmops.yaml": MINIMAL_CONFIG,
+        "models/chat-model.yaml": MINIMAL_MODEL + MINIMAL_MODEL_FILES,
         "endpoints/dev/chat.yaml": MINIMAL_ENDPOINT.replace(
             "replicas:", "resources: {gpu: 1}\n  replicas:"),
         "policies/budgets.yaml": budget})
@@ -253,7 +264,8 @@ def test_a_denied_policy_blocks_only_when_something_would_change(tmp_path: Path)
     blocked = reconcile(over, "dev", desired, live).blocked
     assert blocked is not None
     assert blocked.reason is BlockReason.POLICY_DENIED
-    assert blocked.message.startswith("gpu-budget: team nlp: team nlp uses 2 GPUs in dev")
+    assert blocked.message.startswith("gpu-budget: team nlp uses 2 GPUs in dev")
+    assert blocked.message.endswith("(for team nlp)")
 
 
 # --------------------------------------------------------------------------- plan and reconcile
@@ -273,7 +285,7 @@ def test_plan_and_reconcile_decide_alike_on_whole_objects_and_values(spec_set: S
     plan = decide_as(decide.Compare.REVISION, "dev", head, base)
     live = decide_as(decide.Compare.LIVE, "dev", head, base)
     assert actions(plan) == actions(live)
-    assert plan.counts()[Action.DELETED] == 5
+    assert plan.counts()[Action.DELETED] == 6
     assert [e.changes for e in plan.changed] == [e.changes for e in live.changed]
 
 
@@ -281,7 +293,7 @@ def test_only_a_plan_counts_fields_the_other_side_alone_sets(spec_set: SpecSet) 
     base = render(spec_set, "dev")
     current = copy.deepcopy(base)
     # What a server adds (a default), or what an older revision set and git removed.
-    find(current, "Deployment", "support-chat")["spec"]["progressDeadlineSeconds"] = 600
+    find(current, "Deployment", "support-chat")["spec"]["revisionHistoryLimit"] = 10
     key = ResourceKey.of(find(base, "Deployment", "support-chat"))
     plan = decide_as(decide.Compare.REVISION, "dev", base, current).get(key)
     live = decide_as(decide.Compare.LIVE, "dev", base, current).get(key)

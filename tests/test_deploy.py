@@ -33,7 +33,9 @@ METRIC_SOURCES = (ROOT / "engine/llmops/engine/run/metrics.py", ROOT / "api/llmo
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 MANAGED = {"": {"namespaces", "resourcequotas", "configmaps", "secrets", "services"},
            "apps": {"deployments"}, "batch": {"jobs"},
-           "autoscaling": {"horizontalpodautoscalers"}, "networking.k8s.io": {"ingresses"}}
+           "autoscaling": {"horizontalpodautoscalers"}, "networking.k8s.io": {"ingresses"},
+           "policy": {"poddisruptionbudgets"}, "keda.sh": {"scaledobjects"},
+           "gateway.networking.k8s.io": {"httproutes"}}
 
 
 @pytest.fixture(scope="module")

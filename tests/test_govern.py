@@ -29,6 +29,8 @@ spec:
   framework: transformers
   dataClassification: {cls}
   stage: {stage}
+  files:
+    - {{name: config.json, sha256: {"c" * 64}, size: 654}}
 """
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -84,12 +85,14 @@ def test_branch_layout_and_manifest_order(specs: Path) -> None:
              d["apiVersion"].rpartition("/")[0], d["kind"]) for d in docs]
     assert keys == sorted(keys)
     head = git(specs, "rev-parse", "main").strip()
-    assert {d["metadata"]["annotations"]["llmops.io/source-commit"] for d in docs} == {head}
+    # no per-object stamp of the dry commit: it is named once, in hydrator.metadata
+    assert not [d for d in docs if "llmops.io/source-commit" in d["metadata"]["annotations"]]
     readme = git(specs, "show", f"{BRANCH}:prod/README.md")
     assert f"git checkout {head}" in readme
-    assert f"llmops render . --env prod --commit {head}" in readme
+    assert "llmops render . --env prod\n" in readme
     # what the README says reproduces the manifest byte for byte
-    rendered = CliRunner().invoke(render, [str(specs), "--env", "prod", "--commit", head])
+    rendered = CliRunner().invoke(render, [str(specs), "--env", "prod"],
+                                  env={"ARGOCD_APP_REVISION": ""})
     assert (rendered.exit_code, rendered.stdout) == (0, text)
 
 
@@ -124,6 +127,18 @@ def test_metadata_and_trailers_name_the_dry_commit(specs: Path) -> None:
     assert found["Argocd-reference-commit-author"] == meta["author"]
     assert found["Argocd-reference-commit-date"] == meta["date"]
     assert json.loads(found["Argocd-reference-commit-body"]) == meta["body"]
+
+
+def test_metadata_leaves_out_what_is_empty(specs: Path) -> None:
+    """As Argo CD's omitempty fields: a one-line dry commit has no body and no references."""
+    dry = edit_and_commit(specs, "Scale support-chat", "    max: 4", "    max: 3")
+    assert run(str(specs), "--env", "prod", "--branch", BRANCH, "--path", ".").code == 0
+    meta: dict[str, Any] = json.loads(git(specs, "show", f"{BRANCH}:hydrator.metadata"))
+    assert set(meta) == {"author", "subject", "date", "drySha", "repoURL"}
+    assert meta["drySha"] == dry
+    assert re.fullmatch(r".+ <[^<>]+>", meta["author"])
+    files = sorted(git(specs, "ls-tree", "-r", "--name-only", BRANCH).split())
+    assert files == ["README.md", "hydrator.metadata", "manifest.yaml"]  # --path . = root
 
 
 def test_second_run_commits_nothing(specs: Path) -> None:

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow
 
 ORDER = {kind: rank for rank, kinds in enumerate((
     ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Deployment", "Job"),
-    ("Service",), ("Ingress",), ("HorizontalPodAutoscaler",))) for kind in kinds}
+    ("Service",), ("Ingress",), ("HorizontalPodAutoscaler", "PodDisruptionBudget")))
+    for kind in kinds}
 
 
 def point_at_emulator(repo: Path, kubeconfig: Path) -> None:
@@ -123,7 +124,7 @@ def test_first_apply_creates_every_object_and_reports_health(
     results = h.run()
     assert {env: r.result for env, r in results.items()} == {
         "dev": RunResult.SUCCEEDED, "stg": RunResult.SUCCEEDED, "prod": RunResult.SUCCEEDED}
-    assert results["stg"].counts.created == 16
+    assert results["stg"].counts.created == 18
     for env in ("dev", "stg", "prod"):
         inventory = {i.key for i in state.read_inventory(store, env)}
         assert inventory == set(h.actuators[(env, False)].observe(env))
@@ -135,7 +136,7 @@ def test_first_apply_creates_every_object_and_reports_health(
         healths = {s.key: s.health for s in state.list_object_status(store, env)}
         assert set(healths) == inventory
         assert set(healths.values()) == {"Healthy"}
-    job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-440978bd")
+    job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-586f9b55")
     assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.HEALTHY}
     # Applied in order: namespaces and quotas, config, workloads, services, routes, HPAs.
     for env in ("dev", "stg", "prod"):
@@ -183,9 +184,10 @@ def test_removed_endpoint_is_pruned_in_reverse_order(kh: KubeHarness) -> None:
     kh.server.reset_counters()
     result = kh.run()["dev"]
     assert result.result is RunResult.SUCCEEDED, result.message
-    assert result.counts.deleted == 5
+    assert result.counts.deleted == 6
     deleted = [(kind, name) for verb, kind, name in kh.client_writes() if verb == "delete"]
-    assert {name for _, name in deleted} == {"sql-assistant", "sql-assistant-prompt"}
+    assert {name for _, name in deleted} == {"sql-assistant", "sql-assistant-chat",
+                                             "sql-assistant-prompt"}
     ranks = [ORDER[kind] for kind, _ in deleted]
     assert ranks == sorted(ranks, reverse=True)
     assert kh.live("Deployment", "data-science-dev", "sql-assistant") is None
@@ -215,7 +217,7 @@ def test_failed_job_is_degraded(store: Store, template_git_repo: Path, tmp_path:
     commit(template_git_repo, "apply with the kubernetes actuator")
     h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=("stg",))
     h.run()
-    job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-440978bd")
+    job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-586f9b55")
     emulator.server.controllers.fail_job(job.namespace, job.name)
     assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.DEGRADED}
 
@@ -362,7 +364,7 @@ def test_server_error_mid_apply_fails_the_run_prunes_nothing_and_recovers(
 
     done = kh.run()["dev"]
     assert done.result is RunResult.SUCCEEDED, done.message
-    assert done.counts.deleted == 5
+    assert done.counts.deleted == 6
     assert kh.live("Deployment", "data-science-dev", "sql-assistant") is None
     dep = kh.live("Deployment", "nlp-platform-dev", "support-chat")
     assert dep is not None
@@ -454,7 +456,7 @@ def test_cli_reconcile_once_applies_to_the_cluster(
     result = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev")
     assert result.code == 0, result.out + result.err
     assert "dev: succeeded" in result.out
-    assert "created 14" in result.out
+    assert "created 16" in result.out
     assert emulator.server.get("apps/v1", "Deployment", "support-chat",
                                "nlp-platform-dev") is not None
     again = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev")
@@ -469,7 +471,7 @@ def test_reconcile_wait_waits_for_health_and_fails_on_a_stalled_rollout(
     ok = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev", "--wait",
              "--timeout", "20")
     assert ok.code == 0, ok.out + ok.err
-    assert "dev: all 14 objects Healthy" in ok.out
+    assert "dev: all 16 objects Healthy" in ok.out
     emulator.server.controllers.stall_deployment("nlp-platform-dev", "support-chat")
     edit(template_git_repo, "endpoints/dev/support-chat.yaml", "--max-model-len=8192",
          "--max-model-len=4096")

@@ -357,7 +357,7 @@ def test_a_removed_spec_is_pruned(rh: RealHarness) -> None:
     commit(rh.repo, "drop dev sql-assistant")
     result = rh.run()
     assert result.result is RunResult.SUCCEEDED, result.message
-    assert result.counts.deleted == 5
+    assert result.counts.deleted == 6  # Deployment, Service, HPA, 2 Ingresses, ConfigMap
     with pytest.raises(ApiException) as gone:
         rh.deployment("data-science", "sql-assistant")
     assert gone.value.status == 404

@@ -16,7 +16,7 @@ from conftest import ROOT
 def test_wheel_holds_only_the_llmops_namespace(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
                     str(tmp_path), str(ROOT)], check=True, capture_output=True)
-    (wheel,) = tmp_path.glob("llmops-*.whl")
+    (wheel,) = tmp_path.glob("llmops_gitops-*.whl")  # "llmops" on PyPI is someone else's
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/", 1)[0] for name in names}
     dist_info = {t for t in top if t.endswith(".dist-info")}

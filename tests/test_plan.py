@@ -181,6 +181,28 @@ def test_policy_deny_fails_the_plan(repo: Path, cli: Cli) -> None:
     assert "Plan failed: 1 policy denial." in result.out
 
 
+def test_a_denial_gates_only_its_own_environment(repo: Path, cli: Cli) -> None:
+    """The template's walkthrough step 2: stg moves to 1.3.0, so prod's 1.2.0 no longer
+    runs in stg. prod changes nothing, so its denial is shown but fails nothing; a
+    change to prod itself is then blocked by it."""
+    edit(repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
+    commit(repo, "support-chat 1.3.0 in stg")
+    every = cli("plan", repo, "--base", "HEAD~1", "--head", "HEAD", "--now", OPEN)
+    assert every.code == 0, every.out
+    assert "DENY  promotion: ServingEndpoint prod/support-chat" in every.out
+    assert "nothing changes in prod, so this plan is not blocked there" in every.out
+    only_stg = cli("plan", repo, "--base", "HEAD~1", "--head", "HEAD", "--env", "stg",
+                   "--now", OPEN, "--format", "json")
+    assert only_stg.code == 0
+    assert [e["name"] for e in json.loads(only_stg.out)["environments"]] == ["stg"]
+    edit(repo, PROD_CHAT, "    min: 2\n", "    min: 3\n")
+    commit(repo, "prod scales while stg runs another version")
+    prod = cli("plan", repo, "--base", "HEAD~1", "--head", "HEAD", "--env", "prod",
+               "--now", OPEN, "--format", "json")
+    assert prod.code == 1
+    assert env_of(json.loads(prod.out), "prod")["blocked"] is True
+
+
 def test_change_outside_window_fails_the_plan(repo: Path, cli: Cli) -> None:
     edit(repo, PROD_CHAT, "    min: 2\n", "    min: 3\n")
     commit(repo, "Weekend scaling")

@@ -170,14 +170,14 @@ def test_bad_spec_acts_on_nothing_and_is_recorded_once(h: Harness) -> None:
 
 
 def drop_dev_sql_assistant(h: Any) -> reconciler.PassResult:
-    """Publish the template, then commit dev without sql-assistant: its 5 objects go."""
+    """Publish the template, then commit dev without sql-assistant: its 6 objects go."""
     h.run()
     (h.repo / "endpoints/dev/sql-assistant.yaml").unlink()
     edit(h.repo, "llmops.yaml", "maxPrunePercent: 30", "maxPrunePercent: 50")
     commit(h.repo, "drop dev sql-assistant")
     result: reconciler.PassResult = h.run()["dev"]
     assert result.result is RunResult.SUCCEEDED, result.message
-    assert result.counts.deleted == 5
+    assert result.counts.deleted == 6
     return result
 
 

@@ -116,13 +116,6 @@ def table_of(configmap: KubeObject) -> dict[str, Any]:
     return table
 
 
-def checksum(objs: tuple[KubeObject, ...], name: str) -> str:
-    deployment = find(objs, "Deployment", name)
-    value: str = deployment["spec"]["template"]["metadata"]["annotations"][
-        manifest.CONFIG_CHECKSUM_ANNOTATION]
-    return value
-
-
 # --------------------------------------------------------------------------- fixture repo
 
 
@@ -144,7 +137,9 @@ def base_specs() -> dict[str, Any]:
         "models/chat.yaml": spec("Model", "chat-model", {
             "version": "1.2.0", "type": "base", "ownerTeam": "nlp",
             "storageUri": "s3://models/models/chat-model/1.2.0/", "framework": "transformers",
-            "dataClassification": "internal", "stage": "approved"}),
+            "dataClassification": "internal", "stage": "approved",
+            "files": [{"name": "config.json", "sha256": "a" * 64, "size": 700},
+                      {"name": "model.safetensors", "sha256": "b" * 64, "size": 3 * 1024**3}]}),
         "datasets/d.yaml": spec("Dataset", "tickets", {
             "uri": "s3://data/datasets/tickets/", "dataClassification": "internal",
             "ownerTeam": "nlp"}),
@@ -152,7 +147,7 @@ def base_specs() -> dict[str, Any]:
         "endpoints/dev/chat.yaml": spec("ServingEndpoint", "chat", {
             "environment": "dev", "modelRef": {"name": "chat-model", "version": "1.2.0"},
             "route": "/v1/chat", "promptTemplateRef": "p-a",
-            "runtime": {"args": ["--served-model-name=chat"], "env": {"LOG": "info"}},
+            "runtime": {"args": ["--max-model-len=8192"], "env": {"LOG": "info"}},
             "replicas": {"min": 1, "max": 3},
             "autoscale": {"customMetric": {"name": "queue_depth", "targetAverageValue": "4"}},
             "resources": {"gpu": 2, "gpuType": "nvidia-a100", "cpu": "8", "memory": "64Gi"}},
@@ -307,7 +302,7 @@ def test_hostile_values_stay_literal(make_repo: Callable[..., SpecSet],
     objs = render_environment(spec_set, "dev")
     deployment = find(objs, "Deployment", "chat")
     container = pod_spec(deployment)["containers"][0]
-    assert container["args"] == payloads
+    assert container["args"][-len(payloads):] == payloads
     assert env_of(container)["EVIL"] == payloads[1]
     assert {o["metadata"].get("namespace") for o in objs} == {None, "nlp-dev", "search-dev"}
     assert all(o["metadata"]["annotations"]["note"] == payloads[2]
@@ -416,7 +411,7 @@ def test_endpoint_deployment(dev: tuple[KubeObject, ...]) -> None:
     pod = pod_spec(deployment)
     (container,) = pod["containers"]
     assert container["image"] == "vllm/vllm-openai:v0.8.5"
-    assert container["args"] == ["--served-model-name=chat"]
+    assert container["args"][-1] == "--max-model-len=8192"
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     env = env_of(container)
     assert env["MODEL_URI"] == "s3://models/models/chat-model/1.2.0/"
@@ -432,7 +427,7 @@ def test_gpu_resources_and_scheduling(dev: tuple[KubeObject, ...]) -> None:
     resources = pod["containers"][0]["resources"]
     assert resources["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
     assert resources["requests"] == resources["limits"]
-    assert pod["nodeSelector"] == {objects.GPU_TYPE_NODE_LABEL: "nvidia-a100"}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "nvidia-a100"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
                                    "effect": "NoSchedule"}]
 
@@ -456,9 +451,11 @@ def test_service_and_ingress(dev: tuple[KubeObject, ...]) -> None:
         "matchLabels"]
     (rule,) = find(dev, "Ingress", "chat")["spec"]["rules"]
     assert "host" not in rule
-    (path,) = rule["http"]["paths"]
-    assert (path["path"], path["pathType"]) == ("/v1/chat", "Prefix")
-    assert path["backend"]["service"] == {"name": "chat", "port": {"name": "http"}}
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [
+        ("/llm-ops/v1/serve/chat/(v1/.*)", "ImplementationSpecific"),
+        ("/v1/chat/(v1/.*)", "ImplementationSpecific")]
+    for path in rule["http"]["paths"]:
+        assert path["backend"]["service"] == {"name": "chat", "port": {"name": "http"}}
 
 
 def test_hpa_with_custom_metric(dev: tuple[KubeObject, ...]) -> None:
@@ -493,7 +490,7 @@ def test_prompt_configmap(dev: tuple[KubeObject, ...]) -> None:
     assert data == {"name": "p-a", "version": "1.0.0", "template": "Hello {{ user }} from a\n",
                     "variables": '["user"]'}
     pod = pod_spec(find(dev, "Deployment", "chat"))
-    assert {"name": "prompt", "configMap": {"name": "chat-prompt"}} in pod["volumes"]
+    assert "chat-prompt" not in json.dumps(pod), "the router reads it, not the model server"
 
 
 def test_experiment_table_holds_every_variant_and_weight(dev: tuple[KubeObject, ...]) -> None:
@@ -506,9 +503,7 @@ def test_experiment_table_holds_every_variant_and_weight(dev: tuple[KubeObject, 
     assert (table["state"], table["metric"], table["stickiness"]) == (
         "running", "latency_ms", {"cookie": "variant"})
     pod = pod_spec(find(dev, "Deployment", "chat"))
-    assert {"name": "experiment", "configMap": {"name": "chat-abc-experiment"}} in pod["volumes"]
-    assert env_of(pod["containers"][0])["LLMOPS_EXPERIMENT_FILE"] == (
-        "/etc/llmops/experiment/experiment.json")
+    assert "chat-abc" not in json.dumps(pod), "the router reads it, not the model server"
 
 
 def test_template_experiments(template_set: SpecSet) -> None:
@@ -536,7 +531,8 @@ def test_concluded_experiment_routes_all_traffic_to_the_winner(
         ("p-a", 0, 50), ("p-b", 0, 30), ("p-c", 100, 20)]
 
 
-def test_weight_change_rolls_the_pods(make_repo: Callable[..., SpecSet]) -> None:
+def test_weight_change_leaves_the_model_server_pods_alone(
+        make_repo: Callable[..., SpecSet]) -> None:
     before = render_environment(make_repo(), "dev")
 
     def edit(files: dict[str, Any]) -> None:
@@ -544,20 +540,21 @@ def test_weight_change_rolls_the_pods(make_repo: Callable[..., SpecSet]) -> None
         variants[0]["weight"], variants[1]["weight"] = 40, 40
 
     after = render_environment(make_repo(edit), "dev")
-    assert checksum(before, "chat") != checksum(after, "chat")
-    assert checksum(before, "chat") == checksum(render_environment(make_repo(), "dev"), "chat")
-    old, new = find(before, "Deployment", "chat"), find(after, "Deployment", "chat")
-    for obj in (old, new):
-        del obj["spec"]["template"]["metadata"]["annotations"][manifest.CONFIG_CHECKSUM_ANNOTATION]
-    assert old == new
+    assert table_of(find(before, "ConfigMap", "chat-abc-experiment")) != table_of(
+        find(after, "ConfigMap", "chat-abc-experiment"))
+    assert find(before, "Deployment", "chat") == find(after, "Deployment", "chat")
 
 
-def test_prompt_text_change_rolls_the_pods(make_repo: Callable[..., SpecSet]) -> None:
+def test_prompt_text_change_leaves_the_model_server_pods_alone(
+        make_repo: Callable[..., SpecSet]) -> None:
     def edit(files: dict[str, Any]) -> None:
         files["prompts/p-a.yaml"]["spec"]["template"] = "Hi {{ user }}\n"
 
-    assert checksum(render_environment(make_repo(), "dev"), "chat") != checksum(
-        render_environment(make_repo(edit), "dev"), "chat")
+    before, after = render_environment(make_repo(), "dev"), render_environment(
+        make_repo(edit), "dev")
+    assert find(before, "ConfigMap", "chat-prompt") != find(after, "ConfigMap", "chat-prompt")
+    assert find(before, "Deployment", "chat")["spec"]["template"] == find(
+        after, "Deployment", "chat")["spec"]["template"]
 
 
 def test_training_job(dev: tuple[KubeObject, ...]) -> None:

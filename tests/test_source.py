@@ -290,9 +290,27 @@ def test_rejected_urls_never_reach_git(tmp_path: Path, work: Path) -> None:
     assert not work.exists()
 
 
+def test_no_branch_follows_the_repos_default_branch(repo: Path, work: Path,
+                                                    tmp_path: Path) -> None:
+    """A repo whose HEAD is ``trunk`` is followed on ``trunk`` when no branch is set, by
+    the reconciler's source and by the write-back (``tracked_branch``)."""
+    from llmops.engine import settings
+    from llmops.engine.source import writeback
+
+    git(repo, "branch", "-m", "trunk")
+    sha = git(repo, "rev-parse", "HEAD").strip()
+    src = snapshots.GitSource(str(repo), "", work)
+    assert src.fetch().revision == sha
+    assert src.branch == "trunk"
+    cfg = settings.load(home=tmp_path / "home")
+    cfg.git.repo = str(repo)
+    assert writeback.tracked_branch(cfg) == "trunk"
+    assert cfg.git.branch == "trunk"
+
+
 @pytest.mark.parametrize("branch", [
     "-delete", "--upload-pack=touch {canary}", "main..x", "a b", "x@{1}", "refs/heads/",
-    "", "main\n", "HEAD", "a:b", "x~1", "ref*", "x" * 300, "main.lock", "/main",
+    "main\n", "HEAD", "a:b", "x~1", "ref*", "x" * 300, "main.lock", "/main",
 ])
 def test_rejected_branches(branch: str, repo: Path, work: Path, tmp_path: Path) -> None:
     canary = tmp_path / "pwned"

@@ -34,6 +34,8 @@ import httpx
 API_PREFIX = "/llm-ops/v1"
 HEALTHY = "Healthy"
 DEFAULT_TIMEOUT = 10.0
+LIST_PAGE = 500
+"""Items per request when a list method follows the pages of a list route."""
 MAX_AUDIT_PAGE = 1000
 
 JsonObject = dict[str, Any]
@@ -169,16 +171,25 @@ class LlmopsClient:
         data: JsonObject = self._request("POST", "/reconcile/trigger", json={})
         return data
 
+    def _all(self, path: str, params: dict[str, Any]) -> list[JsonObject]:
+        """Every item of a paged list route, following ``nextOffset`` page by page."""
+        items: list[JsonObject] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = self._get(path, {**params, "offset": offset, "limit": LIST_PAGE})
+            items += page["items"]
+            offset = page.get("nextOffset")
+        return items
+
     # ------------------------------------------------------------------ catalog
 
     def models(self, *, type: str | None = None, owner_team: str | None = None,
                stage: str | None = None, data_classification: str | None = None,
                name: str | None = None) -> list[JsonObject]:
         """Model versions matching every filter given (``name`` is a prefix)."""
-        data = self._get("/catalog/models", {
+        return self._all("/catalog/models", {
             "type": type, "ownerTeam": owner_team, "stage": stage,
             "dataClassification": data_classification, "name": name})
-        return list(data["items"])
 
     def model(self, model_id: str) -> JsonObject:
         """By UUID or ``name@version``: that version; by name: ``{"name", "versions": [...]}``."""
@@ -188,22 +199,20 @@ class LlmopsClient:
     def prompts(self, *, name: str | None = None, model: str | None = None
                 ) -> list[JsonObject]:
         """Prompt templates (``model``: only templates for this model name)."""
-        return list(self._get("/catalog/prompts", {"name": name, "model": model})["items"])
+        return self._all("/catalog/prompts", {"name": name, "model": model})
 
     def datasets(self, *, owner_team: str | None = None, data_classification: str | None = None,
                  name: str | None = None) -> list[JsonObject]:
-        data = self._get("/catalog/datasets", {
+        return self._all("/catalog/datasets", {
             "ownerTeam": owner_team, "dataClassification": data_classification, "name": name})
-        return list(data["items"])
 
     # ------------------------------------------------------------------ serving, prompts, training
 
     def endpoints(self, *, environment: str | None = None, model_id: str | None = None,
                   status: str | None = None) -> list[JsonObject]:
         """Serving endpoints (``model_id``: UUID, ``name@version`` or name; ``status``: health)."""
-        data = self._get("/serving/endpoints", {
+        return self._all("/serving/endpoints", {
             "environment": environment, "modelId": model_id, "status": status})
-        return list(data["items"])
 
     def endpoint(self, endpoint_id: str, *, environment: str | None = None) -> JsonObject:
         """One endpoint with scaling, model, experiment and owned objects.
@@ -216,9 +225,8 @@ class LlmopsClient:
 
     def experiments(self, *, environment: str | None = None, endpoint: str | None = None,
                     state: str | None = None) -> list[JsonObject]:
-        data = self._get("/prompts/experiments", {
+        return self._all("/prompts/experiments", {
             "environment": environment, "endpoint": endpoint, "state": state})
-        return list(data["items"])
 
     def experiment(self, experiment_id: str, *, environment: str | None = None) -> JsonObject:
         data: JsonObject = self._get(f"/prompts/experiments/{self._segment(experiment_id)}",
@@ -227,9 +235,8 @@ class LlmopsClient:
 
     def training_jobs(self, *, environment: str | None = None, owner_team: str | None = None,
                       base_model: str | None = None) -> list[JsonObject]:
-        data = self._get("/training/jobs", {
+        return self._all("/training/jobs", {
             "environment": environment, "ownerTeam": owner_team, "baseModel": base_model})
-        return list(data["items"])
 
     def training_job(self, job_id: str, *, environment: str | None = None) -> JsonObject:
         data: JsonObject = self._get(f"/training/jobs/{self._segment(job_id)}",
@@ -239,7 +246,7 @@ class LlmopsClient:
     # ------------------------------------------------------------------ governance, costs
 
     def policies(self, *, name: str | None = None) -> list[JsonObject]:
-        return list(self._get("/governance/policies", {"name": name})["items"])
+        return self._all("/governance/policies", {"name": name})
 
     def audit_logs(self, *, actor: str | None = None, action: str | None = None,
                    result: str | None = None, environment: str | None = None,

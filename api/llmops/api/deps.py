@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from llmops.api import errors
+from llmops.api.resources import Page
 from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
 from llmops.engine.store import audit
@@ -59,7 +60,22 @@ def get_status_cache(request: Request) -> StatusCache | None:
     return cast(StatusCache | None, getattr(request.app.state, "status_cache", None))
 
 
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def get_page(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")]
+    = DEFAULT_PAGE,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description=(
+        "Items to skip: 0, or the next_offset of the previous page."))] = 0,
+) -> Page:
+    """The page a list route returns (``limit`` from ``offset``), bounded."""
+    return Page(limit, offset)
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+PageDep = Annotated[Page, Depends(get_page)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AuditLogDep = Annotated[audit.AuditLog, Depends(get_audit_log)]
 WritesDep = Annotated[WriteService, Depends(get_writes)]

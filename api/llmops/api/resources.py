@@ -12,6 +12,8 @@ values. Output: pydantic models. Callers: the routes of those areas.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -22,13 +24,33 @@ from llmops.engine import redact
 from llmops.engine.store import catalog, state
 
 T = TypeVar("T")
+S = TypeVar("S")
 UNKNOWN = "Unknown"
 
 
 class Items(ApiModel, Generic[T]):
-    """A list result."""
+    """One page of a list result."""
 
     items: list[T]
+    total: int = Field(description="Items matching the filters, over every page.")
+    next_offset: int | None = Field(
+        default=None, description="Pass as offset for the next page; null on the last page.")
+
+    @classmethod
+    def page(cls, found: Sequence[S], page: Page, build: Callable[[S], T]) -> Items[T]:
+        """The ``page`` of ``found`` (filtered and sorted), each item built by ``build``
+        (only the page's items are built)."""
+        end = page.offset + page.limit
+        return cls(items=[build(x) for x in found[page.offset:end]], total=len(found),
+                   next_offset=end if end < len(found) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which slice of a list to return: ``limit`` items from ``offset`` (both validated)."""
+
+    limit: int
+    offset: int
 
 
 def _redacted_body(entry: catalog.CatalogEntry) -> dict[str, Any]:
@@ -191,11 +213,12 @@ class TrainingJobOut(SpecOut):
     base_model: Ref
     dataset: Ref
     output_model: Ref
+    experiment_url: str | None = Field(
+        default=None, description="The run's experiment tracker page (spec.experimentUrl), "
+        "also on the Job as the annotation llmops.io/experiment-url.")
     status: StatusOut
     phase: str = Field(description="From the Job's assessed health: queued (not observed "
                                    "running yet), running, succeeded or failed.")
-    experiment_url: str | None = Field(default=None,
-                                       description="Where the run's metrics are tracked.")
 
 
 class GpuHours(ApiModel):

@@ -23,6 +23,7 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import click
@@ -30,6 +31,9 @@ import click
 from llmops.cli import output
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError
+
+DISTRIBUTION = "llmops-gitops"
+"""The name llmops is installed under (pip, wheels); the command and imports are llmops."""
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -50,6 +54,15 @@ EXIT_CODE_OF: dict[type[LlmopsError] | None, int] = {
 """The exit code of each engine error category (``llmops.engine.errors.CATEGORIES``)."""
 
 
+def _version() -> str:
+    """The installed distribution's version (``llmops-gitops``: the name ``llmops`` on PyPI
+    is someone else's)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return f"unknown ({DISTRIBUTION} is not installed; run bash .ci/bootstrap)"
+
+
 LAZY_COMMANDS = {
     "plan": "plan_cmd:plan",
     "render": "render_cmd:render",
@@ -58,10 +71,11 @@ LAZY_COMMANDS = {
     "status": "reconcile_cmd:status",
     "prune": "reconcile_cmd:prune",
     "daemon": "daemon_cmd:daemon_command",
-    "up": "daemon_cmd:up",
+    "up": "up_cmd:up",
     "serve": "serve_cmd:serve",
     "hydrate": "hydrate_cmd:hydrate",
     "db": "db_cmd:db_group",
+    "fetch-model": "fetch_cmd:fetch_model",
 }
 """Commands defined in their own modules, as ``module:attribute`` under ``llmops.cli``."""
 
@@ -86,7 +100,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="llmops")
+@click.version_option(version=_version(), prog_name="llmops")
 def cli() -> None:
     """llmops: GitOps for LLM operations."""
 
@@ -115,6 +129,9 @@ def init_cmd(directory: Path) -> None:
 
     sha = scaffold.init_repo(directory)
     click.echo(f"created specs repo {directory} at commit {sha[:12]}")
+    click.echo("its CI (.github/workflows/llmops.yaml) installs llmops from the repository "
+               "variable LLMOPS_REQUIREMENT, a pinned llmops-gitops requirement; see its "
+               "README.md, Using the CLI", err=True)
 
 
 def _report_crash(exc: BaseException) -> str:

@@ -1,10 +1,7 @@
-"""`llmops daemon` and `llmops up`: the reconciler as a long-running service.
+"""`llmops daemon`: the reconciler as a long-running service.
 
 `daemon` follows a specs repo, leader-elected, with Prometheus metrics on its
-own port. `up` is the embedded default in one command: a specs repo from the
-template (unless one is given), SQLite under LLMOPS_HOME, the hydrate
-actuator into LLMOPS_HOME/rendered, a first pass, then the daemon and the
-REST API on localhost (its trigger wakes the daemon in the same process).
+own port; ``build`` makes its loop, also for `llmops up` (``llmops.cli.up_cmd``).
 
 Both compose the process once with ``llmops.engine.service.compose.services``
 (store, Redis status cache, write use cases): the reconciler, the leader
@@ -15,28 +12,17 @@ REST API all share that store and that one Redis client. Registered on the
 
 from __future__ import annotations
 
-import getpass
 import logging
-import os
-import secrets
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
-import uvicorn
-from pydantic import SecretStr
 
-from llmops.api import tokens
-from llmops.api.app import create_app
 from llmops.engine import settings
 from llmops.engine.run import daemon, leader
 from llmops.engine.run.metrics import PrometheusMetrics
 from llmops.engine.run.reconciler import PassResult
 from llmops.engine.service import compose
-from llmops.engine.settings import Settings
-from llmops.engine.source import scaffold
 from llmops.engine.store import cache
 
 
@@ -46,8 +32,12 @@ def _watch_path(repo: str) -> Path | None:
     return path.resolve() if repo and "://" not in repo and path.is_dir() else None
 
 
-def _build(services: compose.Services, repo: str, branch: str, envs: tuple[str, ...],
-           out: Path | None, metrics_port: int | None) -> tuple[daemon.Daemon, int]:
+def build(services: compose.Services, repo: str, branch: str, envs: tuple[str, ...],
+          out: Path | None, metrics_port: int | None,
+          report: Callable[[list[PassResult]], None] | None = None
+          ) -> tuple[daemon.Daemon, int]:
+    """The daemon loop over ``services`` (and its metrics server's port); ``report`` tells
+    people about each pass (default: a log line per environment)."""
     cfg, store, status_cache = services.settings, services.store, services.status_cache
     metrics = PrometheusMetrics()
     port = metrics.serve(cfg.daemon.metrics_port if metrics_port is None else metrics_port,
@@ -66,7 +56,7 @@ def _build(services: compose.Services, repo: str, branch: str, envs: tuple[str, 
         watch=_watch_path(repo or cfg.git.repo or "."), debounce=cfg.daemon.debounce_seconds,
         wait_for_wake=status_cache.listen_wake if status_cache else None,
         on_leader=lambda leading: metrics.leader.set(1 if leading else 0),
-        on_results=_publisher(status_cache) if status_cache else None)
+        on_results=_publisher(status_cache) if status_cache else None, report=report)
     return loop, port
 
 
@@ -88,6 +78,8 @@ def _publisher(status_cache: cache.StatusCache) -> Callable[[list[PassResult]], 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
+    # Alembic says what it migrates at INFO on every start: detail, not news.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @click.command("daemon")
@@ -104,86 +96,6 @@ def daemon_command(repo: str, branch: str, envs: tuple[str, ...], out: Path | No
     """Reconcile continuously: poll, wake on triggers, self-heal; stop with SIGTERM."""
     _logging()
     cfg = settings.load()
-    loop, port = _build(compose.services(cfg), repo, branch, envs, out, metrics_port)
+    loop, port = build(compose.services(cfg), repo, branch, envs, out, metrics_port)
     click.echo(f"llmops daemon: metrics on http://127.0.0.1:{port}/metrics", err=True)
     loop.run()
-
-
-def _local_token(cfg: Settings) -> Path:
-    """With no JWT secret configured, a fresh one for this run and an admin token for the
-    local user, written to LLMOPS_HOME/api-token (mode 0600): the API never runs open."""
-    if cfg.api.jwt_secret is None:
-        cfg.api.jwt_secret = SecretStr(secrets.token_urlsafe(32))
-    token = tokens.encode({"sub": f"local:{getpass.getuser()}", "roles": ["admin"],
-                           "exp": int(time.time()) + 30 * 86400},
-                          cfg.api.jwt_secret.get_secret_value())
-    path = cfg.home / "api-token"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    return path
-
-
-def _start_api(services: compose.Services, loop: daemon.Daemon,
-               port: int) -> tuple[uvicorn.Server, int]:
-    """The REST API in a background thread, its trigger waking this process' daemon."""
-    cfg = services.settings
-    app = create_app(services, trigger=loop.trigger)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=port, log_config=None,
-                                           server_header=False))
-    thread = threading.Thread(target=server.run, name="llmops-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise click.ClickException(f"the API could not listen on {cfg.api.host}:{port}")
-        time.sleep(0.05)
-    return server, int(server.servers[0].sockets[0].getsockname()[1])
-
-
-@click.command("up")
-@click.option("--repo", default="", help="A specs repo to follow (default: a new one from "
-              "the template under LLMOPS_HOME/specs).")
-@click.option("--metrics-port", type=int, default=0, show_default=True,
-              help="0 picks a free port.")
-@click.option("--api-port", type=int, default=None,
-              help="Default: LLMOPS_API__PORT or 8080; 0 picks a free port.")
-@click.option("--once", is_flag=True, help="Stop after the first pass (for scripts).")
-def up(repo: str, metrics_port: int, api_port: int | None, once: bool) -> None:
-    """Everything on the embedded default: template repo, SQLite, hydrate, daemon and API."""
-    _logging()
-    cfg = settings.load()
-    if not repo:
-        specs_dir = cfg.home / "specs"
-        if not (specs_dir / ".git").is_dir():
-            scaffold.init_repo(specs_dir)
-            click.echo(f"created specs repo {specs_dir} from the template")
-        repo = str(specs_dir)
-    services = compose.services(cfg)
-    loop, port = _build(services, repo, "", (), None, metrics_port)
-    results = loop.run_once()
-    if results is None:
-        click.echo("another llmops daemon holds the leader lease on this store; standing by")
-    for r in results or []:
-        click.echo(f"{r.environment}: {r.result.value} at {r.revision[:12] or '-'}"
-                   + ("" if r.ok else f" ({r.reason}: {r.message.splitlines()[0]})"))
-    click.echo(f"""
-specs repo      {Path(repo).resolve()}   (edit, commit: the daemon picks it up)
-rendered        {cfg.hydrate_dir.resolve()}/<env>/
-state           {cfg.effective_database_url}
-metrics         http://127.0.0.1:{port}/metrics
-status          llmops status    audit: llmops audit verify""")
-    if once:
-        loop.release()
-        return
-    token = _local_token(cfg)
-    server, bound = _start_api(services, loop, cfg.api.port if api_port is None else api_port)
-    click.echo(f"API             http://{cfg.api.host}:{bound}/llm-ops/v1/reconcile/status "
-               f"(docs: /llm-ops/v1/docs)")
-    click.echo(f"API token       {token}   (curl -H \"Authorization: Bearer $(cat {token})\" "
-               "...; role admin of the repo's Policy)")
-    click.echo("reconciling every change; Ctrl-C to stop")
-    try:
-        loop.run()
-    finally:
-        server.should_exit = True

@@ -53,15 +53,16 @@ def hydrate(path: Path, environment: str, branch: str, target_path: str,
     # Spec, git and hydrate errors reach ``llmops.cli.main``, which reports them (exit 1).
     dry = branches.dry_commit(path, revision)
     with tempfile.TemporaryDirectory(prefix="llmops-hydrate-src-") as work:
-        snap = snapshots.GitSource(str(path.resolve()), "main", Path(work)).snapshot_at(dry.sha)
+        snap = snapshots.GitSource(str(path.resolve()), "", Path(work)).snapshot_at(dry.sha)
         spec_set = validate.load_and_validate(snap.path)
         if environment not in spec_set.config.environments:
             declared = ", ".join(spec_set.config.environments)
             click.echo(f"error: unknown environment {environment!r} (declared in "
                        f"llmops.yaml: {declared})", err=True)
             sys.exit(EXIT_USAGE)
-        objects = render_stage.render_environment(spec_set, environment, revision=dry.sha)
-    command = f"llmops render . --env {shlex.quote(environment)} --commit {dry.sha}"
+        # No per-object stamp: the dry commit is named once, in hydrator.metadata.
+        objects = render_stage.render_environment(spec_set, environment, revision="")
+    command = f"llmops render . --env {shlex.quote(environment)}"
     done = branches.hydrate_branch(target_repo or path, branch, objects, dry,
                                    path=target_path, command=command, message=message)
     where = f"{done.branch}:{done.path or '.'}"

@@ -88,6 +88,9 @@ def render_text(p: planner.Plan, out: TextIO) -> None:
             for v in sorted(env.verdicts, key=lambda v: not v.denied):
                 label = "DENY " if v.denied else "allow"
                 w(f"    {label} {v.rule}: {v.target}: {v.reason}\n")
+            if env.denied and not env.blocking:
+                w(f"  (nothing changes in {env.environment}, so this plan is not blocked "
+                  f"there; the next change to {env.environment} must satisfy them)\n")
         if env.changes.has_changes:
             w("  Objects:\n")
             for entry in env.changes.changed:
@@ -109,7 +112,9 @@ def render_text(p: planner.Plan, out: TextIO) -> None:
     if denied:
         w(f"\nPlan failed: {len(denied)} policy denial{'s' * (len(denied) != 1)}.\n")
     elif p.has_changes:
-        w("\nPlan: changes present, all policies allow them.\n")
+        w("\nPlan: changes present, all policies allow them"
+          + (" (denials where nothing changes are shown above)" if any(
+              e.denied for e in p.environments) else "") + ".\n")
 
 
 # --------------------------------------------------------------------------- markdown
@@ -134,7 +139,7 @@ def _verdict_badge(env: planner.EnvironmentPlan) -> str:
         return "no rules"
     denied = len(env.denied)
     if denied:
-        return f"❌ {denied} denied"
+        return f"❌ {denied} denied" if env.blocking else f"⚠️ {denied} denied, no change"
     return f"✅ {len(env.verdicts)} allowed"
 
 
@@ -187,7 +192,8 @@ def _md_specs(p: planner.Plan) -> str:
             text += _md_spec_lines(env.specs)
         else:
             text += ("No spec changes; rendered objects differ.\n" if env.has_changes
-                     else "No changes.\n")
+                     else "No changes, so the denials below do not block this plan; the next "
+                          f"change to {env.environment} must satisfy them.\n")
         text += _verdict_tables(env)
     return text
 

@@ -124,10 +124,24 @@ def status(fmt: str) -> None:
         app = apps.get(s.environment)
         if app is not None:
             click.echo(f"  argocd {app.summary()}")
-        specs_down = [x for x in state.list_spec_status(store, environment=s.environment)
-                      if x.last_error]
+        specs = state.list_spec_status(store, environment=s.environment)
+        click.echo(f"  health: {_health_line(cfg, s.environment, specs)}")
+        specs_down = [x for x in specs if x.last_error]
         for x in specs_down:
             click.echo(f"  {x.key}: {x.last_error}")
+
+
+def _health_line(cfg: settings.Settings, env: str, specs: list[state.SpecStatus]) -> str:
+    """The specs' health in one line; ``NotObserved`` says why and where to look instead."""
+    counts: dict[str, int] = {}
+    for x in specs:
+        counts[x.health] = counts.get(x.health, 0) + 1
+    if counts and set(counts) == {HealthStatus.NOT_OBSERVED.value}:
+        published = cfg.hydrate_dir.resolve() / env
+        where = (f"; what it publishes: {published}/" if published.exists() else "")
+        return (f"not observed (hydrate actuator: llmops publishes, Argo CD or Flux "
+                f"applies){where}")
+    return ", ".join(f"{n} {h}" for h, n in sorted(counts.items())) or "no specs assessed"
 
 
 @click.group("prune")

@@ -52,6 +52,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Serve the REST API (/llm-ops/v1) over the configured store."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations: detail, not news
     cfg = settings.load()
     services = compose.services(cfg)
     app = create_app(services, trigger=redis_trigger(services.status_cache))

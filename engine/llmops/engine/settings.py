@@ -3,9 +3,14 @@
 Read from ``LLMOPS_*`` environment variables (nested groups use ``__``, e.g.
 ``LLMOPS_GIT__BRANCH``; the common ones also have short names such as
 ``LLMOPS_DATABASE_URL``), or from a YAML file named by ``LLMOPS_CONFIG``.
-With nothing set, all state lives under ``LLMOPS_HOME`` (default ``.llmops/``
-in the working directory): the SQLite file, the git work dirs and the hydrate
-output. Called by the CLI, the daemon and the API at start-up, once.
+With nothing set, all state lives under ``LLMOPS_HOME``: the SQLite file, the
+git work dirs, the hydrate output and (made by ``llmops up``) the specs repo
+``specs/``. Without ``LLMOPS_HOME``, the home is the nearest ``.llmops`` folder
+holding that state in the working directory or one of its parents (so every
+command works from anywhere below where ``llmops up`` ran), else ``.llmops``
+in the working directory. With no repo configured, the specs repo in the home
+is followed when there is one. Called by the CLI, the daemon and the API at
+start-up, once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 class GitSettings(BaseModel):
     repo: str = ""
     """URL (https, ssh, file) or local path of the specs repo; empty means the template."""
-    branch: str = "main"
+    branch: str = ""
+    """The branch to follow; empty: the repo's default branch (its HEAD)."""
     timeout_seconds: float = 60.0
     allowed_hosts: list[str] = []
     """When set, only these hosts may be fetched from (https and ssh URLs)."""
@@ -139,6 +145,33 @@ class Settings(BaseSettings):
         return self.home / "rendered"
 
 
+HOME_DIR = ".llmops"
+_STATE = ("llmops.db", "specs", "api-token")
+"""What marks a folder named ``.llmops`` as a home ``llmops up`` (or a pass) set up."""
+
+
+def find_home(start: Path | None = None) -> Path | None:
+    """The nearest ``.llmops`` folder with llmops state in ``start`` (default: the
+    working directory) or a parent, as an absolute path; None when there is none."""
+    try:
+        here = (start or Path.cwd()).absolute()
+    except OSError:  # the working directory was removed
+        return None
+    for folder in (here, *here.parents):
+        candidate = folder / HOME_DIR
+        if candidate.is_dir() and any((candidate / name).exists() for name in _STATE):
+            return candidate
+    return None
+
+
 def load(**overrides: Any) -> Settings:
-    """Settings from the environment (and ``LLMOPS_CONFIG``), with explicit overrides."""
-    return Settings(**overrides)
+    """Settings from the environment (and ``LLMOPS_CONFIG``), with explicit overrides;
+    the home found by ``find_home`` when none is set, its specs repo when no repo is."""
+    cfg = Settings(**overrides)
+    if ("home" not in overrides and "LLMOPS_HOME" not in os.environ
+            and cfg.home == Path(HOME_DIR)):
+        cfg.home = find_home() or cfg.home
+    specs = cfg.home / "specs"
+    if not cfg.git.repo and (specs / ".git").is_dir():
+        cfg.git.repo = str(specs.absolute())
+    return cfg

@@ -1,4 +1,4 @@
-"""Conventions every rendered object follows: ownership stamps, valid labels, GPU scheduling.
+"""Conventions every rendered object follows: ownership stamps, valid labels, GPU resources.
 
 Input: an object fresh from a template plus the ``Owner`` it was rendered for.
 Output: the same object with its labels and annotations set. Called by the
@@ -13,7 +13,7 @@ Stamps (ours win over a spec's own labels and annotations):
   ``llmops.io/spec`` (the owning spec), ``llmops.io/environment`` and
   ``applyset.kubernetes.io/part-of`` (one ApplySet id per environment, the
   label kubectl's ApplySet pruning selects on);
-- annotations ``llmops.io/source-commit`` (empty when unknown) and
+- annotations ``llmops.io/source-commit`` (only when the commit is known) and
   ``llmops.io/spec-hash`` (sha256 of the owning spec's canonical JSON).
 
 A spec's ``metadata.labels`` and ``metadata.annotations`` are copied onto its
@@ -36,9 +36,6 @@ from llmops.engine.types import KubeObject, content_hash
 from llmops.renderers.templating import RenderError
 
 GPU_RESOURCE = "nvidia.com/gpu"
-# Node label that carries the GPU model; nodes of a GPU pool are labelled with it
-# (for example llmops.io/gpu-type=nvidia-l4) and GPU pods select on it.
-GPU_TYPE_NODE_LABEL = "llmops.io/gpu-type"
 
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 
@@ -170,8 +167,9 @@ def stamp(obj: KubeObject, owner: Owner, *, app: str, component: str, namespace:
                               **workload_labels(owner, app, component, instance),
                               manifest.APPLYSET_LABEL: manifest.applyset_id(owner.environment)}
     annotations: dict[str, str] = {**owner.annotations, **(meta.get("annotations") or {}),
-                                   manifest.SOURCE_COMMIT_ANNOTATION: revision,
                                    manifest.SPEC_HASH_ANNOTATION: owner.spec_hash}
+    if revision:  # no commit, no stamp: an empty one would only be noise in every object
+        annotations[manifest.SOURCE_COMMIT_ANNOTATION] = revision
     meta["labels"] = dict(sorted(labels.items()))
     meta["annotations"] = dict(sorted(annotations.items()))
     return obj
@@ -186,20 +184,6 @@ def container_resources(res: schema.Resources) -> dict[str, dict[str, str]]:
     if res.gpu > 0:
         amounts[GPU_RESOURCE] = str(res.gpu)
     return {"requests": dict(amounts), "limits": dict(amounts)}
-
-
-def gpu_scheduling(owner: Owner, res: schema.Resources) -> dict[str, Any]:
-    """``nodeSelector`` for the GPU type and a toleration for tainted GPU nodes (or nothing)."""
-    out: dict[str, Any] = {}
-    if res.gpuType:
-        if not is_label_value(res.gpuType):
-            raise owner.error(f"resources.gpuType: {res.gpuType!r} is not a valid node label "
-                              "value")
-        out["nodeSelector"] = {GPU_TYPE_NODE_LABEL: res.gpuType}
-    if res.gpu > 0:
-        out["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists",
-                               "effect": "NoSchedule"}]
-    return out
 
 
 def env_list(owner: Owner, fixed: list[tuple[str, str]], user: Mapping[str, str],

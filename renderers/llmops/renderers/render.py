@@ -48,7 +48,9 @@ CONFIG_FILE = "llmops.yaml"
 ENVIRONMENT_KIND = "Environment"
 PRUNE_PROTECTED_ANNOTATIONS = {
     manifest.PRUNE_PROTECTED_LABEL: "true",
-    "argocd.argoproj.io/sync-options": "Prune=false",
+    # Argo CD keeps the namespace when it leaves git (Prune) and when the Application
+    # is deleted (Delete): a team namespace holds more than llmops manages.
+    "argocd.argoproj.io/sync-options": "Delete=false,Prune=false",
 }
 
 Renderer = Callable[[Scope, SourcedSpec], list[KubeObject]]

@@ -5,47 +5,50 @@ spec. Output: a list of stamped objects. Called by ``llmops.renderers.render``.
 
 A ServingEndpoint renders to:
 
-- ``Deployment`` ``<endpoint>``: the runtime image and args, container port
-  ``http``, requests and limits (``nvidia.com/gpu`` when ``resources.gpu`` > 0,
-  a node selector for ``gpuType`` and a toleration for tainted GPU nodes),
-  startup/readiness/liveness probes on ``runtime.healthPath``, the model handed
-  over as ``MODEL_NAME``/``MODEL_VERSION``/``MODEL_URI`` (plus ``BASE_MODEL_*``
-  for adapters and fine-tunes), ``runtime.env``, and the prompt and experiment
-  ConfigMaps mounted under ``/etc/llmops/``. The pod-template annotation
-  ``llmops.io/config-checksum`` hashes both ConfigMaps' data, so a changed
-  prompt or a weight change rolls the pods.
-- ``Service`` ``<endpoint>`` (ClusterIP, port 80 -> ``http``), ``Ingress``
-  ``<endpoint>`` on ``spec.route`` (``Prefix``, on ``spec.host`` if given).
-- ``HorizontalPodAutoscaler`` ``<endpoint>`` (min/max; CPU utilisation or a
-  per-pod custom metric). ``replicas.min: 0`` parks the endpoint: the HPA API
-  needs ``minReplicas >= 1``, so no HPA is rendered and the Deployment runs 0
-  replicas; raise ``min`` to serve again. Otherwise the Deployment leaves
-  ``spec.replicas`` unset, so the HPA owns the replica count and an apply never
-  resets what the autoscaler scaled to.
+- ``Deployment`` ``<endpoint>``: the model server's pod as
+  ``llmops.renderers.modelserver`` builds it (init containers running
+  ``llmops fetch-model`` for the model, or an adapter's base and the adapter;
+  the runtime's own arguments, ``/health`` probes with a startup allowance of
+  ``startupSeconds``, placement and security), Prometheus scrape annotations,
+  ``maxUnavailable: 0`` with one surge pod when the team's GPU budget leaves
+  room for it (else ``maxSurge: 0, maxUnavailable: 1``) and a progress
+  deadline ten minutes beyond the startup allowance. No prompt or experiment
+  content, name or hash is in the pod template: the prompt router reads
+  those ConfigMaps at runtime, so a prompt or weight change never restarts a
+  GPU pod; a model, runtime or resource change does. A sidecar (the prompt
+  router) joins the pod with one ``PodParts.add_container`` call in
+  ``_Endpoint.server_pod``.
+- ``Service`` ``<endpoint>`` (ClusterIP, port 80 -> ``http``).
+- The autoscaler (``llmops.renderers.traffic``): a ``HorizontalPodAutoscaler``
+  on the server's request queue (or CPU / a custom metric when asked), or a
+  KEDA ``ScaledObject`` when the environment chooses KEDA. With the HPA,
+  ``replicas.min: 0`` parks the endpoint (no HPA, 0 replicas); with KEDA it
+  scales to zero. Otherwise the Deployment leaves ``spec.replicas`` unset, so
+  the autoscaler owns the replica count.
+- ``PodDisruptionBudget`` ``<endpoint>`` (one pod at a time) when
+  ``replicas.min >= 2``.
+- Routes: ingress-nginx ``Ingress`` ``<endpoint>`` and ``<endpoint>-chat``, or
+  one Gateway API ``HTTPRoute`` (``llmops.renderers.traffic``).
 - ``ConfigMap`` ``<endpoint>-prompt`` with the default prompt template (name,
   version, text, variables) when ``promptTemplateRef`` is set.
 
 A PromptExperiment renders to ``ConfigMap`` ``<experiment>-experiment`` in
 its endpoint's namespace, key ``experiment.json``: state, metric, stickiness,
 winner and every variant with its template text and effective weight (a
-concluded experiment sends 100% to the winner). The endpoint mounts the
-table of ``SpecSet.experiment_for(endpoint)`` (a running one wins).
+concluded experiment sends 100% to the winner), read by the prompt router.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, cast
 
-from llmops.engine.spec import schema
+from llmops.engine.spec import repoconfig, schema
 from llmops.engine.spec.validate import SourcedSpec
-from llmops.engine.types import KubeObject, content_hash
-from llmops.renderers import objects, templating
+from llmops.engine.types import KubeObject
+from llmops.renderers import modelserver, objects, templating, traffic
 from llmops.renderers.objects import Owner, Scope
 
-PROMPT_DIR = "/etc/llmops/prompt"
-EXPERIMENT_DIR = "/etc/llmops/experiment"
 EXPERIMENT_FILE = "experiment.json"
 
 
@@ -152,26 +155,28 @@ def model_env(owner: Owner, scope: Scope, ref: schema.ModelRef, prefix: str = "M
     return env
 
 
-@dataclass
-class _Pod:
-    """What the model server's pod gets beside its image: env, volumes and their mounts."""
+def surge_fits(scope: Scope, endpoint: schema.ServingEndpointSpec) -> bool:
+    """Whether one extra pod during a rollout stays inside the team's GPU budget.
 
-    env: list[tuple[str, str]]
-    volumes: list[dict[str, Any]] = field(default_factory=lambda: [
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}}])
-    mounts: list[dict[str, Any]] = field(default_factory=lambda: [
-        {"name": "dshm", "mountPath": "/dev/shm"}])
-    config: dict[str, dict[str, str] | None] = field(default_factory=lambda: {
-        "prompt": None, "experiment": None})
-    """The data of the ConfigMaps the pod reads, hashed into the pod template."""
-
-    def mount(self, volume: str, configmap: str, path: str) -> None:
-        self.volumes.append({"name": volume, "configMap": {"name": configmap}})
-        self.mounts.append({"name": volume, "mountPath": path, "readOnly": True})
+    The team's endpoints in the environment at ``replicas.max``, plus one pod
+    of this endpoint, against the sum of its ``gpuBudgets`` (no budget: fits).
+    """
+    body = endpoint.spec
+    if body.resources.gpu == 0:
+        return True
+    team = scope.spec_set.team_of(endpoint)
+    budgets = [b.gpus for p in scope.spec_set.policies() for b in p.spec.gpuBudgets
+               if b.team == team and b.environment == scope.environment]
+    if not budgets:
+        return True
+    used = sum(e.spec.resources.gpu * e.spec.replicas.max
+               for e in scope.spec_set.of(schema.ServingEndpointSpec)
+               if e.environment == scope.environment and scope.spec_set.team_of(e) == team)
+    return used + body.resources.gpu <= sum(budgets)
 
 
 class _Endpoint:
-    """Renders one ServingEndpoint: its ConfigMaps, Deployment, Service, autoscaler, Ingress."""
+    """Renders one ServingEndpoint: prompt ConfigMap, Deployment, Service, autoscaler, routes."""
 
     def __init__(self, scope: Scope, item: SourcedSpec) -> None:
         self.scope, self.item = scope, item
@@ -180,84 +185,116 @@ class _Endpoint:
         team = scope.spec_set.team_of(self.endpoint)
         self.owner = objects.owner_of(item, scope.environment, team)
         self.namespace = scope.namespace_for(team)
+        self.serving = scope.config.serving_config
         self.out: list[KubeObject] = []
 
-    def emit(self, template: str, context: dict[str, Any], component: str) -> KubeObject:
-        obj = _emit(template, {"name": self.name, **context}, self.owner, self.scope,
+    def emit(self, template: str, context: dict[str, Any], component: str,
+             name: str = "") -> KubeObject:
+        obj = _emit(template, {"name": name or self.name, **context}, self.owner, self.scope,
                     app=self.name, component=component, namespace=self.namespace)
         self.out.append(obj)
         return obj
 
     def render(self) -> list[KubeObject]:
         body = self.endpoint.spec
-        pod = _Pod([("LLMOPS_ENDPOINT", self.name), ("LLMOPS_ENVIRONMENT", self.scope.environment),
-                    *model_env(self.owner, self.scope, body.modelRef)])
-        self._prompt(pod)
-        self._experiment(pod)
-        parked = body.replicas.min == 0
+        self._prompt()
+        pod = self.server_pod()
+        keda = self.serving.autoscaler == repoconfig.Autoscaler.KEDA
+        parked = body.replicas.min == 0 and not keda
         self._deployment(pod, parked)
-        self.emit("service.json.j2", {"selector": objects.selector_labels(self.owner, self.name)},
-                  "server")
-        if not parked:
-            metric = body.autoscale.customMetric
-            self.emit("horizontalpodautoscaler.json.j2", {
-                "min_replicas": body.replicas.min,
-                "max_replicas": body.replicas.max,
-                "custom_metric": ({"name": metric.name, "target": metric.targetAverageValue}
-                                  if metric else None),
-                "cpu_utilization": body.autoscale.cpuUtilization,
-            }, "server")
-        self.emit("ingress.json.j2", {"host": body.host, "route": body.route,
-                                      "service": self.name}, "route")
+        selector = objects.selector_labels(self.owner, self.name)
+        self.emit("service.json.j2", {"selector": selector}, "server")
+        if keda:
+            self.emit("scaledobject.json.j2", traffic.scaledobject(
+                self.name, self.namespace, body, self.serving), "server")
+        elif not parked:
+            self.emit("horizontalpodautoscaler.json.j2", traffic.hpa(body), "server")
+        if body.replicas.min >= 2:
+            self.emit("poddisruptionbudget.json.j2", {"selector": selector}, "server")
+        self._routes()
         return self.out
 
-    def _prompt(self, pod: _Pod) -> None:
+    def _prompt(self) -> None:
+        """The default template as a ConfigMap the prompt router reads at runtime.
+
+        Not mounted into the model server: a prompt change must not restart GPU pods.
+        """
         ref = self.endpoint.spec.promptTemplateRef
         if not ref:
             return
         template = self.scope.spec_set.template(ref)
         if template is None:
             raise self.owner.error(f"prompt template {ref} is not defined")
-        configmap = self.emit("prompt-configmap.json.j2", {
+        self.emit("prompt-configmap.json.j2", {
             "name": prompt_configmap_name(self.name),
             "template_name": template.name,
             "version": template.spec.version,
             "text": template.spec.template,
             "variables": json.dumps(list(template.spec.variables)),
         }, "prompt")
-        pod.config["prompt"] = configmap["data"]
-        pod.env += [("LLMOPS_PROMPT_TEMPLATE", template.name), ("LLMOPS_PROMPT_DIR", PROMPT_DIR)]
-        pod.mount("prompt", prompt_configmap_name(self.name), PROMPT_DIR)
 
-    def _experiment(self, pod: _Pod) -> None:
-        experiment = self.scope.spec_set.experiment_for(self.endpoint)
-        experiment_item = self.scope.spec_set.get(experiment.key) if experiment else None
-        if experiment is None or experiment_item is None:
-            return
-        pod.config["experiment"] = experiment_configmap(self.scope, experiment_item)["data"]
-        pod.env += [("LLMOPS_EXPERIMENT", experiment.name),
-                    ("LLMOPS_EXPERIMENT_FILE", f"{EXPERIMENT_DIR}/{EXPERIMENT_FILE}")]
-        pod.mount("experiment", experiment_configmap_name(experiment.name), EXPERIMENT_DIR)
+    def server_pod(self) -> modelserver.PodParts:
+        """The model server's pod: fetch init containers, the server, placement, security."""
+        body, serving = self.endpoint.spec, self.serving
+        runtime = body.runtime
+        model = modelserver.loaded(self.owner, self.scope.spec_set.model, body.modelRef)
+        startup = runtime.startupSeconds or serving.startupSeconds
+        fixed = [("LLMOPS_ENDPOINT", self.name), ("LLMOPS_ENVIRONMENT", self.scope.environment),
+                 *model_env(self.owner, self.scope, body.modelRef), *modelserver.RUNTIME_ENV]
+        server: dict[str, Any] = {
+            "name": "server",
+            "image": runtime.image_ref,
+            "args": modelserver.runtime_args(self.name, runtime, model, body.resources.gpu),
+            "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
+            "env": objects.env_list(self.owner, fixed, runtime.env, "spec.runtime.env"),
+            "resources": objects.container_resources(body.resources),
+            **modelserver.probes(runtime, startup),
+            "lifecycle": {"preStop": {"exec": {"command": [
+                "sleep", str(modelserver.PRESTOP_SECONDS)]}}},
+            "securityContext": modelserver.container_security(),
+            "volumeMounts": [{"name": "models", "mountPath": modelserver.MODELS_DIR,
+                              "readOnly": True}, *modelserver.work_mounts()],
+        }
+        pod = modelserver.PodParts(
+            init_containers=[modelserver.fetch_container(f, serving) for f in model.fetches],
+            volumes=[modelserver.artifact_volume(model.fetches, serving),
+                     *modelserver.work_volumes(body.resources.gpu)])
+        pod.add_container(server)
+        pod.fields.update({
+            "securityContext": modelserver.pod_security(),
+            "terminationGracePeriodSeconds": serving.requestTimeoutSeconds
+            + modelserver.PRESTOP_SECONDS,
+            **modelserver.scheduling(self.owner, body.resources, serving,
+                                     objects.selector_labels(self.owner, self.name))})
+        if serving.storage.serviceAccountName:
+            pod.fields["serviceAccountName"] = serving.storage.serviceAccountName
+        return pod
 
-    def _deployment(self, pod: _Pod, parked: bool) -> None:
-        body, owner = self.endpoint.spec, self.owner
-        scheduling = objects.gpu_scheduling(owner, body.resources)
+    def _deployment(self, pod: modelserver.PodParts, parked: bool) -> None:
+        body = self.endpoint.spec
+        startup = body.runtime.startupSeconds or self.serving.startupSeconds
+        surge = surge_fits(self.scope, self.endpoint)
         self.emit("deployment.json.j2", {
             "replicas": 0 if parked else None,
-            "selector": objects.selector_labels(owner, self.name),
-            "pod_labels": objects.workload_labels(owner, self.name, "server"),
-            "config_checksum": content_hash(pod.config),
-            "image": body.runtime.image,
-            "args": list(body.runtime.args),
-            "port": body.runtime.port,
-            "env": objects.env_list(owner, pod.env, body.runtime.env, "spec.runtime.env"),
-            "resources": objects.container_resources(body.resources),
-            "health_path": body.runtime.healthPath,
-            "volume_mounts": pod.mounts,
-            "node_selector": scheduling.get("nodeSelector"),
-            "tolerations": scheduling.get("tolerations"),
-            "volumes": pod.volumes,
+            "progress_deadline": startup + 600,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {
+                "maxSurge": 1 if surge else 0, "maxUnavailable": 0 if surge else 1}},
+            "selector": objects.selector_labels(self.owner, self.name),
+            "pod_labels": objects.workload_labels(self.owner, self.name, "server"),
+            "pod_annotations": {"prometheus.io/scrape": "true",
+                                "prometheus.io/port": str(body.runtime.port),
+                                "prometheus.io/path": "/metrics"},
+            "pod": pod.spec(),
         }, "server")
+
+    def _routes(self) -> None:
+        body = self.endpoint.spec
+        if self.serving.routing == repoconfig.Routing.GATEWAY_API:
+            self.emit("httproute.json.j2", traffic.httproute(self.name, body, self.serving),
+                      "route")
+            return
+        for name, context in traffic.ingresses(self.name, body, self.serving):
+            self.emit("ingress.json.j2", context, "route", name=name)
 
 
 def render_endpoint(scope: Scope, item: SourcedSpec) -> list[KubeObject]:

@@ -15,7 +15,20 @@ server would refuse. The trainer container gets:
 - ``BASE_MODEL_NAME/VERSION/URI``, ``DATASET_NAME/URI`` and the output model
   ``OUTPUT_MODEL_NAME/VERSION/URI`` (``s3://<base model bucket>/models/<name>/
   <version>/``, the layout model uploads use);
-- GPU requests/limits, node selector and toleration as serving pods get them.
+- the base model's files under ``BASE_MODEL_PATH``, fetched and verified by an
+  init container running ``llmops fetch-model`` exactly as serving pods get
+  theirs (``llmops.renderers.modelserver``), and the dataset's under
+  ``DATASET_PATH`` when the Dataset lists its files (else the trainer reads
+  ``DATASET_URI`` itself);
+- the environment's model storage settings: the credentials Secret by
+  reference (``envFrom``), ``AWS_ENDPOINT_URL``/``AWS_REGION`` for the
+  trainer's own S3 client (it reads the dataset and writes the output model),
+  the service account for workload identity;
+- GPU requests/limits, the GPU type's node selector and toleration as serving
+  pods get them, ``/dev/shm`` sized by GPU count, no privilege escalation;
+- ``backoffLimit`` retries and ``activeDeadlineSeconds`` for the whole Job.
+  No ``ttlSecondsAfterFinished``: a Job the TTL controller deleted would look
+  missing to the reconciler and run the training again.
 
 ``experimentUrl`` becomes the Job annotation ``llmops.io/experiment-url``
 (metadata only: a new tracking link does not re-run the training).
@@ -36,7 +49,7 @@ from typing import Any, cast
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SourcedSpec
 from llmops.engine.types import Kind, KubeObject, content_hash
-from llmops.renderers import objects, templating
+from llmops.renderers import modelserver, objects, templating
 from llmops.renderers.objects import Scope
 
 EXPERIMENT_URL_ANNOTATION = "llmops.io/experiment-url"
@@ -58,6 +71,75 @@ def output_uri(base: schema.ModelSpec, output: schema.ModelRef) -> str:
     return f"s3://{bucket}/models/{output.name}/{output.version}/"
 
 
+def _trainer_env(scope: Scope, job: schema.TrainingJobSpec, base: schema.ModelSpec,
+                 dataset: schema.DatasetSpec, fetches: list[modelserver.Fetch]
+                 ) -> list[tuple[str, str]]:
+    body, storage = job.spec, scope.config.serving_config.storage
+    base_path = fetches[0].path
+    env = [
+        ("LLMOPS_TRAINING_JOB", job.name),
+        ("LLMOPS_ENVIRONMENT", scope.environment),
+        ("BASE_MODEL_NAME", base.name),
+        ("BASE_MODEL_VERSION", base.spec.version),
+        ("BASE_MODEL_URI", base.spec.storageUri),
+        ("BASE_MODEL_PATH", base_path),
+        ("DATASET_NAME", dataset.name),
+        ("DATASET_URI", dataset.spec.uri),
+        ("OUTPUT_MODEL_NAME", body.outputModel.name),
+        ("OUTPUT_MODEL_VERSION", body.outputModel.version),
+        ("OUTPUT_MODEL_URI", output_uri(base, body.outputModel)),
+        ("HYPERPARAMETERS", json.dumps(body.hyperparameters, sort_keys=True)),
+        ("AWS_REGION", storage.region),
+    ]
+    if len(fetches) > 1:
+        env.append(("DATASET_PATH", fetches[1].path))
+    if storage.endpointUrl:
+        env.append(("AWS_ENDPOINT_URL", storage.endpointUrl))
+    return env
+
+
+def _fetches(base: schema.ModelSpec, dataset: schema.DatasetSpec) -> list[modelserver.Fetch]:
+    """The base model, then the dataset when it lists its files (else the trainer reads it)."""
+    fetches = [modelserver.Fetch.of_model("fetch-base-model", base)]
+    if dataset.spec.files:
+        fetches.append(modelserver.Fetch.of_dataset("fetch-dataset", dataset))
+    return fetches
+
+
+def _pod(scope: Scope, owner: objects.Owner, job: schema.TrainingJobSpec,
+         base: schema.ModelSpec, dataset: schema.DatasetSpec) -> dict[str, Any]:
+    body, serving = job.spec, scope.config.serving_config
+    fetches = _fetches(base, dataset)
+    trainer: dict[str, Any] = {
+        "name": "trainer", "image": body.image,
+        "env": objects.env_list(owner, _trainer_env(scope, job, base, dataset, fetches), {},
+                                "spec"),
+        "resources": objects.container_resources(body.resources),
+        "securityContext": {"allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [*({"name": f.volume, "mountPath": f.mount} for f in fetches),
+                         *modelserver.work_mounts()],
+    }
+    if body.command:
+        trainer["command"] = list(body.command)
+    if body.hyperparameters:
+        trainer["args"] = [f"--{k}={_flag_value(v)}" for k, v in body.hyperparameters.items()]
+    env_from = modelserver.storage_env(serving)[1]
+    if env_from:
+        trainer["envFrom"] = env_from
+    pod = modelserver.PodParts(
+        init_containers=[modelserver.fetch_container(f, serving) for f in fetches],
+        volumes=[*(modelserver.artifact_volume((f,), serving, f.volume) for f in fetches),
+                 *modelserver.work_volumes(body.resources.gpu)])
+    pod.add_container(trainer)
+    pod.fields.update({"restartPolicy": "Never",
+                       "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                       **modelserver.scheduling(owner, body.resources, serving)})
+    if serving.storage.serviceAccountName:
+        pod.fields["serviceAccountName"] = serving.storage.serviceAccountName
+    return pod.spec()
+
+
 def render_training_job(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
     job = cast(schema.TrainingJobSpec, item.spec)
     body = job.spec
@@ -70,37 +152,17 @@ def render_training_job(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
     dataset = scope.spec_set.dataset(body.datasetRef)
     if dataset is None:
         raise owner.error(f"dataset {body.datasetRef} is not defined")
-
-    fixed = [
-        ("LLMOPS_TRAINING_JOB", job.name),
-        ("LLMOPS_ENVIRONMENT", scope.environment),
-        ("BASE_MODEL_NAME", base.name),
-        ("BASE_MODEL_VERSION", base.spec.version),
-        ("BASE_MODEL_URI", base.spec.storageUri),
-        ("DATASET_NAME", dataset.name),
-        ("DATASET_URI", dataset.spec.uri),
-        ("OUTPUT_MODEL_NAME", body.outputModel.name),
-        ("OUTPUT_MODEL_VERSION", body.outputModel.version),
-        ("OUTPUT_MODEL_URI", output_uri(base, body.outputModel)),
-        ("HYPERPARAMETERS", json.dumps(body.hyperparameters, sort_keys=True)),
-    ]
-    scheduling = objects.gpu_scheduling(owner, body.resources)
-    pod: dict[str, Any] = {
+    shape: dict[str, Any] = {
         "namespace": namespace,
         "backoff_limit": body.backoffLimit,
+        "active_deadline": body.activeDeadlineSeconds,
         "pod_labels": objects.workload_labels(owner, job.name, "training"),
-        "image": body.image,
-        "command": list(body.command),
-        "args": [f"--{k}={_flag_value(v)}" for k, v in body.hyperparameters.items()],
-        "env": objects.env_list(owner, fixed, {}, "spec"),
-        "resources": objects.container_resources(body.resources),
-        "node_selector": scheduling.get("nodeSelector"),
-        "tolerations": scheduling.get("tolerations"),
+        "pod": _pod(scope, owner, job, base, dataset),
     }
     annotations = {EXPERIMENT_URL_ANNOTATION: body.experimentUrl} if body.experimentUrl else {}
     template = "job.json.j2"
     obj = templating.render_object(
-        template, {**pod, "name": job_name(job.name, content_hash(pod)),
+        template, {**shape, "name": job_name(job.name, content_hash(shape)),
                    "annotations": annotations},
         file=owner.file, subject=owner.subject)
     return [objects.stamp(obj, owner, app=job.name, component="training",

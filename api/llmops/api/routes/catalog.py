@@ -23,7 +23,7 @@ from fastapi import APIRouter, Path, Query
 
 from llmops.api import lookup
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
+from llmops.api.deps import PageDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import Items, ModelOut, ModelVersions, SpecOut
 from llmops.engine.service import writes
@@ -53,6 +53,7 @@ def _semver_key(entry: catalog.CatalogEntry) -> tuple[int, ...]:
             dependencies=READ)
 def list_models(
     store: StoreDep,
+    page: PageDep,
     model_type: Annotated[ModelType | None, Query(alias="type")] = None,
     owner_team: Team = None,
     stage: Annotated[ModelStage | None, Query()] = None,
@@ -64,7 +65,7 @@ def list_models(
         "type": model_type, "ownerTeam": owner_team, "stage": stage,
         "dataClassification": data_classification})
     entries.sort(key=lambda e: (e.base_name, _semver_key(e)))
-    return success(Items[ModelOut](items=[ModelOut.of(e) for e in entries]),
+    return success(Items[ModelOut].page(entries, page, ModelOut.of),
                    f"{len(entries)} model version(s)")
 
 
@@ -89,7 +90,7 @@ def get_model(store: StoreDep, model_id: IdPath) -> Envelope[ModelOut | ModelVer
 @router.get("/prompts", response_model=Envelope[Items[SpecOut]], summary="Prompt templates",
             dependencies=READ)
 def list_prompts(
-    store: StoreDep, name: NamePrefix = None,
+    store: StoreDep, page: PageDep, name: NamePrefix = None,
     model: Annotated[str | None, Query(max_length=253,
                                        description="Templates for this model name.")] = None,
 ) -> Envelope[Items[SpecOut]]:
@@ -98,7 +99,7 @@ def list_prompts(
         store, kind=Kind.PROMPT_TEMPLATE, name_prefix=name,
         where=None if model is None else
         lambda e: (e.body.get("modelRef") or {}).get("name") == model)
-    return success(Items[SpecOut](items=[SpecOut.of(e) for e in entries]),
+    return success(Items[SpecOut].page(entries, page, SpecOut.of),
                    f"{len(entries)} prompt template(s)")
 
 
@@ -111,13 +112,13 @@ def get_prompt(store: StoreDep, prompt_id: IdPath) -> Envelope[SpecOut]:
 
 @router.get("/datasets", response_model=Envelope[Items[SpecOut]], summary="Datasets",
             dependencies=READ)
-def list_datasets(store: StoreDep, owner_team: Team = None,
+def list_datasets(store: StoreDep, page: PageDep, owner_team: Team = None,
                   data_classification: Classification = None,
                   name: NamePrefix = None) -> Envelope[Items[SpecOut]]:
     """Datasets matching every given filter, by name."""
     entries = catalog.list_entries(store, kind=Kind.DATASET, name_prefix=name, fields={
         "ownerTeam": owner_team, "dataClassification": data_classification})
-    return success(Items[SpecOut](items=[SpecOut.of(e) for e in entries]),
+    return success(Items[SpecOut].page(entries, page, SpecOut.of),
                    f"{len(entries)} dataset(s)")
 
 

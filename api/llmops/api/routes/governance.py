@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
+from llmops.api.deps import PageDep, StoreDep
 from llmops.api.envelope import Envelope, success
 from llmops.api.resources import Items, SpecOut
 from llmops.engine.spec.schema import Permission
@@ -30,10 +30,11 @@ router = APIRouter(prefix="/governance", tags=["governance"], responses=AUTH_RES
             dependencies=[require(Permission.GOVERNANCE_READ)])
 def list_policies(
     store: StoreDep,
+    page: PageDep,
     name: Annotated[str | None, Query(max_length=253,
                                       description="Names starting with this.")] = None,
 ) -> Envelope[Items[SpecOut]]:
     """Every recorded Policy spec, by name."""
     entries = catalog.list_entries(store, kind=Kind.POLICY, name_prefix=name)
-    return success(Items[SpecOut](items=[SpecOut.of(e) for e in entries]),
+    return success(Items[SpecOut].page(entries, page, SpecOut.of),
                    f"{len(entries)} polic{'y' if len(entries) == 1 else 'ies'}")

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Path, Query
 
 from llmops.api import lookup
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
+from llmops.api.deps import PageDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import ExperimentOut, Items, SpecOut, StatusOut, VariantOut
 from llmops.engine import redact
@@ -66,6 +66,7 @@ def _status(store: db.Store, entry: catalog.CatalogEntry) -> state.SpecStatus | 
             summary="Prompt experiments", dependencies=READ)
 def list_experiments(
     store: StoreDep,
+    page: PageDep,
     environment: Annotated[str | None, Query(max_length=63)] = None,
     endpoint: Annotated[str | None, Query(max_length=253)] = None,
     experiment_state: Annotated[ExperimentState | None, Query(alias="state")] = None,
@@ -75,8 +76,9 @@ def list_experiments(
                                                          kind=Kind.PROMPT_EXPERIMENT)}
     entries = catalog.list_entries(store, kind=Kind.PROMPT_EXPERIMENT, environment=environment,
                                    fields={"endpointRef": endpoint, "state": experiment_state})
-    items = [_experiment(e, statuses.get(e.key)) for e in entries]
-    return success(Items[ExperimentOut](items=items), f"{len(items)} experiment(s)")
+    return success(Items[ExperimentOut].page(entries, page,
+                                             lambda e: _experiment(e, statuses.get(e.key))),
+                   f"{len(entries)} experiment(s)")
 
 
 @router.get("/experiments/{experiment_id}", response_model=Envelope[ExperimentOut],

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Path, Query
 
 from llmops.api import errors, lookup
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
+from llmops.api.deps import PageDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import (
     EndpointDetail,
@@ -84,6 +84,7 @@ def _model_filter(store: db.Store, model_id: str) -> set[tuple[str, str]]:
             summary="Serving endpoints", dependencies=READ)
 def list_endpoints(
     store: StoreDep,
+    page: PageDep,
     environment: Annotated[str | None, Query(max_length=63)] = None,
     model_id: Annotated[str | None, Query(alias="modelId", max_length=lookup.MAX_ID_CHARS,
                                           description="The model's UUID, name@version or "
@@ -95,17 +96,17 @@ def list_endpoints(
     health = _health(status) if status is not None else None
     wanted = _model_filter(store, model_id) if model_id is not None else None
     statuses = _statuses(store, environment)
-    items: list[EndpointOut] = []
-    for entry in catalog.list_entries(store, kind=Kind.SERVING_ENDPOINT,
-                                      environment=environment):
+
+    def matches(entry: catalog.CatalogEntry) -> bool:
         ref = entry.body.get("modelRef") or {}
-        if wanted is not None and (ref.get("name"), ref.get("version")) not in wanted:
-            continue
-        out = _endpoint(store, entry, statuses.get(entry.key))
-        if health is not None and out.status.health.casefold() != health.casefold():
-            continue
-        items.append(out)
-    return success(Items[EndpointOut](items=items), f"{len(items)} endpoint(s)")
+        return ((wanted is None or (ref.get("name"), ref.get("version")) in wanted)
+                and (health is None or StatusOut.of(statuses.get(entry.key)).health == health))
+
+    found = [e for e in catalog.list_entries(store, kind=Kind.SERVING_ENDPOINT,
+                                             environment=environment) if matches(e)]
+    return success(Items[EndpointOut].page(
+        found, page, lambda e: _endpoint(store, e, statuses.get(e.key))),
+        f"{len(found)} endpoint(s)")
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=Envelope[EndpointDetail],

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Path, Query
 
 from llmops.api import lookup
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
+from llmops.api.deps import PageDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import Items, SpecOut, StatusOut, TrainingJobOut
 from llmops.engine.actuate.health import HealthStatus
@@ -43,6 +43,10 @@ PHASES = {HealthStatus.HEALTHY.value: "succeeded", HealthStatus.DEGRADED.value: 
 observed by the actuator) is ``queued``: submitted, not seen running."""
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _job(store: db.Store, entry: catalog.CatalogEntry,
          status: state.SpecStatus | None) -> TrainingJobOut:
     base_name, base_version = _model_ref(entry.body.get("baseModelRef"))
@@ -54,7 +58,7 @@ def _job(store: db.Store, entry: catalog.CatalogEntry,
         output_model=lookup.ref(Kind.MODEL, out_name, version=out_version),
         status=StatusOut.of(status),
         phase=PHASES.get(status.health if status is not None else "", "queued"),
-        experiment_url=entry.body.get("experimentUrl"))
+        experiment_url=_text(entry.body.get("experimentUrl")))
 
 
 def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.SpecStatus]:
@@ -66,6 +70,7 @@ def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.S
             dependencies=READ)
 def list_jobs(
     store: StoreDep,
+    page: PageDep,
     environment: Annotated[str | None, Query(max_length=63)] = None,
     owner_team: Annotated[str | None, Query(alias="ownerTeam", max_length=63)] = None,
     base_model: Annotated[str | None, Query(alias="baseModel", max_length=253)] = None,
@@ -80,7 +85,8 @@ def list_jobs(
     items = [j for j in items if (owner_team is None or j.owner_team == owner_team)
              and (base_model is None or j.base_model.name == base_model)
              and (phase is None or j.phase == phase.strip().casefold())]
-    return success(Items[TrainingJobOut](items=items), f"{len(items)} training job(s)")
+    return success(Items[TrainingJobOut].page(items, page, lambda job: job),
+                   f"{len(items)} training job(s)")
 
 
 @router.get("/jobs/{job_id}", response_model=Envelope[TrainingJobOut],

@@ -94,5 +94,6 @@ class NoneActuator:
         return {}
 
     def act(self, plan: ActPlan) -> ActResult:
-        return ActResult({key: ObjectOutcome(Outcome.SKIPPED, "plan only (actuator none)")
+        return ActResult({key: ObjectOutcome(Outcome.SKIPPED, "plan only (actuator none)",
+                                             HealthStatus.NOT_OBSERVED)
                           for key in (*plan.write, *plan.delete)})

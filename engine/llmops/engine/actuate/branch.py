@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
+from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError
 from llmops.engine.source import branches, gitcli, gitobjects
 from llmops.engine.types import KubeObject, ResourceKey
@@ -86,8 +87,7 @@ class HydrateBranchActuator:
     def act(self, plan: ActPlan) -> ActResult:
         repo, branch, path = self._target(plan.environment)
         objects = {**plan.keep, **plan.desired}
-        command = (f"llmops render . --env {shlex.quote(plan.environment)} "
-                   f"--commit {plan.revision}")
+        command = f"llmops render . --env {shlex.quote(plan.environment)}"
         try:
             dry = branches.dry_commit(repo, plan.revision)
             done = branches.hydrate_branch(repo, branch, objects.values(), dry, path=path,
@@ -95,8 +95,9 @@ class HydrateBranchActuator:
         except LlmopsError as exc:
             raise ActuatorError(f"{self._where(branch, path)}: cannot publish: {exc}") from exc
         verb = "committed" if done.changed else "already held"
-        message = f"{verb} on {done.branch} ({done.commit[:12]}); applied downstream"
-        outcomes = {key: ObjectOutcome(Outcome(action), message)
+        message = (f"{verb} on {done.branch} ({done.commit[:12]}); applied downstream; "
+                   "health not observed (hydrate-branch actuator)")
+        outcomes = {key: ObjectOutcome(Outcome(action), message, HealthStatus.NOT_OBSERVED)
                     for key, action in plan.write.items()}
         outcomes |= {key: ObjectOutcome(Outcome.DELETED, f"removed from {done.branch}")
                      for key in plan.delete}

@@ -18,6 +18,9 @@ class HealthStatus(StrEnum):
     SUSPENDED = "Suspended"
     """Paused on purpose (a paused Deployment, a suspended Job): not Healthy, not broken."""
     PROGRESSING = "Progressing"
+    NOT_OBSERVED = "NotObserved"
+    """Published for someone else to apply (the hydrate actuators, ``none``): llmops
+    cannot see the cluster, so it does not guess. Not a fault, unlike Unknown."""
     UNKNOWN = "Unknown"
     MISSING = "Missing"
     DEGRADED = "Degraded"

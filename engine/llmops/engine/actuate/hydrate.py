@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
+from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.types import KubeObject, ResourceKey, canonical_json
 
 INDEX = "index.json"
@@ -204,8 +205,8 @@ class HydrateActuator:
         except OSError as exc:
             raise ActuatorError(f"{self.root / plan.environment}: cannot publish: "
                                 f"{exc.strerror or exc}") from exc
-        message = "published; applied downstream"
-        outcomes = {key: ObjectOutcome(Outcome(action), message)
+        message = "published; applied downstream; health not observed (hydrate actuator)"
+        outcomes = {key: ObjectOutcome(Outcome(action), message, HealthStatus.NOT_OBSERVED)
                     for key, action in plan.write.items()}
         outcomes |= {key: ObjectOutcome(Outcome.DELETED, "removed from the published set")
                      for key in plan.delete}

@@ -73,6 +73,7 @@ OWNED_TYPES: tuple[tuple[str, str], ...] = (
     ("v1", "Namespace"), ("v1", "ResourceQuota"), ("v1", "ConfigMap"), ("v1", "Secret"),
     ("v1", "Service"), ("apps/v1", "Deployment"), ("batch/v1", "Job"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"), ("networking.k8s.io/v1", "Ingress"),
+    ("policy/v1", "PodDisruptionBudget"),
 )
 """The (apiVersion, kind) of every type llmops renders, and so lists and may prune."""
 
@@ -81,7 +82,7 @@ APPLY_ORDER = {
     "ServiceAccount": 3, "ClusterRole": 3, "Role": 3, "ClusterRoleBinding": 3, "RoleBinding": 3,
     "ConfigMap": 4, "Secret": 4, "PersistentVolumeClaim": 5,
     "Deployment": 6, "StatefulSet": 6, "DaemonSet": 6, "Job": 6, "CronJob": 6,
-    "Service": 7, "Ingress": 8, "HorizontalPodAutoscaler": 9}
+    "Service": 7, "Ingress": 8, "HorizontalPodAutoscaler": 9, "PodDisruptionBudget": 9}
 """Dependency order: namespaces, CRDs, quotas, RBAC, config, storage, workloads,
 services, ingress, autoscalers. Deletions run in reverse."""
 UNKNOWN_KIND_RANK = 6

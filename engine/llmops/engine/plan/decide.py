@@ -191,9 +191,22 @@ def _blocked(env: str, revision: str, entries: Collection[ChangeSetEntry], *, de
                        f"`llmops prune confirm --env {env} --revision {revision}`")
     denied = govern.denied(verdicts)
     if denied and any(e.action in ACTING for e in entries):
-        return Blocked(BlockReason.POLICY_DENIED,
-                       "; ".join(f"{v.rule}: {v.target}: {v.reason}" for v in denied))
+        return Blocked(BlockReason.POLICY_DENIED, denial_summary(denied))
     return None
+
+
+def denial_summary(denied: Sequence[govern.Verdict]) -> str:
+    """Denied verdicts as one line each rule and reason (a change window denies every
+    changed spec for the same reason: it is said once, with the specs it stops)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for v in denied:
+        grouped.setdefault((v.rule, v.reason), []).append(v.target)
+    parts = []
+    for (rule, reason), targets in grouped.items():
+        shown = ", ".join(targets[:3]) + (f" and {len(targets) - 3} more"
+                                          if len(targets) > 3 else "")
+        parts.append(f"{rule}: {reason} (for {shown})")
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- entry point

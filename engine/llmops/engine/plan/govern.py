@@ -241,6 +241,23 @@ def describe_window(window: schema.ChangeWindow) -> str:
             f"{window.timezone}")
 
 
+def next_open(windows: Collection[schema.ChangeWindow], now: datetime) -> datetime | None:
+    """The first moment after ``now`` inside one of ``windows`` (in that window's time
+    zone), or None when there is none within a week (no days listed)."""
+    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    starts: list[datetime] = []
+    for window in windows:
+        zone = ZoneInfo(window.timezone)
+        local = aware.astimezone(zone)
+        for offset in range(8):
+            day = (local + timedelta(days=offset)).date()
+            start = datetime.combine(day, window.start, tzinfo=zone)
+            if _WEEKDAYS[day.weekday()] in window.days and start > aware:
+                starts.append(start)
+                break
+    return min(starts, default=None)
+
+
 def _windows(env: str, changed: Collection[SpecKey], now: datetime,
              policy: MergedPolicy) -> list[Verdict]:
     windows = policy.windows_for(env)
@@ -249,6 +266,8 @@ def _windows(env: str, changed: Collection[SpecKey], now: datetime,
     open_window = next((w for w in windows if in_window(w, now)), None)
     stamp = (now if now.tzinfo else now.replace(tzinfo=UTC)).isoformat(timespec="minutes")
     shown = "; ".join(describe_window(w) for w in windows)
+    reopens = next_open(windows, now) if open_window is None else None
+    then = f"; next opens {reopens:%a %Y-%m-%d %H:%M} {reopens.tzname()}" if reopens else ""
     out: list[Verdict] = []
     for key in sorted(changed):
         if open_window is not None:
@@ -257,7 +276,8 @@ def _windows(env: str, changed: Collection[SpecKey], now: datetime,
                                f"{describe_window(open_window)}", key, env))
         else:
             out.append(Verdict(Rule.CHANGE_WINDOW, Decision.DENY,
-                               f"{stamp} is outside every {env} change window ({shown})",
+                               f"{stamp} is outside every {env} change window ({shown})"
+                               f"{then}",
                                key, env))
     return out
 

@@ -72,6 +72,13 @@ class EnvironmentPlan:
     def denied(self) -> tuple[govern.Verdict, ...]:
         return govern.denied(self.verdicts)
 
+    @property
+    def blocking(self) -> tuple[govern.Verdict, ...]:
+        """The denials that stop this environment: only when it changes (as the
+        reconciler blocks only an environment with something to do). A denial where
+        nothing changes is shown, and gates the next change there, not this plan."""
+        return self.denied if self.has_changes else ()
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -88,7 +95,8 @@ class Plan:
 
     @property
     def denied(self) -> tuple[govern.Verdict, ...]:
-        return tuple(v for e in self.environments for v in e.denied)
+        """Denials that fail the plan: each environment's gates that environment only."""
+        return tuple(v for e in self.environments for v in e.blocking)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: stable keys, secret values masked, sorted as printed."""
@@ -108,6 +116,7 @@ def _env_dict(env: EnvironmentPlan) -> dict[str, Any]:
     return {
         "name": env.environment,
         "hasChanges": env.has_changes,
+        "blocked": bool(env.blocking),
         "counts": {str(k): v for k, v in env.changes.counts().items()
                    if v or k is not changeset.Action.SKIPPED},
         "specChanges": [c.as_dict() for c in env.specs],
@@ -209,7 +218,9 @@ def _set_change(label: str, b: Iterable[str], a: Iterable[str]) -> list[str]:
 def _autoscale(a: schema.Autoscale) -> str:
     if a.customMetric is not None:
         return f"{a.customMetric.name} at {a.customMetric.targetAverageValue}"
-    return f"cpu {a.cpuUtilization}%"
+    if a.cpuUtilization is not None:
+        return f"cpu {a.cpuUtilization}%"
+    return f"queue depth {a.queue_target}"
 
 
 def _endpoint(b: schema.ServingEndpointSpec, a: schema.ServingEndpointSpec) -> list[str]:
@@ -222,8 +233,8 @@ def _endpoint(b: schema.ServingEndpointSpec, a: schema.ServingEndpointSpec) -> l
         out.append(f"GPUs {gpus:+d}")
     if bs.resources.gpuType != as_.resources.gpuType:
         out.append(f"GPU type {bs.resources.gpuType or 'none'} -> {as_.resources.gpuType}")
-    if bs.runtime.image != as_.runtime.image:
-        out.append(f"image {bs.runtime.image} -> {as_.runtime.image}")
+    if bs.runtime.image_ref != as_.runtime.image_ref:
+        out.append(f"image {bs.runtime.image_ref} -> {as_.runtime.image_ref}")
     out += _set_change("runtime args", bs.runtime.args, as_.runtime.args)
     changed_env = sorted(k for k in {*bs.runtime.env, *as_.runtime.env}
                          if bs.runtime.env.get(k) != as_.runtime.env.get(k))

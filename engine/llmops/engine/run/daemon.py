@@ -37,13 +37,23 @@ class Lease(Protocol):
     def release(self) -> None: ...
 
 
+def log_results(results: list[reconciler.PassResult]) -> None:
+    """One log line per environment: INFO when it is fine, WARNING when it failed or was
+    blocked (with the first line of the reason)."""
+    for r in results:
+        log.log(logging.INFO if r.ok else logging.WARNING, "%s: %s at %s%s", r.environment,
+                r.result.value, r.revision[:12],
+                f" ({r.reason}: {r.message.splitlines()[0]})" if not r.ok and r.message else "")
+
+
 class Daemon:
     def __init__(self, rec: reconciler.Reconciler, *, lease: Lease | None = None,
                  interval: float = 60.0, jitter: float = 5.0,
                  watch: Path | None = None, debounce: float = 1.0,
                  wait_for_wake: Callable[[float], bool] | None = None,
                  on_leader: Callable[[bool], None] | None = None,
-                 on_results: Callable[[list[reconciler.PassResult]], None] | None = None
+                 on_results: Callable[[list[reconciler.PassResult]], None] | None = None,
+                 report: Callable[[list[reconciler.PassResult]], None] | None = None
                  ) -> None:
         self.rec = rec
         self.lease = lease
@@ -54,6 +64,8 @@ class Daemon:
         self.wait_for_wake = wait_for_wake
         self.on_leader = on_leader or (lambda _leading: None)
         self.on_results = on_results or (lambda _results: None)
+        self.report = report or log_results
+        """Tells people about a pass's results (default: one log line each)."""
         self.leading = lease is None
         self.passes = 0
         self._wake = threading.Event()
@@ -113,10 +125,7 @@ class Daemon:
             self.passes += 1
         self.rec.metrics.pass_duration(time.perf_counter() - start)
         self.on_results(results)
-        for r in results:
-            log.info("%s: %s at %s%s", r.environment, r.result.value, r.revision[:12],
-                     f" ({r.reason}: {r.message.splitlines()[0]})" if not r.ok and r.message
-                     else "")
+        self.report(results)
         return results
 
     # ------------------------------------------------------------------ the loop

@@ -400,8 +400,9 @@ class Reconciler:
                                now=self.clock(), source_error=source_error,
                                record_run=record_run)
         self.metrics.run(env, result.value)
-        log.warning("%s: %s at %s: %s", env, reason, sha[:12] or "-", message.splitlines()[0]
-                    if message else "")
+        # INFO: the result carries it, and its caller (the daemon's report, the CLI) says it.
+        log.info("%s: %s at %s: %s", env, reason, sha[:12] or "-", message.splitlines()[0]
+                 if message else "")
         return PassResult(env, sha, result, reason, message,
                           recorded if recorded is not None else run_id)
 
@@ -416,6 +417,13 @@ class Reconciler:
 
     # ------------------------------------------------------------------ helpers
 
+    def _observes(self, env: str, revision: Revision) -> bool:
+        """Whether the environment's actuator can see the cluster (has a health probe)."""
+        config = (revision.spec_set.config.environments.get(env)
+                  if revision.spec_set is not None else None)
+        return config is not None and getattr(self.actuator_for(env, config), "health",
+                                              None) is not None
+
     def _record_status(self, env: str, revision: Revision,
                        objects: Mapping[ResourceKey, KubeObject],
                        outcomes: Mapping[ResourceKey, ObjectOutcome], *, applied: bool,
@@ -425,7 +433,9 @@ class Reconciler:
         sha = revision.snapshot.revision
         now = self.clock()
         record.object_status(self.store, env, sha if applied else "", objects, outcomes,
-                             drifted, self._spec_status)
+                             drifted, self._spec_status,
+                             unassessed=HealthStatus.UNKNOWN if self._observes(env, revision)
+                             else HealthStatus.NOT_OBSERVED)
         record.environment_status(self.store, env, sha, applied=applied, reason=reason,
                                   message=message, source_error=source_error, now=now)
         if revision.spec_set is not None and applied:

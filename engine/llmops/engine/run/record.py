@@ -199,17 +199,20 @@ def final_inventory(sha: str, plan: ActPlan, rendered: Mapping[ResourceKey, Kube
 def object_status(store: Store, env: str, applied_sha: str,
                   objects: Mapping[ResourceKey, KubeObject],
                   outcomes: Mapping[ResourceKey, ObjectOutcome], drifted: set[ResourceKey],
-                  written: dict[SpecKey, state.SpecStatus]) -> None:
+                  written: dict[SpecKey, state.SpecStatus], *,
+                  unassessed: HealthStatus = HealthStatus.UNKNOWN) -> None:
     """Each acted-on object's status, and each owning spec's worst health.
 
-    ``written`` holds the spec rows as last written (by this process): unchanged
-    rows are not rewritten; it is updated in place."""
+    An object this pass did not act on counts as ``unassessed`` (``NotObserved``
+    when the actuator cannot see the cluster, else Unknown). ``written`` holds the
+    spec rows as last written (by this process): unchanged rows are not rewritten;
+    it is updated in place."""
     by_spec: dict[tuple[str, str], list[HealthStatus]] = {}
     errors: dict[tuple[str, str], str] = {}
     objects_done = []
     for key, obj in objects.items():
         done = outcomes.get(key)
-        health = done.health if done else HealthStatus.UNKNOWN
+        health = done.health if done else unassessed
         spec = manifest.owner_of(obj)
         by_spec.setdefault(spec, []).append(health)
         if done and done.outcome is Outcome.FAILED:

@@ -21,6 +21,7 @@ the rest here); nothing in the engine imports this module.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import reconciler
 from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
-from llmops.engine.source import gitcli, snapshots
+from llmops.engine.source import gitcli, snapshots, writeback
 from llmops.engine.spec import repoconfig
 from llmops.engine.store.cache import StatusCache
 from llmops.engine.store.db import Store
@@ -69,6 +70,10 @@ class Services:
 def services(settings: Settings, *, store: Store | None = None) -> Services:
     """The store (``open_store`` unless given), the status cache and the use cases."""
     store = store if store is not None else open_store(settings)
+    if settings.git.repo and not settings.git.branch:
+        # The branch writes and webhooks name: the repo's default one when none is set.
+        with contextlib.suppress(writeback.WriteError):
+            writeback.tracked_branch(settings)
     status_cache = (StatusCache(settings.redis_url, timeout=CACHE_TIMEOUT_SECONDS)
                     if settings.redis_url else None)
     return Services(settings=settings, store=store, status_cache=status_cache,
@@ -141,6 +146,7 @@ def build_reconciler(settings: Settings, *, repo: str = "", branch: str = "",
                      metrics: reconciler.Metrics | None = None) -> reconciler.Reconciler:
     """A reconciler following ``repo``/``branch`` (default: the settings') over ``store``."""
     repo = repo or settings.git.repo or "."
+    # No branch configured: the source follows the repo's default branch (its HEAD).
     src = snapshots.open_source(repo, branch or settings.git.branch, settings.work_dir,
                              timeout=settings.git.timeout_seconds,
                              allowed_hosts=settings.git.allowed_hosts)

@@ -157,7 +157,8 @@ class WriteService:
                                   environment=entry.environment, spec_name=entry.name)
         earlier = pending.get(self.store, entry.id)
         onto = earlier.branch if earlier is not None and not earlier.direct else ""
-        result = writeback.commit_edit(repo, self.settings.git.branch, target, edit(target),
+        result = writeback.commit_edit(repo, writeback.tracked_branch(self.settings), target,
+                                       edit(target),
                                        action=action, author=writeback.Author(caller.user),
                                        message=_message(subject, body, action, entry.key,
                                                         caller),
@@ -192,7 +193,7 @@ class WriteService:
                                   environment=entry.environment)
         try:
             previous = writeback.previous_version(writeback.repo_for(self.settings), target,
-                                                  applied, self.settings.git.branch)
+                                                  applied, writeback.tracked_branch(self.settings))
         except writeback.WriteError as exc:
             trail.failed(exc)
             raise

@@ -30,9 +30,12 @@ overwritten (then the commit is rebuilt on the new tip). The dry commit is
 read with ``gitobjects.read_commit``, the one commit parser.
 
 Idempotence: when the branch already holds a byte-identical ``manifest.yaml``
-at the path, nothing is committed. Every object carries its dry commit
-(``llmops.io/source-commit``), so hydrating the same dry commit twice commits
-once, and each new dry commit gives one new hydrated commit.
+at the path, nothing is committed. The objects carry no per-object source
+commit (``llmops.io/source-commit`` is removed: it would change every object
+on every dry commit and bury the real changes in a diff); the dry commit is
+named once, in ``hydrator.metadata`` and the commit's trailers. So a dry
+commit that changes nothing in the environment gives no hydrated commit, and
+hydrating the same dry commit twice commits once.
 """
 
 from __future__ import annotations
@@ -177,14 +180,27 @@ def dry_commit(repo: Path, rev: str = "HEAD") -> DryCommit:
 # ------------------------------------------------------------------ content
 
 
+def _unstamped(obj: KubeObject) -> KubeObject:
+    """``obj`` without the per-object source commit (a copy when it had one)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if manifest.SOURCE_COMMIT_ANNOTATION not in annotations:
+        return obj
+    kept = {k: v for k, v in annotations.items() if k != manifest.SOURCE_COMMIT_ANNOTATION}
+    meta = {k: v for k, v in obj["metadata"].items() if k != "annotations"}
+    if kept:
+        meta["annotations"] = kept
+    return {**obj, "metadata": meta}
+
+
 def manifest_text(objects: Iterable[KubeObject]) -> str:
-    """All objects sorted by namespace, name, group, kind, as one ``---`` stream."""
+    """All objects sorted by namespace, name, group, kind, as one ``---`` stream, without
+    the per-object source commit (the dry commit is named once, in the metadata)."""
 
     def order(obj: KubeObject) -> tuple[str, str, str, str]:
         key = ResourceKey.of(obj)
         return (key.namespace, key.name, key.group, key.kind)
 
-    return manifest.to_yaml(sorted(objects, key=order))
+    return manifest.to_yaml(sorted((_unstamped(o) for o in objects), key=order))
 
 
 def readme_text(dry: DryCommit, command: str) -> str:
@@ -201,9 +217,12 @@ def readme_text(dry: DryCommit, command: str) -> str:
 
 
 def metadata_text(dry: DryCommit) -> str:
+    """``hydrator.metadata`` as Argo CD writes it: ``author`` one "Name <email>" string,
+    and, like its ``omitempty`` fields, no empty ``body`` or ``references``."""
     data = {"author": dry.author, "subject": dry.subject, "date": dry.date, "body": dry.body,
             "drySha": dry.sha, "repoURL": dry.repo_url, "references": list(dry.references)}
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    kept = {k: v for k, v in data.items() if v or k in ("drySha", "repoURL")}
+    return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
 
 
 def commit_message(dry: DryCommit, subject: str) -> str:

@@ -440,3 +440,20 @@ def init_mirror(path: Path, *, home: Path, timeout: float = 60.0) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     tmp.rename(path)
+
+
+def default_branch(url_or_path: str, *, timeout: float = DEFAULT_TIMEOUT,
+                   allowed_hosts: Sequence[str] = (), allow_http: bool = False) -> str:
+    """The branch a repo's HEAD names (``git ls-remote --symref <repo> HEAD``): what a
+    clone would check out. ``GitFailed`` when the repo cannot be read or HEAD names no
+    branch (a detached HEAD); ``SourceConfigError`` for a URL that is not allowed."""
+    remote = parse_url(url_or_path, allowed_hosts=allowed_hosts, allow_http=allow_http)
+    with tempfile.TemporaryDirectory(prefix="llmops-head-") as scratch:
+        git = Git(home=Path(scratch), remote=remote, cwd=Path(scratch), timeout=timeout,
+                  follow_redirects=not allowed_hosts)
+        out = git.text("ls-remote", "--symref", "origin", "HEAD")
+    for line in out.splitlines():
+        ref, _, name = line.partition("\t")
+        if name == "HEAD" and ref.startswith("ref: refs/heads/"):
+            return check_branch(ref.removeprefix("ref: refs/heads/"))
+    raise GitFailed(f"{mask(remote.url, remote.secrets)}: HEAD names no branch")

@@ -125,7 +125,10 @@ class GitSource:
                  allow_http: bool = False, keep: int = KEEP_SNAPSHOTS) -> None:
         self._remote = gitcli.parse_url(url_or_path, allowed_hosts=allowed_hosts,
                                        allow_http=allow_http)
-        self.branch = gitcli.check_branch(branch)
+        self.branch = gitcli.check_branch(branch) if branch else ""
+        """The followed branch; empty until the first fetch reads the repo's HEAD."""
+        self._allowed_hosts = tuple(allowed_hosts)
+        self._allow_http = allow_http
         if not timeout > 0:
             raise SourceConfigError(f"timeout must be positive, got {timeout!r}")
         self.url = self._mask(self._remote.url)
@@ -163,6 +166,18 @@ class GitSource:
                       "--no-recurse-submodules", "--no-write-fetch-head", "--no-auto-gc",
                       "--end-of-options", "origin", spec, timeout=self.timeout)
 
+    def _follow_head(self) -> None:
+        """With no branch configured, the branch the repo's HEAD names, read once."""
+        if self.branch:
+            return
+        try:
+            self.branch = gitcli.default_branch(self._remote.url, timeout=self.timeout,
+                                                allowed_hosts=self._allowed_hosts,
+                                                allow_http=self._allow_http)
+        except gitcli.GitFailed as exc:
+            raise self._unavailable("cannot read the default branch (HEAD)", exc) from None
+        log.info("source %s: following its default branch %s", self.url, self.branch)
+
     def _prepare(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._home.mkdir(mode=0o700, exist_ok=True)
@@ -181,6 +196,7 @@ class GitSource:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             with _locked(self.work_dir):
                 self._prepare()
+                self._follow_head()
                 ref = f"refs/heads/{self.branch}"
                 try:
                     self._fetch(f"+{ref}:{ref}", prune=True)

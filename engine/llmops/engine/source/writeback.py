@@ -90,6 +90,17 @@ class RepoUnavailable(WriteError, errors.Unavailable):
     """The specs repo is not a local clone, or git failed on it (retryable)."""
 
 
+class RepoNotConfigured(RepoUnavailable):
+    """No specs repo that can take a commit is configured: retrying will not help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, details={"retryable": False, "setting": "LLMOPS_GIT__REPO"})
+
+
+_NO_REPO = ("write-back needs a local clone: settings.git.repo is empty (the bundled "
+            "template is read-only); set LLMOPS_GIT__REPO or run `llmops up`")
+
+
 class NothingToWrite(WriteError, errors.Conflict):
     """The edit changes nothing, or there is no earlier version to roll back to."""
 
@@ -183,8 +194,7 @@ def local_repo(repo_setting: str, *, home: Path | None = None, timeout: float = 
     included) gives a ``push.Mirror`` under ``home/writeback``.
     """
     if not repo_setting.strip():
-        raise RepoUnavailable("write-back needs a local clone: settings.git.repo is empty "
-                              "(the bundled template is read-only)")
+        raise RepoNotConfigured(_NO_REPO)
     if home is not None and _URL.match(repo_setting):
         try:
             return push.Mirror(repo_setting, home, timeout=timeout,
@@ -194,11 +204,11 @@ def local_repo(repo_setting: str, *, home: Path | None = None, timeout: float = 
     if repo_setting.startswith("file://"):
         repo_setting = repo_setting.removeprefix("file://")
     elif _URL.match(repo_setting):
-        raise RepoUnavailable("write-back needs a local clone: settings.git.repo is a remote "
-                              f"URL ({gitcli.redact(repo_setting)[:200]})")
+        raise RepoNotConfigured("write-back needs a local clone: settings.git.repo is a "
+                                f"remote URL ({gitcli.redact(repo_setting)[:200]})")
     path = Path(repo_setting).expanduser()
     if not path.is_dir():
-        raise RepoUnavailable(f"write-back needs a local clone: {path} is not a directory")
+        raise RepoNotConfigured(f"write-back needs a local clone: {path} is not a directory")
     return path.resolve()
 
 
@@ -207,6 +217,23 @@ def repo_for(settings: Settings) -> Repo:
     return local_repo(settings.git.repo, home=settings.home,
                       timeout=settings.git.timeout_seconds,
                       allowed_hosts=settings.git.allowed_hosts)
+
+
+def tracked_branch(settings: Settings) -> str:
+    """The branch writes go to: ``settings.git.branch``, else the repo's default branch
+    (what its HEAD names), read and remembered in ``settings`` on first use."""
+    if settings.git.branch:
+        return settings.git.branch
+    repo = settings.git.repo.removeprefix("file://")
+    if not repo.strip():
+        raise RepoNotConfigured(_NO_REPO)
+    try:
+        settings.git.branch = gitcli.default_branch(repo, timeout=settings.git.timeout_seconds,
+                                                    allowed_hosts=settings.git.allowed_hosts)
+    except gitcli.GitFailed as exc:
+        raise RepoUnavailable("write-back cannot read the specs repo's default branch: "
+                              f"{gitcli.redact(exc.detail())[:300]}") from None
+    return settings.git.branch
 
 
 def branch_name(action: str, name: str) -> str:

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmops.engine.spec.schema import DnsLabel, Strict
+from llmops.engine.spec.schema import DnsLabel, ImageRef, Strict
 
 DEFAULT_PRUNE_PERCENT = 30
 
@@ -73,6 +73,96 @@ class HydrateBranch(Strict):
         return self
 
 
+LABEL_KEY_RE = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_RE, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_RE, max_length=63)]
+DEFAULT_GPU_NODE_LABEL = "nvidia.com/gpu.product"
+"""The node label GPU Feature Discovery (NVIDIA GPU operator) sets to the GPU model."""
+DEFAULT_LLMOPS_IMAGE = "ghcr.io/llmops/llmops:0.1.0"
+
+
+class GpuType(Strict):
+    """One GPU model of an environment's node pools, named as specs name it (``gpuType``)."""
+
+    nodeSelector: dict[LabelKey, LabelValue]
+    """Labels of the nodes that carry it, e.g. ``nvidia.com/gpu.product: NVIDIA-L4``."""
+    gpusPerNode: Annotated[int, Field(ge=1, le=64)] = 8
+    """GPUs per node: a pod (tensor parallelism) can use at most this many."""
+
+
+class ModelStorage(Strict):
+    """Where init containers fetch model files from, and with which identity."""
+
+    endpointUrl: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$",
+                                                  max_length=2048)] | None = None
+    """S3 endpoint (MinIO, Ceph, ...); unset: AWS S3 of ``region``."""
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
+    secretName: DnsLabel | None = None
+    """A Secret with ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, read by reference
+    (``envFrom``); unset: the pod's workload identity (IRSA, GKE/Azure workload identity)."""
+    serviceAccountName: DnsLabel | None = None
+    """The service account of model-fetching pods (the one bound to the cloud role)."""
+    cacheClaim: DnsLabel | None = None
+    """A ReadWriteMany PVC that keeps fetched models across restarts, one directory per
+    model digest; unset: an emptyDir sized from the model's files."""
+
+
+class Autoscaler(StrEnum):
+    HPA = "hpa"
+    KEDA = "keda"
+
+
+class Routing(StrEnum):
+    INGRESS_NGINX = "ingress-nginx"
+    GATEWAY_API = "gateway-api"
+
+
+class Gateway(Strict):
+    name: DnsLabel
+    namespace: DnsLabel | None = None
+
+
+class Serving(Strict):
+    """How an environment's endpoints and training jobs meet its cluster."""
+
+    llmopsImage: ImageRef = DEFAULT_LLMOPS_IMAGE
+    """The image of the ``llmops fetch-model`` init container."""
+    gpuNodeLabel: LabelKey = DEFAULT_GPU_NODE_LABEL
+    """For a ``gpuType`` not listed in ``gpuTypes``: the node label whose value it is."""
+    gpuTypes: dict[Annotated[str, StringConstraints(pattern=LABEL_VALUE_RE, min_length=1)],
+                   GpuType] = Field(default_factory=dict)
+    """When not empty, the only GPU types specs may ask for in this environment."""
+    storage: ModelStorage = ModelStorage()
+    autoscaler: Autoscaler = Autoscaler.HPA
+    prometheusUrl: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$",
+                                                    max_length=2048)] | None = None
+    """Prometheus that KEDA's prometheus trigger queries (needed with autoscaler keda)."""
+    routing: Routing = Routing.INGRESS_NGINX
+    ingressClassName: DnsLabel | None = None
+    gateway: Gateway | None = None
+    """The Gateway HTTPRoutes attach to (needed with routing gateway-api)."""
+    startupSeconds: Annotated[int, Field(ge=60, le=6 * 3600)] = 1800
+    """How long a model server may take to download and load its model (startupProbe)."""
+    requestTimeoutSeconds: Annotated[int, Field(ge=10, le=24 * 3600)] = 600
+    """Longest generation a client may stream; the proxy timeouts and pod drain follow it."""
+    maxBodySize: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}[kmg]?$")] = "8m"
+    """Largest request body the ingress accepts (nginx size syntax)."""
+
+    @model_validator(mode="after")
+    def _needs(self) -> Serving:
+        if self.autoscaler == Autoscaler.KEDA and self.prometheusUrl is None:
+            raise ValueError("autoscaler keda needs prometheusUrl (KEDA's prometheus trigger "
+                             "queries it)")
+        if self.routing == Routing.GATEWAY_API and self.gateway is None:
+            raise ValueError("routing gateway-api needs gateway (the Gateway routes attach to)")
+        return self
+
+
+DEFAULT_SERVING = Serving()
+
+
 class Environment(Strict):
     namespace: Annotated[str, StringConstraints(min_length=1, max_length=63)]
     cluster: Cluster = Cluster()
@@ -82,6 +172,8 @@ class Environment(Strict):
     maxPrunePercent: Annotated[int, Field(ge=0, le=100)] | None = None
     forceConflicts: bool = False
     directCommits: bool = False
+    serving: Serving | None = None
+    """Cluster facts the serving and training renderers need; unset: ``DEFAULT_SERVING``."""
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -90,6 +182,8 @@ class Environment(Strict):
         data: dict[str, Any] = handler(self)
         if self.hydrateBranch is None:
             data.pop("hydrateBranch", None)
+        if self.serving is None:
+            data.pop("serving", None)
         return data
 
     @model_validator(mode="after")
@@ -112,6 +206,10 @@ class Environment(Strict):
 
     def namespace_for(self, team: str) -> str:
         return self.namespace.replace("{team}", team)
+
+    @property
+    def serving_config(self) -> Serving:
+        return self.serving or DEFAULT_SERVING
 
 
 class RepoConfig(Strict):

@@ -19,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -61,6 +63,16 @@ MODEL_FILE_EXTENSIONS = (".bin", ".safetensors", ".json", ".txt", ".pt", ".pth",
 MODEL_FILE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 
 DEFAULT_RUNTIME_IMAGE = "vllm/vllm-openai:v0.8.5"
+RUNTIME_IMAGES = {"vllm": DEFAULT_RUNTIME_IMAGE,
+                  "tgi": "ghcr.io/huggingface/text-generation-inference:3.0.1"}
+"""The image each runtime kind starts when ``runtime.image`` is not given."""
+RESERVED_ARGS = {
+    "vllm": ("--model", "--served-model-name", "--port", "--host", "--enable-lora",
+             "--lora-modules", "--max-lora-rank", "--tensor-parallel-size", "-tp"),
+    "tgi": ("--model-id", "--port", "--hostname", "--num-shard", "--lora-adapters"),
+}
+"""Flags llmops renders itself from the model, the resources and the port (per runtime)."""
+MAX_LORA_RANK = 512
 
 
 class Strict(BaseModel):
@@ -76,6 +88,11 @@ class ModelType(StrEnum):
     BASE = "base"
     FINE_TUNED = "fine-tuned"
     ADAPTER = "adapter"
+
+
+class RuntimeKind(StrEnum):
+    VLLM = "vllm"
+    TGI = "tgi"
 
 
 class DataClassification(StrEnum):
@@ -172,11 +189,15 @@ class SpecBase(Strict):
 # --------------------------------------------------------------------------- Model
 
 
-class ModelFile(Strict):
+class StoredFile(Strict):
+    """One file of an artifact in S3 as recorded at upload: ``llmops fetch-model`` checks it."""
+
     name: Annotated[str, StringConstraints(pattern=MODEL_FILE_RE)]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     size: Annotated[int, Field(ge=0, le=MAX_MODEL_FILE_BYTES)]
 
+
+class ModelFile(StoredFile):
     @model_validator(mode="after")
     def _extension(self) -> ModelFile:
         if not self.name.endswith(MODEL_FILE_EXTENSIONS):
@@ -197,10 +218,14 @@ class ModelSpecBody(Strict):
     dataClassification: DataClassification
     stage: ModelStage = ModelStage.DRAFT
     baseModel: ModelRef | None = None
+    loraRank: Annotated[int, Field(ge=1, le=MAX_LORA_RANK)] | None = None
+    """The LoRA rank ``r`` of an adapter (checked against the server's ``--max-lora-rank``)."""
     description: ShortText | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> ModelSpecBody:
+        if self.loraRank is not None and self.type != ModelType.ADAPTER:
+            raise ValueError("loraRank applies only to adapter models")
         if self.type in (ModelType.FINE_TUNED, ModelType.ADAPTER) and self.baseModel is None:
             raise ValueError(f"a {self.type} model needs baseModel")
         if self.type == ModelType.BASE and self.baseModel is not None:
@@ -246,11 +271,39 @@ class PromptTemplateSpec(SpecBase):
 
 
 class Runtime(Strict):
-    image: ImageRef = DEFAULT_RUNTIME_IMAGE
+    kind: RuntimeKind = RuntimeKind.VLLM
+    image: ImageRef | None = None
+    """Default: ``RUNTIME_IMAGES[kind]``."""
     args: list[Annotated[str, StringConstraints(max_length=4096)]] = []
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     healthPath: Annotated[str, StringConstraints(pattern=ROUTE_RE)] = "/health"
     env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Text] = {}
+    maxLoraRank: Annotated[int, Field(ge=1, le=MAX_LORA_RANK)] | None = None
+    """vLLM's ``--max-lora-rank``; default: the adapter's rank rounded up to one vLLM accepts."""
+    startupSeconds: Annotated[int, Field(ge=60, le=6 * 3600)] | None = None
+    """How long the model may take to download and load; default from the environment."""
+
+    @field_validator("args")
+    @classmethod
+    def _reserved(cls, args: list[str], info: ValidationInfo) -> list[str]:
+        reserved = RESERVED_ARGS[info.data.get("kind", RuntimeKind.VLLM)]
+        for i, arg in enumerate(args):
+            flag = arg.split("=", 1)[0]
+            if flag in reserved:
+                raise ValueError(f"[{i}] {flag} is set by llmops from the model, the "
+                                 f"resources and the port; remove it (llmops sets: "
+                                 f"{' '.join(reserved)})")
+        return args
+
+    @model_validator(mode="after")
+    def _lora(self) -> Runtime:
+        if self.maxLoraRank is not None and self.kind != RuntimeKind.VLLM:
+            raise ValueError("maxLoraRank applies only to runtime kind vllm")
+        return self
+
+    @property
+    def image_ref(self) -> str:
+        return self.image or RUNTIME_IMAGES[self.kind]
 
 
 class Replicas(Strict):
@@ -272,15 +325,33 @@ class CustomMetric(Strict):
     targetAverageValue: Quantity
 
 
+DEFAULT_QUEUE_DEPTH = 5
+
+
 class Autoscale(Strict):
+    """What the autoscaler follows: the model server's request queue unless told otherwise."""
+
+    queueDepth: Annotated[int, Field(ge=1, le=10000)] | None = None
+    """Requests waiting per replica (vLLM ``vllm:num_requests_waiting``, TGI
+    ``tgi_queue_size``); the default, at ``DEFAULT_QUEUE_DEPTH``."""
     cpuUtilization: Annotated[int, Field(ge=1, le=100)] | None = None
     customMetric: CustomMetric | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Autoscale:
-        if (self.cpuUtilization is None) == (self.customMetric is None):
-            raise ValueError("set exactly one of cpuUtilization and customMetric")
+        given = [n for n in ("queueDepth", "cpuUtilization", "customMetric")
+                 if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of queueDepth, cpuUtilization and "
+                             f"customMetric (got {', '.join(given)})")
         return self
+
+    @property
+    def queue_target(self) -> int | None:
+        """The queue depth to scale on, or None when CPU or a custom metric is asked for."""
+        if self.cpuUtilization is None and self.customMetric is None:
+            return self.queueDepth or DEFAULT_QUEUE_DEPTH
+        return None
 
 
 class ServingEndpointBody(Strict):
@@ -290,7 +361,7 @@ class ServingEndpointBody(Strict):
     host: Annotated[str, StringConstraints(pattern=HOST_RE, max_length=253)] | None = None
     runtime: Runtime = Runtime()
     replicas: Replicas
-    autoscale: Autoscale = Autoscale(cpuUtilization=80)
+    autoscale: Autoscale = Autoscale()
     resources: Resources = Resources()
     promptTemplateRef: DnsLabel | None = None
     ownerTeam: DnsLabel | None = None
@@ -389,6 +460,8 @@ class TrainingJobBody(Strict):
     experimentUrl: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$",
                                                     max_length=2048)] | None = None
     backoffLimit: Annotated[int, Field(ge=0, le=20)] = 2
+    activeDeadlineSeconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 7 * 86400
+    """Wall-clock limit of the whole Job (all attempts); the Job fails when it is reached."""
     ownerTeam: DnsLabel | None = None
 
 
@@ -408,7 +481,16 @@ class DatasetBody(Strict):
     uri: S3Uri
     dataClassification: DataClassification
     ownerTeam: DnsLabel
+    files: list[StoredFile] = []
+    """When listed, training pods get the dataset fetched and verified like a model."""
     description: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> DatasetBody:
+        names = [f.name for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError("files lists the same file twice")
+        return self
 
 
 class DatasetSpec(SpecBase):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 from pydantic import ValidationError
 
 from llmops.engine.errors import SpecError, SpecIssue
-from llmops.engine.spec import loader, repoconfig, schema
+from llmops.engine.spec import loader, placement, repoconfig, schema
 from llmops.engine.types import API_VERSION, Document, FieldPath, Kind, SpecKey, format_path
 
 S = TypeVar("S", bound=schema.SpecBase)
@@ -286,8 +286,23 @@ class _References:
         if not self._defined(Kind.PROMPT_TEMPLATE, name):
             yield _issue(item.document, item.spec, path, f"prompt template {name} is not defined")
 
+    def _model(self, ref: schema.ModelRef) -> schema.ModelSpec | None:
+        item = self.by_key.get(SpecKey(Kind.MODEL, "", f"{ref.name}@{ref.version}"))
+        return cast(schema.ModelSpec, item.spec) if item is not None else None
+
+    def _placement(self, item: SourcedSpec, problems: Iterator[placement.Problem]
+                   ) -> Iterator[SpecIssue]:
+        for path, message in problems:
+            yield _issue(item.document, item.spec, path, message)
+
+    def _serving(self, env: str) -> repoconfig.Serving:
+        config = self.envs.get(env)
+        return config.serving_config if config is not None else repoconfig.DEFAULT_SERVING
+
     def _endpoint(self, item: SourcedSpec, s: schema.ServingEndpointSpec) -> Iterator[SpecIssue]:
         yield from self._model_ref(item, ("spec", "modelRef"), s.spec.modelRef)
+        yield from self._placement(item, placement.endpoint_problems(
+            s.spec, self._model, self._serving(s.environment)))
         if s.spec.promptTemplateRef:
             yield from self._template_ref(item, ("spec", "promptTemplateRef"),
                                           s.spec.promptTemplateRef)
@@ -315,6 +330,8 @@ class _References:
 
     def _training_job(self, item: SourcedSpec, s: schema.TrainingJobSpec) -> Iterator[SpecIssue]:
         yield from self._model_ref(item, ("spec", "baseModelRef"), s.spec.baseModelRef)
+        yield from self._placement(item, placement.training_problems(
+            s.spec, self._model, self._serving(s.environment)))
         if not self._defined(Kind.DATASET, s.spec.datasetRef):
             yield _issue(item.document, s, ("spec", "datasetRef"),
                          f"dataset {s.spec.datasetRef} is not defined")

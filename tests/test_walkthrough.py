@@ -1,0 +1,195 @@
+"""The first hour, end to end: README's quick start, then the template README, in order.
+
+A new user's path as the READMEs write it, against `llmops up` on loopback: `up` in a
+fresh folder (quiet: one line per environment, no log lines), the README's shell blocks
+of the quick start (PATH, `llmops status` from inside the specs repo, a viewer token's
+curl, the trusted-proxy signature made with openssl), a write through the API committed
+to the repo `up` follows, then every console command of the template README (`Using the
+CLI` and the promotion walkthrough) in a repo from `llmops init`, each exiting 0.
+
+`bash .ci/bootstrap` itself is not run here (it would reinstall the environment this test
+runs in); `.ci/bootstrap`'s second run is measured by hand (see the branch's report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+PROXY_SECRET = "walkthrough-proxy-secret"
+IDENTITY = {"GIT_AUTHOR_NAME": "New User", "GIT_AUTHOR_EMAIL": "new.user@example.com",
+            "GIT_COMMITTER_NAME": "New User", "GIT_COMMITTER_EMAIL": "new.user@example.com"}
+
+
+def blocks(markdown: str, lang: str) -> list[str]:
+    """The fenced code blocks of ``markdown`` in language ``lang``, in order."""
+    return re.findall(rf"```{lang}\n(.*?)```", markdown, re.S)
+
+
+def section(markdown: str, title: str) -> str:
+    start = markdown.index(f"## {title}")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start:end if end > 0 else None]
+
+
+def console_commands(text: str) -> list[str]:
+    return [line.strip().removeprefix("$ ").strip() for block in blocks(text, "console")
+            for line in block.splitlines() if line.strip().startswith("$ ")]
+
+
+def user_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "GIT_"))}
+    return {**env, **IDENTITY, "HOME": str(tmp / "home"), "PATH": f"{BIN}:{env['PATH']}",
+            "LLMOPS_DAEMON__INTERVAL_SECONDS": "3600",
+            "LLMOPS_API__TRUSTED_PROXIES": '["127.0.0.1"]',
+            "LLMOPS_API__PROXY_SECRET": PROXY_SECRET}
+
+
+def bash(script: str, cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], str, list[str]]]:
+    """``llmops up`` started as the README says, in a fresh folder; (folder, env, API base,
+    the lines it printed up to 'reconciling every change')."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (tmp_path / "home").mkdir()
+    env = user_env(tmp_path)
+    proc = subprocess.Popen([str(BIN / "llmops"), "up", "--api-port", "0"], cwd=clone,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        printed: list[str] = []
+        while not printed or not printed[-1].startswith("reconciling every change"):
+            line = proc.stdout.readline()
+            assert line, "llmops up ended early: " + "".join(printed) + proc.stderr.read()
+            printed.append(line.rstrip("\n"))
+        found = re.search(r"API\s+(http://\S+)/llm-ops/v1/reconcile/status", "\n".join(printed))
+        assert found is not None, printed
+        yield clone, env, found.group(1), printed
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def call(url: str, token: str = "", data: dict[str, Any] | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = None
+    if data is not None:
+        body = json.dumps(data).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=body, headers=headers,
+                                     method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        result: dict[str, Any] = json.load(response)
+    return result
+
+
+def wait_applied(api: str, token: str, env: str, revision: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = call(f"{api}/llm-ops/v1/reconcile/status", token)["data"]["environments"]
+        if any(e["environment"] == env and e.get("lastAppliedRevision") == revision
+               for e in status):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{env} never applied {revision[:12]}: {status}")
+
+
+def test_readme_quick_start_then_the_template_readme(
+        up: tuple[Path, dict[str, str], str, list[str]]) -> None:
+    clone, env, api, printed = up
+    # `up` is quiet: one line per environment, where things are, no log lines.
+    for name in ("dev", "stg", "prod"):
+        assert len([line for line in printed if line.startswith(f"{name}: ")]) == 1, printed
+    assert not [line for line in printed if "INFO" in line or "alembic" in line], printed
+    home = clone / ".llmops"
+    assert sorted(p.name for p in (home / "tokens").iterdir()) == [
+        "admin", "auditor", "ml-engineer", "viewer"]
+
+    # README, quick start: every sh block after the install line, as written (the port
+    # is the one `up` picked instead of 8080).
+    readme = section((ROOT / "README.md").read_text(), "Quick start")
+    port = api.rsplit(":", 1)[1]
+    for block in blocks(readme, "sh")[1:]:
+        out = bash(block.replace("127.0.0.1:8080", f"127.0.0.1:{port}"), clone, env)
+        if "llmops status" in block:
+            assert "dev: Ready" in out
+            assert "health: not observed (hydrate actuator" in out
+        if "curl" in block:
+            answer = json.loads(out)
+            assert answer["status"] == "success", answer
+
+    # A write through the API is a commit in the repo `up` follows.
+    ml = (home / "tokens" / "ml-engineer").read_text().strip()
+    models = call(f"{api}/llm-ops/v1/catalog/models", ml)["data"]["items"]
+    draft = next(m for m in models if m["spec"]["stage"] == "draft")
+    done = call(f"{api}/llm-ops/v1/catalog/models/{draft['id']}/promote", ml,
+                {"stage": "approved"})
+    assert done["status"] == "success", done
+    branches = subprocess.run(["git", "-C", str(home / "specs"), "branch", "--list",
+                               "llmops/*"], capture_output=True, text=True, check=True)
+    assert done["data"]["branch"] in branches.stdout
+
+    # Conclude an experiment: another commit, on another review branch.
+    experiments = call(f"{api}/llm-ops/v1/prompts/experiments?environment=prod", ml)
+    running = next(e for e in experiments["data"]["items"] if e["spec"]["state"] == "running")
+    winner = running["spec"]["variants"][0]["templateRef"]
+    concluded = call(f"{api}/llm-ops/v1/prompts/experiments/{running['id']}/conclude", ml,
+                     {"winnerTemplateId": winner, "notes": "walkthrough"})
+    assert concluded["status"] == "success", concluded
+
+    # A change committed to the followed repo, reconciled on a trigger, then rolled back
+    # through the API.
+    specs = home / "specs"
+    stg = specs / "endpoints" / "stg" / "support-chat.yaml"
+    stg.write_text(stg.read_text().replace("    min: 1\n", "    min: 2\n", 1))
+    bash("git commit -qam 'stg: support-chat min 2'", specs, env)
+    head = bash("git rev-parse HEAD", specs, env).strip()
+    assert call(f"{api}/llm-ops/v1/reconcile/trigger", ml, {})["status"] == "success"
+    wait_applied(api, ml, "stg", head)
+    endpoints = call(f"{api}/llm-ops/v1/serving/endpoints?environment=stg", ml)
+    chat = next(e for e in endpoints["data"]["items"] if e["name"] == "support-chat")
+    rolled = call(f"{api}/llm-ops/v1/serving/endpoints/{chat['id']}/rollback", ml, {})
+    assert rolled["status"] == "success", rolled
+    assert "min: 1" in bash(f"git show {rolled['data']['commit']}:endpoints/stg/"
+                            "support-chat.yaml", specs, env)
+
+    # The template README: `Using the CLI`, then the walkthrough, every command in order
+    # (the install line aside: this environment has llmops installed).
+    template = (ROOT / "specs_repo_template" / "README.md").read_text()
+    commands = [c for c in console_commands(template) if not c.startswith("pip install")]
+    assert commands[0].startswith("llmops validate ")
+    assert any(c.startswith("llmops plan --env stg") for c in commands)
+    work = clone / "user"
+    work.mkdir()
+    first = "llmops init my-specs && cd my-specs"
+    script = "\n".join([first, *[f"echo '+ {c}' >&2; {c}" for c in commands]])
+    bash(script, work, env)
+    log = subprocess.run(["git", "-C", str(work / "my-specs"), "log", "--format=%s"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert set(log[:2]) == {'Revert "support-chat 1.3.0 in prod"',
+                            'Revert "support-chat 1.3.0 in stg"'}, log
