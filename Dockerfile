@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# llmops: the CLI, the reconciler daemon and the REST API in one image.
+# llmops: the CLI, the reconciler daemon, the REST API and the prompt router in one image.
 #   docker build -t ghcr.io/llmops/llmops:0.1.0 .
 # Pin the base by digest in your registry mirror: resolve it with
 #   docker buildx imagetools inspect python:3.11.11-slim-bookworm
@@ -15,6 +15,7 @@ COPY engine/ engine/
 COPY renderers/ renderers/
 COPY api/ api/
 COPY cli/ cli/
+COPY router/ router/
 COPY specs_repo_template/ specs_repo_template/
 RUN python -m build --wheel --no-isolation --outdir /dist \
  && python -m venv /opt/llmops \

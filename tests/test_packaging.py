@@ -26,5 +26,8 @@ def test_wheel_holds_only_the_llmops_namespace(tmp_path: Path) -> None:
     assert "llmops/engine/specs_repo_template/llmops.yaml" in names
     assert "llmops/engine/specs_repo_template/.github/workflows/llmops.yaml" in names
     assert "llmops/cli/__init__.py" in names
+    assert "llmops/router/proxy.py" in names  # the prompt router ships in the same wheel
+    assert "llmops/api/dashboard/templates/base.html" in names  # the dashboard's pages
+    assert "llmops/api/dashboard/static/app.js" in names
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info.pop()}/entry_points.txt").decode()
     assert "llmops = llmops.cli:main" in entry_points

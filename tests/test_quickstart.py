@@ -81,7 +81,7 @@ def test_status_and_tokens_from_a_subfolder(tmp_path: Path, cli,  # type: ignore
         written = up_cmd.write_tokens(found, services.store)
     finally:
         services.close()
-    assert set(written) == {"admin", "ml-engineer", "viewer", "auditor", "prompt-router"}
+    assert set(written) == {"admin", "ml-engineer", "viewer", "auditor"}
     assert found.api.jwt_secret is not None
     secret = found.api.jwt_secret.get_secret_value()
     for role, path in written.items():

@@ -409,7 +409,8 @@ def test_endpoint_deployment(dev: tuple[KubeObject, ...]) -> None:
     assert deployment["metadata"]["namespace"] == "nlp-dev"
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
     pod = pod_spec(deployment)
-    (container,) = pod["containers"]
+    container, router_container = pod["containers"]  # the prompt router beside the server
+    assert router_container["name"] == "router"
     assert container["image"] == "vllm/vllm-openai:v0.8.5"
     assert container["args"][-1] == "--max-model-len=8192"
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
@@ -445,7 +446,8 @@ def test_no_gpu_means_no_gpu_resources(make_repo: Callable[..., SpecSet]) -> Non
 def test_service_and_ingress(dev: tuple[KubeObject, ...]) -> None:
     service = find(dev, "Service", "chat")
     assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http",
+    # The endpoint has a prompt template: the Service reaches the model through the router.
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "router",
                                          "protocol": "TCP"}]
     assert service["spec"]["selector"] == find(dev, "Deployment", "chat")["spec"]["selector"][
         "matchLabels"]
@@ -490,7 +492,8 @@ def test_prompt_configmap(dev: tuple[KubeObject, ...]) -> None:
     assert data == {"name": "p-a", "version": "1.0.0", "template": "Hello {{ user }} from a\n",
                     "variables": '["user"]'}
     pod = pod_spec(find(dev, "Deployment", "chat"))
-    assert "chat-prompt" not in json.dumps(pod), "the router reads it, not the model server"
+    assert "prompt" not in json.dumps(pod["containers"][0]), "the router reads it, not the server"
+    assert {"name": "prompt", "configMap": {"name": "chat-prompt"}} in pod["volumes"]
 
 
 def test_experiment_table_holds_every_variant_and_weight(dev: tuple[KubeObject, ...]) -> None:
@@ -503,7 +506,10 @@ def test_experiment_table_holds_every_variant_and_weight(dev: tuple[KubeObject, 
     assert (table["state"], table["metric"], table["stickiness"]) == (
         "running", "latency_ms", {"cookie": "variant"})
     pod = pod_spec(find(dev, "Deployment", "chat"))
-    assert "chat-abc" not in json.dumps(pod), "the router reads it, not the model server"
+    assert "chat-abc" not in json.dumps(pod["containers"][0]), "the router reads it, not the server"
+    assert {"name": "experiment", "configMap": {"name": "chat-abc-experiment"}} in pod["volumes"]
+    assert env_of(pod["containers"][1])["LLMOPS_EXPERIMENT_FILE"] == (
+        "/etc/llmops/experiment/experiment.json")
 
 
 def test_template_experiments(template_set: SpecSet) -> None:
@@ -531,8 +537,9 @@ def test_concluded_experiment_routes_all_traffic_to_the_winner(
         ("p-a", 0, 50), ("p-b", 0, 30), ("p-c", 100, 20)]
 
 
-def test_weight_change_leaves_the_model_server_pods_alone(
+def test_a_weight_change_changes_the_table_but_never_restarts_the_pods(
         make_repo: Callable[..., SpecSet]) -> None:
+    # The prompt router reloads the mounted table in place: the (GPU) pods stay as they are.
     before = render_environment(make_repo(), "dev")
 
     def edit(files: dict[str, Any]) -> None:
@@ -545,16 +552,41 @@ def test_weight_change_leaves_the_model_server_pods_alone(
     assert find(before, "Deployment", "chat") == find(after, "Deployment", "chat")
 
 
-def test_prompt_text_change_leaves_the_model_server_pods_alone(
-        make_repo: Callable[..., SpecSet]) -> None:
+def test_a_prompt_text_change_never_restarts_the_pods(make_repo: Callable[..., SpecSet]) -> None:
     def edit(files: dict[str, Any]) -> None:
         files["prompts/p-a.yaml"]["spec"]["template"] = "Hi {{ user }}\n"
 
-    before, after = render_environment(make_repo(), "dev"), render_environment(
-        make_repo(edit), "dev")
+    before, after = render_environment(make_repo(), "dev"), render_environment(make_repo(edit),
+                                                                              "dev")
     assert find(before, "ConfigMap", "chat-prompt") != find(after, "ConfigMap", "chat-prompt")
-    assert find(before, "Deployment", "chat")["spec"]["template"] == find(
-        after, "Deployment", "chat")["spec"]["template"]
+    assert find(before, "Deployment", "chat") == find(after, "Deployment", "chat")
+
+
+def test_the_router_fronts_an_endpoint_with_prompts_and_only_then(
+        make_repo: Callable[..., SpecSet], dev: tuple[KubeObject, ...]) -> None:
+    pod = pod_spec(find(dev, "Deployment", "chat"))
+    server, router_container = pod["containers"]
+    assert router_container["args"] == ["router", "--host", "0.0.0.0", "--port", "8080"]
+    env = env_of(router_container)
+    assert env["LLMOPS_ROUTER_UPSTREAM"] == "http://127.0.0.1:8000"
+    assert (env["LLMOPS_ENDPOINT"], env["LLMOPS_ENVIRONMENT"]) == ("chat", "dev")
+    assert env["LLMOPS_PROMPT_DIR"] == "/etc/llmops/prompt"
+    assert {m["name"] for m in router_container["volumeMounts"]} == {"prompt", "experiment"}
+    assert not {"prompt", "experiment"} & {m["name"] for m in server["volumeMounts"]}
+    assert "LLMOPS_PROMPT_DIR" not in env_of(server)
+    # The autoscaler reads the model server's queue: its metrics stay the scraped ones.
+    annotations = find(dev, "Deployment", "chat")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8000"
+    assert find(dev, "Service", "chat")["spec"]["ports"][0]["targetPort"] == "router"
+
+    def plain(files: dict[str, Any]) -> None:
+        del files["endpoints/dev/chat.yaml"]["spec"]["promptTemplateRef"]
+        del files["experiments/abc.yaml"]
+
+    objs = render_environment(make_repo(plain), "dev")
+    (only,) = pod_spec(find(objs, "Deployment", "chat"))["containers"]
+    assert only["name"] == "server"
+    assert find(objs, "Service", "chat")["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_training_job(dev: tuple[KubeObject, ...]) -> None:
@@ -736,3 +768,33 @@ def test_cli_as_argo_cd_plugin_stamps_the_revision() -> None:
     docs: Iterator[KubeObject] = yaml.safe_load_all(proc.stdout)
     assert {d["metadata"]["annotations"]["llmops.io/source-commit"] for d in docs} == {
         "feedface" * 5}
+
+
+def test_the_router_can_run_as_its_own_deployment(make_repo: Callable[..., SpecSet],
+                                                  kube_schemas: KubeSchemas) -> None:
+    def edit(files: dict[str, Any]) -> None:
+        files["endpoints/dev/chat.yaml"]["spec"]["router"] = {"placement": "deployment",
+                                                              "replicas": 3}
+
+    objs = render_environment(make_repo(edit), "dev")
+    server = find(objs, "Deployment", "chat")
+    (only,) = pod_spec(server)["containers"]
+    assert only["name"] == "server"
+    assert not {"prompt", "experiment"} & {v["name"] for v in pod_spec(server)["volumes"]}
+    routers = find(objs, "Deployment", "chat-router")
+    assert routers["spec"]["replicas"] == 3
+    (router_container,) = pod_spec(routers)["containers"]
+    assert env_of(router_container)["LLMOPS_ROUTER_UPSTREAM"] == "http://chat-model"
+    assert {v["name"] for v in pod_spec(routers)["volumes"]} == {"prompt", "experiment"}
+    front, model = find(objs, "Service", "chat"), find(objs, "Service", "chat-model")
+    router_pods = routers["spec"]["template"]["metadata"]["labels"]
+    server_pods = server["spec"]["template"]["metadata"]["labels"]
+    assert front["spec"]["selector"].items() <= router_pods.items()
+    assert not front["spec"]["selector"].items() <= server_pods.items()
+    assert front["spec"]["ports"][0]["targetPort"] == "router"
+    assert model["spec"]["selector"].items() <= server_pods.items()
+    assert model["spec"]["ports"][0]["targetPort"] == "http"
+    assert routers["spec"]["selector"]["matchLabels"].items() <= router_pods.items()
+    for obj in (server, routers, front, model):
+        assert obj["metadata"]["labels"]["llmops.io/spec"] == "chat"
+        assert kube_schemas.errors(obj) == []

@@ -128,7 +128,7 @@ def test_readme_quick_start_then_the_template_readme(
     assert not [line for line in printed if "INFO" in line or "alembic" in line], printed
     home = clone / ".llmops"
     assert sorted(p.name for p in (home / "tokens").iterdir()) == [
-        "admin", "auditor", "ml-engineer", "prompt-router", "viewer"]
+        "admin", "auditor", "ml-engineer", "viewer"]
 
     # README, quick start: every sh block after the install line, as written (the port
     # is the one `up` picked instead of 8080).

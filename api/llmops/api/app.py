@@ -19,8 +19,10 @@ set, else ``None``; connects lazily, so building it never touches Redis),
 malformed entry fails here) and ``route_templates``. Every route but the
 probes, ``/metrics``, the OpenAPI documents and the git webhook
 (authenticated by its shared secret) requires a permission
-(``llmops.api.auth``). Callers: ``llmops serve`` (``llmops.cli.serve_cmd``),
-``llmops up`` (``llmops.cli.daemon_cmd``) and the tests.
+(``llmops.api.auth``). The web dashboard (``llmops.api.dashboard``) is
+mounted beside the REST API, at the same paths without the prefix.
+Callers: ``llmops serve`` (``llmops.cli.serve_cmd``), ``llmops up``
+(``llmops.cli.daemon_cmd``) and the tests.
 
 Middleware order, outermost first: Starlette's server-error layer (runs the
 catch-all handler), metrics (sees every request, refused or failed), the
@@ -35,7 +37,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from llmops.api import auth, errors
+from llmops.api import auth, dashboard, errors
 from llmops.api.envelope import Failure
 from llmops.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware, RouteTemplates
 from llmops.api.middleware import RequestGuard
@@ -116,7 +118,8 @@ def create_app(services: compose.Services | Store, *,
     app.state.trusted_peers = auth.TrustedPeers.parse(cfg.api.trusted_proxies)
 
     errors.install(app)
-    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH, *_mount(app)]
+    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH, *_mount(app),
+                 *dashboard.mount(app)]
 
     @app.get(METRICS_PATH, tags=["metrics"], response_class=Response, summary="Prometheus metrics",
              responses={200: {"content": {CONTENT_TYPE: {}},

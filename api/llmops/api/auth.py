@@ -57,6 +57,7 @@ from llmops.engine.service.access import Caller
 from llmops.engine.settings import ApiSettings
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import audit, catalog
+from llmops.engine.store.db import Store
 
 USER_HEADER = "x-user-id"
 ROLES_HEADER = "x-user-roles"
@@ -204,6 +205,12 @@ def _from_bearer(value: bytes, settings: ApiSettings) -> Principal:
                      teams=claims.teams)
 
 
+def principal_from_token(token: str, settings: ApiSettings) -> Principal:
+    """The principal of a bare bearer token (the dashboard's session cookie), verified
+    exactly as an ``Authorization: Bearer`` header; 401 when it does not verify."""
+    return _from_bearer(f"Bearer {token}".encode("latin-1", "replace"), settings)
+
+
 def get_principal(request: Request, settings: SettingsDep) -> Principal:
     """The caller, or 400 (ambiguous headers) / 401 (no trustworthy identity)."""
     found = _raw_headers(request)
@@ -238,19 +245,31 @@ def require(permission: Permission | str) -> Any:
 
     def check(request: Request, principal: PrincipalDep, store: StoreDep,
               log: AuditLogDep) -> Principal:
-        granted = catalog.permissions_of(store, principal.roles)
-        if catalog.allows(granted, needed):
-            return principal
-        target = _route_template(request)
-        log.append(audit.AuditEntry(
-            actor=principal.user, action=audit.AuditAction.ACCESS, target=target,
-            result=audit.AuditResult.DENIED, reason=needed,
-            details={"roles": list(principal.roles), "authenticatedBy": principal.method}))
-        raise errors.Forbidden(f"{principal.user} lacks the permission {needed}",
-                               {"permission": needed, "roles": list(principal.roles)})
+        return authorize(request, principal, store, log, needed)
 
     check.__name__ = f"require_{needed.replace(':', '_').replace('*', 'all')}"
     return Depends(check)
+
+
+def allowed(store: Store, principal: Principal, permission: Permission | str) -> bool:
+    """Whether ``principal`` holds ``permission`` (no audit: for deciding what to offer)."""
+    granted = catalog.permissions_of(store, principal.roles)
+    return catalog.allows(granted, Permission(permission).value)
+
+
+def authorize(request: Request, principal: Principal, store: Store, log: audit.AuditLog,
+              permission: Permission | str) -> Principal:
+    """``principal`` when it holds ``permission``; else the denial audited and a 403."""
+    needed = Permission(permission).value
+    if allowed(store, principal, needed):
+        return principal
+    target = _route_template(request)
+    log.append(audit.AuditEntry(
+        actor=principal.user, action=audit.AuditAction.ACCESS, target=target,
+        result=audit.AuditResult.DENIED, reason=needed,
+        details={"roles": list(principal.roles), "authenticatedBy": principal.method}))
+    raise errors.Forbidden(f"{principal.user} lacks the permission {needed}",
+                           {"permission": needed, "roles": list(principal.roles)})
 
 
 # --------------------------------------------------------------------------- use cases

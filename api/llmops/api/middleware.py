@@ -3,7 +3,10 @@
 Role: before any route runs (and before anything is buffered), answer
 
 - 415 for form and multipart bodies (``application/x-www-form-urlencoded``,
-  ``multipart/*``): no route of this API reads a form, so none is parsed;
+  ``multipart/*``) under ``/llm-ops/``: no route of the REST API reads a
+  form, so none is parsed (but the upload route takes multipart/form-data;
+  the dashboard's pages, outside that prefix, post small forms and check
+  their CSRF token themselves);
 - 413 when ``Content-Length`` is above the limit, and 400 when it is not a
   number (the limit is ``max_body_bytes``, except for the raw-body model
   upload route in ``LARGE_BODY_ROUTES``: 10 GiB, the route checks the rest);
@@ -34,9 +37,10 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/")
 # MAX_FILES_PER_CALL files of at most 10 GB, raw or multipart); the route itself
 # enforces the exact per-file limit and Content-Length rules. Only these may take
 # multipart/form-data, which they parse as a stream.
-LARGE_BODY_ROUTES = ((re.compile(r"^/llm-ops/v1/catalog/models/[^/]+/upload$"),
+LARGE_BODY_ROUTES = ((re.compile(r"^(/llm-ops/v1)?/catalog/models/[^/]+/upload$"),
                       MAX_MODEL_FILE_BYTES * MAX_FILES_PER_CALL),)
 MULTIPART = "multipart/form-data"
+FORMS_REFUSED_UNDER = "/llm-ops/"
 
 
 def _is_form(content_type: str) -> bool:
@@ -58,8 +62,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        limit, large = self._limit(str(scope.get("path", "")))
-        refusal = self._refusal(headers, limit, multipart=large)
+        path = str(scope.get("path", ""))
+        limit, large = self._limit(path)
+        refusal = self._refusal(headers, limit, multipart=large,
+                                forms=path.startswith(FORMS_REFUSED_UNDER))
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -97,11 +103,12 @@ class RequestGuard:
                 return limit, True
         return self.max_body_bytes, False
 
-    def _refusal(self, headers: Headers, limit: int, *,
-                 multipart: bool = False) -> JSONResponse | None:
+    def _refusal(self, headers: Headers, limit: int, *, multipart: bool = False,
+                 forms: bool = True) -> JSONResponse | None:
         content_type = headers.get("content-type", "")
         media = content_type.split(";", 1)[0].strip().lower()
-        if content_type and _is_form(content_type) and not (multipart and media == MULTIPART):
+        if (forms and content_type and _is_form(content_type)
+                and not (multipart and media == MULTIPART)):
             return errors.fail_response(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 "form and multipart bodies are not accepted; send JSON",

@@ -193,8 +193,66 @@ class VariantOut(ApiModel):
     effective_weight: int
 
 
+class DistributionOut(ApiModel):
+    """A histogram over the window: count, mean and quantiles (ms or tokens)."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+class VariantMetricsOut(ApiModel):
+    """What the prompt router measured for one variant over the window."""
+
+    variant: str
+    requests: int
+    by_code: dict[str, int]
+    errors: int
+    error_rate: float | None
+    latency_ms: DistributionOut
+    time_to_first_token_ms: DistributionOut
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_tokens_per_request: DistributionOut
+    completion_tokens_per_request: DistributionOut
+
+
+class ComparisonOut(ApiModel):
+    """A variant against the control for the experiment's metric."""
+
+    variant: str
+    control: str
+    test: str
+    difference: float
+    statistic: float | None
+    p_value: float | None
+    significant: bool
+    samples_needed: int | None
+    additional_samples: int | None
+
+
+class ExperimentMetricsOut(ApiModel):
+    """Per-variant metrics from Prometheus over a window, with the significance test."""
+
+    window: str
+    since: datetime
+    until: datetime
+    metric: str
+    control: str | None
+    variants: list[VariantMetricsOut]
+    comparisons: list[ComparisonOut]
+    note: str | None
+
+
 class ExperimentOut(SpecOut):
-    """A prompt experiment: its endpoint, variants, metric, state and winner."""
+    """A prompt experiment: its endpoint, variants, metric, state and winner.
+
+    ``metrics``: only on the single-experiment read, when Prometheus is
+    configured (``LLMOPS_PROMETHEUS__URL``); ``metrics_error`` says why they
+    are missing when Prometheus did not answer.
+    """
 
     endpoint: Ref
     variants: list[VariantOut]
@@ -204,6 +262,8 @@ class ExperimentOut(SpecOut):
     stickiness: dict[str, Any] | None
     notes: str | None
     status: StatusOut
+    metrics: ExperimentMetricsOut | None = None
+    metrics_error: str | None = None
 
 
 class TrainingJobOut(SpecOut):
@@ -236,7 +296,8 @@ class GpuHours(ApiModel):
 
 
 class CostReport(ApiModel):
-    """GPU hours and tokens over a window, from the recorded GPU samples and token usage."""
+    """GPU hours and tokens over a window, from the recorded GPU samples and the prompt
+    routers' token counts."""
 
     window: str
     since: datetime
@@ -252,3 +313,6 @@ class CostReport(ApiModel):
         description="One row per (environment, endpoint), with its team and tokens.")
     by_training_job: list[GpuHours] = Field(
         description="One row per (environment, training job), with its team.")
+    tokens_error: str | None = Field(
+        default=None, description="Why there are no token counts: Prometheus "
+        "(LLMOPS_PROMETHEUS__URL) could not be read. Null when it was, or is not set.")

@@ -76,6 +76,7 @@ LAZY_COMMANDS = {
     "hydrate": "hydrate_cmd:hydrate",
     "db": "db_cmd:db_group",
     "fetch-model": "fetch_cmd:fetch_model",
+    "router": "router_cmd:router",
 }
 """Commands defined in their own modules, as ``module:attribute`` under ``llmops.cli``."""
 

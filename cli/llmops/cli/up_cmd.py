@@ -155,6 +155,7 @@ def _tell_tokens(cfg: Settings, base: str, written: dict[str, Path]) -> None:
     folder = cfg.home.resolve() / "tokens"
     click.echo(f"API             {base}/llm-ops/v1/reconcile/status   (docs: "
                f"{base}/llm-ops/v1/docs)")
+    click.echo(f"Dashboard       {base}/   (sign in with one of the API tokens)")
     click.echo(f"API tokens      {folder}/{{{','.join(written)}}}   (one per role of the "
                "repo's Policy rbac.roles)")
     click.echo(f"                curl -H \"Authorization: Bearer $(cat {folder}/"

@@ -96,6 +96,15 @@ class ArgoCdSettings(BaseModel):
     """Seconds per request (connect and read)."""
 
 
+class PrometheusSettings(BaseModel):
+    """Prometheus' HTTP API, read for the prompt router's per-variant metrics and tokens."""
+
+    url: str = ""
+    """Base URL, e.g. http://prometheus.monitoring:9090; empty: no metrics in the API."""
+    timeout: float = Field(default=5.0, gt=0, le=60)
+    """Seconds per query (connect and read)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMOPS_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -111,6 +120,7 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     api: ApiSettings = ApiSettings()
     argocd: ArgoCdSettings = ArgoCdSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -15,9 +15,7 @@ A ServingEndpoint renders to:
   deadline ten minutes beyond the startup allowance. No prompt or experiment
   content, name or hash is in the pod template: the prompt router reads
   those ConfigMaps at runtime, so a prompt or weight change never restarts a
-  GPU pod; a model, runtime or resource change does. A sidecar (the prompt
-  router) joins the pod with one ``PodParts.add_container`` call in
-  ``_Endpoint.server_pod``.
+  GPU pod; a model, runtime or resource change does.
 - ``Service`` ``<endpoint>`` (ClusterIP, port 80 -> ``http``).
 - The autoscaler (``llmops.renderers.traffic``): a ``HorizontalPodAutoscaler``
   on the server's request queue (or CPU / a custom metric when asked), or a
@@ -29,6 +27,9 @@ A ServingEndpoint renders to:
   ``replicas.min >= 2``.
 - Routes: ingress-nginx ``Ingress`` ``<endpoint>`` and ``<endpoint>-chat``, or
   one Gateway API ``HTTPRoute`` (``llmops.renderers.traffic``).
+- With a prompt template or an experiment, ``router.attach`` adds the prompt
+  router (a sidecar, or its own Deployment) that mounts those ConfigMaps, and
+  routes the Service through it.
 - ``ConfigMap`` ``<endpoint>-prompt`` with the default prompt template (name,
   version, text, variables) when ``promptTemplateRef`` is set.
 
@@ -46,7 +47,7 @@ from typing import Any, cast
 from llmops.engine.spec import repoconfig, schema
 from llmops.engine.spec.validate import SourcedSpec
 from llmops.engine.types import KubeObject
-from llmops.renderers import modelserver, objects, templating, traffic
+from llmops.renderers import modelserver, objects, router, templating, traffic
 from llmops.renderers.objects import Owner, Scope
 
 EXPERIMENT_FILE = "experiment.json"
@@ -212,7 +213,18 @@ class _Endpoint:
         if body.replicas.min >= 2:
             self.emit("poddisruptionbudget.json.j2", {"selector": selector}, "server")
         self._routes()
-        return self.out
+        return router.attach(self.out, body, router.Where(
+            self.owner, self.namespace, self.scope.revision), self._router_wiring())
+
+    def _router_wiring(self) -> router.Wiring | None:
+        """The prompt template and experiment ConfigMaps the prompt router reads."""
+        ref = self.endpoint.spec.promptTemplateRef
+        experiment = self.scope.spec_set.experiment_for(self.endpoint)
+        return router.Wiring.of(
+            self.name, self.scope.environment,
+            (ref, prompt_configmap_name(self.name)) if ref else None,
+            (experiment.name, experiment_configmap_name(experiment.name), EXPERIMENT_FILE)
+            if experiment is not None else None)
 
     def _prompt(self) -> None:
         """The default template as a ConfigMap the prompt router reads at runtime.

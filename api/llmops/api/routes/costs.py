@@ -10,17 +10,12 @@ workload (workload, environment, name) or the end of the window. The last
 sample taken in the ``CARRY_IN`` (24 h) before the window start counts from
 the start, so a steady workload is not missed at the window's edge; an older
 one is taken as gone (the reconciler samples every 15 minutes while it
-runs). Tokens are the sums of the ``state.token_usage`` rows recorded in the
-window (fed by the prompt router per endpoint and variant). ``window`` is
+runs). Tokens are the prompt routers' prompt and completion tokens per endpoint
+over the window, read from Prometheus (``LLMOPS_PROMETHEUS__URL``; without
+it there are none, and ``tokensError`` says why when Prometheus fails). ``window`` is
 ``<n>h`` or ``<n>d``, at most 90 days (400 otherwise); ``until`` (default:
 now) ends it. Input: query parameters; the store. Output: ``CostReport`` in
-the envelope. Needs ``costs:read``.
-
-``POST /costs/tokens`` (``costs:report``) is how the prompt router (or any
-gateway) feeds token counts: a batch of ``{environment, endpoint, variant,
-promptTokens, completionTokens, recordedAt}`` rows, each the tokens served
-since the feeder's previous row (deltas, not running totals); the team is the
-endpoint's owner from the catalog. Caller: ``llmops.api.app`` mounts
+the envelope. Needs ``costs:read``. Caller: ``llmops.api.app`` mounts
 ``router``.
 """
 
@@ -29,21 +24,23 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import StoreDep
-from llmops.api.envelope import ApiModel, Envelope, Failure, success
+from llmops.api.deps import SettingsDep, StoreDep
+from llmops.api.envelope import Envelope, Failure, success
 from llmops.api.resources import CostReport, GpuHours
-from llmops.engine.service import access
+from llmops.engine.errors import Unavailable
+from llmops.engine.service import access, experiments
+from llmops.engine.settings import Settings
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import catalog, db, state
-from llmops.engine.types import Kind, SpecKey
+from llmops.engine.types import Kind
 
 router = APIRouter(tags=["costs"], responses=AUTH_RESPONSES)
 
@@ -54,6 +51,14 @@ HOUR = 3600.0
 
 Workload = tuple[str, str, str]  # (workload, environment, endpoint or job)
 SERVING, TRAINING = "serving", "training"
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """An endpoint's tokens over the window, with the team that owns the endpoint."""
+
+    usage: experiments.TokenUsage
+    team: str
 
 
 def parse_window(window: str) -> timedelta:
@@ -117,7 +122,7 @@ class _Totals:
 
 def _report(window: str, since: datetime, end: datetime,
             hours: dict[Workload, tuple[str, float]],
-            tokens: Iterable[state.TokenUsage]) -> CostReport:
+            tokens: Iterable[Tokens]) -> CostReport:
     total = _Totals()
     groups: dict[str, dict[str, _Totals]] = {g: defaultdict(_Totals) for g in ("team", "env")}
     workloads: dict[Workload, _Totals] = defaultdict(_Totals)
@@ -126,10 +131,10 @@ def _report(window: str, since: datetime, end: datetime,
         for sums in (total, groups["team"][team], groups["env"][env], workloads[(kind, env, name)]):
             sums.add_hours(kind, value)
         teams[(kind, env, name)] = team
-    for used in tokens:
+    for team, used in ((t.team, t.usage) for t in tokens):
         key = (SERVING, used.environment, used.endpoint)
-        teams.setdefault(key, used.team)
-        for sums in (total, groups["team"][used.team], groups["env"][used.environment],
+        teams.setdefault(key, team)
+        for sums in (total, groups["team"][team], groups["env"][used.environment],
                      workloads[key]):
             sums.prompt += used.prompt_tokens
             sums.completion += used.completion_tokens
@@ -148,61 +153,13 @@ def _report(window: str, since: datetime, end: datetime,
         by_endpoint=rows[SERVING], by_training_job=rows[TRAINING])
 
 
-class TokenRow(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    environment: str = Field(min_length=1, max_length=63)
-    endpoint: str = Field(min_length=1, max_length=253)
-    variant: str = Field(default="", max_length=253,
-                         description="The experiment variant's template, or empty.")
-    prompt_tokens: int = Field(ge=0, le=10**12, alias="promptTokens")
-    completion_tokens: int = Field(ge=0, le=10**12, alias="completionTokens")
-    recorded_at: datetime | None = Field(default=None, alias="recordedAt",
-                                         description="End of the interval (default: now).")
-
-
-class TokenBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rows: list[TokenRow] = Field(min_length=1, max_length=1000)
-
-
-class Recorded(ApiModel):
-    recorded: int
-
-
-def _team(store: db.Store, environment: str, endpoint: str) -> str:
-    entry = catalog.get_key(store, SpecKey(Kind.SERVING_ENDPOINT, environment, endpoint))
-    if entry is None:
-        raise errors.NotFound(f"no endpoint {endpoint} in {environment}",
-                              {"environment": environment, "endpoint": endpoint})
-    return access.owner_team(store, entry)
-
-
-@router.post("/costs/tokens", response_model=Envelope[Recorded],
-             summary="Record token counts (the prompt router's feed)",
-             dependencies=[require(Permission.COSTS_REPORT)],
-             responses={404: {"model": Failure, "description": "No such endpoint."}})
-def record_tokens(store: StoreDep, batch: TokenBatch) -> Envelope[Recorded]:
-    """Token counts per endpoint and variant over an interval, for ``GET /costs``."""
-    now = datetime.now(UTC)
-    rows = [state.TokenUsage(
-        environment=r.environment, team=_team(store, r.environment, r.endpoint),
-        endpoint=r.endpoint, prompt_tokens=r.prompt_tokens,
-        completion_tokens=r.completion_tokens, variant=r.variant,
-        recorded_at=now if r.recorded_at is None else (
-            r.recorded_at if r.recorded_at.tzinfo else r.recorded_at.replace(tzinfo=UTC)))
-        for r in batch.rows]
-    count = state.add_token_usage(store, rows)
-    return success(Recorded(recorded=count), f"{count} token row(s) recorded")
-
-
 @router.get("/costs", response_model=Envelope[CostReport],
             summary="GPU hours and tokens over a window",
             dependencies=[require(Permission.COSTS_READ)],
             responses={400: {"model": Failure, "description": "The window is malformed."}})
 def costs(
     store: StoreDep,
+    settings: SettingsDep,
     window: Annotated[str, Query(max_length=16, description="<n>h or <n>d, at most 90d.")]
     = "24h",
     until: Annotated[datetime | None, Query(description="End of the window (default now); "
@@ -214,6 +171,25 @@ def costs(
         until if until.tzinfo is not None else until.replace(tzinfo=UTC))
     since = end - span
     samples = state.gpu_samples(store, since=since - CARRY_IN, until=end)
-    report = _report(window, since, end, integrate(samples, since, end),
-                     state.token_usage(store, since=since, until=end))
+    tokens, tokens_error = _tokens(store, settings, since, end)
+    report = _report(window, since, end, integrate(samples, since, end), tokens)
+    if tokens_error:
+        report = report.model_copy(update={"tokens_error": tokens_error})
     return success(report, f"{report.total_gpu_hours} GPU hours over {window}")
+
+
+def _tokens(store: db.Store, settings: Settings, since: datetime,
+            until: datetime) -> tuple[list[Tokens], str]:
+    """The prompt routers' tokens per endpoint over the window, each with its endpoint's
+    team, from Prometheus; none without ``LLMOPS_PROMETHEUS__URL``; (rows, why none)."""
+    if not settings.prometheus.url:
+        return [], ""
+    reader = experiments.PrometheusHttp(settings.prometheus.url, settings.prometheus.timeout)
+    try:
+        rows = experiments.token_usage(reader, until=until, window=until - since)
+    except Unavailable as exc:
+        return [], str(exc)
+    teams = {(e.environment, e.name): access.owner_team(store, e)
+             for e in catalog.list_entries(store, kind=Kind.SERVING_ENDPOINT)}
+    return [Tokens(row, teams.get((row.environment, row.endpoint), "unowned"))
+            for row in rows], ""

@@ -7,22 +7,36 @@ winner and notes, with the spec's last assessed health. Filters:
 ``environment``, ``endpoint`` (name) and ``state``. Each experiment answers
 to its UUID and to its name (``environment=`` narrows a name used in several
 environments). Input: query and path parameters; the store. Output:
-``ExperimentOut`` in the envelope. Needs ``prompts:read``. Caller:
+``ExperimentOut`` in the envelope; the single read adds the prompt router's
+per-variant metrics over ``window`` (default 24h) read from Prometheus when
+``LLMOPS_PROMETHEUS__URL`` is set (``metrics_error`` when it did not answer).
+Needs ``prompts:read``. Caller:
 ``llmops.api.app`` mounts ``router``.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
 from llmops.api import lookup
 from llmops.api.auth import AUTH_RESPONSES, require
-from llmops.api.deps import PageDep, StoreDep
+from llmops.api.deps import PageDep, SettingsDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
-from llmops.api.resources import ExperimentOut, Items, SpecOut, StatusOut, VariantOut
+from llmops.api.resources import (
+    ExperimentMetricsOut,
+    ExperimentOut,
+    Items,
+    SpecOut,
+    StatusOut,
+    VariantOut,
+)
 from llmops.engine import redact
+from llmops.engine.errors import Unavailable
+from llmops.engine.service import experiments
 from llmops.engine.spec.schema import ExperimentState, Permission
 from llmops.engine.store import catalog, db, state
 from llmops.engine.types import Kind
@@ -87,11 +101,31 @@ def list_experiments(
                        409: {"model": Failure, "description": "The name is ambiguous."}})
 def get_experiment(
     store: StoreDep,
+    settings: SettingsDep,
     experiment_id: Annotated[str, Path(min_length=1, max_length=lookup.MAX_ID_CHARS,
                                        description="The UUID or the name.")],
     environment: Annotated[str | None, Query(max_length=63)] = None,
+    window: Annotated[str, Query(max_length=16, description="Metrics window: <n>m, <n>h or "
+                                                            "<n>d, at most 90d.")] = "24h",
 ) -> Envelope[ExperimentOut]:
-    """Variants with their weights, metric, state and winner of one experiment."""
+    """Variants with their weights, metric, state and winner of one experiment.
+
+    With Prometheus configured, also each variant's requests, errors, latency,
+    time to first token and tokens over ``window``, and the significance test
+    of the experiment's metric (``llmops.engine.service.experiments``).
+    """
     entry = lookup.one(store, Kind.PROMPT_EXPERIMENT, experiment_id, environment=environment)
-    return success(_experiment(entry, _status(store, entry)),
-                   f"experiment {entry.name} in {entry.environment}")
+    out = _experiment(entry, _status(store, entry))
+    experiments.parse_window(window)  # a malformed window is refused with or without Prometheus
+    if settings.prometheus.url:
+        reader = experiments.PrometheusHttp(settings.prometheus.url, settings.prometheus.timeout)
+        try:
+            found = experiments.experiment_metrics(
+                reader, environment=entry.environment, endpoint=out.endpoint.name,
+                experiment=entry.name, variants=[v.template.name for v in out.variants],
+                metric=out.metric, window=window, until=datetime.now(UTC))
+            out = out.model_copy(update={"metrics": ExperimentMetricsOut.model_validate(
+                asdict(found))})
+        except Unavailable as exc:
+            out = out.model_copy(update={"metrics_error": str(exc)})
+    return success(out, f"experiment {entry.name} in {entry.environment}")

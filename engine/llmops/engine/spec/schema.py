@@ -113,6 +113,11 @@ class ExperimentState(StrEnum):
     CONCLUDED = "concluded"
 
 
+class RouterPlacement(StrEnum):
+    SIDECAR = "sidecar"
+    DEPLOYMENT = "deployment"
+
+
 class Permission(StrEnum):
     ALL = "*"
     CATALOG_READ = "catalog:read"
@@ -132,7 +137,6 @@ class Permission(StrEnum):
     RECONCILE_READ = "reconcile:read"
     RECONCILE_TRIGGER = "reconcile:trigger"
     COSTS_READ = "costs:read"
-    COSTS_REPORT = "costs:report"
 
 
 class Weekday(StrEnum):
@@ -354,6 +358,14 @@ class Autoscale(Strict):
         return None
 
 
+class RouterOptions(Strict):
+    """Where the prompt router runs: beside each model server pod, or as its own Deployment."""
+
+    placement: RouterPlacement = RouterPlacement.SIDECAR
+    replicas: Annotated[int, Field(ge=1, le=100)] = 2
+    """Router pods when ``placement`` is ``deployment``."""
+
+
 class ServingEndpointBody(Strict):
     environment: DnsLabel
     modelRef: ModelRef
@@ -364,6 +376,7 @@ class ServingEndpointBody(Strict):
     autoscale: Autoscale = Autoscale()
     resources: Resources = Resources()
     promptTemplateRef: DnsLabel | None = None
+    router: RouterOptions = RouterOptions()
     ownerTeam: DnsLabel | None = None
 
 

@@ -265,19 +265,3 @@ class PendingSpecRow(Base):
     direct: Mapped[bool] = mapped_column(Boolean)
     spec: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
-
-
-class TokenUsageRow(Base):
-    """Tokens one endpoint variant served over an interval ending at ``recorded_at``."""
-
-    __tablename__ = "token_usage"
-    __table_args__ = (Index("ix_token_usage_recorded_at", "recorded_at"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    environment: Mapped[str] = mapped_column(String(63))
-    team: Mapped[str] = mapped_column(String(63))
-    endpoint: Mapped[str] = mapped_column(String(253))
-    variant: Mapped[str] = mapped_column(String(253))
-    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
-    completion_tokens: Mapped[int] = mapped_column(BigInteger)
-    recorded_at: Mapped[datetime]

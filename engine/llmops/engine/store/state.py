@@ -36,7 +36,6 @@ from llmops.engine.store.models import (
     RunResult,
     SourceState,
     SpecStatusRow,
-    TokenUsageRow,
 )
 from llmops.engine.types import ResourceKey, SpecKey
 
@@ -409,46 +408,3 @@ def gpu_samples(database: Db, *, environment: str | None = None, team: str | Non
     with db.transaction(database) as session:
         return [GpuSample(r.environment, r.team, r.endpoint, r.gpus, r.replicas, r.recorded_at,
                           r.workload) for r in session.scalars(stmt)]
-
-
-# --------------------------------------------------------------------------- token usage
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Tokens an endpoint (one experiment variant, or ``""``) served up to ``recorded_at``.
-
-    Each row counts the tokens of one interval (since the feeder's previous
-    row), so sums over rows are totals; the prompt router feeds them from the
-    upstream's ``usage``.
-    """
-
-    environment: str
-    team: str
-    endpoint: str
-    prompt_tokens: int
-    completion_tokens: int
-    variant: str = ""
-    recorded_at: datetime = field(default_factory=_now)
-
-
-def add_token_usage(database: Db, usage: Iterable[TokenUsage]) -> int:
-    rows = [{"environment": u.environment, "team": u.team, "endpoint": u.endpoint,
-             "variant": u.variant, "prompt_tokens": u.prompt_tokens,
-             "completion_tokens": u.completion_tokens, "recorded_at": u.recorded_at}
-            for u in usage]
-    if rows:
-        with db.transaction(database, write=True) as session:
-            session.execute(insert(TokenUsageRow), rows)
-    return len(rows)
-
-
-def token_usage(database: Db, *, since: datetime, until: datetime) -> list[TokenUsage]:
-    """Rows recorded in [``since``, ``until``), in time order."""
-    stmt = (select(TokenUsageRow).where(TokenUsageRow.recorded_at >= since)
-            .where(TokenUsageRow.recorded_at < until)
-            .order_by(TokenUsageRow.recorded_at, TokenUsageRow.id))
-    with db.transaction(database) as session:
-        return [TokenUsage(r.environment, r.team, r.endpoint, r.prompt_tokens,
-                           r.completion_tokens, r.variant, r.recorded_at)
-                for r in session.scalars(stmt)]

@@ -1,4 +1,4 @@
-"""Seed API: specs written but not yet reconciled, training GPU samples and token counts.
+"""Seed API: specs written but not yet reconciled, and training GPU samples.
 
 Revision ID: 0003
 Revises: 0002
@@ -11,9 +11,6 @@ Create Date: 2026-12-07
   spec created a moment ago (``llmops.engine.store.pending``).
 - ``gpu_samples.workload``: ``serving`` (an endpoint's replicas) or
   ``training`` (a running training job's GPUs); existing rows are serving.
-- ``token_usage``: prompt and completion tokens counted per environment,
-  team, endpoint and variant over an interval (fed by the prompt router;
-  read by ``GET /costs``).
 """
 
 from __future__ import annotations
@@ -50,33 +47,14 @@ def _pending_specs() -> None:
     op.create_index("ix_pending_specs_kind_name", "pending_specs", ["kind", "name"])
 
 
-def _token_usage() -> None:
-    op.create_table(
-        "token_usage",
-        sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
-        sa.Column("environment", sa.String(63), nullable=False),
-        sa.Column("team", sa.String(63), nullable=False),
-        sa.Column("endpoint", sa.String(253), nullable=False),
-        sa.Column("variant", sa.String(253), nullable=False),
-        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
-        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
-        sa.Column("recorded_at", TS, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_token_usage"),
-    )
-    op.create_index("ix_token_usage_recorded_at", "token_usage", ["recorded_at"])
-
-
 def upgrade() -> None:
     _pending_specs()
     with op.batch_alter_table("gpu_samples") as batch:
         batch.add_column(sa.Column("workload", sa.String(16), nullable=False,
                                    server_default="serving"))
-    _token_usage()
 
 
 def downgrade() -> None:
-    op.drop_index("ix_token_usage_recorded_at", table_name="token_usage")
-    op.drop_table("token_usage")
     with op.batch_alter_table("gpu_samples") as batch:
         batch.drop_column("workload")
     op.drop_index("ix_pending_specs_kind_name", table_name="pending_specs")

@@ -1,0 +1,204 @@
+"""The prompt router beside a ServingEndpoint's model server: a sidecar, and the Service through it.
+
+Input: the objects ``llmops.renderers.serving`` rendered for one endpoint
+(its Deployment and Service among them), the endpoint's spec body, ``Where``
+its objects are stamped (owner, namespace, revision) and the ``Wiring`` of
+its prompt template and experiment ConfigMaps. Output: the same list, changed
+in place (and extended) when the endpoint has a prompt template or an
+experiment; otherwise untouched.
+
+- The pod gets a ``router`` container (the llmops image, ``llmops router``)
+  listening on port ``router`` (8080), forwarding to the model server on
+  ``127.0.0.1:<port>``, with the prompt and experiment ConfigMaps mounted
+  read-only under ``/etc/llmops/`` and the endpoint's environment variables
+  (``LLMOPS_ENDPOINT``, ``LLMOPS_ENVIRONMENT``, ``LLMOPS_PROMPT_TEMPLATE``,
+  ``LLMOPS_PROMPT_DIR``, ``LLMOPS_EXPERIMENT``, ``LLMOPS_EXPERIMENT_FILE``).
+  The model server never mounts them: the router reloads them in place, so a
+  prompt edit or a weight change never restarts the (GPU) pod. (Adding or
+  removing an experiment changes the pod's volumes, so it restarts it once.)
+- The Service's port 80 targets ``router`` instead of ``http``.
+- The pod keeps its ``prometheus.io/*`` annotations on the model server's
+  metrics (the autoscaler reads its queue); the router's ``/metrics`` on port
+  ``router`` is scraped by a PodMonitor or a static job in sidecar mode, and
+  through the annotations of its own pods in deployment mode.
+
+With ``spec.router.placement: deployment`` the router runs instead as its own
+Deployment ``<endpoint>-router`` (``spec.router.replicas`` pods, the
+ConfigMap volumes on it) forwarding to a new Service ``<endpoint>-model`` in
+front of the model server pods, and the Service ``<endpoint>`` selects the
+router pods. Router replicas then scale apart from the GPU pods.
+
+Caller: ``llmops.renderers.serving`` (one call at the end of an endpoint's render).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmops.engine import manifest
+from llmops.engine.spec import schema
+from llmops.engine.types import KubeObject
+from llmops.renderers import objects
+from llmops.renderers.objects import Owner
+
+IMAGE = "ghcr.io/llmops/llmops:0.1.0"
+PORT = 8080
+PORT_NAME = "router"
+SCRAPE = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PORT),
+    "prometheus.io/path": "/metrics",
+}
+RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "128Mi"},
+    "limits": {"cpu": "2", "memory": "512Mi"},
+}
+
+
+def _find(objs: list[KubeObject], kind: str) -> KubeObject | None:
+    return next((o for o in objs if o.get("kind") == kind), None)
+
+
+def container(
+    env: list[dict[str, Any]], mounts: list[dict[str, Any]], upstream: str
+) -> dict[str, Any]:
+    """The ``router`` container: ``llmops router`` in front of the model server."""
+    probe = {
+        "httpGet": {"path": "/healthz", "port": PORT_NAME},
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
+    return {
+        "name": "router",
+        "image": IMAGE,
+        "args": ["router", "--host", "0.0.0.0", "--port", str(PORT)],
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "env": [*env, {"name": "LLMOPS_ROUTER_UPSTREAM", "value": upstream}],
+        "resources": RESOURCES,
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+@dataclass(frozen=True)
+class Where:
+    """What new objects need to be stamped like the endpoint's own."""
+
+    owner: Owner
+    namespace: str
+    revision: str
+
+
+PROMPT_DIR = "/etc/llmops/prompt"
+EXPERIMENT_DIR = "/etc/llmops/experiment"
+
+
+@dataclass
+class Wiring:
+    """What the router reads: env, and the ConfigMap volumes with their mounts."""
+
+    env: list[dict[str, Any]]
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+
+    def mount(self, volume: str, configmap: str, path: str) -> None:
+        self.volumes.append({"name": volume, "configMap": {"name": configmap}})
+        self.mounts.append({"name": volume, "mountPath": path, "readOnly": True})
+
+    @classmethod
+    def of(cls, endpoint: str, environment: str, prompt: tuple[str, str] | None,
+           experiment: tuple[str, str, str] | None) -> Wiring | None:
+        """``prompt``: (template, ConfigMap); ``experiment``: (name, ConfigMap, file).
+        None when there is nothing to route (no template, no experiment)."""
+        if prompt is None and experiment is None:
+            return None
+        wiring = cls([{"name": "LLMOPS_ENDPOINT", "value": endpoint},
+                      {"name": "LLMOPS_ENVIRONMENT", "value": environment}])
+        if prompt is not None:
+            wiring.env += [{"name": "LLMOPS_PROMPT_TEMPLATE", "value": prompt[0]},
+                           {"name": "LLMOPS_PROMPT_DIR", "value": PROMPT_DIR}]
+            wiring.mount("prompt", prompt[1], PROMPT_DIR)
+        if experiment is not None:
+            wiring.env += [{"name": "LLMOPS_EXPERIMENT", "value": experiment[0]},
+                           {"name": "LLMOPS_EXPERIMENT_FILE",
+                            "value": f"{EXPERIMENT_DIR}/{experiment[2]}"}]
+            wiring.mount("experiment", experiment[1], EXPERIMENT_DIR)
+        return wiring
+
+
+def attach(objs: list[KubeObject], body: schema.ServingEndpointBody, where: Where,
+           wiring: Wiring | None) -> list[KubeObject]:
+    """Put the router in front of the model server when the endpoint has prompts to route."""
+    deployment, service = _find(objs, "Deployment"), _find(objs, "Service")
+    if deployment is None or service is None or wiring is None:
+        return objs
+    if body.router.placement == schema.RouterPlacement.DEPLOYMENT:
+        objs += _separate(service, container(wiring.env, wiring.mounts,
+                                             f"http://{_model(service)}"),
+                          wiring.volumes, body.router.replicas, where)
+    else:
+        pod = deployment["spec"]["template"]["spec"]
+        pod["containers"].append(container(wiring.env, wiring.mounts,
+                                           f"http://127.0.0.1:{body.runtime.port}"))
+        pod["volumes"] = [*pod.get("volumes", []), *wiring.volumes]
+    for port in service["spec"]["ports"]:
+        if port.get("targetPort") == "http":
+            port["targetPort"] = PORT_NAME
+    return objs
+
+
+def _model(service: KubeObject) -> str:
+    return f"{service['metadata']['name']}-model"
+
+
+def _separate(service: KubeObject, router: dict[str, Any], volumes: list[dict[str, Any]],
+              replicas: int, where: Where) -> list[KubeObject]:
+    """The router's own Deployment, and a Service ``<endpoint>-model`` for it to reach."""
+    name = service["metadata"]["name"]
+    model = copy.deepcopy(service)
+    model["metadata"] = {"name": _model(service), "namespace": where.namespace}
+    instance = f"{name}-router-{where.owner.environment}"
+    selector = {**service["spec"]["selector"], manifest.INSTANCE_LABEL: instance}
+    labels = {**service["metadata"].get("labels", {}), **selector,
+              manifest.COMPONENT_LABEL: "router"}
+    service["spec"]["selector"] = selector
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"{name}-router", "namespace": where.namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels, "annotations": dict(SCRAPE)},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "containers": [router],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+    stamp = functools.partial(
+        objects.stamp,
+        owner=where.owner,
+        app=name,
+        namespace=where.namespace,
+        revision=where.revision,
+    )
+    return [
+        stamp(model, component="server"),
+        stamp(deployment, component="router", instance=instance),
+    ]

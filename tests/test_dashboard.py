@@ -1,0 +1,374 @@
+"""The web dashboard through HTTP (TestClient) on a real store and a reconciled specs repo.
+
+The specs repo is the template (``test_writeback.make_world``), reconciled
+once by the real reconciler with the hydrate actuator, so the pages show
+what a user would see: environments, runs, the catalog, endpoints,
+experiments, the audit log; GPU samples are added for the cost charts.
+Principals come through the signed proxy (as on the REST API) or as a
+bearer token pasted into the login page (then a cookie). Writes go through
+the same use cases as the REST API and land as commits in the repo.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from store_fixtures import sqlite_url
+from test_writeback import PROD_ENDPOINT, SECRET, Snapshot, World, git, make_world
+from test_writeback import _bump_prod_replicas as bump_prod_replicas
+
+from llmops.api import tokens
+from llmops.api.app import create_app
+from llmops.api.auth import proxy_signature
+from llmops.api.dashboard import charts
+from llmops.engine import settings
+from llmops.engine.actuate.hydrate import HydrateActuator
+from llmops.engine.run import reconciler
+from llmops.engine.source import snapshots
+from llmops.engine.store import Store, audit, state
+
+JWT_SECRET = "dashboard-test-jwt-secret-0123456789"
+EXPERIMENT = "support-greeting-v2-vs-v3"
+PAGES = ["/", "/catalog/models", "/catalog/models/support-chat", "/serving/endpoints",
+         "/serving/endpoints/support-chat?environment=prod", "/prompts/experiments",
+         "/reconcile/runs", "/governance/audit", "/costs"]
+
+
+def signed(user: str, roles: str) -> dict[str, str]:
+    return {"X-User-Id": user, "X-User-Roles": roles,
+            "X-Proxy-Signature": proxy_signature(user, roles, SECRET)}
+
+
+def app_for(world: World) -> TestClient:
+    api = {"trusted_proxies": ["127.0.0.1"], "proxy_secret": SECRET, "jwt_secret": JWT_SECRET}
+    cfg = settings.load(api=api, git={"repo": str(world.repo), "branch": "main"})
+    return TestClient(create_app(world.store, settings=cfg), client=("127.0.0.1", 40000),
+                      follow_redirects=False)
+
+
+def bearer_token(roles: list[str], *, exp: float | None = None, sub: str = "dee") -> str:
+    return tokens.encode({"sub": sub, "roles": roles,
+                          "exp": exp if exp is not None else time.time() + 300}, JWT_SECRET)
+
+
+def reconcile_once(world: World, tmp_path: Path) -> None:
+    src = snapshots.open_source(str(world.repo), "main", tmp_path / "work")
+    rec = reconciler.Reconciler(world.store, src,
+                                lambda env, cfg: HydrateActuator(tmp_path / "out"))
+    rec.run_once()
+
+
+@pytest.fixture(scope="module")
+def reconciled(tmp_path_factory: pytest.TempPathFactory, migrated_sqlite: Path) -> Path:
+    """The template as a specs repo, reconciled once into a SQLite store (a directory)."""
+    root = tmp_path_factory.mktemp("reconciled")
+    shutil.copyfile(migrated_sqlite, root / "llmops.db")
+    with Store(sqlite_url(root)) as store:
+        world = make_world(store, root)
+        reconcile_once(world, root)
+        now = datetime.now(UTC)
+        state.add_gpu_samples(store, [
+            state.GpuSample("prod", "nlp-platform", "support-chat", 1, 2,
+                            now - timedelta(hours=3)),
+            state.GpuSample("dev", "data-science", "sql-assistant", 1, 1,
+                            now - timedelta(days=2))])
+    shutil.rmtree(root / "work")
+    return root
+
+
+@pytest.fixture
+def world(reconciled: Path, tmp_path: Path) -> Iterator[World]:
+    """A copy of the reconciled repo and store for one test (writes stay in it)."""
+    root = tmp_path / "world"
+    shutil.copytree(reconciled, root, symlinks=True)
+    with Store(sqlite_url(root)) as store:
+        yield World(repo=root / "specs", store=store,
+                    client=lambda *a, **k: pytest.fail("use app_for"))
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]{64})"', html)
+    assert found is not None, "the page has no CSRF field"
+    return found.group(1)
+
+
+def commits(world: World) -> dict[str, str]:
+    return Snapshot.of(world.repo).refs
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_every_page_loads_with_its_data_for_an_admin(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    for page in PAGES:
+        response = client.get(page)
+        assert response.status_code == 200, (page, response.text[:300])
+        assert response.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+        assert 'src="http' not in response.text
+        assert 'href="http' not in response.text
+    overview = client.get("/").text
+    for env in ("dev", "stg", "prod"):
+        assert f'id="env-{env}"' in overview
+    assert "Failing runs" in overview
+    assert 'class="author">' in overview  # the followed revision's author (admin reads audit)
+    run_ids = re.findall(r'href="/reconcile/runs/(\d+)"', client.get("/reconcile/runs").text)
+    assert run_ids
+    run = client.get(f"/reconcile/runs/{run_ids[0]}").text
+    assert "Per-object results" in run
+    assert "Deployment" in run
+    model = client.get("/catalog/models/support-chat").text
+    assert "support-chat@1.2.0" in model
+    assert "support-chat@1.3.0" in model
+    assert "Storage URI" in model
+    assert "prod/support-chat" in model
+    endpoint = client.get("/serving/endpoints/support-chat?environment=prod").text
+    assert "Deployment/" in endpoint
+    assert "Applied revision" in endpoint
+    experiment = client.get(f"/prompts/experiments/{EXPERIMENT}?environment=prod").text
+    assert "<svg" in experiment
+    assert "support-greeting-v3" in experiment
+    assert "Verify the chain now" in client.get("/governance/audit").text
+    assert 'data-chain="intact"' in client.get("/governance/audit?verify=1").text
+    costs = client.get("/costs").text
+    assert costs.count("<svg") >= 4
+    assert "nlp-platform" in costs
+    assert "data-science" in costs
+
+
+def test_filters_narrow_the_lists_and_a_bad_filter_names_its_field(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    everything = client.get("/catalog/models").text
+    adapters = client.get("/catalog/models", params={"type": "adapter"}).text
+    assert "llama-3-8b" in everything
+    assert "sql-adapter" in everything
+    assert "sql-adapter" in adapters
+    assert ">llama-3-8b<" not in adapters
+    prod = client.get("/serving/endpoints", params={"environment": "prod"}).text
+    assert ">prod<" in prod
+    assert ">dev<" not in prod
+    bad = client.get("/catalog/models", params={"stage": "retired"})
+    assert bad.status_code == 400
+    assert "filter stage" in bad.text
+    assert "retired" in bad.text
+    assert client.get("/governance/audit").status_code == 403  # a viewer has no audit:read
+
+
+def test_a_page_without_identity_sends_to_login_and_the_token_becomes_a_strict_cookie(
+        world: World) -> None:
+    client = app_for(world)
+    first = client.get("/serving/endpoints")
+    assert first.status_code == 303
+    assert first.headers["location"] == "/login?next=%2Fserving%2Fendpoints"
+    login = client.get("/login", params={"next": "/serving/endpoints"})
+    assert login.status_code == 200
+    assert 'type="password"' in login.text
+    csrf = csrf_of(login.text)
+    refused = client.post("/login", data={"csrf": csrf, "token": "not-a-token",
+                                          "next": "/serving/endpoints"})
+    assert refused.status_code == 401
+    assert "not authenticated" in refused.text
+    done = client.post("/login", data={"csrf": csrf, "token": bearer_token(["viewer"]),
+                                       "next": "/serving/endpoints"})
+    assert done.status_code == 303
+    assert done.headers["location"] == "/serving/endpoints"
+    cookie = done.headers["set-cookie"].lower()
+    assert "llmops_token=" in cookie
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    page = client.get("/serving/endpoints")
+    assert page.status_code == 200
+    assert "support-chat" in page.text
+    assert ">dee<" in page.text
+
+
+def test_the_cookie_is_verified_like_a_bearer_token(world: World) -> None:
+    client = app_for(world)
+    client.cookies.set("llmops_token", bearer_token(["viewer"], exp=time.time() - 60))
+    assert client.get("/").status_code == 303  # expired: back to the login
+    client.cookies.set("llmops_token", bearer_token(["viewer"]) + "x")
+    assert client.get("/").status_code == 303  # bad signature
+    # The cookie is never an identity for the REST API.
+    client.cookies.set("llmops_token", bearer_token(["admin"]))
+    assert client.get("/llm-ops/v1/reconcile/runs").status_code == 401
+
+
+def test_login_goes_only_to_a_local_page(world: World) -> None:
+    client = app_for(world)
+    csrf = csrf_of(client.get("/login").text)
+    for target in ("//evil.example/x", "/\\evil.example", "https://evil.example/"):
+        done = client.post("/login", data={"csrf": csrf, "token": bearer_token(["viewer"]),
+                                           "next": target})
+        assert done.headers["location"] == "/"
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@pytest.mark.slow  # reconciles the repo a second time (about 2 s)
+def test_rollback_from_the_endpoint_page_is_a_commit(world: World, tmp_path: Path) -> None:
+    original, applied = bump_prod_replicas(world)
+    reconcile_once(world, tmp_path)  # the change is applied; now it is rolled back
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    page = client.get("/serving/endpoints/support-chat?environment=prod").text
+    assert "Roll back support-chat" in page
+    assert "data-confirm" in page
+    done = client.post("/serving/endpoints/support-chat/rollback",
+                       data={"csrf": csrf_of(page), "environment": "prod"})
+    assert done.status_code == 200, done.text
+    commit = re.search(r'class="commit">([0-9a-f]{40})<', done.text)
+    branch = re.search(r'class="branch">([^<]+)<', done.text)
+    assert commit is not None
+    assert branch is not None
+    assert branch.group(1).startswith("llmops/rollback/support-chat-")
+    assert world.show(commit.group(1), PROD_ENDPOINT) == original
+    assert git(world.repo, "rev-parse", f"{commit.group(1)}^").strip() == applied
+    rows = audit.AuditLog(world.store).query(action="write").entries
+    assert rows[0].result == "succeeded"
+    assert rows[0].actor == "ada"
+
+
+def test_conclude_from_the_experiment_page_is_a_commit(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    page = client.get(f"/prompts/experiments/{EXPERIMENT}?environment=prod").text
+    assert 'name="winner"' in page
+    action = re.search(r'action="(/prompts/experiments/[^"]+/conclude)"', page)
+    assert action is not None
+    done = client.post(action.group(1), data={"csrf": csrf_of(page),
+                                              "winner": "support-greeting-v3",
+                                              "notes": "v3 wins."})
+    assert done.status_code == 200, done.text
+    commit = re.search(r'class="commit">([0-9a-f]{40})<', done.text)
+    assert commit is not None
+    text = world.show(commit.group(1), f"experiments/{EXPERIMENT}.yaml")
+    assert "state: concluded" in text
+    assert "winner: support-greeting-v3" in text
+
+
+def test_a_viewer_sees_no_write_button_and_a_post_is_403_audited(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    page = client.get("/serving/endpoints/support-chat?environment=prod").text
+    assert "Roll back" not in page
+    assert "/rollback" not in page
+    experiment = client.get(f"/prompts/experiments/{EXPERIMENT}?environment=prod").text
+    assert 'name="winner"' not in experiment
+    assert "Upload" not in client.get("/catalog/models/support-chat").text
+    before = commits(world)
+    refused = client.post("/serving/endpoints/support-chat/rollback",
+                          data={"csrf": csrf_of(page), "environment": "prod"})
+    assert refused.status_code == 403
+    assert "lacks the permission serving:rollback" in refused.text
+    assert commits(world) == before
+    denied = audit.AuditLog(world.store).query(action="access", result="denied").entries
+    assert denied[0].actor == "vera"
+    assert denied[0].target == "POST /serving/endpoints/{endpoint_id}/rollback"
+
+
+def test_a_form_without_the_right_csrf_token_is_refused(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    page = client.get("/serving/endpoints/support-chat?environment=prod").text
+    before = commits(world)
+    for data in ({"environment": "prod"}, {"environment": "prod", "csrf": "0" * 64}):
+        refused = client.post("/serving/endpoints/support-chat/rollback", data=data)
+        assert refused.status_code == 403
+        assert "CSRF" in refused.text
+    # A token made for another user (same browser, same nonce) does not pass either.
+    client.headers.update(signed("bob", "admin"))
+    refused = client.post("/serving/endpoints/support-chat/rollback",
+                          data={"csrf": csrf_of(page), "environment": "prod"})
+    assert refused.status_code == 403
+    assert "does not match" in refused.text
+    assert commits(world) == before
+    assert not audit.AuditLog(world.store).query(action="write").entries
+
+
+def test_an_upload_without_the_csrf_header_is_refused(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    client.get("/catalog/models/support-chat")
+    refused = client.post("/catalog/models/support-chat@1.3.0/upload",
+                          params={"filename": "config.json"}, content=b"{}",
+                          headers={"Content-Type": "application/octet-stream"})
+    assert refused.status_code == 403
+    assert "CSRF" in refused.text
+
+
+# --------------------------------------------------------------------------- live
+
+
+def test_the_live_poll_names_the_newest_run(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    first = client.get("/live/runs").json()
+    run = state.start_run(world.store, "dev", "d" * 40)
+    state.finish_run(world.store, run.id, state.RunResult.FAILED, error="boom")
+    newest = client.get("/live/runs").json()
+    assert newest == {"id": run.id, "environment": "dev", "result": "failed"}
+    assert newest["id"] > first["id"]
+    assert "boom" in client.get("/").text  # failing runs are listed on the overview
+    assert client.get("/static/app.js").status_code == 200
+
+
+# --------------------------------------------------------------------------- register
+
+
+def test_register_a_model_from_its_page_is_a_commit_then_offers_the_upload(
+        world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    assert 'href="/catalog/models/new"' in client.get("/catalog/models").text
+    form = client.get("/catalog/models/new").text
+    fields = {"csrf": csrf_of(form), "name": "ticket-triage", "version": "0.1.0",
+              "type": "fine-tuned", "owner_team": "nlp-platform",
+              "data_classification": "internal", "base_model": "llama-3-8b@1.0.0",
+              "description": "Routes support tickets."}
+    done = client.post("/catalog/models/new", data=fields)
+    assert done.status_code == 201, done.text
+    commit = re.search(r'class="commit">([0-9a-f]{40})<', done.text)
+    assert commit is not None
+    changed = git(world.repo, "show", "--name-only", "--format=", commit.group(1)).split()
+    assert len(changed) == 1
+    text = world.show(commit.group(1), changed[0])
+    assert "name: ticket-triage" in text
+    assert "ownerTeam: nlp-platform" in text
+    assert 'data-upload="/catalog/models/ticket-triage%400.1.0/upload"' in done.text
+
+
+def test_a_bad_registration_keeps_the_form_and_names_the_field(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    form = client.get("/catalog/models/new").text
+    before = commits(world)
+    refused = client.post("/catalog/models/new", data={
+        "csrf": csrf_of(form), "name": "ticket-triage", "version": "not-semver",
+        "type": "fine-tuned", "owner_team": "nlp-platform"})
+    assert refused.status_code == 422
+    assert "version" in refused.text
+    assert 'value="ticket-triage"' in refused.text  # the form keeps what was typed
+    assert commits(world) == before
+    viewer = app_for(world)
+    viewer.headers.update(signed("vera", "viewer"))
+    assert 'href="/catalog/models/new"' not in viewer.get("/catalog/models").text
+    assert viewer.get("/catalog/models/new").status_code == 403
+
+
+def test_chart_values_stay_readable() -> None:
+    assert [charts.number(v) for v in (0.0, 0.004167, 2.5, 1234567.0, 12.345)] == [
+        "0", "0.00417", "2.50", "1,234,567", "12.35"]
+    svg = str(charts.bars("GPU hours <per team>", [("a&b", 2.0), ("c", 1.0)]))
+    assert "&lt;per team&gt;" in svg
+    assert "a&amp;b" in svg
