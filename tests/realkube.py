@@ -43,7 +43,15 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE_CANDIDATES = (ROOT.parent / "shared" / "kube", Path("/work/shared/kube"))
+SHARED_CANDIDATES = (ROOT.parent / "shared", Path("/work/shared"))
+"""Where the workplace's shared folder is: next to the repository, else /work/shared."""
+BUNDLE_CANDIDATES = tuple(d / "kube" for d in SHARED_CANDIDATES)
+
+
+def shared(relative: str) -> Path:
+    """``relative`` under the first shared folder that has it (else under the first)."""
+    return next((d / relative for d in SHARED_CANDIDATES if (d / relative).exists()),
+                SHARED_CANDIDATES[0] / relative)
 START_TIMEOUT = 180
 REQUEST_TIMEOUT = 30
 

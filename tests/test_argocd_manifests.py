@@ -2,29 +2,27 @@
 repo's policy sets, and (slow tier) Argo CD's own CRDs in a real kube-apiserver accepting
 every object with server-side dry-run and strict field validation.
 
-The real control plane comes from ``../shared/kube`` (start.sh/stop.sh) and the CRDs from
-``../shared/argocd/crds``; this module starts its own cluster for the session (a small
-fixture; a shared one may replace it).
+The real control plane is the session's ``real_kube`` (``tests/realkube.py``: the
+``../shared/kube`` bundle), the CRDs come from ``../shared/argocd/crds``; they are
+installed for this module only.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+import realkube
 import yaml
+from realkube import RealKube
 
 from conftest import ROOT
 from llmops.engine.spec import schema, validate
 
 ARGOCD = ROOT / "deploy" / "argocd"
-SHARED = ROOT.parent / "shared"
-KUBE = SHARED / "kube"
-CRDS = SHARED / "argocd" / "crds"
+CRDS = realkube.shared("argocd/crds")
 CRON_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 PLURALS = {"Application": "applications", "ApplicationSet": "applicationsets",
            "AppProject": "appprojects"}
@@ -111,26 +109,37 @@ def test_the_project_sync_windows_are_the_template_change_windows() -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real kube-apiserver (../shared/kube) with Argo CD's CRDs established."""
-    kubernetes = pytest.importorskip("kubernetes")
-    if not (KUBE / "start.sh").is_file() or not CRDS.is_dir():
-        pytest.fail(f"the real control plane or Argo CD's CRDs are missing ({SHARED})")
-    started = subprocess.run(["bash", str(KUBE / "start.sh")], check=True, text=True,
-                             capture_output=True, timeout=180)
-    where = started.stdout.strip().splitlines()[-1]
+def cluster(real_kube: RealKube) -> Iterator[Any]:
+    """The session's real kube-apiserver (``tests/realkube.py``) with Argo CD's CRDs
+    established for this module, and removed after it."""
+    import kubernetes
+
+    if not CRDS.is_dir():
+        pytest.fail(f"Argo CD's CRDs are missing ({CRDS})")
+    client = real_kube.api_client()
+    extensions = kubernetes.client.ApiextensionsV1Api(client)
+    names = {f"{p}.argoproj.io" for p in PLURALS.values()}
+    for crd in sorted(CRDS.glob("*.yaml")):
+        _created(extensions.create_custom_resource_definition, yaml.safe_load(crd.read_text()))
+    _wait_established(extensions, names)
+    _created(real_kube.core().create_namespace, {"metadata": {"name": "argocd"}})
     try:
-        client = kubernetes.config.new_client_from_config(str(Path(where) / "kubeconfig"))
-        extensions = kubernetes.client.ApiextensionsV1Api(client)
-        for crd in sorted(CRDS.glob("*.yaml")):
-            extensions.create_custom_resource_definition(yaml.safe_load(crd.read_text()))
-        _wait_established(extensions, {f"{p}.argoproj.io" for p in PLURALS.values()})
-        kubernetes.client.CoreV1Api(client).create_namespace(
-            {"metadata": {"name": "argocd"}})
         yield client
     finally:
-        subprocess.run(["bash", str(KUBE / "stop.sh"), "--rm", where], check=False,
-                       capture_output=True, timeout=60)
+        for name in names:
+            _created(extensions.delete_custom_resource_definition, name)
+
+
+def _created(call: Any, *args: Any) -> None:
+    """``call(*args)``; an object that already exists (409) or is already gone (404) is
+    fine."""
+    import kubernetes
+
+    try:
+        call(*args)
+    except kubernetes.client.ApiException as exc:
+        if exc.status not in (404, 409):
+            raise
 
 
 def _wait_established(extensions: Any, names: set[str]) -> None:

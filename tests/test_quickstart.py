@@ -8,6 +8,7 @@ write-back that fails for configuration not offered as retryable.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +73,10 @@ def test_status_and_tokens_from_a_subfolder(tmp_path: Path, cli,  # type: ignore
             f"applies); what it publishes: {tmp_path / '.llmops' / 'rendered' / 'dev'}/"
             in status.out), status.out
     assert "Unknown" not in status.out
+    as_json = json.loads(cli("status", "--format", "json").out)
+    assert {e["environment"]: e["health"].split(";")[0] for e in as_json} == dict.fromkeys(
+        ("dev", "stg", "prod"),
+        "not observed (hydrate actuator: llmops publishes, Argo CD or Flux applies)")
     # and a token per role of the repo's RBAC policy
     from llmops.cli import up_cmd
     from llmops.engine.service import compose

@@ -34,6 +34,7 @@ from test_writeback import (
     writes,
 )
 
+from conftest import MINIMAL_MODEL_FILES
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
 from llmops.engine import settings
@@ -378,8 +379,7 @@ def test_an_approved_or_served_version_takes_no_file(world: World, s3_server: st
     before = Snapshot.of(world.repo)
     body = failed(upload_files(app, "support-chat@1.2.0", [("extra.json", b"{}")]), 409)
     assert "approved" in body["message"]
-    add_model(world, "served", "0.1.0", "base",
-              f"  files:\n    - name: config.json\n      sha256: {'a' * 64}\n      size: 2\n")
+    add_model(world, "served", "0.1.0", "base", MINIMAL_MODEL_FILES)  # an endpoint needs files
     endpoint = (world.repo / "endpoints/stg/support-chat.yaml").read_text()
     (world.repo / "endpoints/stg/served.yaml").write_text(
         endpoint.replace("name: support-chat\n", "name: served\n", 1)
@@ -388,7 +388,7 @@ def test_an_approved_or_served_version_takes_no_file(world: World, s3_server: st
         .replace("route: /v1/support-chat", "route: /v1/served"))
     commit_all(world.repo, "serve it in stg")
     world.record()
-    body = failed(upload_files(app, "served@0.1.0", [("weights.bin", b"{}")]), 409)
+    body = failed(upload_files(app, "served@0.1.0", [("weights.safetensors", b"{}")]), 409)
     assert "served in stg" in body["message"]
     assert keys(s3_server) == []
     assert Snapshot.of(world.repo).refs == {**before.refs,

@@ -100,7 +100,9 @@ def status(fmt: str) -> None:
                 "lastAttemptedRevision": s.last_attempted_revision,
                 "source": s.source_state.value,
                 "lastSuccess": s.last_success_at.isoformat() if s.last_success_at else None,
-                "conditions": [c.as_dict() for c in s.conditions]}
+                "conditions": [c.as_dict() for c in s.conditions],
+                "health": _health_line(cfg, s.environment, state.list_spec_status(
+                    store, environment=s.environment))}
             app = apps.get(s.environment)
             if app is not None:
                 item["argocd"] = {"application": app.application, "sync": app.sync,
