@@ -378,3 +378,4 @@ def test_costs_split_serving_and_training_gpu_hours(
     [job] = data["byTrainingJob"]
     assert (job["trainingJob"], job["environment"], job["gpuHours"]) == (
         "support-chat-sft", "stg", pytest.approx(12))
+

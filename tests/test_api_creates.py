@@ -44,10 +44,11 @@ def test_register_a_model_commits_a_draft_spec_and_answers_its_id(world: World) 
     # The model is addressable by its id before any reconcile, and a second
     # registration of the same version is a conflict.
     got = world.client().get(f"{BASE}/catalog/models/{data['id']}")
-    assert ok(got)["revision"] == data["commit"]
+    assert (ok(got)["revision"], ok(got)["storageUri"], ok(got)["files"]) == (
+        data["commit"], spec["spec"]["storageUri"], [])
     assert "not reconciled yet" in got.json()["message"]
     failed(world.client().post(f"{BASE}/catalog/models", json=MODEL), 409)
-    assert [r.result for r in writes(world.store)] == ["intent", "succeeded"]
+    assert [r.result for r in writes(world.store)] == ["intent", "succeeded", "intent", "failed"]
 
 
 def test_a_bad_field_names_the_request_field_or_the_spec_file(world: World) -> None:
@@ -112,3 +113,27 @@ def test_a_training_job_is_submitted_as_a_spec(world: World) -> None:
 
 def test_a_viewer_cannot_create(world: World) -> None:
     failed(world.client("viewer").post(f"{BASE}/catalog/models", json=MODEL), 403)
+
+
+def test_an_abn_experiment_takes_variants_with_weights(world: World) -> None:
+    request = {"variants": [{"templateId": "support-greeting-v1", "weight": 50},
+                            {"templateId": "support-greeting-v2", "weight": 30},
+                            {"templateId": "support-greeting-v3", "weight": 20}],
+               "endpointId": "support-chat", "environment": "dev", "name": "greeting-abn"}
+    data = ok(world.client().post(f"{BASE}/prompts/experiments", json=request), 201)
+    spec = yaml.safe_load(world.show(data["commit"], data["file"]))["spec"]
+    assert [v["weight"] for v in spec["variants"]] == [50, 30, 20]
+    body = failed(world.client().post(f"{BASE}/prompts/experiments", json={
+        **request, "name": "bad-sum", "variants": request["variants"][:2]}), 422)
+    assert any("sum to 80" in i["message"] for i in body["data"]["issues"])
+    failed(world.client().post(f"{BASE}/prompts/experiments", json={
+        **request, "templateAId": "support-greeting-v1"}), 400)
+
+
+def test_a_registration_whose_review_branch_was_deleted_can_be_made_again(
+        world: World) -> None:
+    first = ok(world.client().post(f"{BASE}/catalog/models", json=MODEL), 201)
+    failed(world.client().post(f"{BASE}/catalog/models", json=MODEL), 409)  # branch open
+    git(world.repo, "branch", "-D", first["branch"])  # the reviewer rejected it
+    again = ok(world.client().post(f"{BASE}/catalog/models", json=MODEL), 201)
+    assert again["branch"] != first["branch"]

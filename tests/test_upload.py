@@ -421,3 +421,33 @@ def test_the_seeds_flow_registers_a_model_and_uploads_to_it_before_any_reconcile
     text = git(world.repo, "show", f"{out['commit']}:models/seed-model-2.0.0.yaml")
     assert f"storageUri: s3://{BUCKET}/models/seed-model/2.0.0/" in text
     assert "name: model.bin" in text
+
+
+def test_an_object_that_appears_during_the_upload_is_kept(world: World, s3_server: str) -> None:
+    key = PREFIX + "race.bin"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"mine-1"
+        s3(s3_server).put_object(Bucket=BUCKET, Key=key, Body=b"theirs")  # after the check
+        yield b"mine-2"
+
+    before = Snapshot.of(world.repo)
+    response = upload(make_app(world, s3_server), MODEL, "race.bin", body(), length=12)
+    assert "never overwritten" in failed(response, 409)["message"]
+    assert s3(s3_server).get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"theirs"
+    assert Snapshot.of(world.repo) == before
+
+
+def test_a_multipart_part_with_an_unsafe_name_or_no_file_stores_nothing(
+        world: World, s3_server: str) -> None:
+    app = make_app(world, s3_server)
+    before = Snapshot.of(world.repo)
+    response = upload_files(app, MODEL, [("config.json", b"{}"), ("../x.bin", b"1")])
+    assert response.status_code in (400, 422), response.text
+    headers = {"X-User-Id": USER, "X-User-Roles": "admin",
+               "X-Proxy-Signature": proxy_signature(USER, "admin", SECRET)}
+    form = TestClient(app, client=("127.0.0.1", 40000), headers=headers).post(
+        f"{BASE}/catalog/models/{MODEL}/upload", data={"note": "not a file"})
+    assert form.status_code == 415  # a url-encoded form is refused before the route
+    assert keys(s3_server) == []
+    assert Snapshot.of(world.repo) == before

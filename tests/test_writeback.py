@@ -23,7 +23,7 @@ from conftest import failed, ok
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
 from llmops.engine import settings
-from llmops.engine.source import scaffold, writeback
+from llmops.engine.source import scaffold, specedits, writeback
 from llmops.engine.spec import validate
 from llmops.engine.store import Store, audit, catalog
 from llmops.engine.types import Kind, SpecKey
@@ -451,9 +451,9 @@ def test_edits_keep_a_four_space_layout_and_touch_only_the_changed_fields() -> N
             "    name: ab\nspec:\n    environment: dev\n    endpointRef: chat\n"
             "    variants:\n    -   templateRef: a  # the control\n        weight: 50\n"
             "    -   templateRef: b\n        weight: 50\n    state: running\n")
-    edited = writeback.conclude_experiment("ab", "b", None)(text)
+    edited = specedits.conclude_experiment("ab", "b", None)(text)
     assert edited == text.replace("state: running", "state: concluded") + "    winner: b\n"
     with pytest.raises(writeback.EditRejected):
-        writeback.conclude_experiment("ab", "c", None)(text)
+        specedits.conclude_experiment("ab", "c", None)(text)
     with pytest.raises(writeback.TargetMissing):
-        writeback.conclude_experiment("other", "b", None)(text)
+        specedits.conclude_experiment("other", "b", None)(text)

@@ -15,7 +15,7 @@ import pytest
 
 from llmops.api import errors as api_errors
 from llmops.engine import settings
-from llmops.engine.source import push, scaffold, writeback
+from llmops.engine.source import push, scaffold, specedits, writeback
 
 GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
@@ -47,7 +47,7 @@ def make_remote(tmp_path: Path, *, direct: bool = False) -> Path:
 
 def conclude(repo: writeback.Repo, winner: str = "support-greeting-v3") -> writeback.WriteResult:
     return writeback.commit_edit(repo, "main", TARGET,
-                                 writeback.conclude_experiment(TARGET.name, winner, None),
+                                 specedits.conclude_experiment(TARGET.name, winner, None),
                                  action="conclude", author=writeback.Author(USER),
                                  message="Conclude\n")
 

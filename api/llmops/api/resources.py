@@ -96,14 +96,19 @@ class ModelOut(SpecOut):
     owner_team: str
     stage: str
     data_classification: str
+    storage_uri: str = Field(default="", description="Where the version's files are.")
+    files: list[dict[str, Any]] = Field(default_factory=list,
+                                        description="Each file's name, sha256 and size.")
 
     @classmethod
     def of(cls, entry: catalog.CatalogEntry) -> ModelOut:
         body = entry.body
+        files = [dict(f) for f in body.get("files") or [] if isinstance(f, dict)]
         return cls(**cls.fields_of(entry), version=str(body.get("version", "")),
                    type=str(body.get("type", "")), owner_team=str(body.get("ownerTeam", "")),
                    stage=str(body.get("stage", "")),
-                   data_classification=str(body.get("dataClassification", "")))
+                   data_classification=str(body.get("dataClassification", "")),
+                   storage_uri=str(body.get("storageUri", "")), files=files)
 
 
 class ModelVersions(ApiModel):

@@ -14,7 +14,8 @@ branch, direct, parent, file, reason, spec}`` with 201 (200 for a redeploy):
 - ``POST /prompts/experiments`` (``prompts:experiment``), ``{templateAId,
   templateBId, allocation, metric}`` (optional ``endpointId``,
   ``environment``, ``name``, ``stickinessHeader``): a running A/B
-  PromptExperiment, ``allocation`` the percent (or fraction) sent to B;
+  PromptExperiment, ``allocation`` the percent (or fraction) sent to B; or
+  ``variants: [{templateId, weight}]`` for A/B/n;
 - ``POST /training/jobs`` (``training:submit``): a TrainingJob.
 
 Field names are taken as the seed writes them (snake_case or camelCase).
@@ -31,7 +32,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from llmops.api import lookup
+from llmops.api import errors, lookup
 from llmops.api.auth import AUTH_RESPONSES, CallerDep, require
 from llmops.api.deps import WritesDep
 from llmops.api.envelope import Envelope, success
@@ -97,10 +98,21 @@ class EndpointRequest(_Request):
         default=None, validation_alias=_alias("promptTemplateId", "prompt_template_id"))
 
 
+class VariantRequest(_Request):
+    template_id: Id = Field(validation_alias=_alias("templateId", "template_id"))
+    weight: int = Field(ge=0, le=100)
+
+
 class ExperimentRequest(_Request):
-    template_a_id: Id = Field(validation_alias=_alias("templateAId", "template_a_id"))
-    template_b_id: Id = Field(validation_alias=_alias("templateBId", "template_b_id"))
-    allocation: float = Field(gt=0, lt=100, description="B's share: percent, or a fraction.")
+    template_a_id: Id | None = Field(default=None,
+                                     validation_alias=_alias("templateAId", "template_a_id"))
+    template_b_id: Id | None = Field(default=None,
+                                     validation_alias=_alias("templateBId", "template_b_id"))
+    allocation: float | None = Field(default=None, gt=0, lt=100,
+                                     description="B's share: percent, or a fraction.")
+    variants: list[VariantRequest] | None = Field(
+        default=None, min_length=2, max_length=16,
+        description="A/B/n instead of templateAId/templateBId/allocation: weights sum to 100.")
     metric: Annotated[str, Field(min_length=1, max_length=63)] = "latency_ms"
     environment: Label | None = None
     endpoint_id: Id | None = Field(default=None,
@@ -168,9 +180,16 @@ def deploy_endpoint(writes: WritesDep, caller: CallerDep, request: EndpointReque
 def create_experiment(writes: WritesDep, caller: CallerDep, request: ExperimentRequest,
                       response: Response) -> Envelope[CreatedOut]:
     """A running ``PromptExperiment``: A keeps the rest, B gets ``allocation``."""
+    ab = (request.template_a_id, request.template_b_id, request.allocation)
+    mixed = request.variants is not None and any(x is not None for x in ab)
+    if mixed or (request.variants is None and None in ab):
+        raise errors.BadRequest("send templateAId, templateBId and allocation (A/B), or "
+                                "variants (A/B/n), not both", {"field": "variants"})
     done = creates.CreateService(writes).create_experiment(caller, creates.NewExperiment(
-        template_a_id=request.template_a_id, template_b_id=request.template_b_id,
-        allocation=request.allocation, metric=request.metric,
+        template_a_id=request.template_a_id or "", template_b_id=request.template_b_id or "",
+        allocation=request.allocation or 0.0,
+        variants=tuple((v.template_id, v.weight) for v in request.variants or ()),
+        metric=request.metric,
         environment=request.environment, endpoint_id=request.endpoint_id, name=request.name,
         stickiness_header=request.stickiness_header))
     return _answer(response, done, "experiment")

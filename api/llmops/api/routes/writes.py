@@ -13,13 +13,15 @@ file, reason}``:
   ``{winnerTemplateId, notes}``: ``state: concluded``, ``winner``, ``notes``;
   a winner that is not a variant is a 422;
 - ``POST /catalog/models/{id}/promote`` (``models:promote``), ``{stage}``;
-- ``POST /catalog/models/{id}/upload?filename=...`` (``models:upload``): one
-  model file as a raw ``application/octet-stream`` body with a
+- ``POST /catalog/models/{id}/upload`` (``models:upload``): the seed's
+  ``multipart/form-data`` with one or more ``files`` parts, or one raw
+  ``application/octet-stream`` body named by ``?filename=`` with a
   ``Content-Length`` (415 for another type, 411 without a length; 413 over
-  ``settings.s3.max_file_bytes``), fed chunk by chunk to an
-  ``UploadSession`` (S3 multipart parts sent from a worker thread), then
-  committed into the model's ``files`` and ``storageUri``. A failed upload
-  (a disconnect included) leaves no object; a refused commit deletes it.
+  ``settings.s3.max_file_bytes``), streamed by ``llmops.api.uploads`` into
+  an ``UploadBatch`` (``llmops.engine.service.uploads``: S3 multipart parts
+  sent from a worker thread, integrity rules first), then recorded in the
+  model's ``files`` and ``storageUri`` by one commit. A failed upload (a
+  disconnect included) leaves no object; a refused commit deletes them.
 
 Errors are the engine's categories, mapped to statuses once by
 ``llmops.api.errors`` (404 no such spec, 409 nothing to change or the spec

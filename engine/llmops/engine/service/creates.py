@@ -45,9 +45,9 @@ from llmops.engine import errors
 from llmops.engine.service import lookup
 from llmops.engine.service.access import Caller
 from llmops.engine.service.writes import Committed, Trail, WriteService, find
-from llmops.engine.source import writeback
+from llmops.engine.source import specedits, writeback
 from llmops.engine.spec import schema
-from llmops.engine.store import catalog, modelfiles, pending
+from llmops.engine.store import catalog, modelfiles
 from llmops.engine.types import Kind, SpecKey
 
 API_VERSION = "llmops.io/v1alpha1"
@@ -99,9 +99,13 @@ class NewEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class NewExperiment:
-    template_a_id: str
-    template_b_id: str
-    allocation: float
+    """A/B: ``template_a_id``, ``template_b_id`` and B's ``allocation``; or A/B/n:
+    ``variants`` as (template id, weight) pairs, weights summing to 100."""
+
+    template_a_id: str = ""
+    template_b_id: str = ""
+    allocation: float = 0.0
+    variants: tuple[tuple[str, int], ...] = ()
     metric: str = "latency_ms"
     environment: str | None = None
     endpoint_id: str | None = None
@@ -256,8 +260,11 @@ class CreateService:
                             f"register {new.type} model {name} {new.version}")
 
     def _absent(self, key: SpecKey) -> None:
-        if catalog.get_key(self.store, key) is not None or \
-                pending.get(self.store, str(key.id)) is not None:
+        """``SpecExists`` when the catalog holds ``key``. A spec written but not
+        reconciled yet is refused by the commit itself: its file is on the tracked
+        branch or on its still-open review branch (a rejected, deleted branch no
+        longer counts)."""
+        if catalog.get_key(self.store, key) is not None:
             raise writeback.SpecExists(f"{key} already exists", details={"id": str(key.id)})
 
     def deploy_endpoint(self, caller: Caller, new: NewEndpoint) -> Created:
@@ -285,7 +292,7 @@ class CreateService:
                        f"{new.max_replicas} replicas)")
         done = self.writes.commit(
             trail, current, "deploy",
-            lambda t: writeback.set_fields(t.kind, t.name, None, fields),
+            lambda t: specedits.set_fields(t.kind, t.name, None, fields),
             f"Deploy model {model.name} on endpoint {env}/{name}")
         return Created(**asdict(done), id=str(key.id), created=False)
 
@@ -327,21 +334,34 @@ class CreateService:
                                         for e in found]})
         return found[0]
 
+    def _variants(self, new: NewExperiment) -> list[tuple[str, int]]:
+        """(template name, weight) of each variant: A/B from ``allocation``, or A/B/n."""
+        if new.variants:
+            pairs = [(find(self.store, Kind.PROMPT_TEMPLATE, t).name, w)
+                     for t, w in new.variants]
+        else:
+            weight_a, weight_b = _weights(new.allocation)
+            pairs = [(find(self.store, Kind.PROMPT_TEMPLATE, new.template_a_id).name,
+                      weight_a),
+                     (find(self.store, Kind.PROMPT_TEMPLATE, new.template_b_id).name,
+                      weight_b)]
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise InvalidRequest("the variants name the same template twice",
+                                 details={"field": "variants" if new.variants
+                                          else "templateBId"})
+        return pairs
+
     def create_experiment(self, caller: Caller, new: NewExperiment) -> Created:
-        """A running A/B experiment: template A keeps 100 - ``allocation`` percent."""
-        a = find(self.store, Kind.PROMPT_TEMPLATE, new.template_a_id).name
-        b = find(self.store, Kind.PROMPT_TEMPLATE, new.template_b_id).name
-        if a == b:
-            raise InvalidRequest("templateAId and templateBId name the same template",
-                                 details={"field": "templateBId"})
-        weight_a, weight_b = _weights(new.allocation)
-        endpoint = self._serving_endpoint(new, a)
+        """A running A/B (or A/B/n) experiment on the endpoint serving the first template."""
+        pairs = self._variants(new)
+        names = [name for name, _ in pairs]
+        endpoint = self._serving_endpoint(new, names[0])
         env = endpoint.environment
-        name = _label(new.name or _SLUG.sub("-", f"{a}-vs-{b}")[:63].strip("-"), "name")
+        name = _label(new.name or _SLUG.sub("-", "-vs-".join(names))[:63].strip("-"), "name")
         body: dict[str, Any] = {
             "environment": env, "endpointRef": endpoint.name,
-            "variants": [{"templateRef": a, "weight": weight_a},
-                         {"templateRef": b, "weight": weight_b}],
+            "variants": [{"templateRef": t, "weight": w} for t, w in pairs],
             "metric": new.metric, "state": schema.ExperimentState.RUNNING.value}
         if new.stickiness_header:
             body["stickiness"] = {"header": new.stickiness_header}
@@ -350,11 +370,13 @@ class CreateService:
         spec = _document(Kind.PROMPT_EXPERIMENT, name, labels, body)
         key = SpecKey(Kind.PROMPT_EXPERIMENT, env, name)
         self._absent(key)
-        text = _text(spec, f"PromptExperiment ({env}): {a} against {b} on {endpoint.name}, "
-                           f"started through the API by {caller.user}.")
+        split = " vs ".join(f"{t} {w}%" for t, w in pairs)
+        text = _text(spec, f"PromptExperiment ({env}): {' against '.join(names)} on "
+                           f"{endpoint.name}, started through the API by {caller.user}.")
         return self._create(caller, _entry(key, f"experiments/{name}.yaml", spec), text,
-                            "experiment", f"Start experiment {env}/{name}: {a} vs {b}",
-                            f"start {a} {weight_a}% vs {b} {weight_b}% on {endpoint.name}")
+                            "experiment", f"Start experiment {env}/{name}: "
+                                          f"{' vs '.join(names)}"[:200],
+                            f"start {split} on {endpoint.name}")
 
     def submit_training_job(self, caller: Caller, new: NewTrainingJob) -> Created:
         """A TrainingJob spec; the reconciler runs it as a batch/v1 Job."""

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from llmops.engine import errors
 from llmops.engine.service.access import Caller
 from llmops.engine.service.writes import Committed, Trail, WriteService
-from llmops.engine.source import writeback
+from llmops.engine.source import specedits, writeback
 from llmops.engine.spec import schema
 from llmops.engine.store import catalog, modelfiles
 from llmops.engine.types import Kind
@@ -198,7 +198,7 @@ class UploadBatch:
         try:
             result = self._service._commit_edit(
                 self._repo, self._trail.caller, entry, "upload",
-                lambda _t: writeback.record_model_files(entry.base_name, self._version,
+                lambda _t: specedits.record_model_files(entry.base_name, self._version,
                                                         self.storage_uri, records),
                 f"Record {names[:120]} of model {entry.name}",
                 "\n".join(f"{s.uri}\nsha256 {s.sha256}, {s.size} bytes" for s in self._stored))

@@ -39,7 +39,7 @@ from llmops.engine import errors
 from llmops.engine.service import access, lookup
 from llmops.engine.service.access import Caller
 from llmops.engine.settings import Settings
-from llmops.engine.source import writeback
+from llmops.engine.source import specedits, writeback
 from llmops.engine.spec import schema
 from llmops.engine.store import audit, catalog, pending, state
 from llmops.engine.store.db import Store
@@ -225,7 +225,7 @@ class WriteService:
         trail = Trail(self.log, caller, entry.key, f"conclude with winner {winner[:80]}")
         return self.commit(
             trail, entry, "conclude",
-            lambda t: writeback.conclude_experiment(t.name, winner, notes),
+            lambda t: specedits.conclude_experiment(t.name, winner, notes),
             f"Conclude experiment {entry.environment}/{entry.name}: {winner} wins")
 
     def promote_model(self, caller: Caller, model_id: str,
@@ -236,5 +236,5 @@ class WriteService:
         old = str(entry.body.get("stage", ""))
         trail = Trail(self.log, caller, entry.key, f"stage {old} -> {stage.value}")
         return self.commit(trail, entry, "promote",
-                            lambda t: writeback.set_model_stage(t.name, version, stage),
+                            lambda t: specedits.set_model_stage(t.name, version, stage),
                             f"Set model {entry.name} stage to {stage.value}")

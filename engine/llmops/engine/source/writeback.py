@@ -13,10 +13,10 @@ How a commit is made (the user's work tree, index and HEAD are not touched, but
 see below for a clean checked-out tracked branch):
 
 1. the spec file is read from the tip of the tracked branch (not from the
-   catalog or a work tree) and edited in memory: YAML field edits use
-   ruamel.yaml round-trip mode, so comments, quoting and layout are kept
-   and only the changed fields differ; a rollback restores the whole file as
-   it was;
+   catalog or a work tree) and edited in memory: YAML field edits
+   (``specedits``) use ruamel.yaml round-trip mode, so comments, quoting and
+   layout are kept and only the changed fields differ; a rollback restores the
+   whole file as it was;
 2. the new blob goes into a private index (``GIT_INDEX_FILE`` in a temporary
    directory) read from the parent commit's tree, ``write-tree`` makes the
    tree (``gitcommit.tree_with``); git runs through ``gitcli.Git`` (an
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import re
 import tempfile
 import uuid
@@ -59,15 +58,13 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.scalarstring import LiteralScalarString
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
 from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push
-from llmops.engine.spec import loader, repoconfig, schema, validate
-from llmops.engine.types import Kind, SpecKey
+from llmops.engine.spec import loader, repoconfig, validate
+from llmops.engine.types import SpecKey
 
 BRANCH_PREFIX = "llmops"
 EMAIL_DOMAIN = "users.llmops"
@@ -526,128 +523,6 @@ def _destination(git: gitcli.Git, branch: str, config: repoconfig.RepoConfig,
                        "uncommitted changes, which are never overwritten"), None
     return True, (f"{reason}; {branch} is checked out in a clean work tree, which is "
                   "updated with it"), work_tree
-
-
-# --------------------------------------------------------------------------- YAML edits
-
-
-def _yaml(text: str) -> YAML:
-    """A round-trip YAML instance that writes ``text`` back as it was read."""
-    try:
-        _, seq_indent, offset = load_yaml_guess_indent(text)
-    except YAMLError:
-        seq_indent, offset = None, None
-    mapping = 2
-    for line in text.splitlines():
-        stripped = line.lstrip(" ")
-        if stripped and line != stripped and not stripped.startswith(("#", "- ", "-\n")):
-            mapping = len(line) - len(stripped)
-            break
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    if seq_indent is None or offset is None:  # no block sequence to learn from
-        seq_indent, offset = mapping + 2, mapping
-    yaml.indent(mapping=mapping, sequence=max(seq_indent, offset + 2), offset=offset)
-    return yaml
-
-
-def _edit_document(text: str, kind: str, name: str, version: str | None,
-                   change: Callable[[Any], None]) -> str:
-    """Apply ``change`` to the ``spec`` mapping of the matching document of ``text``."""
-    yaml = _yaml(text)
-    try:
-        docs = list(yaml.load_all(text))
-    except YAMLError as exc:
-        raise EditRejected(f"{kind}/{name}: the spec file does not parse: "
-                           f"{str(exc).splitlines()[0]}") from None
-    for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") != kind:
-            continue
-        meta, body = doc.get("metadata"), doc.get("spec")
-        if not isinstance(meta, dict) or meta.get("name") != name or not isinstance(body, dict):
-            continue
-        if version is not None and str(body.get("version")) != version:
-            continue
-        change(body)
-        out = io.StringIO()
-        yaml.dump_all(docs, out)
-        return out.getvalue()
-    shown = f"{name}@{version}" if version is not None else name
-    raise TargetMissing(f"{kind}/{shown} is not in its spec file any more")
-
-
-def _set(body: Any, field: str, value: Any) -> None:
-    """Set ``field``, appending it when absent (existing keys keep their place)."""
-    if field in body:
-        body[field] = value
-    else:
-        body.insert(len(body), field, value)
-
-
-def _text(value: str) -> str:
-    return LiteralScalarString(value if value.endswith("\n") else value + "\n") \
-        if "\n" in value.strip("\n") else value
-
-
-def set_fields(kind: str, name: str, version: str | None, fields: dict[str, Any]) -> Edit:
-    """Each of ``fields`` set in the spec (mappings replaced whole); others left as they are."""
-
-    def edit(text: str) -> str:
-        def change(body: Any) -> None:
-            for key, value in fields.items():
-                _set(body, key, value)
-        return _edit_document(text, kind, name, version, change)
-    return edit
-
-
-def set_model_stage(name: str, version: str, stage: schema.ModelStage) -> Edit:
-    def edit(text: str) -> str:
-        return _edit_document(text, Kind.MODEL, name, version,
-                              lambda body: _set(body, "stage", stage.value))
-    return edit
-
-
-def conclude_experiment(name: str, winner: str, notes: str | None) -> Edit:
-    """``state: concluded``, ``winner`` (must be a variant's templateRef) and ``notes``."""
-
-    def change(body: Any) -> None:
-        variants = body.get("variants") or []
-        refs = [str(v.get("templateRef")) for v in variants if isinstance(v, dict)]
-        if winner not in refs:
-            raise EditRejected(f"winner {winner!r} is not one of the variants "
-                               f"({', '.join(refs)})")
-        _set(body, "state", schema.ExperimentState.CONCLUDED.value)
-        _set(body, "winner", winner)
-        if notes is not None:
-            _set(body, "notes", _text(notes))
-
-    def edit(text: str) -> str:
-        return _edit_document(text, Kind.PROMPT_EXPERIMENT, name, None, change)
-    return edit
-
-
-def record_model_files(name: str, version: str, storage_uri: str,
-                       new_files: Sequence[schema.ModelFile]) -> Edit:
-    """``storageUri`` set and each of ``new_files`` added to ``files`` (never replaced:
-    a name already listed is refused, a changed file needs a new version)."""
-
-    def change(body: Any) -> None:
-        _set(body, "storageUri", storage_uri)
-        files = body.get("files")
-        if not isinstance(files, list):
-            _set(body, "files", [])
-            files = body["files"]
-        listed = {str(item.get("name")) for item in files if isinstance(item, dict)}
-        for file in new_files:
-            if file.name in listed:
-                raise FileListed(f"model {name} {version} already lists {file.name}; a "
-                                 "changed file needs a new version")
-            files.append({"name": file.name, "sha256": file.sha256, "size": file.size})
-
-    def edit(text: str) -> str:
-        return _edit_document(text, Kind.MODEL, name, version, change)
-    return edit
 
 
 # --------------------------------------------------------------------------- rollback

@@ -15,7 +15,9 @@ sha256, size). Callers: ``llmops.api.routes.writes`` (the upload route feeds
 Keys are built only from values that pass ``check_file_name``, the DNS label
 of the model name and the semver of its version: no ``..``, no ``/``, no
 percent-escapes or unicode look-alikes can reach a key (fault cases 34-35).
-If S3 itself is unreachable while aborting, the incomplete upload stays
+A key is never overwritten: the upload completes with ``If-None-Match: *``, so an
+object that appeared at the key meanwhile stays and the upload is refused
+(``ObjectExists``). If S3 itself is unreachable while aborting, the incomplete upload stays
 invisible (it is no object) until the bucket's ``AbortIncompleteMultipartUpload``
 lifecycle rule removes it.
 """
@@ -56,6 +58,10 @@ class TooLarge(ModelFileError, errors.TooLarge):
 
 class LengthMismatch(ModelFileError, errors.Malformed):
     """The body is shorter or longer than its ``Content-Length``."""
+
+
+class ObjectExists(ModelFileError, errors.Conflict):
+    """An object appeared at the key while uploading; keys are never overwritten."""
 
 
 class StorageUnavailable(ModelFileError, errors.Unavailable):
@@ -211,11 +217,17 @@ class Upload:
             self.flush(final=True)
         elif not self._parts:
             self._empty_part()  # an empty file is one empty part
-        try:
+        try:  # If-None-Match: an object that appeared at the key meanwhile is kept
             self.s3.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self._require_id(),
-                MultipartUpload={"Parts": self._parts})
-        except S3_ERRORS as exc:
+                MultipartUpload={"Parts": self._parts}, IfNoneMatch="*")
+        except ClientError as exc:
+            self.abort()
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise ObjectExists(f"s3://{self.bucket}/{self.key} appeared while uploading "
+                                   "and is never overwritten") from None
+            raise _unavailable("completing the multipart upload", exc) from None
+        except BotoCoreError as exc:
             self.abort()
             raise _unavailable("completing the multipart upload", exc) from None
         self._closed = True
@@ -253,13 +265,16 @@ class Upload:
         return self._upload_id
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def exists(s3: S3Client, bucket: str, key: str) -> bool:
     """Whether an object is at ``key`` (keys are never overwritten); S3 down is raised."""
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
         raise _unavailable(f"checking {key}", exc) from None
     except BotoCoreError as exc:
