@@ -167,6 +167,13 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     if path == "/v1/models":
         await _send_json(send, 200, {"object": "list", "data": [{"id": "fake"}]})
         return
+    if path == "/metrics":  # as vLLM exposes its queue
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4")]})
+        await send({"type": "http.response.body",
+                    "body": b"# TYPE vllm:num_requests_waiting gauge\n"
+                            b"vllm:num_requests_waiting 3.0\n"})
+        return
     body = json.loads(await _read(receive))
     STATS["requests"].append(
         {

@@ -574,9 +574,10 @@ def test_the_router_fronts_an_endpoint_with_prompts_and_only_then(
     assert {m["name"] for m in router_container["volumeMounts"]} == {"prompt", "experiment"}
     assert not {"prompt", "experiment"} & {m["name"] for m in server["volumeMounts"]}
     assert "LLMOPS_PROMPT_DIR" not in env_of(server)
-    # The autoscaler reads the model server's queue: its metrics stay the scraped ones.
+    # One scrape target per pod: the router's /metrics also carries the model server's.
     annotations = find(dev, "Deployment", "chat")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == "8000"
+    assert annotations["prometheus.io/port"] == "8080"
+    assert env["LLMOPS_ROUTER_MERGE_METRICS"] == "true"
     assert find(dev, "Service", "chat")["spec"]["ports"][0]["targetPort"] == "router"
 
     def plain(files: dict[str, Any]) -> None:

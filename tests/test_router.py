@@ -378,3 +378,21 @@ def test_requests_over_the_concurrency_limit_get_a_503(fake: str, tmp_path: Path
         assert refused.headers["retry-after"] == "1"
         assert busy.result().status_code == 200
         assert chat(base).status_code == 200
+
+
+def test_a_sidecar_router_serves_the_model_servers_metrics_with_its_own(
+        fake: str, tmp_path: Path) -> None:
+    """One scrape target per pod (annotation discovery) carries the router's series and the
+    model server's queue the autoscaler reads; without the option only the router's."""
+    _, path = _mounted(tmp_path, experiment({"a": 100, "b": 0}))
+    with router(fake, "--experiment-file", path, "--merge-upstream-metrics") as base:
+        assert chat(base).status_code == 200
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        assert "llmops_router_requests_total" in text
+        assert "vllm:num_requests_waiting 3.0" in text
+    with router(fake, "--experiment-file", path) as base:
+        assert "vllm:num_requests_waiting" not in httpx.get(f"{base}/metrics", timeout=10).text
+    with router("http://127.0.0.1:1", "--experiment-file", path,
+                "--merge-upstream-metrics") as base:  # a model server that is not there
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        assert "llmops_router_" in text

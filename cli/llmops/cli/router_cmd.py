@@ -110,6 +110,13 @@ FOLDER = click.Path(file_okay=False, path_type=Path)
     show_default=True,
     help="Seconds between checks of the mounted files.",
 )
+@click.option(
+    "--merge-upstream-metrics/--no-merge-upstream-metrics",
+    envvar="LLMOPS_ROUTER_MERGE_METRICS",
+    default=False,
+    show_default=True,
+    help="Append the model server's /metrics to the router's (as a sidecar).",
+)
 def router(
     upstream: str,
     host: str,
@@ -124,6 +131,7 @@ def router(
     max_concurrency: int,
     max_connections: int,
     reload_interval: float,
+    merge_upstream_metrics: bool,
 ) -> None:
     """Serve the prompt router: templates, A/B/n variants and metrics per variant."""
     logging.basicConfig(
@@ -144,6 +152,7 @@ def router(
         max_concurrency=max_concurrency,
         max_connections=max_connections,
         reload_interval=reload_interval,
+        merge_upstream_metrics=merge_upstream_metrics,
     )
     try:
         app = proxy.create_app(config)

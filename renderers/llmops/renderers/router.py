@@ -17,10 +17,11 @@ experiment; otherwise untouched.
   prompt edit or a weight change never restarts the (GPU) pod. (Adding or
   removing an experiment changes the pod's volumes, so it restarts it once.)
 - The Service's port 80 targets ``router`` instead of ``http``.
-- The pod keeps its ``prometheus.io/*`` annotations on the model server's
-  metrics (the autoscaler reads its queue); the router's ``/metrics`` on port
-  ``router`` is scraped by a PodMonitor or a static job in sidecar mode, and
-  through the annotations of its own pods in deployment mode.
+- ``prometheus.io/scrape|port|path`` point at the router's ``/metrics``, which
+  as a sidecar also carries the model server's own metrics
+  (``LLMOPS_ROUTER_MERGE_METRICS``: one scrape target per pod, as
+  annotation-based discovery has, holds the router's series and the queue the
+  autoscaler reads).
 
 With ``spec.router.placement: deployment`` the router runs instead as its own
 Deployment ``<endpoint>-router`` (``spec.router.replicas`` pods, the
@@ -149,10 +150,12 @@ def attach(objs: list[KubeObject], body: schema.ServingEndpointBody, where: Wher
                                              f"http://{_model(service)}"),
                           wiring.volumes, body.router.replicas, where)
     else:
-        pod = deployment["spec"]["template"]["spec"]
-        pod["containers"].append(container(wiring.env, wiring.mounts,
-                                           f"http://127.0.0.1:{body.runtime.port}"))
-        pod["volumes"] = [*pod.get("volumes", []), *wiring.volumes]
+        template = deployment["spec"]["template"]
+        merged = [*wiring.env, {"name": "LLMOPS_ROUTER_MERGE_METRICS", "value": "true"}]
+        template["spec"]["containers"].append(container(
+            merged, wiring.mounts, f"http://127.0.0.1:{body.runtime.port}"))
+        template["spec"]["volumes"] = [*template["spec"].get("volumes", []), *wiring.volumes]
+        template["metadata"].setdefault("annotations", {}).update(SCRAPE)
     for port in service["spec"]["ports"]:
         if port.get("targetPort") == "http":
             port["targetPort"] = PORT_NAME

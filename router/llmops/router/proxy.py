@@ -71,6 +71,12 @@ class RouterConfig:
     max_concurrency: int = 512
     max_connections: int = 256
     reload_interval: float = 2.0
+    merge_upstream_metrics: bool = False
+    """Append the model server's ``/metrics`` to the router's (a sidecar: one scrape target
+    per pod, as annotation-based discovery has, carries both)."""
+
+
+UPSTREAM_METRICS_TIMEOUT = 2.0
 
 
 @dataclass
@@ -295,6 +301,24 @@ class Completions:
         return answer.status if finished else exchange.CLIENT_CLOSED
 
 
+
+async def _upstream_metrics(router: Router) -> bytes:
+    """The model server's ``/metrics`` text (vLLM's queue for the autoscaler), or nothing
+    when it does not answer 200 within ``UPSTREAM_METRICS_TIMEOUT``."""
+    try:
+        answer = await asyncio.wait_for(router.client.request("GET", "/metrics", []),
+                                        UPSTREAM_METRICS_TIMEOUT)
+        try:
+            text = await asyncio.wait_for(answer.read(), UPSTREAM_METRICS_TIMEOUT)
+        finally:
+            answer.close()
+    except (HttpError, TimeoutError):
+        return b""
+    if answer.status != 200:
+        return b""
+    return text if text.endswith(b"\n") or not text else text + b"\n"
+
+
 def create_app(config: RouterConfig) -> Starlette:
     """The router app; its lifespan opens the upstream client and the reload loop."""
     router = Router(config)
@@ -324,9 +348,10 @@ def create_app(config: RouterConfig) -> Starlette:
         )
 
     async def metrics(request: Request) -> Response:
-        return Response(
-            router.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        body = router.metrics.exposition()
+        if config.merge_upstream_metrics:
+            body += await _upstream_metrics(router)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def models(request: Request) -> Response:
         headers = [(k, v) for k, v in request.headers.items() if k.encode() not in HOP_BY_HOP]
