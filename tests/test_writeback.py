@@ -25,7 +25,8 @@ from llmops.api.auth import proxy_signature
 from llmops.engine import settings
 from llmops.engine.source import scaffold, specedits, writeback
 from llmops.engine.spec import validate
-from llmops.engine.store import Store, audit, catalog
+from llmops.engine.store import Store, audit, catalog, state
+from llmops.engine.store.models import RunResult
 from llmops.engine.types import Kind, SpecKey
 
 BASE = "/llm-ops/v1"
@@ -317,6 +318,34 @@ def test_rollback_restores_the_previous_spec_on_a_branch(world: World) -> None:
     assert row.result == "succeeded"
     assert row.target == "ServingEndpoint prod/support-chat"
     assert bumped[:12] in row.reason
+
+
+def _applied(world: World, env: str, revision: str) -> None:
+    """What the reconciler records when ``env`` applied ``revision``."""
+    run = state.start_run(world.store, env, revision)
+    state.finish_run(world.store, run.id, RunResult.SUCCEEDED)
+    state.put_environment_status(world.store, state.EnvironmentStatus(
+        env, observed_revision=revision, last_applied_revision=revision))
+
+
+def test_rollback_skips_a_version_that_was_never_applied(world: World) -> None:
+    path = world.repo / PROD_ENDPOINT
+    original = path.read_text()
+    _applied(world, "prod", world.record())
+    path.write_text(original.replace("    max: 4\n", "    max: 9\n", 1))
+    commit_all(world.repo, "prod: far more replicas (a policy blocks it: never applied)")
+    path.write_text(original.replace("    max: 4\n", "    max: 5\n", 1))
+    commit_all(world.repo, "prod: more replicas")
+    _applied(world, "prod", world.record())
+    data = ok(world.client().post(f"{BASE}/serving/endpoints/support-chat/rollback",
+                                  params={"environment": "prod"}))
+    assert world.show(data["commit"], PROD_ENDPOINT) == original  # max: 4, not the blocked 9
+    # With only that one revision applied there is nothing earlier to go back to.
+    state.put_environment_status(world.store, state.EnvironmentStatus(
+        "prod", last_applied_revision=state.list_runs(world.store)[-1].revision))
+    body = failed(world.client().post(f"{BASE}/serving/endpoints/support-chat/rollback",
+                                      params={"environment": "prod"}), 409)
+    assert "no earlier applied version" in body["message"]
 
 
 def test_rollback_with_no_earlier_version_is_a_409(world: World) -> None:

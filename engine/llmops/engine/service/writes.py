@@ -39,10 +39,11 @@ from llmops.engine import errors
 from llmops.engine.service import access, lookup
 from llmops.engine.service.access import Caller
 from llmops.engine.settings import Settings
-from llmops.engine.source import specedits, writeback
+from llmops.engine.source import rollback, specedits, writeback
 from llmops.engine.spec import schema
 from llmops.engine.store import audit, catalog, pending, state
 from llmops.engine.store.db import Store
+from llmops.engine.store.models import RunResult
 from llmops.engine.types import Kind, SpecKey
 
 EditFor = Callable[[writeback.Target], writeback.Edit]
@@ -191,16 +192,20 @@ class WriteService:
         trail = Trail(self.log, caller, entry.key, f"rollback from {applied[:12]}")
         target = writeback.Target(kind=entry.kind, name=entry.name, file=entry.file,
                                   environment=entry.environment)
+        history = [run.revision for run in state.list_runs(
+            self.store, environment=entry.environment, result=RunResult.SUCCEEDED,
+            limit=writeback.MAX_HISTORY)]
         try:
-            previous = writeback.previous_version(writeback.repo_for(self.settings), target,
-                                                  applied, writeback.tracked_branch(self.settings))
+            previous = rollback.previous_version(writeback.repo_for(self.settings), target,
+                                                 applied, writeback.tracked_branch(self.settings),
+                                                 history)
         except writeback.WriteError as exc:
             trail.failed(exc)
             raise
         trail.reason = (f"rollback from {applied[:12]} to {previous.revision[:12]} "
                         f"(undoes {previous.changed_by[:12]})")
         return self.commit(
-            trail, entry, "rollback", lambda _t: writeback.restore(previous),
+            trail, entry, "rollback", lambda _t: rollback.restore(previous),
             f"Roll back {entry.kind} {entry.environment}/{entry.name} to "
             f"{previous.revision[:12]}",
             f"Restores {entry.file} as it was before {previous.changed_by}\n"

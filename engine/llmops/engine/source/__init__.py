@@ -17,7 +17,9 @@ spec stage; for writes, a ``WriteResult`` naming the commit made.
 - ``branches``: rendered manifests committed to a branch in Argo CD's Source
   Hydrator layout (``llmops hydrate`` and the hydrate-branch actuator).
 - ``writeback``: an edit of one spec file as one commit (the API's writes);
-  ``push``: the private mirror that carries such commits to a remote.
+  ``push``: the private mirror that carries such commits to a remote;
+  ``specedits``: the field edits; ``rollback``: a spec file as the environment
+  applied it before (what a rollback restores).
 - ``scaffold``: a new specs repo from the bundled template (``llmops init``).
 
 Called by the reconciler, the use cases in ``llmops.engine.service`` and the

@@ -417,6 +417,14 @@ class Git:
         sha = out.decode().strip()
         return sha if SHA.fullmatch(sha) else None
 
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether commit ``ancestor`` is in the history of ``descendant`` (full SHAs)."""
+        try:
+            self.run("merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant)
+        except GitFailed:
+            return False
+        return True
+
 
 def init(path: Path, *, bare: bool = False, home: Path | None = None,
          timeout: float = 60.0) -> None:

@@ -56,9 +56,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
@@ -71,7 +68,7 @@ EMAIL_DOMAIN = "users.llmops"
 COMMITTER = ("llmops", "llmops@localhost")
 MAX_ATTEMPTS = 3
 MAX_HISTORY = 200
-"""Commits of a spec file's history a rollback looks through."""
+"""Commits of a spec file's history (and applied revisions) a rollback looks through."""
 _SLUG = re.compile(r"[^a-z0-9.-]+")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]+@[^/:]+:")
 
@@ -243,7 +240,7 @@ def branch_name(action: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def _git_errors() -> Iterator[None]:
+def git_errors() -> Iterator[None]:
     """git failures as ``RepoUnavailable``, unsafe trees as well."""
     try:
         yield
@@ -253,7 +250,7 @@ def _git_errors() -> Iterator[None]:
         raise RepoUnavailable(str(exc)) from None
 
 
-def _open(repo: Path, scratch: Path) -> gitcli.Git:
+def open_scratch(repo: Path, scratch: Path) -> gitcli.Git:
     try:
         return gitcli.Git.open(repo, scratch)
     except gitcli.GitFailed as exc:
@@ -268,7 +265,7 @@ def _tip(git: gitcli.Git, branch: str) -> str:
     return tip
 
 
-def _read(git: gitcli.Git, commit: str, file: str) -> tuple[gitobjects.TreeEntry, str] | None:
+def read_file(git: gitcli.Git, commit: str, file: str) -> tuple[gitobjects.TreeEntry, str] | None:
     """(tree entry, text) of ``file`` in ``commit``, or None when absent."""
     entry = gitobjects.entry_at(git, commit, file)
     if entry is None:
@@ -342,7 +339,7 @@ def _direct(config: repoconfig.RepoConfig, environment: str) -> tuple[bool, str]
 
 
 @contextlib.contextmanager
-def _synced(repo: push.Mirror, branch: str) -> Iterator[Path]:
+def synced(repo: push.Mirror, branch: str) -> Iterator[Path]:
     """The mirror, locked, with ``branch`` fetched fresh from the remote."""
     try:
         with repo.locked():
@@ -372,7 +369,7 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
     if isinstance(repo, Path):
         return _commit_local(repo, tracked, target, edit, how)
     branch = gitcli.check_branch(tracked)
-    with _synced(repo, branch) as mirror:
+    with synced(repo, branch) as mirror:
         if onto:
             try:
                 repo.fetch(onto)
@@ -435,8 +432,8 @@ def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit,
     file = branches.check_path(target.file)
     if not file or not file.endswith((".yaml", ".yml")):
         raise TargetMissing(f"{target.kind}/{target.name}: {target.file!r} is not a spec file")
-    with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp, _git_errors():
-        git = _open(repo, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp, git_errors():
+        git = open_scratch(repo, Path(tmp))
         stack = _open_branch(git, branch, how.onto)
         for attempt in range(MAX_ATTEMPTS):
             result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file, target,
@@ -487,7 +484,7 @@ def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
 def _created(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
              edit: Edit) -> tuple[str, str]:
     """(mode, blob) of the new ``file``; ``SpecExists`` when ``tip`` already has it."""
-    if _read(git, tip, file) is not None:
+    if read_file(git, tip, file) is not None:
         raise SpecExists(f"{target.kind}/{target.name}: {file} already exists on {branch}",
                          details={"file": file})
     return gitobjects.REGULAR, gitcommit.write_blob(git, edit("").encode("utf-8"))
@@ -496,7 +493,7 @@ def _created(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
 def _edited(git: gitcli.Git, branch: str, tip: str, file: str, target: Target,
             edit: Edit) -> tuple[str, str]:
     """(mode, blob) of ``file`` at ``tip`` after ``edit``; refuses a missing file or no change."""
-    found = _read(git, tip, file)
+    found = read_file(git, tip, file)
     if found is None:
         raise TargetMissing(f"{target.kind}/{target.name}: {file} is not on {branch} "
                             "any more; wait for the next reconcile and retry")
@@ -523,81 +520,3 @@ def _destination(git: gitcli.Git, branch: str, config: repoconfig.RepoConfig,
                        "uncommitted changes, which are never overwritten"), None
     return True, (f"{reason}; {branch} is checked out in a clean work tree, which is "
                   "updated with it"), work_tree
-
-
-# --------------------------------------------------------------------------- rollback
-
-
-def _spec_data(text: str, kind: str, name: str) -> Any:
-    """The plain data of the ``kind``/``name`` document of ``text`` (None when absent)."""
-    yaml = YAML(typ="safe", pure=True)
-    try:
-        docs = list(yaml.load_all(text))
-    except YAMLError:
-        return None
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == kind and \
-                isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == name:
-            return doc
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Previous:
-    """The spec file as it was before the applied change, and where it came from."""
-
-    text: str
-    revision: str
-    changed_by: str
-    """The commit that replaced it (the one being rolled back)."""
-
-
-def previous_version(repo: Repo, target: Target, applied: str,
-                     tracked: str = "main") -> Previous:
-    """The file at the last commit before ``applied`` where the spec differed.
-
-    Walks ``git log <applied> -- <file>``: the newest commit whose first
-    parent holds a different spec (comments and layout do not count) gives
-    the content to return to. ``NothingToWrite`` when the spec never differed
-    (created at that commit, or only reformatted since). A remote's mirror
-    has ``tracked`` fetched first.
-    """
-    if isinstance(repo, Path):
-        return _previous_local(repo, target, applied)
-    with _synced(repo, gitcli.check_branch(tracked)) as mirror:
-        return _previous_local(mirror, target, applied)
-
-
-def _previous_local(repo: Path, target: Target, applied: str) -> Previous:
-    file = branches.check_path(target.file)
-    if not gitcli.ABBREV.fullmatch(applied):
-        raise NothingToWrite(f"{target.kind}/{target.name}: no applied revision to roll back "
-                             "from")
-    with tempfile.TemporaryDirectory(prefix="llmops-history-") as tmp, _git_errors():
-        git = _open(repo, Path(tmp))
-        head = git.resolve(applied)
-        if head is None:
-            raise RepoUnavailable(f"the applied revision {applied[:12]} is not in the specs "
-                                  "repo")
-        current = _read(git, head, file)
-        if current is None:
-            raise TargetMissing(f"{target.kind}/{target.name}: {file} is not in {applied[:12]}")
-        want = _spec_data(current[1], target.kind, target.name)
-        log = git.text("log", f"--max-count={MAX_HISTORY}", "--format=%H",
-                       "--end-of-options", head, "--", file)
-        for commit in log.split():
-            parent = git.resolve(f"{commit}^1")
-            before = _read(git, parent, file) if parent is not None else None
-            if before is None:
-                break  # the file starts here: nothing earlier to return to
-            if _spec_data(before[1], target.kind, target.name) != want:
-                return Previous(text=before[1], revision=parent or "", changed_by=commit)
-    raise NothingToWrite(f"{target.kind}/{target.name}: no earlier version of the spec to "
-                         "roll back to")
-
-
-def restore(previous: Previous) -> Edit:
-    def edit(_text: str) -> str:
-        return previous.text
-    return edit
-
