@@ -375,7 +375,7 @@ def test_cli_verify_creates_no_database(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
     missing = cli("audit", "verify")
     assert missing.code == 1
-    assert "no database file here" in missing.err
+    assert "no llmops state at" in missing.err
     assert not (tmp_path / "home").exists()
 
 

@@ -66,3 +66,20 @@ def test_both_ways_agree_on_postgresql(postgres_url: str,
     assert cli("db", "current", "--url", postgres_url).out.endswith(f": {HEAD} (head)\n")
     assert alembic("-x", f"url={postgres_url}", "current",
                    url="sqlite:////nonexistent").strip() == f"{HEAD} (head)"
+
+
+@pytest.mark.parametrize("argv", [("status",), ("db", "current"), ("audit", "verify"),
+                                  ("prune", "confirm", "--env", "dev", "--revision", "a" * 40)])
+def test_commands_on_recorded_state_say_there_is_none_and_create_nothing(
+        argv: tuple[str, ...], tmp_path: Path, cli: Callable[..., CliResult],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside any folder `llmops up` set up, a command that reads its state says so
+    instead of creating an empty .llmops/llmops.db where it stands."""
+    for name in ("LLMOPS_HOME", "LLMOPS_CONFIG", "LLMOPS_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = cli(*argv)
+    assert result.code == 1, result.out + result.err
+    assert "no llmops state at" in result.err
+    assert "run `llmops up`" in result.err
+    assert list(tmp_path.iterdir()) == []

@@ -15,12 +15,12 @@ This module does not import ``llmops.cli`` (that module imports this one).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 import orjson
 
 from llmops.engine import settings
+from llmops.engine.service import compose
 from llmops.engine.store import audit as audit_log
 from llmops.engine.store import db
 
@@ -32,12 +32,7 @@ def _open_store() -> db.Store:
 
     Read-only: never migrates, and never creates a SQLite file that is not there.
     """
-    url = db.normalise_url(settings.load().effective_database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-            and not Path(url.database).is_file():
-        raise db.StoreError(url.render_as_string(hide_password=True),
-                            "no database file here (nothing was ever recorded)")
-    store = db.Store(url)
+    store = db.Store(compose.existing_database_url(settings.load()))
     if store.schema_revision() is None:
         store.close()
         raise db.StoreError(store.display_url,

@@ -18,6 +18,7 @@ import click
 from alembic.script import ScriptDirectory
 
 from llmops.engine import settings
+from llmops.engine.service import compose
 from llmops.engine.store import db
 
 URL_OPTION = click.option("--url", default=None, metavar="URL",
@@ -57,5 +58,5 @@ def upgrade_cmd(url: str | None) -> None:
 @URL_OPTION
 def current_cmd(url: str | None) -> None:
     """Print the schema revision the database is at."""
-    with _store(url) as store:
+    with db.Store(url or compose.existing_database_url(settings.load())) as store:
         click.echo(f"{store.display_url}: {describe(store.schema_revision())}")

@@ -87,7 +87,7 @@ def status(fmt: str) -> None:
     """Per-environment revision, conditions and last errors, from the store; with
     LLMOPS_ARGOCD__URL set, each environment's Argo CD Application sync and health."""
     cfg = settings.load()
-    store = compose.open_store(cfg)
+    store = compose.open_existing_store(cfg)
     rows = state.list_environment_status(store)
     apps = (argocd.statuses(cfg.argocd, [s.environment for s in rows])
             if cfg.argocd.url and rows else {})
@@ -157,6 +157,6 @@ def prune() -> None:
 @click.option("--actor", default="cli", help="Who confirms (recorded in the audit log).")
 def confirm(env: str, revision: str, actor: str) -> None:
     """Let REVISION prune past maxPrunePercent in ENV on the next pass (audited)."""
-    store = compose.open_store(settings.load())
+    store = compose.open_existing_store(settings.load())
     reconciler.confirm_prune(store, env, revision, actor)
     click.echo(f"prune of {revision[:12]} in {env} confirmed")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from llmops.engine import errors
 from llmops.engine.actuate import kube
 from llmops.engine.actuate.base import Actuator, ActuatorError, NoneActuator
 from llmops.engine.actuate.branch import HydrateBranchActuator
@@ -47,6 +48,31 @@ per Redis call (then the API falls back to the store)."""
 def open_store(settings: Settings) -> Store:
     """The configured store, migrated to the current schema."""
     store = Store(settings.effective_database_url)
+    store.migrate()
+    return store
+
+
+class NoState(errors.NotFound):
+    """A command that reads llmops' state found none (it never creates it)."""
+
+
+def existing_database_url(settings: Settings) -> str:
+    """The configured database, for a command that only reads (or adds to) recorded
+    state: with the embedded default, ``NoState`` instead of an empty SQLite file created
+    where none was recorded (an explicit LLMOPS_DATABASE_URL is taken as given)."""
+    if not settings.database_url:  # the embedded default: SQLite under the home
+        path = settings.home / "llmops.db"
+        if not path.is_file():
+            raise NoState(f"no llmops state at {path.absolute()}: no .llmops with a "
+                          "database in this folder or above; run `llmops up` (or `llmops "
+                          "reconcile --once`) first, or set LLMOPS_HOME or "
+                          "LLMOPS_DATABASE_URL")
+    return settings.effective_database_url
+
+
+def open_existing_store(settings: Settings) -> Store:
+    """The recorded store (``existing_database_url``), migrated to the current schema."""
+    store = Store(existing_database_url(settings))
     store.migrate()
     return store
 
