@@ -4,6 +4,7 @@ Usage::
 
     export LLMOPS_API_URL=http://127.0.0.1:8080       # the API (llmops up / llmops serve)
     export LLMOPS_USER_ID=ada LLMOPS_USER_ROLES=ml-engineer
+    export LLMOPS_USER_TEAMS=nlp-platform             # X-User-Teams (comma-separated), signed too
     export LLMOPS_PROXY_SECRET=...                    # the API's api.proxy_secret
     #   (or LLMOPS_API_TOKEN=... for a bearer token instead of the identity headers)
 
@@ -39,8 +40,9 @@ def client() -> ServingClient:
     url = os.environ.get("LLMOPS_API_URL", "http://127.0.0.1:8080")
     token = os.environ.get("LLMOPS_API_TOKEN") or None
     user = None if token else os.environ.get("LLMOPS_USER_ID")
+    teams = os.environ.get("LLMOPS_USER_TEAMS")  # unset: no X-User-Teams header
     return ServingClient(url, user_id=user, user_roles=os.environ.get("LLMOPS_USER_ROLES", ""),
-                         token=token, timeout=30.0)
+                         user_teams=teams, token=token, timeout=30.0)
 
 
 def show_commit(what: str, data: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from store_fixtures import sqlite_url
 from test_writeback import PROD_ENDPOINT, SECRET, Snapshot, World, git, make_world
 from test_writeback import _bump_prod_replicas as bump_prod_replicas
 
+from conftest import ok
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
@@ -162,6 +163,26 @@ def test_filters_narrow_the_lists_and_a_bad_filter_names_its_field(world: World)
     assert "filter stage" in bad.text
     assert "retired" in bad.text
     assert client.get("/governance/audit").status_code == 403  # a viewer has no audit:read
+
+
+def test_model_pages_show_the_files_and_storage_the_api_reports(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    answer = ok(client.get("/llm-ops/v1/catalog/models"))
+    listed = {m["name"]: m for m in answer["items"]}
+    api = listed["llama-3-8b"]
+    assert api["storageUri"] == "s3://acme-llm-models/models/llama-3-8b/1.0.0/"
+    assert len(api["files"]) == 10
+    page = client.get("/catalog/models/llama-3-8b").text
+    assert f"<code>{api['storageUri']}</code>" in page
+    for f in api["files"]:
+        assert f"<td>{f['name']}</td>" in page
+        assert f["sha256"] in page
+    assert "No file recorded" not in page
+    row = re.search(r'href="/catalog/models/llama-3-8b">.*?</tr>',
+                    client.get("/catalog/models").text)
+    assert row is not None
+    assert row.group(0).endswith("<td>10</td></tr>")
 
 
 def test_a_page_without_identity_sends_to_login_and_the_token_becomes_a_strict_cookie(

@@ -74,8 +74,10 @@ class Server:
                              user_teams=["nlp-platform"], proxy_secret=SECRET)
 
     def example(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # A team member, not an admin: the deploy and rollback need the team header.
         env = {**self.env, "LLMOPS_API_URL": self.url, "LLMOPS_USER_ID": "ada",
-               "LLMOPS_USER_ROLES": "admin", "LLMOPS_PROXY_SECRET": SECRET}
+               "LLMOPS_USER_ROLES": "ml-engineer", "LLMOPS_USER_TEAMS": "nlp-platform",
+               "LLMOPS_PROXY_SECRET": SECRET}
         return subprocess.run([sys.executable, str(ROOT / "examples/serving_client.py"), *args],
                               env=env, capture_output=True, text=True, timeout=120,
                               check=False)
