@@ -140,15 +140,18 @@ def _start_api(services: compose.Services, loop: daemon.Daemon,
     return server, int(server.servers[0].sockets[0].getsockname()[1])
 
 
-def _where(cfg: Settings, repo: str, port: int) -> None:
+def _where(cfg: Settings, repo: str, port: int, *, once: bool) -> None:
+    """Where things are; with ``once`` only what outlives the command."""
     shown = repo if "://" in repo else Path(repo).resolve()
+    follows = "" if once else "   (edit, commit: the daemon picks it up)"
     click.echo(f"""
-specs repo      {shown}   (edit, commit: the daemon picks it up)
+specs repo      {shown}{follows}
 rendered        {cfg.hydrate_dir.resolve()}/<env>/   (hydrate actuator)
-state           {cfg.effective_database_url}
-metrics         http://127.0.0.1:{port}/metrics
-status          llmops status    audit: llmops audit verify    (from any folder below \
-{cfg.home.resolve().parent}, or with LLMOPS_HOME={cfg.home.resolve()})""")
+state           {cfg.effective_database_url}""")
+    if not once:
+        click.echo(f"metrics         http://127.0.0.1:{port}/metrics")
+    click.echo(f"""status          llmops status    audit: llmops audit verify    (from any \
+folder below {cfg.home.resolve().parent}, or with LLMOPS_HOME={cfg.home.resolve()})""")
 
 
 def _tell_tokens(cfg: Settings, base: str, written: dict[str, Path]) -> None:
@@ -180,14 +183,16 @@ def up(repo: str, metrics_port: int, api_port: int | None, once: bool, verbose: 
     services = compose.services(cfg)
     loop, port = daemon_cmd.build(services, cfg.git.repo, "", (), None, metrics_port,
                                   report=Printer())
+    if not once:  # the API first: a taken port fails before any pass runs
+        server, bound = _start_api(services, loop,
+                                   cfg.api.port if api_port is None else api_port)
     if loop.run_once() is None:
         click.echo("another llmops daemon holds the leader lease on this store; standing by")
-    _where(cfg, cfg.git.repo, port)
+    _where(cfg, cfg.git.repo, port, once=once)
     if once:
         loop.release()
         return
-    written = write_tokens(cfg, services.store)
-    server, bound = _start_api(services, loop, cfg.api.port if api_port is None else api_port)
+    written = write_tokens(cfg, services.store)  # one per role of the Policy just read
     _tell_tokens(cfg, f"http://{cfg.api.host}:{bound}", written)
     click.echo("reconciling every change; Ctrl-C to stop")
     try:

@@ -66,9 +66,10 @@ def previous_version(repo: Repo, target: Target, applied: str, tracked: str = "m
     ``history``: the revisions the environment applied, newest first (the
     store's succeeded runs); the newest one older than ``applied`` whose spec
     differs gives the content to return to, so a version that was committed
-    but never applied (blocked by a policy, say) is never restored. Without
-    a history, ``git log <applied> -- <file>``: the newest commit whose first
-    parent holds a different spec. Comments and layout do not count.
+    but never applied (blocked by a policy, say) is never restored. When the
+    store knows no applied revision before ``applied`` (it is newer than the
+    repo's history), ``git log <applied> -- <file>``: the newest commit whose
+    first parent holds a different spec. Comments and layout do not count.
     ``NothingToWrite`` when there is no such version. A remote's mirror has
     ``tracked`` fetched first.
     """
@@ -94,8 +95,10 @@ def _previous_local(repo: Path, target: Target, applied: str,
         if current is None:
             raise TargetMissing(f"{target.kind}/{target.name}: {file} is not in {applied[:12]}")
         want = _spec_data(current[1], target.kind, target.name)
-        if history:
-            return _previous_applied(git, target, head, want, history)
+        earlier = [c for c in (git.resolve(r) for r in history)
+                   if c is not None and c != head and git.is_ancestor(c, head)]
+        if earlier:
+            return _previous_applied(git, target, head, want, earlier)
         log = git.text("log", f"--max-count={MAX_HISTORY}", "--format=%H",
                        "--end-of-options", head, "--", file)
         for commit in log.split():
@@ -110,13 +113,10 @@ def _previous_local(repo: Path, target: Target, applied: str,
 
 
 def _previous_applied(git: gitcli.Git, target: Target, head: str, want: Any,
-                      history: Sequence[str]) -> Previous:
-    """The newest revision of ``history`` older than ``head`` whose spec differs."""
+                      earlier: Sequence[str]) -> Previous:
+    """The newest of the ``earlier`` applied commits (newest first) whose spec differs."""
     newer = head
-    for revision in history:
-        commit = git.resolve(revision)
-        if commit is None or commit == head or not git.is_ancestor(commit, head):
-            continue
+    for commit in earlier:
         before = read_file(git, commit, target.file)
         if before is not None and _spec_data(before[1], target.kind, target.name) != want:
             return Previous(text=before[1], revision=commit, changed_by=newer)
