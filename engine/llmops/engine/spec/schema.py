@@ -1,10 +1,9 @@
-"""The spec model: one pydantic model per kind, plus the repo config ``llmops.yaml``.
+"""The spec model: one pydantic model per kind (``llmops.yaml``'s is in ``repoconfig``).
 
-Input: the plain data of one YAML document. Output: a frozen, typed spec.
-Field rules that need only the document itself live here; rules across
-specs (references, duplicates, environments) live in ``llmops.engine.spec.validate``,
-which is the only caller of these models on the load path. Renderers, the
-planner and the API read the validated models.
+Input: the plain data of one YAML document. Output: a frozen, typed spec. Field rules
+that need only the document itself live here; rules across specs (references,
+duplicates, environments) live in ``llmops.engine.spec.validate``, the only caller of
+these models on the load path. Renderers, the planner and the API read them.
 """
 
 from __future__ import annotations
