@@ -353,17 +353,17 @@ class Reconciler:
                                     record.inventory_items(desired, sha).values())
         self._record_status(env, revision, desired, {}, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
-        self.metrics.run(env, RunResult.NOOP.value)
-        self.metrics.drifted(env, 0)
-        self.metrics.succeeded(env, sha)
-        return PassResult(env, sha, RunResult.NOOP, "Applied",
-                          counts=state.RunCounts(unchanged=len(desired)))
+        return self._nothing_done(env, sha, len(desired))
 
     def _resynced(self, env: str, sha: str, spec_set: validate.SpecSet,
                   objects: int) -> PassResult:
         """A pass over what the last no-op pass saw: nothing compared, nothing written but
         the GPU samples of the cost report when they are due."""
         self._sample_gpus(env, spec_set)
+        return self._nothing_done(env, sha, objects)
+
+    def _nothing_done(self, env: str, sha: str, objects: int) -> PassResult:
+        """The metrics and result of a pass that found ``objects`` all as wanted."""
         self.metrics.run(env, RunResult.NOOP.value)
         self.metrics.drifted(env, 0)
         self.metrics.succeeded(env, sha)
