@@ -68,6 +68,11 @@ FileStamp = tuple[str, int, int, int]
 """A published file as ``read_set`` caches it: path, inode, size and mtime."""
 
 
+def _stamp(path: Path) -> FileStamp:
+    info = path.stat()
+    return (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject],
               written: dict[FileStamp, KubeObject] | None = None) -> Path:
     """Publish ``objects`` as the environment's set; returns the published directory.
@@ -96,9 +101,7 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
         written.clear()
         base = final.resolve()
         for (_, obj), entry in zip(items, index, strict=True):
-            path = base / entry["file"]
-            info = path.stat()
-            written[(str(path), info.st_ino, info.st_size, info.st_mtime_ns)] = obj
+            written[_stamp(base / entry["file"])] = obj
     link = root / env
     if link.exists() and not link.is_symlink():
         raise FileExistsError(f"{link} exists and is not a llmops-managed symlink")
@@ -131,8 +134,7 @@ def _link_unchanged(previous: Path | None, obj: KubeObject,
     if previous is None:
         return False
     try:
-        info = previous.stat()
-        if parsed.get((str(previous), info.st_ino, info.st_size, info.st_mtime_ns)) != obj:
+        if parsed.get(_stamp(previous)) != obj:
             return False
         os.link(previous, path)
     except OSError:
@@ -165,8 +167,7 @@ def read_set(root: Path, env: str,
     for entry in index["objects"]:
         key = ResourceKey(entry["group"], entry["kind"], entry["namespace"], entry["name"])
         path = base / entry["file"]
-        info = path.stat()
-        stamp = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+        stamp = _stamp(path)
         found = cache.get(stamp) if cache is not None else None
         if found is None:
             # libyaml's C loader: these are our own files; the pure-Python one is ~10x slower.
