@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_pipeline.py [ENDPOINTS]
 
-Generates a repo of ENDPOINTS serving endpoints (default 2000) spread over
-dev/stg/prod plus their models, then times: a cold load (parse every file), a
+Generates a repo of ENDPOINTS serving endpoints (default 2000) with
+``bench/synth.py`` (models, adapters, templates, experiments, training jobs,
+a policy, in fixed proportions), then times: a cold load (parse every file), a
 warm load (every file served from the blob-SHA cache), validation, rendering one
 environment, and the 300-byte billion-laughs file. Prints one line per figure.
 """
@@ -15,47 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from synth import generate
+
 from llmops.engine.errors import SpecError
 from llmops.engine.spec import loader, validate
 from llmops.renderers import render_environment
-
-CONFIG = """apiVersion: llmops.io/v1alpha1
-kind: Repository
-environments:
-  dev: {namespace: "{team}-dev"}
-  stg: {namespace: "{team}-stg"}
-  prod: {namespace: "{team}-prod"}
-"""
-
-MODEL = """apiVersion: llmops.io/v1alpha1
-kind: Model
-metadata: {{name: model-{i}}}
-spec:
-  version: 1.0.{i}
-  type: base
-  ownerTeam: team-{t}
-  storageUri: s3://models/models/model-{i}/1.0.{i}/
-  framework: transformers
-  dataClassification: internal
-  stage: approved
-"""
-
-ENDPOINT = """apiVersion: llmops.io/v1alpha1
-kind: ServingEndpoint
-metadata:
-  name: endpoint-{i}
-  labels: {{tier: gold}}
-spec:
-  environment: {env}
-  modelRef: {{name: model-{m}, version: 1.0.{m}}}
-  route: /v1/endpoint-{i}
-  runtime:
-    image: vllm/vllm-openai:v0.8.5
-    args: ["--max-model-len", "8192", "--gpu-memory-utilization", "0.9"]
-  replicas: {{min: 1, max: 4}}
-  autoscale: {{cpuUtilization: 70}}
-  resources: {{gpu: 1, gpuType: nvidia-l4, cpu: "4", memory: 24Gi}}
-"""
 
 BOMB = (
     'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
@@ -77,21 +42,9 @@ def timed(label: str, fn, n: int = 1):  # type: ignore[no-untyped-def]
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "llmops.yaml").write_text(CONFIG)
-        models = max(1, count // 10)
-        for i in range(models):
-            (root / "models").mkdir(exist_ok=True)
-            (root / "models" / f"model-{i}.yaml").write_text(MODEL.format(i=i, t=i % 5))
-        envs = ("dev", "stg", "prod")
-        for i in range(count):
-            env = envs[i % 3]
-            folder = root / "endpoints" / env
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"endpoint-{i}.yaml").write_text(ENDPOINT.format(i=i, env=env,
-                                                                       m=i % models))
-        files = count + models + 1
-        print(f"repo: {count} endpoints, {models} models, {files} files")
+        root = generate(Path(tmp) / "specs", count)
+        files = sum(1 for _ in root.rglob("*.yaml"))
+        print(f"repo: {count} endpoints, {files} files")
         cache = loader.ParseCache()
         loaded = timed("load, cold (parse every file)", lambda: loader.load_repo(root,
                                                                                   cache=cache))

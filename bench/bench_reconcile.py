@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/bench_reconcile.py [ENDPOINTS]
 
-Builds a git specs repo of ENDPOINTS serving endpoints (default 2000, the same
-generator as bench_pipeline.py), then times with a SQLite store: the first pass
-(every object published), a resync of the same revision (should do close to no
-work), and a pass after a commit that changes one endpoint.
+Builds a git specs repo of ENDPOINTS serving endpoints (default 2000, with
+``bench/synth.py``), then times with a SQLite store: the first pass (every
+object published), a resync of the same revision (should do close to no work),
+and a pass after the repo's last commit, which changes one endpoint.
 ``BENCH_PROFILE=<part of a pass label>`` (e.g. ``resync``) prints a pyinstrument
 profile of the passes whose label contains it to stderr.
 """
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_pipeline import CONFIG, ENDPOINT, MODEL
+from synth import generate
 
 from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import reconciler
@@ -48,22 +48,10 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        repo = root / "specs"
-        (repo / "models").mkdir(parents=True)
-        (repo / "llmops.yaml").write_text(CONFIG)
-        models = max(1, count // 10)
-        for i in range(models):
-            (repo / "models" / f"model-{i}.yaml").write_text(MODEL.format(i=i, t=i % 5))
-        envs = ("dev", "stg", "prod")
-        for i in range(count):
-            env = envs[i % 3]
-            folder = repo / "endpoints" / env
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"endpoint-{i}.yaml").write_text(
-                ENDPOINT.format(i=i, env=env, m=i % models))
-        git(repo, "init", "-q", "-b", "main")
-        git(repo, "add", "-A")
-        git(repo, "commit", "-qm", "specs")
+        repo = generate(root / "specs", count)
+        # Follow the commit before the last; the last (one endpoint changed) comes later.
+        git(repo, "branch", "-q", "change", "HEAD")
+        git(repo, "reset", "-q", "--hard", "HEAD~1")
         store = Store(f"sqlite:///{root / 'llmops.db'}")
         store.migrate()
         published = HydrateActuator(root / "out")
@@ -85,12 +73,10 @@ def main() -> None:
             summary = ", ".join(f"{r.environment} {r.result.value}" for r in results)
             print(f"{label:<40} {elapsed * 1000:10.0f} ms   ({summary})")
 
-        print(f"repo: {count} endpoints, {models} models")
+        print(f"repo: {count} endpoints, {sum(1 for _ in repo.rglob('*.yaml'))} files")
         timed("first pass (publish everything)")
         timed("resync, same revision")
-        path = repo / "endpoints" / "prod" / "endpoint-2.yaml"
-        path.write_text(path.read_text().replace("max: 4", "max: 5"))
-        git(repo, "commit", "-qam", "one endpoint")
+        git(repo, "merge", "-q", "--ff-only", "change")
         timed("one endpoint changed")
         timed("resync, same revision")
         timed("resync again (steady state)")
