@@ -194,7 +194,7 @@ def _catalog(root: Path, n: int, teams: int) -> None:
                DATASET.format(i=i, team=f"team-{i % teams}"))
     for i in range(max(1, n // 50)):
         _write(root / "training" / f"training-{i}.yaml",
-               TRAINING.format(i=i, env=ENVS[i % 3], team=f"team-{i % teams}",
+               TRAINING.format(i=i, env=ENVS[i % 3], team=f"team-{i // len(ENVS) % teams}",
                                model=i % models, dataset=i % datasets))
     per_team_env = -(-n // (teams * len(ENVS)))
     _write(root / "policies" / "governance.yaml", _policy(teams, 4 * per_team_env + 8))
@@ -207,7 +207,7 @@ def _endpoint(root: Path, i: int, n: int, teams: int) -> None:
     model = f"adapter-{i % adapters}" if i % 5 == 4 else f"model-{i % models}"
     template = f"  promptTemplateRef: template-{i % templates}\n" if i % 4 == 0 else ""
     _write(root / "endpoints" / env / f"endpoint-{i}.yaml",
-           ENDPOINT.format(i=i, env=env, team=f"team-{i % teams}", model=model,
+           ENDPOINT.format(i=i, env=env, team=f"team-{i // len(ENVS) % teams}", model=model,
                            template=template))
     if i % 20 == 0:
         _write(root / "experiments" / f"experiment-{i // 20}.yaml",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llmops.engine.plan import govern
 from llmops.engine.spec import validate
 from llmops.renderers import render_environment
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import synth
 
 
-def test_synthetic_repo_validates_renders_and_ends_in_a_one_file_change(tmp_path: Path) -> None:
+def test_synthetic_repo_is_valid_allowed_and_ends_in_a_one_file_change(tmp_path: Path) -> None:
     repo = synth.generate(tmp_path / "specs", 40, commits=2)
 
     spec_set = validate.load_and_validate(repo)
@@ -27,6 +28,7 @@ def test_synthetic_repo_validates_renders_and_ends_in_a_one_file_change(tmp_path
             "ServingEndpoint"} <= kinds
     for env in synth.ENVS:
         assert render_environment(spec_set, env)
+        assert not govern.denied(govern.evaluate(spec_set, env)), env
     changed = subprocess.run(["git", "-C", str(repo), "diff", "--name-only", "HEAD~1"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert changed == [str(synth.changed_endpoint(repo).relative_to(repo))]
