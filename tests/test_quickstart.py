@@ -22,6 +22,14 @@ from llmops.engine.run import reconciler
 from llmops.engine.source import writeback
 
 
+class _WednesdayMorning(datetime):
+    """Wed 2026-11-25 09:00 UTC: 10:00 in Berlin, inside the template's prod window."""
+
+    @classmethod
+    def now(cls, tz: object = None) -> _WednesdayMorning:  # type: ignore[override]
+        return cls(2026, 11, 25, 9, tzinfo=UTC)
+
+
 class _MondayEvening(datetime):
     """Mon 2026-11-23 20:00 UTC: 21:00 in Berlin, outside the template's prod window."""
 
@@ -59,6 +67,7 @@ def test_status_and_tokens_from_a_subfolder(tmp_path: Path, cli,  # type: ignore
     monkeypatch.delenv("LLMOPS_HOME", raising=False)
     monkeypatch.delenv("LLMOPS_GIT__REPO", raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(reconciler, "datetime", _WednesdayMorning)
     assert cli("up", "--once").code == 0
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
