@@ -293,3 +293,52 @@ def test_env_vars_named_like_credentials_are_masked() -> None:
     assert "hf_oldoldold" not in shown
     assert "hf_newnewnew" not in shown
     assert "MODEL_VERSION" in shown
+
+
+# --------------------------------------------------------------------------- the live memo
+
+
+def _live_memo_diff(desired: list[dict[str, Any]], live: list[dict[str, Any]],
+                    memo: diff.LiveMemo) -> changeset.ChangeSet:
+    return diff.diff_live(desired, live, default_namespace="",
+                          ignore_annotations=manifest.REVISION_BOOKKEEPING, memo=memo)
+
+
+def test_live_memo_reuses_an_unchanged_object_and_still_sees_drift_and_new_renders() -> None:
+    memo = diff.LiveMemo()
+    objects = [deployment(), service(), secret("cGFzcw==")]
+    first = _live_memo_diff(objects, copy.deepcopy(objects), memo)
+    assert {e.action for e in first.entries} == {Action.UNCHANGED}
+    assert len(memo.entries) == 3
+
+    # Same desired objects, equal live ones: the very entries of last time, masked.
+    again = _live_memo_diff(objects, copy.deepcopy(objects), memo)
+    assert all(a is b for a, b in zip(again.entries, first.entries, strict=True))
+    assert "cGFzcw==" not in json.dumps([e.after for e in again.entries])
+
+    # Someone edits the live Deployment: the same desired object, but drift is seen.
+    live = copy.deepcopy(objects)
+    live[0]["spec"]["replicas"] = 7
+    drifted = _live_memo_diff(objects, live, memo)
+    entry = drifted.get(ResourceKey.of(objects[0]))
+    assert entry is not None
+    assert entry.action is Action.CONFIGURED
+    assert [c.path for c in entry.changes] == ["spec.replicas"]
+
+    # A re-rendered (new) object equal in content is diffed again, not taken on trust.
+    rerendered = [copy.deepcopy(objects[0]), *objects[1:]]
+    rerendered[0]["spec"]["replicas"] = 3
+    changed = _live_memo_diff(rerendered, copy.deepcopy(objects), memo)
+    entry = changed.get(ResourceKey.of(objects[0]))
+    assert entry is not None
+    assert entry.action is Action.CONFIGURED
+
+    # Without the memo the answers are the same, entry for entry.
+    plain = diff.diff_live(rerendered, copy.deepcopy(objects), default_namespace="",
+                           ignore_annotations=manifest.REVISION_BOOKKEEPING)
+    assert plain.entries == changed.entries
+
+
+def test_live_memo_refuses_a_default_namespace() -> None:
+    with pytest.raises(ValueError, match="default_namespace"):
+        diff.diff_live([service()], [], memo=diff.LiveMemo())

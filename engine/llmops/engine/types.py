@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -72,7 +73,7 @@ class ResourceKey(NamedTuple):
         return f"{self.kind}/{ns}{self.name}"
 
     @classmethod
-    def of(cls, obj: KubeObject) -> ResourceKey:
+    def of(cls, obj: Mapping[str, Any]) -> ResourceKey:
         api_version = str(obj.get("apiVersion", ""))
         group = api_version.rpartition("/")[0] if "/" in api_version else ""
         meta = obj.get("metadata") or {}

@@ -127,7 +127,8 @@ def protected(obj: KubeObject | None, env: str, rules: Sequence[schema.PruneProt
 
 
 def _compare(desired: Sequence[KubeObject], current: Mapping[ResourceKey, KubeObject],
-             compare: Compare) -> dict[ResourceKey, ChangeSetEntry]:
+             compare: Compare, memo: diff.LiveMemo | None
+             ) -> dict[ResourceKey, ChangeSetEntry]:
     """Entries for every desired object (and, between revisions, every dropped one)."""
     if compare is Compare.REVISION:
         changes = diff.diff_revisions(current.values(), desired)
@@ -135,7 +136,7 @@ def _compare(desired: Sequence[KubeObject], current: Mapping[ResourceKey, KubeOb
         keys = [ResourceKey.of(o) for o in desired]
         changes = diff.diff_live(desired, [current[k] for k in keys if k in current],
                                  default_namespace="",
-                                 ignore_annotations=manifest.REVISION_BOOKKEEPING)
+                                 ignore_annotations=manifest.REVISION_BOOKKEEPING, memo=memo)
     return {e.key: e for e in changes.entries}
 
 
@@ -215,16 +216,17 @@ def denial_summary(denied: Sequence[govern.Verdict]) -> str:
 def decide(env: str, desired: Iterable[KubeObject], current: Mapping[ResourceKey, KubeObject],
            *, compare: Compare, inventory: Mapping[ResourceKey, str] | None = None,
            gates: Gates = Gates(), governance: Governance | None = None,
-           revision: str = "") -> ChangeSet:
+           revision: str = "", memo: diff.LiveMemo | None = None) -> ChangeSet:
     """What ``env`` would do to reach ``desired`` from ``current``, and whether it may.
 
     ``inventory`` maps each owned object to the content hash (``object_hash``)
     of its rendered form as last applied; ``revision`` is the one being
-    decided (named in a threshold block).
+    decided (named in a threshold block); ``memo`` (``Compare.LIVE`` only)
+    carries the unchanged objects of the caller's last decision over.
     """
     wanted = tuple(desired)
     by_key = {ResourceKey.of(o): o for o in wanted}
-    entries = _compare(wanted, current, compare)
+    entries = _compare(wanted, current, compare, memo)
     owned = set(current) | set(inventory or {})
     entries |= {k: _dropped(k, current.get(k)) for k in sorted(owned) if k not in entries}
     for key, entry in entries.items():

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from llmops.engine.actuate.base import ActPlan, Actuator, ActuatorError, ObjectOutcome
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError, SpecError
-from llmops.engine.plan import decide
+from llmops.engine.plan import decide, diff
 from llmops.engine.plan.changeset import WRITING, Action, ChangeSet
 from llmops.engine.run import record
 from llmops.engine.source.snapshots import Snapshot, Source, SourceUnavailable
@@ -132,6 +132,7 @@ class Reconciler:
         self._revision: Revision | None = None
         self._last_sample: dict[str, float] = {}
         self._in_sync: dict[str, tuple[str, int, str, str]] = {}
+        self._memos: dict[str, diff.LiveMemo] = {}
         self._spec_status: dict[SpecKey, state.SpecStatus] = {}
         self.lease_check: Callable[[], bool] | None = None
         """Set by the daemon: called before every write phase; False stops the pass."""
@@ -281,7 +282,7 @@ class Reconciler:
             env, objects, live, compare=decide.Compare.LIVE,
             inventory={key: item.content_hash for key, item in inventory.items()},
             gates=gates, governance=decide.Governance(spec_set, self.clock()),
-            revision=sha)
+            revision=sha, memo=self._memos.setdefault(env, diff.LiveMemo()))
 
     # ------------------------------------------------------------------ act and record
 

@@ -184,8 +184,10 @@ def final_inventory(sha: str, plan: ActPlan, rendered: Mapping[ResourceKey, Kube
                     widened: Mapping[ResourceKey, state.InventoryItem],
                     outcomes: Mapping[ResourceKey, ObjectOutcome]
                     ) -> dict[ResourceKey, state.InventoryItem]:
-    """What is desired, kept, or was not deleted (failed or skipped)."""
-    items = inventory_items({**plan.keep, **rendered}, sha)
+    """What is desired, kept, or was not deleted (failed or skipped). ``widened`` holds
+    the items of ``rendered`` already (hashed before acting): they are not hashed again."""
+    items = inventory_items({k: o for k, o in plan.keep.items() if k not in rendered}, sha)
+    items |= {key: widened[key] for key in rendered}
     for key in plan.delete:
         done = outcomes.get(key)
         if (done is None or done.outcome is not Outcome.DELETED) and key in widened:
