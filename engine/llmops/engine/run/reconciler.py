@@ -50,7 +50,7 @@ from llmops.engine.spec import loader, repoconfig, schema, validate
 from llmops.engine.store import audit, catalog, state
 from llmops.engine.store.db import Store
 from llmops.engine.store.models import RunResult
-from llmops.engine.types import Kind, KubeObject, ResourceKey, SpecKey, content_hash
+from llmops.engine.types import Kind, KubeObject, ResourceKey, SpecKey
 from llmops.renderers import RenderCache, RenderError, render_environment
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Reconciler:
         self.render_cache = RenderCache()
         self._revision: Revision | None = None
         self._last_sample: dict[str, float] = {}
-        self._in_sync: dict[str, tuple[str, int, str, str]] = {}
+        self._in_sync: dict[str, tuple[str, int, str, tuple[object, ...]]] = {}
         self._memos: dict[str, diff.LiveMemo] = {}
         self._spec_status: dict[SpecKey, state.SpecStatus] = {}
         self.lease_check: Callable[[], bool] | None = None
@@ -233,8 +233,9 @@ class Reconciler:
                 live = _observe(actuator, env)
                 # A resync: the rendered and live objects are exactly those of the
                 # last pass that found nothing to write. Nothing to compare or record.
-                fingerprint = (sha, id(objects), source_error, content_hash(
-                    [[str(k), live[k]] for k in sorted(live)]))
+                # (Comparing tuples tests identity first: the actuator's unchanged
+                # objects cost nothing, a changed one is compared by value.)
+                fingerprint = (sha, id(objects), source_error, tuple(live.items()))
                 if self._in_sync.get(env) == fingerprint:
                     return self._resynced(env, sha, spec_set, len(objects))
                 inventory = {item.key: item for item in state.read_inventory(self.store, env)}
