@@ -18,6 +18,8 @@ Usage::
 ``workflow`` deploys, waits up to ``--wait`` seconds for the endpoint to be
 Healthy (a deploy is a git commit that the reconciler applies; on a review
 branch it waits for the merge), checks its health and shows it in the list.
+Under an actuator that cannot observe a cluster (``hydrate``, the default of
+``llmops up``) the health is ``NotObserved``: it says so at once and goes on.
 Exit status: 0, 1 when the API refused a request, 2 when a wait timed out.
 """
 
@@ -29,7 +31,7 @@ import os
 import sys
 from typing import Any
 
-from llmops.client import LlmopsApiError, ServingClient
+from llmops.client import HealthNotObservedError, LlmopsApiError, ServingClient
 
 
 def say(line: str, *, error: bool = False) -> None:
@@ -70,6 +72,8 @@ def workflow(api: ServingClient, args: argparse.Namespace) -> int:
     try:
         api.wait_for_healthy(created["id"], max_wait_seconds=args.wait, poll_interval=2.0)
         say(f"{created['name']} is Healthy")
+    except HealthNotObservedError as err:
+        say(f"not waiting: {err}", error=True)
     except TimeoutError as err:
         say(f"not healthy yet: {err}", error=True)
         return 2

@@ -6,7 +6,8 @@ Usage::
     export LLMOPS_API_TOKEN=...                      # an HS256 bearer token, if required
     python examples/status.py [--wait ENDPOINT --environment ENV --timeout SECONDS]
 
-Exit status: 0, 1 when the API refused a request, 2 when ``--wait`` timed out.
+Exit status: 0, 1 when the API refused a request, 2 when ``--wait`` timed out or
+cannot succeed (health ``NotObserved``: the actuator cannot observe a cluster).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import os
 import sys
 
-from llmops.client import LlmopsApiError, LlmopsClient
+from llmops.client import HealthNotObservedError, LlmopsApiError, LlmopsClient
 
 
 def say(line: str, *, error: bool = False) -> None:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         except LlmopsApiError as err:
             say(f"llmops API error: {err}", error=True)
             return 1
-        except TimeoutError as err:
+        except (TimeoutError, HealthNotObservedError) as err:
             say(str(err), error=True)
             return 2
     return 0

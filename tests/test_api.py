@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -384,6 +385,37 @@ def test_openapi_documents_every_route_and_the_envelope(sqlite_store: Store) -> 
     assert set(envelope["properties"]) == {"status", "message", "data"}
     assert "404" in paths[f"{BASE}/reconcile/runs/{{run_id}}"]["get"]["responses"]
     assert client.get(f"{BASE}/docs").status_code == 200
+
+
+def test_docs_work_with_no_internet(sqlite_store: Store) -> None:
+    """Swagger UI's page names no other host; its assets come from the app itself."""
+    client = TestClient(create_app(sqlite_store, settings=settings.Settings()))  # no identity
+    page = client.get(f"{BASE}/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "SwaggerUIBundle(" in html
+    assert re.findall(r"(?:https?:)?//[\w.-]+", html) == [], "the page names another host"
+    assert "validatorUrl\": null" in html  # no badge fetched from validator.swagger.io
+    assert "oauth2RedirectUrl" not in html
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sorted(refs) == [f"{BASE}/docs/assets/{name}" for name in
+                            ("favicon-32x32.png", "swagger-ui-bundle.js", "swagger-ui.css")]
+    assert f"url: '{BASE}/openapi.json'" in html
+    types = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+             "favicon-32x32.png": "image/png"}
+    for ref in refs:
+        asset = client.get(ref)
+        assert asset.status_code == 200, ref
+        assert asset.headers["content-type"].split(";")[0] == types[ref.rsplit("/", 1)[1]]
+        assert len(asset.content) > 500, ref
+    bundle = client.get(f"{BASE}/docs/assets/swagger-ui-bundle.js").text
+    assert ".SwaggerUIBundle=" in bundle  # the global the page calls
+    failed(client.get(f"{BASE}/docs/assets/no-such.js"), 404)
+    assert client.get(f"{BASE}/docs/oauth2-redirect").status_code == 404
+    assert client.get(f"{BASE}/redoc").status_code == 404
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert path not in client.get(f"{BASE}/openapi.json").json()["paths"]
 
 
 def test_metrics_count_requests_by_route_template(sqlite_store: Store) -> None:

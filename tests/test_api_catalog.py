@@ -212,6 +212,32 @@ def test_endpoints_filter_by_environment_model_and_status(
     assert dev["ownerTeam"] == "nlp-platform"
 
 
+def test_under_the_hydrate_actuator_endpoints_filter_as_notobserved_in_any_case(
+        store: Store, template_git_repo: Path, tmp_path: Path) -> None:
+    src = snapshots.open_source(str(template_git_repo), "main", tmp_path / "work")
+    reconciler.Reconciler(store, src,
+                          lambda env, cfg: HydrateActuator(tmp_path / "out")).run_once()
+    client = client_for(store)
+    url = f"{BASE}/serving/endpoints"
+
+    def names(**query: str) -> list[str]:
+        return [f"{e['environment']}/{e['name']}"
+                for e in ok(client.get(url, params={"environment": "dev", **query}))["items"]]
+
+    assert names() == ["dev/sql-assistant", "dev/support-chat"]
+    assert names(status="healthy") == []  # the hydrate actuator sees no cluster
+    for spelling in ("notobserved", "NotObserved", "NOTOBSERVED", "not_observed",
+                     "not-observed", "Not Observed"):
+        assert names(status=spelling) == ["dev/sql-assistant", "dev/support-chat"], spelling
+    body = failed(client.get(url, params={"status": "observed"}), 422)
+    assert body["data"] == {"field": "status"}
+    assert "NotObserved" in body["message"]
+    param = next(p for p in client.get(f"{BASE}/openapi.json").json()["paths"][url]["get"][
+        "parameters"] if p["name"] == "status")
+    assert "NotObserved" in param["description"]
+    assert "notobserved" in param["schema"]["examples"]
+
+
 def test_endpoint_detail_has_scaling_model_experiment_and_owned_objects(
         store: Store, client: TestClient) -> None:
     deployment = ResourceKey("apps", "Deployment", "nlp-platform-prod", "support-chat")

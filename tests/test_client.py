@@ -23,7 +23,7 @@ import pytest
 from conftest import serving_app
 from llmops.api import tokens
 from llmops.api.app import create_app
-from llmops.client import LlmopsApiError, LlmopsClient
+from llmops.client import HealthNotObservedError, LlmopsApiError, LlmopsClient, ServingClient
 from llmops.engine import settings
 from llmops.engine.spec import validate
 from llmops.engine.store import Store, audit, catalog, state
@@ -63,6 +63,8 @@ def _seed(store: Store) -> list[int]:
         SpecKey(Kind.SERVING_ENDPOINT, "prod", "support-chat"), REV, "Healthy"))
     state.put_spec_status(store, state.SpecStatus(
         SpecKey(Kind.SERVING_ENDPOINT, "stg", "support-chat"), REV, "Progressing"))
+    state.put_spec_status(store, state.SpecStatus(  # as the hydrate actuator records it
+        SpecKey(Kind.SERVING_ENDPOINT, "stg", "sql-assistant"), REV, "NotObserved"))
     runs = []
     for i in range(DEV_RUNS):
         run = state.start_run(store, "dev", REV, plan={})
@@ -265,6 +267,25 @@ def test_wait_until_healthy_times_out_naming_the_last_health_and_raises_refusals
         assert missing.value.status == 404
 
 
+def test_waiting_on_a_notobserved_endpoint_fails_at_once_saying_why(live: Live) -> None:
+    with live.client() as api:
+        assert [(e["environment"], e["name"]) for e in api.endpoints(status="notobserved")] \
+            == [("stg", "sql-assistant")]
+        started = time.monotonic()
+        with pytest.raises(HealthNotObservedError, match="cannot observe a cluster") as err:
+            api.wait_until_healthy("sql-assistant", environment="stg", timeout=60,
+                                   interval=0.05)
+        assert time.monotonic() - started < 5  # not polled to the timeout
+        assert err.value.endpoint["status"]["health"] == "NotObserved"
+        assert "sql-assistant in stg" in str(err.value)
+    with ServingClient(live.url, token=token(["viewer"]), timeout=5) as seed:
+        started = time.monotonic()
+        with pytest.raises(HealthNotObservedError, match="hydrate"):
+            seed.wait_for_healthy("sql-assistant", max_wait_seconds=60, poll_interval=0.05,
+                                  environment="stg")
+        assert time.monotonic() - started < 5
+
+
 # --------------------------------------------------------------------------- the example
 
 
@@ -279,6 +300,9 @@ def test_the_status_example_prints_environments_runs_and_endpoints(
     assert "dev" in out
     assert "support-chat" in out
     assert "support-chat is Healthy" in out
+    assert example["main"](["--wait", "sql-assistant", "--environment", "stg",
+                            "--timeout", "60"]) == 2
+    assert "health is NotObserved" in capsys.readouterr().err
     monkeypatch.setenv("LLMOPS_API_TOKEN", "not-a-token")
     assert example["main"]([]) == 1
     assert "401" in capsys.readouterr().err

@@ -29,5 +29,8 @@ def test_wheel_holds_only_the_llmops_namespace(tmp_path: Path) -> None:
     assert "llmops/router/proxy.py" in names  # the prompt router ships in the same wheel
     assert "llmops/api/dashboard/templates/base.html" in names  # the dashboard's pages
     assert "llmops/api/dashboard/static/app.js" in names
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE",
+                 "VENDORED.md"):  # the API docs' assets, served by the app (no CDN)
+        assert f"llmops/api/swagger_ui/{name}" in names, name
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info.pop()}/entry_points.txt").decode()
     assert "llmops = llmops.cli:main" in entry_points

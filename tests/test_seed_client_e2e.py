@@ -5,9 +5,10 @@ serve`` as a child process with the repo configured for write-back, and
 ``llmops reconcile --once`` between steps (what the daemon of ``llmops up``
 does on its own). The seed's ``ServingClient`` deploys, lists, gets, checks
 and rolls back; ``examples/serving_client.py`` runs its ``deploy``, ``list``,
-``rollback`` and ``workflow`` commands against the same server. Health is set
-in the store as a cluster-observing actuator would record it (the hydrate
-actuator of the embedded default observes none).
+``rollback`` and ``workflow`` commands against the same server. The hydrate
+actuator of the embedded default observes no cluster, so waiting for health
+fails at once with ``HealthNotObservedError``; then health is set in the store
+as a cluster-observing actuator would record it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 import yaml
 from test_daemon import llmops_process
 
-from llmops.client import LlmopsApiError, ServingClient
+from llmops.client import HealthNotObservedError, LlmopsApiError, ServingClient
 from llmops.engine.source import scaffold
 from llmops.engine.store import Store, state
 from llmops.engine.types import Kind, SpecKey
@@ -135,7 +136,13 @@ def test_the_serving_client_deploys_lists_checks_and_rolls_back(server: Server) 
         assert (done["direct"], done["branch"], done["created"]) == (True, "main", True)
         with pytest.raises(TimeoutError, match="not reconciled yet"):
             api.wait_for_healthy(done["id"], max_wait_seconds=0.5, poll_interval=0.1)
-        server.reconcile()
+        server.reconcile()  # the hydrate actuator: published, health not observed
+        started = time.monotonic()
+        with pytest.raises(HealthNotObservedError, match="cannot observe a cluster"):
+            api.wait_for_healthy(done["id"], max_wait_seconds=60, poll_interval=0.1)
+        assert time.monotonic() - started < 5
+        assert [e["name"] for e in api.list_endpoints(environment="dev", status="notobserved")
+                if e["name"] == "helper"] == ["helper"]
         server.healthy("dev", "helper")
         assert api.wait_for_healthy(done["id"], max_wait_seconds=10)["name"] == "helper"
         listed = api.list_endpoints(environment="dev", status="healthy")
@@ -191,12 +198,14 @@ def test_the_example_runs_the_seeds_commands(server: Server) -> None:
             assert time.monotonic() < deadline
             assert workflow.poll() is None
             time.sleep(0.2)
-        server.reconcile()  # what the daemon of llmops up does on its own
-        server.healthy("dev", "flow")
+        server.reconcile()  # what the daemon of llmops up does on its own (hydrate)
         out, err = workflow.communicate(timeout=60)
     finally:
         if workflow.poll() is None:
             workflow.kill()
+    # Health under the hydrate actuator is NotObserved: said at once, not waited on.
     assert workflow.returncode == 0, err
-    assert "flow is Healthy" in out
+    assert "not waiting: endpoint" in err
+    assert "health is NotObserved" in err
+    assert "flow is Healthy" not in out
     assert "route /v1/flow" in out

@@ -5,7 +5,11 @@ fresh folder (quiet: one line per environment, no log lines), the README's shell
 of the quick start (PATH, `llmops status` from inside the specs repo, a viewer token's
 curl, the trusted-proxy signature made with openssl), a write through the API committed
 to the repo `up` follows, then every console command of the template README (`Using the
-CLI` and the promotion walkthrough) in a repo from `llmops init`, each exiting 0.
+CLI` and the promotion walkthrough) in a repo from `llmops init`, each exiting 0. Then
+README's seed script (`The REST API`: register, multi-file upload, deploy, list, rollback,
+health, experiment create and conclude, training job, costs) as written, against another
+`up` started with README's moto settings on moto's S3 server: every answer a success, and
+what each call did checked in git and S3 (about 15 s on a 2-core machine).
 
 `bash .ci/bootstrap` itself is not run here (it would reinstall the environment this test
 runs in); `.ci/bootstrap`'s second run is measured by hand (see the branch's report).
@@ -13,6 +17,7 @@ runs in); `.ci/bootstrap`'s second run is measured by hand (see the branch's rep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,7 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from conftest import ROOT
 
@@ -60,21 +67,23 @@ def user_env(tmp: Path) -> dict[str, str]:
             "LLMOPS_API__PROXY_SECRET": PROXY_SECRET}
 
 
-def bash(script: str, cwd: Path, env: dict[str, str]) -> str:
+def bash(script: str, cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     return done.stdout
 
 
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], str, list[str]]]:
-    """``llmops up`` started as the README says, in a fresh folder; (folder, env, API base,
-    the lines it printed up to 'reconciling every change')."""
+@contextlib.contextmanager
+def running_up(tmp_path: Path, extra: dict[str, str] | None = None
+               ) -> Iterator[tuple[Path, dict[str, str], str, list[str]]]:
+    """``llmops up`` started as the README says, in a fresh folder, with ``extra`` in its
+    environment; (folder, env, API base, the lines it printed up to 'reconciling every
+    change')."""
     clone = tmp_path / "clone"
     clone.mkdir()
     (tmp_path / "home").mkdir()
-    env = user_env(tmp_path)
+    env = {**user_env(tmp_path), **(extra or {})}
     proc = subprocess.Popen([str(BIN / "llmops"), "up", "--api-port", "0"], cwd=clone,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -93,6 +102,12 @@ def up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], str, list[str]]]:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], str, list[str]]]:
+    with running_up(tmp_path) as started:
+        yield started
 
 
 def call(url: str, token: str = "", data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -198,3 +213,110 @@ def test_readme_quick_start_then_the_template_readme(
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert set(log[:2]) == {'Revert "support-chat 1.3.0 in prod"',
                             'Revert "support-chat 1.3.0 in stg"'}, log
+
+
+# --------------------------------------------------------------------------- the seed's calls
+
+CURL_LOG = """\
+curl() {  # README's curl, answers also kept one a line in $SEED_LOG for the test to read
+  local rc
+  command curl "$@" | tee -a "$SEED_LOG"; rc=${PIPESTATUS[0]}
+  echo >> "$SEED_LOG"
+  return "$rc"
+}
+"""
+
+
+@pytest.fixture
+def moto_s3() -> Iterator[str]:
+    """moto's S3 server, as README starts it but on a free port, in this process."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"{host}:{port}"
+    finally:
+        server.stop()
+
+
+def readme_s3(block: str, moto: str, tmp_path: Path) -> dict[str, str]:
+    """README's moto block, run on ``moto`` (the server line aside: the fixture started it,
+    ``llmops up`` aside: the caller starts it with it): the environment it exports."""
+    lines = block.replace("127.0.0.1:5055", moto).replace(".venv/bin/python", sys.executable)
+    first, *rest, last = lines.strip().splitlines()
+    assert first.endswith("-m moto.server -p 5055 &"), block
+    assert last == "llmops up", block
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "AWS_"))}
+    out = bash("\n".join([*rest, "env -0"]), tmp_path, env)
+    exported = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    return {k: v for k, v in exported.items() if k.startswith(("LLMOPS_S3__", "AWS_"))}
+
+
+def answers(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def test_readme_seed_calls_against_up_with_moto_s3(tmp_path: Path, moto_s3: str) -> None:
+    readme = section((ROOT / "README.md").read_text(), "The REST API")
+    setup, seed, s3_block = blocks(readme, "sh")
+    extra = readme_s3(s3_block, moto_s3, tmp_path)
+    assert extra["LLMOPS_S3__ENDPOINT_URL"] == f"http://{moto_s3}"
+    with running_up(tmp_path, extra) as (clone, env, api, _printed):
+        for name, body in {"config.json": b'{"model_type": "llama"}',
+                           "model.safetensors": b"\0" * 4096,
+                           "tokenizer.json": b'{"version": "1.0"}'}.items():
+            (clone / name).write_bytes(body)  # the user's model files, where `up` ran
+        port = api.rsplit(":", 1)[1]
+        log = tmp_path / "seed.log"
+        script = "\n".join([CURL_LOG, setup, seed]).replace("127.0.0.1:8080",
+                                                            f"127.0.0.1:{port}")
+        bash(script, clone, {**env, "SEED_LOG": str(log)}, timeout=90)
+    got = answers(log)
+    assert [a for a in got if a["status"] != "success"] == [], json.dumps(got, indent=1)
+    check_seed_effects(got, clone / ".llmops" / "specs", env, moto_s3)
+
+
+def check_seed_effects(got: list[dict[str, Any]], specs: Path, env: dict[str, str],
+                       moto_s3: str) -> None:
+    """What README's seed calls did, from their answers, the specs repo and the bucket."""
+
+    def answer(start: str) -> dict[str, Any]:
+        found = [a["data"] for a in got if a["message"].startswith(start)]
+        assert len(found) == 1, (start, [a["message"] for a in got])
+        data: dict[str, Any] = found[0]
+        return data
+
+    def show(commit: str, file: str) -> str:
+        return bash(f"git show {commit}:{file}", specs, env)
+
+    # The model, its three files in S3 (and recorded), merged into the followed branch.
+    model = answer("model support-chat@1.4.0 committed to llmops/create/")
+    upload = answer("config.json, model.safetensors, tokenizer.json uploaded and recorded")
+    assert upload["branch"] == model["branch"]
+    s3 = boto3.client("s3", endpoint_url=f"http://{moto_s3}", region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    stored = s3.list_objects_v2(Bucket="llmops-models", Prefix="models/support-chat/1.4.0/")
+    assert {o["Key"].rsplit("/", 1)[1]: o["Size"] for o in stored["Contents"]} == {
+        "config.json": 23, "model.safetensors": 4096, "tokenizer.json": 18}
+    assert "sha256: " in show("main", "models/support-chat-1.4.0.yaml")
+    # The deploy merged and applied by the daemon, listed as NotObserved (hydrate) ...
+    deployed = answer("endpoint support-chat redeployed to llmops/deploy/")
+    head = bash("git rev-parse main", specs, env).strip()
+    assert "version: 1.4.0" in show(head, "endpoints/dev/support-chat.yaml")
+    listed = {e["name"]: e for e in answer("2 endpoint(s)")["items"]}
+    assert listed["support-chat"]["status"]["health"] == "NotObserved"
+    assert listed["support-chat"]["status"]["appliedRevision"] == head
+    assert answer("endpoint support-chat in dev: NotObserved")["health"] == "NotObserved"
+    # ... then rolled back to what dev ran before it, on a review branch.
+    rolled = answer("rollback of support-chat committed to llmops/rollback/")
+    assert rolled["parent"] == deployed["commit"]
+    assert "version: 1.3.0" in show(rolled["commit"], "endpoints/dev/support-chat.yaml")
+    # The stg experiment, concluded on its review branch; the training job; the costs.
+    concluded = answer("conclusion of support-greeting-v2-vs-support-greeting-v3 committed")
+    experiment = show(concluded["commit"], concluded["file"])
+    assert "state: concluded" in experiment
+    assert "winner: support-greeting-v3" in experiment
+    assert answer("training job support-chat-dpo committed to llmops/train/")["created"]
+    costs = got[-1]
+    assert costs["message"].endswith("GPU hours over 24h"), costs
+    assert costs["data"]["window"] == "24h"

@@ -33,6 +33,8 @@ import httpx
 
 API_PREFIX = "/llm-ops/v1"
 HEALTHY = "Healthy"
+NOT_OBSERVED = "NotObserved"
+"""The health an actuator that cannot see the cluster records (hydrate, hydrate-branch, none)."""
 DEFAULT_TIMEOUT = 10.0
 LIST_PAGE = 500
 """Items per request when a list method follows the pages of a list route."""
@@ -59,6 +61,27 @@ class LlmopsApiError(Exception):
         self.path = path
         where = f"{method} {path}: " if method else ""
         super().__init__(f"{where}{status} {message}" if status else f"{where}{message}")
+
+
+class HealthNotObservedError(Exception):
+    """Waiting for health is pointless: the endpoint's health is ``NotObserved``.
+
+    Its environment's actuator (``hydrate``, the embedded default of ``llmops
+    up``, ``hydrate-branch`` or ``none``) publishes manifests for Argo CD or Flux
+    to apply and cannot observe a cluster, so the health will never turn
+    ``Healthy`` in llmops. ``endpoint`` is the endpoint as last read.
+    """
+
+    def __init__(self, endpoint_id: str, endpoint: JsonObject) -> None:
+        self.endpoint_id = endpoint_id
+        self.endpoint = endpoint
+        where = f" in {endpoint['environment']}" if endpoint.get("environment") else ""
+        super().__init__(
+            f"endpoint {endpoint_id}{where}: health is {NOT_OBSERVED}: its environment's "
+            "actuator (e.g. hydrate, the default of `llmops up`) publishes manifests for "
+            "Argo CD or Flux to apply and cannot observe a cluster, so llmops will never "
+            f"see it {HEALTHY}; check the cluster (or Argo CD) instead, or use the "
+            "kubernetes actuator")
 
 
 class LlmopsClient:
@@ -365,7 +388,9 @@ class LlmopsClient:
 
         A 503 or a lost connection is retried until the deadline (the server
         may be restarting); any other refusal (404, 401, 409, ...) is raised
-        at once. ``TimeoutError`` names the last health seen.
+        at once, and so is ``HealthNotObservedError`` when the health is
+        ``NotObserved`` (the actuator cannot see a cluster: it would never turn
+        Healthy). ``TimeoutError`` names the last health seen.
         """
         if timeout < 0 or interval <= 0:
             raise ValueError("timeout must not be negative and interval must be positive")
@@ -382,6 +407,8 @@ class LlmopsClient:
                 health = str(endpoint.get("status", {}).get("health", "Unknown"))
                 if health == HEALTHY:
                     return endpoint
+                if health == NOT_OBSERVED:
+                    raise HealthNotObservedError(endpoint_id, endpoint)
                 last = health
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -458,7 +485,10 @@ class ServingClient(LlmopsClient):
         """Poll until the endpoint is Healthy; ``TimeoutError`` naming the last state.
 
         A deploy committed a moment ago is not known until the reconciler has
-        read its commit (a 404 until then), so 404s are waited out too.
+        read its commit (a 404 until then), so 404s are waited out too. Once it
+        is known with health ``NotObserved`` (the hydrate actuator of ``llmops
+        up``: no cluster to observe), ``HealthNotObservedError`` is raised at once
+        instead of polling to the timeout.
         """
         deadline = time.monotonic() + max_wait_seconds
         last = "not reconciled yet"

@@ -1,7 +1,8 @@
 """The application factory: ``create_app(services, trigger=...) -> FastAPI``.
 
 Role: assemble the API from its parts: routers under ``/llm-ops/v1``
-(OpenAPI at ``/llm-ops/v1/openapi.json``, docs at ``/llm-ops/v1/docs``), the
+(OpenAPI at ``/llm-ops/v1/openapi.json``, Swagger UI at ``/llm-ops/v1/docs`` from
+vendored assets: ``llmops.api.docs``), the
 exception handlers (``errors.install``), the request guard (415 for forms,
 413 over ``settings.api.max_body_bytes``), the metrics middleware and
 ``GET /metrics`` on a registry the app owns. It builds no store, cache or
@@ -37,7 +38,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from llmops.api import auth, dashboard, errors
+from llmops.api import auth, dashboard, docs, errors
 from llmops.api.envelope import Failure
 from llmops.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware, RouteTemplates
 from llmops.api.middleware import RequestGuard
@@ -103,7 +104,7 @@ def create_app(services: compose.Services | Store, *,
         summary="Status of the llmops GitOps reconciler for LLM operations.",
         version=API_VERSION,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served by llmops.api.docs from vendored assets, not a CDN
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         responses=_COMMON_RESPONSES,
@@ -118,8 +119,8 @@ def create_app(services: compose.Services | Store, *,
     app.state.trusted_peers = auth.TrustedPeers.parse(cfg.api.trusted_proxies)
 
     errors.install(app)
-    templates = [app.openapi_url or "", app.docs_url or "", METRICS_PATH, *_mount(app),
-                 *dashboard.mount(app)]
+    templates = [app.openapi_url or "", *docs.mount(app, API_PREFIX), METRICS_PATH,
+                 *_mount(app), *dashboard.mount(app)]
 
     @app.get(METRICS_PATH, tags=["metrics"], response_class=Response, summary="Prometheus metrics",
              responses={200: {"content": {CONTENT_TYPE: {}},

@@ -3,7 +3,8 @@
 Role: the endpoints of the catalog's revision with the health the last
 reconcile assessed. The list filters by ``environment``, by model
 (``modelId``: the model's UUID, ``name@version`` or name) and by ``status``
-(the spec's health; ``Unknown`` when none was recorded). The detail adds
+(the spec's health, any case; ``Unknown`` when none was recorded, ``NotObserved``
+under an actuator that cannot see the cluster). The detail adds
 scaling (replicas, autoscale, resources), the model's catalog entry, the
 experiment routing its traffic, and the Kubernetes objects it owns with
 their health: the object status rows carry no owner, so the objects are the
@@ -64,10 +65,22 @@ class InvalidStatus(errors.ApiError):
     status_code = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
+def _folded(name: str) -> str:
+    """``name`` without case, spaces, ``-`` or ``_``: ``not_observed`` is ``NotObserved``."""
+    return "".join(c for c in name.casefold() if c not in " -_")
+
+
+STATUS_DESCRIPTION = (
+    "Spec health, any case (`healthy` = `Healthy`, `notobserved` or `not-observed` = "
+    f"`NotObserved`): one of {', '.join(v.value for v in HealthStatus)}. Under an actuator "
+    "that cannot observe a cluster (`hydrate`, the default of `llmops up`, "
+    "`hydrate-branch`, `none`) every endpoint is `NotObserved`, never `Healthy`.")
+
+
 def _health(status: str) -> str:
     """``status`` as a health name, whatever its case; 422 naming the field otherwise."""
     for value in HealthStatus:
-        if value.value.casefold() == status.strip().casefold():
+        if _folded(value.value) == _folded(status.strip()):
             return value.value
     raise InvalidStatus(f"status {status[:32]!r} is not one of "
                               f"{', '.join(v.value for v in HealthStatus)} (any case)",
@@ -89,8 +102,9 @@ def list_endpoints(
     model_id: Annotated[str | None, Query(alias="modelId", max_length=lookup.MAX_ID_CHARS,
                                           description="The model's UUID, name@version or "
                                                       "name.")] = None,
-    status: Annotated[str | None, Query(max_length=32, description=(
-        "Spec health, any case: healthy, progressing, degraded, missing, unknown."))] = None,
+    status: Annotated[str | None, Query(
+        max_length=32, description=STATUS_DESCRIPTION,
+        examples=["healthy", "notobserved"])] = None,
 ) -> Envelope[Items[EndpointOut]]:
     """Endpoints matching every given filter, by environment then name."""
     health = _health(status) if status is not None else None
