@@ -240,4 +240,8 @@ def test_dockerfile_is_non_root_pinned_and_runs_llmops() -> None:
     assert "git" in re.findall(r"apt-get install[^\n]*", text)[0]
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignored
-    assert "!engine/" in ignored
+    # Everything the build stage copies is let into the build context.
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)
+    sources = {s for line in copied for s in line.split()}
+    assert sources >= {"pyproject.toml", "engine/", "cli/", "router/"}
+    assert {f"!{s}" for s in sources} <= set(ignored), sources - {i[1:] for i in ignored}
