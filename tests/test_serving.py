@@ -24,7 +24,7 @@ from llmops.engine.errors import SpecError
 from llmops.engine.spec import validate
 from llmops.engine.spec.validate import SpecSet
 from llmops.engine.types import KubeObject
-from llmops.renderers import render_environment
+from llmops.renderers import RenderCache, render_environment
 
 GIB = 1024**3
 FILES = [{"name": "config.json", "sha256": "a" * 64, "size": 700},
@@ -380,6 +380,33 @@ def test_rollout_surges_when_the_gpu_budget_allows(repo: Callable[..., SpecSet])
     assert strategy(budget(4)) == surge  # 3 at max + 1 surge pod
     assert strategy(budget(3)) == {"type": "RollingUpdate",
                                    "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def test_a_cached_render_follows_the_teams_gpu_headroom(repo: Callable[..., SpecSet]) -> None:
+    """Another endpoint of the team growing takes away this one's surge room: the render
+    cache must not hand out the Deployment rendered when there was room."""
+    def with_neighbour(max_replicas: int) -> Edit:
+        def edit(files: dict[str, Any]) -> None:
+            files["policies/b.yaml"] = spec("Policy", "b", {"gpuBudgets": [
+                {"team": "nlp", "environment": "dev", "gpus": 6}]})
+            neighbour = copy.deepcopy(files["endpoints/dev/chat.yaml"])
+            neighbour["metadata"]["name"] = "other"
+            neighbour["spec"]["route"] = "/v1/other"
+            neighbour["spec"]["replicas"] = {"min": 1, "max": max_replicas}
+            files["endpoints/dev/other.yaml"] = neighbour
+
+        return edit
+
+    cache = RenderCache()
+
+    def surge(edit: Edit) -> int:
+        objs = render_environment(repo(edit), "dev", revision="c0ffee", cache=cache)
+        return int(find(list(objs), "Deployment")["spec"]["strategy"]["rollingUpdate"][
+            "maxSurge"])
+
+    assert surge(with_neighbour(1)) == 1  # 3 + 1 at max, 1 to surge: 5 of 6
+    assert surge(with_neighbour(3)) == 0  # 3 + 3 at max: no room left
+    assert cache.hits > 0  # the neighbour-independent objects came from the cache
 
 
 def test_disruption_budget_only_for_two_or_more_replicas(repo: Callable[..., SpecSet]) -> None:

@@ -188,7 +188,11 @@ def render_environment(spec_set: SpecSet, environment: str, *, revision: str = "
         if cache is None:
             built: Iterable[KubeObject] = renderer(scope, item)
         else:
-            key = (environment, config_hash, item.document.file, _spec_hash(item.spec),
+            # An endpoint's rollout also depends on its team's GPU headroom (surge_fits),
+            # which other endpoints' specs change.
+            surge = (str(serving.surge_fits(scope, item.spec))
+                     if isinstance(item.spec, schema.ServingEndpointSpec) else "")
+            key = (environment, config_hash, item.document.file, _spec_hash(item.spec), surge,
                    *(_spec_hash(d) for d in _dependencies(spec_set, item.spec)))
             built = cache.render(key, functools.partial(renderer, scope, item))
         for obj in built:

@@ -162,18 +162,12 @@ def surge_fits(scope: Scope, endpoint: schema.ServingEndpointSpec) -> bool:
     The team's endpoints in the environment at ``replicas.max``, plus one pod
     of this endpoint, against the sum of its ``gpuBudgets`` (no budget: fits).
     """
-    body = endpoint.spec
-    if body.resources.gpu == 0:
+    gpu = endpoint.spec.resources.gpu
+    if gpu == 0:
         return True
     team = scope.spec_set.team_of(endpoint)
-    budgets = [b.gpus for p in scope.spec_set.policies() for b in p.spec.gpuBudgets
-               if b.team == team and b.environment == scope.environment]
-    if not budgets:
-        return True
-    used = sum(e.spec.resources.gpu * e.spec.replicas.max
-               for e in scope.spec_set.of(schema.ServingEndpointSpec)
-               if e.environment == scope.environment and scope.spec_set.team_of(e) == team)
-    return used + body.resources.gpu <= sum(budgets)
+    used, budgets = scope.spec_set.serving_gpus(scope.environment)
+    return team not in budgets or used.get(team, 0) + gpu <= budgets[team]
 
 
 class _Endpoint:

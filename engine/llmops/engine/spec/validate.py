@@ -10,7 +10,7 @@ Called by the CLI (`validate`, `render`, `plan`) and the reconciler.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -70,6 +70,8 @@ class SpecSet:
     _by_key: dict[SpecKey, SourcedSpec] = field(default_factory=dict, compare=False, repr=False)
     _experiments: dict[tuple[str, str], schema.PromptExperimentSpec] = field(
         default_factory=dict, compare=False, repr=False)
+    _gpus: dict[str, tuple[dict[str, int], dict[str, int]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_key.update({item.key: item for item in self.items})
@@ -123,6 +125,24 @@ class SpecSet:
 
     def policies(self) -> list[schema.PolicySpec]:
         return list(self.of(schema.PolicySpec))
+
+    def serving_gpus(self, env: str) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """Per team in ``env``: the GPUs its endpoints hold at ``replicas.max``, and the
+        sum of its ``gpuBudgets`` (a team without one is absent). Computed once per env."""
+        found = self._gpus.get(env)
+        if found is None:
+            used: dict[str, int] = {}
+            for e in self.of(schema.ServingEndpointSpec):
+                if e.environment == env:
+                    team = self.team_of(e)
+                    used[team] = used.get(team, 0) + e.spec.resources.gpu * e.spec.replicas.max
+            budgets: dict[str, int] = {}
+            for policy in self.policies():
+                for b in policy.spec.gpuBudgets:
+                    if b.environment == env:
+                        budgets[b.team] = budgets.get(b.team, 0) + b.gpus
+            found = self._gpus[env] = (used, budgets)
+        return found
 
     def in_environment(self, env: str) -> Iterator[SourcedSpec]:
         return (item for item in self.items if item.spec.environment in ("", env))
