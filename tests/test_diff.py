@@ -342,3 +342,17 @@ def test_live_memo_reuses_an_unchanged_object_and_still_sees_drift_and_new_rende
 def test_live_memo_refuses_a_default_namespace() -> None:
     with pytest.raises(ValueError, match="default_namespace"):
         diff.diff_live([service()], [], memo=diff.LiveMemo())
+
+
+def test_revisions_sharing_objects_diff_like_copies_and_stay_masked() -> None:
+    shared = [deployment(), secret("cGFzcw==")]
+    base = [*shared, service()]
+    changed_service = service()
+    changed_service["spec"]["ports"][0]["port"] = 81
+    head = [*shared, changed_service]
+    fast = diff.diff_revisions(base, head)
+    slow = diff.diff_revisions(copy.deepcopy(base), copy.deepcopy(head))
+    assert fast.entries == slow.entries
+    assert [e.action for e in fast.entries if e.key.kind != "Service"] == [
+        Action.UNCHANGED, Action.UNCHANGED]
+    assert "cGFzcw==" not in json.dumps([[e.before, e.after] for e in fast.entries])

@@ -400,9 +400,30 @@ def diff_revisions(base: Iterable[Mapping[str, Any]], head: Iterable[Mapping[str
                    ) -> ChangeSet:
     """Two desired revisions, compared field by field both ways (removals included)."""
     ignore = ignore_annotations
-    return _changeset(_index(base, default_namespace="", ignore_annotations=ignore),
-                      _index(head, default_namespace="", ignore_annotations=ignore),
-                      subset=False)
+    base, head = list(base), list(head)
+    # The very same object on both sides (a render cache shared by the two revisions) is
+    # unchanged: normalised and masked once, never compared.
+    before = {id(o): o for o in base}
+    same = {id(o) for o in head if before.get(id(o)) is o}
+    unchanged = [_unchanged(normalize(before[i], ignore_annotations=ignore)) for i in same]
+    rest = _changeset(
+        _index((o for o in base if id(o) not in same), default_namespace="",
+               ignore_annotations=ignore),
+        _index((o for o in head if id(o) not in same), default_namespace="",
+               ignore_annotations=ignore),
+        subset=False)
+    entries = {e.key: e for e in rest.entries}
+    for entry in unchanged:
+        if entries.setdefault(entry.key, entry) is not entry:
+            raise LlmopsError(f"{entry.key}: the same object appears twice on one side of a diff")
+    return ChangeSet(tuple(entries[k] for k in sorted(entries, key=entry_order)))
+
+
+def _unchanged(norm: KubeObject) -> ChangeSetEntry:
+    """The entry of an object known to be the same on both sides."""
+    patterns = sensitive_patterns(norm)
+    shown = _mask_value(norm, (), patterns) if patterns else norm
+    return ChangeSetEntry(ResourceKey.of(norm), Action.UNCHANGED, (), shown, shown)
 
 
 # --------------------------------------------------------------------------- text

@@ -397,12 +397,12 @@ def spec_changes(base: SpecSet | None, head: SpecSet,
 # --------------------------------------------------------------------------- building
 
 
-def _render(spec_set: SpecSet | None, env: str, revision: str, side: str
-            ) -> tuple[KubeObject, ...]:
+def _render(spec_set: SpecSet | None, env: str, revision: str, side: str,
+            cache: renderers.RenderCache) -> tuple[KubeObject, ...]:
     if spec_set is None or env not in spec_set.config.environments:
         return ()
     try:
-        return renderers.render_environment(spec_set, env, revision=revision)
+        return renderers.render_environment(spec_set, env, revision=revision, cache=cache)
     except LlmopsError as exc:
         raise PlanError(f"rendering {env} at the {side} revision failed: {exc}") from exc
 
@@ -421,8 +421,11 @@ def _environment_plan(base: SpecSet | None, head: SpecSet, env: str, now: dateti
     governance = None
     if env in head.config.environments:
         governance = decide.Governance(head, now, policy, frozenset(c.key for c in described))
-    current = {ResourceKey.of(o): o for o in _render(base, env, base_revision, "base")}
-    changes = decide.decide(env, _render(head, env, head_revision, "head"), current,
+    # One cache for both sides: a spec the change does not touch (nor anything it is
+    # rendered from) renders once, and its objects are the same on both sides.
+    cache = renderers.RenderCache()
+    current = {ResourceKey.of(o): o for o in _render(base, env, base_revision, "base", cache)}
+    changes = decide.decide(env, _render(head, env, head_revision, "head", cache), current,
                             compare=decide.Compare.REVISION, governance=governance,
                             revision=head_revision)
     return EnvironmentPlan(env, described, changes, changes.verdicts)

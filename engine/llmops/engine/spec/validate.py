@@ -18,7 +18,15 @@ from pydantic import ValidationError
 
 from llmops.engine.errors import SpecError, SpecIssue
 from llmops.engine.spec import loader, placement, repoconfig, schema
-from llmops.engine.types import API_VERSION, Document, FieldPath, Kind, SpecKey, format_path
+from llmops.engine.types import (
+    API_VERSION,
+    Document,
+    FieldPath,
+    Kind,
+    SpecKey,
+    content_hash,
+    format_path,
+)
 
 S = TypeVar("S", bound=schema.SpecBase)
 
@@ -71,6 +79,8 @@ class SpecSet:
     _experiments: dict[tuple[str, str], schema.PromptExperimentSpec] = field(
         default_factory=dict, compare=False, repr=False)
     _gpus: dict[str, tuple[dict[str, int], dict[str, int]]] = field(
+        default_factory=dict, compare=False, repr=False)
+    _hashes: dict[int, tuple[schema.SpecBase, str]] = field(
         default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +135,13 @@ class SpecSet:
 
     def policies(self) -> list[schema.PolicySpec]:
         return list(self.of(schema.PolicySpec))
+
+    def hash_of(self, spec: schema.SpecBase) -> str:
+        """The content hash of ``spec`` (its JSON form), computed once per spec object."""
+        found = self._hashes.get(id(spec))
+        if found is None or found[0] is not spec:
+            found = self._hashes[id(spec)] = (spec, content_hash(spec.model_dump(mode="json")))
+        return found[1]
 
     def serving_gpus(self, env: str) -> tuple[Mapping[str, int], Mapping[str, int]]:
         """Per team in ``env``: the GPUs its endpoints hold at ``replicas.max``, and the
