@@ -117,6 +117,8 @@ class ConfigMapDir:
             (root / key).symlink_to(f"..data/{key}")
 
     def update(self, data: dict[str, str]) -> None:
+        """Swap ``..data`` to a new generation; then, as kubelet's atomic writer, add the
+        links of keys that are new and remove those of keys that went."""
         self.generation += 1
         target = self.root / f"..gen{self.generation}"
         target.mkdir()
@@ -125,6 +127,12 @@ class ConfigMapDir:
         link = self.root / "..data_tmp"
         link.symlink_to(target.name)
         os.replace(link, self.root / "..data")
+        for path in self.root.iterdir():
+            if not path.name.startswith("..") and path.name not in data:
+                path.unlink()
+        for key in data:
+            if self.generation > 1 and not (self.root / key).is_symlink():
+                (self.root / key).symlink_to(f"..data/{key}")
 
 
 def experiment(

@@ -125,6 +125,30 @@ def test_objects_git_dropped_are_deleted_even_when_only_the_inventory_knows_them
     assert (entry.action, entry.before) == (Action.DELETED, None)
 
 
+def test_a_finished_job_that_is_gone_is_not_created_again(spec_set: SpecSet) -> None:
+    desired = render(spec_set, "stg")
+    job = next(o for o in desired if o["kind"] == "Job")
+    key = ResourceKey.of(job)
+    live = by_key(without(desired, job))  # deleted by its ttlSecondsAfterFinished
+
+    def decided(finished: dict[ResourceKey, str]) -> tuple[Action, str]:
+        changes = decide.decide("stg", desired, live, compare=decide.Compare.LIVE,
+                                finished=finished)
+        entry = changes.get(key)
+        assert entry is not None
+        return entry.action, entry.reason
+
+    assert decided({key: decide.run_hash(job)}) == (Action.SKIPPED, decide.FINISHED)
+    assert decided({}) == (Action.CREATED, "")
+    # Another pod template under the same name is another run.
+    assert decided({key: "hash of another pod template"}) == (Action.CREATED, "")
+    # Neither metadata nor the TTL is part of what ran.
+    relabelled = copy.deepcopy(job)
+    relabelled["metadata"]["annotations"]["llmops.io/experiment-url"] = "https://x.test/1"
+    relabelled["spec"]["ttlSecondsAfterFinished"] = 3600
+    assert decide.run_hash(relabelled) == decide.run_hash(job)
+
+
 # --------------------------------------------------------------------------- what stays
 
 

@@ -222,6 +222,73 @@ def test_failed_job_is_degraded(store: Store, template_git_repo: Path, tmp_path:
     assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.DEGRADED}
 
 
+TRAINING_NAMESPACE = "nlp-platform-stg"
+
+
+def training_job(h: KubeHarness) -> ResourceKey:
+    (job,) = [ResourceKey.of(o) for o in h.server.objects("Job")]
+    return job
+
+
+def ttl_deletes(emulator: RunningEmulator, tmp_path: Path, job: ResourceKey) -> None:
+    """What the TTL-after-finished controller does once the Job's TTL has passed."""
+    ttl = other_client(emulator, tmp_path, "ttl-after-finished")
+    jobs = ttl.resources.get(api_version="batch/v1", kind="Job")
+    ttl.delete(jobs, name=job.name, namespace=job.namespace, propagation_policy="Background")
+
+
+@pytest.mark.parametrize(("ends", "health", "phase"), [
+    ("complete", HealthStatus.HEALTHY, "Complete"),
+    ("failed", HealthStatus.DEGRADED, "Failed (BackoffLimitExceeded)")])
+def test_a_finished_job_deleted_by_its_ttl_is_not_run_again(
+        store: Store, template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
+        ends: str, health: HealthStatus, phase: str) -> None:
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    commit(template_git_repo, "apply with the kubernetes actuator")
+    h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=("stg",))
+    assert h.run()["stg"].result is RunResult.SUCCEEDED
+    job = training_job(h)
+    live = h.live("Job", job.namespace, job.name)
+    assert live is not None
+    assert live["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
+    emulator.server.controllers.set_state("Job", job.namespace, job.name, ends)
+    assert h.run()["stg"].result is RunResult.NOOP  # sees it finished: remembered
+    ttl_deletes(emulator, tmp_path, job)
+    emulator.server.reset_counters()
+    after = h.run()["stg"]
+    assert after.result is RunResult.NOOP, after.message
+    assert emulator.server.write_count() == 0, "the training ran again"
+    assert h.live("Job", job.namespace, job.name) is None
+    status = {s.key: s for s in state.list_object_status(store, "stg")}[job]
+    assert status.health == health.value
+    assert f"finished ({phase}" in status.message
+    assert "not run again" in status.message
+    (spec,) = state.list_spec_status(store, environment="stg", kind="TrainingJob")
+    assert spec.health == health.value
+    assert h.rec.wait_healthy("stg", timeout=0, sleep=lambda s: None)[job] is health
+
+    # Another pod template (here more epochs) is another run.
+    edit(h.repo, "training/support-chat-sft.yaml", "num_train_epochs: 3", "num_train_epochs: 4")
+    commit(h.repo, "stg: one more epoch")
+    again = h.run()["stg"]
+    assert again.result is RunResult.SUCCEEDED, again.message
+    assert (again.counts.created, again.counts.deleted) == (1, 1)  # the old one: already gone
+    rerun = training_job(h)
+    assert rerun != job
+    assert set(state.read_finished_jobs(store, "stg")) == set()
+
+    # A removed TrainingJob is still pruned, and forgotten.
+    h.run()  # sees the new run finished
+    assert set(state.read_finished_jobs(store, "stg")) == {rerun}
+    (h.repo / "training/support-chat-sft.yaml").unlink()
+    commit(h.repo, "stg: drop the fine-tuning job")
+    pruned = h.run()["stg"]
+    assert pruned.result is RunResult.SUCCEEDED, pruned.message
+    assert pruned.counts.deleted == 1
+    assert h.server.objects("Job") == []
+    assert state.read_finished_jobs(store, "stg") == {}
+
+
 # --------------------------------------------------------------------------- drift and conflicts
 
 

@@ -242,3 +242,16 @@ def test_suspended_ranks_between_healthy_and_progressing() -> None:
 
     assert worst([H.HEALTHY, H.SUSPENDED]) is H.SUSPENDED
     assert worst([H.SUSPENDED, H.PROGRESSING]) is H.PROGRESSING
+
+
+def test_a_job_is_finished_only_by_the_conditions_the_ttl_controller_waits_for() -> None:
+    done = {case: kube_health.finished(CASES[case][0]) for case in CASES}
+    assert done["job-complete"] == (H.HEALTHY, "Complete")
+    assert done["job-backoff-exceeded"] == (H.DEGRADED, "Failed (BackoffLimitExceeded)")
+    # Failed pods under the backoff limit, or a count with no condition yet: not finished.
+    assert done["job-running"] is None
+    assert kube_health.finished(obj("Job", {"failed": 7}, {"backoffLimit": 6})) is None
+    assert kube_health.finished(obj("Job", {"conditions": [
+        cond("Complete", "False", "")]})) is None
+    assert kube_health.finished(CASES["configmap"][0]) is None
+    assert kube_health.finished(None) is None

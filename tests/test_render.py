@@ -26,7 +26,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -490,7 +490,9 @@ def test_min_zero_parks_the_endpoint(make_repo: Callable[..., SpecSet]) -> None:
 def test_prompt_configmap(dev: tuple[KubeObject, ...]) -> None:
     data = find(dev, "ConfigMap", "chat-prompt")["data"]
     assert data == {"name": "p-a", "version": "1.0.0", "template": "Hello {{ user }} from a\n",
-                    "variables": '["user"]'}
+                    "variables": '["user"]',
+                    "experiment.json": find(dev, "ConfigMap", "chat-abc-experiment")["data"][
+                        "experiment.json"]}
     pod = pod_spec(find(dev, "Deployment", "chat"))
     assert "prompt" not in json.dumps(pod["containers"][0]), "the router reads it, not the server"
     assert {"name": "prompt", "configMap": {"name": "chat-prompt"}} in pod["volumes"]
@@ -506,10 +508,12 @@ def test_experiment_table_holds_every_variant_and_weight(dev: tuple[KubeObject, 
     assert (table["state"], table["metric"], table["stickiness"]) == (
         "running", "latency_ms", {"cookie": "variant"})
     pod = pod_spec(find(dev, "Deployment", "chat"))
-    assert "chat-abc" not in json.dumps(pod["containers"][0]), "the router reads it, not the server"
-    assert {"name": "experiment", "configMap": {"name": "chat-abc-experiment"}} in pod["volumes"]
+    assert "chat-abc" not in json.dumps(pod), "the router reads it from its ConfigMap"
+    # The router reads the same table from the endpoint's ConfigMap, always mounted.
+    assert table_of(find(dev, "ConfigMap", "chat-prompt")) == table
+    assert {"name": "prompt", "configMap": {"name": "chat-prompt"}} in pod["volumes"]
     assert env_of(pod["containers"][1])["LLMOPS_EXPERIMENT_FILE"] == (
-        "/etc/llmops/experiment/experiment.json")
+        "/etc/llmops/prompt/experiment.json")
 
 
 def test_template_experiments(template_set: SpecSet) -> None:
@@ -562,7 +566,7 @@ def test_a_prompt_text_change_never_restarts_the_pods(make_repo: Callable[..., S
     assert find(before, "Deployment", "chat") == find(after, "Deployment", "chat")
 
 
-def test_the_router_fronts_an_endpoint_with_prompts_and_only_then(
+def test_the_router_fronts_every_endpoint(
         make_repo: Callable[..., SpecSet], dev: tuple[KubeObject, ...]) -> None:
     pod = pod_spec(find(dev, "Deployment", "chat"))
     server, router_container = pod["containers"]
@@ -571,8 +575,8 @@ def test_the_router_fronts_an_endpoint_with_prompts_and_only_then(
     assert env["LLMOPS_ROUTER_UPSTREAM"] == "http://127.0.0.1:8000"
     assert (env["LLMOPS_ENDPOINT"], env["LLMOPS_ENVIRONMENT"]) == ("chat", "dev")
     assert env["LLMOPS_PROMPT_DIR"] == "/etc/llmops/prompt"
-    assert {m["name"] for m in router_container["volumeMounts"]} == {"prompt", "experiment"}
-    assert not {"prompt", "experiment"} & {m["name"] for m in server["volumeMounts"]}
+    assert {m["name"] for m in router_container["volumeMounts"]} == {"prompt"}
+    assert "prompt" not in {m["name"] for m in server["volumeMounts"]}
     assert "LLMOPS_PROMPT_DIR" not in env_of(server)
     # One scrape target per pod: the router's /metrics also carries the model server's.
     annotations = find(dev, "Deployment", "chat")["spec"]["template"]["metadata"]["annotations"]
@@ -584,10 +588,31 @@ def test_the_router_fronts_an_endpoint_with_prompts_and_only_then(
         del files["endpoints/dev/chat.yaml"]["spec"]["promptTemplateRef"]
         del files["experiments/abc.yaml"]
 
+    # Without a template or an experiment it passes requests through, from the same pod.
     objs = render_environment(make_repo(plain), "dev")
-    (only,) = pod_spec(find(objs, "Deployment", "chat"))["containers"]
-    assert only["name"] == "server"
-    assert find(objs, "Service", "chat")["spec"]["ports"][0]["targetPort"] == "http"
+    assert find(objs, "Deployment", "chat")["spec"]["template"] == find(
+        dev, "Deployment", "chat")["spec"]["template"]
+    assert "data" not in find(objs, "ConfigMap", "chat-prompt")
+    assert find(objs, "Service", "chat")["spec"]["ports"][0]["targetPort"] == "router"
+
+
+@pytest.mark.parametrize("goes", ["experiment", "template", "both"])
+def test_a_template_or_experiment_that_comes_or_goes_never_restarts_the_pods(
+        make_repo: Callable[..., SpecSet], dev: tuple[KubeObject, ...], goes: str) -> None:
+    def edit(files: dict[str, Any]) -> None:
+        if goes in ("experiment", "both"):
+            del files["experiments/abc.yaml"]
+        if goes in ("template", "both"):
+            del files["endpoints/dev/chat.yaml"]["spec"]["promptTemplateRef"]
+
+    def pod_template(objs: Iterable[KubeObject]) -> str:
+        return json.dumps(find(objs, "Deployment", "chat")["spec"]["template"])
+
+    objs = render_environment(make_repo(edit), "dev")
+    assert pod_template(objs) == pod_template(dev)
+    data = find(objs, "ConfigMap", "chat-prompt").get("data", {})
+    assert ("experiment.json" in data) is (goes == "template")
+    assert ("template" in data) is (goes == "experiment")
 
 
 def test_training_job(dev: tuple[KubeObject, ...]) -> None:
@@ -781,12 +806,12 @@ def test_the_router_can_run_as_its_own_deployment(make_repo: Callable[..., SpecS
     server = find(objs, "Deployment", "chat")
     (only,) = pod_spec(server)["containers"]
     assert only["name"] == "server"
-    assert not {"prompt", "experiment"} & {v["name"] for v in pod_spec(server)["volumes"]}
+    assert "prompt" not in {v["name"] for v in pod_spec(server)["volumes"]}
     routers = find(objs, "Deployment", "chat-router")
     assert routers["spec"]["replicas"] == 3
     (router_container,) = pod_spec(routers)["containers"]
     assert env_of(router_container)["LLMOPS_ROUTER_UPSTREAM"] == "http://chat-model"
-    assert {v["name"] for v in pod_spec(routers)["volumes"]} == {"prompt", "experiment"}
+    assert {v["name"] for v in pod_spec(routers)["volumes"]} == {"prompt"}
     front, model = find(objs, "Service", "chat"), find(objs, "Service", "chat-model")
     router_pods = routers["spec"]["template"]["metadata"]["labels"]
     server_pods = server["spec"]["template"]["metadata"]["labels"]

@@ -144,6 +144,38 @@ def test_a_weight_change_in_the_mounted_file_applies_without_restart(
         assert chat(base).headers["x-llmops-variant"] == "b"
 
 
+def _until(base: str, variant: str) -> httpx.Response:
+    deadline = time.monotonic() + 5
+    while (answer := chat(base)).headers["x-llmops-variant"] != variant:
+        assert time.monotonic() < deadline, f"variant {variant} never applied"
+        time.sleep(0.05)
+    return answer
+
+
+def test_a_table_that_appears_or_goes_in_the_mounted_folder_applies_without_restart(
+    fake: str, tmp_path: Path
+) -> None:
+    # The endpoint's ConfigMap as the renderer writes it: always mounted, the experiment's
+    # table a key that comes and goes.
+    template = {"name": "greeting", "version": "1.0.0", "template": "Hi for {{ product }}.",
+                "variables": '["product"]'}
+    folder = ConfigMapDir(tmp_path / "prompt", template)
+    table = folder.root / "experiment.json"
+    with router(fake, "--prompt-dir", folder.root, "--experiment-file", table) as base:
+        assert chat(base).headers["x-llmops-variant"] == "greeting"
+        folder.update({**template, "experiment.json": experiment({"a": 0, "b": 100})})
+        assert _until(base, "b").headers["x-llmops-experiment"] == "greeting-test"
+        assert httpx.get(f"{base}/healthz").json()["experiment"] == "greeting-test"
+        folder.update(template)
+        assert "x-llmops-experiment" not in _until(base, "greeting").headers
+        folder.update({})  # neither a template nor a table: pass-through
+        _until(base, "none")
+        assert stats(fake)["requests"][-1]["body"]["messages"] == [
+            {"role": "user", "content": "hi there"}]
+        assert metric(base, "llmops_router_config_reloads_total", result="ok") == 3
+        assert metric(base, "llmops_router_config_reloads_total", result="error") == 0
+
+
 def test_a_concluded_experiment_sends_everything_to_the_winner(fake: str, tmp_path: Path) -> None:
     _, path = _mounted(tmp_path, experiment({"a": 80, "b": 20}, state="concluded", winner="b"))
     with router(fake, "--experiment-file", path) as base:

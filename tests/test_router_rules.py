@@ -105,10 +105,15 @@ def test_a_malformed_variant_table_names_the_file_and_field(tmp_path: Path) -> N
         )
     with pytest.raises(table.TableError, match="stickiness"):
         table.parse_experiment(json.dumps({**good, "stickiness": {"header": 1}}), "exp.json")
-    missing = tmp_path / "prompt"
-    missing.mkdir()
+    # The endpoint's ConfigMap with no template and no table: pass-through.
+    folder = tmp_path / "prompt"
+    folder.mkdir()
+    paths = table.TablePaths(prompt_dir=folder, experiment_file=folder / "experiment.json")
+    assert table.load(paths).variants == ()
+    # Part of a template is a broken ConfigMap, not none.
+    (folder / "template").write_text("Hi", encoding="utf-8")
     with pytest.raises(table.TableError, match="prompt/name: cannot read"):
-        table.load(table.TablePaths(prompt_dir=missing))
+        table.load(paths)
 
 
 def test_a_changed_file_reloads_and_a_broken_one_keeps_the_last_table(tmp_path: Path) -> None:

@@ -279,8 +279,9 @@ def test_vllm_probes_metrics_and_tensor_parallelism(repo: Callable[..., SpecSet]
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"][
         "periodSeconds"] == 1800
+    # Scraped through the prompt router beside it, whose /metrics carries the server's too.
     annotations = find(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8000",
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
                            "prometheus.io/path": "/metrics"}
     assert env(container)["HF_HUB_OFFLINE"] == "1"
 
@@ -552,6 +553,34 @@ def test_training_job_gets_model_secrets_placement_and_deadline(
         "https://mlflow.example.com/#/experiments/3")
     volumes = {v["name"]: v for v in spec_["volumes"]}
     assert volumes["dshm"]["emptyDir"]["sizeLimit"] == "8Gi"
+
+
+def ttl_edit(seconds: int | None) -> Edit:
+    def edit(files: dict[str, Any]) -> None:
+        files["llmops.yaml"]["environments"]["dev"]["serving"][
+            "trainingTtlSecondsAfterFinished"] = seconds
+
+    return edit
+
+
+def test_finished_training_jobs_are_cleaned_up_after_a_configurable_ttl(
+        repo: Callable[..., SpecSet]) -> None:
+    default = next(o for o in rendered(repo) if o["kind"] == "Job")
+    assert default["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
+    day = next(o for o in rendered(repo, ttl_edit(86400)) if o["kind"] == "Job")
+    assert day["spec"]["ttlSecondsAfterFinished"] == 86400
+    # The TTL is mutable on a Job: a new one configures it, it does not run it again.
+    assert day["metadata"]["name"] == default["metadata"]["name"]
+    kept = next(o for o in rendered(repo, ttl_edit(None)) if o["kind"] == "Job")
+    assert "ttlSecondsAfterFinished" not in kept["spec"]
+
+
+@pytest.mark.parametrize("seconds", [0, 599, 2**31])
+def test_a_ttl_the_reconciler_could_miss_is_rejected(repo: Callable[..., SpecSet],
+                                                     seconds: int) -> None:
+    ((file, field, _),) = issues(repo, ttl_edit(seconds))
+    assert (file, field) == ("llmops.yaml",
+                             "environments.dev.serving.trainingTtlSecondsAfterFinished")
 
 
 def test_training_gpus_must_fit_one_node(repo: Callable[..., SpecSet]) -> None:

@@ -12,6 +12,7 @@ server does not serve; their shape is checked in ``test_serving.py``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ def _path(obj: KubeObject, namespace: str) -> str:
     return f"{base}/namespaces/{namespace}/{plural}/{name}"
 
 
-def dry_run_apply(real_kube: RealKube, objs: list[KubeObject], namespace: str) -> dict[str, str]:
-    """``{object: error}`` for every object the server refuses (empty when all pass)."""
+def dry_run_apply(real_kube: RealKube, objs: list[KubeObject], namespace: str,
+                  accepted: dict[str, Any] | None = None) -> dict[str, str]:
+    """``{object: error}`` for every object the server refuses (empty when all pass);
+    what it made of the others goes into ``accepted``."""
     api = real_kube.api_client()
     refused: dict[str, str] = {}
     for obj in objs:
@@ -60,6 +63,8 @@ def dry_run_apply(real_kube: RealKube, objs: list[KubeObject], namespace: str) -
         response.read()
         if response.status >= 300:
             refused[f"{obj['kind']}/{obj['metadata']['name']}"] = response.data[:500].decode()
+        elif accepted is not None:
+            accepted[f"{obj['kind']}/{obj['metadata']['name']}"] = json.loads(response.data)
     return refused
 
 
@@ -85,3 +90,16 @@ def test_options_the_template_does_not_use_pass_too(
     objs = list(render_environment(validate.load_and_validate(write(tmp_path, files)), "dev"))
     assert {"PodDisruptionBudget", "Job", "HorizontalPodAutoscaler"} <= {o["kind"] for o in objs}
     assert dry_run_apply(real_kube, objs, kube_namespace) == {}
+
+
+def test_the_training_ttl_is_a_field_the_server_keeps(
+        real_kube: RealKube, kube_namespace: str, tmp_path: Path) -> None:
+    files = specs()
+    files["llmops.yaml"]["environments"]["dev"]["serving"][
+        "trainingTtlSecondsAfterFinished"] = 3600
+    objs = [o for o in render_environment(validate.load_and_validate(write(tmp_path, files)),
+                                          "dev") if o["kind"] == "Job"]
+    accepted: dict[str, Any] = {}
+    assert dry_run_apply(real_kube, objs, kube_namespace, accepted) == {}
+    (job,) = accepted.values()
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600

@@ -40,12 +40,12 @@ def item(name: str, *, kind: str = "Deployment", group: str = "apps", revision: 
 def test_migrate_creates_the_schema_and_twice_is_a_no_op(store_url: str) -> None:
     with Store(store_url) as store:
         assert store.schema_revision() is None
-        assert store.migrate() == "0003"
+        assert store.migrate() == "0004"
         with store.connection() as conn:
             tables = set(inspect(conn).get_table_names())
         assert tables >= TABLES
         audit.AuditLog(store).append(audit.AuditEntry("ci", "apply", "x", "intent"))
-        assert store.migrate() == "0003"
+        assert store.migrate() == "0004"
         with store.connection() as conn:
             assert set(inspect(conn).get_table_names()) == tables
         assert audit.verify(store).entries == 1
@@ -72,7 +72,7 @@ def test_concurrent_migrations_from_several_processes_both_succeed(store_url: st
     for store in stores:
         store.close()
     assert errors == []
-    assert results == ["0003"] * 3
+    assert results == ["0004"] * 3
 
 
 def test_migration_matches_the_models(store: Store) -> None:

@@ -4,10 +4,11 @@ Role: build the router's config from options (each with an ``LLMOPS_*``
 environment default: the ServingEndpoint renderer sets ``LLMOPS_ENDPOINT``,
 ``LLMOPS_ENVIRONMENT``, ``LLMOPS_PROMPT_DIR``, ``LLMOPS_EXPERIMENT_FILE`` and
 ``LLMOPS_ROUTER_UPSTREAM`` on the router container), load the mounted
-routing table once (a missing or malformed file stops the start with a
-message naming the file and field) and serve until SIGINT/SIGTERM; uvicorn
-lets requests in flight finish on shutdown. Input: options. Output: an HTTP
-server. Caller: the ``llmops`` group, which registers ``router``.
+routing table once (a malformed file, or part of a template, stops the start
+with a message naming the file and field; an absent template or table is none)
+and serve until SIGINT/SIGTERM; uvicorn lets requests in flight finish on
+shutdown. Input: options. Output: an HTTP server. Caller: the ``llmops`` group,
+which registers ``router``.
 """
 
 from __future__ import annotations
@@ -59,14 +60,16 @@ FOLDER = click.Path(file_okay=False, path_type=Path)
     envvar="LLMOPS_PROMPT_DIR",
     type=FOLDER,
     default=None,
-    help="Mounted prompt ConfigMap (files name, version, template, variables).",
+    help="Mounted prompt ConfigMap (files name, version, template, variables; none: no "
+    "template).",
 )
 @click.option(
     "--experiment-file",
     envvar="LLMOPS_EXPERIMENT_FILE",
     type=FILE,
     default=None,
-    help="Mounted experiment.json (the variant table); wins over --prompt-dir.",
+    help="Mounted experiment.json (the variant table), read while it exists; wins over "
+    "--prompt-dir.",
 )
 @click.option(
     "--connect-timeout",

@@ -109,10 +109,6 @@ def _check_unique(rendered: list[KubeObject], files: dict[int, str]) -> None:
                               subject=_owner(obj))
 
 
-def _spec_hash(spec: schema.SpecBase | None) -> str:
-    return content_hash(spec.model_dump(mode="json")) if spec is not None else ""
-
-
 def _dependencies(spec_set: SpecSet, spec: schema.SpecBase) -> Iterable[schema.SpecBase | None]:
     """Every other spec a spec's objects are rendered from (what the renderers read)."""
     variants: list[schema.Variant] = []
@@ -192,8 +188,9 @@ def render_environment(spec_set: SpecSet, environment: str, *, revision: str = "
             # which other endpoints' specs change.
             surge = (str(serving.surge_fits(scope, item.spec))
                      if isinstance(item.spec, schema.ServingEndpointSpec) else "")
-            key = (environment, config_hash, item.document.file, _spec_hash(item.spec), surge,
-                   *(_spec_hash(d) for d in _dependencies(spec_set, item.spec)))
+            key = (environment, config_hash, item.document.file, spec_set.hash_of(item.spec),
+                   surge, *(spec_set.hash_of(d) if d else ""
+                            for d in _dependencies(spec_set, item.spec)))
             built = cache.render(key, functools.partial(renderer, scope, item))
         for obj in built:
             files[id(obj)] = item.document.file

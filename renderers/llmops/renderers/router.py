@@ -3,19 +3,19 @@
 Input: the objects ``llmops.renderers.serving`` rendered for one endpoint
 (its Deployment and Service among them), the endpoint's spec body, ``Where``
 its objects are stamped (owner, namespace, revision) and the ``Wiring`` of
-its prompt template and experiment ConfigMaps. Output: the same list, changed
-in place (and extended) when the endpoint has a prompt template or an
-experiment; otherwise untouched.
+its prompt ConfigMap. Output: the same list, changed in place (and extended).
 
 - The pod gets a ``router`` container (the llmops image, ``llmops router``)
   listening on port ``router`` (8080), forwarding to the model server on
-  ``127.0.0.1:<port>``, with the prompt and experiment ConfigMaps mounted
-  read-only under ``/etc/llmops/`` and the endpoint's environment variables
-  (``LLMOPS_ENDPOINT``, ``LLMOPS_ENVIRONMENT``, ``LLMOPS_PROMPT_TEMPLATE``,
-  ``LLMOPS_PROMPT_DIR``, ``LLMOPS_EXPERIMENT``, ``LLMOPS_EXPERIMENT_FILE``).
-  The model server never mounts them: the router reloads them in place, so a
-  prompt edit or a weight change never restarts the (GPU) pod. (Adding or
-  removing an experiment changes the pod's volumes, so it restarts it once.)
+  ``127.0.0.1:<port>``, with the endpoint's prompt ConfigMap mounted read-only
+  at ``/etc/llmops/prompt`` and the endpoint's environment variables
+  (``LLMOPS_ENDPOINT``, ``LLMOPS_ENVIRONMENT``, ``LLMOPS_PROMPT_DIR``,
+  ``LLMOPS_EXPERIMENT_FILE``). Every endpoint has it: the ConfigMap is always
+  there, holding the template and the experiment's table when there are
+  some (none: the router passes requests through), and nothing in the pod
+  template names a template or an experiment. The model server never mounts
+  it: the router reloads it in place, so a prompt edit, a weight change, or a
+  template or experiment that comes or goes never restarts the (GPU) pod.
 - The Service's port 80 targets ``router`` instead of ``http``.
 - ``prometheus.io/scrape|port|path`` point at the router's ``/metrics``, which
   as a sidecar also carries the model server's own metrics
@@ -103,7 +103,7 @@ class Where:
 
 
 PROMPT_DIR = "/etc/llmops/prompt"
-EXPERIMENT_DIR = "/etc/llmops/experiment"
+PROMPT_VOLUME = "prompt"
 
 
 @dataclass
@@ -119,31 +119,24 @@ class Wiring:
         self.mounts.append({"name": volume, "mountPath": path, "readOnly": True})
 
     @classmethod
-    def of(cls, endpoint: str, environment: str, prompt: tuple[str, str] | None,
-           experiment: tuple[str, str, str] | None) -> Wiring | None:
-        """``prompt``: (template, ConfigMap); ``experiment``: (name, ConfigMap, file).
-        None when there is nothing to route (no template, no experiment)."""
-        if prompt is None and experiment is None:
-            return None
+    def of(cls, endpoint: str, environment: str, configmap: str, experiment_file: str
+           ) -> Wiring:
+        """The endpoint's prompt ConfigMap, mounted whatever it holds: the same wiring
+        with or without a template or an experiment."""
         wiring = cls([{"name": "LLMOPS_ENDPOINT", "value": endpoint},
-                      {"name": "LLMOPS_ENVIRONMENT", "value": environment}])
-        if prompt is not None:
-            wiring.env += [{"name": "LLMOPS_PROMPT_TEMPLATE", "value": prompt[0]},
-                           {"name": "LLMOPS_PROMPT_DIR", "value": PROMPT_DIR}]
-            wiring.mount("prompt", prompt[1], PROMPT_DIR)
-        if experiment is not None:
-            wiring.env += [{"name": "LLMOPS_EXPERIMENT", "value": experiment[0]},
-                           {"name": "LLMOPS_EXPERIMENT_FILE",
-                            "value": f"{EXPERIMENT_DIR}/{experiment[2]}"}]
-            wiring.mount("experiment", experiment[1], EXPERIMENT_DIR)
+                      {"name": "LLMOPS_ENVIRONMENT", "value": environment},
+                      {"name": "LLMOPS_PROMPT_DIR", "value": PROMPT_DIR},
+                      {"name": "LLMOPS_EXPERIMENT_FILE",
+                       "value": f"{PROMPT_DIR}/{experiment_file}"}])
+        wiring.mount(PROMPT_VOLUME, configmap, PROMPT_DIR)
         return wiring
 
 
 def attach(objs: list[KubeObject], body: schema.ServingEndpointBody, where: Where,
-           wiring: Wiring | None) -> list[KubeObject]:
-    """Put the router in front of the model server when the endpoint has prompts to route."""
+           wiring: Wiring) -> list[KubeObject]:
+    """Put the router in front of the model server."""
     deployment, service = _find(objs, "Deployment"), _find(objs, "Service")
-    if deployment is None or service is None or wiring is None:
+    if deployment is None or service is None:
         return objs
     if body.router.placement == schema.RouterPlacement.DEPLOYMENT:
         objs += _separate(service, container(wiring.env, wiring.mounts,

@@ -27,16 +27,21 @@ A ServingEndpoint renders to:
   ``replicas.min >= 2``.
 - Routes: ingress-nginx ``Ingress`` ``<endpoint>`` and ``<endpoint>-chat``, or
   one Gateway API ``HTTPRoute`` (``llmops.renderers.traffic``).
-- With a prompt template or an experiment, ``router.attach`` adds the prompt
-  router (a sidecar, or its own Deployment) that mounts those ConfigMaps, and
-  routes the Service through it.
-- ``ConfigMap`` ``<endpoint>-prompt`` with the default prompt template (name,
-  version, text, variables) when ``promptTemplateRef`` is set.
+- ``router.attach`` adds the prompt router (a sidecar, or its own Deployment)
+  that mounts ``<endpoint>-prompt``, and routes the Service through it.
+- ``ConfigMap`` ``<endpoint>-prompt``, always: the default prompt template
+  (name, version, text, variables) when ``promptTemplateRef`` is set, and
+  ``experiment.json``, the variant table of the experiment routing the
+  endpoint's traffic, while there is one. Neither: no data, and the router
+  passes requests through. What the pod mounts is the same either way, so a
+  template or an experiment that comes or goes never restarts a pod.
 
 A PromptExperiment renders to ``ConfigMap`` ``<experiment>-experiment`` in
 its endpoint's namespace, key ``experiment.json``: state, metric, stickiness,
 winner and every variant with its template text and effective weight (a
-concluded experiment sends 100% to the winner), read by the prompt router.
+concluded experiment sends 100% to the winner). It is the experiment's own
+record (its status comes from it); the router reads the same table from its
+endpoint's ConfigMap.
 """
 
 from __future__ import annotations
@@ -106,6 +111,13 @@ def experiment_table(scope: Scope, experiment: schema.PromptExperimentSpec, owne
     }
 
 
+def experiment_text(scope: Scope, experiment: schema.PromptExperimentSpec, owner: Owner
+                    ) -> str:
+    """The variant table as the file ``experiment.json`` holds it."""
+    return json.dumps(experiment_table(scope, experiment, owner), indent=2,
+                      ensure_ascii=False) + "\n"
+
+
 def _experiment_endpoint(scope: Scope, experiment: schema.PromptExperimentSpec, owner: Owner
                          ) -> schema.ServingEndpointSpec:
     endpoint = scope.spec_set.endpoint(experiment.spec.environment, experiment.spec.endpointRef)
@@ -122,11 +134,9 @@ def experiment_configmap(scope: Scope, item: SourcedSpec) -> KubeObject:
     endpoint = _experiment_endpoint(scope, experiment, probe)
     team = scope.spec_set.team_of(endpoint)
     owner = objects.owner_of(item, scope.environment, team)
-    table = experiment_table(scope, experiment, owner)
-    text = json.dumps(table, indent=2, ensure_ascii=False) + "\n"
     return _emit("experiment-configmap.json.j2",
                  {"name": experiment_configmap_name(experiment.name), "file_name": EXPERIMENT_FILE,
-                  "table": text},
+                  "table": experiment_text(scope, experiment, owner)},
                  owner, scope, app=endpoint.name, component="prompt-experiment",
                  namespace=scope.namespace_for(team))
 
@@ -208,36 +218,30 @@ class _Endpoint:
             self.emit("poddisruptionbudget.json.j2", {"selector": selector}, "server")
         self._routes()
         return router.attach(self.out, body, router.Where(
-            self.owner, self.namespace, self.scope.revision), self._router_wiring())
-
-    def _router_wiring(self) -> router.Wiring | None:
-        """The prompt template and experiment ConfigMaps the prompt router reads."""
-        ref = self.endpoint.spec.promptTemplateRef
-        experiment = self.scope.spec_set.experiment_for(self.endpoint)
-        return router.Wiring.of(
-            self.name, self.scope.environment,
-            (ref, prompt_configmap_name(self.name)) if ref else None,
-            (experiment.name, experiment_configmap_name(experiment.name), EXPERIMENT_FILE)
-            if experiment is not None else None)
+            self.owner, self.namespace, self.scope.revision), router.Wiring.of(
+            self.name, self.scope.environment, prompt_configmap_name(self.name),
+            EXPERIMENT_FILE))
 
     def _prompt(self) -> None:
-        """The default template as a ConfigMap the prompt router reads at runtime.
+        """The ConfigMap the prompt router reads at runtime: the default template and the
+        routing experiment's table, each when there is one.
 
         Not mounted into the model server: a prompt change must not restart GPU pods.
         """
+        data: dict[str, str] = {}
         ref = self.endpoint.spec.promptTemplateRef
-        if not ref:
-            return
-        template = self.scope.spec_set.template(ref)
-        if template is None:
-            raise self.owner.error(f"prompt template {ref} is not defined")
-        self.emit("prompt-configmap.json.j2", {
-            "name": prompt_configmap_name(self.name),
-            "template_name": template.name,
-            "version": template.spec.version,
-            "text": template.spec.template,
-            "variables": json.dumps(list(template.spec.variables)),
-        }, "prompt")
+        if ref:
+            template = self.scope.spec_set.template(ref)
+            if template is None:
+                raise self.owner.error(f"prompt template {ref} is not defined")
+            data.update(name=template.name, version=template.spec.version,
+                        template=template.spec.template,
+                        variables=json.dumps(list(template.spec.variables)))
+        experiment = self.scope.spec_set.experiment_for(self.endpoint)
+        if experiment is not None:
+            data[EXPERIMENT_FILE] = experiment_text(self.scope, experiment, self.owner)
+        self.emit("prompt-configmap.json.j2",
+                  {"name": prompt_configmap_name(self.name), "data": data}, "prompt")
 
     def server_pod(self) -> modelserver.PodParts:
         """The model server's pod: fetch init containers, the server, placement, security."""

@@ -26,9 +26,13 @@ server would refuse. The trainer container gets:
   the service account for workload identity;
 - GPU requests/limits, the GPU type's node selector and toleration as serving
   pods get them, ``/dev/shm`` sized by GPU count, no privilege escalation;
-- ``backoffLimit`` retries and ``activeDeadlineSeconds`` for the whole Job.
-  No ``ttlSecondsAfterFinished``: a Job the TTL controller deleted would look
-  missing to the reconciler and run the training again.
+- ``backoffLimit`` retries and ``activeDeadlineSeconds`` for the whole Job;
+- ``ttlSecondsAfterFinished`` from the environment's
+  ``serving.trainingTtlSecondsAfterFinished`` (default a week; ``null``: none), so
+  Kubernetes deletes a finished Job and its pods. It is left out of the name's hash
+  (a changed TTL configures the Job, it does not run it again), and the reconciler
+  remembers a Job it saw finished, so it does not create it again once it is gone
+  (``llmops.engine.run.finished``).
 
 ``experimentUrl`` becomes the Job annotation ``llmops.io/experiment-url``
 (metadata only: a new tracking link does not re-run the training).
@@ -163,7 +167,8 @@ def render_training_job(scope: Scope, item: SourcedSpec) -> list[KubeObject]:
     template = "job.json.j2"
     obj = templating.render_object(
         template, {**shape, "name": job_name(job.name, content_hash(shape)),
-                   "annotations": annotations},
+                   "annotations": annotations,
+                   "ttl": scope.config.serving_config.trainingTtlSecondsAfterFinished},
         file=owner.file, subject=owner.subject)
     return [objects.stamp(obj, owner, app=job.name, component="training",
                           namespace=namespace, revision=scope.revision,

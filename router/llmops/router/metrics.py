@@ -48,9 +48,17 @@ LABELS = ("environment", "endpoint", "experiment", "variant")
 
 
 class RouterMetrics:
+    """Every series of one router, in its own registry."""
+
     def __init__(self, endpoint: str, environment: str = "") -> None:
         self.endpoint, self.environment = endpoint, environment
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_series()
+        self._token_series()
+        self._state_series()
+
+    def _request_series(self) -> None:
+        """Per request: its status, upstream failures, its duration and time to first token."""
         reg = self.registry
         self.requests = Counter(
             "llmops_router_requests_total",
@@ -78,19 +86,26 @@ class RouterMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+
+    def _token_series(self) -> None:
+        """Tokens from the upstream's usage: totals, and per request."""
         self.tokens = Counter(
             "llmops_router_tokens_total",
             "Tokens from the upstream's usage.",
             [*LABELS, "type"],
-            registry=reg,
+            registry=self.registry,
         )
         self.request_tokens = Histogram(
             "llmops_router_request_tokens",
             "Tokens per request from the upstream's usage.",
             [*LABELS, "type"],
             buckets=TOKEN_BUCKETS,
-            registry=reg,
+            registry=self.registry,
         )
+
+    def _state_series(self) -> None:
+        """The router's own state: requests in flight, reloads, the table in force."""
+        reg = self.registry
         self.in_flight = Gauge(
             "llmops_router_in_flight",
             "Requests being served.",

@@ -319,63 +319,77 @@ async def _upstream_metrics(router: Router) -> bytes:
     return text if text.endswith(b"\n") or not text else text + b"\n"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Open the upstream client and the reload loop for the app's life."""
+    router = _router(app)
+    router.client.open()
+    watcher = asyncio.create_task(router.watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await router.client.close()
+
+
+def _router(app: Any) -> Router:
+    found: Router = app.state.router
+    return found
+
+
+async def _healthz(request: Request) -> Response:
+    router = _router(request.app)
+    table = router.source.current
+    return JSONResponse(
+        {
+            "status": "ok",
+            "endpoint": router.config.endpoint,
+            "experiment": table.experiment,
+            "state": table.state,
+            "variants": {v.name: v.weight for v in table.variants},
+        }
+    )
+
+
+async def _metrics(request: Request) -> Response:
+    router = _router(request.app)
+    body = router.metrics.exposition()
+    if router.config.merge_upstream_metrics:
+        body += await _upstream_metrics(router)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _models(request: Request) -> Response:
+    """The model server's ``/v1/models``, passed through (a 5xx is a 502)."""
+    router = _router(request.app)
+    headers = [(k, v) for k, v in request.headers.items() if k.encode() not in HOP_BY_HOP]
+    try:
+        answer = await router.client.request("GET", "/v1/models", headers)
+        try:
+            content = await answer.read()
+        finally:
+            answer.close()
+    except HttpError as error:
+        return Response(error.body(), status_code=error.status, media_type="application/json")
+    return Response(
+        content,
+        status_code=502 if answer.status >= 500 else answer.status,
+        media_type=answer.header("content-type") or "application/json",
+    )
+
+
 def create_app(config: RouterConfig) -> Starlette:
     """The router app; its lifespan opens the upstream client and the reload loop."""
     router = Router(config)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        router.client.open()
-        watcher = asyncio.create_task(router.watch())
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await router.client.close()
-
-    async def healthz(request: Request) -> Response:
-        table = router.source.current
-        return JSONResponse(
-            {
-                "status": "ok",
-                "endpoint": config.endpoint,
-                "experiment": table.experiment,
-                "state": table.state,
-                "variants": {v.name: v.weight for v in table.variants},
-            }
-        )
-
-    async def metrics(request: Request) -> Response:
-        body = router.metrics.exposition()
-        if config.merge_upstream_metrics:
-            body += await _upstream_metrics(router)
-        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    async def models(request: Request) -> Response:
-        headers = [(k, v) for k, v in request.headers.items() if k.encode() not in HOP_BY_HOP]
-        try:
-            answer = await router.client.request("GET", "/v1/models", headers)
-            try:
-                content = await answer.read()
-            finally:
-                answer.close()
-        except HttpError as error:
-            return Response(error.body(), status_code=error.status, media_type="application/json")
-        return Response(
-            content,
-            status_code=502 if answer.status >= 500 else answer.status,
-            media_type=answer.header("content-type") or "application/json",
-        )
-
     routes = [
         Route("/v1/chat/completions", Completions(router, "/v1/chat/completions", chat=True)),
         Route("/v1/completions", Completions(router, "/v1/completions", chat=False)),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/models", _models, methods=["GET"]),
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=_lifespan)
     app.state.router = router
     return app

@@ -1,10 +1,14 @@
 """The routing table: the endpoint's prompt template and its experiment's variants, from files.
 
-Input: the folder of the endpoint's prompt ConfigMap (keys ``name``,
-``version``, ``template``, ``variables``, one file each, as the ServingEndpoint
-renderer writes them) and the experiment ConfigMap's ``experiment.json`` (the
-variant table of ``llmops.renderers.serving.experiment_table``), both
-optional. Output: an immutable ``RoutingTable``. ``TableSource`` keeps the
+Input: the folder of the endpoint's prompt ConfigMap, as the ServingEndpoint
+renderer writes it: the template's keys ``name``, ``version``, ``template``,
+``variables`` (one file each) when the endpoint has a template, and
+``experiment.json`` (the variant table of
+``llmops.renderers.serving.experiment_table``) while an experiment routes its
+traffic. Every part may be absent: no table means the template; no template
+either means pass-through. The ConfigMap is always mounted, so an experiment or
+a template that comes or goes is a file that appears or disappears, never a
+changed pod. Output: an immutable ``RoutingTable``. ``TableSource`` keeps the
 current table and reloads it when a file's identity (inode, mtime, size)
 changes, which is how a mounted ConfigMap changes (kubelet swaps a symlink);
 a request holds the table it started with, so a reload never disturbs one in
@@ -95,8 +99,12 @@ def _variables(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def load_prompt(folder: Path) -> Template:
-    """The endpoint's default template from its mounted prompt ConfigMap."""
+def load_prompt(folder: Path) -> Template | None:
+    """The endpoint's default template from its mounted prompt ConfigMap; None when the
+    ConfigMap holds no template (some of its keys but not all is an error)."""
+    present = [key for key in PROMPT_KEYS if (folder / key).exists()]
+    if not present:
+        return None
     data = {key: _read(folder / key) for key in PROMPT_KEYS}
     try:
         names = json.loads(data["variables"])
@@ -170,13 +178,13 @@ def parse_experiment(text: str, where: str) -> RoutingTable:
 
 
 def load(paths: TablePaths) -> RoutingTable:
-    """The table the mounted files describe: the experiment, else the template, else nothing."""
-    if paths.experiment_file is not None:
+    """The table the mounted files describe: the experiment, else the template, else nothing
+    (a file that is not there is not part of it)."""
+    if paths.experiment_file is not None and paths.experiment_file.exists():
         return parse_experiment(_read(paths.experiment_file), str(paths.experiment_file))
-    if paths.prompt_dir is not None:
-        return RoutingTable(
-            experiment=None, state=None, variants=(Variant(load_prompt(paths.prompt_dir), 100),)
-        )
+    template = load_prompt(paths.prompt_dir) if paths.prompt_dir is not None else None
+    if template is not None:
+        return RoutingTable(experiment=None, state=None, variants=(Variant(template, 100),))
     return RoutingTable(experiment=None, state=None, variants=())
 
 

@@ -27,6 +27,9 @@ Rules (the shape of gitops-engine's ``pkg/health`` and kstatus; the status block
 - PersistentVolumeClaim: Bound -> Healthy, Lost -> Degraded, else (Pending) Progressing.
 - Namespace: Progressing while ``Terminating``, Healthy otherwise.
 - Everything else (ConfigMap, Secret, ClusterIP Service, ResourceQuota): present -> Healthy.
+
+``finished`` says whether a Job has finished as the TTL-after-finished controller
+counts it (a ``Complete`` or ``Failed`` condition with status True), and how.
 """
 
 from __future__ import annotations
@@ -155,6 +158,23 @@ def _job(obj: KubeObject) -> HealthStatus:
     if _int(status.get("failed")) >= backoff_limit + 1:
         return HealthStatus.DEGRADED
     return HealthStatus.PROGRESSING
+
+
+def finished(obj: KubeObject | None) -> tuple[HealthStatus, str] | None:
+    """``(Healthy, "Complete")`` or ``(Degraded, "Failed (<reason>)")`` for a finished Job
+    (the conditions the TTL controller waits for); None for anything else."""
+    if obj is None or obj.get("kind") != "Job":
+        return None
+    conditions = _conditions(obj.get("status") or {})
+    failed = conditions.get("Failed")
+    if failed is not None and failed.get("status") == "True":
+        why = failed.get("reason")
+        return HealthStatus.DEGRADED, f"Failed ({why})" if isinstance(why, str) and why \
+            else "Failed"
+    complete = conditions.get("Complete")
+    if complete is not None and complete.get("status") == "True":
+        return HealthStatus.HEALTHY, "Complete"
+    return None
 
 
 _RULES: dict[str, Callable[[KubeObject], HealthStatus]] = {

@@ -33,7 +33,8 @@ class Action(StrEnum):
     DELETED = "deleted"
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
-    """Git dropped it but it stays (``ChangeSetEntry.reason`` says why)."""
+    """Git dropped it but it stays, or a finished Job is not created again
+    (``ChangeSetEntry.reason`` says why)."""
 
 
 ACTING = frozenset({Action.CREATED, Action.CONFIGURED, Action.DELETED})

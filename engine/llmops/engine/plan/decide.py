@@ -15,7 +15,9 @@ Input: the environment, the desired objects, the current ones by key, the
 comparison mode, the inventory (content hash of each object as last applied),
 ``Gates`` and ``Governance``. Output: a ``ChangeSet`` with one entry per
 ``ResourceKey``: created / configured / unchanged / deleted, or skipped with a
-reason ("prune-protected", "kept: source unavailable"); ``configured`` entries
+reason ("prune-protected", "kept: source unavailable", or ``FINISHED``: a Job
+recorded finished that is gone, e.g. deleted by its ``ttlSecondsAfterFinished``,
+and would otherwise be created, and so run, again); ``configured`` entries
 whose rendered form has not changed since the last apply are marked drifted.
 Objects owned (current or in the inventory) but no longer desired are the
 deletions. The change set carries the policy verdicts, and ``blocked`` when
@@ -54,6 +56,7 @@ from llmops.engine.types import KubeObject, ResourceKey, SpecKey, content_hash
 
 PROTECTED = "prune-protected"
 SOURCE_UNAVAILABLE = "kept: source unavailable"
+FINISHED = "finished: not run again"
 
 
 class Compare(StrEnum):
@@ -109,6 +112,13 @@ def gates_for(spec_set: SpecSet, env: str, *, prune_confirmed: Callable[[], bool
 def object_hash(obj: KubeObject) -> str:
     """Content hash of an object without the per-commit bookkeeping annotations."""
     return content_hash(diff.normalize(obj, ignore_annotations=manifest.REVISION_BOOKKEEPING))
+
+
+def run_hash(obj: KubeObject) -> str:
+    """Content hash of what a Job runs: its pod template (immutable on a Job). Metadata and
+    mutable fields (``ttlSecondsAfterFinished``) are left out: changing them runs nothing."""
+    spec = obj.get("spec") or {}
+    return content_hash(spec.get("template") if isinstance(spec, dict) else None)
 
 
 def protected(obj: KubeObject | None, env: str, rules: Sequence[schema.PruneProtection],
@@ -167,6 +177,15 @@ def _mark_drift(entry: ChangeSetEntry, desired: KubeObject | None,
     return entry
 
 
+def _not_again(entry: ChangeSetEntry, desired: KubeObject | None,
+               finished: Mapping[ResourceKey, str]) -> ChangeSetEntry:
+    """A creation of a Job that already ran this pod template to the end: skipped."""
+    if (entry.action is Action.CREATED and desired is not None and entry.key in finished
+            and finished[entry.key] == run_hash(desired)):
+        return replace(entry, action=Action.SKIPPED, reason=FINISHED)
+    return entry
+
+
 def _verdicts(env: str, entries: Collection[ChangeSetEntry],
               governance: Governance | None) -> tuple[govern.Verdict, ...]:
     if governance is None:
@@ -216,13 +235,15 @@ def denial_summary(denied: Sequence[govern.Verdict]) -> str:
 def decide(env: str, desired: Iterable[KubeObject], current: Mapping[ResourceKey, KubeObject],
            *, compare: Compare, inventory: Mapping[ResourceKey, str] | None = None,
            gates: Gates = Gates(), governance: Governance | None = None,
-           revision: str = "", memo: diff.LiveMemo | None = None) -> ChangeSet:
+           revision: str = "", memo: diff.LiveMemo | None = None,
+           finished: Mapping[ResourceKey, str] | None = None) -> ChangeSet:
     """What ``env`` would do to reach ``desired`` from ``current``, and whether it may.
 
     ``inventory`` maps each owned object to the content hash (``object_hash``)
     of its rendered form as last applied; ``revision`` is the one being
     decided (named in a threshold block); ``memo`` (``Compare.LIVE`` only)
-    carries the unchanged objects of the caller's last decision over.
+    carries the unchanged objects of the caller's last decision over; ``finished``
+    maps each Job seen finished to the ``run_hash`` it ran.
     """
     wanted = tuple(desired)
     by_key = {ResourceKey.of(o): o for o in wanted}
@@ -232,6 +253,8 @@ def decide(env: str, desired: Iterable[KubeObject], current: Mapping[ResourceKey
     for key, entry in entries.items():
         if entry.action is Action.DELETED:
             entries[key] = _narrow(entry, env, current.get(key), gates)
+        elif entry.action is Action.CREATED and finished:
+            entries[key] = _not_again(entry, by_key.get(key), finished)
         elif inventory:
             entries[key] = _mark_drift(entry, by_key.get(key), inventory)
     ordered = tuple(entries[k] for k in sorted(entries, key=diff.entry_order))

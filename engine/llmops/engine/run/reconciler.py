@@ -44,7 +44,7 @@ from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.plan import decide, diff
 from llmops.engine.plan.changeset import WRITING, Action, ChangeSet
-from llmops.engine.run import record
+from llmops.engine.run import finished, record
 from llmops.engine.source.snapshots import Snapshot, Source, SourceUnavailable
 from llmops.engine.spec import loader, repoconfig, schema, validate
 from llmops.engine.store import audit, catalog, state
@@ -168,7 +168,8 @@ class Reconciler:
                      ) -> dict[ResourceKey, HealthStatus] | None:
         """Poll the health of the environment's inventory until every object is Healthy
         or ``timeout`` passes; returns the last reading, or None when the environment's
-        actuator cannot observe health (hydrate, none). Object statuses are updated."""
+        actuator cannot observe health (hydrate, none). Object statuses are updated. A
+        finished Job that is gone (its TTL) reads as it finished, not as Missing."""
         revision = self._revision
         if revision is None or revision.spec_set is None:
             return None
@@ -179,9 +180,13 @@ class Reconciler:
         if probe is None:
             return None
         keys = [item.key for item in state.read_inventory(self.store, env)]
+        ended = state.read_finished_jobs(self.store, env)
         deadline = time.monotonic() + timeout
         while True:
-            health: dict[ResourceKey, HealthStatus] = probe(env, keys)
+            health: dict[ResourceKey, HealthStatus] = {
+                key: HealthStatus(ended[key].health)
+                if h is HealthStatus.MISSING and key in ended else h
+                for key, h in probe(env, keys).items()}
             done = all(h is HealthStatus.HEALTHY for h in health.values())
             if done or time.monotonic() >= deadline:
                 break
@@ -239,21 +244,23 @@ class Reconciler:
                 if self._in_sync.get(env) == fingerprint:
                     return self._resynced(env, sha, spec_set, len(objects))
                 inventory = {item.key: item for item in state.read_inventory(self.store, env)}
+                desired = {ResourceKey.of(o): o for o in objects}
+                ended = self._finished_jobs(env, desired, live)
                 changes = self._decide(revision, spec_set, env, objects, live, inventory,
-                                       source_error=source_error)
+                                       source_error=source_error, ended=ended)
         except _Stalled as stop:
             return self._stall(env, revision, stop.reason, str(stop), source_error=source_error)
         if changes.blocked is not None:
             return self._block(env, revision, changes.blocked.reason.value,
                                changes.blocked.message)
-        desired = {ResourceKey.of(o): o for o in objects}
         plan = _act_plan(env, sha, desired, live, changes)
+        gone = finished.outcomes(changes, ended)
         if not plan.write and not plan.delete and self._published(env, sha, actuator):
             self._in_sync[env] = fingerprint
-            return self._noop(env, revision, desired, inventory, source_error)
+            return self._noop(env, revision, desired, inventory, source_error, gone)
         self._in_sync.pop(env, None)
         return self._act(env, revision, actuator, plan, desired, inventory, changes,
-                         source_error)
+                         source_error, gone)
 
     def _render(self, revision: Revision, spec_set: validate.SpecSet,
                 env: str) -> tuple[KubeObject, ...]:
@@ -270,10 +277,23 @@ class Reconciler:
                 revision.rendered[env] = objects
             return objects
 
+    def _finished_jobs(self, env: str, desired: Mapping[ResourceKey, KubeObject],
+                       live: Mapping[ResourceKey, KubeObject]
+                       ) -> dict[ResourceKey, state.FinishedJob]:
+        """The Jobs seen finished, those this pass sees finishing recorded first."""
+        known = state.read_finished_jobs(self.store, env)
+        new = finished.seen(desired, live, known, self.clock())
+        if new:
+            self._ensure_leader()
+            state.put_finished_jobs(self.store, env, *new)
+            known.update((job.key, job) for job in new)
+        return known
+
     def _decide(self, revision: Revision, spec_set: validate.SpecSet, env: str,
                 objects: tuple[KubeObject, ...], live: Mapping[ResourceKey, KubeObject],
                 inventory: Mapping[ResourceKey, state.InventoryItem], *,
-                source_error: str) -> ChangeSet:
+                source_error: str, ended: Mapping[ResourceKey, state.FinishedJob]
+                ) -> ChangeSet:
         """What the pass would do and whether it may: the decision ``llmops plan`` shares."""
         sha = revision.snapshot.revision
         gates = decide.gates_for(spec_set, env,
@@ -283,16 +303,19 @@ class Reconciler:
             env, objects, live, compare=decide.Compare.LIVE,
             inventory={key: item.content_hash for key, item in inventory.items()},
             gates=gates, governance=decide.Governance(spec_set, self.clock()),
-            revision=sha, memo=self._memos.setdefault(env, diff.LiveMemo()))
+            revision=sha, memo=self._memos.setdefault(env, diff.LiveMemo()),
+            finished=finished.hashes(ended))
 
     # ------------------------------------------------------------------ act and record
 
     def _act(self, env: str, revision: Revision, actuator: Actuator, plan: ActPlan,
              rendered: Mapping[ResourceKey, KubeObject],
              inventory: Mapping[ResourceKey, state.InventoryItem], changes: ChangeSet,
-             source_error: str) -> PassResult:
+             source_error: str, gone: Mapping[ResourceKey, ObjectOutcome]) -> PassResult:
         """Write intent, act, record the outcome. The inventory hashes the rendered form
-        of each object (never the live one), so later hand edits show up as drift."""
+        of each object (never the live one), so later hand edits show up as drift.
+        ``gone``: the outcomes of finished Jobs not created again (they override the
+        actuator's, which sees only that they are not there)."""
         sha = revision.snapshot.revision
         actor = revision.snapshot.author or "llmops"
         drifted = sorted(e.key for e in changes.drifted)
@@ -315,11 +338,13 @@ class Reconciler:
                                audit.AuditResult.FAILED, str(exc))
                 return self._stall(env, revision, "ApplyFailed", str(exc), run_id=run.id,
                                    source_error=source_error, record_run=False)
-        outcomes = result.outcomes if result else {}
+        outcomes = {**(result.outcomes if result else {}), **gone}
         record.object_entries(self.audit, env, sha, actor, plan, outcomes, set(drifted))
         if actuator.applies:
             final = record.final_inventory(sha, plan, rendered, widened, outcomes)
             state.replace_inventory(self.store, env, final.values())
+            state.forget_finished_jobs(self.store, env, (
+                key for key in plan.delete if key not in final))
         counts, error = record.finish(self.store, self.audit, env, sha, actor, run, plan,
                                       summary, outcomes)
         return self._finish(env, revision, run.id, counts, error, drifted=len(drifted),
@@ -346,14 +371,14 @@ class Reconciler:
 
     def _noop(self, env: str, revision: Revision, desired: Mapping[ResourceKey, KubeObject],
               inventory: Mapping[ResourceKey, state.InventoryItem],
-              source_error: str) -> PassResult:
+              source_error: str, gone: Mapping[ResourceKey, ObjectOutcome]) -> PassResult:
         sha = revision.snapshot.revision
         if set(inventory) != set(desired):
             # The target already holds the revision (e.g. after a kill before the
             # final inventory was written): settle the inventory, nothing else.
             state.replace_inventory(self.store, env,
                                     record.inventory_items(desired, sha).values())
-        self._record_status(env, revision, desired, {}, applied=True, reason="Applied",
+        self._record_status(env, revision, desired, gone, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
         return self._nothing_done(env, sha, len(desired))
 

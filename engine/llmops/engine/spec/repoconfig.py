@@ -81,6 +81,12 @@ LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_RE, max_length
 DEFAULT_GPU_NODE_LABEL = "nvidia.com/gpu.product"
 """The node label GPU Feature Discovery (NVIDIA GPU operator) sets to the GPU model."""
 DEFAULT_LLMOPS_IMAGE = "ghcr.io/llmops/llmops:0.1.0"
+DEFAULT_TRAINING_TTL_SECONDS = 7 * 24 * 3600
+"""How long a finished training Job (and its pods' logs) stays before Kubernetes'
+TTL-after-finished controller deletes it: a week to read its logs and outcome, and a week
+of reconciler downtime before a finished Job could go unseen (and so run again)."""
+MIN_TRAINING_TTL_SECONDS = 600
+MAX_TRAINING_TTL_SECONDS = 2**31 - 1
 
 
 class GpuType(Strict):
@@ -149,6 +155,21 @@ class Serving(Strict):
     """Longest generation a client may stream; the proxy timeouts and pod drain follow it."""
     maxBodySize: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}[kmg]?$")] = "8m"
     """Largest request body the ingress accepts (nginx size syntax)."""
+    trainingTtlSecondsAfterFinished: Annotated[int, Field(
+        ge=MIN_TRAINING_TTL_SECONDS, le=MAX_TRAINING_TTL_SECONDS)] | None = \
+        DEFAULT_TRAINING_TTL_SECONDS
+    """``ttlSecondsAfterFinished`` of training Jobs; ``null``: finished Jobs stay until
+    their TrainingJob is removed. At least ten minutes: the reconciler has to see a Job
+    finished before it goes, or it would run it again."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # At its default the TTL is left out, so the environment's config hash (stamped
+        # on its Namespaces) is what it was before the field existed.
+        data: dict[str, Any] = handler(self)
+        if self.trainingTtlSecondsAfterFinished == DEFAULT_TRAINING_TTL_SECONDS:
+            data.pop("trainingTtlSecondsAfterFinished", None)
+        return data
 
     @model_validator(mode="after")
     def _needs(self) -> Serving:

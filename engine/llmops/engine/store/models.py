@@ -168,6 +168,24 @@ class ObjectStatusRow(Base):
     updated_at: Mapped[datetime]
 
 
+class FinishedJobRow(Base):
+    """A Job the reconciler saw finished (Complete or Failed), so that once Kubernetes'
+    TTL controller deletes it, it is not created, and run, again."""
+
+    __tablename__ = "finished_jobs"
+
+    environment: Mapped[str] = mapped_column(String(63), primary_key=True)
+    api_group: Mapped[str] = mapped_column(String(253), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(63), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(253), primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    template_hash: Mapped[str] = mapped_column(String(64))
+    """Content hash of the pod template it ran (``llmops.engine.plan.decide.run_hash``)."""
+    health: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    finished_at: Mapped[datetime]
+
+
 class EnvironmentStatusRow(Base):
     """Flux-style status of one environment: revisions, conditions, source state."""
 

@@ -1,11 +1,11 @@
-"""Reconcile state: runs, inventory, spec/object/environment status and GPU samples.
+"""Reconcile state: runs, inventory, finished Jobs, spec/object/environment status, GPU samples.
 
 Role: the record stage's reads and writes of everything but the audit log,
 as plain functions over frozen values (the ORM rows never leave this
 module). Input: a ``Store`` (each call is its own transaction) or a
 ``Session`` from ``Store.session(write=True)`` (calls share the caller's
 transaction, so a run, its inventory and its status can commit together).
-Output: ``Run``, ``InventoryItem``, ``SpecStatus``, ``ObjectStatus``,
+Output: ``Run``, ``InventoryItem``, ``FinishedJob``, ``SpecStatus``, ``ObjectStatus``,
 ``EnvironmentStatus`` and ``GpuSample`` values. Callers: the reconciler's
 record stage, the API's status and cost routes, the daemon's start-up.
 
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from llmops.engine.store import db
 from llmops.engine.store.models import (
     EnvironmentStatusRow,
+    FinishedJobRow,
     GpuSampleRow,
     InventoryEntry,
     ObjectStatusRow,
@@ -193,6 +194,59 @@ def replace_inventory(database: Db, environment: str, items: Iterable[InventoryI
         if rows:
             session.execute(insert(InventoryEntry), rows)
     return len(seen)
+
+
+# --------------------------------------------------------------------------- finished Jobs
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A Job seen finished: the pod template hash it ran, and how it ended."""
+
+    key: ResourceKey
+    template_hash: str
+    health: str
+    """``Healthy`` (Complete) or ``Degraded`` (Failed)."""
+    reason: str
+    """The condition that said so, e.g. ``Complete`` or ``Failed (BackoffLimitExceeded)``."""
+    finished_at: datetime | None = None
+
+
+def read_finished_jobs(database: Db, environment: str) -> dict[ResourceKey, FinishedJob]:
+    """The environment's Jobs seen finished, by key."""
+    stmt = select(FinishedJobRow).where(FinishedJobRow.environment == environment)
+    with db.transaction(database) as session:
+        out = {}
+        for r in session.scalars(stmt):
+            key = ResourceKey(r.api_group, r.kind, r.namespace, r.name)
+            out[key] = FinishedJob(key, r.template_hash, r.health, r.reason, r.finished_at)
+    return out
+
+
+def put_finished_jobs(database: Db, environment: str, *jobs: FinishedJob) -> None:
+    """Record each Job as finished (insert or update), all in one transaction."""
+    rows = [{"environment": environment, "api_group": j.key.group, "kind": j.key.kind,
+             "namespace": j.key.namespace, "name": j.key.name,
+             "template_hash": j.template_hash, "health": j.health, "reason": j.reason,
+             "finished_at": j.finished_at or _now()} for j in jobs]
+    if not rows:
+        return
+    with db.transaction(database, write=True) as session:
+        _upsert(session, FinishedJobRow, rows,
+                ("environment", "api_group", "kind", "namespace", "name"))
+
+
+def forget_finished_jobs(database: Db, environment: str, keys: Iterable[ResourceKey]) -> None:
+    """Drop the records of ``keys`` (Jobs that left the inventory), in one transaction."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return
+    f = FinishedJobRow
+    with db.transaction(database, write=True) as session:
+        for key in wanted:
+            session.execute(delete(f).where(
+                f.environment == environment, f.api_group == key.group, f.kind == key.kind,
+                f.namespace == key.namespace, f.name == key.name))
 
 
 # --------------------------------------------------------------------------- status
