@@ -106,9 +106,12 @@ def write_tokens(cfg: Settings, store: catalog.Db) -> dict[str, Path]:
     folder = cfg.home / "tokens"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    # the API refuses a token without the issuer/audience it is configured to expect
+    audience = {k: v for k, v in (("iss", cfg.api.jwt_issuer),
+                                  ("aud", cfg.api.jwt_audience)) if v}
     for role in roles:
         claims = {"sub": f"local:{getpass.getuser()}", "roles": [role], "teams": teams,
-                  "exp": int(time.time()) + TOKEN_DAYS * 86400}
+                  "exp": int(time.time()) + TOKEN_DAYS * 86400, **audience}
         written[role] = _write_secret(folder / role, tokens.encode(
             claims, cfg.api.jwt_secret.get_secret_value()))
     if "admin" in written:
