@@ -13,6 +13,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,36 @@ def test_up_tokens_verify_with_issuer_and_audience(tmp_path: Path, store: Store)
                                       issuer="https://sso.example.com",
                                       audience="llmops-api")
         assert claims.roles == (role,)
+
+
+def test_a_token_file_is_a_new_0600_file_whatever_was_there(tmp_path: Path,
+                                                             store: Store) -> None:
+    cfg = _home(tmp_path, store)
+    folder = cfg.home / "tokens"
+    folder.mkdir(parents=True)
+    (folder / "viewer").write_text("old\n")
+    (folder / "viewer").chmod(0o644)  # a file left readable by everyone
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    (folder / "admin").symlink_to(victim)  # planted where up writes the admin token
+    (cfg.home / "api-token").symlink_to(victim)
+    written = up_cmd.write_tokens(cfg, store)
+    assert victim.read_text() == "precious\n"
+    for path in (*written.values(), cfg.home / "api-token"):
+        info = os.lstat(path)
+        assert stat.S_ISREG(info.st_mode), path
+        assert stat.S_IMODE(info.st_mode) == 0o600, (path, oct(info.st_mode))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(written)  # no temp files left
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+
+
+def test_llmops_home_is_private(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh" / ".llmops"
+    up_cmd.private_home(fresh)
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    up_cmd.private_home(shared)
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o700
