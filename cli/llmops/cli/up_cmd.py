@@ -28,7 +28,7 @@ import click
 import uvicorn
 from pydantic import SecretStr
 
-from llmops.api import tokens
+from llmops.api import peer, tokens
 from llmops.api.app import create_app
 from llmops.cli import daemon_cmd
 from llmops.engine import settings
@@ -152,8 +152,8 @@ def _start_api(services: compose.Services, loop: daemon.Daemon,
     """The REST API in a background thread, its trigger waking this process' daemon."""
     cfg = services.settings
     app = create_app(services, trigger=loop.trigger)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=port, log_config=None,
-                                           server_header=False, access_log=False))
+    server = uvicorn.Server(peer.server_config(app, cfg.api, host=cfg.api.host, port=port,
+                                               access_log=False))
     thread = threading.Thread(target=server.run, name="llmops-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
