@@ -126,7 +126,7 @@ def test_unknown_kid_tampering_expiry_and_claims_are_401(
     flipped = signature[:-6] + ("AAAAAA" if not signature.endswith("AAAAAA") else "BBBBBB")
     refused(client.get(URL, headers=bearer(f"{header}.{payload}.{flipped}")))
     assert "expired" in refused(client.get(URL, headers=bearer(
-        rs256(exp=int(time.time()) - 5))))
+        rs256(exp=int(time.time()) - tokens.LEEWAY_SECONDS - 5))))
     assert "exp" in refused(client.get(URL, headers=bearer(rs256(exp=None))))
     assert "issuer" in refused(client.get(URL, headers=bearer(rs256(iss="https://evil"))))
     assert "audience" in refused(client.get(URL, headers=bearer(rs256(aud="other"))))

@@ -211,7 +211,8 @@ def test_refusals_become_llmops_api_errors_from_the_envelope(live: Live) -> None
     assert forbidden.value.status == 403
     assert forbidden.value.data["permission"] == "audit:read"
 
-    with LlmopsClient(live.url, token=token(["admin"], ttl=-10)) as expired, \
+    past_leeway = -tokens.LEEWAY_SECONDS - 10  # expired beyond the clock-skew allowance
+    with LlmopsClient(live.url, token=token(["admin"], ttl=past_leeway)) as expired, \
             pytest.raises(LlmopsApiError, match="expired") as old:
         expired.status()
     assert old.value.status == 401

@@ -26,8 +26,9 @@ Callers: ``llmops serve`` (``llmops.cli.serve_cmd``), ``llmops up``
 (``llmops.cli.daemon_cmd``) and the tests.
 
 Middleware order, outermost first: Starlette's server-error layer (runs the
-catch-all handler), metrics (sees every request, refused or failed), the
-guard, then the exception layer and the routes.
+catch-all handler), ``peer.PinPeer`` (records the socket peer, then applies
+the trusted proxies' ``X-Forwarded-For``), metrics (sees every request,
+refused or failed), the guard, then the exception layer and the routes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from llmops.api import auth, dashboard, docs, errors
 from llmops.api.envelope import Failure
 from llmops.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware, RouteTemplates
 from llmops.api.middleware import RequestGuard
+from llmops.api.peer import PinPeer
 from llmops.api.routes import (
     audit,
     catalog,
@@ -134,4 +136,6 @@ def create_app(services: compose.Services | Store, *,
     route_templates = RouteTemplates(t for t in templates if t)
     app.state.route_templates = route_templates  # audit targets of denied requests
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=route_templates)
+    # outermost of ours: the socket peer is pinned before a forwarded header is read
+    app.add_middleware(PinPeer, trusted_proxies=cfg.api.trusted_proxies)
     return app

@@ -6,7 +6,9 @@ principal comes from one of two places, default deny:
 
 1. Identity headers ``X-User-Id`` / ``X-User-Roles`` (comma-separated) and
    optionally ``X-User-Teams`` (comma-separated), set by an authenticating
-   proxy. They are believed only when the request's peer address is in
+   proxy. They are believed only when the request's socket peer address
+   (pinned by ``llmops.api.peer.PinPeer`` before any ``X-Forwarded-For`` is
+   applied) is in
    ``settings.api.trusted_proxies`` (IPs or CIDRs) AND
    ``X-Proxy-Signature`` is the hex HMAC-SHA256, keyed with
    ``settings.api.proxy_secret``, of ``"<user>\\n<roles>\\n<teams>"`` when
@@ -49,7 +51,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
-from llmops.api import errors, tokens
+from llmops.api import errors, peer, tokens
 from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
 from llmops.api.envelope import Failure
 from llmops.api.metrics import RouteTemplates
@@ -164,8 +166,7 @@ def proxy_signature(user: str, roles: str, secret: str, teams: str | None = None
 
 def _from_proxy(request: Request, found: dict[str, list[bytes]],
                 peers: TrustedPeers, secret: str) -> Principal:
-    peer = request.client.host if request.client is not None else None
-    if peer not in peers:
+    if peer.peer_host(request.scope) not in peers:  # the socket, never X-Forwarded-For
         raise _unauthorized("identity headers are accepted only from a trusted proxy")
     if not secret:
         raise _unauthorized("this server has no proxy secret to check identity headers")

@@ -1,44 +1,40 @@
-"""Bearer tokens: verification of HS256 JWTs (a shared secret) and RS256/ES256 JWTs (a JWKS file).
+"""Bearer tokens: HS256 JWTs (a shared secret) and RS256/ES256 JWTs (a JWKS file), all
+verified by PyJWT.
 
 Role: turn the compact JWT of an ``Authorization: Bearer`` header into its
-verified claims, or refuse it with a reason. Only ``HS256`` is accepted (the
-header's ``alg`` is checked, so ``none`` and algorithm swaps fail); the
-signature is compared in constant time; ``exp`` is required and must lie in
-the future, ``nbf`` (when present) in the past; ``iss`` must equal the
-configured issuer and ``aud`` (a string or a list) must contain the
-configured audience, each when one is configured; ``sub`` must be a
-non-empty string. Input: the token text, the secret and those settings.
-Output: ``Claims`` (subject and roles) or ``TokenError``. Caller:
-``llmops.api.auth`` (the principal dependency). The HS256 path needs no
-third-party JWT library.
+verified claims, or refuse it with a reason. Every token, whatever its
+algorithm, goes through one PyJWT call (``_decode``) with the algorithm
+pinned to what the path accepts (``HS256`` with ``settings.api.jwt_secret``;
+``RS256``/``ES256`` with a JWKS key), so ``none`` and algorithm swaps fail;
+``exp`` is required; ``exp``, ``nbf`` and ``iat`` (each when present) must
+be finite JSON numbers, not strings, booleans, NaN or Infinity (``_dates``),
+and are checked against the clock with ``LEEWAY_SECONDS`` of tolerance for
+clock skew, and for nothing else; ``iss`` must equal the configured issuer
+and ``aud`` (a string or a list) contain the configured audience, each when
+one is configured; ``sub`` must be a non-empty string. Input: the token
+text, the secret or JWKS file and those settings. Output: ``Claims``
+(subject, roles, teams) or ``TokenError``. Callers: ``llmops.api.auth`` (the
+principal dependency) and ``llmops up`` (``encode``, its token files).
 
 With a JWKS file configured (``settings.api.jwks_file``), tokens whose
-header ``alg`` is ``RS256`` or ``ES256`` are verified with PyJWT against the
-key whose ``kid`` the header names (``JwksFile``: read once, read again when
-the file's mtime or size changes; a file that cannot be read or parsed
-refuses every such token). The header's ``alg`` must be one of those two
-AND the algorithm of that key (an RSA key signs RS256 only, a P-256 key
-ES256 only); symmetric (``oct``) and encryption (``use: enc``) keys in the
-file are ignored, so an HS256 token is never checked against a JWKS key
-(only ever against ``jwt_secret``) and ``none`` is never accepted. The
-claim checks are those of HS256: ``exp`` required, ``nbf``, ``iss`` and
-``aud`` when configured, a non-empty ``sub``. ``verify_bearer`` picks the
-path from the header. The optional ``teams`` claim (a list of strings, or a
-comma-separated string) gives the teams the caller belongs to.
+header ``alg`` is ``RS256`` or ``ES256`` are verified against the key whose
+``kid`` the header names (``JwksFile``: read once, read again when the
+file's mtime or size changes; a file that cannot be read or parsed refuses
+every such token). The header's ``alg`` must be one of those two AND the
+algorithm of that key (an RSA key signs RS256 only, a P-256 key ES256 only);
+symmetric (``oct``) and encryption (``use: enc``) keys in the file are
+ignored, so an HS256 token is never checked against a JWKS key (only ever
+against ``jwt_secret``). ``verify_bearer`` picks the path from the header.
+The optional ``teams`` claim (a list of strings, or a comma-separated
+string) gives the teams the caller belongs to.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
+import math
 import os
-import re
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +46,9 @@ MAX_TOKEN_BYTES = 8192
 ALGORITHM = "HS256"
 JWKS_ALGORITHMS = ("RS256", "ES256")
 MAX_JWKS_BYTES = 1024 * 1024
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
+LEEWAY_SECONDS = 30
+"""Clock skew tolerated between the token's issuer and this server, on every date."""
+DATES = ("exp", "nbf", "iat")
 
 
 class TokenError(LlmopsError):
@@ -66,48 +64,9 @@ class Claims:
     teams: tuple[str, ...] = ()
 
 
-def _b64decode(segment: str) -> bytes:
-    if not _SEGMENT.match(segment):
-        raise TokenError("token segment is not base64url")
-    try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as err:
-        raise TokenError("token segment is not base64url") from err
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _json(segment: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(_b64decode(segment))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TokenError(f"token {what} is not JSON") from err
-    if not isinstance(value, dict):
-        raise TokenError(f"token {what} is not a JSON object")
-    return value
-
-
-def _signature(secret: bytes, signing_input: str) -> bytes:
-    return hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-
-
 def encode(claims: dict[str, Any], secret: str) -> str:
-    """An HS256 token for ``claims`` (for tests and tools; the API only verifies)."""
-    header = _b64encode(json.dumps({"alg": ALGORITHM, "typ": "JWT"}).encode())
-    payload = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
-    signing_input = f"{header}.{payload}"
-    return f"{signing_input}.{_b64encode(_signature(secret.encode(), signing_input))}"
-
-
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TokenError(f"token claim {name} is not a number")
-    return float(value)
+    """An HS256 token for ``claims`` (for ``llmops up`` and tools; the API only verifies)."""
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def _names(claims: dict[str, Any], claim: str) -> tuple[str, ...]:
@@ -119,57 +78,79 @@ def _names(claims: dict[str, Any], claim: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in value if r.strip())
 
 
-def _roles(claims: dict[str, Any]) -> tuple[str, ...]:
-    return _names(claims, "roles")
-
-
 def _claims(claims: dict[str, Any]) -> Claims:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise TokenError("token has no subject (sub)")
-    return Claims(subject=subject.strip(), roles=_roles(claims),
+    return Claims(subject=subject.strip(), roles=_names(claims, "roles"),
                   teams=_names(claims, "teams"))
 
 
-def _compact(token: str) -> tuple[list[str], dict[str, Any]]:
-    """The three parts of a compact JWT and its decoded header; ``TokenError`` otherwise."""
+def _header(token: str) -> dict[str, Any]:
+    """The unverified header of a compact JWT of at most ``MAX_TOKEN_BYTES``."""
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenError("token is too long")
-    parts = token.split(".")
-    if len(parts) != 3:
+    if token.count(".") != 2:
         raise TokenError("token is not a compact JWT")
-    return parts, _json(parts[0], "header")
+    try:
+        return jwt.get_unverified_header(token)
+    except jwt.PyJWTError as err:
+        raise TokenError(f"token header is malformed: {err}") from err
 
 
-def verify(token: str, secret: str, *, issuer: str = "", audience: str = "",
-           clock: Callable[[], float] = time.time) -> Claims:
-    """The claims of ``token`` once every check passed; ``TokenError`` otherwise."""
+def _dates(claims: dict[str, Any]) -> None:
+    """Each date claim present is a finite JSON number (PyJWT also takes "123" and true)."""
+    for name in DATES:
+        value = claims.get(name)
+        if value is None:
+            continue
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
+            raise TokenError(f"token claim {name} is not a finite number")
+
+
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token has expired (exp)"),
+    (jwt.ImmatureSignatureError, "token is not valid yet (nbf/iat)"),
+    (jwt.InvalidIssuerError, "token issuer is not accepted"),
+    (jwt.InvalidAudienceError, "token audience is not this server"),
+    (jwt.InvalidSignatureError, "token signature is invalid"),
+    (jwt.InvalidAlgorithmError, "token algorithm is not accepted here"),
+)
+
+
+def _reason(err: jwt.PyJWTError) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(err, kind):
+            return reason
+    if isinstance(err, jwt.MissingRequiredClaimError):
+        return "token has no expiry (exp)" if err.claim == "exp" else f"token has no {err.claim}"
+    return f"token is invalid: {err}"
+
+
+def _decode(token: str, key: Any, algorithm: str, *, issuer: str, audience: str) -> Claims:
+    """PyJWT's verification of ``token`` with ``key`` and only ``algorithm``, then ours."""
+    try:
+        claims = jwt.decode(
+            token, key=key, algorithms=[algorithm], issuer=issuer or None,
+            audience=audience or None, leeway=LEEWAY_SECONDS,
+            options={"require": ["exp"], "verify_aud": bool(audience),
+                     "verify_iss": bool(issuer)})
+    except jwt.PyJWTError as err:
+        raise TokenError(_reason(err)) from err
+    if not isinstance(claims, dict):
+        raise TokenError("token payload is not a JSON object")
+    _dates(claims)
+    return _claims(claims)
+
+
+def verify(token: str, secret: str, *, issuer: str = "", audience: str = "") -> Claims:
+    """The claims of an HS256 ``token`` signed with ``secret``; ``TokenError`` otherwise."""
     if not secret:
         raise TokenError("bearer tokens are not accepted by this server")
-    parts, header = _compact(token)
-    if header.get("alg") != ALGORITHM:
+    if _header(token).get("alg") != ALGORITHM:
         raise TokenError(f"token algorithm must be {ALGORITHM}")
-    expected = _signature(secret.encode(), f"{parts[0]}.{parts[1]}")
-    if not hmac.compare_digest(expected, _b64decode(parts[2])):
-        raise TokenError("token signature is invalid")
-    claims = _json(parts[1], "payload")
-    now = clock()
-    exp = _number(claims, "exp")
-    if exp is None:
-        raise TokenError("token has no expiry (exp)")
-    if now >= exp:
-        raise TokenError("token has expired")
-    nbf = _number(claims, "nbf")
-    if nbf is not None and now < nbf:
-        raise TokenError("token is not valid yet")
-    if issuer and claims.get("iss") != issuer:
-        raise TokenError("token issuer is not accepted")
-    if audience:
-        aud = claims.get("aud")
-        audiences = aud if isinstance(aud, list) else [aud]
-        if audience not in audiences:
-            raise TokenError("token audience is not this server")
-    return _claims(claims)
+    return _decode(token, secret, ALGORITHM, issuer=issuer, audience=audience)
 
 
 # --------------------------------------------------------------------------- JWKS
@@ -244,7 +225,7 @@ def jwks_file(path: str) -> JwksFile:
 def verify_jwks(token: str, keys: JwksFile, *, issuer: str = "",
                 audience: str = "") -> Claims:
     """The claims of an RS256/ES256 ``token`` signed by a key of ``keys``."""
-    header = _compact(token)[1]
+    header = _header(token)
     alg = header.get("alg")
     if alg not in JWKS_ALGORITHMS:
         raise TokenError(f"token algorithm must be one of {', '.join(JWKS_ALGORITHMS)}")
@@ -254,39 +235,12 @@ def verify_jwks(token: str, keys: JwksFile, *, issuer: str = "",
     key = keys.key(kid)
     if key.algorithm_name != alg:
         raise TokenError("token algorithm does not match its key")
-    try:
-        claims = jwt.decode(
-            token, key=key.key, algorithms=[alg], issuer=issuer or None,
-            audience=audience or None,
-            options={"require": ["exp"], "verify_aud": bool(audience),
-                     "verify_iss": bool(issuer)})
-    except jwt.ExpiredSignatureError as err:
-        raise TokenError("token has expired") from err
-    except jwt.ImmatureSignatureError as err:
-        raise TokenError("token is not valid yet") from err
-    except jwt.MissingRequiredClaimError as err:
-        raise TokenError(f"token has no {err.claim}") from err
-    except jwt.InvalidIssuerError as err:
-        raise TokenError("token issuer is not accepted") from err
-    except jwt.InvalidAudienceError as err:
-        raise TokenError("token audience is not this server") from err
-    except jwt.InvalidSignatureError as err:
-        raise TokenError("token signature is invalid") from err
-    except jwt.PyJWTError as err:
-        raise TokenError(f"token is invalid: {type(err).__name__}") from err
-    if not isinstance(claims, dict):
-        raise TokenError("token payload is not a JSON object")
-    if _number(claims, "exp") is None:
-        raise TokenError("token has no expiry (exp)")
-    return _claims(claims)
+    return _decode(token, key.key, alg, issuer=issuer, audience=audience)
 
 
 def verify_bearer(token: str, secret: str, *, jwks: JwksFile | None = None,
                   issuer: str = "", audience: str = "") -> Claims:
     """HS256 with ``secret``, or RS256/ES256 with ``jwks`` (when set), by the header's alg."""
-    if jwks is not None:
-        parts = token.split(".")
-        if len(token) <= MAX_TOKEN_BYTES and len(parts) == 3:
-            if _json(parts[0], "header").get("alg") in JWKS_ALGORITHMS:
-                return verify_jwks(token, jwks, issuer=issuer, audience=audience)
+    if jwks is not None and _header(token).get("alg") in JWKS_ALGORITHMS:
+        return verify_jwks(token, jwks, issuer=issuer, audience=audience)
     return verify(token, secret, issuer=issuer, audience=audience)

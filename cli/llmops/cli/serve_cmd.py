@@ -9,8 +9,9 @@ file) and ``--host`` / ``--port`` (default ``Settings.api.host`` /
 route wakes daemons through Redis when ``LLMOPS_REDIS_URL`` is set (the
 daemon listens on the same wake-up channel); without Redis this process has
 no reconciler to wake and the route answers 503. The wake-ups go through
-the same ``StatusCache`` the status routes read (one Redis client). Forwarded headers are
-honoured only from ``Settings.api.trusted_proxies``. Caller: the ``llmops``
+the same ``StatusCache`` the status routes read (one Redis client). uvicorn rewrites no
+client address (``llmops.api.peer.server_config``); the app honours ``X-Forwarded-For``
+only from ``Settings.api.trusted_proxies``, after pinning the socket peer. Caller: the ``llmops``
 group, which registers ``serve`` (this module does not import
 ``llmops.cli``).
 """
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import click
 import uvicorn
 
-from llmops.api import errors
+from llmops.api import errors, peer
 from llmops.api.app import create_app
 from llmops.engine import settings
 from llmops.engine.service import compose
@@ -56,11 +57,9 @@ def serve(host: str | None, port: int | None) -> None:
     cfg = settings.load()
     services = compose.services(cfg)
     app = create_app(services, trigger=redis_trigger(services.status_cache))
-    proxies = cfg.api.trusted_proxies
     try:
-        uvicorn.run(app, host=host or cfg.api.host, port=cfg.api.port if port is None else port,
-                    proxy_headers=bool(proxies),
-                    forwarded_allow_ips=",".join(proxies) if proxies else None,
-                    server_header=False, log_config=None)
+        uvicorn.Server(peer.server_config(
+            app, cfg.api, host=host or cfg.api.host,
+            port=cfg.api.port if port is None else port)).run()
     finally:
         services.close()

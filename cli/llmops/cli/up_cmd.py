@@ -28,7 +28,7 @@ import click
 import uvicorn
 from pydantic import SecretStr
 
-from llmops.api import tokens
+from llmops.api import peer, tokens
 from llmops.api.app import create_app
 from llmops.cli import daemon_cmd
 from llmops.engine import settings
@@ -95,7 +95,7 @@ def _specs_repo(cfg: Settings, repo: str) -> str:
 
 
 def write_tokens(cfg: Settings, store: catalog.Db) -> dict[str, Path]:
-    """A token file per role of the repo's RBAC (mode 0600 under LLMOPS_HOME/tokens/),
+    """A token file per role of the repo's RBAC (mode 0600 under LLMOPS_HOME/tokens/, 0700),
     for the local user as a member of every team the repo names; ``api-token`` is the
     admin one. With no JWT secret configured, a fresh one for this run."""
     if cfg.api.jwt_secret is None:
@@ -104,11 +104,14 @@ def write_tokens(cfg: Settings, store: catalog.Db) -> dict[str, Path]:
                     if (team := access.owner_team(store, entry)) != access.UNOWNED})
     roles = sorted(catalog.roles(store)) or ["admin"]
     folder = cfg.home / "tokens"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_home(folder)
     written: dict[str, Path] = {}
+    # the API refuses a token without the issuer/audience it is configured to expect
+    audience = {k: v for k, v in (("iss", cfg.api.jwt_issuer),
+                                  ("aud", cfg.api.jwt_audience)) if v}
     for role in roles:
         claims = {"sub": f"local:{getpass.getuser()}", "roles": [role], "teams": teams,
-                  "exp": int(time.time()) + TOKEN_DAYS * 86400}
+                  "exp": int(time.time()) + TOKEN_DAYS * 86400, **audience}
         written[role] = _write_secret(folder / role, tokens.encode(
             claims, cfg.api.jwt_secret.get_secret_value()))
     if "admin" in written:
@@ -116,10 +119,31 @@ def write_tokens(cfg: Settings, store: catalog.Db) -> dict[str, Path]:
     return written
 
 
+def private_home(folder: Path) -> None:
+    """``folder`` (LLMOPS_HOME, its ``tokens/``) made if missing, and 0700 either way."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+    except OSError as err:
+        raise click.ClickException(f"cannot make {folder} private (0700): "
+                                   f"{err.strerror}") from err
+
+
 def _write_secret(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
+    """``text`` in a new 0600 file renamed onto ``path``: never a pre-existing file's
+    mode, never through a symlink planted at ``path`` (rename replaces the link)."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(temp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -128,8 +152,8 @@ def _start_api(services: compose.Services, loop: daemon.Daemon,
     """The REST API in a background thread, its trigger waking this process' daemon."""
     cfg = services.settings
     app = create_app(services, trigger=loop.trigger)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=port, log_config=None,
-                                           server_header=False, access_log=False))
+    server = uvicorn.Server(peer.server_config(app, cfg.api, host=cfg.api.host, port=port,
+                                               access_log=False))
     thread = threading.Thread(target=server.run, name="llmops-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -178,7 +202,7 @@ def up(repo: str, metrics_port: int, api_port: int | None, once: bool, verbose: 
     """Everything on the embedded default: template repo, SQLite, hydrate, daemon and API."""
     _logging(verbose)
     cfg = settings.load()
-    cfg.home.mkdir(parents=True, exist_ok=True)
+    private_home(cfg.home)  # tokens, the database and the mirrors' credentials live here
     cfg.git.repo = _specs_repo(cfg, repo)  # the API's writes go to the repo it follows
     services = compose.services(cfg)
     loop, port = daemon_cmd.build(services, cfg.git.repo, "", (), None, metrics_port,

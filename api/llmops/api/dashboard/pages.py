@@ -13,14 +13,14 @@ Output: HTML pages. Caller: ``llmops.api.dashboard.mount``.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
-from llmops.api import deps, errors
+from llmops.api import deps, errors, params
 from llmops.api.dashboard import charts
 from llmops.api.dashboard.session import PageRoute, Viewer, ViewerDep, render
 from llmops.api.deps import AuditLogDep, CacheDep, SettingsDep, StoreDep
@@ -69,7 +69,7 @@ def _enum(kind: type[E], value: str, field: str) -> E | None:
 def _cursor(value: str, field: str) -> int | None:
     if not value.strip():
         return None
-    if not value.strip().isdigit() or not 1 <= int(value) < 2**63:
+    if not value.strip().isdigit() or not 1 <= int(value) <= params.MAX_ROW_ID:
         raise errors.BadRequest(f"{field} must be a positive whole number", {"field": field})
     return int(value)
 
@@ -79,11 +79,10 @@ def _time(value: str, field: str) -> datetime | None:
     if not value.strip():
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return params.instant(datetime.fromisoformat(value.strip()))
+    except ValueError as err:
         raise errors.BadRequest(f"filter {field}: {value[:40]!r} is not an ISO 8601 time "
-                                "(e.g. 2026-12-07T14:00)", {"field": field}) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+                                f"(e.g. 2026-12-07T14:00): {err}", {"field": field}) from None
 
 
 # --------------------------------------------------------------------------- overview, runs
@@ -141,7 +140,8 @@ def runs(viewer: ViewerDep, store: StoreDep, environment: Text = "", result: Tex
 
 
 @router.get("/reconcile/runs/{run_id}", response_class=HTMLResponse)
-def run(viewer: ViewerDep, store: StoreDep, run_id: int) -> HTMLResponse:
+def run(viewer: ViewerDep, store: StoreDep,
+        run_id: Annotated[int, Path(ge=1, le=params.MAX_ROW_ID)]) -> HTMLResponse:
     """One run: its plan (writes, deletions, drift) and the outcome of every object."""
     viewer.need(Permission.RECONCILE_READ)
     detail = reconcile.get_run(store, run_id).data

@@ -11,7 +11,6 @@ can check the chain. Needs ``audit:read``. Input: query parameters; ``AuditLogDe
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -20,20 +19,13 @@ from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import AuditLogDep
 from llmops.api.envelope import AuditEntryOut, AuditPageOut, Envelope, Failure, success
+from llmops.api.params import MAX_ROW_ID, RANGE_HELP, Instant
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import audit
 
 router = APIRouter(prefix="/governance/audit", tags=["governance"], responses=AUTH_RESPONSES)
 
 TOKEN_MAX = 63
-TIME_HELP = "ISO 8601; a time without an offset is taken as UTC."
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
 
 @router.get("/logs", response_model=Envelope[AuditPageOut], summary="Audit log entries",
             dependencies=[require(Permission.AUDIT_READ)],
@@ -44,15 +36,14 @@ def logs(
     action: Annotated[str | None, Query(max_length=TOKEN_MAX)] = None,
     result: Annotated[str | None, Query(max_length=TOKEN_MAX)] = None,
     environment: Annotated[str | None, Query(max_length=TOKEN_MAX)] = None,
-    since: Annotated[datetime | None, Query(description=f"Inclusive. {TIME_HELP}")] = None,
-    until: Annotated[datetime | None, Query(description=f"Exclusive. {TIME_HELP}")] = None,
-    after_id: Annotated[int | None, Query(ge=1, description="Cursor: entries older than "
-                                                            "this id (a previous nextCursor).")]
-    = None,
+    since: Annotated[Instant | None, Query(description=f"Inclusive. {RANGE_HELP}")] = None,
+    until: Annotated[Instant | None, Query(description=f"Exclusive. {RANGE_HELP}")] = None,
+    after_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID,
+                                          description="Cursor: entries older than this id "
+                                                      "(a previous nextCursor).")] = None,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_PAGE)] = 100,
 ) -> Envelope[AuditPageOut]:
     """Entries matching every given filter, newest first."""
-    since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
         raise errors.BadRequest("since must be before until",
                                 {"since": since.isoformat(), "until": until.isoformat()})

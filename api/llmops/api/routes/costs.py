@@ -34,6 +34,7 @@ from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import SettingsDep, StoreDep
 from llmops.api.envelope import Envelope, Failure, success
+from llmops.api.params import RANGE_HELP, Instant
 from llmops.api.resources import CostReport, GpuHours
 from llmops.engine.errors import Unavailable
 from llmops.engine.service import access, experiments
@@ -162,13 +163,12 @@ def costs(
     settings: SettingsDep,
     window: Annotated[str, Query(max_length=16, description="<n>h or <n>d, at most 90d.")]
     = "24h",
-    until: Annotated[datetime | None, Query(description="End of the window (default now); "
-                                                        "without an offset: UTC.")] = None,
+    until: Annotated[Instant | None, Query(description="End of the window (default now). "
+                                                       + RANGE_HELP)] = None,
 ) -> Envelope[CostReport]:
     """Serving and training GPU hours and tokens per team, environment, endpoint and job."""
     span = parse_window(window)
-    end = datetime.now(UTC) if until is None else (
-        until if until.tzinfo is not None else until.replace(tzinfo=UTC))
+    end = datetime.now(UTC) if until is None else until
     since = end - span
     samples = state.gpu_samples(store, since=since - CARRY_IN, until=end)
     tokens, tokens_error = _tokens(store, settings, since, end)

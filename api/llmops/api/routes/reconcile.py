@@ -52,6 +52,7 @@ from llmops.api.envelope import (
     TriggerRequest,
     success,
 )
+from llmops.api.params import MAX_ROW_ID, STREAM_ID_PATTERN, StreamId
 from llmops.engine.actuate import argocd
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import db, state
@@ -65,7 +66,6 @@ MAX_RUNS_PAGE = 200
 LAST_RUN_BATCH = 20
 ENVIRONMENT_MAX = 63
 MAX_EVENTS_PAGE = 500
-STREAM_ID_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
 
 
 def _last_finished_run(store: db.Store, environment: str) -> state.Run | None:
@@ -138,7 +138,8 @@ def list_runs(
 @router.get("/runs/{run_id}", response_model=Envelope[RunDetail], summary="One reconcile run",
             dependencies=READ,
             responses={404: {"model": Failure, "description": "No run with this id."}})
-def get_run(store: StoreDep, run_id: Annotated[int, Path(ge=1)]) -> Envelope[RunDetail]:
+def get_run(store: StoreDep,
+            run_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)]) -> Envelope[RunDetail]:
     """One run with its plan and the outcome of every object, as recorded."""
     run = state.get_run(store, run_id)
     if run is None:
@@ -152,7 +153,7 @@ def get_run(store: StoreDep, run_id: Annotated[int, Path(ge=1)]) -> Envelope[Run
                              "description": "No Redis is configured, or it does not answer."}})
 def events(
     status_cache: CacheDep,
-    after: Annotated[str, Query(pattern=STREAM_ID_PATTERN, max_length=41,
+    after: Annotated[StreamId, Query(pattern=STREAM_ID_PATTERN, max_length=41,
                                 description="Cursor: events after this stream id (a "
                                             "previous next; 0-0 for the oldest kept).")]
     = "0-0",

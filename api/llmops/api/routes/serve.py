@@ -29,6 +29,7 @@ from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import SettingsDep, StoreDep
 from llmops.api.envelope import ApiModel, Envelope, Failure, success
 from llmops.api.resources import UNKNOWN
+from llmops.engine import netguard
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.settings import Settings
 from llmops.engine.spec.schema import Permission
@@ -75,7 +76,8 @@ async def _probe(settings: Settings, service: tuple[str, str] | None,
     url = template.format(service=service[0], namespace=service[1], path=path)
     timeout = settings.api.model_server_timeout_seconds
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False,
+                                     transport=netguard.async_transport()) as client:
             answer = await client.get(url)
     except httpx.HTTPError as exc:
         return ModelServer(checked=True, url=url, ready=None,

@@ -169,6 +169,8 @@ def _payload(body: bytes) -> dict[str, Any]:
         value = json.loads(body)
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise errors.BadRequest("the webhook body is not JSON") from err
+    except RecursionError:  # json's C decoder raises it past ~1000 levels of nesting
+        raise errors.BadRequest("the webhook body is nested too deeply") from None
     if not isinstance(value, dict):
         raise errors.BadRequest("the webhook body is not a JSON object")
     return value

@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from llmops.engine import netguard
 from llmops.engine.settings import ArgoCdSettings
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ class ArgoCdClient:
         if settings.token is not None and settings.token.get_secret_value():
             headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
         self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(settings.timeout),
-                                  follow_redirects=False, transport=transport)
+                                  follow_redirects=False,
+                                  transport=transport or netguard.transport())
 
     def __repr__(self) -> str:
         return f"ArgoCdClient({self.base!r})"
@@ -169,8 +171,8 @@ class ArgoCdClient:
         except httpx.TimeoutException:
             raise _Unreadable(f"Argo CD did not answer within {self.timeout:g}s",
                               transport=True) from None
-        except httpx.ConnectError:
-            raise _Unreadable(f"cannot connect to Argo CD at {self.base}",
+        except httpx.ConnectError as exc:
+            raise _Unreadable(f"cannot connect to Argo CD at {self.base} ({str(exc)[:200]})",
                               transport=True) from None
         except httpx.HTTPError as exc:
             raise _Unreadable(f"request to Argo CD failed ({type(exc).__name__})",

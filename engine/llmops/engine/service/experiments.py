@@ -32,7 +32,7 @@ from typing import Protocol
 
 import httpx
 
-from llmops.engine import errors
+from llmops.engine import errors, netguard
 from llmops.engine.service import significance
 from llmops.engine.service.significance import Comparison
 
@@ -62,11 +62,9 @@ class PrometheusHttp:
 
     def instant(self, query: str, at: datetime) -> list[Sample]:
         try:
-            answer = httpx.get(
-                f"{self.url}/api/v1/query",
-                timeout=self.timeout,
-                params={"query": query, "time": f"{at.timestamp():.3f}"},
-            )
+            with httpx.Client(transport=netguard.transport(), timeout=self.timeout) as http:
+                answer = http.get(f"{self.url}/api/v1/query",
+                                  params={"query": query, "time": f"{at.timestamp():.3f}"})
             doc = answer.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise errors.Unavailable(

@@ -31,7 +31,12 @@ How git runs (``Git`` and ``run_git``):
   compared with ``diff-tree --name-only --no-ext-diff --no-textconv``. The one
   ``git add`` (``scaffold``) runs in a repo created a moment before, whose
   config names no filter;
-- in its own process group, with a timeout that kills the whole group.
+- in its own process group, with a timeout that kills the whole group;
+- no link-local or cloud metadata host in any spelling (``netguard``): refused
+  when a URL is parsed, and right before a command that connects (``CONNECTING``)
+  the host is resolved and every address checked, then pinned for curl
+  (``http.curloptResolve``) so git connects to what was checked (ssh resolves
+  again itself: checked, not pinned).
 
 GitPython is not the runner. Its ``Git.execute`` starts from a copy of
 ``os.environ``, so the caller's ``GIT_DIR``, ``GIT_CONFIG_PARAMETERS`` or
@@ -48,7 +53,6 @@ config files (``scaffold``).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
 import shutil
@@ -60,12 +64,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from llmops.engine import netguard
 from llmops.engine import redact as redact_text
 from llmops.engine.errors import InvalidInput
 
 MAX_REF_LENGTH = 255
 MAX_REV_LENGTH = 256
 DEFAULT_TIMEOUT = 120.0
+DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
+CONNECTING = frozenset({"fetch", "push", "ls-remote", "clone"})
+"""The git commands that open a connection to the remote (checked and pinned first)."""
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 ABBREV = re.compile(r"[0-9a-f]{7,64}")
 SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -110,19 +118,19 @@ class Remote:
     protocol: str
     host: str
     secrets: tuple[str, ...]
+    port: int = 0
+    """The port git connects to (0 for local repos)."""
 
 
 def _check_host(host: str, shown: str, allowed: Sequence[str]) -> str:
     host = host.lower()
-    try:
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-        if not _HOST.fullmatch(host):
-            raise SourceConfigError(f"{shown}: {host[:80]!r} is not a valid host name") from None
-    if ip is not None and (ip.is_link_local or ip.is_multicast or ip.is_unspecified):
-        raise SourceConfigError(f"{shown}: address {host} is link-local, multicast or "
-                                "unspecified (cloud metadata and the like are never a repo)")
+    try:  # every spelling the C library reads as an address (2852039166, 0xA9FEA9FE, ...)
+        ip = netguard.check_literal(host)
+    except netguard.BlockedAddress as exc:
+        raise SourceConfigError(f"{shown}: {exc} (cloud metadata and the like are never "
+                                "a repo)") from None
+    if ip is None and not _HOST.fullmatch(host):
+        raise SourceConfigError(f"{shown}: {host[:80]!r} is not a valid host name")
     if allowed and host not in {h.lower() for h in allowed}:
         raise SourceConfigError(f"{shown}: host {host} is not in allowed_hosts "
                                 f"({', '.join(sorted(allowed))})")
@@ -163,7 +171,7 @@ def _parse_scp(url: str, shown: str, allowed_hosts: Sequence[str]) -> Remote:
             or not m.group("path"):
         raise SourceConfigError(f"{shown}: not a valid scp-like URL (user@host:path)")
     host = _check_host(m.group("host"), shown, allowed_hosts)
-    return Remote(url, "ssh", host, ())
+    return Remote(url, "ssh", host, (), DEFAULT_PORTS["ssh"])
 
 
 def _parse_scheme(url: str, name: str, shown: str, allowed_hosts: Sequence[str],
@@ -191,7 +199,7 @@ def _parse_scheme(url: str, name: str, shown: str, allowed_hosts: Sequence[str],
     host = _check_host(parts.hostname, shown, allowed_hosts)
     secret = parts.password or (parts.username if name != "ssh" else None) or ""
     secrets = tuple(s for s in {secret, unquote(secret)} if len(s) >= 4)
-    return Remote(url, name, host, secrets)
+    return Remote(url, name, host, secrets, parts.port or DEFAULT_PORTS[name])
 
 
 def _split(url: str, shown: str) -> SplitResult:
@@ -376,6 +384,7 @@ class Git:
                  cwd: Path | None = None, work_tree: Path | None = None,
                  index: Path | None = None, follow_redirects: bool = True) -> None:
         self.git_dir = git_dir
+        self.remote = remote
         self.index = index
         self.timeout = timeout
         self.secrets = remote.secrets if remote is not None else ()
@@ -399,9 +408,28 @@ class Git:
     def run(self, *argv: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> bytes:
         """The output of ``git argv...``; ``env`` adds variables (an identity, say)."""
+        pre = [*self.pre, *self._pinned(argv[0])] if argv else self.pre
         return run_git(argv, env=self.env | dict(env or {}), cwd=self.cwd,
-                       timeout=timeout or self.timeout, stdin=stdin, pre=self.pre,
+                       timeout=timeout or self.timeout, stdin=stdin, pre=pre,
                        secrets=self.secrets)
+
+    def _pinned(self, verb: str) -> list[str]:
+        """Before a command that connects: the remote's host resolved now and every address
+        checked (``netguard``); for http(s) those addresses pinned for curl, so git
+        connects to what was checked. ssh resolves again itself (checked, not pinned)."""
+        remote = self.remote
+        if remote is None or verb not in CONNECTING or not remote.host:
+            return []
+        try:
+            addresses = netguard.resolve(remote.host, remote.port)
+        except netguard.BlockedAddress as exc:
+            raise SourceConfigError(f"{mask(remote.url, remote.secrets)}: {exc}") from None
+        except OSError as exc:
+            raise GitFailed(f"cannot resolve {remote.host}: {exc}", verb=verb) from None
+        if remote.protocol not in ("http", "https") or not addresses:
+            return []
+        pins = ",".join(f"[{a}]" if a.version == 6 else str(a) for a in addresses)
+        return ["-c", f"http.curloptResolve={remote.host}:{remote.port}:{pins}"]
 
     def text(self, *argv: str, stdin: bytes | None = None,
              env: Mapping[str, str] | None = None) -> str:

@@ -104,7 +104,7 @@ class Store:
             # Create the parent of the default ``.llmops/llmops.db``; when that is
             # impossible the first connection fails and reports it as unavailable.
             with contextlib.suppress(OSError):
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_engine(
             self.url, json_serializer=_dumps,
             connect_args={"timeout": busy_timeout, "check_same_thread": False},
