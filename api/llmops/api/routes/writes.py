@@ -4,7 +4,8 @@ Role: the four routes that change something; each parses the request, calls
 one method of ``llmops.engine.service.writes.WriteService`` (which commits
 to the specs repo, audits intent and outcome, and applies the tenant rule)
 and shapes the envelope. Each answers ``{commit, branch, direct, parent,
-file, reason}``:
+file, reason, notes}`` (``notes``: what the policy check said, e.g. that
+applying waits for a change window):
 
 - ``POST /serving/endpoints/{id}/rollback`` (``serving:rollback``): the
   endpoint's spec file back to its content before the applied change; 409
@@ -25,8 +26,9 @@ file, reason}``:
 
 Errors are the engine's categories, mapped to statuses once by
 ``llmops.api.errors`` (404 no such spec, 409 nothing to change or the spec
-moved, 422 an invalid edit with ``data.issues``, 403 not the owner, 503 the
-specs repo or S3 unavailable). Input: path, query and JSON body, the caller
+moved, 422 an invalid edit with ``data.issues``, 403 not the owner or a
+policy denies the edit (``data.verdicts``), 503 the specs repo or S3
+unavailable). Input: path, query and JSON body, the caller
 (``CallerDep``), the write service (``WritesDep``). Output: ``WriteOut`` /
 ``UploadOut`` in the envelope. Caller: ``llmops.api.app`` mounts ``router``.
 """
@@ -54,6 +56,10 @@ IdPath = Annotated[str, Path(min_length=1, max_length=lookup.MAX_ID_CHARS,
                              description="The UUID or the name.")]
 Environment = Annotated[str | None, Query(max_length=63, description="Narrows a name.")]
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": Failure, "description": "The principal lacks the permission, no team of "
+                                           "theirs owns the spec, or a policy denies the "
+                                           "edit (data.verdicts: rule, environment, target, "
+                                           "reason); nothing was committed."},
     404: {"model": Failure, "description": "No such spec."},
     409: {"model": Failure, "description": "Nothing to change, or the spec moved in git."},
     422: {"model": Failure, "description": "The edit is invalid; data.issues lists why."},
@@ -81,11 +87,15 @@ class WriteOut(ApiModel):
     parent: str
     file: str
     reason: str = Field(description="Why the commit went to this branch.")
+    notes: list[str] = Field(description="What the policy check says about applying the "
+                                         "commit, e.g. that it waits for a change window "
+                                         "(windows gate applying, not proposing).")
 
     @classmethod
     def of(cls, done: Committed) -> WriteOut:
         return cls(commit=done.commit, branch=done.branch, direct=done.direct,
-                   parent=done.parent, file=done.file, reason=done.reason)
+                   parent=done.parent, file=done.file, reason=done.reason,
+                   notes=list(done.notes))
 
 
 class StoredFileOut(ApiModel):
