@@ -3,13 +3,18 @@
 Role: every write use case (``WriteService`` and what builds on it: creates,
 uploads) commits a spec edit; before that commit, ``writeback`` hands the
 spec set as it would be after the edit (and, on demand, the one before it)
-to ``admit``, which runs what ``llmops plan`` runs for the environments the
-edit affects (``planner.build_plan``: the render, ``decide.decide`` and the
-``govern`` verdicts), so a write and the plan of its branch cannot disagree:
+to ``check``, which gives each environment the edit affects the verdicts
+``llmops plan`` and the reconciler give it (``govern.evaluate``, which
+``decide.decide`` runs), so a write and the plan of its branch cannot
+disagree:
 
 - the affected environments: the spec's own for an environment-scoped spec,
   every environment for a global one (a Model's stage reaches every endpoint
   that serves it);
+- each is rendered before and after the edit (the render is the check that
+  the edit renders at all: ``Unrenderable``, an ``InvalidInput``, otherwise);
+  what changes there, for the change windows, is what ``decide`` counts: the
+  edited spec and the owner of every object whose rendered form changes;
 - a denial the edit brings is refused (``PolicyDenied``, a ``Forbidden``
   naming the rule and its reason; nothing is committed): one the spec set
   did not have before the edit, with the same rule, subject and reason; a
@@ -18,12 +23,11 @@ edit affects (``planner.build_plan``: the render, ``decide.decide`` and the
 - change windows gate applying, not proposing (as Argo CD's sync windows
   gate syncs, not commits): a change outside its environment's window is
   accepted with a note saying the apply waits for the window; so is a denial
-  that was there before the edit (a note: the environment stays blocked);
-- an edited spec set that does not render is refused (``Unrenderable``, an
-  ``InvalidInput``): the reconciler would apply nothing from it.
+  that was there before the edit (a note: the environment stays blocked).
 
-Input: the edited spec's key, the time (``clock``). Output: the notes for the
-answer (``WriteResult.notes``). Caller: ``llmops.engine.service.writes``.
+Input: the edited spec's key, the spec sets, the time (``clock``). Output:
+the notes for the answer (``WriteResult.notes``). Caller:
+``llmops.engine.service.writes`` (through ``writeback.Admit``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from llmops.engine import errors
-from llmops.engine.plan import decide, govern, planner
+from llmops import renderers
+from llmops.engine import errors, manifest
+from llmops.engine.plan import decide, govern
 from llmops.engine.source import writeback
 from llmops.engine.spec.validate import SpecSet
-from llmops.engine.types import SpecKey
+from llmops.engine.types import KubeObject, ResourceKey, SpecKey
 
 
 class PolicyDenied(errors.Forbidden):
@@ -52,15 +57,29 @@ def _environments(key: SpecKey, after: SpecSet) -> list[str]:
     return list(after.config.environments)
 
 
-def _plan(before: SpecSet | None, after: SpecSet, envs: Sequence[str],
-          now: datetime) -> planner.Plan:
-    """``llmops plan`` of the edit; a base that does not render counts as empty."""
+def _objects(spec_set: SpecSet | None, env: str) -> dict[ResourceKey, KubeObject]:
+    """The rendered objects of ``env``; none for a spec set that lacks it or fails."""
+    if spec_set is None or env not in spec_set.config.environments:
+        return {}
     try:
-        return planner.build_plan(before, after, envs, now)
-    except planner.PlanError:
-        if before is None:
-            raise
-    return planner.build_plan(None, after, envs, now)
+        return {ResourceKey.of(o): o for o in renderers.render_environment(spec_set, env)}
+    except renderers.RenderError:
+        return {}  # the parent is not the write's doing: everything counts as changed
+
+
+def _changed(key: SpecKey, env: str, before: SpecSet | None,
+             after: SpecSet) -> frozenset[SpecKey]:
+    """The specs the edit changes in ``env``, as ``decide`` counts them for windows."""
+    try:
+        head = {ResourceKey.of(o): o for o in renderers.render_environment(after, env)}
+    except renderers.RenderError as exc:
+        raise Unrenderable(f"{env} does not render after this edit: {exc}; nothing was "
+                           "committed", details={"environment": env}) from None
+    base = _objects(before, env)
+    owners = {manifest.owner_of(head.get(k) or base.get(k))
+              for k in head.keys() | base.keys() if head.get(k) != base.get(k)}
+    changed = {manifest.owner_key(owner, env) for owner in owners if owner[0]}
+    return frozenset(changed | ({key} if key.environment == env else set()))
 
 
 def _team_gpus(spec_set: SpecSet | None, env: str) -> dict[str, int]:
@@ -109,16 +128,16 @@ def check(key: SpecKey, before: Callable[[], SpecSet | None], after: SpecSet,
     if not envs:
         return ()
     base = before()
-    try:
-        plan = _plan(base, after, envs, now)
-    except planner.PlanError as exc:
-        raise Unrenderable(f"{exc}; nothing was committed", details={"spec": str(key)}) from None
+    policy = govern.merge_policies(after)
     notes: list[str] = []
     denials: list[govern.Verdict] = []
-    for env_plan in plan.environments:
-        brought = _brought(env_plan.environment, env_plan.verdicts, base, after, now)
+    for env in envs:
+        changed = _changed(key, env, base, after)
+        verdicts = govern.evaluate(after, env, changed=changed, now=now, policy=policy)
+        brought = _brought(env, verdicts, base, after, now)
         denials += brought
-        notes += _notes(env_plan.environment, env_plan.blocking, brought)
+        if changed:  # as in a plan: a denial blocks an environment that changes
+            notes += _notes(env, govern.denied(verdicts), brought)
     if denials:
         raise PolicyDenied(
             f"policy denies this write of {key}: {decide.denial_summary(denials)}; "

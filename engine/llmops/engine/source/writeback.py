@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -320,39 +321,43 @@ def _update_work_tree(work_tree: Path, scratch: Path, old: str, new: str) -> str
     return ""
 
 
-def _export_and_validate(git: gitcli.Git, treeish: str, dest: Path,
-                         label: str) -> validate.SpecSet:
-    """Write ``treeish`` into the new directory ``dest`` and validate it."""
-    dest.mkdir()
-    gitobjects.export(git, gitobjects.list_tree(git, treeish, label=label), dest, label=label,
-                      max_blob_bytes=loader.DEFAULT_LIMITS.max_file_bytes)
-    return validate.load_and_validate(dest, cache=None)
-
-
 def _validate_tree(git: gitcli.Git, tree: str, dest: Path) -> validate.SpecSet:
     """Write ``tree`` into the new directory ``dest`` and validate it."""
+    label = f"the edited tree {tree[:12]}"
+    dest.mkdir()
+    gitobjects.export(git, gitobjects.list_tree(git, tree, label=label), dest, label=label,
+                      max_blob_bytes=loader.DEFAULT_LIMITS.max_file_bytes)
     try:
-        return _export_and_validate(git, tree, dest, f"the edited tree {tree[:12]}")
+        return validate.load_and_validate(dest, cache=None)
     except SpecError as exc:
         raise EditRejected("the edited specs do not validate; nothing was committed",
                            exc.issues) from None
 
 
-def _parent_specs(git: gitcli.Git, commit: str, dest: Path) -> validate.SpecSet | None:
-    """The spec set at ``commit`` (the edit's parent), or None when it does not validate."""
+def _parent_specs(git: gitcli.Git, tip: str, file: str, edited: Path,
+                  dest: Path) -> validate.SpecSet | None:
+    """The spec set at ``tip``, the edit's parent, or None when it does not validate: the
+    edited tree's export ``edited`` with ``file`` as it is at ``tip`` (the one file the
+    edit changes), so the parent costs a copy and one blob read, not a second export."""
+    shutil.copytree(edited, dest)
+    before = read_file(git, tip, file)
+    if before is None:
+        (dest / file).unlink(missing_ok=True)
+    else:
+        (dest / file).write_bytes(gitobjects.read_blob(git, before[0].blob))
     try:
-        return _export_and_validate(git, commit, dest, f"commit {commit[:12]}")
+        return validate.load_and_validate(dest, cache=None)
     except SpecError:
         return None
 
 
-def _admitted(git: gitcli.Git, scratch: Path, tip: str, spec_set: validate.SpecSet,
-              how: _How) -> tuple[str, ...]:
+def _admitted(git: gitcli.Git, scratch: Path, tip: str, file: str,
+              spec_set: validate.SpecSet, how: _How) -> tuple[str, ...]:
     """The ``Admit`` check's notes (it raises to refuse); () without a check."""
     if how.admit is None:
         return ()
     before = scratch.with_name(f"{scratch.name}-parent")
-    return how.admit(lambda: _parent_specs(git, tip, before), spec_set)
+    return how.admit(lambda: _parent_specs(git, tip, file, scratch, before), spec_set)
 
 
 def _direct(config: repoconfig.RepoConfig, environment: str) -> tuple[bool, str]:
@@ -490,7 +495,7 @@ def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
         else _edited(git, base, tip, file, target, edit)
     tree = gitcommit.tree_with(git, tip, {file: change})
     spec_set = _validate_tree(git, tree, scratch)
-    notes = _admitted(git, scratch, tip, spec_set, how)
+    notes = _admitted(git, scratch, tip, file, spec_set, how)
     work_tree: Path | None = None
     if stack:
         direct, reason = False, (f"added to {stack}, the review branch of an earlier write "
