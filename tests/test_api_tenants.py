@@ -152,9 +152,11 @@ def test_own_teams_specs_are_written(world: World) -> None:
                        json={"winnerTemplateId": "support-greeting-v2"}))
     assert data["branch"].startswith(f"llmops/conclude/{DS_EXPERIMENT}-")
     assert "state: concluded" in world.show(data["commit"], f"experiments/{DS_EXPERIMENT}.yaml")
-    data = ok(dee.post(f"{BASE}/catalog/models/sql-adapter@1.0.0/promote",
-                       json={"stage": "deprecated"}))
-    assert "stage: deprecated" in world.show(data["commit"], "models/sql-adapter.yaml")
+    # (Deprecating sql-adapter 1.0.0, which prod serves, would break the promotion rule.)
+    data = ok(dee.post(f"{BASE}/serving/endpoints", json={
+        "modelId": "sql-adapter@1.0.0", "environment": "dev", "route": "/v1/sql-helper",
+        "minReplicas": 1, "maxReplicas": 1, "name": "sql-helper"}), 201)
+    assert "ownerTeam: data-science" in world.show(data["commit"], "endpoints/dev/sql-helper.yaml")
     assert [(r.result, r.actor) for r in writes(world.store)] == [
         ("intent", "dee"), ("succeeded", "dee")] * 2
     assert denials(world.store) == []
