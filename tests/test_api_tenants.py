@@ -202,10 +202,10 @@ def test_the_teams_header_is_inside_the_proxy_signature(world: World) -> None:
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_the_teams_claim_of_a_bearer_token(world: World) -> None:
-    url = f"{BASE}/catalog/models/sql-adapter@1.0.0/promote"
-    failed(client(world, bearer(teams=["nlp-platform"])).post(
-        url, json={"stage": "deprecated"}), 403)
-    failed(client(world, bearer()).post(url, json={"stage": "deprecated"}), 403)
-    failed(client(world, bearer(teams=[3])).post(url, json={"stage": "deprecated"}), 401)
-    ok(client(world, bearer(teams=["data-science"])).post(url, json={"stage": "deprecated"}))
+    url = f"{BASE}/prompts/experiments/{DS_EXPERIMENT}/conclude"  # data-science's
+    body = {"winnerTemplateId": "support-greeting-v2"}
+    failed(client(world, bearer(teams=["nlp-platform"])).post(url, json=body), 403)
+    failed(client(world, bearer()).post(url, json=body), 403)
+    failed(client(world, bearer(teams=[3])).post(url, json=body), 401)
+    ok(client(world, bearer(teams=["data-science"])).post(url, json=body))
     assert [r.actor for r in denials(world.store)] == ["dee", "dee"]
