@@ -137,3 +137,17 @@ def test_a_registration_whose_review_branch_was_deleted_can_be_made_again(
     git(world.repo, "branch", "-D", first["branch"])  # the reviewer rejected it
     again = ok(world.client().post(f"{BASE}/catalog/models", json=MODEL), 201)
     assert again["branch"] != first["branch"]
+
+
+def test_a_body_that_is_not_json_names_the_body_with_its_line_and_column(
+        world: World) -> None:
+    body = failed(world.client().post(
+        f"{BASE}/serving/endpoints", content=b'{"modelId": "support-chat@1.2.0",\n'
+                                             b' "environment": dev}',
+        headers={"Content-Type": "application/json"}), 422)
+    assert body["message"] == ("invalid request: body: not valid JSON at line 2, column 17: "
+                               "Expecting value")
+    assert body["data"]["errors"] == [{
+        "location": "body", "field": "body", "type": "json_invalid", "line": 2, "column": 17,
+        "message": "not valid JSON at line 2, column 17: Expecting value"}]
+    assert [r.result for r in writes(world.store)] == []  # refused before any write began

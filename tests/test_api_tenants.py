@@ -152,9 +152,11 @@ def test_own_teams_specs_are_written(world: World) -> None:
                        json={"winnerTemplateId": "support-greeting-v2"}))
     assert data["branch"].startswith(f"llmops/conclude/{DS_EXPERIMENT}-")
     assert "state: concluded" in world.show(data["commit"], f"experiments/{DS_EXPERIMENT}.yaml")
-    data = ok(dee.post(f"{BASE}/catalog/models/sql-adapter@1.0.0/promote",
-                       json={"stage": "deprecated"}))
-    assert "stage: deprecated" in world.show(data["commit"], "models/sql-adapter.yaml")
+    # (Deprecating sql-adapter 1.0.0, which prod serves, would break the promotion rule.)
+    data = ok(dee.post(f"{BASE}/serving/endpoints", json={
+        "modelId": "sql-adapter@1.0.0", "environment": "dev", "route": "/v1/sql-helper",
+        "minReplicas": 1, "maxReplicas": 1, "name": "sql-helper"}), 201)
+    assert "ownerTeam: data-science" in world.show(data["commit"], "endpoints/dev/sql-helper.yaml")
     assert [(r.result, r.actor) for r in writes(world.store)] == [
         ("intent", "dee"), ("succeeded", "dee")] * 2
     assert denials(world.store) == []
@@ -200,10 +202,10 @@ def test_the_teams_header_is_inside_the_proxy_signature(world: World) -> None:
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_the_teams_claim_of_a_bearer_token(world: World) -> None:
-    url = f"{BASE}/catalog/models/sql-adapter@1.0.0/promote"
-    failed(client(world, bearer(teams=["nlp-platform"])).post(
-        url, json={"stage": "deprecated"}), 403)
-    failed(client(world, bearer()).post(url, json={"stage": "deprecated"}), 403)
-    failed(client(world, bearer(teams=[3])).post(url, json={"stage": "deprecated"}), 401)
-    ok(client(world, bearer(teams=["data-science"])).post(url, json={"stage": "deprecated"}))
+    url = f"{BASE}/prompts/experiments/{DS_EXPERIMENT}/conclude"  # data-science's
+    body = {"winnerTemplateId": "support-greeting-v2"}
+    failed(client(world, bearer(teams=["nlp-platform"])).post(url, json=body), 403)
+    failed(client(world, bearer()).post(url, json=body), 403)
+    failed(client(world, bearer(teams=[3])).post(url, json=body), 401)
+    ok(client(world, bearer(teams=["data-science"])).post(url, json=body))
     assert [r.actor for r in denials(world.store)] == ["dee", "dee"]

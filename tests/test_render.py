@@ -570,7 +570,7 @@ def test_the_router_fronts_every_endpoint(
         make_repo: Callable[..., SpecSet], dev: tuple[KubeObject, ...]) -> None:
     pod = pod_spec(find(dev, "Deployment", "chat"))
     server, router_container = pod["containers"]
-    assert router_container["args"] == ["router", "--host", "0.0.0.0", "--port", "8080"]
+    assert router_container["args"] == ["router", "--host", "0.0.0.0", "--port", "8081"]
     env = env_of(router_container)
     assert env["LLMOPS_ROUTER_UPSTREAM"] == "http://127.0.0.1:8000"
     assert (env["LLMOPS_ENDPOINT"], env["LLMOPS_ENVIRONMENT"]) == ("chat", "dev")
@@ -580,7 +580,7 @@ def test_the_router_fronts_every_endpoint(
     assert "LLMOPS_PROMPT_DIR" not in env_of(server)
     # One scrape target per pod: the router's /metrics also carries the model server's.
     annotations = find(dev, "Deployment", "chat")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == "8080"
+    assert annotations["prometheus.io/port"] == "8081"
     assert env["LLMOPS_ROUTER_MERGE_METRICS"] == "true"
     assert find(dev, "Service", "chat")["spec"]["ports"][0]["targetPort"] == "router"
 
@@ -824,3 +824,19 @@ def test_the_router_can_run_as_its_own_deployment(make_repo: Callable[..., SpecS
     for obj in (server, routers, front, model):
         assert obj["metadata"]["labels"]["llmops.io/spec"] == "chat"
         assert kube_schemas.errors(obj) == []
+
+
+def test_the_router_listens_by_default_where_its_sidecar_does_not_on_the_apis_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from llmops.cli import cli
+    from llmops.engine.settings import Settings
+    from llmops.renderers import router as rendered
+
+    monkeypatch.delenv("LLMOPS_ROUTER_PORT", raising=False)
+    shown = CliRunner().invoke(cli, ["router", "--help"]).output
+    assert "[default: 8081;" in " ".join(shown.split())
+    assert rendered.PORT == 8081  # the sidecar's port, its Service target and scrape port
+    assert Settings().api.port == 8080  # `llmops up` beside a local router: no clash

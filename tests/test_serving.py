@@ -281,7 +281,7 @@ def test_vllm_probes_metrics_and_tensor_parallelism(repo: Callable[..., SpecSet]
         "periodSeconds"] == 1800
     # Scraped through the prompt router beside it, whose /metrics carries the server's too.
     annotations = find(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8081",
                            "prometheus.io/path": "/metrics"}
     assert env(container)["HF_HUB_OFFLINE"] == "1"
 

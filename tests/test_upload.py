@@ -165,7 +165,9 @@ def test_an_upload_streams_to_s3_and_records_the_file_in_a_commit(
     stored = s3(s3_server).get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
     assert (out["sha256"], out["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
-    assert out["objectUri"] == f"s3://{BUCKET}/{key}"
+    assert out["objectUri"] == f"s3://{BUCKET}/{key}"  # one file: at the top, as the seed had
+    assert out["files"] == [{"name": "extra-00001.safetensors", "objectUri": out["objectUri"],
+                             "sha256": out["sha256"], "size": len(data)}]
     assert out["branch"].startswith("llmops/upload/fresh-adapter-")
     text = git(world.repo, "show", f"{out['commit']}:{MODEL_FILE}")
     assert f"  storageUri: s3://{BUCKET}/{PREFIX}\n" in text
@@ -350,8 +352,11 @@ def test_several_files_in_one_multipart_call_make_one_commit(
         ("config.json", 8), ("model.safetensors", len(weights))]
     assert out["files"][1]["sha256"] == hashlib.sha256(weights).hexdigest()
     assert out["storageUri"] == f"s3://{BUCKET}/models/fresh-base/0.1.0/"
+    # The files are in `files` only: no file of several stands at the top as if alone.
+    assert not {"objectUri", "sha256", "size"} & set(out)
+    assert out["files"][0]["objectUri"] == f"s3://{BUCKET}/models/fresh-base/0.1.0/config.json"
     text = git(world.repo, "show", f"{out['commit']}:models/fresh-base.yaml")
-    assert f"    - name: model.safetensors\n      sha256: {out['sha256']}\n" in text
+    assert f"    - name: model.safetensors\n      sha256: {out['files'][1]['sha256']}\n" in text
     # A later call adds to the same review branch, before anything is merged.
     more = ok(upload_files(app, "fresh-base@0.1.0", [("tokenizer.json", b"{}")]))
     assert (more["branch"], more["parent"]) == (out["branch"], out["commit"])

@@ -18,7 +18,8 @@ with a meaningful status code:
   the database host);
 - Starlette/FastAPI ``HTTPException`` (unknown path 404, 405 with its
   ``Allow`` header, 413 from the body guard) -> its code;
-- ``RequestValidationError`` -> 422, naming each failing request field;
+- ``RequestValidationError`` -> 422, naming each failing request field (a
+  body that is not JSON: field ``body``, with its line and column);
 - anything else (an uncategorised ``LlmopsError`` too) -> 500 whose data is
   only ``{"errorId": ...}``; the error is logged with that id, the method,
   the path and the principal (when one is known). No stack trace or
@@ -198,7 +199,29 @@ def _phrase(status_code: int) -> str:
         return f"HTTP {status_code}"
 
 
-def _issue(error: Mapping[str, Any]) -> dict[str, Any]:
+def _line_column(doc: Any, pos: int) -> tuple[int, int]:
+    """1-based line and column of character ``pos`` of ``doc`` (as ``json`` counts them)."""
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else str(doc)
+    pos = max(0, min(pos, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def _json_issue(error: Mapping[str, Any], body: Any) -> dict[str, Any]:
+    """A body that is not JSON: named ``body``, with the line and column (never a
+    character offset as a field, never the text itself)."""
+    loc = list(error.get("loc", ()))
+    pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+    line, column = _line_column(body if body is not None else "", pos)
+    reason = str((error.get("ctx") or {}).get("error") or "JSON decode error")
+    return {"location": "body", "field": "body",
+            "message": f"not valid JSON at line {line}, column {column}: {reason}",
+            "type": "json_invalid", "line": line, "column": column}
+
+
+def _issue(error: Mapping[str, Any], body: Any = None) -> dict[str, Any]:
+    if error.get("type") == "json_invalid":
+        return _json_issue(error, body)
     loc = [str(part) for part in error.get("loc", ())]
     location = loc[0] if loc else "request"
     field_path = loc[1:] if len(loc) > 1 else loc
@@ -207,8 +230,9 @@ def _issue(error: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _validation_message(issues: Sequence[Mapping[str, Any]]) -> str:
-    shown = "; ".join(f"{i['location']} field {i['field']!r}: {i['message']}"
-                      for i in issues[:3])
+    shown = "; ".join(f"{i['location']}"
+                      f"{'' if i['field'] == i['location'] else ' field ' + repr(i['field'])}"
+                      f": {i['message']}" for i in issues[:3])
     more = f" (and {len(issues) - 3} more)" if len(issues) > 3 else ""
     return f"invalid request: {shown}{more}"
 
@@ -216,7 +240,7 @@ def _validation_message(issues: Sequence[Mapping[str, Any]]) -> str:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Built from loc/msg/type only: the rejected input is not echoed back.
-    issues = [_issue(error) for error in exc.errors()][:MAX_REPORTED_ISSUES]
+    issues = [_issue(error, exc.body) for error in exc.errors()][:MAX_REPORTED_ISSUES]
     return fail_response(HTTPStatus.UNPROCESSABLE_ENTITY, _validation_message(issues),
                          {"errors": issues})
 

@@ -39,8 +39,9 @@ FOLDER = click.Path(file_okay=False, path_type=Path)
     "--port",
     envvar="LLMOPS_ROUTER_PORT",
     type=click.IntRange(0, 65535),
-    default=8080,
+    default=8081,
     show_default=True,
+    help="Port to listen on; the renderers run the sidecar on this one (the API has 8080).",
 )
 @click.option(
     "--endpoint",

@@ -6,7 +6,7 @@ its objects are stamped (owner, namespace, revision) and the ``Wiring`` of
 its prompt ConfigMap. Output: the same list, changed in place (and extended).
 
 - The pod gets a ``router`` container (the llmops image, ``llmops router``)
-  listening on port ``router`` (8080), forwarding to the model server on
+  listening on port ``router`` (8081), forwarding to the model server on
   ``127.0.0.1:<port>``, with the endpoint's prompt ConfigMap mounted read-only
   at ``/etc/llmops/prompt`` and the endpoint's environment variables
   (``LLMOPS_ENDPOINT``, ``LLMOPS_ENVIRONMENT``, ``LLMOPS_PROMPT_DIR``,
@@ -46,7 +46,9 @@ from llmops.renderers import objects
 from llmops.renderers.objects import Owner
 
 IMAGE = "ghcr.io/llmops/llmops:0.1.0"
-PORT = 8080
+PORT = 8081
+"""The router's port in the pod: not the API's 8080 nor a model server's usual 8000, and
+``llmops router``'s default ``--port``."""
 PORT_NAME = "router"
 SCRAPE = {
     "prometheus.io/scrape": "true",

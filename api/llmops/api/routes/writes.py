@@ -4,7 +4,8 @@ Role: the four routes that change something; each parses the request, calls
 one method of ``llmops.engine.service.writes.WriteService`` (which commits
 to the specs repo, audits intent and outcome, and applies the tenant rule)
 and shapes the envelope. Each answers ``{commit, branch, direct, parent,
-file, reason}``:
+file, reason, notes}`` (``notes``: what the policy check said, e.g. that
+applying waits for a change window):
 
 - ``POST /serving/endpoints/{id}/rollback`` (``serving:rollback``): the
   endpoint's spec file back to its content before the applied change; 409
@@ -21,12 +22,17 @@ file, reason}``:
   an ``UploadBatch`` (``llmops.engine.service.uploads``: S3 multipart parts
   sent from a worker thread, integrity rules first), then recorded in the
   model's ``files`` and ``storageUri`` by one commit. A failed upload (a
-  disconnect included) leaves no object; a refused commit deletes them.
+  disconnect included) leaves no object; a refused commit deletes them. The
+  answer (``UploadOut``) adds ``storageUri`` and ``files`` (every file of the
+  call) to the commit; a one-file call also has that file's ``objectUri``,
+  ``sha256`` and ``size`` at the top (the seed's shape), several files only
+  in ``files``.
 
 Errors are the engine's categories, mapped to statuses once by
 ``llmops.api.errors`` (404 no such spec, 409 nothing to change or the spec
-moved, 422 an invalid edit with ``data.issues``, 403 not the owner, 503 the
-specs repo or S3 unavailable). Input: path, query and JSON body, the caller
+moved, 422 an invalid edit with ``data.issues``, 403 not the owner or a
+policy denies the edit (``data.verdicts``), 503 the specs repo or S3
+unavailable). Input: path, query and JSON body, the caller
 (``CallerDep``), the write service (``WritesDep``). Output: ``WriteOut`` /
 ``UploadOut`` in the envelope. Caller: ``llmops.api.app`` mounts ``router``.
 """
@@ -54,6 +60,10 @@ IdPath = Annotated[str, Path(min_length=1, max_length=lookup.MAX_ID_CHARS,
                              description="The UUID or the name.")]
 Environment = Annotated[str | None, Query(max_length=63, description="Narrows a name.")]
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": Failure, "description": "The principal lacks the permission, no team of "
+                                           "theirs owns the spec, or a policy denies the "
+                                           "edit (data.verdicts: rule, environment, target, "
+                                           "reason); nothing was committed."},
     404: {"model": Failure, "description": "No such spec."},
     409: {"model": Failure, "description": "Nothing to change, or the spec moved in git."},
     422: {"model": Failure, "description": "The edit is invalid; data.issues lists why."},
@@ -81,34 +91,48 @@ class WriteOut(ApiModel):
     parent: str
     file: str
     reason: str = Field(description="Why the commit went to this branch.")
+    notes: list[str] = Field(description="What the policy check says about applying the "
+                                         "commit, e.g. that it waits for a change window "
+                                         "(windows gate applying, not proposing).")
 
     @classmethod
     def of(cls, done: Committed) -> WriteOut:
         return cls(commit=done.commit, branch=done.branch, direct=done.direct,
-                   parent=done.parent, file=done.file, reason=done.reason)
+                   parent=done.parent, file=done.file, reason=done.reason,
+                   notes=list(done.notes))
 
 
 class StoredFileOut(ApiModel):
     name: str
-    object_uri: str
+    object_uri: str = Field(description="The file's object, s3://bucket/models/...")
     sha256: str
-    size: int
+    size: int = Field(description="Bytes.")
 
 
 class UploadOut(WriteOut):
-    storage_uri: str
-    files: list[StoredFileOut] = Field(description="Every file of the call, as recorded.")
-    object_uri: str = Field(description="The last file's object (one-file uploads).")
-    sha256: str
-    size: int
+    """The commit that records the call's files (``commit``, ``branch``, ...), the
+    version's ``storageUri`` and every file of the call in ``files``. A one-file call
+    (a raw body, or one ``files`` part) also carries that file's ``objectUri``,
+    ``sha256`` and ``size`` at the top, as the seed answered; a call of several files
+    has them only in ``files``."""
+
+    storage_uri: str = Field(description="The model version's prefix, s3://bucket/models/"
+                                         "{name}/{version}/.")
+    files: list[StoredFileOut] = Field(description="Every file of the call, as recorded, "
+                                                   "in the order sent.")
+    object_uri: str | None = Field(default=None, description="One-file calls only: the "
+                                                             "file's object.")
+    sha256: str | None = Field(default=None, description="One-file calls only.")
+    size: int | None = Field(default=None, description="One-file calls only.")
 
     @classmethod
     def of_upload(cls, done: service_uploads.Uploaded) -> UploadOut:
-        last = done.files[-1]
-        return cls(**dict(WriteOut.of(done)), storage_uri=done.storage_uri,
-                   files=[StoredFileOut(name=f.name, object_uri=f.object_uri, sha256=f.sha256,
-                                        size=f.size) for f in done.files],
-                   object_uri=last.object_uri, sha256=last.sha256, size=last.size)
+        files = [StoredFileOut(name=f.name, object_uri=f.object_uri, sha256=f.sha256,
+                               size=f.size) for f in done.files]
+        only = dict(files[0]) if len(files) == 1 else {}
+        return cls(**dict(WriteOut.of(done)), storage_uri=done.storage_uri, files=files,
+                   object_uri=only.get("object_uri"), sha256=only.get("sha256"),
+                   size=only.get("size"))
 
 
 class ConcludeRequest(BaseModel):
@@ -175,6 +199,7 @@ def _declared_length(request: Request) -> int:
 
 
 @router.post("/catalog/models/{model_id}/upload", response_model=Envelope[UploadOut],
+             response_model_exclude_none=True,
              summary="Upload model files to S3 and record them (one commit)",
              dependencies=[require(Permission.MODELS_UPLOAD)],
              responses={**WRITE_RESPONSES,

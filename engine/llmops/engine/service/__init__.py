@@ -8,6 +8,8 @@ categories the interfaces map to HTTP statuses and exit codes.
 
 - ``writes``: ``WriteService``, the write use cases (rollback, conclude,
   promote, upload), each an audited commit to the specs repo;
+- ``admission``: the policy verdicts of a write's edited spec set, before
+  its commit (``PolicyDenied``; notes such as a change window's);
 - ``access``: ``Caller`` and the tenant rule (``authorize_owner``);
 - ``lookup``: a spec by UUID or name (``NotFound`` / ``Conflict``);
 - ``compose``: settings -> ``Services`` (store, status cache, write service)

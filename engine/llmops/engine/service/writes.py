@@ -16,7 +16,11 @@ environment sets ``directCommits``:
 
 Each acts only on a spec owned by one of the caller's teams, unless the
 caller holds ``*`` (``access.authorize_owner``: audited, ``NotOwner``, before
-anything else is written). Every write is audited: an ``intent`` row before
+anything else is written). Before the commit, the edited spec set passes the
+policy verdicts ``llmops plan`` runs (``llmops.engine.service.admission``): a
+denial the edit brings is ``PolicyDenied`` (a ``Forbidden``) and nothing is
+committed; a change outside a change window is committed with a note
+(``notes``: windows gate applying, not proposing). Every write is audited: an ``intent`` row before
 anything happens, then ``succeeded`` (with the commit) or ``failed`` (with
 the reason); action ``write``, the spec as target. The commit message ends in
 ``Llmops-Action``, ``Llmops-Spec`` and ``Llmops-Requested-By`` trailers.
@@ -33,10 +37,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from llmops.engine import errors
-from llmops.engine.service import access, lookup
+from llmops.engine.service import access, admission, lookup
 from llmops.engine.service.access import Caller
 from llmops.engine.settings import Settings
 from llmops.engine.source import rollback, specedits, writeback
@@ -126,10 +131,13 @@ def _message(subject: str, body: str, action: str, key: SpecKey, caller: Caller)
 class WriteService:
     """The write use cases over one store and one specs repo (see the module docstring)."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.store = store
         self.log = audit.AuditLog(store)
+        self.clock = clock
+        """The time the policy verdicts are checked at (change windows)."""
 
     # -- plumbing
 
@@ -163,7 +171,8 @@ class WriteService:
                                        action=action, author=writeback.Author(caller.user),
                                        message=_message(subject, body, action, entry.key,
                                                         caller),
-                                       create=create, onto=onto)
+                                       create=create, onto=onto,
+                                       admit=admission.admit_for(entry.key, self.clock))
         pending.put(self.store, pending.Pending(
             key=entry.key, file=result.file, branch=result.branch, commit=result.commit,
             direct=result.direct, spec=result.spec or entry.spec))

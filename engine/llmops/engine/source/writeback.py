@@ -25,7 +25,9 @@ see below for a clean checked-out tracked branch):
 3. that tree is written into a temporary directory by ``gitobjects.export``
    (the one tree writer: no checkout, no filters) and validated with
    ``validate.load_and_validate``: any issue is an ``EditRejected`` carrying
-   every issue, and nothing is committed;
+   every issue, and nothing is committed; then the caller's ``Admit`` check
+   (the use cases' policy verdicts) sees the spec set before and after the
+   edit, and may refuse it (nothing is committed) or add notes to the answer;
 4. ``commit-tree`` (author: the caller, ``<user>@users.llmops``; committer:
    llmops) and ``update-ref <ref> <new> <expected old>``
    (``gitcommit.swap_ref``): a new branch must not exist yet; a direct commit
@@ -49,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -74,6 +77,11 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/]+@[^/:]+:")
 
 Edit = Callable[[str], str]
 """Old file text -> new file text; raises ``WriteError`` subclasses to refuse."""
+
+Admit = Callable[[Callable[[], validate.SpecSet | None], validate.SpecSet], tuple[str, ...]]
+"""The last check before a commit: (the spec set at the parent, loaded when asked for;
+None when it does not validate), the edited spec set -> notes for the answer. It
+raises (an ``LlmopsError``) to refuse the write; nothing is committed then."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -172,6 +180,8 @@ class WriteResult:
     """Why the commit went where it went."""
     spec: dict[str, Any]
     """The spec as committed (plain JSON data); empty when the edit removed it."""
+    notes: tuple[str, ...]
+    """What the ``Admit`` check said about the accepted edit (e.g. a change window)."""
 
 
 # --------------------------------------------------------------------------- the repo
@@ -324,6 +334,32 @@ def _validate_tree(git: gitcli.Git, tree: str, dest: Path) -> validate.SpecSet:
                            exc.issues) from None
 
 
+def _parent_specs(git: gitcli.Git, tip: str, file: str, edited: Path,
+                  dest: Path) -> validate.SpecSet | None:
+    """The spec set at ``tip``, the edit's parent, or None when it does not validate: the
+    edited tree's export ``edited`` with ``file`` as it is at ``tip`` (the one file the
+    edit changes), so the parent costs a copy and one blob read, not a second export."""
+    shutil.copytree(edited, dest)
+    before = read_file(git, tip, file)
+    if before is None:
+        (dest / file).unlink(missing_ok=True)
+    else:
+        (dest / file).write_bytes(gitobjects.read_blob(git, before[0].blob))
+    try:
+        return validate.load_and_validate(dest, cache=None)
+    except SpecError:
+        return None
+
+
+def _admitted(git: gitcli.Git, scratch: Path, tip: str, file: str,
+              spec_set: validate.SpecSet, how: _How) -> tuple[str, ...]:
+    """The ``Admit`` check's notes (it raises to refuse); () without a check."""
+    if how.admit is None:
+        return ()
+    before = scratch.with_name(f"{scratch.name}-parent")
+    return how.admit(lambda: _parent_specs(git, tip, file, scratch, before), spec_set)
+
+
 def _direct(config: repoconfig.RepoConfig, environment: str) -> tuple[bool, str]:
     envs = config.environments
     if environment:
@@ -351,7 +387,7 @@ def synced(repo: push.Mirror, branch: str) -> Iterator[Path]:
 
 def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action: str,
                 author: Author, message: str, create: bool = False,
-                onto: str = "") -> WriteResult:
+                onto: str = "", admit: Admit | None = None) -> WriteResult:
     """Commit ``edit`` of ``target.file`` on top of ``tracked``; see the module docstring.
 
     ``create``: the file must not exist yet (``SpecExists`` otherwise) and
@@ -364,8 +400,12 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
     mirror, push the branch (never forced). A direct commit whose push is
     rejected (someone pushed meanwhile) is redone once on the new tip; then
     ``Conflicted``.
+
+    ``admit``: checked on every attempt, after the edited tree validates and
+    before anything is committed (see ``Admit``).
     """
-    how = _How(action=action, author=author, message=message, create=create, onto=onto)
+    how = _How(action=action, author=author, message=message, create=create, onto=onto,
+               admit=admit)
     if isinstance(repo, Path):
         return _commit_local(repo, tracked, target, edit, how)
     branch = gitcli.check_branch(tracked)
@@ -409,6 +449,7 @@ class _How:
     message: str
     create: bool = False
     onto: str = ""
+    admit: Admit | None = None
 
 
 def _open_branch(git: gitcli.Git, tracked: str, onto: str) -> str:
@@ -454,6 +495,7 @@ def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
         else _edited(git, base, tip, file, target, edit)
     tree = gitcommit.tree_with(git, tip, {file: change})
     spec_set = _validate_tree(git, tree, scratch)
+    notes = _admitted(git, scratch, tip, file, spec_set, how)
     work_tree: Path | None = None
     if stack:
         direct, reason = False, (f"added to {stack}, the review branch of an earlier write "
@@ -473,7 +515,8 @@ def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
         item = spec_set.get(target.key)
         return WriteResult(commit=commit, branch=ref_branch, direct=direct, parent=tip,
                            file=file, reason=reason,
-                           spec=item.spec.model_dump(mode="json") if item is not None else {})
+                           spec=item.spec.model_dump(mode="json") if item is not None else {},
+                           notes=notes)
     if not moves:
         raise Conflicted(f"branch {ref_branch} appeared while committing; retry")
     if stack:
