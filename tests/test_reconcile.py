@@ -145,6 +145,39 @@ def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
         "Deployment/nlp-platform-stg/support-chat"]
 
 
+def test_a_run_records_its_commit_and_its_plan_as_llmops_plan_shows_it(h: Harness) -> None:
+    first = h.run()["stg"]
+    assert first.run_id is not None
+    created = state.get_run(h.store, first.run_id)
+    assert created is not None
+    assert created.plan_detail is not None
+    assert created.subject  # the template's first commit
+    assert {s["action"] for s in created.plan_detail["specs"]} == {"created"}
+    h.rec = h.make()  # a restarted daemon: the applied revision is read back from git
+    sha, stg = bump_stg_support_chat(h)
+    assert stg.run_id is not None
+    run = state.get_run(h.store, stg.run_id)
+    assert run is not None
+    assert (run.author, run.subject) == ("Alice <alice@example.com>",
+                                         "stg: support-chat 1.3.0")
+    assert run.plan_detail is not None
+    (spec,) = [s for s in run.plan_detail["specs"] if s["kind"] == "ServingEndpoint"]
+    assert (spec["environment"], spec["name"]) == ("stg", "support-chat")
+    assert "model support-chat 1.2.0 -> 1.3.0" in spec["details"]
+    (obj,) = run.plan_detail["objects"]
+    assert obj["id"] == "Deployment/nlp-platform-stg/support-chat"
+    assert (obj["action"], obj["owner"]) == ("configured", "ServingEndpoint/support-chat")
+    diff_lines = obj["diff"].splitlines()
+    assert any(line.startswith("-") and "1.2.0" in line for line in diff_lines)
+    assert any(line.startswith("+") and "1.3.0" in line for line in diff_lines)
+    assert run.plan_detail["omitted"] == 0
+    # A pass with nothing to do records no run, yet the overview names the commit it follows.
+    dev = state.get_environment_status(h.store, "dev")
+    assert dev is not None
+    assert (dev.observed_revision, dev.observed_author, dev.observed_subject) == (
+        sha, "Alice <alice@example.com>", "stg: support-chat 1.3.0")
+
+
 @pytest.mark.slow  # over 0.5 s of CPU on its own
 def test_bad_spec_acts_on_nothing_and_is_recorded_once(h: Harness) -> None:
     h.run()
