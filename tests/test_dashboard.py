@@ -36,6 +36,7 @@ from llmops.engine.source import snapshots
 from llmops.engine.store import Store, audit, state
 
 JWT_SECRET = "dashboard-test-jwt-secret-0123456789"
+IN_WINDOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # a Wednesday, 10:00 in Berlin
 EXPERIMENT = "support-greeting-v2-vs-v3"
 PAGES = ["/", "/catalog/models", "/catalog/models/support-chat", "/serving/endpoints",
          "/serving/endpoints/support-chat?environment=prod", "/prompts/experiments",
@@ -60,9 +61,12 @@ def bearer_token(roles: list[str], *, exp: float | None = None, sub: str = "dee"
 
 
 def reconcile_once(world: World, tmp_path: Path) -> None:
+    """One pass at a time inside the template's prod change window (else prod is blocked
+    and its pages show no object, depending on when the tests run)."""
     src = snapshots.open_source(str(world.repo), "main", tmp_path / "work")
     rec = reconciler.Reconciler(world.store, src,
-                                lambda env, cfg: HydrateActuator(tmp_path / "out"))
+                                lambda env, cfg: HydrateActuator(tmp_path / "out"),
+                                clock=lambda: IN_WINDOW)
     rec.run_once()
 
 

@@ -21,7 +21,8 @@ from conftest import edit
 from llmops.engine.actuate import hydrate
 from llmops.engine.actuate.base import ActPlan, ActResult
 from llmops.engine.actuate.hydrate import HydrateActuator
-from llmops.engine.run import reconciler
+from llmops.engine.plan import decide
+from llmops.engine.run import reconciler, record
 from llmops.engine.service import compose
 from llmops.engine.settings import Settings
 from llmops.engine.source import snapshots
@@ -176,6 +177,32 @@ def test_a_run_records_its_commit_and_its_plan_as_llmops_plan_shows_it(h: Harnes
     assert dev is not None
     assert (dev.observed_revision, dev.observed_author, dev.observed_subject) == (
         sha, "Alice <alice@example.com>", "stg: support-chat 1.3.0")
+
+
+def test_a_runs_plan_is_bounded_and_masks_secret_values_as_plan_does() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "a"},
+              "stringData": {"url": "postgres://app:hunter2-value@db/app"}}
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "chat", "namespace": "a"},
+              "spec": {"template": {"spec": {"containers": [{
+                  "name": "server", "image": "vllm:1",
+                  "env": [{"name": "HF_TOKEN", "value": "hf_live_token_value"}]}]}}}}
+    big = [{"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"z{i}", "namespace": "a"},  # listed after the two above
+            "data": {"blob": "line of a large prompt template\n" * 1000}} for i in range(30)]
+    changes = decide.decide("dev", [secret, deploy, *big], {}, compare=decide.Compare.LIVE)
+    detail = record.plan_detail(changes, None)
+    stored = json.dumps(detail)
+    assert "hunter2-value" not in stored
+    assert "hf_live_token_value" not in stored
+    by_id = {o["id"]: o for o in detail["objects"]}
+    assert "url: '***'" in by_id["Secret/a/db"]["diff"]
+    assert "value: '***'" in by_id["Deployment/a/chat"]["diff"]
+    assert sum(len(o["diff"]) for o in detail["objects"]) <= record.MAX_DIFF_CHARS
+    assert all(len(o["diff"]) <= record.MAX_OBJECT_DIFF_CHARS for o in detail["objects"])
+    assert any(o["truncated"] for o in detail["objects"])
+    assert detail["omitted"] == 32 - len(detail["objects"]) > 0
+    assert detail["specs"] is None  # the base revision was not known
 
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own
@@ -358,7 +385,8 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from datetime import UTC, datetime
     from pathlib import Path
-    from llmops.engine.run import reconciler
+    from llmops.engine.plan import decide
+from llmops.engine.run import reconciler, record
     from llmops.engine.source import snapshots
     from llmops.engine.actuate.hydrate import HydrateActuator
     from llmops.engine.store.db import Store
