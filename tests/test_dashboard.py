@@ -303,6 +303,37 @@ def test_no_secret_value_of_a_change_lands_in_the_store_or_the_run_page(
     assert token not in client.get(f"/llm-ops/v1/reconcile/runs/{run.id}").text
 
 
+def test_the_audit_page_pages_by_cursor_filters_by_result_and_verifies_the_chain(
+        world: World) -> None:
+    viewer = app_for(world)
+    viewer.headers.update(signed("vera", "viewer"))
+    assert viewer.get("/governance/audit").status_code == 403  # audited as denied
+    client = app_for(world)
+    client.headers.update(signed("aude", "auditor"))
+    first = client.get("/governance/audit").text
+    ids = [int(i) for i in re.findall(r'<tr class="result-[a-z]+"><td>(\d+)</td>', first)]
+    assert len(ids) == 50
+    older = re.search(r'<a rel="next" href="([^"]+)">Older entries</a>', first)
+    assert older is not None
+    second = client.get("/governance/audit" + older.group(1).replace("&amp;", "&")).text
+    more = [int(i) for i in re.findall(r'<tr class="result-[a-z]+"><td>(\d+)</td>', second)]
+    assert more
+    assert max(more) < min(ids)
+    for result in ("intent", "succeeded", "failed", "denied", "blocked"):
+        assert f"<option>{result}</option>" in first or f"<option selected>{result}" in first
+    denied = client.get("/governance/audit", params={"result": "denied"}).text
+    rows = re.findall(r'<tr class="result-([a-z]+)">.*?</tr>', denied, re.S)
+    assert rows
+    assert set(rows) == {"denied"}
+    assert "<option selected>denied</option>" in denied
+    assert "GET /governance/audit" in denied
+    bad = client.get("/governance/audit", params={"result": "exploded"})
+    assert bad.status_code == 400
+    assert "filter result" in bad.text
+    assert 'data-chain="intact"' in client.get("/governance/audit",
+                                               params={"verify": "1"}).text
+
+
 # --------------------------------------------------------------------------- experiments
 
 

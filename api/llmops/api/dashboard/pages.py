@@ -37,7 +37,7 @@ from llmops.engine.spec.schema import (
     ModelType,
     Permission,
 )
-from llmops.engine.store import state
+from llmops.engine.store import audit, state
 from llmops.engine.store.models import RunResult
 
 LISTED = Page(limit=deps.MAX_PAGE, offset=0)
@@ -246,17 +246,21 @@ def experiment(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep, experiment_
 def audit_log(viewer: ViewerDep, log: AuditLogDep, actor: Text = "", action: Text = "",
               result: Text = "", environment: Text = "", since: Text = "", until: Text = "",
               after_id: Text = "", verify: Text = "") -> HTMLResponse:
-    """Entries by actor, action, result, environment and time; cursor pages; the chain's
-    state when asked (``verify=1``: the walk reads every entry, so not on every view)."""
+    """Entries by actor, action, result (one of ``AuditResult``: a 400 naming the field
+    otherwise) environment and time; cursor pages; the chain's state when asked
+    (``verify=1``: the walk reads every entry, so not on every view)."""
     viewer.need(Permission.AUDIT_READ)
     window = {name: _time(value, name) for name, value in
               (("since", since), ("until", until))}
-    page = audit_routes.logs(log, actor=_opt(actor), action=_opt(action), result=_opt(result),
+    chosen = _enum(audit.AuditResult, result, "result")
+    page = audit_routes.logs(log, actor=_opt(actor), action=_opt(action),
+                             result=chosen.value if chosen else None,
                              environment=_opt(environment), since=window["since"],
                              until=window["until"], after_id=_cursor(after_id, "after_id"),
                              limit=PAGE).data
     return render(viewer.request, "audit.html", viewer=viewer, page=page,
                   chain=log.verify() if verify == "1" else None,
+                  results=[r.value for r in audit.AuditResult],
                   filters={"actor": actor, "action": action, "result": result,
                            "environment": environment, "since": since, "until": until})
 
