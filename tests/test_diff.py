@@ -293,3 +293,19 @@ def test_env_vars_named_like_credentials_are_masked() -> None:
     assert "hf_oldoldold" not in shown
     assert "hf_newnewnew" not in shown
     assert "MODEL_VERSION" in shown
+
+
+def test_diff_text_is_the_same_from_libyaml_and_pyyaml(template_copy: Any) -> None:
+    """The diffs are dumped by libyaml (10x faster, for the reconciler's recorded plans);
+    a reviewer must read exactly the text PyYAML's own emitter writes."""
+    from llmops.engine.spec import validate
+    from llmops.renderers import render_environment
+
+    specs = validate.load_and_validate(template_copy)
+    objects = [o for env in ("dev", "stg", "prod")
+               for o in render_environment(specs, env, revision="a" * 40)]
+    tricky = {"data": {"trailing": "a line \nanother  \n", "lead": "  indented\nx\n",
+                       "long": "word " * 60, "unicode": "grüße → 世界\n", "empty": "",
+                       "colon": "key: value", "number-like": "0123", "bool-like": "yes"}}
+    for obj in [*objects, tricky]:
+        assert diff.to_yaml(obj) == diff.to_yaml(obj, pure=True)
