@@ -385,8 +385,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from datetime import UTC, datetime
     from pathlib import Path
-    from llmops.engine.plan import decide
-from llmops.engine.run import reconciler, record
+    from llmops.engine.run import reconciler
     from llmops.engine.source import snapshots
     from llmops.engine.actuate.hydrate import HydrateActuator
     from llmops.engine.store.db import Store
