@@ -128,7 +128,7 @@ def test_every_page_loads_with_its_data_for_an_admin(world: World) -> None:
     for env in ("dev", "stg", "prod"):
         assert f'id="env-{env}"' in overview
     assert "Failing runs" in overview
-    assert 'class="author">' in overview  # the followed revision's author (admin reads audit)
+    assert 'class="author">' in overview  # the followed revision's author
     run_ids = re.findall(r'href="/reconcile/runs/(\d+)"', client.get("/reconcile/runs").text)
     assert run_ids
     run = client.get(f"/reconcile/runs/{run_ids[0]}").text
