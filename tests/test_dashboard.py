@@ -291,7 +291,7 @@ def test_no_secret_value_of_a_change_lands_in_the_store_or_the_run_page(
     assert run.subject == "prod: support-chat pulls with a token"
     with world.store.connection() as conn:
         for table in ("reconcile_runs", "audit_log", "environment_status", "object_status",
-                      "spec_status", "inventory"):
+                      "spec_status", "inventory", "spec_catalog"):
             rows = conn.exec_driver_sql(f"SELECT * FROM {table}").fetchall()
             assert token not in str(rows), table
     client = app_for(world)
