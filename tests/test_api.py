@@ -113,7 +113,8 @@ def test_status_reports_revisions_conditions_and_last_finished_run(store: Store)
     state.put_environment_status(store, state.EnvironmentStatus(
         environment="prod", observed_revision="b" * 40, last_applied_revision=SHA,
         last_attempted_revision="b" * 40, conditions=(ready,), last_success_at=T0,
-        source_state=SourceState.AVAILABLE, source_message="fetched"))
+        source_state=SourceState.AVAILABLE, source_message="fetched",
+        observed_author="Ada <ada@example.com>", observed_subject="prod: chat 1.3.0"))
     state.put_environment_status(store, state.EnvironmentStatus(environment="dev"))
     finished = seed_run(store, "prod", RunResult.SUCCEEDED,
                         counts=state.RunCounts(created=2, configured=1, unchanged=4))
@@ -125,6 +126,8 @@ def test_status_reports_revisions_conditions_and_last_finished_run(store: Store)
     assert sorted(by_env) == ["dev", "prod"]
     prod = by_env["prod"]
     assert prod["observedRevision"] == "b" * 40
+    assert prod["observedCommit"] == {"author": "Ada <ada@example.com>",
+                                      "subject": "prod: chat 1.3.0"}
     assert prod["lastAppliedRevision"] == SHA
     assert prod["lastAttemptedRevision"] == "b" * 40
     assert prod["conditions"] == [{"type": "Ready", "status": "True", "reason": "Applied",
@@ -173,8 +176,9 @@ def test_runs_page_newest_first_with_a_cursor_and_filters(store: Store) -> None:
     assert everything["items"][0]["id"] == prod
     assert everything["nextCursor"] is None
     first = everything["items"][0]
-    assert set(first) == {"id", "environment", "revision", "result", "startedAt",
+    assert set(first) == {"id", "environment", "revision", "commit", "result", "startedAt",
                           "finishedAt", "counts", "error"}
+    assert first["commit"] == {"author": "", "subject": ""}  # not recorded: unknown
 
     succeeded = ok(client.get(f"{BASE}/reconcile/runs",
                               params={"environment": "dev", "result": "succeeded"}))
@@ -185,6 +189,28 @@ def test_runs_page_newest_first_with_a_cursor_and_filters(store: Store) -> None:
     assert bad["data"]["errors"][0]["field"] == "result"
     too_many = failed(client.get(f"{BASE}/reconcile/runs", params={"limit": 201}), 422)
     assert "limit" in too_many["message"]
+
+
+def test_run_detail_has_its_commit_and_plan_detail_redacted_again(store: Store) -> None:
+    detail = {"specs": [{"kind": "ServingEndpoint", "environment": "prod", "name": "chat",
+                         "action": "configured", "title": "ServingEndpoint/prod/chat",
+                         "details": ["replicas 2-4 -> 3-6"]}],
+              "objects": [{"id": "Deployment/llmops-prod/chat", "action": "configured",
+                           "owner": "ServingEndpoint/chat", "drifted": False,
+                           "diff": "-  replicas: 2\n+  replicas: 3\n+  token: ghp_S3cr3tT0ken0123",
+                           "truncated": False}],
+              "omitted": 0, "maxChars": 200000}
+    run = state.start_run(store, "prod", SHA, author="Ada <ada@example.com>",
+                          subject="prod: chat to 3 replicas", plan_detail=detail)
+    data = ok(client_for(store).get(f"{BASE}/reconcile/runs/{run.id}"))
+    assert data["commit"] == {"author": "Ada <ada@example.com>",
+                              "subject": "prod: chat to 3 replicas"}
+    shown = data["planDetail"]
+    assert shown["specs"][0]["details"] == ["replicas 2-4 -> 3-6"]
+    assert shown["objects"][0]["id"] == "Deployment/llmops-prod/chat"
+    assert "+  replicas: 3" in shown["objects"][0]["diff"]
+    assert "S3cr3t" not in str(shown)  # recorded by mistake, still never answered
+    assert shown["maxChars"] == 200000
 
 
 def test_run_detail_has_its_plan_and_object_results(store: Store) -> None:
@@ -208,6 +234,8 @@ def test_run_detail_has_its_plan_and_object_results(store: Store) -> None:
     # Nothing secret leaves the API, even when it was recorded.
     assert "hunter2" not in data["error"]
     assert "S3cr3t" not in str(data["plan"])
+
+    assert data["planDetail"] is None  # this run recorded none
 
     missing = failed(client.get(f"{BASE}/reconcile/runs/{run.id + 100}"), 404)
     assert str(run.id + 100) in missing["message"]

@@ -16,7 +16,9 @@ import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html import escape
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,11 +34,12 @@ from llmops.api.dashboard import charts
 from llmops.engine import settings
 from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import reconciler
+from llmops.engine.service import experiments
 from llmops.engine.source import snapshots
 from llmops.engine.store import Store, audit, state
 
 JWT_SECRET = "dashboard-test-jwt-secret-0123456789"
-WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # inside prod's change window
+IN_WINDOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # a Wednesday, 10:00 in Berlin
 EXPERIMENT = "support-greeting-v2-vs-v3"
 PAGES = ["/", "/catalog/models", "/catalog/models/support-chat", "/serving/endpoints",
          "/serving/endpoints/support-chat?environment=prod", "/prompts/experiments",
@@ -48,9 +51,9 @@ def signed(user: str, roles: str) -> dict[str, str]:
             "X-Proxy-Signature": proxy_signature(user, roles, SECRET)}
 
 
-def app_for(world: World) -> TestClient:
+def app_for(world: World, **configured: Any) -> TestClient:
     api = {"trusted_proxies": ["127.0.0.1"], "proxy_secret": SECRET, "jwt_secret": JWT_SECRET}
-    cfg = settings.load(api=api, git={"repo": str(world.repo), "branch": "main"})
+    cfg = settings.load(api=api, git={"repo": str(world.repo), "branch": "main"}, **configured)
     return TestClient(create_app(world.store, settings=cfg), client=("127.0.0.1", 40000),
                       follow_redirects=False)
 
@@ -61,10 +64,12 @@ def bearer_token(roles: list[str], *, exp: float | None = None, sub: str = "dee"
 
 
 def reconcile_once(world: World, tmp_path: Path) -> None:
+    """One pass at a time inside the template's prod change window (else prod is blocked
+    and its pages show no object, depending on when the tests run)."""
     src = snapshots.open_source(str(world.repo), "main", tmp_path / "work")
     rec = reconciler.Reconciler(world.store, src,
                                 lambda env, cfg: HydrateActuator(tmp_path / "out"),
-                                clock=lambda: WEDNESDAY)
+                                clock=lambda: IN_WINDOW)
     rec.run_once()
 
 
@@ -123,7 +128,7 @@ def test_every_page_loads_with_its_data_for_an_admin(world: World) -> None:
     for env in ("dev", "stg", "prod"):
         assert f'id="env-{env}"' in overview
     assert "Failing runs" in overview
-    assert 'class="author">' in overview  # the followed revision's author (admin reads audit)
+    assert 'class="author">' in overview  # the followed revision's author
     run_ids = re.findall(r'href="/reconcile/runs/(\d+)"', client.get("/reconcile/runs").text)
     assert run_ids
     run = client.get(f"/reconcile/runs/{run_ids[0]}").text
@@ -233,6 +238,181 @@ def test_login_goes_only_to_a_local_page(world: World) -> None:
         done = client.post("/login", data={"csrf": csrf, "token": bearer_token(["viewer"]),
                                            "next": target})
         assert done.headers["location"] == "/"
+
+
+def test_the_overview_names_each_followed_commit_for_every_reader(world: World) -> None:
+    head = git(world.repo, "rev-parse", "HEAD").strip()
+    author = git(world.repo, "log", "-1", "--format=%an <%ae>").strip()
+    subject = git(world.repo, "log", "-1", "--format=%s").strip()
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))  # no audit:read: the store says it
+    overview = client.get("/").text
+    for env in ("dev", "stg", "prod"):
+        card = overview[overview.index(f'id="env-{env}"'):]
+        card = card[:card.index("</section>")]
+        followed = re.search(r'<dd class="followed">(.*?)</dd>', card, re.S)
+        assert followed is not None, card
+        assert f'<code title="{head}">{head[:8]}</code>' in followed.group(1)
+        assert f'<span class="author">{escape(author)}</span>' in followed.group(1)
+        assert f'<span class="subject">{escape(subject)}</span>' in followed.group(1)
+    status = ok(client.get("/llm-ops/v1/reconcile/status"))["environments"]
+    assert {e["observedCommit"]["subject"] for e in status} == {subject}
+
+
+def test_a_run_page_shows_the_plan_as_llmops_plan_does(world: World) -> None:
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    (first,) = state.list_runs(world.store, environment="dev")
+    page = client.get(f"/reconcile/runs/{first.id}").text
+    assert "What changes" in page
+    assert re.search(r'<li class="action-created"><code>\+</code> <strong>ServingEndpoint '
+                     r'dev/sql-assistant</strong>: created \(model sql-adapter', page)
+    diffs = re.findall(r'<details class="object-diff" data-object="([^"]+)">', page)
+    assert "Deployment/data-science-dev/sql-assistant" in diffs
+    assert '<span class="hunk">@@ -0,0 +1,' in page
+    assert '<span class="add">+kind: Deployment</span>' in page
+    assert "Per-object results" in page
+    assert "created</td>" in page
+    data = ok(client.get(f"/llm-ops/v1/reconcile/runs/{first.id}"))
+    assert [o["id"] for o in data["planDetail"]["objects"]] == diffs
+
+
+@pytest.mark.slow  # reconciles the repo a second time (about 2 s)
+def test_no_secret_value_of_a_change_lands_in_the_store_or_the_run_page(
+        world: World, tmp_path: Path) -> None:
+    token = "hf_dashboard_secret_value_0123456789"
+    path = world.repo / PROD_ENDPOINT
+    path.write_text(path.read_text().replace(
+        "      VLLM_LOGGING_LEVEL: INFO\n",
+        f"      VLLM_LOGGING_LEVEL: INFO\n      HF_TOKEN: {token}\n", 1))
+    git(world.repo, "commit", "-qam", "prod: support-chat pulls with a token")
+    reconcile_once(world, tmp_path)
+    (run,) = state.list_runs(world.store, environment="prod", limit=1)
+    assert run.subject == "prod: support-chat pulls with a token"
+    with world.store.connection() as conn:
+        for table in ("reconcile_runs", "audit_log", "environment_status", "object_status",
+                      "spec_status", "inventory", "spec_catalog"):
+            rows = conn.exec_driver_sql(f"SELECT * FROM {table}").fetchall()
+            assert token not in str(rows), table
+    client = app_for(world)
+    client.headers.update(signed("ada", "admin"))
+    page = client.get(f"/reconcile/runs/{run.id}").text
+    assert token not in page
+    assert "runtime env changed: HF_TOKEN" in page  # the summary names it, never its value
+    assert "value: &#39;***&#39;" in page  # the diff masks it as `llmops plan` does
+    assert token not in client.get(f"/llm-ops/v1/reconcile/runs/{run.id}").text
+
+
+def test_the_audit_page_pages_by_cursor_filters_by_result_and_verifies_the_chain(
+        world: World) -> None:
+    viewer = app_for(world)
+    viewer.headers.update(signed("vera", "viewer"))
+    assert viewer.get("/governance/audit").status_code == 403  # audited as denied
+    client = app_for(world)
+    client.headers.update(signed("aude", "auditor"))
+    first = client.get("/governance/audit").text
+    ids = [int(i) for i in re.findall(r'<tr class="result-[a-z]+"><td>(\d+)</td>', first)]
+    assert len(ids) == 50
+    older = re.search(r'<a rel="next" href="([^"]+)">Older entries</a>', first)
+    assert older is not None
+    second = client.get("/governance/audit" + older.group(1).replace("&amp;", "&")).text
+    more = [int(i) for i in re.findall(r'<tr class="result-[a-z]+"><td>(\d+)</td>', second)]
+    assert more
+    assert max(more) < min(ids)
+    for result in ("intent", "succeeded", "failed", "denied", "blocked"):
+        assert f"<option>{result}</option>" in first or f"<option selected>{result}" in first
+    denied = client.get("/governance/audit", params={"result": "denied"}).text
+    rows = re.findall(r'<tr class="result-([a-z]+)">.*?</tr>', denied, re.S)
+    assert rows
+    assert set(rows) == {"denied"}
+    assert "<option selected>denied</option>" in denied
+    assert "GET /governance/audit" in denied
+    bad = client.get("/governance/audit", params={"result": "exploded"})
+    assert bad.status_code == 400
+    assert "filter result" in bad.text
+    assert 'data-chain="intact"' in client.get("/governance/audit",
+                                               params={"verify": "1"}).text
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+class Prometheus:
+    """Our own boundary, ``experiments.PrometheusHttp``: the router's series for the two
+    variants of the template's prod experiment, counted from zero over the window."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def instant(self, query: str, at: datetime) -> list[experiments.Sample]:
+        self.calls += 1
+        if self.calls % 2 == 0:  # the window's start: every counter was zero
+            return []
+        base = {"environment": "prod", "endpoint": "support-chat", "experiment": EXPERIMENT}
+        name = "llmops_router_request_duration_seconds"
+        out: list[experiments.Sample] = []
+        for variant, fast, total, seconds in (("support-greeting-v2", 300.0, 400.0, 60.0),
+                                              ("support-greeting-v3", 20.0, 100.0, 30.0)):
+            labels = {**base, "variant": variant}
+            out += [({**labels, "__name__": "llmops_router_requests_total", "code": "200"},
+                     total),
+                    ({**labels, "__name__": f"{name}_bucket", "le": "0.1"}, fast),
+                    ({**labels, "__name__": f"{name}_bucket", "le": "0.5"}, total),
+                    ({**labels, "__name__": f"{name}_bucket", "le": "+Inf"}, total),
+                    ({**labels, "__name__": f"{name}_sum"}, seconds),
+                    ({**labels, "__name__": f"{name}_count"}, total)]
+        return out
+
+
+def test_the_experiment_page_shows_each_variants_metric_and_significance(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(experiments, "PrometheusHttp", lambda url, timeout: Prometheus())
+    client = app_for(world, prometheus={"url": "http://prometheus.test:9090", "timeout": 1})
+    client.headers.update(signed("vera", "viewer"))
+    url = f"/prompts/experiments/{EXPERIMENT}"
+    api = ok(client.get(f"/llm-ops/v1{url}", params={"environment": "prod"}))["metrics"]
+    (compared,) = api["comparisons"]
+    page = client.get(url, params={"environment": "prod"}).text
+    assert 'data-metrics="measured"' in page
+    assert "<svg" in page  # the weight bar
+    control = _row(page, "support-greeting-v2")
+    assert '<span class="badge">control</span>' in control
+    assert '<td class="requests">400</td>' in control
+    assert "150" in control  # mean latency: 60 s over 400 requests
+    v3 = _row(page, "support-greeting-v3")
+    assert '<td class="requests">100</td>' in v3
+    assert "300" in v3  # 30 s over 100 requests
+    assert f'<td class="p-value">{compared["pValue"]:.4f}</td>' in v3
+    assert f"{(1 - compared['pValue']) * 100:.1f}%" in v3
+    assert f'data-significant="{"yes" if compared["significant"] else "no"}"' in v3
+    needed = compared["additionalSamples"]
+    assert (f"{needed} more" if needed else "enough") in v3
+
+
+def test_the_experiment_page_says_when_prometheus_is_missing_or_down(world: World) -> None:
+    url = f"/prompts/experiments/{EXPERIMENT}?environment=prod"
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    page = client.get(url)
+    assert page.status_code == 200
+    assert 'data-metrics="unconfigured"' in page.text
+    assert "Prometheus is not configured" in page.text
+    assert "not measured" in _row(page.text, "support-greeting-v3")
+    down = app_for(world, prometheus={"url": "http://127.0.0.1:1", "timeout": 1})
+    down.headers.update(signed("vera", "viewer"))
+    page = down.get(url)
+    assert page.status_code == 200
+    assert 'data-metrics="unavailable"' in page.text
+    assert "did not answer" in page.text
+    bad = down.get(url + "&window=2w")
+    assert bad.status_code == 422
+    assert "window must look like" in bad.text
+
+
+def _row(page: str, variant: str) -> str:
+    found = re.search(rf'<tr data-variant="{re.escape(variant)}"[^>]*>(.*?)</tr>', page, re.S)
+    assert found is not None, f"no row for {variant}"
+    return found.group(1)
 
 
 # --------------------------------------------------------------------------- writes

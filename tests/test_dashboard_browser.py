@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, s3_url: str) -> Iterator[Site
         world = make_world(store, root)
         bump_prod_replicas(world)  # so that the rollback has an earlier spec to go back to
         reconcile_once(world, root)
+        # The pass ran at a fixed time inside the change window: the cost charts' samples
+        # are the last hours'.
+        state.add_gpu_samples(store, [state.GpuSample(
+            "prod", "nlp-platform", "support-chat", 1, 2, datetime.now(UTC) - timedelta(hours=3))])
         api = {"jwt_secret": JWT_SECRET, "trusted_proxies": ["127.0.0.1"],
                "proxy_secret": SECRET}
         cfg = settings.load(api=api, git={"repo": str(world.repo), "branch": "main"},
@@ -144,6 +149,34 @@ def test_every_page_loads_at_laptop_and_phone_width(browser: Any, site: Site) ->
             shot(page, f"{slug}-{width}")
         page.context.close()
     assert len(list(ARTIFACTS.glob("*-phone.png"))) >= len(PAGES)
+
+
+def test_the_overview_run_and_experiment_pages_show_commit_plan_and_metrics(
+        browser: Any, site: Site) -> None:
+    subject = git(site.world.repo, "log", "-1", "--format=%s").strip()
+    page = signed_in(browser, site, ["viewer"], user="vera")
+    page.goto(f"{site.url}/")
+    for env in ("dev", "stg", "prod"):
+        card = page.locator(f"section[aria-labelledby=env-{env}]")
+        assert card.locator(".subject").inner_text() == subject
+        assert card.locator(".author").inner_text().strip()
+    page.locator("section[aria-labelledby=env-prod] dd a").first.click()
+    page.wait_for_url(re.compile(r".*/reconcile/runs/\d+$"))
+    assert page.locator("ul.specs li").count() > 0
+    assert "ServingEndpoint prod/support-chat" in page.locator("ul.specs").inner_text()
+    diff = page.locator("details.object-diff").first
+    assert not diff.locator("pre.diff").is_visible()  # folded, as in a PR comment
+    diff.locator("summary").click()
+    assert diff.locator("pre.diff span.add").first.is_visible()
+    shot(page, "run-plan-laptop")
+    page.goto(f"{site.url}/prompts/experiments/support-greeting-v1-vs-v2?environment=stg")
+    assert "Prometheus is not configured" in page.locator("[data-metrics]").inner_text()
+    winner = page.locator("tr.winner")
+    assert winner.count() == 1
+    assert "support-greeting-v2" in winner.inner_text()
+    assert page.locator("table.variants tbody tr").count() == 2
+    shot(page, "experiment-concluded-laptop")
+    page.context.close()
 
 
 def test_a_filter_narrows_the_models(browser: Any, site: Site) -> None:

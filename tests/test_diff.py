@@ -356,3 +356,19 @@ def test_revisions_sharing_objects_diff_like_copies_and_stay_masked() -> None:
     assert [e.action for e in fast.entries if e.key.kind != "Service"] == [
         Action.UNCHANGED, Action.UNCHANGED]
     assert "cGFzcw==" not in json.dumps([[e.before, e.after] for e in fast.entries])
+
+
+def test_diff_text_is_the_same_from_libyaml_and_pyyaml(template_copy: Any) -> None:
+    """The diffs are dumped by libyaml (10x faster, for the reconciler's recorded plans);
+    a reviewer must read exactly the text PyYAML's own emitter writes."""
+    from llmops.engine.spec import validate
+    from llmops.renderers import render_environment
+
+    specs = validate.load_and_validate(template_copy)
+    objects = [o for env in ("dev", "stg", "prod")
+               for o in render_environment(specs, env, revision="a" * 40)]
+    tricky = {"data": {"trailing": "a line \nanother  \n", "lead": "  indented\nx\n",
+                       "long": "word " * 60, "unicode": "grüße → 世界\n", "empty": "",
+                       "colon": "key: value", "number-like": "0123", "bool-like": "yes"}}
+    for obj in [*objects, tricky]:
+        assert diff.to_yaml(obj) == diff.to_yaml(obj, pure=True)

@@ -21,7 +21,8 @@ from conftest import edit
 from llmops.engine.actuate import hydrate
 from llmops.engine.actuate.base import ActPlan, ActResult
 from llmops.engine.actuate.hydrate import HydrateActuator
-from llmops.engine.run import reconciler
+from llmops.engine.plan import decide
+from llmops.engine.run import reconciler, record
 from llmops.engine.service import compose
 from llmops.engine.settings import Settings
 from llmops.engine.source import snapshots
@@ -143,6 +144,65 @@ def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
     applied = audit.AuditLog(h.store).query(action="apply", environment="stg").entries
     assert [e.target for e in applied if e.source_commit == sha] == [
         "Deployment/nlp-platform-stg/support-chat"]
+
+
+def test_a_run_records_its_commit_and_its_plan_as_llmops_plan_shows_it(h: Harness) -> None:
+    first = h.run()["stg"]
+    assert first.run_id is not None
+    created = state.get_run(h.store, first.run_id)
+    assert created is not None
+    assert created.plan_detail is not None
+    assert created.subject  # the template's first commit
+    assert {s["action"] for s in created.plan_detail["specs"]} == {"created"}
+    h.rec = h.make()  # a restarted daemon: the applied revision is read back from git
+    sha, stg = bump_stg_support_chat(h)
+    assert stg.run_id is not None
+    run = state.get_run(h.store, stg.run_id)
+    assert run is not None
+    assert (run.author, run.subject) == ("Alice <alice@example.com>",
+                                         "stg: support-chat 1.3.0")
+    assert run.plan_detail is not None
+    (spec,) = [s for s in run.plan_detail["specs"] if s["kind"] == "ServingEndpoint"]
+    assert (spec["environment"], spec["name"]) == ("stg", "support-chat")
+    assert "model support-chat 1.2.0 -> 1.3.0" in spec["details"]
+    (obj,) = run.plan_detail["objects"]
+    assert obj["id"] == "Deployment/nlp-platform-stg/support-chat"
+    assert (obj["action"], obj["owner"]) == ("configured", "ServingEndpoint/support-chat")
+    diff_lines = obj["diff"].splitlines()
+    assert any(line.startswith("-") and "1.2.0" in line for line in diff_lines)
+    assert any(line.startswith("+") and "1.3.0" in line for line in diff_lines)
+    assert run.plan_detail["omitted"] == 0
+    # A pass with nothing to do records no run, yet the overview names the commit it follows.
+    dev = state.get_environment_status(h.store, "dev")
+    assert dev is not None
+    assert (dev.observed_revision, dev.observed_author, dev.observed_subject) == (
+        sha, "Alice <alice@example.com>", "stg: support-chat 1.3.0")
+
+
+def test_a_runs_plan_is_bounded_and_masks_secret_values_as_plan_does() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "a"},
+              "stringData": {"url": "postgres://app:hunter2-value@db/app"}}
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "chat", "namespace": "a"},
+              "spec": {"template": {"spec": {"containers": [{
+                  "name": "server", "image": "vllm:1",
+                  "env": [{"name": "HF_TOKEN", "value": "hf_live_token_value"}]}]}}}}
+    big = [{"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"z{i}", "namespace": "a"},  # listed after the two above
+            "data": {"blob": "line of a large prompt template\n" * 1000}} for i in range(30)]
+    changes = decide.decide("dev", [secret, deploy, *big], {}, compare=decide.Compare.LIVE)
+    detail = record.plan_detail(changes, None)
+    stored = json.dumps(detail)
+    assert "hunter2-value" not in stored
+    assert "hf_live_token_value" not in stored
+    by_id = {o["id"]: o for o in detail["objects"]}
+    assert "url: '***'" in by_id["Secret/a/db"]["diff"]
+    assert "value: '***'" in by_id["Deployment/a/chat"]["diff"]
+    assert sum(len(o["diff"]) for o in detail["objects"]) <= record.MAX_DIFF_CHARS
+    assert all(len(o["diff"]) <= record.MAX_OBJECT_DIFF_CHARS for o in detail["objects"])
+    assert any(o["truncated"] for o in detail["objects"])
+    assert detail["omitted"] == 32 - len(detail["objects"]) > 0
+    assert detail["specs"] is None  # the base revision was not known
 
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own

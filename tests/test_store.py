@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc, inspect, text
 
-from llmops.engine.store import Store, StoreUnavailable, audit, models, state
+from llmops.engine.store import Store, StoreUnavailable, audit, db, models, state
 from llmops.engine.store.models import RunResult, SourceState
 from llmops.engine.types import ResourceKey, SpecKey
 
@@ -40,12 +41,12 @@ def item(name: str, *, kind: str = "Deployment", group: str = "apps", revision: 
 def test_migrate_creates_the_schema_and_twice_is_a_no_op(store_url: str) -> None:
     with Store(store_url) as store:
         assert store.schema_revision() is None
-        assert store.migrate() == "0004"
+        assert store.migrate() == "0005"
         with store.connection() as conn:
             tables = set(inspect(conn).get_table_names())
         assert tables >= TABLES
         audit.AuditLog(store).append(audit.AuditEntry("ci", "apply", "x", "intent"))
-        assert store.migrate() == "0004"
+        assert store.migrate() == "0005"
         with store.connection() as conn:
             assert set(inspect(conn).get_table_names()) == tables
         assert audit.verify(store).entries == 1
@@ -72,13 +73,44 @@ def test_concurrent_migrations_from_several_processes_both_succeed(store_url: st
     for store in stores:
         store.close()
     assert errors == []
-    assert results == ["0004"] * 3
+    assert results == ["0005"] * 3
 
 
 def test_migration_matches_the_models(store: Store) -> None:
     with store.connection() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
     assert diff == []
+
+
+def test_upgrade_from_0004_keeps_runs_and_status_with_unknown_commits(store_url: str) -> None:
+    """0005 adds the commit's author and subject and the plan detail to rows that exist."""
+    with Store(store_url) as store:
+        config = db.alembic_config()
+        with store.connection(write=True) as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0004")
+        with store.connection(write=True) as conn:
+            conn.execute(text(
+                "INSERT INTO reconcile_runs (environment, revision, started_at, result, counts,"
+                " error, plan) VALUES ('prod', :sha, :at, 'succeeded', '{}', '', '{}')"),
+                {"sha": "a" * 40, "at": T0.replace(tzinfo=None)})
+            conn.execute(text(
+                "INSERT INTO environment_status (environment, observed_revision,"
+                " last_applied_revision, last_attempted_revision, conditions, source_state,"
+                " source_message, updated_at) VALUES ('prod', :sha, :sha, :sha, '{}',"
+                " 'available', '', :at)"), {"sha": "a" * 40, "at": T0.replace(tzinfo=None)})
+        assert store.migrate() == "0005"
+        (run,) = state.list_runs(store)
+        assert (run.revision, run.author, run.subject) == ("a" * 40, "", "")
+        detail = state.get_run(store, run.id)
+        assert detail is not None
+        assert detail.plan_detail is None
+        status = state.get_environment_status(store, "prod")
+        assert status is not None
+        assert (status.observed_revision, status.observed_author) == ("a" * 40, "")
+        with store.connection() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("reconcile_runs")}
+        assert {"author", "subject", "plan_detail"} <= columns
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
@@ -172,6 +204,22 @@ def test_run_round_trip(store: Store) -> None:
     assert state.get_run(store, 999_999) is None
     with pytest.raises(KeyError):
         state.finish_run(store, 999_999, RunResult.FAILED)
+
+
+def test_a_run_keeps_its_commit_and_its_plan_detail_only_for_one_run_reads(
+        store: Store) -> None:
+    detail = {"specs": [{"title": "ServingEndpoint/prod/chat", "details": ["replicas"]}],
+              "objects": [{"id": "apps/Deployment/nlp-prod/chat", "diff": "+x"}]}
+    run = state.start_run(store, "prod", "c" * 40, author="Ada <ada@example.com>",
+                          subject="chat: 3 replicas", plan_detail=detail)
+    state.finish_run(store, run.id, RunResult.SUCCEEDED)
+    (listed,) = state.list_runs(store, environment="prod")
+    assert (listed.author, listed.subject) == ("Ada <ada@example.com>", "chat: 3 replicas")
+    assert listed.plan_detail is None  # a listing never loads the diffs
+    one = state.get_run(store, run.id)
+    assert one is not None
+    assert one.plan_detail == detail
+    assert one.author == "Ada <ada@example.com>"
 
 
 # --------------------------------------------------------------------------- inventory
@@ -268,10 +316,12 @@ def test_environment_status_round_trip(store: Store) -> None:
     status = state.EnvironmentStatus(
         "prod", observed_revision="b" * 40, last_applied_revision="a" * 40,
         last_attempted_revision="b" * 40, conditions=(ready, stalled), last_success_at=T0,
-        source_state=SourceState.UNAVAILABLE, source_message="timeout", updated_at=T0)
+        source_state=SourceState.UNAVAILABLE, source_message="timeout", updated_at=T0,
+        observed_author="Ada <ada@example.com>", observed_subject="prod: chat 1.3.0")
     state.put_environment_status(store, status)
     got = state.get_environment_status(store, "prod")
     assert got == status
+    assert got.observed_author == "Ada <ada@example.com>"
     assert got.condition(state.ConditionType.READY) == ready
     assert got.condition(state.ConditionType.RECONCILING) is None
     healed = state.EnvironmentStatus("prod", "b" * 40, "b" * 40, "b" * 40, (

@@ -85,12 +85,24 @@ class Counts(ApiModel):
         return cls(**counts.as_dict())
 
 
+class CommitOut(ApiModel):
+    """A revision's commit as the reconciler read it from the source ("" when unknown)."""
+
+    author: str = Field(description="Name <email> of the commit's author.")
+    subject: str = Field(description="The first line of the commit message.")
+
+    @classmethod
+    def of(cls, author: str, subject: str) -> CommitOut:
+        return cls(author=redact.redact(author), subject=redact.redact(subject))
+
+
 class RunSummary(ApiModel):
     """One reconcile run of one environment at one revision."""
 
     id: int
     environment: str
     revision: str
+    commit: CommitOut
     result: str
     started_at: datetime
     finished_at: datetime | None
@@ -100,6 +112,7 @@ class RunSummary(ApiModel):
     @classmethod
     def of(cls, run: state.Run) -> RunSummary:
         return cls(id=run.id, environment=run.environment, revision=run.revision,
+                   commit=CommitOut.of(run.author, run.subject),
                    result=run.result.value, started_at=run.started_at,
                    finished_at=run.finished_at, counts=Counts.of(run.counts),
                    error=redact.redact(run.error))
@@ -112,10 +125,51 @@ class ObjectResult(ApiModel):
     outcome: str
 
 
+class SpecChangeOut(ApiModel):
+    """One spec that changed since the revision last applied, in a reviewer's words."""
+
+    kind: str
+    environment: str
+    name: str
+    action: str
+    title: str
+    details: list[str]
+
+
+class ObjectDiffOut(ApiModel):
+    """One object the run wrote or deleted: its unified diff, secret values masked."""
+
+    id: str
+    action: str
+    owner: str
+    drifted: bool = False
+    diff: str
+    truncated: bool = Field(default=False, description="The diff was cut at the bound.")
+
+
+class PlanDetailOut(ApiModel):
+    """The run's plan as ``llmops plan`` shows it: spec changes, then object diffs."""
+
+    specs: list[SpecChangeOut] | None = Field(
+        description="Null when the revision last applied could not be read.")
+    objects: list[ObjectDiffOut]
+    omitted: int = Field(description="Object diffs past the size bound, not recorded.")
+    max_chars: int = Field(description="The bound on all object diffs of a run together.")
+
+    @classmethod
+    def of(cls, detail: Mapping[str, Any] | None) -> PlanDetailOut | None:
+        """The recorded detail, redacted again; None when the run recorded none."""
+        if not detail:
+            return None
+        return cls.model_validate(redact.redact_data(dict(detail)))
+
+
 class RunDetail(RunSummary):
     """A run with its recorded plan and its per-object results."""
 
     plan: dict[str, Any]
+    plan_detail: PlanDetailOut | None = Field(
+        default=None, description="Semantic summary and per-object diffs (runs that acted).")
     results: list[ObjectResult]
 
     @classmethod
@@ -126,7 +180,8 @@ class RunDetail(RunSummary):
                     for key, outcome in sorted(recorded.items())]
                    if isinstance(recorded, dict) else [])
         summary = RunSummary.of(run)
-        return cls(**dict(summary), plan=plan, results=results)
+        return cls(**dict(summary), plan=plan, plan_detail=PlanDetailOut.of(run.plan_detail),
+                   results=results)
 
 
 class RunPage(ApiModel):
@@ -231,6 +286,8 @@ class ArgoCdAppOut(ApiModel):
 class EnvironmentStatusOut(ApiModel):
     environment: str
     observed_revision: str
+    observed_commit: CommitOut = Field(
+        description="Author and subject of the observed revision's commit.")
     last_applied_revision: str
     last_attempted_revision: str
     conditions: list[ConditionOut]
@@ -252,6 +309,8 @@ class EnvironmentStatusOut(ApiModel):
                    else LastRun.of(last_run))
         return cls(environment=status.environment,
                    observed_revision=status.observed_revision,
+                   observed_commit=CommitOut.of(status.observed_author,
+                                                status.observed_subject),
                    last_applied_revision=status.last_applied_revision,
                    last_attempted_revision=status.last_attempted_revision,
                    conditions=[ConditionOut.of(c) for c in status.conditions],

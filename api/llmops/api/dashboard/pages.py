@@ -21,10 +21,9 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
 from llmops.api import deps, errors, params
-from llmops.api.dashboard import charts
-from llmops.api.dashboard.session import PageRoute, Viewer, ViewerDep, render
+from llmops.api.dashboard import charts, variants
+from llmops.api.dashboard.session import PageRoute, ViewerDep, render
 from llmops.api.deps import AuditLogDep, CacheDep, SettingsDep, StoreDep
-from llmops.api.envelope import EnvironmentStatusOut
 from llmops.api.resources import ModelOut, Page
 from llmops.api.routes import audit as audit_routes
 from llmops.api.routes import catalog as catalog_routes
@@ -38,7 +37,7 @@ from llmops.engine.spec.schema import (
     ModelType,
     Permission,
 )
-from llmops.engine.store import state
+from llmops.engine.store import audit, state
 from llmops.engine.store.models import RunResult
 
 LISTED = Page(limit=deps.MAX_PAGE, offset=0)
@@ -48,6 +47,10 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 E = TypeVar("E", bound=StrEnum)
 Text = Annotated[str, Query(max_length=253)]
 PAGE = 50
+WINDOW = "24h"
+"""The experiment page's metrics window unless one is asked for (the REST read's)."""
+SYMBOLS = {"created": "+", "configured": "~", "deleted": "-"}
+"""The action marks ``llmops plan`` prints (``plan_cmd.SYMBOL``)."""
 
 
 def _opt(value: str) -> str | None:
@@ -97,32 +100,17 @@ def _spec_counts(store: StoreDep) -> dict[str, Counter[str]]:
     return counts
 
 
-def _authors(viewer: Viewer, log: AuditLogDep,
-             environments: list[EnvironmentStatusOut]) -> dict[str, str]:
-    """Who committed each environment's followed revision: the actor of the newest
-    ``reconcile`` entry at that revision (the reconciler audits as the commit's author).
-    Shown only to a principal who may read the audit log."""
-    if not viewer.can(Permission.AUDIT_READ):
-        return {}
-    authors: dict[str, str] = {}
-    for env in environments:
-        page = log.query(action="reconcile", environment=env.environment, limit=1)
-        if page.entries and page.entries[0].source_commit == env.observed_revision:
-            authors[env.environment] = page.entries[0].actor
-    return authors
-
-
 @router.get("/", response_class=HTMLResponse)
-def overview(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep, cache: CacheDep,
-             log: AuditLogDep) -> HTMLResponse:
-    """Per environment: followed revision, last run, spec health counts; failing runs."""
+def overview(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep,
+             cache: CacheDep) -> HTMLResponse:
+    """Per environment: followed revision (short SHA, author, subject, as the reconciler
+    recorded them), last run, spec health counts; failing runs."""
     viewer.need(Permission.RECONCILE_READ)
     environments = reconcile.status(store, cfg, cache).data.environments
     failing = reconcile.list_runs(store, result=RunResult.FAILED, limit=5).data.items
     latest = reconcile.list_runs(store, limit=1).data.items
     return render(viewer.request, "overview.html", viewer=viewer, environments=environments,
                   counts=_spec_counts(store), failing=failing,
-                  authors=_authors(viewer, log, environments),
                   latest=latest[0] if latest else None)
 
 
@@ -142,11 +130,13 @@ def runs(viewer: ViewerDep, store: StoreDep, environment: Text = "", result: Tex
 @router.get("/reconcile/runs/{run_id}", response_class=HTMLResponse)
 def run(viewer: ViewerDep, store: StoreDep,
         run_id: Annotated[int, Path(ge=1, le=params.MAX_ROW_ID)]) -> HTMLResponse:
-    """One run: its plan (writes, deletions, drift) and the outcome of every object."""
+    """One run: its commit, its plan (the semantic summary and per-object diffs as
+    ``llmops plan`` shows them; writes, deletions, drift) and the outcome of every object."""
     viewer.need(Permission.RECONCILE_READ)
     detail = reconcile.get_run(store, run_id).data
     plan: dict[str, Any] = detail.plan
     return render(viewer.request, "run.html", viewer=viewer, run=detail,
+                  detail=detail.plan_detail, symbols=SYMBOLS,
                   writes=sorted((plan.get("write") or {}).items()),
                   deletes=list(plan.get("delete") or []),
                   drifted=list(plan.get("drifted") or []),
@@ -235,12 +225,16 @@ def experiments(viewer: ViewerDep, store: StoreDep, environment: Text = "",
 
 @router.get("/prompts/experiments/{experiment_id}", response_class=HTMLResponse)
 def experiment(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep, experiment_id: str,
-               environment: Text = "") -> HTMLResponse:
-    """Variants and weights (as a bar), metric, state, winner; the conclude form."""
+               environment: Text = "", window: Text = "") -> HTMLResponse:
+    """Variants and weights (as a bar), metric, state, winner; per variant the requests,
+    the experiment's metric and its significance against the control over ``window``
+    (the REST read's use case, Prometheus); the conclude form."""
     viewer.need(Permission.PROMPTS_READ)
-    found = prompts.get_experiment(store, cfg, experiment_id,
-                                   environment=_opt(environment)).data
+    found = prompts.get_experiment(store, cfg, experiment_id, environment=_opt(environment),
+                                   window=window.strip() or WINDOW).data
     return render(viewer.request, "experiment.html", viewer=viewer, exp=found,
+                  rows=variants.rows(found), window=window.strip() or WINDOW,
+                  prometheus=bool(cfg.prometheus.url), alpha=variants.ALPHA,
                   bar=charts.weights_bar(
                       [(v.template.name, v.effective_weight) for v in found.variants]))
 
@@ -252,17 +246,21 @@ def experiment(viewer: ViewerDep, store: StoreDep, cfg: SettingsDep, experiment_
 def audit_log(viewer: ViewerDep, log: AuditLogDep, actor: Text = "", action: Text = "",
               result: Text = "", environment: Text = "", since: Text = "", until: Text = "",
               after_id: Text = "", verify: Text = "") -> HTMLResponse:
-    """Entries by actor, action, result, environment and time; cursor pages; the chain's
-    state when asked (``verify=1``: the walk reads every entry, so not on every view)."""
+    """Entries by actor, action, result (one of ``AuditResult``: a 400 naming the field
+    otherwise) environment and time; cursor pages; the chain's state when asked
+    (``verify=1``: the walk reads every entry, so not on every view)."""
     viewer.need(Permission.AUDIT_READ)
     window = {name: _time(value, name) for name, value in
               (("since", since), ("until", until))}
-    page = audit_routes.logs(log, actor=_opt(actor), action=_opt(action), result=_opt(result),
+    chosen = _enum(audit.AuditResult, result, "result")
+    page = audit_routes.logs(log, actor=_opt(actor), action=_opt(action),
+                             result=chosen.value if chosen else None,
                              environment=_opt(environment), since=window["since"],
                              until=window["until"], after_id=_cursor(after_id, "after_id"),
                              limit=PAGE).data
     return render(viewer.request, "audit.html", viewer=viewer, page=page,
                   chain=log.verify() if verify == "1" else None,
+                  results=[r.value for r in audit.AuditResult],
                   filters={"actor": actor, "action": action, "result": result,
                            "environment": environment, "since": since, "until": until})
 

@@ -43,6 +43,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
 from llmops.api import auth, errors
+from llmops.api.dashboard import charts
 from llmops.api.deps import SettingsDep, StoreDep
 from llmops.engine import errors as engine_errors
 from llmops.engine.errors import LlmopsError
@@ -89,6 +90,7 @@ def fields(mapping: Mapping[str, Any]) -> str:
 
 TEMPLATES.filters["short"] = short
 TEMPLATES.filters["fields"] = fields
+TEMPLATES.filters["number"] = charts.number
 
 
 # --------------------------------------------------------------------------- CSRF

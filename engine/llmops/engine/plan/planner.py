@@ -413,6 +413,17 @@ def _keys(spec_set: SpecSet | None, env: str) -> set[SpecKey]:
     return {item.key for item in spec_set.items if item.spec.environment == env}
 
 
+def environment_spec_changes(base: SpecSet | None, head: SpecSet,
+                             env: str) -> tuple[SpecChange, ...]:
+    """What changes for a reviewer in ``env``: its own specs, then the global ones (models,
+    templates, policies) that every environment shares. A reconcile run's semantic summary
+    (``base`` is the revision last applied there, None when nothing was)."""
+    global_keys = {i.key for s in (base, head) if s is not None for i in s.items
+                   if not i.spec.environment}
+    return (spec_changes(base, head, _keys(base, env) | _keys(head, env))
+            + spec_changes(base, head, global_keys))
+
+
 def _environment_plan(base: SpecSet | None, head: SpecSet, env: str, now: datetime,
                       policy: govern.MergedPolicy, base_revision: str,
                       head_revision: str) -> EnvironmentPlan:

@@ -38,11 +38,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from llmops.engine.actuate.base import ActPlan, Actuator, ActuatorError, ObjectOutcome
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError, SpecError
-from llmops.engine.plan import decide, diff
+from llmops.engine.plan import decide, diff, planner
 from llmops.engine.plan.changeset import WRITING, Action, ChangeSet
 from llmops.engine.run import finished, record
 from llmops.engine.source.snapshots import Snapshot, Source, SourceUnavailable
@@ -134,6 +135,8 @@ class Reconciler:
         self._in_sync: dict[str, tuple[str, int, str, tuple[object, ...]]] = {}
         self._memos: dict[str, diff.LiveMemo] = {}
         self._spec_status: dict[SpecKey, state.SpecStatus] = {}
+        self._applied: dict[str, tuple[str, validate.SpecSet]] = {}
+        """Per environment, the revision this process last applied (or found applied)."""
         self.lease_check: Callable[[], bool] | None = None
         """Set by the daemon: called before every write phase; False stops the pass."""
 
@@ -323,9 +326,11 @@ class Reconciler:
                    "delete": [str(k) for k in plan.delete[:MAX_AUDITED_KEYS]],
                    "drifted": [str(k) for k in drifted[:MAX_AUDITED_KEYS]],
                    "actuator": actuator.name}
+        detail = self._plan_detail(env, revision, changes)
         self._ensure_leader()
         run = record.intent(self.store, self.audit, env, sha, actor, plan, summary,
-                            drifted=len(drifted))
+                            drifted=len(drifted), commit=record.commit_of(revision.snapshot),
+                            detail=detail)
         # Widen the inventory before acting: a pass killed midway orphans nothing.
         widened = dict(inventory) | record.inventory_items(rendered, sha)
         state.replace_inventory(self.store, env, widened.values())
@@ -366,6 +371,7 @@ class Reconciler:
         self.metrics.run(env, run_result.value)
         if ok:
             self.metrics.succeeded(env, sha)
+            self._remember_applied(env, revision)
         return PassResult(env, sha, run_result, "Applied" if ok else "ApplyFailed", error,
                           run_id, counts)
 
@@ -380,6 +386,7 @@ class Reconciler:
                                     record.inventory_items(desired, sha).values())
         self._record_status(env, revision, desired, gone, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
+        self._remember_applied(env, revision)
         return self._nothing_done(env, sha, len(desired))
 
     def _resynced(self, env: str, sha: str, spec_set: validate.SpecSet,
@@ -402,6 +409,45 @@ class Reconciler:
         status = state.get_environment_status(self.store, env)
         return not actuator.applies or (status is not None and bool(
             status.last_applied_revision))
+
+    # ------------------------------------------------------------------ the run's plan
+
+    def _plan_detail(self, env: str, revision: Revision,
+                     changes: ChangeSet) -> dict[str, Any]:
+        """The run's semantic summary (against the revision last applied to ``env``) and
+        its per-object diffs, as ``llmops plan`` shows them."""
+        with self._timed(env, "plan"):
+            return record.plan_detail(changes, self._semantic_summary(env, revision))
+
+    def _remember_applied(self, env: str, revision: Revision) -> None:
+        if revision.spec_set is not None:
+            self._applied[env] = (revision.snapshot.revision, revision.spec_set)
+
+    def _semantic_summary(self, env: str,
+                          revision: Revision) -> tuple[planner.SpecChange, ...] | None:
+        """The spec changes since the revision last applied to ``env`` (everything is
+        created when none was). That revision's specs are remembered by this process, or
+        read from the source; None when it cannot be read: no summary, never a wrong one."""
+        head = revision.spec_set
+        if head is None:
+            return None
+        status = state.get_environment_status(self.store, env)
+        applied = status.last_applied_revision if status is not None else ""
+        remembered = self._applied.get(env)
+        if not applied:
+            base = None
+        elif remembered is not None and remembered[0] == applied:
+            base = remembered[1]
+        else:
+            try:
+                snapshot = self.source.snapshot_at(applied)
+                base = validate.load_and_validate(snapshot.path, cache=self.cache)
+            except (LlmopsError, OSError) as exc:
+                log.info("%s: no semantic summary: revision %s unreadable: %s", env,
+                         applied[:12], exc)
+                return None
+            self._applied[env] = (applied, base)
+        return planner.environment_spec_changes(base, head, env)
 
     # ------------------------------------------------------------------ failures
 
@@ -464,7 +510,8 @@ class Reconciler:
                              unassessed=HealthStatus.UNKNOWN if self._observes(env, revision)
                              else HealthStatus.NOT_OBSERVED)
         record.environment_status(self.store, env, sha, applied=applied, reason=reason,
-                                  message=message, source_error=source_error, now=now)
+                                  message=message, source_error=source_error, now=now,
+                                  commit=record.commit_of(revision.snapshot))
         if revision.spec_set is not None and applied:
             spec_set = revision.spec_set
             self.metrics.gpus(env, {

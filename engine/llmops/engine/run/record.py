@@ -15,15 +15,17 @@ once, and status rows that did not change are not rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from llmops.engine import manifest
+from llmops.engine import manifest, redact
 from llmops.engine.actuate.base import ActPlan, ObjectOutcome, Outcome
 from llmops.engine.actuate.health import HealthStatus, worst
-from llmops.engine.plan import decide
+from llmops.engine.plan import decide, diff
+from llmops.engine.plan.changeset import ChangeSet
+from llmops.engine.plan.planner import SpecChange
 from llmops.engine.source.snapshots import Snapshot
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store
@@ -31,6 +33,19 @@ from llmops.engine.store.models import RunResult, SourceState
 from llmops.engine.types import KubeObject, ResourceKey, SpecKey
 
 MAX_MESSAGE = 4000
+MAX_SUBJECT = 500
+MAX_DIFF_CHARS = 200_000
+"""All object diffs of one run together; objects past it are counted, not kept."""
+MAX_OBJECT_DIFF_CHARS = 20_000
+"""One object's diff; a longer one is cut (and marked ``truncated``)."""
+
+
+def commit_of(snapshot: Snapshot | None) -> tuple[str, str]:
+    """(author, subject) of the snapshot's commit as recorded: bounded, credentials masked."""
+    if snapshot is None:
+        return "", ""
+    return (redact.redact(snapshot.author)[:255],
+            redact.redact(snapshot.subject)[:MAX_SUBJECT])
 
 
 def conditions(applied: bool, reason: str, message: str,
@@ -62,6 +77,7 @@ def halt(store: Store, log: audit.AuditLog, env: str, snapshot: Snapshot | None,
          source_error: str, record_run: bool) -> int | None:
     """Record a pass that acted on nothing (the same halt twice once); the run's id."""
     sha = snapshot.revision if snapshot else ""
+    author, subject = commit_of(snapshot)
     current = state.get_environment_status(store, env) or state.EnvironmentStatus(env)
     stalled = current.condition(state.ConditionType.STALLED)
     if (current.last_attempted_revision == sha and stalled is not None
@@ -69,7 +85,8 @@ def halt(store: Store, log: audit.AuditLog, env: str, snapshot: Snapshot | None,
         return None
     run_id = None
     if record_run and snapshot is not None:
-        run = state.start_run(store, env, sha, plan={"reason": reason})
+        run = state.start_run(store, env, sha, plan={"reason": reason}, author=author,
+                              subject=subject)
         state.finish_run(store, run.id, result, error=message[:MAX_MESSAGE])
         run_id = run.id
         log.append(audit.AuditEntry(
@@ -78,6 +95,8 @@ def halt(store: Store, log: audit.AuditLog, env: str, snapshot: Snapshot | None,
             result=(audit.AuditResult.BLOCKED if result is RunResult.BLOCKED
                     else audit.AuditResult.FAILED),
             reason=f"{reason}: {message}"[:MAX_MESSAGE]))
+    if snapshot is not None:
+        current = replace(current, observed_author=author, observed_subject=subject)
     state.put_environment_status(store, replace(
         current, observed_revision=sha or current.observed_revision,
         last_attempted_revision=sha or current.last_attempted_revision,
@@ -101,10 +120,39 @@ def close_interrupted(store: Store, log: audit.AuditLog, env: str) -> None:
 # --------------------------------------------------------------------------- a pass that acts
 
 
+def plan_detail(changes: ChangeSet, specs: Iterable[SpecChange] | None) -> dict[str, Any]:
+    """A run's plan as a reviewer reads it: the semantic summary per spec (``None`` when
+    the base revision is unknown) and each acting object's unified diff, made by the
+    function ``llmops plan`` prints them with (secret values masked there). Bounded:
+    each diff to ``MAX_OBJECT_DIFF_CHARS``, all of them to ``MAX_DIFF_CHARS`` (the rest
+    are counted in ``omitted``, never rendered: a large pass stays cheap)."""
+    objects: list[dict[str, Any]] = []
+    used = omitted = 0
+    for entry in changes.changed:
+        room = min(MAX_OBJECT_DIFF_CHARS, MAX_DIFF_CHARS - used)
+        if room <= 0:
+            omitted += 1
+            continue
+        text = diff.unified(entry)
+        kind, name = entry.owner
+        objects.append({"id": str(entry.key), "action": entry.action.value,
+                        "owner": f"{kind}/{name}" if kind else "", "drifted": entry.drifted,
+                        "diff": text[:room], "truncated": len(text) > room})
+        used += min(len(text), room)
+    return {"specs": None if specs is None else [c.as_dict() for c in specs],
+            "objects": objects, "omitted": omitted, "maxChars": MAX_DIFF_CHARS}
+
+
+
 def intent(store: Store, log: audit.AuditLog, env: str, sha: str, actor: str,
-           plan: ActPlan, summary: dict[str, Any], *, drifted: int) -> state.Run:
-    """Start the run and write the intent entry, before anything is acted on."""
-    run = state.start_run(store, env, sha, plan=summary)
+           plan: ActPlan, summary: dict[str, Any], *, drifted: int,
+           commit: tuple[str, str] = ("", ""),
+           detail: dict[str, Any] | None = None) -> state.Run:
+    """Start the run (with its commit's author and subject and its ``plan_detail``) and
+    write the intent entry, before anything is acted on. The audit entry holds the
+    summary, not the diffs."""
+    run = state.start_run(store, env, sha, plan=summary, author=commit[0], subject=commit[1],
+                          plan_detail=detail)
     log.append(audit.AuditEntry(
         actor=actor, action=audit.AuditAction.RECONCILE, target=f"environment/{env}",
         result=audit.AuditResult.INTENT, environment=env, source_commit=sha,
@@ -237,12 +285,15 @@ def object_status(store: Store, env: str, applied_sha: str,
 
 
 def environment_status(store: Store, env: str, sha: str, *, applied: bool, reason: str,
-                       message: str, source_error: str, now: datetime) -> None:
-    """The environment's revisions and conditions, written only when they changed."""
+                       message: str, source_error: str, now: datetime,
+                       commit: tuple[str, str] = ("", "")) -> None:
+    """The environment's revisions (the observed one's commit author and subject) and
+    conditions, written only when they changed."""
     current = state.get_environment_status(store, env) or state.EnvironmentStatus(env)
     new_conditions = conditions(applied, reason, message, now)
     updated = replace(
         current, observed_revision=sha, last_attempted_revision=sha,
+        observed_author=commit[0], observed_subject=commit[1],
         last_applied_revision=sha if applied else current.last_applied_revision,
         last_success_at=now if applied else current.last_success_at,
         source_state=SourceState.UNAVAILABLE if source_error else SourceState.AVAILABLE,
@@ -255,4 +306,5 @@ def environment_status(store: Store, env: str, sha: str, *, applied: bool, reaso
 
 def _status_key(status: state.EnvironmentStatus) -> tuple[Any, ...]:
     return (status.observed_revision, status.last_applied_revision,
-            status.last_attempted_revision, status.source_state, status.source_message)
+            status.last_attempted_revision, status.source_state, status.source_message,
+            status.observed_author, status.observed_subject)

@@ -112,6 +112,12 @@ class ReconcileRun(Base):
     counts: Mapped[dict[str, Any]]
     error: Mapped[str] = mapped_column(Text, default="")
     plan: Mapped[dict[str, Any]]
+    author: Mapped[str] = mapped_column(String(255), server_default="")
+    """``Name <email>`` of the revision's commit ("" when unknown)."""
+    subject: Mapped[str] = mapped_column(Text, server_default="")
+    plan_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
+    """Semantic summary and per-object diffs (``record.plan_detail``); loaded by one
+    run's read only, never by a listing."""
 
 
 class InventoryEntry(Base):
@@ -200,6 +206,8 @@ class EnvironmentStatusRow(Base):
     source_state: Mapped[str] = mapped_column(String(16))
     source_message: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime]
+    observed_author: Mapped[str] = mapped_column(String(255), server_default="")
+    observed_subject: Mapped[str] = mapped_column(Text, server_default="")
 
 
 class GpuSampleRow(Base):

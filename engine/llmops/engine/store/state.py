@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from llmops.engine.store import db
 from llmops.engine.store.models import (
@@ -69,7 +69,11 @@ class RunCounts:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One reconcile of one environment at one revision."""
+    """One reconcile of one environment at one revision.
+
+    ``author`` and ``subject`` are the revision's commit ("" when unknown);
+    ``plan_detail`` (semantic summary, per-object diffs) is read by ``get_run``
+    only, ``None`` in listings and for runs that recorded none."""
 
     id: int
     environment: str
@@ -80,22 +84,30 @@ class Run:
     counts: RunCounts
     error: str
     plan: dict[str, Any]
+    author: str = ""
+    subject: str = ""
+    plan_detail: dict[str, Any] | None = None
 
 
-def _run(row: ReconcileRun) -> Run:
+def _run(row: ReconcileRun, *, detail: bool = False) -> Run:
     return Run(id=row.id, environment=row.environment, revision=row.revision,
                started_at=row.started_at, finished_at=row.finished_at,
                result=RunResult(row.result), counts=RunCounts.from_dict(row.counts),
-               error=row.error, plan=dict(row.plan))
+               error=row.error, plan=dict(row.plan), author=row.author or "",
+               subject=row.subject or "",
+               plan_detail=dict(row.plan_detail) if detail and row.plan_detail else None)
 
 
 def start_run(database: Db, environment: str, revision: str, *,
-              plan: Mapping[str, Any] | None = None, started_at: datetime | None = None) -> Run:
+              plan: Mapping[str, Any] | None = None, started_at: datetime | None = None,
+              author: str = "", subject: str = "",
+              plan_detail: Mapping[str, Any] | None = None) -> Run:
     """Record a run as ``running``; finish it with ``finish_run``."""
     row = ReconcileRun(environment=environment, revision=revision,
                        started_at=started_at or _now(), finished_at=None,
                        result=RunResult.RUNNING.value, counts=RunCounts().as_dict(), error="",
-                       plan=dict(plan or {}))
+                       plan=dict(plan or {}), author=author[:255], subject=subject,
+                       plan_detail=dict(plan_detail) if plan_detail is not None else None)
     with db.transaction(database, write=True) as session:
         session.add(row)
         session.flush()
@@ -124,9 +136,10 @@ def finish_run(database: Db, run_id: int, result: RunResult, *,
 
 
 def get_run(database: Db, run_id: int) -> Run | None:
+    """One run with its ``plan_detail``."""
     with db.transaction(database) as session:
-        row = session.get(ReconcileRun, run_id)
-        return _run(row) if row is not None else None
+        row = session.get(ReconcileRun, run_id, options=[undefer(ReconcileRun.plan_detail)])
+        return _run(row, detail=True) if row is not None else None
 
 
 def list_runs(database: Db, *, environment: str | None = None,
@@ -317,6 +330,9 @@ class EnvironmentStatus:
     source_state: SourceState = SourceState.UNKNOWN
     source_message: str = ""
     updated_at: datetime | None = None
+    observed_author: str = ""
+    """``Name <email>`` of the observed revision's commit ("" when unknown)."""
+    observed_subject: str = ""
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type is kind), None)
@@ -391,6 +407,8 @@ def put_environment_status(database: Db, status: EnvironmentStatus) -> None:
             "last_success_at": status.last_success_at,
             "source_state": status.source_state.value,
             "source_message": status.source_message,
+            "observed_author": status.observed_author[:255],
+            "observed_subject": status.observed_subject,
             "updated_at": status.updated_at or _now()}], ("environment",))
 
 
@@ -401,7 +419,8 @@ def _environment_status(row: EnvironmentStatusRow) -> EnvironmentStatus:
         last_attempted_revision=row.last_attempted_revision,
         conditions=tuple(Condition.from_dict(c) for c in row.conditions.get("items", [])),
         last_success_at=row.last_success_at, source_state=SourceState(row.source_state),
-        source_message=row.source_message, updated_at=row.updated_at)
+        source_message=row.source_message, updated_at=row.updated_at,
+        observed_author=row.observed_author or "", observed_subject=row.observed_subject or "")
 
 
 def get_environment_status(database: Db, environment: str) -> EnvironmentStatus | None:
