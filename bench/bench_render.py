@@ -43,7 +43,7 @@ def _objects(*files: Path) -> int:
 
 
 def _row(label: str, sample: measure.Sample, extra: str = "") -> None:
-    print(f"  {label:<52} {sample.seconds:9.3f} s {sample.peak_mb:8.0f} MB  {extra}")
+    print(f"  {label:<52} {sample.seconds:9.3f} s {sample.peak_mb:8.0f} MB  {extra}".rstrip())
 
 
 def _ratio(label: str, a: measure.Sample, b: measure.Sample) -> None:
