@@ -137,15 +137,16 @@ def bench(n: int, tmp: Path, kubectl: Path) -> None:
         objects = len(re.findall(rb"^kind: ", manifest.read_bytes(), re.MULTILINE))
         subprocess.run(["git", "-C", repo, "checkout", "-q", "llmops.yaml"], check=True)
         print(f"N={n}: {objects} objects in {len(synth.ENVS)} environments")
-        apply = [kubectl, "apply", "--server-side", "--field-manager=bench-kubectl", "-v=6",
-                 "-f", manifest]
+        apply: list[str | Path] = [kubectl, "apply", "--server-side",
+                                   "--field-manager=bench-kubectl", "-v=6", "-f", manifest]
         first = timed("kubectl apply --server-side, first", kube, "kubectl", apply, env)
         again = timed("kubectl apply --server-side, again (no-op)", kube, "kubectl", apply, env)
         _point(repo, "llmops", kubeconfig)
         subprocess.run(["git", "-C", repo, "-c", "user.name=bench", "-c",
                         "user.email=bench@localhost", "commit", "-qam", "apply to the bench "
                         "cluster"], check=True)
-        reconcile = [LLMOPS, "reconcile", "--once", "--repo", repo, "--branch", "main"]
+        reconcile: list[str | Path] = [LLMOPS, "reconcile", "--once", "--repo", repo,
+                                       "--branch", "main"]
         ours = timed("llmops reconcile --once, first pass", kube, "llmops", reconcile, env)
         resync = timed("llmops reconcile --once, same revision (no-op)", kube, "llmops",
                        reconcile, env)
