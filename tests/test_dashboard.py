@@ -129,6 +129,8 @@ def test_every_page_loads_with_its_data_for_an_admin(world: World) -> None:
         assert f'id="env-{env}"' in overview
     assert "Failing runs" in overview
     assert 'class="author">' in overview  # the followed revision's author
+    # Under the hydrate actuator the specs are counted as not observed, not as zero.
+    assert re.search(r"<li class=\"h-Unknown not-observed\">[1-9][0-9]* not observed", overview)
     run_ids = re.findall(r'href="/reconcile/runs/(\d+)"', client.get("/reconcile/runs").text)
     assert run_ids
     run = client.get(f"/reconcile/runs/{run_ids[0]}").text
