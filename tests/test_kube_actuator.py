@@ -591,3 +591,19 @@ def test_a_rejected_object_blocks_the_whole_pass(emulator: RunningEmulator) -> N
     assert result.outcomes[ResourceKey.of(good)].outcome is Outcome.SKIPPED
     assert emulator.server.write_count() == 0
     assert emulator.server.get("v1", "ConfigMap", "good", "default") is None
+
+
+def test_a_pass_with_nothing_to_write_keeps_the_health_it_lists(
+        store: Store, template_git_repo: Path, tmp_path: Path,
+        emulator: RunningEmulator) -> None:
+    """A no-op pass records each object's health as listed (it fell back to Unknown)."""
+    point_at_emulator(template_git_repo, emulator.kubeconfig)
+    commit(template_git_repo, "apply with the kubernetes actuator")
+    h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=("dev",))
+    h.run()
+    first = {s.key: s.health for s in state.list_spec_status(store)
+             if s.key.environment == "dev"}
+    assert set(first.values()) == {"Healthy"}
+    assert h.run()["dev"].result is RunResult.NOOP
+    assert {s.key: s.health for s in state.list_spec_status(store)
+            if s.key.environment == "dev"} == first

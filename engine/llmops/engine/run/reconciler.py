@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from llmops.engine.actuate.base import ActPlan, Actuator, ActuatorError, ObjectOutcome
+from llmops.engine.actuate import kube_health
+from llmops.engine.actuate.base import ActPlan, Actuator, ActuatorError, ObjectOutcome, Outcome
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.plan import decide, diff, planner
@@ -260,7 +261,12 @@ class Reconciler:
         gone = finished.outcomes(changes, ended)
         if not plan.write and not plan.delete and self._published(env, sha, actuator):
             self._in_sync[env] = fingerprint
-            return self._noop(env, revision, desired, inventory, source_error, gone)
+            # Seen by an actuator that observes the cluster: each object's health as
+            # listed this pass (else the status would fall back to Unknown).
+            seen = ({k: ObjectOutcome(Outcome.UNCHANGED, "", kube_health.assess(live[k]))
+                     for k in desired if k in live} if self._observes(env, revision) else {})
+            return self._noop(env, revision, desired, inventory, source_error,
+                              {**seen, **gone})
         self._in_sync.pop(env, None)
         return self._act(env, revision, actuator, plan, desired, inventory, changes,
                          source_error, gone)
@@ -377,14 +383,16 @@ class Reconciler:
 
     def _noop(self, env: str, revision: Revision, desired: Mapping[ResourceKey, KubeObject],
               inventory: Mapping[ResourceKey, state.InventoryItem],
-              source_error: str, gone: Mapping[ResourceKey, ObjectOutcome]) -> PassResult:
+              source_error: str, outcomes: Mapping[ResourceKey, ObjectOutcome]) -> PassResult:
+        """Nothing to write: settle the inventory and record ``outcomes`` (the observed
+        health of each object, and finished Jobs not created again)."""
         sha = revision.snapshot.revision
         if set(inventory) != set(desired):
             # The target already holds the revision (e.g. after a kill before the
             # final inventory was written): settle the inventory, nothing else.
             state.replace_inventory(self.store, env,
                                     record.inventory_items(desired, sha).values())
-        self._record_status(env, revision, desired, gone, applied=True, reason="Applied",
+        self._record_status(env, revision, desired, outcomes, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
         self._remember_applied(env, revision)
         return self._nothing_done(env, sha, len(desired))
