@@ -56,6 +56,7 @@ def build(services: compose.Services, repo: str, branch: str, envs: tuple[str, .
         watch=_watch_path(repo or cfg.git.repo or "."), debounce=cfg.daemon.debounce_seconds,
         wait_for_wake=status_cache.listen_wake if status_cache else None,
         on_leader=lambda leading: metrics.leader.set(1 if leading else 0),
+        on_store=lambda up: metrics.store_up.set(1 if up else 0),
         on_results=_publisher(status_cache) if status_cache else None, report=report)
     return loop, port
 

@@ -42,6 +42,21 @@ class DaemonSettings(BaseModel):
     debounce_seconds: float = 1.0
 
 
+class DbSettings(BaseModel):
+    """Bounds on every wait for the SQL store (PostgreSQL; SQLite waits ``busy_seconds``)."""
+
+    connect_timeout_seconds: float = Field(default=5.0, ge=2, le=300)
+    """Whole connection start-up (TCP, TLS, authentication), per address; libpq's minimum is 2."""
+    statement_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Server-side ``statement_timeout``; the client gives up on an answer 5 s after it."""
+    lock_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """Server-side ``lock_timeout``: a row, table or advisory lock waited on longer fails."""
+    idle_in_transaction_timeout_seconds: float = Field(default=60.0, gt=0, le=86400)
+    """Server-side ``idle_in_transaction_session_timeout``: a stuck transaction is ended."""
+    busy_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """SQLite's busy timeout: how long a writer waits for another one."""
+
+
 class KubeSettings(BaseModel):
     kubeconfig: str = ""
     field_manager: str = "llmops"
@@ -115,6 +130,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="", validation_alias=AliasChoices(
         "LLMOPS_REDIS_URL", "redis_url"))
     git: GitSettings = GitSettings()
+    db: DbSettings = DbSettings()
     daemon: DaemonSettings = DaemonSettings()
     kube: KubeSettings = KubeSettings()
     s3: S3Settings = S3Settings()
