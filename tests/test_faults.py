@@ -253,3 +253,76 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+# --------------------------------------------------------------------------- leadership
+
+
+def test_redis_killed_mid_pass_never_stops_reconciling(template_git_repo: Path,
+                                                       tmp_path: Path) -> None:
+    from llmops.cli import daemon_cmd
+    from llmops.engine import settings
+    from llmops.engine.service import compose
+
+    with own_redis(tmp_path) as (redis_url, redis_proc):
+        cfg = settings.Settings(home=tmp_path / "home", redis_url=redis_url,
+                                git={"repo": str(template_git_repo), "branch": "main"})
+        services = compose.services(cfg)
+        loop, _ = daemon_cmd.build(services, str(template_git_repo), "main", ("dev",),
+                                   tmp_path / "out", 0)
+        check = loop.rec.lease_check
+        assert check is not None
+
+        def kill_redis_then_check() -> bool:
+            if redis_proc.poll() is None:
+                redis_proc.kill()
+                redis_proc.wait(10)
+            return check()
+
+        loop.rec.lease_check = kill_redis_then_check  # the pass's first write kills Redis
+        try:
+            first = loop.run_once()
+            assert redis_proc.poll() is not None, "Redis was killed during the pass"
+            assert first is not None, "the pass went on without Redis"
+            assert [r.result for r in first] == [RunResult.SUCCEEDED]
+            assert loop.leading
+            (template_git_repo / "README.md").write_text("changed\n")
+            subprocess.run(["git", "-C", str(template_git_repo), "commit", "-qam", "next"],
+                           check=True)
+            second = loop.run_once()
+            assert second is not None, "later passes run with Redis still down"
+            assert second[0].revision != first[0].revision
+        finally:
+            loop.release()
+            services.close()
+
+
+def test_two_daemons_on_postgres_without_redis_one_leads_and_takes_over_a_hung_leader(
+        postgres_url: str, template_git_repo: Path, tmp_path: Path) -> None:
+    from llmops.engine.run import leader
+
+    ttl = 2.0
+    with db.Store(postgres_url) as store:
+        store.migrate()
+        first = daemon.Daemon(make_rec(store, template_git_repo, tmp_path / "a",
+                                       environments=["dev"]),
+                              lease=leader.lease_for(store, ttl=ttl))
+        second = daemon.Daemon(make_rec(store, template_git_repo, tmp_path / "b",
+                                        environments=["dev"]),
+                               lease=leader.lease_for(store, ttl=ttl))
+        try:
+            assert first.run_once() is not None
+            assert second.run_once() is None, "exactly one leads"
+            assert not (tmp_path / "b" / "out").exists()
+            # The leader hangs: it stops checking its lease (its session stays open).
+            started = time.monotonic()
+            while second.run_once() is None:
+                assert time.monotonic() - started < ttl + 10, "no takeover after the ttl"
+                time.sleep(0.2)
+            assert time.monotonic() - started >= ttl - 0.5, "taken over only after the ttl"
+            assert second.leading
+            assert first.run_once() is None, "the old leader, back, sees the loss"
+            assert not first.leading
+        finally:
+            first.release()
+            second.release()
