@@ -210,6 +210,21 @@ def test_the_store_sets_statement_lock_and_idle_timeouts_on_postgres(postgres_ur
                    "idle_in_transaction_session_timeout": "11s"}
 
 
+def test_the_store_timeouts_come_from_the_settings(postgres_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.engine import settings
+    from llmops.engine.service import compose
+
+    monkeypatch.setenv("LLMOPS_DB__STATEMENT_TIMEOUT_SECONDS", "12.5")
+    monkeypatch.setenv("LLMOPS_DB__LOCK_TIMEOUT_SECONDS", "4")
+    monkeypatch.setenv("LLMOPS_DB__IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", "90")
+    with compose.store_at(postgres_url, settings.load()) as store, \
+            store.connection() as conn:
+        got = [conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in (
+            "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")]
+    assert got == ["12500ms", "4s", "90s"]
+
+
 def test_a_lock_held_by_someone_else_is_store_unavailable_after_the_lock_timeout(
         postgres_url: str) -> None:
     with db.Store(postgres_url, lock_timeout=0.5) as store, \

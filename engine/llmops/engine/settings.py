@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -171,6 +171,24 @@ class Settings(BaseSettings):
         return self.home / "rendered"
 
 
+class SettingsError(ValueError):
+    """A setting that does not validate: each one named as its variable, never its value
+    (it may be a secret). A ``ValueError``, not an ``LlmopsError``: this vocabulary module
+    sits beside ``errors`` and does not import it; the CLI maps it to exit code 1."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        self.fields = [_variable(err["loc"]) for err in exc.errors()]
+        problems = "; ".join(f"{name}: {err['msg']}"
+                             for name, err in zip(self.fields, exc.errors(), strict=True))
+        super().__init__(f"invalid settings: {problems}")
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """``('db', 'connect_timeout_seconds')`` -> ``LLMOPS_DB__CONNECT_TIMEOUT_SECONDS``."""
+    name = "__".join(str(part) for part in loc).upper()
+    return name if name.startswith("LLMOPS_") else f"LLMOPS_{name}"
+
+
 HOME_DIR = ".llmops"
 _STATE = ("llmops.db", "specs", "api-token")
 """What marks a folder named ``.llmops`` as a home ``llmops up`` (or a pass) set up."""
@@ -193,7 +211,10 @@ def find_home(start: Path | None = None) -> Path | None:
 def load(**overrides: Any) -> Settings:
     """Settings from the environment (and ``LLMOPS_CONFIG``), with explicit overrides;
     the home found by ``find_home`` when none is set, its specs repo when no repo is."""
-    cfg = Settings(**overrides)
+    try:
+        cfg = Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(exc) from None
     if ("home" not in overrides and "LLMOPS_HOME" not in os.environ
             and cfg.home == Path(HOME_DIR)):
         cfg.home = find_home() or cfg.home

@@ -55,6 +55,8 @@ REPLY_GRACE_SECONDS = 5.0
 server's own timeout fires first for a slow statement; this catches a hung server."""
 TCP_USER_TIMEOUT_MS = 10_000
 """Data the peer does not acknowledge for this long drops the connection (libpq)."""
+MIGRATE_TIMEOUT_SECONDS = 600
+"""Statement, lock and reply bound of ``migrate`` (DDL, waiting for another replica's)."""
 
 
 class DeadlineConnection(psycopg.Connection[Any]):
@@ -246,9 +248,9 @@ class Store:
         config = alembic_config()
         with self.guard(), self._write_engine.connect() as conn:
             if self.dialect == "postgresql":
-                # Unbounded for this session only: a migration (or waiting for another
-                # replica's) may take longer than any single statement should.
-                _unbounded(conn, True)
+                # Longer bounds for this session only: a migration (or waiting for
+                # another replica's) may take longer than any single statement should.
+                _migration_limits(conn, True)
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATE_LOCK_KEY})")
                 conn.commit()
             try:
@@ -261,7 +263,7 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATE_LOCK_KEY})")
                     conn.commit()
-                    _unbounded(conn, False)
+                    _migration_limits(conn, False)
         revision = self.schema_revision()
         assert revision is not None, "alembic upgrade left no version"
         return revision
@@ -285,15 +287,18 @@ class Store:
         return f"Store({self.display_url!r})"
 
 
-def _unbounded(conn: Connection, on: bool) -> None:
-    """Lift (``on``) or restore this session's statement, lock and reply timeouts."""
+def _migration_limits(conn: Connection, on: bool) -> None:
+    """Set (``on``) or restore this session's statement, lock and reply timeouts for a
+    migration: ``MIGRATE_TIMEOUT_SECONDS`` each, so even a hung server is given up on."""
     raw = conn.connection.dbapi_connection
+    limit = f"{MIGRATE_TIMEOUT_SECONDS * 1000}"
     for name in ("statement_timeout", "lock_timeout"):
-        conn.exec_driver_sql(f"SET {name} = 0" if on else f"RESET {name}")
+        conn.exec_driver_sql(f"SET {name} = {limit}" if on else f"RESET {name}")
     conn.commit()
     if isinstance(raw, DeadlineConnection):
         raw.reply_timeout, raw.saved_reply_timeout = (
-            (None, raw.reply_timeout) if on else (raw.saved_reply_timeout, None))
+            (MIGRATE_TIMEOUT_SECONDS + REPLY_GRACE_SECONDS, raw.reply_timeout) if on
+            else (raw.saved_reply_timeout, None))
 
 
 def _enable_wal(cursor: Any, busy_timeout: float) -> None:
