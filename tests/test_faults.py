@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from test_api import client_for
 from test_daemon import make_rec
@@ -341,3 +342,28 @@ def test_two_daemons_on_postgres_without_redis_one_leads_and_takes_over_a_hung_l
         finally:
             first.release()
             second.release()
+
+
+def test_a_server_without_idle_session_timeout_still_gets_a_leader(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from llmops.engine.run import leader
+
+    real = db.DeadlineConnection.connect
+    tried: list[str] = []
+
+    def old_server(conninfo: str = "", **kwargs: Any) -> Any:
+        tried.append(kwargs["options"])
+        if "idle_session_timeout" in kwargs["options"]:  # what PostgreSQL 13 answers
+            raise psycopg.OperationalError(
+                'FATAL:  unrecognized configuration parameter "idle_session_timeout"')
+        return real(conninfo, **kwargs)
+
+    monkeypatch.setattr(db.DeadlineConnection, "connect", staticmethod(old_server))
+    with db.Store(postgres_url) as store:
+        lease = leader.lease_for(store, name=f"old-{time.monotonic_ns()}", ttl=2)
+        assert lease.acquire()
+        assert lease.held()
+        lease.release()
+    assert len(tried) == 2
+    assert "PostgreSQL < 14" in caplog.text

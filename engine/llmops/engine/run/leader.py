@@ -230,16 +230,7 @@ class PostgresLease:
             if self._conn is not None:
                 return self._check()
             try:
-                # idle_session_timeout: a leader that stops checking (hung, stopped)
-                # has its session, and so the lock, ended by the server after ttl.
-                conn = DeadlineConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS,
-                    application_name="llmops-leader", keepalives=1, keepalives_idle=5,
-                    keepalives_interval=2, keepalives_count=3,
-                    tcp_user_timeout=PG_TCP_USER_TIMEOUT_MS,
-                    options=f"-c idle_session_timeout={self.ttl_ms} -c statement_timeout="
-                            f"{PG_REPLY_TIMEOUT_MS} -c lock_timeout={PG_REPLY_TIMEOUT_MS}")
-                conn.reply_timeout = PG_REPLY_TIMEOUT_MS / 1000 + 5
+                conn = self._connect()
             except psycopg.Error as err:
                 log.warning("leader lease on %s: cannot connect: %s",
                             self._display, _first_line(err))
@@ -256,6 +247,31 @@ class PostgresLease:
                 return False
             self._conn = conn
             return True
+
+    def _connect(self) -> DeadlineConnection:
+        """The lease's own session. Its ``idle_session_timeout`` (the ttl) has the server
+        end it, and so the lock, when a hung or stopped leader stops checking; PostgreSQL
+        before 14 does not know it, and leads without that bound (a warning says so)."""
+        options = (f"-c statement_timeout={PG_REPLY_TIMEOUT_MS}"
+                   f" -c lock_timeout={PG_REPLY_TIMEOUT_MS}")
+        bounded = f"-c idle_session_timeout={self.ttl_ms} {options}"
+        for attempt in (bounded, options):
+            try:
+                conn = DeadlineConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS,
+                    application_name="llmops-leader", keepalives=1, keepalives_idle=5,
+                    keepalives_interval=2, keepalives_count=3,
+                    tcp_user_timeout=PG_TCP_USER_TIMEOUT_MS, options=attempt)
+            except psycopg.Error as err:
+                if attempt is options or "idle_session_timeout" not in str(err):
+                    raise
+                log.warning("leader lease on %s: the server has no idle_session_timeout "
+                            "(PostgreSQL < 14): a hung leader keeps the lease until its "
+                            "connection drops", self._display)
+                continue
+            conn.reply_timeout = PG_REPLY_TIMEOUT_MS / 1000 + 5
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def held(self) -> bool:
         with self._lock:
