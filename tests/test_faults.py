@@ -131,7 +131,7 @@ def within(seconds: float, call: Callable[[], Any]) -> tuple[Any, float]:
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        pytest.fail(f"still waiting after {seconds:g} s: the hung store was waited on forever")
+        pytest.fail(f"still waiting on the hung store after {seconds:g} s")
     if "error" in box:
         raise box["error"]
     return box.get("result"), time.monotonic() - started
@@ -178,6 +178,26 @@ def test_a_hung_postgres_fails_a_pass_in_time_and_the_daemon_recovers(
     assert loop.store_available is True
     assert seen[-1] is True
     assert [r.revision for r in after] == [first[0].revision]
+
+
+def test_a_pooled_connection_to_a_hung_server_is_dropped_after_the_ping_deadline(
+        postgres_url: str) -> None:
+    url = db.normalise_url(postgres_url)
+    proxy = StallingProxy((url.host or "127.0.0.1", url.port or 5432))
+    # A long statement timeout: only the checkout's ping deadline (the connect
+    # timeout) can end the wait on the pooled connection in time.
+    store = db.Store(url.set(host="127.0.0.1", port=proxy.port),
+                     connect_timeout=CONNECT_TIMEOUT, statement_timeout=120)
+    try:
+        store.migrate()
+        proxy.stall()
+        with pytest.raises(db.StoreUnavailable):
+            _, _took = within(3 * CONNECT_TIMEOUT + 2, store.ping)
+        proxy.resume()
+        store.ping()
+    finally:
+        proxy.close()
+        store.close()
 
 
 def test_a_hung_postgres_is_a_503_envelope_in_time_and_the_api_recovers(

@@ -17,7 +17,10 @@ SQLite: WAL, foreign keys and a busy timeout on every connection;
 SQLAlchemy (not the ``sqlite3`` module) emits ``BEGIN``, and write
 transactions start with ``BEGIN IMMEDIATE`` so two writers queue instead of
 failing or interleaving. PostgreSQL: ``migrate`` holds a session advisory
-lock, so replicas starting together run the upgrade once.
+lock, so replicas starting together run the upgrade once; no wait is
+unbounded (``_postgres_engine``: connect, statement, lock and idle-transaction
+timeouts, keep-alives, a ping on checkout and a client-side reply deadline in
+``DeadlineConnection``), so a hung server is ``StoreUnavailable`` in seconds.
 """
 
 from __future__ import annotations
@@ -136,7 +139,8 @@ class Store:
                          idle_timeout: float) -> Engine:
         """psycopg 3 with every wait bounded: start-up (``connect_timeout``), statements and
         lock waits (server side), stuck transactions (ended by the server), a dead peer
-        (keep-alives, ``tcp_user_timeout``) and a server that stops answering on an open
+        (keep-alives, ``tcp_user_timeout``), a pooled connection whose server stopped
+        answering (a ping on checkout within the connect timeout) and any reply on an open
         connection (``reply_timeout``, client side: the connection is closed)."""
         options = " ".join(f"-c {name}={round(seconds * 1000)}" for name, seconds in (
             ("statement_timeout", statement_timeout), ("lock_timeout", lock_timeout),
@@ -144,19 +148,33 @@ class Store:
         if self.url.query.get("options"):  # the URL's own options come first
             options = f"{self.url.query['options']} {options}"
         engine = create_engine(
-            self.url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
+            self.url, pool_size=pool_size, max_overflow=pool_size,
             pool_timeout=connect_timeout + statement_timeout, json_serializer=_dumps,
             connect_args={"connect_timeout": max(2, round(connect_timeout)),
                           "application_name": "llmops", "options": options,
                           "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                           "keepalives_count": 3, "tcp_user_timeout": TCP_USER_TIMEOUT_MS})
         reply_timeout = statement_timeout + REPLY_GRACE_SECONDS
+        ping_timeout = float(max(2, round(connect_timeout)))
 
         @event.listens_for(engine, "do_connect")
         def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
             conn = DeadlineConnection.connect(*cargs, **cparams)
             conn.reply_timeout = reply_timeout
             return conn
+
+        @event.listens_for(engine, "checkout")
+        def _ping(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            # Pre-ping with a short deadline: a pooled connection to a server that
+            # stopped answering costs ``ping_timeout``, not a whole reply timeout, and
+            # the pool replaces it (DisconnectionError) with a new connection.
+            saved, dbapi_conn.reply_timeout = dbapi_conn.reply_timeout, ping_timeout
+            try:
+                engine.dialect.do_ping(dbapi_conn)
+            except psycopg.Error as err:
+                raise exc.DisconnectionError(_first_line(str(err))) from err
+            finally:
+                dbapi_conn.reply_timeout = saved
 
         return engine
 
@@ -332,6 +350,11 @@ def alembic_config() -> Config:
     # New scripts start with a letter, so mypy can name them as modules.
     config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
     return config
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
 
 
 def _reason(err: exc.DBAPIError) -> str:
