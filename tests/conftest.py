@@ -38,6 +38,7 @@ import uvicorn
 
 from llmops.cli import main as cli_main
 from llmops.engine.source import scaffold
+from llmops.engine.store import db
 
 pytest_plugins = ["store_fixtures", "realkube"]
 
@@ -337,8 +338,11 @@ def _guarded_pg_connect(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def pytest_configure(config: pytest.Config) -> None:
     sys.addaudithook(_GUARD.audit)
-    # libpq opens its sockets in C, out of the audit hook's sight.
+    # libpq opens its sockets in C, out of the audit hook's sight; the store's and the
+    # leader's connections are ``DeadlineConnection``s, made by its own ``connect``.
     psycopg.connect = _guarded_pg_connect(psycopg.connect)  # type: ignore[assignment]
+    deadline_connect = _guarded_pg_connect(db.DeadlineConnection.connect)
+    db.DeadlineConnection.connect = staticmethod(deadline_connect)  # type: ignore[assignment,method-assign]
 
 
 @pytest.fixture(autouse=True)

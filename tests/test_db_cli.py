@@ -83,3 +83,22 @@ def test_commands_on_recorded_state_say_there_is_none_and_create_nothing(
     assert "no llmops state at" in result.err
     assert "run `llmops up`" in result.err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("LLMOPS_DB__CONNECT_TIMEOUT_SECONDS", "1", "greater than or equal to 2"),
+    ("LLMOPS_DB__STATEMENT_TIMEOUT_SECONDS", "soon", "valid number"),
+    ("LLMOPS_DB__LOCK_TIMEOUT_SECONDS", "-3", "greater than 0"),
+])
+def test_a_bad_store_timeout_setting_is_named_not_a_crash(
+        cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        variable: str, value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("LLMOPS_API__JWT_SECRET", "a-secret-never-printed")
+    result = cli("db", "upgrade", "--url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.code == 1, result.err
+    assert f"{variable}: " in result.err
+    assert message in result.err
+    assert "internal error" not in result.err
+    assert "a-secret-never-printed" not in result.err
+

@@ -218,7 +218,7 @@ def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
     alerts = [r for g in rules["spec"]["groups"] for r in g["rules"]]
     exprs += [str(r["expr"]) for r in alerts]
     assert {"LlmopsReconcileFailing", "LlmopsReconcileStalled", "LlmopsDriftNotCorrected",
-            "LlmopsSourceUnavailable"} <= {r["alert"] for r in alerts}
+            "LlmopsSourceUnavailable", "LlmopsStoreUnavailable"} <= {r["alert"] for r in alerts}
     used: set[str] = set()
     for expr in exprs:
         names = metric_names(expr)

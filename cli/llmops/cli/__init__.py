@@ -160,6 +160,13 @@ def _report(exc: LlmopsError) -> None:
         click.echo(f"error: {exc}", err=True)
 
 
+def _is_settings_error(exc: Exception) -> bool:
+    """A setting that does not validate (``llmops.engine.settings.SettingsError``; looked
+    up, not imported, so commands that never read settings stay light)."""
+    module = sys.modules.get("llmops.engine.settings")
+    return module is not None and isinstance(exc, module.SettingsError)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: runs the CLI and maps errors to exit codes."""
     try:
@@ -179,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:
+        if _is_settings_error(exc):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
         report = _report_crash(exc)
         click.echo(f"internal error: {type(exc).__name__}; full report in {report}", err=True)
         sys.exit(EXIT_INTERNAL)

@@ -32,7 +32,8 @@ def _open_store() -> db.Store:
 
     Read-only: never migrates, and never creates a SQLite file that is not there.
     """
-    store = db.Store(compose.existing_database_url(settings.load()))
+    cfg = settings.load()
+    store = compose.store_at(compose.existing_database_url(cfg), cfg)
     if store.schema_revision() is None:
         store.close()
         raise db.StoreError(store.display_url,

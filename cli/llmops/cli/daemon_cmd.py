@@ -45,17 +45,19 @@ def build(services: compose.Services, repo: str, branch: str, envs: tuple[str, .
     rec = compose.build_reconciler(cfg, repo=repo, branch=branch, out=out, environments=envs,
                                    store=store, metrics=metrics,
                                    actuator="hydrate" if out else None)
-    # PostgreSQL's advisory lock when the store is PostgreSQL (so Redis being down never
-    # stops reconciling); Redis' lock otherwise, with a ttl that outlives a whole interval.
+    # Always the store's lease (PostgreSQL's advisory lock, SQLite's lock file), never
+    # Redis': Redis is optional and its outage must not stop reconciling, and replicas
+    # choosing a mechanism by what they can reach could lead twice. The ttl outlives a
+    # whole interval (a leader checks at least once per cycle).
     cycle = cfg.daemon.interval_seconds + cfg.daemon.jitter_seconds
-    lease = leader.lease_for(store, "" if store.dialect == "postgresql" else cfg.redis_url,
-                             ttl=max(30.0, 3 * cycle))
+    lease = leader.lease_for(store, ttl=max(30.0, 3 * cycle))
     loop = daemon.Daemon(
         rec, lease=lease,
         interval=cfg.daemon.interval_seconds, jitter=cfg.daemon.jitter_seconds,
         watch=_watch_path(repo or cfg.git.repo or "."), debounce=cfg.daemon.debounce_seconds,
         wait_for_wake=status_cache.listen_wake if status_cache else None,
         on_leader=lambda leading: metrics.leader.set(1 if leading else 0),
+        on_store=lambda up: metrics.store_up.set(1 if up else 0),
         on_results=_publisher(status_cache) if status_cache else None, report=report)
     return loop, port
 

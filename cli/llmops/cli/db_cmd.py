@@ -31,7 +31,8 @@ def _head() -> str:
 
 
 def _store(url: str | None) -> db.Store:
-    return db.Store(url or settings.load().effective_database_url)
+    cfg = settings.load()
+    return compose.store_at(url or cfg.effective_database_url, cfg)
 
 
 def describe(revision: str | None) -> str:
@@ -58,5 +59,6 @@ def upgrade_cmd(url: str | None) -> None:
 @URL_OPTION
 def current_cmd(url: str | None) -> None:
     """Print the schema revision the database is at."""
-    with db.Store(url or compose.existing_database_url(settings.load())) as store:
+    cfg = settings.load()
+    with compose.store_at(url or compose.existing_database_url(cfg), cfg) as store:
         click.echo(f"{store.display_url}: {describe(store.schema_revision())}")

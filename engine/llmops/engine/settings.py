@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -40,6 +40,21 @@ class DaemonSettings(BaseModel):
     metrics_host: str = "127.0.0.1"
     """Interface of the metrics server; 0.0.0.0 in a pod so Prometheus can scrape it."""
     debounce_seconds: float = 1.0
+
+
+class DbSettings(BaseModel):
+    """Bounds on every wait for the SQL store (PostgreSQL; SQLite waits ``busy_seconds``)."""
+
+    connect_timeout_seconds: float = Field(default=5.0, ge=2, le=300)
+    """Whole connection start-up (TCP, TLS, authentication), per address; libpq's minimum is 2."""
+    statement_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Server-side ``statement_timeout``; the client gives up on an answer 5 s after it."""
+    lock_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """Server-side ``lock_timeout``: a row, table or advisory lock waited on longer fails."""
+    idle_in_transaction_timeout_seconds: float = Field(default=60.0, gt=0, le=86400)
+    """Server-side ``idle_in_transaction_session_timeout``: a stuck transaction is ended."""
+    busy_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """SQLite's busy timeout: how long a writer waits for another one."""
 
 
 class KubeSettings(BaseModel):
@@ -115,6 +130,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="", validation_alias=AliasChoices(
         "LLMOPS_REDIS_URL", "redis_url"))
     git: GitSettings = GitSettings()
+    db: DbSettings = DbSettings()
     daemon: DaemonSettings = DaemonSettings()
     kube: KubeSettings = KubeSettings()
     s3: S3Settings = S3Settings()
@@ -155,6 +171,24 @@ class Settings(BaseSettings):
         return self.home / "rendered"
 
 
+class SettingsError(ValueError):
+    """A setting that does not validate: each one named as its variable, never its value
+    (it may be a secret). A ``ValueError``, not an ``LlmopsError``: this vocabulary module
+    sits beside ``errors`` and does not import it; the CLI maps it to exit code 1."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        self.fields = [_variable(err["loc"]) for err in exc.errors()]
+        problems = "; ".join(f"{name}: {err['msg']}"
+                             for name, err in zip(self.fields, exc.errors(), strict=True))
+        super().__init__(f"invalid settings: {problems}")
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """``('db', 'connect_timeout_seconds')`` -> ``LLMOPS_DB__CONNECT_TIMEOUT_SECONDS``."""
+    name = "__".join(str(part) for part in loc).upper()
+    return name if name.startswith("LLMOPS_") else f"LLMOPS_{name}"
+
+
 HOME_DIR = ".llmops"
 _STATE = ("llmops.db", "specs", "api-token")
 """What marks a folder named ``.llmops`` as a home ``llmops up`` (or a pass) set up."""
@@ -177,7 +211,10 @@ def find_home(start: Path | None = None) -> Path | None:
 def load(**overrides: Any) -> Settings:
     """Settings from the environment (and ``LLMOPS_CONFIG``), with explicit overrides;
     the home found by ``find_home`` when none is set, its specs repo when no repo is."""
-    cfg = Settings(**overrides)
+    try:
+        cfg = Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(exc) from None
     if ("home" not in overrides and "LLMOPS_HOME" not in os.environ
             and cfg.home == Path(HOME_DIR)):
         cfg.home = find_home() or cfg.home

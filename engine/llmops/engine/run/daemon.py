@@ -53,7 +53,8 @@ class Daemon:
                  wait_for_wake: Callable[[float], bool] | None = None,
                  on_leader: Callable[[bool], None] | None = None,
                  on_results: Callable[[list[reconciler.PassResult]], None] | None = None,
-                 report: Callable[[list[reconciler.PassResult]], None] | None = None
+                 report: Callable[[list[reconciler.PassResult]], None] | None = None,
+                 on_store: Callable[[bool], None] | None = None
                  ) -> None:
         self.rec = rec
         self.lease = lease
@@ -66,6 +67,10 @@ class Daemon:
         self.on_results = on_results or (lambda _results: None)
         self.report = report or log_results
         """Tells people about a pass's results (default: one log line each)."""
+        self.on_store = on_store or (lambda _up: None)
+        self.store_available: bool | None = None
+        """False after a pass the store failed (it acted on nothing); True after one it
+        answered; None before the first pass. The recorded state is kept either way."""
         self.leading = lease is None
         self.passes = 0
         self._wake = threading.Event()
@@ -117,16 +122,24 @@ class Daemon:
             return None
         except StoreUnavailable as exc:
             log.error("store unavailable, nothing applied: %s", exc)
+            self._store_is(False)
             return None
         except LlmopsError as exc:
             log.error("reconcile failed: %s", exc)
             return None
         finally:
             self.passes += 1
+        self._store_is(True)
         self.rec.metrics.pass_duration(time.perf_counter() - start)
         self.on_results(results)
         self.report(results)
         return results
+
+    def _store_is(self, up: bool) -> None:
+        if up and self.store_available is False:
+            log.warning("store available again")
+        self.store_available = up
+        self.on_store(up)
 
     # ------------------------------------------------------------------ the loop
 

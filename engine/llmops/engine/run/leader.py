@@ -7,8 +7,11 @@ write; whoever does not hold it stands by. Input: the daemon's ``Store``
 loop (``acquire`` while standing by, ``held`` before acting, ``release`` at
 shutdown); the reconciler through the daemon's lease check.
 
-Mechanisms, by what the deployment already has:
-- Redis (when a Redis URL is given): ``SET key token NX PX ttl``; ``held()``
+Mechanisms, by what the deployment already has. The daemon always takes the
+store's (PostgreSQL or SQLite, below): the store is required anyway, Redis is
+optional and its outage must not stop reconciling, and replicas that picked a
+mechanism by what they could reach at the time could both lead.
+- Redis (only when a caller passes a Redis URL): ``SET key token NX PX ttl``; ``held()``
   extends the expiry with a compare-and-set script (only while the value is
   still our token), ``release()`` deletes with a compare-and-delete script.
   The holder must call ``held()`` more often than ``ttl``, or the key expires
@@ -18,7 +21,9 @@ Mechanisms, by what the deployment already has:
   server drops the lock when that session ends, so a killed or partitioned
   leader loses it; ``held()`` asks the server whether our backend still
   holds it. TCP keep-alives and ``tcp_user_timeout`` bound how long a dead
-  network can hide that.
+  network can hide that; the session's ``idle_session_timeout`` (the ttl)
+  ends it when a hung or stopped leader stops checking, so another replica
+  takes over after the ttl; each lease query waits at most a few seconds.
 - SQLite (one machine): an exclusive ``flock`` on ``<database>.leader.lock``;
   the kernel drops it when the process dies. The lock file is never deleted
   (that would let two processes lock two different files); if someone else
@@ -47,7 +52,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from llmops.engine.redact import redact
-from llmops.engine.store.db import Store
+from llmops.engine.store.db import DeadlineConnection, Store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ PG_CONNECT_TIMEOUT_SECONDS = 5
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # A query to a peer that stopped acknowledging fails after this long (libpq, ms).
 PG_TCP_USER_TIMEOUT_MS = 10_000
+# A lease query the server does not answer within this (plus 5 s, client side) is a loss.
+PG_REPLY_TIMEOUT_MS = 5_000
 
 # KEYS[1] = lease key, ARGV[1] = our token, ARGV[2] = ttl in ms.
 _RENEW_SCRIPT = """
@@ -121,7 +128,7 @@ def lease_for(store: Store, redis_url: str = "", *, name: str = DEFAULT_NAME,
     if redis_url:
         return RedisLease(redis_url, name=name, ttl=ttl)
     if store.dialect == "postgresql":
-        return PostgresLease(store, name=name)
+        return PostgresLease(store, name=name, ttl=ttl)
     database = store.url.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         return ProcessLease(store, name=name)
@@ -203,12 +210,13 @@ class RedisLease:
 class PostgresLease:
     """A session advisory lock on a connection of its own, open while leading."""
 
-    def __init__(self, store: Store, *, name: str) -> None:
+    def __init__(self, store: Store, *, name: str, ttl: float = 30.0) -> None:
         self.key = advisory_key(name)
+        self.ttl_ms = max(1000, round(ttl * 1000))
         self._conninfo = store.url.set(drivername="postgresql").render_as_string(
             hide_password=False)
         self._display = store.display_url
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._conn: DeadlineConnection | None = None
         self._lock = threading.Lock()
 
     @property
@@ -222,11 +230,7 @@ class PostgresLease:
             if self._conn is not None:
                 return self._check()
             try:
-                conn = psycopg.connect(
-                    self._conninfo, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS,
-                    application_name="llmops-leader", keepalives=1, keepalives_idle=5,
-                    keepalives_interval=2, keepalives_count=3,
-                    tcp_user_timeout=PG_TCP_USER_TIMEOUT_MS)
+                conn = self._connect()
             except psycopg.Error as err:
                 log.warning("leader lease on %s: cannot connect: %s",
                             self._display, _first_line(err))
@@ -243,6 +247,31 @@ class PostgresLease:
                 return False
             self._conn = conn
             return True
+
+    def _connect(self) -> DeadlineConnection:
+        """The lease's own session. Its ``idle_session_timeout`` (the ttl) has the server
+        end it, and so the lock, when a hung or stopped leader stops checking; PostgreSQL
+        before 14 does not know it, and leads without that bound (a warning says so)."""
+        options = (f"-c statement_timeout={PG_REPLY_TIMEOUT_MS}"
+                   f" -c lock_timeout={PG_REPLY_TIMEOUT_MS}")
+        bounded = f"-c idle_session_timeout={self.ttl_ms} {options}"
+        for attempt in (bounded, options):
+            try:
+                conn = DeadlineConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_SECONDS,
+                    application_name="llmops-leader", keepalives=1, keepalives_idle=5,
+                    keepalives_interval=2, keepalives_count=3,
+                    tcp_user_timeout=PG_TCP_USER_TIMEOUT_MS, options=attempt)
+            except psycopg.Error as err:
+                if attempt is options or "idle_session_timeout" not in str(err):
+                    raise
+                log.warning("leader lease on %s: the server has no idle_session_timeout "
+                            "(PostgreSQL < 14): a hung leader keeps the lease until its "
+                            "connection drops", self._display)
+                continue
+            conn.reply_timeout = PG_REPLY_TIMEOUT_MS / 1000 + 5
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def held(self) -> bool:
         with self._lock:

@@ -41,6 +41,8 @@ class PrometheusMetrics(reconciler.Metrics):
         self.revision = Gauge("llmops_revision_info", "The revision each environment is at.",
                               ["environment", "revision"], registry=r)
         self.leader = Gauge("llmops_leader", "1 while this daemon holds the lease.", registry=r)
+        self.store_up = Gauge("llmops_store_up", "0 after a pass the store did not answer "
+                              "(nothing applied), 1 after one it did.", registry=r)
         self.endpoint_gpus = Gauge(
             "llmops_endpoint_gpus",
             "GPUs an applied endpoint holds (GPUs per replica x minimum replicas); "

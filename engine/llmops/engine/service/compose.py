@@ -45,9 +45,19 @@ CACHE_TIMEOUT_SECONDS = 0.5
 per Redis call (then the API falls back to the store)."""
 
 
+def store_at(url: str, settings: Settings) -> Store:
+    """A ``Store`` on ``url`` with the timeouts of ``settings.db`` (not migrated)."""
+    limits = settings.db
+    return Store(url, connect_timeout=limits.connect_timeout_seconds,
+                 statement_timeout=limits.statement_timeout_seconds,
+                 lock_timeout=limits.lock_timeout_seconds,
+                 idle_in_transaction_timeout=limits.idle_in_transaction_timeout_seconds,
+                 busy_timeout=limits.busy_seconds)
+
+
 def open_store(settings: Settings) -> Store:
     """The configured store, migrated to the current schema."""
-    store = Store(settings.effective_database_url)
+    store = store_at(settings.effective_database_url, settings)
     store.migrate()
     return store
 
@@ -72,7 +82,7 @@ def existing_database_url(settings: Settings) -> str:
 
 def open_existing_store(settings: Settings) -> Store:
     """The recorded store (``existing_database_url``), migrated to the current schema."""
-    store = Store(existing_database_url(settings))
+    store = store_at(existing_database_url(settings), settings)
     store.migrate()
     return store
 

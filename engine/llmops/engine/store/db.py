@@ -17,7 +17,10 @@ SQLite: WAL, foreign keys and a busy timeout on every connection;
 SQLAlchemy (not the ``sqlite3`` module) emits ``BEGIN``, and write
 transactions start with ``BEGIN IMMEDIATE`` so two writers queue instead of
 failing or interleaving. PostgreSQL: ``migrate`` holds a session advisory
-lock, so replicas starting together run the upgrade once.
+lock, so replicas starting together run the upgrade once; no wait is
+unbounded (``_postgres_engine``: connect, statement, lock and idle-transaction
+timeouts, keep-alives, a ping on checkout and a client-side reply deadline in
+``DeadlineConnection``), so a hung server is ``StoreUnavailable`` in seconds.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from types import TracebackType
 from typing import Any
 
 import orjson
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, pool
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
@@ -47,6 +52,38 @@ MIGRATE_LOCK_KEY = 0x6C6C6D6F7073_01
 AUDIT_LOCK_KEY = 0x6C6C6D6F7073_02
 
 _IMMEDIATE = "llmops_sqlite_immediate"
+
+REPLY_GRACE_SECONDS = 5.0
+"""How much longer than ``statement_timeout`` the client waits for an answer: the
+server's own timeout fires first for a slow statement; this catches a hung server."""
+TCP_USER_TIMEOUT_MS = 10_000
+"""Data the peer does not acknowledge for this long drops the connection (libpq)."""
+MIGRATE_TIMEOUT_SECONDS = 600
+"""Statement, lock and reply bound of ``migrate`` (DDL, waiting for another replica's)."""
+
+
+class DeadlineConnection(psycopg.Connection[Any]):
+    """A psycopg connection that waits at most ``reply_timeout`` for each server reply.
+
+    A server that accepts and then never answers (hung, stopped, a half-open proxy)
+    would otherwise block a pooled connection forever: keep-alives and
+    ``tcp_user_timeout`` see nothing wrong while its kernel still acknowledges. On
+    expiry the connection is closed (its state is unknown) and ``OperationalError``
+    raised, which the store reports as ``StoreUnavailable``.
+    """
+
+    reply_timeout: float | None = None
+    saved_reply_timeout: float | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return super().wait(gen, interval, timeout if timeout is not None
+                                else self.reply_timeout)
+        except pg_errors._WaitTimeout:
+            self.pgconn.finish()
+            raise psycopg.OperationalError(
+                f"no answer from the server within {self.reply_timeout or timeout:g} s; "
+                "connection closed") from None
 
 
 class StoreError(LlmopsError):
@@ -78,6 +115,8 @@ class Store:
     """One database: an engine plus the transactions, migrations and probes on it."""
 
     def __init__(self, url: str | URL, *, connect_timeout: float = 5.0,
+                 statement_timeout: float = 30.0, lock_timeout: float = 10.0,
+                 idle_in_transaction_timeout: float = 60.0,
                  busy_timeout: float = 30.0, pool_size: int = 5) -> None:
         self.url = normalise_url(url)
         self.display_url = self.url.render_as_string(hide_password=True)
@@ -85,17 +124,59 @@ class Store:
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(busy_timeout)
         elif self.dialect == "postgresql":
-            self.engine = create_engine(
-                self.url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
-                json_serializer=_dumps,
-                connect_args={"connect_timeout": max(1, round(connect_timeout)),
-                              "application_name": "llmops"})
+            self.engine = self._postgres_engine(
+                pool_size, connect_timeout=connect_timeout, statement_timeout=statement_timeout,
+                lock_timeout=lock_timeout, idle_timeout=idle_in_transaction_timeout)
         else:
             raise StoreError(self.display_url,
                              f"unsupported database {self.dialect!r} (use sqlite or postgresql)")
         self._write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
 
     # ------------------------------------------------------------------ engines
+
+    def _postgres_engine(self, pool_size: int, *, connect_timeout: float,
+                         statement_timeout: float, lock_timeout: float,
+                         idle_timeout: float) -> Engine:
+        """psycopg 3 with every wait bounded: start-up (``connect_timeout``), statements and
+        lock waits (server side), stuck transactions (ended by the server), a dead peer
+        (keep-alives, ``tcp_user_timeout``), a pooled connection whose server stopped
+        answering (a ping on checkout within the connect timeout) and any reply on an open
+        connection (``reply_timeout``, client side: the connection is closed)."""
+        options = " ".join(f"-c {name}={round(seconds * 1000)}" for name, seconds in (
+            ("statement_timeout", statement_timeout), ("lock_timeout", lock_timeout),
+            ("idle_in_transaction_session_timeout", idle_timeout)))
+        if self.url.query.get("options"):  # the URL's own options come first
+            options = f"{self.url.query['options']} {options}"
+        engine = create_engine(
+            self.url, pool_size=pool_size, max_overflow=pool_size,
+            pool_timeout=connect_timeout + statement_timeout, json_serializer=_dumps,
+            connect_args={"connect_timeout": max(2, round(connect_timeout)),
+                          "application_name": "llmops", "options": options,
+                          "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                          "keepalives_count": 3, "tcp_user_timeout": TCP_USER_TIMEOUT_MS})
+        reply_timeout = statement_timeout + REPLY_GRACE_SECONDS
+        ping_timeout = float(max(2, round(connect_timeout)))
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            conn = DeadlineConnection.connect(*cargs, **cparams)
+            conn.reply_timeout = reply_timeout
+            return conn
+
+        @event.listens_for(engine, "checkout")
+        def _ping(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            # Pre-ping with a short deadline: a pooled connection to a server that
+            # stopped answering costs ``ping_timeout``, not a whole reply timeout, and
+            # the pool replaces it (DisconnectionError) with a new connection.
+            saved, dbapi_conn.reply_timeout = dbapi_conn.reply_timeout, ping_timeout
+            try:
+                engine.dialect.do_ping(dbapi_conn)
+            except psycopg.Error as err:
+                raise exc.DisconnectionError(_first_line(str(err))) from err
+            finally:
+                dbapi_conn.reply_timeout = saved
+
+        return engine
 
     def _sqlite_engine(self, busy_timeout: float) -> Engine:
         database = self.url.database or ""
@@ -185,6 +266,9 @@ class Store:
         config = alembic_config()
         with self.guard(), self._write_engine.connect() as conn:
             if self.dialect == "postgresql":
+                # Longer bounds for this session only: a migration (or waiting for
+                # another replica's) may take longer than any single statement should.
+                _migration_limits(conn, True)
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATE_LOCK_KEY})")
                 conn.commit()
             try:
@@ -197,6 +281,7 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATE_LOCK_KEY})")
                     conn.commit()
+                    _migration_limits(conn, False)
         revision = self.schema_revision()
         assert revision is not None, "alembic upgrade left no version"
         return revision
@@ -218,6 +303,20 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.display_url!r})"
+
+
+def _migration_limits(conn: Connection, on: bool) -> None:
+    """Set (``on``) or restore this session's statement, lock and reply timeouts for a
+    migration: ``MIGRATE_TIMEOUT_SECONDS`` each, so even a hung server is given up on."""
+    raw = conn.connection.dbapi_connection
+    limit = f"{MIGRATE_TIMEOUT_SECONDS * 1000}"
+    for name in ("statement_timeout", "lock_timeout"):
+        conn.exec_driver_sql(f"SET {name} = {limit}" if on else f"RESET {name}")
+    conn.commit()
+    if isinstance(raw, DeadlineConnection):
+        raw.reply_timeout, raw.saved_reply_timeout = (
+            (MIGRATE_TIMEOUT_SECONDS + REPLY_GRACE_SECONDS, raw.reply_timeout) if on
+            else (raw.saved_reply_timeout, None))
 
 
 def _enable_wal(cursor: Any, busy_timeout: float) -> None:
@@ -251,6 +350,11 @@ def alembic_config() -> Config:
     # New scripts start with a letter, so mypy can name them as modules.
     config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
     return config
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
 
 
 def _reason(err: exc.DBAPIError) -> str:
