@@ -37,6 +37,7 @@ from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
 from llmops.engine.source import gitcli, snapshots, writeback
 from llmops.engine.spec import repoconfig
+from llmops.engine.store import seal
 from llmops.engine.store.cache import StatusCache
 from llmops.engine.store.db import Store
 
@@ -46,9 +47,11 @@ per Redis call (then the API falls back to the store)."""
 
 
 def open_store(settings: Settings) -> Store:
-    """The configured store, migrated to the current schema."""
+    """The configured store, migrated to the current schema, its audit chain keyed and
+    anchored (the key file is created in the home when there is none)."""
     store = Store(settings.effective_database_url)
     store.migrate()
+    store.audit_seal = seal.from_settings(settings, create=True)
     return store
 
 
@@ -74,6 +77,7 @@ def open_existing_store(settings: Settings) -> Store:
     """The recorded store (``existing_database_url``), migrated to the current schema."""
     store = Store(existing_database_url(settings))
     store.migrate()
+    store.audit_seal = seal.from_settings(settings, create=True)
     return store
 
 
