@@ -71,6 +71,8 @@ class AuditResult(StrEnum):
     FAILED = "failed"
     DENIED = "denied"
     BLOCKED = "blocked"
+    INTERRUPTED = "interrupted"
+    """A pass whose process died between its intent and its outcome (written by the next)."""
 
 
 @dataclass(frozen=True, slots=True)
