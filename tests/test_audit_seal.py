@@ -15,9 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import delete, insert
 
 from conftest import CliResult
+from llmops.engine import settings
 from llmops.engine.service import compose
 from llmops.engine.settings import Settings
 from llmops.engine.store import Store, audit, seal
@@ -173,6 +175,19 @@ def test_the_key_is_a_private_file_outside_the_database(tmp_path: Path) -> None:
     key_file.chmod(0o644)
     with pytest.raises(seal.AuditKeyError, match="readable by others"):
         seal.from_settings(cfg, create=False)
+
+
+def test_a_process_with_another_key_refuses_to_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with compose.open_store(Settings(home=tmp_path / "one", database_url=url)) as store:
+        fill(store, 1)
+    other = Settings(home=tmp_path / "two", database_url=url)  # its own, new key
+    with pytest.raises(seal.AuditKeyError, match="the audit chain is keyed with key id "):
+        compose.open_store(other)
+    secret = (tmp_path / "one" / seal.KEY_FILE).read_text().strip()
+    with compose.open_store(other.model_copy(update={"audit": settings.AuditSettings(
+            key=SecretStr(secret))})) as shared:
+        assert audit.verify(shared).ok
 
 
 @pytest.fixture
