@@ -381,6 +381,28 @@ def test_intent_entry_failure_applies_nothing(h: Harness) -> None:
     assert not (h.out / "dev").exists()
 
 
+def test_the_intent_is_committed_before_the_actuator_runs(h: Harness, store_url: str) -> None:
+    """Seen from another connection while the actuator acts: the run's intent entry and the
+    widened inventory are durable already (no pass-wide transaction holds them back)."""
+    seen: list[tuple[str, int]] = []
+
+    class Watching(HydrateActuator):
+        def act(self, plan: ActPlan) -> ActResult:
+            with Store(store_url) as other:
+                (entry,) = audit.AuditLog(other).query(result="intent",
+                                                       environment=plan.environment).entries
+                seen.append((entry.reason, len(state.read_inventory(other, "dev"))))
+            return super().act(plan)
+
+    h.actuator = Watching(h.out)
+    h.rec = h.make(environments=["dev"])
+    (result,) = h.rec.run_once()
+    assert result.result is RunResult.SUCCEEDED
+    ((reason, inventory),) = seen
+    assert reason.startswith(f"run {result.run_id}: write ")
+    assert inventory == len(h.published("dev").objects)
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from datetime import UTC, datetime
