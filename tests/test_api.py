@@ -335,7 +335,8 @@ def test_audit_logs_filter_and_page(store: Store) -> None:
 
     entry = ok(client.get(url, params={"limit": 1}))["entries"][0]
     assert set(entry) == {"id", "at", "actor", "sourceCommit", "environment", "action",
-                          "target", "result", "reason", "details", "prevHash", "hash"}
+                          "target", "result", "reason", "details", "prevHash", "hash",
+                          "keyId"}
     assert entry["at"] == "2025-03-01T12:06:00Z"
 
     def ids_for(**query: Any) -> list[int]:

@@ -184,7 +184,8 @@ def test_a_missing_permission_is_403_and_audited(
         ("jo", "access", f"GET {BASE}/governance/audit/logs", "audit:read"),
         ("nobody", "access", f"GET {BASE}/catalog/models", "catalog:read"),
         ("nobody", "access", f"GET {BASE}/catalog/models", "catalog:read")]
-    assert denied[-1].details == {"authenticatedBy": "proxy", "roles": ["viewer"]}
+    assert denied[-1].details == {"authenticatedBy": "proxy", "roles": ["viewer"],
+                                  "status": 403, "client": "10.0.0.7"}
     assert audit.verify(store).ok
 
     # The auditor reads the log (and sees the denials); admin ("*") triggers.

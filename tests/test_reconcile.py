@@ -381,20 +381,48 @@ def test_intent_entry_failure_applies_nothing(h: Harness) -> None:
     assert not (h.out / "dev").exists()
 
 
+def test_the_intent_is_committed_before_the_actuator_runs(h: Harness, store_url: str) -> None:
+    """Seen from another connection while the actuator acts: the run's intent entry and the
+    widened inventory are durable already (no pass-wide transaction holds them back)."""
+    seen: list[tuple[str, int]] = []
+
+    class Watching(HydrateActuator):
+        def act(self, plan: ActPlan) -> ActResult:
+            with Store(store_url) as other:
+                (entry,) = audit.AuditLog(other).query(result="intent",
+                                                       environment=plan.environment).entries
+                seen.append((entry.reason, len(state.read_inventory(other, "dev"))))
+            return super().act(plan)
+
+    h.actuator = Watching(h.out)
+    h.rec = h.make(environments=["dev"])
+    (result,) = h.rec.run_once()
+    assert result.result is RunResult.SUCCEEDED
+    ((reason, inventory),) = seen
+    assert reason.startswith(f"run {result.run_id}: write ")
+    assert inventory == len(h.published("dev").objects)
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from datetime import UTC, datetime
     from pathlib import Path
     from llmops.engine.run import reconciler
     from llmops.engine.source import snapshots
+    from llmops.engine.actuate import hydrate
     from llmops.engine.actuate.hydrate import HydrateActuator
     from llmops.engine.store.db import Store
 
     class KilledMidway(HydrateActuator):
         def act(self, plan):
+            if MIDWAY:  # publish the first half of the objects, then die
+                half = sorted(plan.desired)[:len(plan.desired) // 2]
+                hydrate.write_set(self.root, plan.environment, plan.revision,
+                                  [plan.desired[k] for k in half])
             os.kill(os.getpid(), signal.SIGKILL)
 
     url, repo, work, out = sys.argv[1:5]
+    MIDWAY = sys.argv[5:] == ["midway"]
     rec = reconciler.Reconciler(Store(url), snapshots.open_source(repo, "main", Path(work)),
                                 lambda env, cfg: KilledMidway(Path(out)),
                                 environments=["dev"],
@@ -422,6 +450,47 @@ def test_killed_between_intent_and_outcome_resumes_cleanly(h: Harness, store_url
         h.published("dev").objects)
     assert audit.verify(h.store).ok
     assert any("interrupted" in e.reason for e in audit.AuditLog(h.store).query().entries)
+
+
+@pytest.mark.slow
+def test_killed_mid_act_leaves_intent_and_an_interrupted_outcome(h: Harness,
+                                                                 store_url: str) -> None:
+    """SIGKILL after half the objects are published: the intent was durable before acting;
+    the next pass records the run as interrupted with what it left unfinished, applies only
+    what is missing (each recorded), and ends consistent."""
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, store_url, str(h.repo),
+                           str(h.work), str(h.out), "midway"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    log = audit.AuditLog(h.store)
+    (intent,) = log.query(result="intent", environment="dev").entries
+    (running,) = state.list_runs(h.store, environment="dev")
+    assert intent.reason.startswith(f"run {running.id}: write ")
+    planned = set(running.plan["write"])
+    already = set(h.published("dev").objects)
+    assert 0 < len(already) < len(planned)
+
+    h.rec = h.make(environments=["dev"])
+    (result,) = h.rec.run_once()
+    assert result.result is RunResult.SUCCEEDED
+    (closed,) = log.query(result="interrupted", environment="dev").entries
+    assert closed.id > intent.id
+    assert closed.source_commit == running.revision
+    assert closed.reason.startswith(f"run {running.id} interrupted: {len(planned)} planned")
+    assert set(closed.details["unfinished"]["write"]) == planned
+    # The recovery pass applied exactly what was missing, one entry each, none twice.
+    applied = [e.target for e in log.query(action="apply", environment="dev").entries
+               if e.id > closed.id]
+    assert sorted(applied) == sorted({str(k) for k in planned} - {str(k) for k in already})
+    assert result.counts.created == len(applied)
+    assert {str(i.key) for i in state.read_inventory(h.store, "dev")} == {
+        str(k) for k in h.published("dev").objects} == planned
+    outcome = log.query(environment="dev", action="reconcile", limit=1).entries[0]
+    assert (outcome.result, outcome.reason.split(":")[0]) == ("succeeded", f"run {result.run_id}")
+    assert audit.verify(h.store).ok
+    (again,) = h.rec.run_once()  # nothing left: no run, no entry
+    assert again.result is RunResult.NOOP
+    assert log.head() == outcome
 
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own

@@ -41,12 +41,12 @@ def item(name: str, *, kind: str = "Deployment", group: str = "apps", revision: 
 def test_migrate_creates_the_schema_and_twice_is_a_no_op(store_url: str) -> None:
     with Store(store_url) as store:
         assert store.schema_revision() is None
-        assert store.migrate() == "0005"
+        assert store.migrate() == "0006"
         with store.connection() as conn:
             tables = set(inspect(conn).get_table_names())
         assert tables >= TABLES
         audit.AuditLog(store).append(audit.AuditEntry("ci", "apply", "x", "intent"))
-        assert store.migrate() == "0005"
+        assert store.migrate() == "0006"
         with store.connection() as conn:
             assert set(inspect(conn).get_table_names()) == tables
         assert audit.verify(store).entries == 1
@@ -73,7 +73,7 @@ def test_concurrent_migrations_from_several_processes_both_succeed(store_url: st
     for store in stores:
         store.close()
     assert errors == []
-    assert results == ["0005"] * 3
+    assert results == ["0006"] * 3
 
 
 def test_migration_matches_the_models(store: Store) -> None:
@@ -99,7 +99,7 @@ def test_upgrade_from_0004_keeps_runs_and_status_with_unknown_commits(store_url:
                 " last_applied_revision, last_attempted_revision, conditions, source_state,"
                 " source_message, updated_at) VALUES ('prod', :sha, :sha, :sha, '{}',"
                 " 'available', '', :at)"), {"sha": "a" * 40, "at": T0.replace(tzinfo=None)})
-        assert store.migrate() == "0005"
+        assert store.migrate() == "0006"
         (run,) = state.list_runs(store)
         assert (run.revision, run.author, run.subject) == ("a" * 40, "", "")
         detail = state.get_run(store, run.id)

@@ -33,13 +33,14 @@ refused or failed), the guard, then the exception layer and the routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from llmops.api import auth, dashboard, docs, errors
+from llmops.api import auth, dashboard, denials, docs, errors
 from llmops.api.envelope import Failure
 from llmops.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware, RouteTemplates
 from llmops.api.middleware import RequestGuard
@@ -62,6 +63,7 @@ from llmops.api.routes import (
 from llmops.engine import settings as settings_module
 from llmops.engine.service import compose
 from llmops.engine.settings import Settings
+from llmops.engine.store import audit as audit_log
 from llmops.engine.store.db import Store
 
 API_PREFIX = "/llm-ops/v1"
@@ -88,6 +90,15 @@ def _mount(app: FastAPI) -> list[str]:
     return templates
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At shutdown, the counts of suppressed denials still pending become summary rows."""
+    yield
+    limiter = getattr(app.state, "denials", None)
+    if isinstance(limiter, denials.DenialAudit):
+        limiter.flush(audit_log.AuditLog(app.state.store), everything=True)
+
+
 def create_app(services: compose.Services | Store, *,
                trigger: Callable[[], None] | None = None,
                settings: Settings | None = None) -> FastAPI:
@@ -110,6 +121,7 @@ def create_app(services: compose.Services | Store, *,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         responses=_COMMON_RESPONSES,
+        lifespan=_lifespan,
     )
     app.state.services = services
     app.state.store = services.store
@@ -119,6 +131,7 @@ def create_app(services: compose.Services | Store, *,
     app.state.status_cache = services.status_cache
     app.state.metrics = metrics
     app.state.trusted_peers = auth.TrustedPeers.parse(cfg.api.trusted_proxies)
+    app.state.denials = denials.DenialAudit()  # rate-limited audit of refused requests
 
     errors.install(app)
     templates = [app.openapi_url or "", *docs.mount(app, API_PREFIX), METRICS_PATH,

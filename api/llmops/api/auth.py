@@ -24,10 +24,13 @@ principal comes from one of two places, default deny:
 
 No identity is a 401. Roles map to permissions through the ``rbac.roles`` of
 the ``Policy`` specs in the store's catalog, read on every request, so a
-Policy change is enforced as soon as its revision is recorded. A 403 is
-first written to the audit log (action ``access``, result ``denied``, the
-user as actor, method and route template as target, the missing permission
-as reason); if that write fails the request fails too (503).
+Policy change is enforced as soon as its revision is recorded. A 403, a 401
+and a 400 of the identity headers are first written to the audit log (action
+``access``, result ``denied``, the user as actor (``unverified:<name>`` as
+claimed, for a 401/400), method and route template as target, the missing
+permission or the refusal as reason, the client address in the details),
+through the per-client-and-route rate limit of ``llmops.api.denials``; if that
+write fails the request fails too (503).
 
 Tenant scoping is a use-case rule (``llmops.engine.service.access``): the
 write routes hand the use cases the principal as a plain ``Caller``
@@ -51,12 +54,12 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
-from llmops.api import errors, peer, tokens
+from llmops.api import denials, errors, peer, tokens
 from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
 from llmops.api.envelope import Failure
 from llmops.api.metrics import RouteTemplates
 from llmops.engine.service.access import Caller
-from llmops.engine.settings import ApiSettings
+from llmops.engine.settings import ApiSettings, Settings
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import audit, catalog
 from llmops.engine.store.db import Store
@@ -213,7 +216,42 @@ def principal_from_token(token: str, settings: ApiSettings) -> Principal:
 
 
 def get_principal(request: Request, settings: SettingsDep) -> Principal:
-    """The caller, or 400 (ambiguous headers) / 401 (no trustworthy identity)."""
+    """The caller, or 400 (ambiguous headers) / 401 (no trustworthy identity), each
+    refusal audited (rate-limited: ``llmops.api.denials``) before it answers."""
+    try:
+        return _identify(request, settings)
+    except (errors.Unauthorized, errors.BadRequest) as err:
+        record_denial(request, denials.claimed(_claimed_name(request)), err.message,
+                      int(err.status_code), {"authenticatedBy": "none"})
+        raise
+
+
+def _claimed_name(request: Request) -> str:
+    """Who an unauthenticated request says it is: its user header or its token's ``sub``
+    (unverified; never the token itself)."""
+    user = request.headers.get(USER_HEADER)
+    if user is not None:
+        return user
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    return tokens.claimed_subject(token.strip()) if scheme.lower() == "bearer" else ""
+
+
+def record_denial(request: Request, actor: str, reason: str, status: int,
+                  details: dict[str, object], *, log: audit.AuditLog | None = None,
+                  action: str = audit.AuditAction.ACCESS.value) -> bool:
+    """Audit a refused request through the app's rate limiter (into ``log``, by default
+    the app store's); whether a row was written."""
+    limiter = cast(denials.DenialAudit, request.app.state.denials)
+    if log is None:
+        log = audit.AuditLog(cast(Store, request.app.state.store))
+    client = peer.peer_host(request.scope) or (request.client.host if request.client
+                                               else "unknown")
+    return limiter.record(log, denials.Denial(
+        actor=actor, route=_route_template(request), reason=reason, client=client,
+        status=status, action=action, details=details))
+
+
+def _identify(request: Request, settings: Settings) -> Principal:
     found = _raw_headers(request)
     api = settings.api
     if any(name in found for name in IDENTITY_HEADERS):
@@ -264,11 +302,9 @@ def authorize(request: Request, principal: Principal, store: Store, log: audit.A
     needed = Permission(permission).value
     if allowed(store, principal, needed):
         return principal
-    target = _route_template(request)
-    log.append(audit.AuditEntry(
-        actor=principal.user, action=audit.AuditAction.ACCESS, target=target,
-        result=audit.AuditResult.DENIED, reason=needed,
-        details={"roles": list(principal.roles), "authenticatedBy": principal.method}))
+    record_denial(request, principal.user, needed, 403,
+                  {"roles": list(principal.roles), "authenticatedBy": principal.method},
+                  log=log)
     raise errors.Forbidden(f"{principal.user} lacks the permission {needed}",
                            {"permission": needed, "roles": list(principal.roles)})
 

@@ -386,6 +386,8 @@ class AuditEntryOut(ApiModel):
     details: dict[str, Any]
     prev_hash: str
     hash: str
+    key_id: str = Field(description="Fingerprint of the HMAC key ``hash`` was made with "
+                                    "(empty: an unkeyed SHA-256 link); never the key.")
 
     @classmethod
     def of(cls, record: audit.AuditRecord) -> AuditEntryOut:
@@ -393,7 +395,7 @@ class AuditEntryOut(ApiModel):
                    source_commit=record.source_commit, environment=record.environment,
                    action=record.action, target=record.target, result=record.result,
                    reason=record.reason, details=record.details,
-                   prev_hash=record.prev_hash, hash=record.hash)
+                   prev_hash=record.prev_hash, hash=record.hash, key_id=record.key_id)
 
 
 class AuditPageOut(ApiModel):

@@ -3,9 +3,12 @@
 Role: the operator's and the nightly job's view of the audit log. Input: the
 database URL from settings (``LLMOPS_DATABASE_URL``, a config file, or the
 embedded SQLite file under ``LLMOPS_HOME``). Output: for ``verify``, one
-line, ``audit chain intact: N entries`` (exit 0) or ``audit chain broken at
-entry ID: reason`` (exit 1), plus the head hash to anchor elsewhere with
-``--show-head``; for ``tail``, the newest entries as text or JSON lines.
+line, ``audit chain intact: N entries, K anchors checked`` (exit 0) or ``audit
+chain broken at entry ID: reason`` (exit 1), plus the head hash with
+``--show-head``. The chain's HMAC key and its anchors come from the settings
+(``LLMOPS_AUDIT__KEY`` or ``$LLMOPS_HOME/audit-key``; the anchor file); a keyed
+chain without its key is an error naming where the key goes (exit 1). For
+``tail``, the newest entries as text or JSON lines.
 Caller: ``llmops.cli`` registers the ``audit`` group; ``llmops.cli.main``
 maps ``StoreUnavailable`` (an ``LlmopsError``) to one error line and exit 1.
 
@@ -22,7 +25,7 @@ import orjson
 from llmops.engine import settings
 from llmops.engine.service import compose
 from llmops.engine.store import audit as audit_log
-from llmops.engine.store import db
+from llmops.engine.store import db, seal
 
 EXIT_BROKEN = 1
 
@@ -39,6 +42,11 @@ def _open_store() -> db.Store:
         raise db.StoreError(store.display_url,
                             "no audit log here (the store was never migrated; start the "
                             "daemon or the API once, or point LLMOPS_DATABASE_URL elsewhere)")
+    try:
+        store.audit_seal = seal.from_settings(cfg, create=False)
+    except seal.AuditKeyError:
+        store.close()
+        raise
     return store
 
 
@@ -53,7 +61,8 @@ def audit() -> None:
 @click.option("--show-head", is_flag=True,
               help="Also print the hash of the newest entry, to anchor outside the database.")
 def verify_cmd(batch_size: int, show_head: bool) -> None:
-    """Walk the whole chain; exit 0 when intact, 1 naming the first broken entry."""
+    """Walk the whole chain and check every anchor; exit 0 when intact, 1 naming the
+    first broken entry (edited, rewritten, reordered, or missing: truncated)."""
     with _open_store() as store:
         result = audit_log.verify(store, batch_size=batch_size)
     click.echo(str(result))

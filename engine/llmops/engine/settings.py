@@ -120,6 +120,21 @@ class PrometheusSettings(BaseModel):
     """Seconds per query (connect and read)."""
 
 
+class AuditSettings(BaseModel):
+    """The audit chain's key and anchors, kept outside the database (``store.seal``)."""
+
+    key: SecretStr | None = None
+    """HMAC key of the chain (hex of 32+ bytes, or 32+ characters); empty: the 0600 file
+    ``key_file`` (created by ``llmops up``, ``serve`` and the daemon when missing)."""
+    key_file: str = ""
+    """Where the key is kept; empty: ``$LLMOPS_HOME/audit-key``."""
+    anchor_file: str = ""
+    """Append-only file of the chain's anchored heads; empty:
+    ``$LLMOPS_HOME/audit-anchors.jsonl``."""
+    anchor_every: int = Field(default=100, ge=1, le=1_000_000)
+    """Entries between anchors (the reconciler also anchors after every pass)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMOPS_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -137,6 +152,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     argocd: ArgoCdSettings = ArgoCdSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -3,8 +3,9 @@
 Role: query the hash-chained audit log by actor, action, result,
 environment and time range, newest first, paged by ``after_id`` / ``limit``
 (at most 1000) with ``nextCursor``. Entries are returned exactly as stored
-(they were redacted before they were hashed), hashes included, so a client
-can check the chain. Needs ``audit:read``. Input: query parameters; ``AuditLogDep``. Output:
+(they were redacted before they were hashed), hashes and each one's key
+fingerprint (``keyId``) included, so a holder of the audit key can check the
+chain. Needs ``audit:read``. Input: query parameters; ``AuditLogDep``. Output:
 ``AuditPageOut`` in the envelope. Caller: ``llmops.api.app`` mounts
 ``router``.
 """

@@ -37,6 +37,7 @@ import hmac
 import json
 import re
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -44,7 +45,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from llmops.api import deps, errors
+from llmops.api import auth, deps, errors
 from llmops.api.deps import AuditLogDep, SettingsDep
 from llmops.api.envelope import ApiModel, Envelope, Failure, success
 from llmops.engine.store import audit
@@ -218,10 +219,9 @@ async def git_webhook(request: Request, settings: SettingsDep, log: AuditLogDep
     body = await request.body()  # the guard bounds it at api.max_body_bytes
     refusal = _verify(provider, request, body, secret)
     if refusal:
-        await run_in_threadpool(log.append, audit.AuditEntry(
-            actor=provider.actor, action=ACTION, target=f"POST {request.url.path}",
-            result=audit.AuditResult.DENIED, reason=refusal,
-            details={"bodyBytes": len(body)}))
+        await run_in_threadpool(partial(
+            auth.record_denial, request, provider.actor, refusal, 401,
+            {"bodyBytes": len(body)}, log=log, action=ACTION))
         raise errors.Unauthorized(f"webhook refused: {refusal}")
 
     event = _event(request, provider)

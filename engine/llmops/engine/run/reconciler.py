@@ -157,13 +157,18 @@ class Reconciler:
             source_error = str(exc)
             last = self.source.last_good
             if last is None:
-                return [self._stall_without_revision(env, "SourceUnavailable", source_error)
-                        for env in self._known_environments()]
+                stalled = [self._stall_without_revision(env, "SourceUnavailable",
+                                                        source_error)
+                           for env in self._known_environments()]
+                self.audit.anchor()
+                return stalled
             snapshot = last
         revision = self._load(snapshot)
         envs = self._environments(revision)
-        return [self.reconcile_environment(revision, env, source_error=source_error)
-                for env in envs]
+        results = [self.reconcile_environment(revision, env, source_error=source_error)
+                   for env in envs]
+        self.audit.anchor()  # the pass's entries, anchored outside the database
+        return results
 
     # ------------------------------------------------------------------ wait
 

@@ -107,14 +107,40 @@ def halt(store: Store, log: audit.AuditLog, env: str, snapshot: Snapshot | None,
 
 
 def close_interrupted(store: Store, log: audit.AuditLog, env: str) -> None:
-    """Close runs a killed process left ``running``: the audit gets their outcome."""
+    """Close runs a killed process left ``running``: each gets an ``interrupted`` outcome
+    naming what its intent planned and no entry records as done (``unfinished``); the
+    pass that follows finishes the work and records each object it still has to act on."""
     for run in state.list_runs(store, environment=env, limit=20):
         if run.result is RunResult.RUNNING:
             state.finish_run(store, run.id, RunResult.FAILED,
                              error="interrupted: the reconciler stopped mid-pass")
-            outcome(log, "llmops", env, run.revision, f"environment/{env}",
-                    audit.AuditResult.FAILED,
-                    f"run {run.id} interrupted; the next pass finishes it")
+            done = _recorded_objects(log, env, run)
+            planned = {"write": sorted(run.plan.get("write", {})),
+                       "delete": sorted(run.plan.get("delete", []))}
+            unfinished = {kind: [k for k in keys if k not in done]
+                          for kind, keys in planned.items()}
+            count = sum(len(keys) for keys in unfinished.values())
+            log.append(audit.AuditEntry(
+                actor="llmops", action=audit.AuditAction.RECONCILE,
+                target=f"environment/{env}", environment=env, source_commit=run.revision,
+                result=audit.AuditResult.INTERRUPTED,
+                reason=f"run {run.id} interrupted: {count} planned object(s) without a "
+                       "recorded outcome; the next pass finishes it",
+                details={"run": run.id, "unfinished": unfinished,
+                         "recorded": len(done)}))
+
+
+def _recorded_objects(log: audit.AuditLog, env: str, run: state.Run) -> set[str]:
+    """Targets of the per-object entries ``run`` wrote after its intent (all or none:
+    they are written in one transaction), among the environment's newest entries."""
+    page = log.query(environment=env, limit=audit.MAX_PAGE)
+    intent_id = next((e.id for e in page.entries if e.result == audit.AuditResult.INTENT
+                      and e.reason.startswith(f"run {run.id}:")), None)
+    if intent_id is None:
+        return set()
+    return {e.target for e in page.entries
+            if e.id > intent_id and e.source_commit == run.revision
+            and e.action in (audit.AuditAction.APPLY, audit.AuditAction.PRUNE)}
 
 
 # --------------------------------------------------------------------------- a pass that acts

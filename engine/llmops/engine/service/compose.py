@@ -37,6 +37,7 @@ from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
 from llmops.engine.source import gitcli, snapshots, writeback
 from llmops.engine.spec import repoconfig
+from llmops.engine.store import audit, seal
 from llmops.engine.store.cache import StatusCache
 from llmops.engine.store.db import Store
 
@@ -56,10 +57,26 @@ def store_at(url: str, settings: Settings) -> Store:
 
 
 def open_store(settings: Settings) -> Store:
-    """The configured store, migrated to the current schema."""
+    """The configured store, migrated to the current schema, its audit chain keyed and
+    anchored (the key file is created in the home when there is none)."""
     store = store_at(settings.effective_database_url, settings)
     store.migrate()
+    _seal(store, settings)
     return store
+
+
+def _seal(store: Store, settings: Settings) -> None:
+    """Key and anchor ``store``'s audit chain, refusing a key that is not the chain's own
+    (a process with its own key would break the chain for every verifier)."""
+    sealed = store.audit_seal = seal.from_settings(settings, create=True)
+    head = audit.AuditLog(store).head()
+    if (sealed is not None and head is not None and head.key_id
+            and head.key_id != sealed.key.key_id):
+        store.close()
+        raise seal.AuditKeyError(
+            f"the audit chain is keyed with key id {head.key_id}, this process has "
+            f"{sealed.key.key_id}: give every llmops process the chain's key "
+            "(LLMOPS_AUDIT__KEY, or the same audit-key file)")
 
 
 class NoState(errors.NotFound):
@@ -84,6 +101,7 @@ def open_existing_store(settings: Settings) -> Store:
     """The recorded store (``existing_database_url``), migrated to the current schema."""
     store = store_at(existing_database_url(settings), settings)
     store.migrate()
+    _seal(store, settings)
     return store
 
 

@@ -10,22 +10,28 @@ reconciler's record stage (an ``intent`` entry before it acts, the outcome
 after), the API (access decisions and its few writes), and
 ``llmops audit verify``.
 
-The chain: ``hash = sha256(prev_hash || canonical_encoding(row))`` where the
-row's fields (id included) are encoded by ``canonical_encoding`` alone:
-JSON with sorted keys, no whitespace, the timestamp as an ISO-8601 UTC string
-with microseconds. The first entry has id 1 and ``prev_hash`` = 64 zeros.
-Ids are assigned by the appender (last id + 1) under a lock, so they are
+The chain: ``hash = HMAC-SHA256(key, prev_hash || canonical_encoding(row))``
+with the store's audit key (``store.seal``: never in the database; each row
+holds only its ``key_id``), or ``sha256(prev_hash || ...)`` for a store with no
+key (and rows written before keys existed, accepted only before the first keyed
+row). The row's fields (id included) are encoded by ``canonical_encoding``
+alone: JSON with sorted keys, no whitespace, the timestamp as an ISO-8601 UTC
+string with microseconds. The first entry has id 1 and ``prev_hash`` = 64
+zeros. Ids are assigned by the appender (last id + 1) under a lock, so they are
 gap-free and a missing row shows as a gap. Appends are serialised per
 database: ``pg_advisory_xact_lock`` inside the appending transaction on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite. The database refuses UPDATE and
-DELETE with triggers (see the migration). Not detectable from the table
-alone: removal of the newest rows; anchor ``VerifyResult.head_hash``
-externally to cover that.
+DELETE with triggers (see the migration). Anchors: every ``anchor_every``
+entries, and after every reconcile pass, the head (id, hash, time) is appended,
+MAC'd, to the anchor file outside the database; ``verify`` checks each anchored
+entry is there and unchanged, so a truncated or rewritten chain is caught even
+by someone who can write every row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -37,8 +43,10 @@ import orjson
 from sqlalchemy import Select, insert, select, text
 
 from llmops.engine import redact
-from llmops.engine.store import db, models
+from llmops.engine.store import db, models, seal
 from llmops.engine.store.models import AuditRow
+
+log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 MAX_PAGE = 1000
@@ -63,6 +71,8 @@ class AuditResult(StrEnum):
     FAILED = "failed"
     DENIED = "denied"
     BLOCKED = "blocked"
+    INTERRUPTED = "interrupted"
+    """A pass whose process died between its intent and its outcome (written by the next)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,7 @@ class AuditRecord:
     details: dict[str, Any]
     prev_hash: str
     hash: str
+    key_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -118,14 +129,19 @@ class VerifyResult:
     broken_id: int | None = None
     reason: str = ""
     head_hash: str = GENESIS_HASH
+    anchors: int = 0
+    """Anchors checked (each one's entry present and unchanged)."""
 
     @property
     def ok(self) -> bool:
         return self.broken_id is None
 
     def __str__(self) -> str:
+        if self.broken_id == 0:
+            return f"audit anchors broken: {self.reason}"
         if self.ok:
-            return f"audit chain intact: {self.entries} entries"
+            anchored = f", {self.anchors} anchors checked" if self.anchors else ""
+            return f"audit chain intact: {self.entries} entries{anchored}"
         return f"audit chain broken at entry {self.broken_id}: {self.reason}"
 
 
@@ -140,8 +156,9 @@ def format_timestamp(at: datetime) -> str:
 
 
 def canonical_encoding(record: AuditRecord) -> bytes:
-    """The bytes an entry's hash covers: every field but the two hashes, canonical JSON."""
-    fields = {
+    """The bytes an entry's hash covers: every field but the two hashes, canonical JSON
+    (``key_id`` only when set, so unkeyed entries keep their original encoding)."""
+    fields: dict[str, Any] = {
         "id": record.id,
         "at": format_timestamp(record.at),
         "actor": record.actor,
@@ -153,12 +170,22 @@ def canonical_encoding(record: AuditRecord) -> bytes:
         "reason": record.reason,
         "details": record.details,
     }
+    if record.key_id:
+        fields["key_id"] = record.key_id
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
-def chain_hash(prev_hash: str, record: AuditRecord) -> str:
-    """``sha256(prev_hash || canonical_encoding(record))`` as 64 hex digits."""
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical_encoding(record)).hexdigest()
+def chain_hash(prev_hash: str, record: AuditRecord, key: seal.AuditKey | None = None) -> str:
+    """``HMAC-SHA256(key, prev_hash || canonical_encoding(record))`` for a keyed entry
+    (``record.key_id`` set, which must name ``key``), else ``sha256(...)``; 64 hex digits."""
+    data = prev_hash.encode("ascii") + canonical_encoding(record)
+    if not record.key_id:
+        return hashlib.sha256(data).hexdigest()
+    if key is None:
+        raise seal.AuditKeyError(f"no audit key: entry {record.id} is keyed (key id "
+                                 f"{record.key_id}); set LLMOPS_AUDIT__KEY or put the key "
+                                 "file in $LLMOPS_HOME/audit-key")
+    return key.mac(data)
 
 
 def _clean_text(value: str, limit: int | None = None) -> str:
@@ -192,12 +219,13 @@ def _record(row: Any) -> AuditRecord:
     return AuditRecord(id=row.id, at=row.at, actor=row.actor, source_commit=row.source_commit,
                        environment=row.environment, action=row.action, target=row.target,
                        result=row.result, reason=row.reason, details=dict(row.details),
-                       prev_hash=row.prev_hash, hash=row.hash)
+                       prev_hash=row.prev_hash, hash=row.hash, key_id=row.key_id)
 
 
 _COLUMNS = (AuditRow.id, AuditRow.at, AuditRow.actor, AuditRow.source_commit,
             AuditRow.environment, AuditRow.action, AuditRow.target, AuditRow.result,
-            AuditRow.reason, AuditRow.details, AuditRow.prev_hash, AuditRow.hash)
+            AuditRow.reason, AuditRow.details, AuditRow.prev_hash, AuditRow.hash,
+            AuditRow.key_id)
 
 
 def _first_id_from(at: datetime) -> Select[int]:
@@ -247,6 +275,10 @@ class AuditLog:
         drafts = [_draft(entry) for entry in entries]
         if not drafts:
             return []
+        sealed = self.store.audit_seal
+        key = sealed.key if sealed is not None else None
+        if key is not None:
+            drafts = [replace(d, key_id=key.key_id) for d in drafts]
         with self.store.session(write=True) as session:
             if self.store.dialect == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
@@ -261,12 +293,32 @@ class AuditLog:
             records = []
             for offset, draft in enumerate(drafts):
                 record = replace(draft, id=next_id + offset, at=at, prev_hash=prev)
-                record = replace(record, hash=chain_hash(prev, record))
+                record = replace(record, hash=chain_hash(prev, record, key))
                 records.append(record)
                 prev = record.hash
             session.execute(insert(AuditRow), [
                 {f: getattr(record, f) for f in AuditRecord.__slots__} for record in records])
+        self._anchor(records[-1], force=False)
         return records
+
+    def anchor(self) -> seal.Anchor | None:
+        """Write the chain's head to the anchor file when it moved since the last anchor
+        (the reconciler calls this after every pass); None when nothing was written."""
+        head = self.head()
+        return self._anchor(head, force=True) if head is not None else None
+
+    def _anchor(self, head: AuditRecord, *, force: bool) -> seal.Anchor | None:
+        sealed = self.store.audit_seal
+        if sealed is None or sealed.anchors is None or not head.key_id:
+            return None
+        try:
+            if not sealed.anchors.due(head.id, force=force):
+                return None
+            return sealed.anchors.write(head.id, head.hash)
+        except OSError as err:  # the entries are committed; the next append tries again
+            log.warning("audit anchor not written to %s: %s", sealed.anchors.path,
+                        err.strerror or err)
+            return None
 
     def get(self, entry_id: int) -> AuditRecord | None:
         with self.store.connection() as conn:
@@ -320,45 +372,103 @@ class AuditLog:
         return verify(self.store, batch_size=batch_size)
 
 
-def verify(store: db.Store, *, batch_size: int = 1000) -> VerifyResult:
+def verify(store: db.Store, *, batch_size: int = 1000,
+           sealed: seal.Seal | None = None) -> VerifyResult:
     """Walk the chain in id order, ``batch_size`` rows per read, in constant memory.
 
     Checks every entry up to the newest one present when the walk starts and
     returns the first broken one: a ``gap`` (an id missing before it), a
-    ``prev_hash mismatch`` (it does not follow its predecessor) or a
-    ``hash mismatch`` (its fields are not the ones that were hashed).
+    ``prev_hash mismatch`` (it does not follow its predecessor), a ``hash
+    mismatch`` (its fields are not the ones hashed, or not under the key), an
+    ``unkeyed`` entry after keyed ones (recomputed without the key), or one that
+    differs from its anchor; then that no anchored entry is missing (truncation).
+    ``sealed`` (default: the store's) gives the key and the anchors; a keyed entry
+    with no key raises ``seal.AuditKeyError``.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
+    sealed = sealed if sealed is not None else store.audit_seal
+    anchors, bad_anchor = _anchors(sealed)
+    if bad_anchor:
+        return VerifyResult(0, 0, bad_anchor)
     with store.connection() as conn:
         last_id = conn.execute(select(models.AuditRow.id)
                                .order_by(models.AuditRow.id.desc()).limit(1)).scalar()
-    if last_id is None:
-        return VerifyResult(entries=0)
-    expected_id, prev_hash, checked = 1, GENESIS_HASH, 0
-    while expected_id <= last_id:
+    walk = _Walk(sealed.key if sealed is not None else None, anchors)
+    while last_id is not None and walk.expected_id <= last_id:
         with store.connection() as conn:
             rows = conn.execute(
                 select(*_COLUMNS)
-                .where(AuditRow.id >= expected_id, AuditRow.id <= last_id)
+                .where(AuditRow.id >= walk.expected_id, AuditRow.id <= last_id)
                 .order_by(AuditRow.id).limit(batch_size)).all()
         if not rows:
             break
         for row in rows:
-            record = _record(row)
-            if record.id != expected_id:
-                missing = (f"entry {expected_id} is missing" if record.id == expected_id + 1
-                           else f"entries {expected_id}-{record.id - 1} are missing")
-                return VerifyResult(checked, record.id, f"gap: {missing}", prev_hash)
-            if record.prev_hash != prev_hash:
-                after = f"entry {record.id - 1}" if record.id > 1 else "the chain's start"
-                return VerifyResult(checked, record.id,
-                                    f"prev_hash mismatch: does not follow {after}", prev_hash)
-            if chain_hash(record.prev_hash, record) != record.hash:
-                return VerifyResult(checked, record.id,
-                                    "hash mismatch: its fields are not the ones hashed",
-                                    prev_hash)
-            checked += 1
-            expected_id = record.id + 1
-            prev_hash = record.hash
-    return VerifyResult(entries=checked, head_hash=prev_hash)
+            broken = walk.step(_record(row))
+            if broken is not None:
+                return broken
+    return walk.finish(last_id or 0)
+
+
+def _anchors(sealed: seal.Seal | None) -> tuple[dict[int, seal.Anchor], str]:
+    """The anchors by entry id, or the first line that is not a valid one."""
+    if sealed is None or sealed.anchors is None:
+        return {}, ""
+    out: dict[int, seal.Anchor] = {}
+    for item in sealed.anchors.read():
+        if isinstance(item, str):
+            return {}, item
+        if item.id in out and out[item.id].hash != item.hash:
+            return {}, f"anchors of entry {item.id} disagree ({out[item.id].at}, {item.at})"
+        out[item.id] = item
+    return out, ""
+
+
+class _Walk:
+    """The state of ``verify``'s walk: the next id, the previous hash, what was seen."""
+
+    def __init__(self, key: seal.AuditKey | None, anchors: dict[int, seal.Anchor]) -> None:
+        self.key = key
+        self.anchors = anchors
+        self.expected_id, self.prev_hash, self.checked, self.keyed = 1, GENESIS_HASH, 0, False
+
+    def broken(self, entry_id: int, reason: str) -> VerifyResult:
+        return VerifyResult(self.checked, entry_id, reason, self.prev_hash)
+
+    def step(self, record: AuditRecord) -> VerifyResult | None:
+        if record.id != self.expected_id:
+            missing = (f"entry {self.expected_id} is missing"
+                       if record.id == self.expected_id + 1
+                       else f"entries {self.expected_id}-{record.id - 1} are missing")
+            return self.broken(record.id, f"gap: {missing}")
+        if record.prev_hash != self.prev_hash:
+            after = f"entry {record.id - 1}" if record.id > 1 else "the chain's start"
+            return self.broken(record.id, f"prev_hash mismatch: does not follow {after}")
+        if self.keyed and not record.key_id:
+            return self.broken(record.id, "unkeyed after keyed entries: rewritten without "
+                                          "the key")
+        if record.key_id and self.key is not None and record.key_id != self.key.key_id:
+            return self.broken(record.id, f"keyed with another key (key id {record.key_id}, "
+                                          f"the configured one is {self.key.key_id})")
+        if chain_hash(record.prev_hash, record, self.key) != record.hash:
+            return self.broken(record.id, "hash mismatch: its fields are not the ones hashed")
+        anchor = self.anchors.get(record.id)
+        if anchor is not None and anchor.hash != record.hash:
+            return self.broken(record.id, f"differs from its anchor of {anchor.at}: the "
+                                          "chain was rewritten")
+        self.keyed = self.keyed or bool(record.key_id)
+        self.checked += 1
+        self.expected_id = record.id + 1
+        self.prev_hash = record.hash
+        return None
+
+    def finish(self, last_id: int) -> VerifyResult:
+        beyond = [a for a in self.anchors.values() if a.id > last_id]
+        if beyond:
+            first = min(beyond, key=lambda a: a.id)
+            return VerifyResult(self.checked, first.id,
+                                f"truncated: entry {first.id}, anchored at {first.at}, is "
+                                f"missing (the chain ends at {last_id or 'nothing'})",
+                                self.prev_hash)
+        return VerifyResult(entries=self.checked, head_hash=self.prev_hash,
+                            anchors=len(self.anchors))

@@ -6,7 +6,8 @@ schema with the Alembic scripts shipped in this package, answers readiness
 probes and hands out short transactions. Input: a database URL, usually
 ``Settings.effective_database_url``. Output: ``Session`` objects inside
 ``Store.session()`` / ``Store.transaction()``. Callers: ``store.state`` and
-``store.audit`` (the record stage), the daemon and API at start-up
+``store.audit`` (the record stage; it keys the chain with ``Store.audit_seal``,
+which the database never holds), the daemon and API at start-up
 (``migrate`` then ``ping``), and ``llmops audit verify``.
 
 Every failure that means "the store cannot be reached or written" (refused
@@ -44,6 +45,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from llmops.engine.errors import LlmopsError, Unavailable
+from llmops.engine.store import seal
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 
@@ -131,6 +133,9 @@ class Store:
             raise StoreError(self.display_url,
                              f"unsupported database {self.dialect!r} (use sqlite or postgresql)")
         self._write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
+        self.audit_seal: seal.Seal | None = None
+        """The audit chain's key and anchors (``compose`` sets it from settings); None:
+        the chain is an unkeyed SHA-256 chain, as before keys existed."""
 
     # ------------------------------------------------------------------ engines
 

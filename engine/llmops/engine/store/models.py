@@ -254,6 +254,8 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(16), server_default="")
+    """Fingerprint of the HMAC key of ``hash``; empty: an unkeyed SHA-256 link."""
 
 
 class CatalogEntryRow(Base):

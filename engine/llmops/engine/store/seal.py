@@ -1,0 +1,224 @@
+"""The audit chain's key and anchors: what the database does not hold.
+
+Role: make the audit chain unforgeable by someone who can write the
+database. ``AuditKey`` keys the chain (each entry's hash is an HMAC-SHA256
+under it; the database stores only its ``key_id``, a fingerprint); the
+``AnchorFile`` is an append-only JSON-lines file outside the database holding
+(entry id, that entry's chain hash, time), each line MAC'd with the key, so
+``llmops audit verify`` detects a rewritten, reordered or truncated chain, not
+only an edited row. Input: ``Settings`` (``LLMOPS_AUDIT__KEY`` or the 0600
+file ``$LLMOPS_HOME/audit-key``; ``LLMOPS_AUDIT__ANCHOR_FILE``, by default
+``$LLMOPS_HOME/audit-anchors.jsonl``). Output: a ``Seal`` (key + anchors) that
+``compose.open_store`` attaches to the ``Store`` and ``store.audit`` uses.
+Callers: ``store.audit`` (hashing, anchoring, verifying), ``service.compose``
+and ``llmops audit verify``.
+
+The key never enters the database, a log line, an error or an audit row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from llmops.engine import settings
+from llmops.engine.errors import LlmopsError
+
+KEY_FILE = "audit-key"
+ANCHOR_FILE = "audit-anchors.jsonl"
+MIN_KEY_BYTES = 32
+_ID_DOMAIN = b"llmops-audit-key-id\x00"
+_ANCHOR_DOMAIN = b"llmops-audit-anchor\x00"
+
+
+class AuditKeyError(LlmopsError):
+    """The audit key is missing, unreadable or unsafe; the message says where to put it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditKey:
+    """An HMAC key for the audit chain; ``repr`` shows only its fingerprint."""
+
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < MIN_KEY_BYTES:
+            raise AuditKeyError(f"the audit key must be at least {MIN_KEY_BYTES} bytes")
+
+    @property
+    def key_id(self) -> str:
+        """16 hex digits naming the key (stored with each entry; reveals nothing of it)."""
+        return hashlib.sha256(_ID_DOMAIN + self.secret).hexdigest()[:16]
+
+    def mac(self, data: bytes) -> str:
+        return hmac.new(self.secret, data, hashlib.sha256).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"AuditKey(key_id={self.key_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """The chain's head at one moment, as written outside the database."""
+
+    id: int
+    hash: str
+    at: str
+    mac: str = ""
+
+    def signed_bytes(self) -> bytes:
+        return _ANCHOR_DOMAIN + f"{self.id}\x00{self.hash}\x00{self.at}".encode("ascii")
+
+
+class AnchorFile:
+    """An append-only JSON-lines file of anchors (0600, one ``write`` per line)."""
+
+    def __init__(self, path: Path, key: AuditKey, *, every: int = 100) -> None:
+        self.path = path
+        self.key = key
+        self.every = max(1, every)
+        self._last_id: int | None = None
+
+    def last_id(self) -> int:
+        """The newest anchored entry id (0 when none), read once then tracked."""
+        if self._last_id is None:
+            anchors = [a for a in self.read() if isinstance(a, Anchor)]
+            self._last_id = max((a.id for a in anchors), default=0)
+        return self._last_id
+
+    def due(self, head_id: int, *, force: bool = False) -> bool:
+        last = self.last_id()
+        return head_id > last and (force or head_id - last >= self.every)
+
+    def write(self, entry_id: int, entry_hash: str) -> Anchor:
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        anchor = Anchor(entry_id, entry_hash, at)
+        anchor = Anchor(entry_id, entry_hash, at, self.key.mac(anchor.signed_bytes()))
+        line = orjson.dumps({"id": anchor.id, "hash": anchor.hash, "at": anchor.at,
+                             "mac": anchor.mac}) + b"\n"
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(
+            os, "O_CLOEXEC", 0)
+        fd = os.open(self.path, flags, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._last_id = max(self._last_id or 0, entry_id)
+        return anchor
+
+    def read(self) -> list[Anchor | str]:
+        """Every line: an ``Anchor`` whose MAC verifies, else a string saying what is wrong."""
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        return [_parse(number, line, self.key) for number, line in enumerate(lines, 1)
+                if line.strip()]
+
+
+def _parse(number: int, line: bytes, key: AuditKey) -> Anchor | str:
+    try:
+        raw = orjson.loads(line)
+        anchor = Anchor(int(raw["id"]), str(raw["hash"]), str(raw["at"]), str(raw["mac"]))
+        expected = key.mac(anchor.signed_bytes())
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeEncodeError):
+        return f"anchor line {number} is not an anchor"
+    if not hmac.compare_digest(expected, anchor.mac):
+        return f"anchor line {number} is forged (its MAC does not match the key)"
+    return anchor
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """What keys and anchors one store's audit chain."""
+
+    key: AuditKey
+    anchors: AnchorFile | None = None
+
+
+# --------------------------------------------------------------------------- the key on disk
+
+
+def read_key_file(path: Path) -> AuditKey:
+    """The key in ``path`` (hex), refused when others may read it or it is a symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as err:
+        raise AuditKeyError(f"no audit key: {path} does not exist (llmops up, serve and the "
+                            "daemon create it; or set LLMOPS_AUDIT__KEY)") from err
+    except OSError as err:
+        raise AuditKeyError(f"audit key {path} is unreadable: {err.strerror}") from err
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise AuditKeyError(f"audit key {path} is readable by others (mode "
+                                f"{stat.S_IMODE(mode):04o}); chmod 600 it")
+        text = fh.read().decode("ascii", "replace").strip()
+    try:
+        return AuditKey(bytes.fromhex(text))
+    except ValueError as err:
+        raise AuditKeyError(f"audit key {path} is not {MIN_KEY_BYTES} or more bytes of "
+                            "hex") from err
+
+
+def create_key_file(path: Path) -> AuditKey:
+    """A new random key in a new 0600 file at ``path``, or the key already there (the
+    file is linked into place, so two processes starting at once keep one key)."""
+    if path.exists() or path.is_symlink():
+        return read_key_file(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(temp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_hex(MIN_KEY_BYTES) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return read_key_file(path)
+
+
+def key_from_text(text: str) -> AuditKey:
+    """A key given in settings: hex of 32+ bytes, or any text of 32+ characters."""
+    text = text.strip()
+    try:
+        return AuditKey(bytes.fromhex(text))
+    except (ValueError, AuditKeyError):
+        if len(text) < MIN_KEY_BYTES:
+            raise AuditKeyError(f"LLMOPS_AUDIT__KEY must hold at least {MIN_KEY_BYTES} "
+                                "characters (or hex digits of as many bytes)") from None
+        return AuditKey(text.encode("utf-8"))
+
+
+def from_settings(cfg: settings.Settings, *, create: bool) -> Seal | None:
+    """The configured seal: the key from ``LLMOPS_AUDIT__KEY`` or the key file (made
+    when ``create`` and missing), anchors in the anchor file. None only when the key
+    file is missing and ``create`` is false (a reader such as ``llmops audit tail``)."""
+    home = cfg.home.absolute()
+    if cfg.audit.key is not None:
+        key = key_from_text(cfg.audit.key.get_secret_value())
+    else:
+        path = Path(cfg.audit.key_file) if cfg.audit.key_file else home / KEY_FILE
+        if create:
+            key = create_key_file(path)
+        elif path.exists() or path.is_symlink():
+            key = read_key_file(path)
+        else:
+            return None
+    anchors = Path(cfg.audit.anchor_file) if cfg.audit.anchor_file else home / ANCHOR_FILE
+    return Seal(key, AnchorFile(anchors, key, every=cfg.audit.anchor_every))
