@@ -164,7 +164,9 @@ def list_entries(database: Db, *, kind: str | None = None, environment: str | No
         stmt = stmt.where(CatalogEntryRow.kind == kind)
     if environment is not None:
         stmt = stmt.where(CatalogEntryRow.environment == environment)
-    if name is not None:  # the name, or a model's name@version: by the (kind, name) index
+    if name is not None and kind not in (None, Kind.MODEL):  # by the (kind, name) index
+        stmt = stmt.where(CatalogEntryRow.name == name)
+    elif name is not None:  # a model's every name@version (LIKE: no index in every locale)
         stmt = stmt.where(or_(CatalogEntryRow.name == name, CatalogEntryRow.name.startswith(
             f"{name}@", autoescape=True)))
     if name_prefix:

@@ -398,17 +398,21 @@ def owned_objects(database: Db, environment: str, spec_kind: str,
     (``None`` when none was recorded), sorted by ``ResourceKey``: one indexed query
     (``inventory (environment, spec_kind, spec_name)``), never the whole inventory."""
     e, o = InventoryEntry, ObjectStatusRow
-    stmt = (select(e, o).outerjoin(o, and_(
-        o.environment == e.environment, o.api_group == e.api_group, o.kind == e.kind,
-        o.namespace == e.namespace, o.name == e.name))
-        .where(e.environment == environment, e.spec_kind == spec_kind,
-               e.spec_name == spec_name))
-    with db.transaction(database) as session:
-        out = [(InventoryItem(ResourceKey(i.api_group, i.kind, i.namespace, i.name),
-                              i.api_version, i.content_hash, i.spec_kind, i.spec_name,
-                              i.revision),
-                _object_status_of(status) if status is not None else None)
-               for i, status in session.execute(stmt)]
+    stmt = (select(e.api_group, e.kind, e.namespace, e.name, e.api_version, e.content_hash,
+                   e.revision, o.health, o.message, o.drift, o.last_error, o.updated_at)
+            .outerjoin(o, and_(o.environment == e.environment, o.api_group == e.api_group,
+                               o.kind == e.kind, o.namespace == e.namespace, o.name == e.name))
+            .where(e.environment == environment, e.spec_kind == spec_kind,
+                   e.spec_name == spec_name))
+    out: list[tuple[InventoryItem, ObjectStatus | None]] = []
+    with db.transaction(database) as session:  # plain rows: no ORM objects to build
+        for row in session.execute(stmt):
+            key = ResourceKey(*row[:4])
+            status = (None if row.health is None else ObjectStatus(
+                environment, key, row.health, row.message, row.drift, row.last_error,
+                row.updated_at))
+            out.append((InventoryItem(key, row.api_version, row.content_hash, spec_kind,
+                                      spec_name, row.revision), status))
     return sorted(out, key=lambda pair: pair[0].key)
 
 
