@@ -245,16 +245,30 @@ def server(url: str, work: Path) -> Iterator[tuple[str, int]]:
         log.close()
 
 
+def _family(pid: int) -> list[int]:
+    """``pid`` and its children (the workers)."""
+    return [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text()
+                    .split()]
+
+
 def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and its children (the workers), MiB."""
-    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children")
-                    .read_text().split()]
+    """Resident memory of ``pid`` and its children, MiB."""
     total = 0
-    for p in pids:
+    for p in _family(pid):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its children so far: on a shared machine,
+    CPU per request says more than wall time, which waits for other people's work."""
+    total = 0
+    for p in _family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_k6(base: str, query: str, rate: int, seconds: int, work: Path) -> dict[str, float]:
@@ -311,13 +325,16 @@ def main() -> None:
                                                           for q, ms in alone.items()))
             before = rss_mib(pid)
             print(f"{'query':8}{'rate':>6}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}"
-                  f"{'failed':>8}{'dropped':>9}{'RSS MiB':>9}")
+                  f"{'failed':>8}{'dropped':>9}{'CPU ms/req':>11}{'RSS MiB':>9}{'load':>6}")
             for rate in rates:
                 for query in ("list", "detail", "audit"):
+                    cpu = cpu_seconds(pid)
                     row = run_k6(base, query, rate, seconds, work)
+                    per = (cpu_seconds(pid) - cpu) * 1000 / max(1.0, row["rate"] * seconds)
                     print(f"{query:8}{rate:6}{row['p50']:9.2f}{row['p99']:9.2f}"
                           f"{row['rate']:8.1f}{row['failed']:8.0f}{row['dropped']:9.0f}"
-                          f"{rss_mib(pid):9.1f}", flush=True)
+                          f"{per:11.2f}{rss_mib(pid):9.1f}{os.getloadavg()[0]:6.1f}",
+                          flush=True)
             print(f"server RSS before {before:.1f} MiB, after {rss_mib(pid):.1f} MiB; "
                   f"load average {os.getloadavg()[0]:.2f}")
 
