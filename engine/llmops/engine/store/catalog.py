@@ -213,13 +213,16 @@ def status_page(database: Db, *, kind: str, limit: int, offset: int,
     spec with no status row is ``Unknown``."""
     stmt = _with_status(kind, environment, models, health)
     with db.transaction(database) as session:
-        total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-        rows = session.execute(stmt.order_by(CatalogEntryRow.environment, CatalogEntryRow.name)
+        # the total rides along each row (a window count); only a page past the end asks
+        rows = session.execute(stmt.add_columns(func.count().over())
+                               .order_by(CatalogEntryRow.environment, CatalogEntryRow.name)
                                .limit(limit).offset(offset)).all()
+        total = rows[0][2] if rows else session.scalar(
+            select(func.count()).select_from(stmt.subquery())) or 0
         items: list[tuple[CatalogEntry, state.SpecStatus | None]] = [
             (_entry(entry), state.spec_status_of(status) if status is not None else None)
-            for entry, status in rows]  # an outer join: no status row gives None
-    return StatusPage(items, total)
+            for entry, status, _total in rows]  # an outer join: no status row gives None
+    return StatusPage(items, int(total))
 
 
 def get(database: Db, entry_id: str) -> CatalogEntry | None:
