@@ -212,6 +212,32 @@ def test_endpoints_filter_by_environment_model_and_status(
     assert dev["ownerTeam"] == "nlp-platform"
 
 
+def test_endpoint_list_pages_and_counts_every_filter_in_the_store(
+        store: Store, client: TestClient) -> None:
+    for env in ("dev", "stg", "prod"):
+        state.put_spec_status(store, state.SpecStatus(
+            SpecKey("ServingEndpoint", env, "sql-assistant"), REV, "Healthy"))
+    url = f"{BASE}/serving/endpoints"
+    first = ok(client.get(url, params={"status": "healthy", "limit": 2}))
+    assert [e["environment"] for e in first["items"]] == ["dev", "prod"]
+    assert (first["total"], first["nextOffset"]) == (3, 2)
+    last = ok(client.get(url, params={"status": "healthy", "limit": 2, "offset": 2}))
+    assert [e["environment"] for e in last["items"]] == ["stg"]
+    assert (last["total"], last["nextOffset"]) == (3, None)
+    beyond = ok(client.get(url, params={"modelId": "sql-adapter", "offset": 10}))
+    assert (beyond["items"], beyond["total"], beyond["nextOffset"]) == ([], 3, None)
+    both = ok(client.get(url, params={"modelId": "support-chat", "status": "unknown",
+                                      "environment": "stg"}))
+    assert [(e["environment"], e["name"]) for e in both["items"]] == [("stg", "support-chat")]
+    page = catalog.status_page(store, kind=Kind.SERVING_ENDPOINT, limit=1, offset=0,
+                               models={"sql-adapter@1.0.0"}, health="Healthy")
+    assert page.total == 3
+    assert [(e.environment, s.health if s else None) for e, s in page.items] == [
+        ("dev", "Healthy")]
+    assert catalog.status_page(store, kind=Kind.SERVING_ENDPOINT, limit=5, offset=0,
+                               models=set()).total == 0
+
+
 def test_under_the_hydrate_actuator_endpoints_filter_as_notobserved_in_any_case(
         store: Store, template_git_repo: Path, tmp_path: Path) -> None:
     src = snapshots.open_source(str(template_git_repo), "main", tmp_path / "work")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -41,12 +42,12 @@ def item(name: str, *, kind: str = "Deployment", group: str = "apps", revision: 
 def test_migrate_creates_the_schema_and_twice_is_a_no_op(store_url: str) -> None:
     with Store(store_url) as store:
         assert store.schema_revision() is None
-        assert store.migrate() == "0006"
+        assert store.migrate() == "0007"
         with store.connection() as conn:
             tables = set(inspect(conn).get_table_names())
         assert tables >= TABLES
         audit.AuditLog(store).append(audit.AuditEntry("ci", "apply", "x", "intent"))
-        assert store.migrate() == "0006"
+        assert store.migrate() == "0007"
         with store.connection() as conn:
             assert set(inspect(conn).get_table_names()) == tables
         assert audit.verify(store).entries == 1
@@ -73,7 +74,7 @@ def test_concurrent_migrations_from_several_processes_both_succeed(store_url: st
     for store in stores:
         store.close()
     assert errors == []
-    assert results == ["0006"] * 3
+    assert results == ["0007"] * 3
 
 
 def test_migration_matches_the_models(store: Store) -> None:
@@ -99,7 +100,7 @@ def test_upgrade_from_0004_keeps_runs_and_status_with_unknown_commits(store_url:
                 " last_applied_revision, last_attempted_revision, conditions, source_state,"
                 " source_message, updated_at) VALUES ('prod', :sha, :sha, :sha, '{}',"
                 " 'available', '', :at)"), {"sha": "a" * 40, "at": T0.replace(tzinfo=None)})
-        assert store.migrate() == "0006"
+        assert store.migrate() == "0007"
         (run,) = state.list_runs(store)
         assert (run.revision, run.author, run.subject) == ("a" * 40, "", "")
         detail = state.get_run(store, run.id)
@@ -111,6 +112,60 @@ def test_upgrade_from_0004_keeps_runs_and_status_with_unknown_commits(store_url:
         with store.connection() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("reconcile_runs")}
         assert {"author", "subject", "plan_detail"} <= columns
+
+
+def test_upgrade_from_0006_fills_the_model_column_and_indexes_the_api_filters(
+        store_url: str) -> None:
+    """0007: the model an endpoint serves (a training job starts from) becomes a column,
+    filled for rows that exist; the API's filters get their indexes."""
+    with Store(store_url) as store:
+        config = db.alembic_config()
+        with store.connection(write=True) as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0006")
+        specs = {"e": ("ServingEndpoint", {"spec": {"modelRef": {"name": "chat",
+                                                                 "version": "1.2.0"}}}),
+                 "j": ("TrainingJob", {"spec": {"baseModelRef": {"name": "base",
+                                                                 "version": "2.0.0"}}}),
+                 "m": ("Model", {"spec": {"version": "1.0.0"}}),
+                 "x": ("ServingEndpoint", {"spec": {"modelRef": "not a mapping"}})}
+        with store.connection(write=True) as conn:
+            for row_id, (kind, spec) in specs.items():
+                conn.execute(text(
+                    "INSERT INTO spec_catalog (id, kind, environment, name, revision, file,"
+                    " spec, updated_at) VALUES (:id, :kind, 'dev', :id, :sha, 'f.yaml',"
+                    " :spec, :at)"), {"id": row_id, "kind": kind, "sha": "a" * 40,
+                                      "spec": json.dumps(spec),
+                                      "at": T0.replace(tzinfo=None)})
+        assert store.migrate() == "0007"
+        with store.connection() as conn:
+            models_of = dict(conn.execute(text("SELECT id, model FROM spec_catalog")).all())
+            indexes = {table: {i["name"] for i in inspect(conn).get_indexes(table)}
+                       for table in ("spec_catalog", "spec_status", "inventory",
+                                     "reconcile_runs")}
+    assert models_of == {"e": "chat@1.2.0", "j": "base@2.0.0", "m": "", "x": ""}
+    assert "ix_spec_catalog_kind_model" in indexes["spec_catalog"]
+    assert "ix_spec_status_kind_health" in indexes["spec_status"]
+    assert "ix_inventory_environment_spec" in indexes["inventory"]
+    assert "ix_reconcile_runs_result_id" in indexes["reconcile_runs"]
+
+
+def test_owned_objects_are_one_specs_inventory_with_each_objects_status(store: Store) -> None:
+    mine = [ResourceKey("apps", "Deployment", "ns", "chat"), ResourceKey("", "Service", "ns",
+                                                                         "chat")]
+    other = ResourceKey("apps", "Deployment", "ns", "sql")
+    state.replace_inventory(store, "dev", [
+        *(state.InventoryItem(k, "v1", "h", "ServingEndpoint", "chat", "a" * 40) for k in mine),
+        state.InventoryItem(other, "v1", "h", "ServingEndpoint", "sql", "a" * 40)])
+    state.replace_inventory(store, "prod", [
+        state.InventoryItem(mine[0], "v1", "h", "ServingEndpoint", "chat", "a" * 40)])
+    state.put_object_status(store, state.ObjectStatus("dev", mine[0], "Healthy"),
+                            state.ObjectStatus("prod", mine[0], "Degraded"),
+                            state.ObjectStatus("dev", other, "Degraded"))
+    owned = state.owned_objects(store, "dev", "ServingEndpoint", "chat")
+    assert [(item.key, s.health if s else None) for item, s in owned] == [
+        (mine[1], None), (mine[0], "Healthy")]  # sorted by ResourceKey; never assessed: None
+    assert state.owned_objects(store, "stg", "ServingEndpoint", "chat") == []
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

@@ -101,11 +101,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(services: compose.Services | Store, *,
                trigger: Callable[[], None] | None = None,
-               settings: Settings | None = None) -> FastAPI:
+               settings: Settings | None = None,
+               dashboard_key: bytes | None = None) -> FastAPI:
     """The llmops REST API over ``services``; ``trigger`` wakes the reconciler (503 without).
 
     Given a ``Store`` instead, the rest is composed over it from ``settings``
     (``compose.services``); ``settings`` is ignored with ``Services``.
+    ``dashboard_key`` signs the dashboard's CSRF tokens (default: a fresh one; the
+    workers of one ``llmops serve`` share theirs).
     """
     if isinstance(services, Store):
         cfg = settings if settings is not None else settings_module.load()
@@ -135,7 +138,7 @@ def create_app(services: compose.Services | Store, *,
 
     errors.install(app)
     templates = [app.openapi_url or "", *docs.mount(app, API_PREFIX), METRICS_PATH,
-                 *_mount(app), *dashboard.mount(app)]
+                 *_mount(app), *dashboard.mount(app, dashboard_key)]
 
     @app.get(METRICS_PATH, tags=["metrics"], response_class=Response, summary="Prometheus metrics",
              responses={200: {"content": {CONTENT_TYPE: {}},

@@ -11,18 +11,22 @@ unexpected error (counted as 500). Labels come from the route template
 from the templates the app registered), never the raw path, and unknown
 methods and paths fold into ``OTHER`` and ``<unmatched>``, so a scanner
 cannot blow up the label space. ``render`` produces the Prometheus text for
-``GET /metrics``. Input: ASGI requests. Output: the registry's samples.
+``GET /metrics`` (with several ``llmops serve`` workers, prometheus_client's
+multiprocess mode: the samples of every worker, summed). Input: ASGI requests. Output:
+the registry's samples.
 Caller: ``llmops.api.app.create_app``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +34,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "<unmatched>"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's multiprocess mode: each process writes its samples under this
+folder (it must be set before prometheus_client is imported) and a scrape sums them."""
 
 
 class ApiMetrics:
@@ -53,7 +60,13 @@ class ApiMetrics:
         self.latency.labels(*labels).observe(seconds)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every collector."""
+        """The Prometheus text exposition of every collector; in prometheus_client's
+        multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, as ``llmops serve`` does with
+        several workers) the sum over every worker of the server, whichever one answers."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

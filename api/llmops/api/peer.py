@@ -54,10 +54,11 @@ def peer_host(scope: Scope) -> str | None:
     return str(pinned[0]) if pinned else None
 
 
-def server_config(app: ASGIApp, api: ApiSettings, *, host: str, port: int,
+def server_config(app: ASGIApp | str, api: ApiSettings, *, host: str, port: int,
                   **options: Any) -> uvicorn.Config:
-    """uvicorn's settings for ``app``: no client rewriting by uvicorn (``PinPeer`` does it,
-    after pinning), ``forwarded_allow_ips`` the configured proxies only, no server header."""
+    """uvicorn's settings for ``app`` (or its import string, as several workers need): no
+    client rewriting by uvicorn (``PinPeer`` does it, after pinning), ``forwarded_allow_ips``
+    the configured proxies only, no server header."""
     return uvicorn.Config(app, host=host, port=port, proxy_headers=False,
                           forwarded_allow_ips=list(api.trusted_proxies),
                           server_header=False, log_config=None, **options)

@@ -82,6 +82,9 @@ class S3Settings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int | None = Field(default=None, ge=1, le=64)
+    """Worker processes of ``llmops serve`` (``--workers``); unset: min(4, CPUs).
+    ``llmops up`` always runs one (its daemon and SQLite share the process)."""
     trusted_proxies: list[str] = []
     proxy_secret: SecretStr | None = None
     webhook_secret: SecretStr | None = None

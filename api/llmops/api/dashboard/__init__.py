@@ -25,9 +25,11 @@ from llmops.api.dashboard import actions, pages
 STATIC = Path(__file__).parent / "static"
 
 
-def mount(app: FastAPI) -> list[str]:
-    """Add the dashboard to ``app``; the route templates of its pages and posts."""
-    app.state.dashboard_key = secrets.token_bytes(32)
+def mount(app: FastAPI, key: bytes | None = None) -> list[str]:
+    """Add the dashboard to ``app``; the route templates of its pages and posts. ``key``
+    signs the CSRF tokens (default: a fresh one; processes serving one site must share it,
+    or a form one worker drew is refused by another)."""
+    app.state.dashboard_key = key or secrets.token_bytes(32)
     templates: list[str] = []
     for module in (actions, pages):
         app.include_router(module.router)

@@ -61,9 +61,9 @@ class ServeHealth(ApiModel):
 
 def _service(store: db.Store, entry: catalog.CatalogEntry) -> tuple[str, str] | None:
     """(name, namespace) of the Service the endpoint owns, from the inventory."""
-    for item in state.read_inventory(store, entry.environment):
-        if item.spec_kind == Kind.SERVING_ENDPOINT and item.spec_name == entry.name \
-                and item.key.kind == "Service":
+    for item, _status in state.owned_objects(store, entry.environment,
+                                             Kind.SERVING_ENDPOINT, entry.name):
+        if item.key.kind == "Service":
             return item.key.name, item.key.namespace
     return None
 
@@ -100,13 +100,10 @@ async def serve_health(
     """The recorded health, the owned objects' healths and the model server's answer."""
     entry = lookup.one(store, Kind.SERVING_ENDPOINT, name, environment=environment)
     env = entry.environment
-    status = next((s for s in state.list_spec_status(store, environment=env,
-                                                     kind=Kind.SERVING_ENDPOINT)
-                   if s.key == entry.key), None)
+    status = state.get_spec_status(store, entry.key)
     health = status.health if status is not None else UNKNOWN
-    owned = {item.key for item in state.read_inventory(store, env)
-             if item.spec_kind == Kind.SERVING_ENDPOINT and item.spec_name == entry.name}
-    counts = Counter(s.health for s in state.list_object_status(store, env) if s.key in owned)
+    counts = Counter(s.health for _item, s in state.owned_objects(
+        store, env, Kind.SERVING_ENDPOINT, entry.name) if s is not None)
     runtime = entry.body.get("runtime") or {}
     server = await _probe(settings, _service(store, entry),
                           str(runtime.get("healthPath") or "/health"))

@@ -37,19 +37,14 @@ from llmops.api.resources import (
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.service import access
 from llmops.engine.spec.schema import ExperimentState, Permission
-from llmops.engine.store import catalog, db, state
-from llmops.engine.types import Kind, SpecKey
+from llmops.engine.store import catalog, state
+from llmops.engine.types import Kind
 
 router = APIRouter(prefix="/serving", tags=["serving"], responses=AUTH_RESPONSES)
 READ = [require(Permission.SERVING_READ)]
 
 
-def _statuses(store: db.Store, environment: str | None) -> dict[SpecKey, state.SpecStatus]:
-    return {s.key: s for s in state.list_spec_status(store, environment=environment,
-                                                     kind=Kind.SERVING_ENDPOINT)}
-
-
-def _endpoint(store: db.Store, entry: catalog.CatalogEntry,
+def _endpoint(store: catalog.Db, entry: catalog.CatalogEntry,
               status: state.SpecStatus | None) -> EndpointOut:
     body = entry.body
     model_ref = body.get("modelRef") or {}
@@ -87,10 +82,9 @@ def _health(status: str) -> str:
                               {"field": "status"})
 
 
-def _model_filter(store: db.Store, model_id: str) -> set[tuple[str, str]]:
-    """(name, version) pairs a ``modelId`` filter stands for."""
-    return {(e.base_name, str(e.body.get("version", "")))
-            for e in lookup.matches(store, Kind.MODEL, model_id)}
+def _model_filter(store: catalog.Db, model_id: str) -> set[str]:
+    """``name@version`` of every model version a ``modelId`` filter stands for."""
+    return {e.name for e in lookup.matches(store, Kind.MODEL, model_id)}
 
 
 @router.get("/endpoints", response_model=Envelope[Items[EndpointOut]],
@@ -106,21 +100,19 @@ def list_endpoints(
         max_length=32, description=STATUS_DESCRIPTION,
         examples=["healthy", "notobserved"])] = None,
 ) -> Envelope[Items[EndpointOut]]:
-    """Endpoints matching every given filter, by environment then name."""
+    """Endpoints matching every given filter, by environment then name (filtered, counted
+    and paged by the store in one transaction: only the page's rows are read)."""
     health = _health(status) if status is not None else None
-    wanted = _model_filter(store, model_id) if model_id is not None else None
-    statuses = _statuses(store, environment)
-
-    def matches(entry: catalog.CatalogEntry) -> bool:
-        ref = entry.body.get("modelRef") or {}
-        return ((wanted is None or (ref.get("name"), ref.get("version")) in wanted)
-                and (health is None or StatusOut.of(statuses.get(entry.key)).health == health))
-
-    found = [e for e in catalog.list_entries(store, kind=Kind.SERVING_ENDPOINT,
-                                             environment=environment) if matches(e)]
-    return success(Items[EndpointOut].page(
-        found, page, lambda e: _endpoint(store, e, statuses.get(e.key))),
-        f"{len(found)} endpoint(s)")
+    with store.session() as session:
+        found = catalog.status_page(
+            session, kind=Kind.SERVING_ENDPOINT, limit=page.limit, offset=page.offset,
+            environment=environment, health=health,
+            models=_model_filter(session, model_id) if model_id is not None else None)
+        items = [_endpoint(session, entry, status) for entry, status in found.items]
+    end = page.offset + len(found.items)
+    return success(Items[EndpointOut](
+        items=items, total=found.total, next_offset=end if end < found.total else None),
+        f"{found.total} endpoint(s)")
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=Envelope[EndpointDetail],
@@ -135,23 +127,22 @@ def get_endpoint(
                                              description="Narrows a name.")] = None,
 ) -> Envelope[EndpointDetail]:
     """Route, scaling, model, experiment, health, drift and owned objects of one endpoint."""
-    entry = lookup.one(store, Kind.SERVING_ENDPOINT, endpoint_id, environment=environment)
-    env, body = entry.environment, entry.body
-    summary = _endpoint(store, entry, _statuses(store, env).get(entry.key))
-    model = catalog.get(store, summary.model.id)
-    experiments = [e for e in catalog.list_entries(store, kind=Kind.PROMPT_EXPERIMENT,
-                                                   environment=env)
-                   if e.body.get("endpointRef") == entry.name]
-    experiments.sort(key=lambda e: (e.body.get("state") != ExperimentState.RUNNING, e.name))
-    owned = [item.key for item in state.read_inventory(store, env)
-             if item.spec_kind == Kind.SERVING_ENDPOINT and item.spec_name == entry.name]
-    object_status = {s.key: s for s in state.list_object_status(store, env)}
-    detail = EndpointDetail(
-        **dict(summary), replicas=dict(body.get("replicas") or {}),
-        autoscale=dict(body.get("autoscale") or {}),
-        resources=dict(body.get("resources") or {}),
-        model_metadata=ModelOut.of(model) if model is not None else None,
-        experiment=(lookup.ref(Kind.PROMPT_EXPERIMENT, experiments[0].name, environment=env)
-                    if experiments else None),
-        objects=[ObjectHealth.of(key, object_status.get(key)) for key in owned])
+    with store.session() as session:  # one transaction: one snapshot, one checkout
+        entry = lookup.one(session, Kind.SERVING_ENDPOINT, endpoint_id, environment=environment)
+        env, body = entry.environment, entry.body
+        summary = _endpoint(session, entry, state.get_spec_status(session, entry.key))
+        model = catalog.get(session, summary.model.id)
+        experiments = [e for e in catalog.list_entries(session, kind=Kind.PROMPT_EXPERIMENT,
+                                                       environment=env)
+                       if e.body.get("endpointRef") == entry.name]
+        experiments.sort(key=lambda e: (e.body.get("state") != ExperimentState.RUNNING, e.name))
+        owned = state.owned_objects(session, env, Kind.SERVING_ENDPOINT, entry.name)
+        detail = EndpointDetail(
+            **dict(summary), replicas=dict(body.get("replicas") or {}),
+            autoscale=dict(body.get("autoscale") or {}),
+            resources=dict(body.get("resources") or {}),
+            model_metadata=ModelOut.of(model) if model is not None else None,
+            experiment=(lookup.ref(Kind.PROMPT_EXPERIMENT, experiments[0].name, environment=env)
+                        if experiments else None),
+            objects=[ObjectHealth.of(item.key, status) for item, status in owned])
     return success(detail, f"endpoint {entry.name} in {env}")

@@ -100,5 +100,5 @@ def get_job(
     environment: Annotated[str | None, Query(max_length=63)] = None,
 ) -> Envelope[TrainingJobOut]:
     entry = lookup.one(store, Kind.TRAINING_JOB, job_id, environment=environment)
-    return success(_job(store, entry, _statuses(store, entry.environment).get(entry.key)),
+    return success(_job(store, entry, state.get_spec_status(store, entry.key)),
                    f"training job {entry.name} in {entry.environment}")

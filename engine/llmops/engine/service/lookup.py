@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 
 from llmops.engine import errors
-from llmops.engine.store import catalog, db
+from llmops.engine.store import catalog
 from llmops.engine.types import Kind
 
 
@@ -35,7 +35,7 @@ def as_uuid(ident: str) -> uuid.UUID | None:
         return None
 
 
-def matches(store: db.Store, kind: Kind, ident: str, *,
+def matches(store: catalog.Db, kind: Kind, ident: str, *,
             environment: str | None = None) -> list[catalog.CatalogEntry]:
     """Entries of ``kind`` whose UUID or name is ``ident`` (a model's ``name@version`` too)."""
     parsed = as_uuid(ident)
@@ -49,7 +49,7 @@ def matches(store: db.Store, kind: Kind, ident: str, *,
     return catalog.list_entries(store, kind=kind, environment=environment, name=ident)
 
 
-def one(store: db.Store, kind: Kind, ident: str, *,
+def one(store: catalog.Db, kind: Kind, ident: str, *,
         environment: str | None = None) -> catalog.CatalogEntry:
     """The single entry ``ident`` names, or ``NoSuchSpec`` / ``AmbiguousName``."""
     found = matches(store, kind, ident, environment=environment)

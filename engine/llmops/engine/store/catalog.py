@@ -20,18 +20,18 @@ processes recording at once cannot interleave. Models are versioned: their
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from llmops.engine.spec import schema
 from llmops.engine.spec.validate import SpecSet
-from llmops.engine.store import db
-from llmops.engine.store.models import CatalogEntryRow
+from llmops.engine.store import db, state
+from llmops.engine.store.models import CatalogEntryRow, SpecStatusRow
 from llmops.engine.types import Kind, SpecKey
 
 Db = db.Store | Session
@@ -39,6 +39,9 @@ Db = db.Store | Session
 # Advisory-lock key of catalog writers (see ``db.MIGRATE_LOCK_KEY``).
 CATALOG_LOCK_KEY = 0x6C6C6D6F7073_03
 _BATCH = 1000
+UNKNOWN_HEALTH = "Unknown"
+"""The health of a spec no reconcile has assessed (no status row)."""
+MODEL_REFS = {Kind.SERVING_ENDPOINT.value: "modelRef", Kind.TRAINING_JOB.value: "baseModelRef"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,16 @@ def _entry(row: CatalogEntryRow) -> CatalogEntry:
 # --------------------------------------------------------------------------- write
 
 
+def model_of(kind: str, spec: Mapping[str, Any]) -> str:
+    """``name@version`` of the model an endpoint serves or a training job starts from
+    (the ``model`` column, indexed with ``kind``), "" for other kinds."""
+    body = spec.get("spec")
+    ref = body.get(MODEL_REFS.get(kind, "")) if isinstance(body, dict) else None
+    if not isinstance(ref, dict) or not ref.get("name"):
+        return ""
+    return f"{ref.get('name')}@{ref.get('version', '')}"[:253]
+
+
 def _held_revision(session: Session) -> str | None:
     return session.scalars(select(CatalogEntryRow.revision).limit(1)).first()
 
@@ -108,9 +121,10 @@ def record(store: db.Store, revision: str, spec_set: SpecSet, *,
         rows: list[dict[str, Any]] = []
         for item in spec_set.items:
             key = item.key
+            spec = item.spec.model_dump(mode="json")
             rows.append({"id": str(key.id), "kind": key.kind, "environment": key.environment,
                          "name": key.name, "revision": revision, "file": item.document.file,
-                         "spec": item.spec.model_dump(mode="json"), "updated_at": at})
+                         "spec": spec, "updated_at": at, "model": model_of(key.kind, spec)})
             if len(rows) >= _BATCH:
                 session.execute(insert(CatalogEntryRow), rows)
                 rows.clear()
@@ -150,6 +164,11 @@ def list_entries(database: Db, *, kind: str | None = None, environment: str | No
         stmt = stmt.where(CatalogEntryRow.kind == kind)
     if environment is not None:
         stmt = stmt.where(CatalogEntryRow.environment == environment)
+    if name is not None and kind not in (None, Kind.MODEL):  # by the (kind, name) index
+        stmt = stmt.where(CatalogEntryRow.name == name)
+    elif name is not None:  # a model's every name@version (LIKE: no index in every locale)
+        stmt = stmt.where(or_(CatalogEntryRow.name == name, CatalogEntryRow.name.startswith(
+            f"{name}@", autoescape=True)))
     if name_prefix:
         stmt = stmt.where(CatalogEntryRow.name.startswith(name_prefix, autoescape=True))
     with db.transaction(database) as session:
@@ -159,6 +178,51 @@ def list_entries(database: Db, *, kind: str | None = None, environment: str | No
             if (name is None or e.base_name == name)
             and (not wanted or _field_matches(e, wanted))
             and (where is None or where(e))]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPage:
+    """One page of entries, each with its recorded status (``None``: never assessed), and
+    how many entries match over every page."""
+
+    items: list[tuple[CatalogEntry, state.SpecStatus | None]]
+    total: int
+
+
+def _with_status(kind: str, environment: str | None, models: Collection[str] | None,
+                 health: str | None) -> Select[CatalogEntryRow, SpecStatusRow]:
+    c, s = CatalogEntryRow, SpecStatusRow
+    stmt = select(c, s).outerjoin(s, and_(c.kind == s.kind, c.environment == s.environment,
+                                          c.name == s.name)).where(c.kind == kind)
+    if environment is not None:
+        stmt = stmt.where(c.environment == environment)
+    if models is not None:
+        stmt = stmt.where(c.model.in_(sorted(models)))
+    if health is not None:
+        stmt = stmt.where(func.coalesce(s.health, UNKNOWN_HEALTH) == health)
+    return stmt
+
+
+def status_page(database: Db, *, kind: str, limit: int, offset: int,
+                environment: str | None = None, models: Collection[str] | None = None,
+                health: str | None = None) -> StatusPage:
+    """Entries of ``kind`` matching every filter given, by (environment, name), from
+    ``offset``: filtered, counted and paged in SQL (indexes on ``(kind, environment,
+    name)``, ``(kind, model)``, ``spec_status (kind, health)``). ``models`` are
+    ``name@version`` values of the ``model`` column; ``health`` a spec health, where a
+    spec with no status row is ``Unknown``."""
+    stmt = _with_status(kind, environment, models, health)
+    with db.transaction(database) as session:
+        # the total rides along each row (a window count); only a page past the end asks
+        rows = session.execute(stmt.add_columns(func.count().over())
+                               .order_by(CatalogEntryRow.environment, CatalogEntryRow.name)
+                               .limit(limit).offset(offset)).all()
+        total = rows[0][2] if rows else session.scalar(
+            select(func.count()).select_from(stmt.subquery())) or 0
+        items: list[tuple[CatalogEntry, state.SpecStatus | None]] = [
+            (_entry(entry), state.spec_status_of(status) if status is not None else None)
+            for entry, status, _total in rows]  # an outer join: no status row gives None
+    return StatusPage(items, int(total))
 
 
 def get(database: Db, entry_id: str) -> CatalogEntry | None:

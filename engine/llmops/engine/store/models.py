@@ -101,7 +101,8 @@ class ReconcileRun(Base):
     """One reconcile of one environment at one revision."""
 
     __tablename__ = "reconcile_runs"
-    __table_args__ = (Index("ix_reconcile_runs_environment_id", "environment", "id"),)
+    __table_args__ = (Index("ix_reconcile_runs_environment_id", "environment", "id"),
+                      Index("ix_reconcile_runs_result_id", "result", "id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     environment: Mapped[str] = mapped_column(String(63))
@@ -127,6 +128,7 @@ class InventoryEntry(Base):
     __table_args__ = (
         UniqueConstraint("environment", "api_group", "kind", "namespace", "name",
                          name="uq_inventory_object"),
+        Index("ix_inventory_environment_spec", "environment", "spec_kind", "spec_name"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -146,6 +148,7 @@ class SpecStatusRow(Base):
     """Status of one spec in one environment ("" for global kinds)."""
 
     __tablename__ = "spec_status"
+    __table_args__ = (Index("ix_spec_status_kind_health", "kind", "health"),)
 
     kind: Mapped[str] = mapped_column(String(63), primary_key=True)
     environment: Mapped[str] = mapped_column(String(63), primary_key=True)
@@ -265,6 +268,7 @@ class CatalogEntryRow(Base):
     __table_args__ = (
         UniqueConstraint("kind", "environment", "name", name="uq_spec_catalog_key"),
         Index("ix_spec_catalog_kind_name", "kind", "name"),
+        Index("ix_spec_catalog_kind_model", "kind", "model"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -275,6 +279,9 @@ class CatalogEntryRow(Base):
     file: Mapped[str] = mapped_column(Text)
     spec: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+    model: Mapped[str] = mapped_column(String(253), server_default="")
+    """``name@version`` of the model an endpoint serves (``modelRef``) or a training job
+    starts from (``baseModelRef``); "" for other kinds. The endpoint list filters on it."""
 
 
 class PendingSpecRow(Base):

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
@@ -370,8 +370,50 @@ def list_spec_status(database: Db, *, environment: str | None = None,
     if kind is not None:
         stmt = stmt.where(SpecStatusRow.kind == kind)
     with db.transaction(database) as session:
-        return [SpecStatus(SpecKey(r.kind, r.environment, r.name), r.revision, r.health,
-                           r.drift, r.last_error, r.updated_at) for r in session.scalars(stmt)]
+        return [spec_status_of(r) for r in session.scalars(stmt)]
+
+
+def spec_status_of(row: SpecStatusRow) -> SpecStatus:
+    """A status row as its value (``catalog.status_page`` joins the rows itself)."""
+    return SpecStatus(SpecKey(row.kind, row.environment, row.name), row.revision, row.health,
+                      row.drift, row.last_error, row.updated_at)
+
+
+def get_spec_status(database: Db, key: SpecKey) -> SpecStatus | None:
+    """One spec's status (by its primary key), or ``None`` when never assessed."""
+    with db.transaction(database) as session:
+        row = session.get(SpecStatusRow, (key.kind, key.environment, key.name))
+        return spec_status_of(row) if row is not None else None
+
+
+def _object_status_of(row: ObjectStatusRow) -> ObjectStatus:
+    return ObjectStatus(row.environment, ResourceKey(row.api_group, row.kind, row.namespace,
+                                                     row.name),
+                        row.health, row.message, row.drift, row.last_error, row.updated_at)
+
+
+def owned_objects(database: Db, environment: str, spec_kind: str,
+                  spec_name: str) -> list[tuple[InventoryItem, ObjectStatus | None]]:
+    """The inventory entries of one spec in ``environment``, each with its object's status
+    (``None`` when none was recorded), sorted by ``ResourceKey``: one indexed query
+    (``inventory (environment, spec_kind, spec_name)``), never the whole inventory."""
+    e, o = InventoryEntry, ObjectStatusRow
+    stmt = (select(e.api_group, e.kind, e.namespace, e.name, e.api_version, e.content_hash,
+                   e.revision, o.health, o.message, o.drift, o.last_error, o.updated_at)
+            .outerjoin(o, and_(o.environment == e.environment, o.api_group == e.api_group,
+                               o.kind == e.kind, o.namespace == e.namespace, o.name == e.name))
+            .where(e.environment == environment, e.spec_kind == spec_kind,
+                   e.spec_name == spec_name))
+    out: list[tuple[InventoryItem, ObjectStatus | None]] = []
+    with db.transaction(database) as session:  # plain rows: no ORM objects to build
+        for row in session.execute(stmt):
+            key = ResourceKey(*row[:4])
+            status = (None if row.health is None else ObjectStatus(
+                environment, key, row.health, row.message, row.drift, row.last_error,
+                row.updated_at))
+            out.append((InventoryItem(key, row.api_version, row.content_hash, spec_kind,
+                                      spec_name, row.revision), status))
+    return sorted(out, key=lambda pair: pair[0].key)
 
 
 def put_object_status(database: Db, *statuses: ObjectStatus) -> None:
@@ -390,9 +432,7 @@ def put_object_status(database: Db, *statuses: ObjectStatus) -> None:
 def list_object_status(database: Db, environment: str) -> list[ObjectStatus]:
     stmt = select(ObjectStatusRow).where(ObjectStatusRow.environment == environment)
     with db.transaction(database) as session:
-        out = [ObjectStatus(r.environment, ResourceKey(r.api_group, r.kind, r.namespace, r.name),
-                            r.health, r.message, r.drift, r.last_error, r.updated_at)
-               for r in session.scalars(stmt)]
+        out = [_object_status_of(r) for r in session.scalars(stmt)]
     return sorted(out, key=lambda status: status.key)
 
 
