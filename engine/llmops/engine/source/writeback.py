@@ -33,6 +33,11 @@ see below for a clean checked-out tracked branch):
    (``gitcommit.swap_ref``): a new branch must not exist yet; a direct commit
    retries on a moved tip, re-reading and re-editing the file.
 
+Steps 1-4 run holding ``writelock.branch_locked`` (an ``flock`` per repo and
+tracked branch in the repo's git directory), so concurrent writes, from threads
+or from several API processes, queue instead of racing; one that waits longer
+than ``writelock.WAIT_SECONDS`` is ``writelock.Busy`` (a 409, nothing written).
+
 Where a commit goes: an environment-scoped spec (endpoint, experiment, ...)
 goes direct only when its environment sets ``directCommits: true``. A global
 spec (a Model is used by every environment) goes direct only when *every*
@@ -62,7 +67,7 @@ from typing import Any
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
-from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push
+from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push, writelock
 from llmops.engine.spec import loader, repoconfig, validate
 from llmops.engine.types import SpecKey
 
@@ -475,15 +480,24 @@ def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit,
         raise TargetMissing(f"{target.kind}/{target.name}: {target.file!r} is not a spec file")
     with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp, git_errors():
         git = open_scratch(repo, Path(tmp))
-        stack = _open_branch(git, branch, how.onto)
-        for attempt in range(MAX_ATTEMPTS):
-            result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file, target,
-                              edit, how)
-            if result is not None:
-                return result
-            # the tracked branch moved: redo the edit on its new tip
+        # One llmops write per repo and tracked branch at a time, across processes;
+        # the compare-and-swap below still catches writers that bypass the lock.
+        with writelock.branch_locked(_common_dir(git), branch, shown=str(repo)):
+            stack = _open_branch(git, branch, how.onto)
+            for attempt in range(MAX_ATTEMPTS):
+                result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file,
+                                  target, edit, how)
+                if result is not None:
+                    return result
+                # the tracked branch moved (outside llmops): redo the edit on its new tip
     raise Conflicted(f"{branch} kept moving while committing; gave up after {MAX_ATTEMPTS} "
                      "attempts")
+
+
+def _common_dir(git: gitcli.Git) -> Path:
+    """The git directory all work trees of the repo share (where the write lock lives)."""
+    found = Path(git.text("rev-parse", "--git-common-dir").strip())
+    return found if found.is_absolute() else (git.cwd / found).resolve()
 
 
 def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,
