@@ -23,12 +23,20 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 
 
 def _check_bytes(data: bytes) -> None:
-    files: set[str]
+    """Documents of ``fuzz.yaml``, or a ``SpecError`` whose every issue names the file and
+    a line and column inside it; nothing else escapes."""
     try:
-        files = {doc.file for doc in loader.load_bytes(data, "fuzz.yaml", cache=None)}
+        documents = loader.load_bytes(data, "fuzz.yaml", cache=None)
     except SpecError as exc:
-        files = {issue.file for issue in exc.issues}
-    assert files <= {"fuzz.yaml"}
+        assert exc.issues
+        lines = data.count(b"\n") + 2  # libyaml may point just past the last line
+        for issue in exc.issues:
+            assert issue.file == "fuzz.yaml", issue
+            assert 1 <= issue.line <= lines, issue
+            assert issue.column >= 1, issue
+            assert issue.message, issue
+        return
+    assert {doc.file for doc in documents} <= {"fuzz.yaml"}
 
 
 @settings(max_examples=300, deadline=None)
