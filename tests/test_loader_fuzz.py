@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmops.engine.errors import SpecError
+from llmops.engine.errors import SpecError, SpecIssue
 from llmops.engine.spec import loader, validate
 
 YAML_ALPHABET = string.ascii_letters + string.digits + " -:[]{},&*!|>'\"#%@`?\n\t.~/\\"
@@ -28,15 +28,19 @@ def _check_bytes(data: bytes) -> None:
     try:
         documents = loader.load_bytes(data, "fuzz.yaml", cache=None)
     except SpecError as exc:
-        assert exc.issues
-        lines = data.count(b"\n") + 2  # libyaml may point just past the last line
-        for issue in exc.issues:
-            assert issue.file == "fuzz.yaml", issue
-            assert 1 <= issue.line <= lines, issue
-            assert issue.column >= 1, issue
-            assert issue.message, issue
-        return
-    assert {doc.file for doc in documents} <= {"fuzz.yaml"}
+        _check_issues(exc.issues, data)
+    else:
+        assert {doc.file for doc in documents} <= {"fuzz.yaml"}
+
+
+def _check_issues(issues: tuple[SpecIssue, ...], data: bytes) -> None:
+    assert issues
+    lines = data.count(b"\n") + 2  # libyaml may point just past the last line
+    for issue in issues:
+        assert issue.file == "fuzz.yaml", issue
+        assert 1 <= issue.line <= lines, issue
+        assert issue.column >= 1, issue
+        assert issue.message, issue
 
 
 @settings(max_examples=300, deadline=None)
