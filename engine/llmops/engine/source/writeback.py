@@ -55,9 +55,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -75,6 +77,9 @@ BRANCH_PREFIX = "llmops"
 EMAIL_DOMAIN = "users.llmops"
 COMMITTER = ("llmops", "llmops@localhost")
 MAX_ATTEMPTS = 3
+PUSH_ATTEMPTS = 6
+"""Pushes of one direct commit to a remote (each redone on the remote's new tip after a
+random pause that doubles, so writers on several hosts stop pushing in step)."""
 MAX_HISTORY = 200
 """Commits of a spec file's history (and applied revisions) a rollback looks through."""
 _SLUG = re.compile(r"[^a-z0-9.-]+")
@@ -403,8 +408,9 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
 
     For a remote's mirror: fetch ``tracked`` (and ``onto``), commit in the
     mirror, push the branch (never forced). A direct commit whose push is
-    rejected (someone pushed meanwhile) is redone once on the new tip; then
-    ``Conflicted``.
+    rejected (someone pushed meanwhile, or updated the branch while we pushed) is
+    redone on the fetched tip after a short random pause, up to ``PUSH_ATTEMPTS``
+    pushes in all; then ``Conflicted``.
 
     ``admit``: checked on every attempt, after the edited tree validates and
     before anything is committed (see ``Admit``).
@@ -420,7 +426,7 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
                 repo.fetch(onto)
             except push.MirrorError:
                 how = dataclasses.replace(how, onto="")  # gone on the remote: a new branch
-        for attempt in range(2):
+        for attempt in range(PUSH_ATTEMPTS):
             result = _commit_local(mirror, branch, target, edit, how)
             try:
                 repo.push(result.branch)
@@ -428,12 +434,12 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
                 if not result.direct:
                     repo.drop(result.branch)
                     raise Conflicted(f"{exc}; retry") from None
-                if attempt == 0:
-                    repo.fetch(branch)  # the remote wins: redo the edit on its new tip
+                repo.fetch(branch)  # the remote wins: redo the edit on its new tip
+                if attempt + 1 < PUSH_ATTEMPTS:
+                    time.sleep(min(2.0, random.uniform(0.05, 0.25) * 2 ** attempt))
                     continue
-                repo.fetch(branch)
-                raise Conflicted(f"{branch} kept moving on the remote while committing: "
-                                 f"{exc}") from None
+                raise Conflicted(f"{branch} kept moving on the remote while committing "
+                                 f"({PUSH_ATTEMPTS} pushes rejected): {exc}") from None
             except push.MirrorError:
                 if result.direct:
                     with contextlib.suppress(push.MirrorError):
