@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmops.engine.errors import SpecError
+from llmops.engine.errors import SpecError, SpecIssue
 from llmops.engine.spec import loader, validate
 
 YAML_ALPHABET = string.ascii_letters + string.digits + " -:[]{},&*!|>'\"#%@`?\n\t.~/\\"
@@ -23,12 +23,24 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 
 
 def _check_bytes(data: bytes) -> None:
-    files: set[str]
+    """Documents of ``fuzz.yaml``, or a ``SpecError`` whose every issue names the file and
+    a line and column inside it; nothing else escapes."""
     try:
-        files = {doc.file for doc in loader.load_bytes(data, "fuzz.yaml", cache=None)}
+        documents = loader.load_bytes(data, "fuzz.yaml", cache=None)
     except SpecError as exc:
-        files = {issue.file for issue in exc.issues}
-    assert files <= {"fuzz.yaml"}
+        _check_issues(exc.issues, data)
+    else:
+        assert {doc.file for doc in documents} <= {"fuzz.yaml"}
+
+
+def _check_issues(issues: tuple[SpecIssue, ...], data: bytes) -> None:
+    assert issues
+    lines = data.count(b"\n") + 2  # libyaml may point just past the last line
+    for issue in issues:
+        assert issue.file == "fuzz.yaml", issue
+        assert 1 <= issue.line <= lines, issue
+        assert issue.column >= 1, issue
+        assert issue.message, issue
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,12 +10,13 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from llmops.api import errors as api_errors
 from llmops.engine import settings
-from llmops.engine.source import push, scaffold, specedits, writeback
+from llmops.engine.source import gitcli, push, scaffold, specedits, writeback
 
 GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
@@ -93,7 +94,8 @@ def _push_elsewhere(bare: Path, tmp_path: Path, name: str) -> str:
         git("clone", "-q", str(bare), str(other))
     else:
         git("-C", str(other), "pull", "-q", "--ff-only")
-    (other / f"{name}.txt").write_text(f"{name} {len(list(other.iterdir()))}\n")
+    note = other / f"{name}.txt"
+    note.write_text((note.read_text() if note.exists() else "") + f"{name} was here\n")
     git("-C", str(other), "add", "-A")
     git("-C", str(other), "commit", "-q", "--no-verify", "-m", f"{name} was here")
     git("-C", str(other), "push", "-q", "origin", "main")
@@ -119,7 +121,8 @@ def test_push_race_is_retried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "other.txt" in files.split()
 
 
-def test_push_race_twice_is_a_conflict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_push_race_on_every_attempt_is_a_conflict(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     bare = make_remote(tmp_path, direct=True)
     real_push = push.Mirror.push
     pushed: list[str] = []
@@ -129,13 +132,39 @@ def test_push_race_twice_is_a_conflict(tmp_path: Path, monkeypatch: pytest.Monke
         real_push(self, branch)
 
     monkeypatch.setattr(push.Mirror, "push", racing_push)
-    with pytest.raises(writeback.Conflicted):
+    monkeypatch.setattr(writeback.time, "sleep", lambda _s: None)
+    with pytest.raises(writeback.Conflicted, match=r"\(6 pushes rejected\)"):
         conclude(mirror_of(bare, tmp_path))
-    assert len(pushed) == 2
+    assert len(pushed) == writeback.PUSH_ATTEMPTS == 6
     assert git("--git-dir", str(bare), "rev-parse", "refs/heads/main").strip() == pushed[-1]
     response = api_errors.category_response(writeback.Conflicted("x"))
     assert response is not None
     assert response.status_code == 409
+
+
+def test_a_ref_update_race_on_the_remote_is_a_rejection_and_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pushes landing at once: the remote fails to lock the branch for the loser
+    ("cannot lock ref ... but expected", "[remote rejected] (failed to update ref)").
+    That is someone else's push, redone on the new tip, not a broken remote (a 503)."""
+    bare = make_remote(tmp_path, direct=True)
+    real_run = gitcli.Git.run
+    raced: list[str] = []
+
+    def run(self: gitcli.Git, *argv: str, **kw: Any) -> bytes:
+        if argv[0] == "push" and not raced:
+            raced.append(_push_elsewhere(bare, tmp_path, "other"))
+            raise gitcli.GitFailed("git push failed", returncode=1, verb="push", stderr=(
+                "remote: error: cannot lock ref 'refs/heads/main': is at 1111 but expected "
+                "2222\n ! [remote rejected] main -> main (failed to update ref)\n"
+                "error: failed to push some refs to 'file:///remote.git'\n"))
+        return real_run(self, *argv, **kw)
+
+    monkeypatch.setattr(gitcli.Git, "run", run)
+    result = conclude(mirror_of(bare, tmp_path))
+    assert result.direct
+    assert result.parent == raced[0]
+    assert git("--git-dir", str(bare), "rev-parse", "refs/heads/main").strip() == result.commit
 
 
 def test_stale_mirror_is_refreshed_before_each_write(tmp_path: Path) -> None:

@@ -11,16 +11,26 @@ Atomicity: a set is written into a fresh hidden directory
 volume). A reader that opens ``<root>/<env>/...`` sees the old set or the new
 one, never a mix or a half-written file. Older set directories are removed
 after the swap, keeping the previous one for readers still inside it.
+
+Failures: one publisher per environment at a time (an ``flock`` on
+``<root>/.<env>.lock``). A publish that fails midway (no space left, an
+unreadable file) removes its staging directory before the error goes up, and the
+previous set stays published and readable; what a killed publisher left behind
+(staging directories, a temporary link) is removed by the next one to take the
+lock. The actuator reports the failure as ``ActuatorError`` naming the directory
+and the reason, so the pass fails and the next one publishes afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,41 +88,92 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
     """Publish ``objects`` as the environment's set; returns the published directory.
 
     ``written`` (a ``read_set`` cache) is filled with the files just written, so the
-    next ``read_set`` does not parse them again."""
+    next ``read_set`` does not parse them again. Holds the environment's publish lock
+    (``_publishing``); on any failure (a full disk, say) everything this call made is
+    removed and the previous set stays published, untouched."""
     items = sorted(((ResourceKey.of(o), o) for o in objects), key=lambda kv: kv[0])
     root.mkdir(parents=True, exist_ok=True)
-    published = _published_files(root / env) if written else {}
-    staging = Path(tempfile.mkdtemp(prefix=f".{env}.staging.", dir=root))
+    link = root / env
+    if link.exists() and not link.is_symlink():
+        raise FileExistsError(f"{link} exists and is not a llmops-managed symlink")
+    with _publishing(root, env):
+        published = _published_files(link) if written else {}
+        staging = Path(tempfile.mkdtemp(prefix=f".{env}.staging.", dir=root))
+        final = root / f".{env}.{revision[:12]}.{staging.name.rsplit('.', 1)[-1]}"
+        try:
+            index = _fill(staging, items, revision, published, written or {})
+            os.rename(staging, final)
+            previous = _swap(root, env, final)
+        except BaseException:
+            for made in (staging, final):
+                shutil.rmtree(made, ignore_errors=True)
+            raise
+        _cleanup(root, env, keep={final.name, previous or ""})
+    if written is not None:
+        written.clear()
+        base = final.resolve()
+        for (_, obj), entry in zip(items, index, strict=True):
+            written[_stamp(base / entry["file"])] = obj
+    return link
+
+
+@contextlib.contextmanager
+def _publishing(root: Path, env: str) -> Iterator[None]:
+    """One publisher per environment (an ``flock`` on ``<root>/.<env>.lock``, across
+    processes). Whoever holds it first removes what a killed publisher left behind:
+    staging directories and temporary links are only ever made under the lock, so
+    any found by its holder belong to a publisher that no longer runs."""
+    with open(root / f".{env}.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            for entry in root.iterdir():
+                if entry.name.startswith(f".{env}.link."):
+                    entry.unlink(missing_ok=True)
+                elif (entry.name.startswith(f".{env}.staging.") and entry.is_dir()
+                      and not entry.is_symlink()):
+                    shutil.rmtree(entry, ignore_errors=True)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write one file of a set being staged (the only place a set's bytes are written)."""
+    path.write_text(text, encoding="utf-8")
+
+
+def _fill(staging: Path, items: Sequence[tuple[ResourceKey, KubeObject]], revision: str,
+          published: Mapping[str, Path],
+          parsed: Mapping[FileStamp, KubeObject]) -> list[dict[str, str]]:
+    """Write every object and ``index.json`` into ``staging``; the index entries."""
     staging.chmod(0o755)
     index = []
     for key, obj in items:
         rel = file_name(key)
         path = staging / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not _link_unchanged(published.get(rel), obj, written or {}, path):
-            path.write_text(to_yaml(obj), encoding="utf-8")
+        if not _link_unchanged(published.get(rel), obj, parsed, path):
+            _write_file(path, to_yaml(obj))
         index.append({"group": key.group, "kind": key.kind, "namespace": key.namespace,
                       "name": key.name, "file": rel, "hash": object_hash(obj)})
-    (staging / INDEX).write_text(json.dumps({"revision": revision, "objects": index},
-                                            indent=2) + "\n", encoding="utf-8")
-    final = root / f".{env}.{revision[:12]}.{staging.name.rsplit('.', 1)[-1]}"
-    os.rename(staging, final)
-    if written is not None:
-        written.clear()
-        base = final.resolve()
-        for (_, obj), entry in zip(items, index, strict=True):
-            written[_stamp(base / entry["file"])] = obj
+    _write_file(staging / INDEX, json.dumps({"revision": revision, "objects": index},
+                                            indent=2) + "\n")
+    return index
+
+
+def _swap(root: Path, env: str, final: Path) -> str | None:
+    """Point ``<root>/<env>`` at ``final`` in one rename; the set it pointed at before."""
     link = root / env
-    if link.exists() and not link.is_symlink():
-        raise FileExistsError(f"{link} exists and is not a llmops-managed symlink")
     tmp_link = root / f".{env}.link.{os.getpid()}"
-    if tmp_link.is_symlink():
-        tmp_link.unlink()
+    tmp_link.unlink(missing_ok=True)
     os.symlink(final.name, tmp_link)
     previous = os.readlink(link) if link.is_symlink() else None
-    os.replace(tmp_link, link)
-    _cleanup(root, env, keep={final.name, previous or ""})
-    return link
+    try:
+        os.replace(tmp_link, link)
+    except BaseException:
+        tmp_link.unlink(missing_ok=True)
+        raise
+    return previous
 
 
 def _published_files(link: Path) -> dict[str, Path]:

@@ -12,7 +12,8 @@ is validated by ``gitcli.parse_url`` and travels in git's environment
 config (``remote.origin.url``), never in argv; no system or global config,
 no prompts, hooks off, only the remote's protocol; credentials come from the
 URL alone and every message is masked. Pushes are normal pushes (never
-forced): a non-fast-forward rejection raises ``PushRejected``.
+forced): a non-fast-forward rejection, or the remote failing to move the
+branch because another push moved it meanwhile, raises ``PushRejected``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from pathlib import Path
 from llmops.engine.errors import Unavailable
 from llmops.engine.source import gitcli
 
-_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info")
+_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info",
+             # another push updated the branch while the remote was taking ours:
+             "(failed to update ref)", "cannot lock ref", "incorrect old value provided")
 
 
 class MirrorError(Unavailable):

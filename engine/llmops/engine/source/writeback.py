@@ -33,6 +33,11 @@ see below for a clean checked-out tracked branch):
    (``gitcommit.swap_ref``): a new branch must not exist yet; a direct commit
    retries on a moved tip, re-reading and re-editing the file.
 
+Steps 1-4 run holding ``writelock.branch_locked`` (an ``flock`` per repo and
+tracked branch in the repo's git directory), so concurrent writes, from threads
+or from several API processes, queue instead of racing; one that waits longer
+than ``writelock.WAIT_SECONDS`` is ``writelock.Busy`` (a 409, nothing written).
+
 Where a commit goes: an environment-scoped spec (endpoint, experiment, ...)
 goes direct only when its environment sets ``directCommits: true``. A global
 spec (a Model is used by every environment) goes direct only when *every*
@@ -50,9 +55,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,7 +69,7 @@ from typing import Any
 from llmops.engine import errors
 from llmops.engine.errors import LlmopsError, SpecError, SpecIssue
 from llmops.engine.settings import Settings
-from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push
+from llmops.engine.source import branches, gitcli, gitcommit, gitobjects, push, writelock
 from llmops.engine.spec import loader, repoconfig, validate
 from llmops.engine.types import SpecKey
 
@@ -70,6 +77,9 @@ BRANCH_PREFIX = "llmops"
 EMAIL_DOMAIN = "users.llmops"
 COMMITTER = ("llmops", "llmops@localhost")
 MAX_ATTEMPTS = 3
+PUSH_ATTEMPTS = 6
+"""Pushes of one direct commit to a remote (each redone on the remote's new tip after a
+random pause that doubles, so writers on several hosts stop pushing in step)."""
 MAX_HISTORY = 200
 """Commits of a spec file's history (and applied revisions) a rollback looks through."""
 _SLUG = re.compile(r"[^a-z0-9.-]+")
@@ -398,8 +408,9 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
 
     For a remote's mirror: fetch ``tracked`` (and ``onto``), commit in the
     mirror, push the branch (never forced). A direct commit whose push is
-    rejected (someone pushed meanwhile) is redone once on the new tip; then
-    ``Conflicted``.
+    rejected (someone pushed meanwhile, or updated the branch while we pushed) is
+    redone on the fetched tip after a short random pause, up to ``PUSH_ATTEMPTS``
+    pushes in all; then ``Conflicted``.
 
     ``admit``: checked on every attempt, after the edited tree validates and
     before anything is committed (see ``Admit``).
@@ -415,7 +426,7 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
                 repo.fetch(onto)
             except push.MirrorError:
                 how = dataclasses.replace(how, onto="")  # gone on the remote: a new branch
-        for attempt in range(2):
+        for attempt in range(PUSH_ATTEMPTS):
             result = _commit_local(mirror, branch, target, edit, how)
             try:
                 repo.push(result.branch)
@@ -423,12 +434,12 @@ def commit_edit(repo: Repo, tracked: str, target: Target, edit: Edit, *, action:
                 if not result.direct:
                     repo.drop(result.branch)
                     raise Conflicted(f"{exc}; retry") from None
-                if attempt == 0:
-                    repo.fetch(branch)  # the remote wins: redo the edit on its new tip
+                repo.fetch(branch)  # the remote wins: redo the edit on its new tip
+                if attempt + 1 < PUSH_ATTEMPTS:
+                    time.sleep(min(2.0, random.uniform(0.05, 0.25) * 2 ** attempt))
                     continue
-                repo.fetch(branch)
-                raise Conflicted(f"{branch} kept moving on the remote while committing: "
-                                 f"{exc}") from None
+                raise Conflicted(f"{branch} kept moving on the remote while committing "
+                                 f"({PUSH_ATTEMPTS} pushes rejected): {exc}") from None
             except push.MirrorError:
                 if result.direct:
                     with contextlib.suppress(push.MirrorError):
@@ -475,15 +486,24 @@ def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit,
         raise TargetMissing(f"{target.kind}/{target.name}: {target.file!r} is not a spec file")
     with tempfile.TemporaryDirectory(prefix="llmops-write-") as tmp, git_errors():
         git = open_scratch(repo, Path(tmp))
-        stack = _open_branch(git, branch, how.onto)
-        for attempt in range(MAX_ATTEMPTS):
-            result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file, target,
-                              edit, how)
-            if result is not None:
-                return result
-            # the tracked branch moved: redo the edit on its new tip
+        # One llmops write per repo and tracked branch at a time, across processes;
+        # the compare-and-swap below still catches writers that bypass the lock.
+        with writelock.branch_locked(_common_dir(git), branch, shown=str(repo)):
+            stack = _open_branch(git, branch, how.onto)
+            for attempt in range(MAX_ATTEMPTS):
+                result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file,
+                                  target, edit, how)
+                if result is not None:
+                    return result
+                # the tracked branch moved (outside llmops): redo the edit on its new tip
     raise Conflicted(f"{branch} kept moving while committing; gave up after {MAX_ATTEMPTS} "
                      "attempts")
+
+
+def _common_dir(git: gitcli.Git) -> Path:
+    """The git directory all work trees of the repo share (where the write lock lives)."""
+    found = Path(git.text("rev-parse", "--git-common-dir").strip())
+    return found if found.is_absolute() else (git.cwd / found).resolve()
 
 
 def _attempt(git: gitcli.Git, scratch: Path, branch: str, stack: str, file: str,

@@ -276,9 +276,19 @@ def parse_documents(text: str, file: str, limits: Limits = DEFAULT_LIMITS) -> li
         problem = exc.problem or exc.context or "invalid YAML"
         raise _ParseError.at(f"YAML syntax error: {problem}",
                              exc.problem_mark or exc.context_mark) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: no mark
+        raise _ParseError(f"YAML error: {exc.reason} (character #x{exc.character:04x})",
+                          *_line_column(text, exc.position)) from None
     except yaml.YAMLError as exc:
         raise _ParseError(f"YAML error: {str(exc).splitlines()[0][:200]}") from None
     return documents
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    """The 1-based line and column of ``position`` in ``text`` (libyaml counts UTF-8 bytes:
+    it reads a ``str`` encoded so)."""
+    before = text.encode("utf-8")[:max(0, position)].decode("utf-8", "ignore")
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
 
 
 def blob_sha(data: bytes) -> str:
