@@ -6,8 +6,9 @@ of the quick start (PATH, `llmops status` from inside the specs repo, a viewer t
 curl, the trusted-proxy signature made with openssl), a write through the API committed
 to the repo `up` follows, then every console command of the template README (`Using the
 CLI` and the promotion walkthrough) in a repo from `llmops init`, each exiting 0. Then
-README's seed script (`The REST API`: register, multi-file upload, deploy, list, rollback,
-health, experiment create and conclude, training job, costs) as written, against another
+README's seed script (`The REST API`: stand-in model files, register, multi-file upload,
+deploy, list, rollback, health, experiment create and conclude, training job, costs) as
+written, against another
 `up` started with README's moto settings on moto's S3 server: every answer a success, and
 what each call did checked in git and S3 (about 15 s on a 2-core machine).
 
@@ -262,10 +263,7 @@ def test_readme_seed_calls_against_up_with_moto_s3(tmp_path: Path, moto_s3: str)
     extra = readme_s3(s3_block, moto_s3, tmp_path)
     assert extra["LLMOPS_S3__ENDPOINT_URL"] == f"http://{moto_s3}"
     with running_up(tmp_path, extra) as (clone, env, api, _printed):
-        for name, body in {"config.json": b'{"model_type": "llama"}',
-                           "model.safetensors": b"\0" * 4096,
-                           "tokenizer.json": b'{"version": "1.0"}'}.items():
-            (clone / name).write_bytes(body)  # the user's model files, where `up` ran
+        # The model's files too are the script's: a newcomer has none at hand.
         port = api.rsplit(":", 1)[1]
         log = tmp_path / "seed.log"
         script = "\n".join([CURL_LOG, setup, seed]).replace("127.0.0.1:8080",
