@@ -259,6 +259,21 @@ def test_the_overview_names_each_followed_commit_for_every_reader(world: World) 
     assert {e["observedCommit"]["subject"] for e in status} == {subject}
 
 
+def test_the_overview_counts_specs_a_hydrate_environment_cannot_observe(world: World) -> None:
+    """Under hydrate (up's default) every spec is NotObserved: the card says how many,
+    rather than a row of zeros that reads as an empty environment."""
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    overview = client.get("/").text
+    for env in ("dev", "stg", "prod"):
+        unseen = sum(1 for s in state.list_spec_status(world.store)
+                     if s.key.environment == env and s.health == "NotObserved")
+        assert unseen > 0, env
+        card = overview[overview.index(f'id="env-{env}"'):]
+        card = card[:card.index("</section>")]
+        assert re.search(rf'<li class="h-NotObserved"[^>]*>{unseen} not observed', card), card
+
+
 def test_a_run_page_shows_the_plan_as_llmops_plan_does(world: World) -> None:
     client = app_for(world)
     client.headers.update(signed("vera", "viewer"))
