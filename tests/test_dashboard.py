@@ -63,13 +63,13 @@ def bearer_token(roles: list[str], *, exp: float | None = None, sub: str = "dee"
                           "exp": exp if exp is not None else time.time() + 300}, JWT_SECRET)
 
 
-def reconcile_once(world: World, tmp_path: Path) -> None:
+def reconcile_once(world: World, tmp_path: Path, at: datetime = IN_WINDOW) -> None:
     """One pass at a time inside the template's prod change window (else prod is blocked
     and its pages show no object, depending on when the tests run)."""
     src = snapshots.open_source(str(world.repo), "main", tmp_path / "work")
     rec = reconciler.Reconciler(world.store, src,
                                 lambda env, cfg: HydrateActuator(tmp_path / "out"),
-                                clock=lambda: IN_WINDOW)
+                                clock=lambda: at)
     rec.run_once()
 
 
@@ -272,6 +272,27 @@ def test_the_overview_counts_specs_a_hydrate_environment_cannot_observe(world: W
         card = overview[overview.index(f'id="env-{env}"'):]
         card = card[:card.index("</section>")]
         assert re.search(rf'<li class="h-NotObserved"[^>]*>{unseen} not observed', card), card
+
+
+@pytest.mark.slow  # reconciles the repo a second time (about 2 s)
+def test_a_blocked_environment_says_why_on_the_overview(world: World, tmp_path: Path) -> None:
+    """In the evening prod's change is blocked: its card gives the reason with the run, as
+    `llmops up` and `llmops status` do, not only the word 'blocked'."""
+    bump_prod_replicas(world)
+    reconcile_once(world, tmp_path, at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC))  # Mon 21:00
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    overview = client.get("/").text
+    card = overview[overview.index('id="env-prod"'):]
+    card = card[:card.index("</section>")]
+    assert re.search(r'class="result-blocked">#\d+ blocked</a>', card), card
+    found = re.search(r'<span class="run-error">([^<]*)</span>', card)
+    assert found is not None, card
+    assert found.group(1).startswith("PolicyDenied: change-window: ")
+    assert "outside every prod change window" in found.group(1)
+    assert "next opens Tue 2026-11-24 08:00 CET" in found.group(1)
+    dev = overview[overview.index('id="env-dev"'):]
+    assert 'class="run-error"' not in dev[:dev.index("</section>")]
 
 
 def test_a_run_page_shows_the_plan_as_llmops_plan_does(world: World) -> None:
