@@ -347,6 +347,11 @@ def test_a_shut_change_window_is_one_blocked_run_not_one_per_pass(h: Harness) ->
         assert again.message == first.message
     assert len(state.list_runs(h.store, environment="prod", limit=50)) == runs
     assert h.audit_count() == entries
+    # Monday 10:00 in Berlin: the first pass inside the window applies it, no new commit.
+    h.clock = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    opened = h.run()["prod"]
+    assert opened.result is RunResult.SUCCEEDED, opened.message
+    assert opened.revision == first.revision
 
 
 def test_unreachable_remote_keeps_the_last_good_revision(
