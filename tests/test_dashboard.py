@@ -201,6 +201,9 @@ def test_a_page_without_identity_sends_to_login_and_the_token_becomes_a_strict_c
     login = client.get("/login", params={"next": "/serving/endpoints"})
     assert login.status_code == 200
     assert 'type="password"' in login.text
+    # Where a newcomer finds a token (the CLI takes none: it reads the store itself).
+    assert "<code>.llmops/tokens/&lt;role&gt;</code>" in login.text
+    assert "CLI" not in login.text
     csrf = csrf_of(login.text)
     refused = client.post("/login", data={"csrf": csrf, "token": "not-a-token",
                                           "next": "/serving/endpoints"})
