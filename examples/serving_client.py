@@ -6,6 +6,7 @@ Usage::
     export LLMOPS_USER_ID=ada LLMOPS_USER_ROLES=ml-engineer
     export LLMOPS_USER_TEAMS=nlp-platform             # X-User-Teams (comma-separated), signed too
     export LLMOPS_PROXY_SECRET=...                    # the API's api.proxy_secret
+    #   (else LLMOPS_API__PROXY_SECRET, the name the server reads it under)
     #   (or LLMOPS_API_TOKEN=... for a bearer token instead of the identity headers)
 
     python examples/serving_client.py deploy --model-id support-chat@1.3.0 \\

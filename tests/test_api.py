@@ -416,6 +416,22 @@ def test_openapi_documents_every_route_and_the_envelope(sqlite_store: Store) -> 
     assert client.get(f"{BASE}/docs").status_code == 200
 
 
+def test_the_docs_page_can_sign_in_with_a_token(sqlite_store: Store) -> None:
+    """Swagger UI shows "Authorize" (a bearer scheme) and marks every operation that needs
+    an identity, so "Try it out" works with `llmops up`'s token; the probes need none."""
+    spec = client_for(sqlite_store).get(f"{BASE}/openapi.json").json()
+    scheme = spec["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert ".llmops/tokens/<role>" in scheme["description"]
+    open_paths = set()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if operation.get("security") != [{"bearer": []}]:
+                open_paths.add(f"{method.upper()} {path}")
+    assert open_paths == {f"GET {BASE}/healthz", f"GET {BASE}/readyz",
+                          f"POST {BASE}/webhooks/git", "GET /metrics"}
+
+
 def test_docs_work_with_no_internet(sqlite_store: Store) -> None:
     """Swagger UI's page names no other host; its assets come from the app itself."""
     client = TestClient(create_app(sqlite_store, settings=settings.Settings()))  # no identity

@@ -63,13 +63,13 @@ def bearer_token(roles: list[str], *, exp: float | None = None, sub: str = "dee"
                           "exp": exp if exp is not None else time.time() + 300}, JWT_SECRET)
 
 
-def reconcile_once(world: World, tmp_path: Path) -> None:
+def reconcile_once(world: World, tmp_path: Path, at: datetime = IN_WINDOW) -> None:
     """One pass at a time inside the template's prod change window (else prod is blocked
     and its pages show no object, depending on when the tests run)."""
     src = snapshots.open_source(str(world.repo), "main", tmp_path / "work")
     rec = reconciler.Reconciler(world.store, src,
                                 lambda env, cfg: HydrateActuator(tmp_path / "out"),
-                                clock=lambda: IN_WINDOW)
+                                clock=lambda: at)
     rec.run_once()
 
 
@@ -129,8 +129,6 @@ def test_every_page_loads_with_its_data_for_an_admin(world: World) -> None:
         assert f'id="env-{env}"' in overview
     assert "Failing runs" in overview
     assert 'class="author">' in overview  # the followed revision's author
-    # Under the hydrate actuator the specs are counted as not observed, not as zero.
-    assert re.search(r"<li class=\"h-Unknown not-observed\">[1-9][0-9]* not observed", overview)
     run_ids = re.findall(r'href="/reconcile/runs/(\d+)"', client.get("/reconcile/runs").text)
     assert run_ids
     run = client.get(f"/reconcile/runs/{run_ids[0]}").text
@@ -203,6 +201,9 @@ def test_a_page_without_identity_sends_to_login_and_the_token_becomes_a_strict_c
     login = client.get("/login", params={"next": "/serving/endpoints"})
     assert login.status_code == 200
     assert 'type="password"' in login.text
+    # Where a newcomer finds a token (the CLI takes none: it reads the store itself).
+    assert "<code>.llmops/tokens/&lt;role&gt;</code>" in login.text
+    assert "CLI" not in login.text
     csrf = csrf_of(login.text)
     refused = client.post("/login", data={"csrf": csrf, "token": "not-a-token",
                                           "next": "/serving/endpoints"})
@@ -259,6 +260,42 @@ def test_the_overview_names_each_followed_commit_for_every_reader(world: World) 
         assert f'<span class="subject">{escape(subject)}</span>' in followed.group(1)
     status = ok(client.get("/llm-ops/v1/reconcile/status"))["environments"]
     assert {e["observedCommit"]["subject"] for e in status} == {subject}
+
+
+def test_the_overview_counts_specs_a_hydrate_environment_cannot_observe(world: World) -> None:
+    """Under hydrate (up's default) every spec is NotObserved: the card says how many,
+    rather than a row of zeros that reads as an empty environment."""
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    overview = client.get("/").text
+    for env in ("dev", "stg", "prod"):
+        unseen = sum(1 for s in state.list_spec_status(world.store)
+                     if s.key.environment == env and s.health == "NotObserved")
+        assert unseen > 0, env
+        card = overview[overview.index(f'id="env-{env}"'):]
+        card = card[:card.index("</section>")]
+        assert re.search(rf'<li class="h-NotObserved"[^>]*>{unseen} not observed', card), card
+
+
+@pytest.mark.slow  # reconciles the repo a second time (about 2 s)
+def test_a_blocked_environment_says_why_on_the_overview(world: World, tmp_path: Path) -> None:
+    """In the evening prod's change is blocked: its card gives the reason with the run, as
+    `llmops up` and `llmops status` do, not only the word 'blocked'."""
+    bump_prod_replicas(world)
+    reconcile_once(world, tmp_path, at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC))  # Mon 21:00
+    client = app_for(world)
+    client.headers.update(signed("vera", "viewer"))
+    overview = client.get("/").text
+    card = overview[overview.index('id="env-prod"'):]
+    card = card[:card.index("</section>")]
+    assert re.search(r'class="result-blocked">#\d+ blocked</a>', card), card
+    found = re.search(r'<span class="run-error">([^<]*)</span>', card)
+    assert found is not None, card
+    assert found.group(1).startswith("PolicyDenied: change-window: ")
+    assert "outside every prod change window" in found.group(1)
+    assert "next opens Tue 2026-11-24 08:00 CET" in found.group(1)
+    dev = overview[overview.index('id="env-dev"'):]
+    assert 'class="run-error"' not in dev[:dev.index("</section>")]
 
 
 def test_a_run_page_shows_the_plan_as_llmops_plan_does(world: World) -> None:

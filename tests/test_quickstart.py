@@ -60,6 +60,12 @@ def test_first_up_says_each_environment_once(home: Path, cli,  # type: ignore[no
         "dev", "stg"]
     assert "dev: succeeded" in result.out
     assert "Traceback" not in result.out + result.err
+    # What README says a newcomer sees of prod in the evening.
+    assert sorted(p.name for p in (home / "rendered").iterdir()
+                  if not p.name.startswith(".")) == ["dev", "stg"]
+    status = cli("status")
+    assert "prod: NotReady (PolicyDenied)" in status.out, status.out
+    assert "outside every prod change window" in status.out
 
 
 def test_status_and_tokens_from_a_subfolder(tmp_path: Path, cli,  # type: ignore[no-untyped-def]

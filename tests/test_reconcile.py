@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +327,31 @@ def test_change_window_blocks_prod_changes_on_saturday(h: Harness) -> None:
     assert result.result is RunResult.BLOCKED
     assert result.reason == "PolicyDenied"
     assert "change window" in result.message
+
+
+def test_a_shut_change_window_is_one_blocked_run_not_one_per_pass(h: Harness) -> None:
+    """The daemon passes every minute all weekend; the blocked revision stays one run and
+    one audit entry (the reason names when the window opens, not the minute it was read)."""
+    h.run()
+    edit(h.repo, "endpoints/prod/support-chat.yaml", "    max: 4\n", "    max: 5\n")
+    commit(h.repo, "prod: scale out")
+    h.clock = SATURDAY
+    first = h.run()["prod"]
+    assert first.result is RunResult.BLOCKED
+    assert first.run_id is not None
+    runs, entries = len(state.list_runs(h.store, environment="prod", limit=50)), h.audit_count()
+    for later in (timedelta(minutes=1), timedelta(hours=30)):
+        h.clock = SATURDAY + later
+        again = h.run()["prod"]
+        assert again.result is RunResult.BLOCKED
+        assert again.message == first.message
+    assert len(state.list_runs(h.store, environment="prod", limit=50)) == runs
+    assert h.audit_count() == entries
+    # Monday 10:00 in Berlin: the first pass inside the window applies it, no new commit.
+    h.clock = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    opened = h.run()["prod"]
+    assert opened.result is RunResult.SUCCEEDED, opened.message
+    assert opened.revision == first.revision
 
 
 def test_unreachable_remote_keeps_the_last_good_revision(

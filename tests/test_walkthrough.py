@@ -6,8 +6,9 @@ of the quick start (PATH, `llmops status` from inside the specs repo, a viewer t
 curl, the trusted-proxy signature made with openssl), a write through the API committed
 to the repo `up` follows, then every console command of the template README (`Using the
 CLI` and the promotion walkthrough) in a repo from `llmops init`, each exiting 0. Then
-README's seed script (`The REST API`: register, multi-file upload, deploy, list, rollback,
-health, experiment create and conclude, training job, costs) as written, against another
+README's seed script (`The REST API`: stand-in model files, register, multi-file upload,
+deploy, list, rollback, health, experiment create and conclude, training job, costs) and
+the client examples' block as written, against another
 `up` started with README's moto settings on moto's S3 server: every answer a success, and
 what each call did checked in git and S3 (about 15 s on a 2-core machine).
 
@@ -258,22 +259,29 @@ def answers(log: Path) -> list[dict[str, Any]]:
 
 def test_readme_seed_calls_against_up_with_moto_s3(tmp_path: Path, moto_s3: str) -> None:
     readme = section((ROOT / "README.md").read_text(), "The REST API")
-    setup, seed, s3_block = blocks(readme, "sh")
+    setup, seed, s3_block, examples = blocks(readme, "sh")
     extra = readme_s3(s3_block, moto_s3, tmp_path)
     assert extra["LLMOPS_S3__ENDPOINT_URL"] == f"http://{moto_s3}"
     with running_up(tmp_path, extra) as (clone, env, api, _printed):
-        for name, body in {"config.json": b'{"model_type": "llama"}',
-                           "model.safetensors": b"\0" * 4096,
-                           "tokenizer.json": b'{"version": "1.0"}'}.items():
-            (clone / name).write_bytes(body)  # the user's model files, where `up` ran
+        # The model's files too are the script's: a newcomer has none at hand.
         port = api.rsplit(":", 1)[1]
         log = tmp_path / "seed.log"
         script = "\n".join([CURL_LOG, setup, seed]).replace("127.0.0.1:8080",
                                                             f"127.0.0.1:{port}")
         bash(script, clone, {**env, "SEED_LOG": str(log)}, timeout=90)
+        # Then the client examples block, as written (the API's port is `up`'s, the
+        # examples this checkout's: `clone` holds only what `up` made).
+        shown = bash(examples.replace(".venv/bin/python", sys.executable)
+                     .replace(" examples/", f" {ROOT}/examples/"), clone,
+                     {**env, "LLMOPS_API_URL": api}, timeout=60)
     got = answers(log)
     assert [a for a in got if a["status"] != "success"] == [], json.dumps(got, indent=1)
     check_seed_effects(got, clone / ".llmops" / "specs", env, moto_s3)
+    assert re.search(r"^dev +applied [0-9a-f]{12} ready=True", shown, re.M), shown
+    assert re.search(r"^dev +support-chat +/v1/support-chat +NotObserved +support-chat@1\.4\.0",
+                     shown, re.M), shown
+    assert re.search(r"^endpoint helper \(\S+\): commit [0-9a-f]{12} for review on "
+                     r"llmops/deploy/helper-", shown, re.M), shown
 
 
 def check_seed_effects(got: list[dict[str, Any]], specs: Path, env: dict[str, str],

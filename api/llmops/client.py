@@ -441,7 +441,8 @@ class ServingClient(LlmopsClient):
     """The seed's serving client: deploy, wait, check, list, get and roll back endpoints.
 
     ``user_id`` / ``user_roles`` are sent as the identity headers of a trusted
-    proxy, signed with ``proxy_secret`` (default: ``LLMOPS_PROXY_SECRET``); or
+    proxy, signed with ``proxy_secret`` (default: ``LLMOPS_PROXY_SECRET``, else the
+    server's ``LLMOPS_API__PROXY_SECRET``); or
     pass ``token`` for a bearer token instead. Every change is a git commit
     (``commit``, ``branch`` and ``direct`` in the answers), which the
     reconciler then applies; ``wait_for_healthy`` waits for that.
@@ -453,12 +454,14 @@ class ServingClient(LlmopsClient):
                  timeout: float = DEFAULT_TIMEOUT,
                  transport: httpx.BaseTransport | None = None) -> None:
         headers: dict[str, str] = {}
-        secret = proxy_secret if proxy_secret is not None else \
-            os.environ.get("LLMOPS_PROXY_SECRET", "")
+        # The seed's variable, else the server's own (README exports that one for `up`).
+        secret = proxy_secret if proxy_secret is not None else (
+            os.environ.get("LLMOPS_PROXY_SECRET") or os.environ.get("LLMOPS_API__PROXY_SECRET", ""))
         if user_id is not None:
             if not secret:
-                raise ValueError("user_id needs the proxy secret (proxy_secret= or "
-                                 "LLMOPS_PROXY_SECRET) to sign the identity headers")
+                raise ValueError("user_id needs the proxy secret (proxy_secret=, "
+                                 "LLMOPS_PROXY_SECRET or LLMOPS_API__PROXY_SECRET) to sign "
+                                 "the identity headers")
             headers = proxy_headers(user_id, user_roles or "", secret, user_teams)
         super().__init__(base_url, token=token, headers=headers, timeout=timeout,
                          transport=transport)

@@ -52,7 +52,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from llmops.api import denials, errors, peer, tokens
 from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
@@ -215,7 +216,16 @@ def principal_from_token(token: str, settings: ApiSettings) -> Principal:
     return _from_bearer(f"Bearer {token}".encode("latin-1", "replace"), settings)
 
 
-def get_principal(request: Request, settings: SettingsDep) -> Principal:
+# Declared for the OpenAPI document only (Swagger UI's "Authorize" takes a token such
+# as `llmops up`'s .llmops/tokens/<role>); the header itself is read and verified below.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="JWT",
+                    description="An API token, e.g. one that `llmops up` wrote to "
+                                ".llmops/tokens/<role>. Behind an authenticating proxy, "
+                                "the signed X-User-Id/X-User-Roles headers instead.")
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+def get_principal(request: Request, settings: SettingsDep, _: BearerDoc = None) -> Principal:
     """The caller, or 400 (ambiguous headers) / 401 (no trustworthy identity), each
     refusal audited (rate-limited: ``llmops.api.denials``) before it answers."""
     try:

@@ -275,9 +275,10 @@ def _windows(env: str, changed: Collection[SpecKey], now: datetime,
                                f"{stamp} is inside the {env} change window "
                                f"{describe_window(open_window)}", key, env))
         else:
+            # No clock reading in a denial: it stays the same text pass after pass while
+            # the window is shut, so the reconciler records the blocked revision once.
             out.append(Verdict(Rule.CHANGE_WINDOW, Decision.DENY,
-                               f"{stamp} is outside every {env} change window ({shown})"
-                               f"{then}",
+                               f"outside every {env} change window ({shown}){then}",
                                key, env))
     return out
 
