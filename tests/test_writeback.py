@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from test_source import hook_dir
 
 from conftest import failed, ok
 from llmops.api.app import create_app
@@ -480,3 +481,33 @@ def test_edits_keep_a_four_space_layout_and_touch_only_the_changed_fields() -> N
         specedits.conclude_experiment("ab", "c", None)(text)
     with pytest.raises(writeback.TargetMissing):
         specedits.conclude_experiment("other", "b", None)(text)
+
+
+def test_a_write_back_runs_nothing_the_specs_repo_configures(world: World,
+                                                             tmp_path: Path) -> None:
+    """Filter drivers, textconv, diff drivers and hooks configured in the specs repo (its
+    ``.git/config``, ``.gitattributes`` and hooks folder) never run during a write-back,
+    direct into a checked-out work tree or onto a review branch."""
+    canaries = tmp_path / "canaries"
+    canaries.mkdir()
+    (world.repo / ".gitattributes").write_text("*.yaml filter=evil diff=evil merge=evil\n")
+    commit_all(world.repo, "attributes")
+    _allow_direct(world, "prod")
+    world.record()
+    for name in ("clean", "smudge"):  # pass the content through, and leave a trace
+        git(world.repo, "config", f"filter.evil.{name}", f"touch {canaries}/filter-{name};cat")
+    git(world.repo, "config", "diff.evil.textconv", f"touch {canaries}/textconv;cat")
+    git(world.repo, "config", "diff.evil.command", f"touch {canaries}/diff")
+    git(world.repo, "config", "merge.evil.driver", f"touch {canaries}/merge")
+    hook_dir(world.repo / ".git" / "hooks", canaries)
+    for hook in ("pre-commit", "commit-msg", "post-commit", "pre-push"):
+        (world.repo / ".git" / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {canaries}/{hook}\n")
+        (world.repo / ".git" / "hooks" / hook).chmod(0o755)
+    client = world.client()
+    direct = ok(client.post(f"{BASE}/prompts/experiments/support-greeting-v2-vs-v3/conclude",
+                            json={"winnerTemplateId": "support-greeting-v2"}))
+    assert direct["direct"] is True, direct["reason"]
+    review = ok(client.post(f"{BASE}/catalog/models/support-chat@1.3.0/promote",
+                            json={"stage": "approved"}))
+    assert review["direct"] is False
+    assert sorted(p.name for p in canaries.iterdir()) == []

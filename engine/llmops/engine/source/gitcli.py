@@ -413,6 +413,26 @@ class Git:
                        timeout=timeout or self.timeout, stdin=stdin, pre=pre,
                        secrets=self.secrets)
 
+    def without_filters(self) -> Git:
+        """This git with every filter driver its repository's config names switched off
+        (``filter.<name>.clean|smudge|process`` set empty on the command line, which git
+        reads as no filter), for commands that read or write a work tree: a ``clean``,
+        ``smudge`` or long-running ``process`` program configured in a specs repo never
+        runs. Reading the config runs nothing."""
+        try:
+            listed = self.run("config", "--null", "--name-only", "--get-regexp",
+                              r"^filter\..+\.(clean|smudge|process)$")
+        except GitFailed as exc:
+            if exc.returncode != 1:  # 1: no such key
+                raise
+            listed = b""
+        names = {key.decode("utf-8", "replace").removeprefix("filter.").rpartition(".")[0]
+                 for key in listed.split(b"\0") if key}
+        for name in sorted(names):
+            for part in ("clean", "smudge", "process"):
+                self.pre += ["-c", f"filter.{name}.{part}="]
+        return self
+
     def _pinned(self, verb: str) -> list[str]:
         """Before a command that connects: the remote's host resolved now and every address
         checked (``netguard``); for http(s) those addresses pinned for curl, so git

@@ -305,8 +305,9 @@ def _checked_out(git: gitcli.Git, branch: str) -> Path | None:
 
 
 def _tree_git(work_tree: Path, scratch: Path) -> gitcli.Git:
-    """git in ``work_tree`` itself (its own index), with a private ``HOME``."""
-    return gitcli.Git(home=scratch, cwd=work_tree)
+    """git in ``work_tree`` itself (its own index), with a private ``HOME`` and the
+    repo's filter drivers off (``status`` and ``read-tree -u`` would run them)."""
+    return gitcli.Git(home=scratch, cwd=work_tree).without_filters()
 
 
 def _clean(work_tree: Path, scratch: Path) -> bool:
