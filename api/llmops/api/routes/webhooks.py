@@ -10,8 +10,8 @@ user identity, so it declares no permission:
   and ``X-GitHub-Event: push | ping``;
 - GitLab: ``X-Gitlab-Token: <the secret>`` and ``X-Gitlab-Event: Push Hook``.
 
-Order of checks: no secret configured -> 409 (webhooks are off on this server); the raw bytes are read (the
-request guard has already refused a declared length over
+Order of checks: no secret configured -> 409 (webhooks are off on this
+server); the raw bytes are read (the request guard has already refused a declared length over
 ``api.max_body_bytes`` with 413 before anything is buffered, and stops a
 chunked body at the same limit); the signature or token is compared in
 constant time -> 401 (audited as ``denied``) when it is missing or wrong;
