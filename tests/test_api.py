@@ -353,9 +353,10 @@ def test_audit_logs_filter_and_page(store: Store) -> None:
     assert ids_for(since="2025-03-01T12:02:00Z", until="2025-03-01T12:04:00+00:00") == [4, 3]
     assert ids_for(since="2025-03-01T12:05:00") == [7, 6]  # no offset: UTC
 
-    backwards = failed(client.get(url, params={"since": "2025-03-02T00:00:00Z",
-                                               "until": "2025-03-01T00:00:00Z"}), 400)
-    assert "since" in backwards["message"]
+    # An empty or backwards range is well formed (no schema relates two parameters): it
+    # matches nothing, rather than a 400 for a request the OpenAPI admits.
+    assert ids_for(since="2025-03-02T00:00:00Z", until="2025-03-01T00:00:00Z") == []
+    assert ids_for(since="2025-03-01T12:04:00Z", until="2025-03-01T12:04:00Z") == []
     bad_time = failed(client.get(url, params={"since": "yesterday"}), 422)
     assert bad_time["data"]["errors"][0]["field"] == "since"
     failed(client.get(url, params={"limit": 1001}), 422)

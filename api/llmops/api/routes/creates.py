@@ -38,6 +38,7 @@ from llmops.api.deps import WritesDep
 from llmops.api.envelope import Envelope, success
 from llmops.api.routes.writes import WRITE_RESPONSES, WriteOut
 from llmops.engine.service import creates
+from llmops.engine.spec import schema
 from llmops.engine.spec.schema import ModelType, Permission
 
 router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
@@ -47,8 +48,29 @@ def _alias(*names: str) -> Any:
     return AliasChoices(*names)
 
 
+def _ascii(pattern: str) -> str:
+    """``pattern`` with ``\\d`` spelled ``[0-9]``: what the use cases check (``re.ASCII``),
+    and what a JSON Schema validator and a generator read the same way."""
+    return pattern.replace(r"\d", "[0-9]")
+
+
+def _bare(pattern: str) -> str:
+    return pattern.removeprefix("^").removesuffix("$")
+
+
+# The format rules the create use cases (``llmops.engine.service.creates``) and the spec
+# schema apply, published as ``pattern``s, so a request the schema admits is not refused
+# for its shape (and one it does not admit is a 422 naming the field).
+SEMVER_PATTERN = _ascii(schema.SEMVER_RE)
+MODEL_REF_PATTERN = f"^{_bare(schema.DNS_LABEL_RE)}@{_bare(SEMVER_PATTERN)}$"
+HEADER_PATTERN = r"^[A-Za-z0-9-]*$"
 Id = Annotated[str, Field(min_length=1, max_length=lookup.MAX_ID_CHARS)]
-Label = Annotated[str, Field(min_length=1, max_length=63)]
+Label = Annotated[str, Field(min_length=1, max_length=63, pattern=schema.DNS_LABEL_RE,
+                             description="A DNS-1123 label.")]
+Version = Annotated[str, Field(min_length=1, max_length=128, pattern=SEMVER_PATTERN,
+                               description="A semver, e.g. 1.4.0.")]
+ModelRef = Annotated[str, Field(min_length=3, max_length=lookup.MAX_ID_CHARS,
+                                pattern=MODEL_REF_PATTERN, description="name@version.")]
 
 
 class CreatedOut(WriteOut):
@@ -71,7 +93,7 @@ class _Request(BaseModel):
 
 class ModelRequest(_Request):
     name: Label
-    version: Annotated[str, Field(min_length=1, max_length=128)]
+    version: Version
     type: ModelType
     owner_team: Label = Field(validation_alias=_alias("owner_team", "ownerTeam"))
     metadata: dict[str, Any] = Field(default_factory=dict, description=(
@@ -82,7 +104,7 @@ class ModelRequest(_Request):
 class EndpointRequest(_Request):
     model_id: Id = Field(validation_alias=_alias("modelId", "model_id"))
     environment: Label
-    route: Annotated[str, Field(min_length=1, max_length=512)]
+    route: Annotated[str, Field(min_length=1, max_length=512, pattern=schema.ROUTE_RE)]
     min_replicas: int = Field(ge=0, le=1000, validation_alias=_alias("minReplicas",
                                                                      "min_replicas"))
     max_replicas: int = Field(ge=0, le=1000, validation_alias=_alias("maxReplicas",
@@ -103,22 +125,44 @@ class VariantRequest(_Request):
     weight: int = Field(ge=0, le=100)
 
 
+_AB = ("templateAId", "templateBId", "allocation")
+_ABSENT_OR_NULL: dict[str, Any] = {"type": "null"}
+# Exactly one of the two shapes; a field of the other shape may be absent or null.
+EXPERIMENT_SHAPES: dict[str, Any] = {"oneOf": [
+    {"title": "A/B", "required": list(_AB),
+     "properties": {"templateAId": {"type": "string"}, "templateBId": {"type": "string"},
+                    "allocation": {"type": "number"}, "variants": _ABSENT_OR_NULL}},
+    {"title": "A/B/n", "required": ["variants"],
+     "properties": {"variants": {"type": "array"},
+                    **dict.fromkeys(_AB, _ABSENT_OR_NULL)}},
+]}
+ALLOCATION: dict[str, Any] = {"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": 99},
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.01},
+    {"type": "null"}]}
+"""B's share as the use case takes it: a whole percent 1-99, or a fraction in hundredths."""
+
+
 class ExperimentRequest(_Request):
+    model_config = ConfigDict(json_schema_extra=EXPERIMENT_SHAPES)
+
     template_a_id: Id | None = Field(default=None,
                                      validation_alias=_alias("templateAId", "template_a_id"))
     template_b_id: Id | None = Field(default=None,
                                      validation_alias=_alias("templateBId", "template_b_id"))
-    allocation: float | None = Field(default=None, gt=0, lt=100,
-                                     description="B's share: percent, or a fraction.")
+    allocation: float | None = Field(
+        default=None, gt=0, lt=100, json_schema_extra=ALLOCATION,
+        description="B's share: a whole percent (1-99), or a fraction in hundredths (0.2).")
     variants: list[VariantRequest] | None = Field(
         default=None, min_length=2, max_length=16,
         description="A/B/n instead of templateAId/templateBId/allocation: weights sum to 100.")
-    metric: Annotated[str, Field(min_length=1, max_length=63)] = "latency_ms"
+    metric: Annotated[str, Field(min_length=1, max_length=63,
+                                 pattern=schema.METRIC_NAME_RE)] = "latency_ms"
     environment: Label | None = None
     endpoint_id: Id | None = Field(default=None,
                                    validation_alias=_alias("endpointId", "endpoint_id"))
     name: Label | None = None
-    stickiness_header: Annotated[str, Field(max_length=64)] | None = Field(
+    stickiness_header: Annotated[str, Field(max_length=64, pattern=HEADER_PATTERN)] | None = Field(
         default=None, validation_alias=_alias("stickinessHeader", "stickiness_header"))
 
 
@@ -127,9 +171,9 @@ class TrainingRequest(_Request):
     environment: Label
     base_model_id: Id = Field(validation_alias=_alias("baseModelId", "base_model_id"))
     dataset_id: Id = Field(validation_alias=_alias("datasetId", "dataset_id"))
-    image: Annotated[str, Field(min_length=1, max_length=512)]
-    output_model: Id = Field(validation_alias=_alias("outputModel", "output_model"),
-                             description="name@version of the model the job produces.")
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=schema.IMAGE_RE)]
+    output_model: ModelRef = Field(validation_alias=_alias("outputModel", "output_model"),
+                                   description="name@version of the model the job produces.")
     hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     command: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
                                                                   max_length=256)

@@ -12,7 +12,7 @@ applying waits for a change window):
   when there is nothing to roll back to;
 - ``POST /prompts/experiments/{id}/conclude`` (``prompts:conclude``),
   ``{winnerTemplateId, notes}``: ``state: concluded``, ``winner``, ``notes``;
-  a winner that is not a variant is a 422;
+  a winner that is not one of its variants is a 409 (the experiment decides);
 - ``POST /catalog/models/{id}/promote`` (``models:promote``), ``{stage}``;
 - ``POST /catalog/models/{id}/upload`` (``models:upload``): the seed's
   ``multipart/form-data`` with one or more ``files`` parts, or one raw
@@ -65,7 +65,9 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
                                            "edit (data.verdicts: rule, environment, target, "
                                            "reason); nothing was committed."},
     404: {"model": Failure, "description": "No such spec."},
-    409: {"model": Failure, "description": "Nothing to change, or the spec moved in git."},
+    409: {"model": Failure, "description": "Nothing to change, the spec moved in git, or "
+                                           "the request clashes with the spec as it stands "
+                                           "(e.g. a winner that is not a variant)."},
     422: {"model": Failure, "description": "The edit is invalid; data.issues lists why."},
     503: {"model": Failure, "description": "The specs repo (or S3) is unavailable."},
 }

@@ -62,6 +62,11 @@ class InvalidRequest(errors.InvalidInput):
     """A request field cannot make a spec (``details["field"]`` names it)."""
 
 
+class NoSingleEndpoint(errors.Conflict):
+    """No ``endpointId`` given, and not exactly one endpoint serves template A: the repo as
+    it stands cannot say where the experiment goes (409; ``details`` lists candidates)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Created(Committed):
     """A new (or redeployed) spec: the commit that holds it and the spec's id."""
@@ -326,7 +331,7 @@ class CreateService:
                  if e.body.get("promptTemplateRef") == template_a]
         if len(found) != 1:
             where = f" in {new.environment}" if new.environment else ""
-            raise InvalidRequest(
+            raise NoSingleEndpoint(
                 f"{len(found)} endpoints{where} serve template {template_a}; name the one "
                 "to experiment on with endpointId (and environment)",
                 details={"field": "endpointId",
