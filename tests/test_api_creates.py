@@ -185,3 +185,21 @@ def test_the_openapi_publishes_each_format_the_create_calls_check(
     pattern = next(o for o in prop.get("anyOf", [prop]) if o.get("type") == "string")["pattern"]
     assert re.fullmatch(pattern, refused) is None
     assert re.fullmatch(pattern, taken) is not None
+
+
+def test_a_base_model_the_catalog_lacks_is_a_404_and_metadata_is_typed(world: World) -> None:
+    """Which models exist is the repo's state (404, as deploy's modelId), not the body's
+    shape (it was a 422 from the edited specs); the metadata keys the spec has are typed
+    in the schema and checked before any commit (a number is not a framework)."""
+    before = git(world.repo, "rev-parse", "HEAD")
+    for base in ("no-such-model@1.0.0", {"name": "llama-3-8b", "version": "9.9.9"}):
+        body = failed(world.client().post(f"{BASE}/catalog/models", json={
+            **MODEL, "metadata": {"base_model": base}}), 404)
+        assert "no-such-model" in body["message"] or "9.9.9" in body["message"]
+    for metadata in ({"framework": 5, "base_model": "llama-3-8b@1.0.0"},
+                     {"base_model": "llama-3-8b"}, {"note": {"nested": True}}):
+        body = failed(world.client().post(f"{BASE}/catalog/models",
+                                          json={**MODEL, "metadata": metadata}), 422)
+        assert body["data"]["errors"][0]["field"].startswith("metadata"), body
+    assert git(world.repo, "rev-parse", "HEAD") == before
+    assert writes(world.store) == []

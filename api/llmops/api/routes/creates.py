@@ -39,7 +39,7 @@ from llmops.api.envelope import Envelope, success
 from llmops.api.routes.writes import WRITE_RESPONSES, WriteOut
 from llmops.engine.service import creates
 from llmops.engine.spec import schema
-from llmops.engine.spec.schema import ModelType, Permission
+from llmops.engine.spec.schema import DataClassification, ModelType, Permission
 
 router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
 
@@ -91,14 +91,51 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class BaseModelRef(_Request):
+    name: Label
+    version: Version
+
+
+Annotation = Annotated[str, Field(max_length=4096)]
+
+
+class ModelMetadata(BaseModel):
+    """The seed's free-form model ``metadata``: the keys the spec has, typed as the spec
+    takes them; any other key is an annotation (``llmops.io/<key>``), a string."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Annotation]
+
+    framework: Annotated[str, Field(min_length=1, max_length=63)] = "transformers"
+    data_classification: DataClassification | None = None
+    dataClassification: DataClassification | None = None
+    description: Annotated[str, Field(max_length=1024)] | None = None
+    base_model: ModelRef | BaseModelRef | None = None
+    baseModel: ModelRef | BaseModelRef | None = None
+
+
+_HAS_BASE = [{"required": [key], "properties": {key: {"not": {"type": "null"}}}}
+             for key in ("base_model", "baseModel")]
+# The spec's rule: a fine-tuned model or an adapter names its base model, a base model none.
+MODEL_SHAPES: dict[str, Any] = {"anyOf": [
+    {"properties": {"type": {"const": ModelType.BASE.value},
+                    "metadata": {"not": {"anyOf": _HAS_BASE}}}},
+    {"required": ["metadata"],
+     "properties": {"type": {"enum": [ModelType.FINE_TUNED.value, ModelType.ADAPTER.value]},
+                    "metadata": {"anyOf": _HAS_BASE}}},
+]}
+
+
 class ModelRequest(_Request):
+    model_config = ConfigDict(json_schema_extra=MODEL_SHAPES)
+
     name: Label
     version: Version
     type: ModelType
     owner_team: Label = Field(validation_alias=_alias("owner_team", "ownerTeam"))
-    metadata: dict[str, Any] = Field(default_factory=dict, description=(
-        "framework, data_classification, description, base_model (name@version); "
-        "other keys become annotations."))
+    metadata: ModelMetadata = Field(default_factory=ModelMetadata, description=(
+        "framework, data_classification, description, base_model (name@version of a "
+        "model in the catalog: 404 otherwise); other keys become annotations."))
 
 
 class EndpointRequest(_Request):
@@ -200,7 +237,8 @@ def create_model(writes: WritesDep, caller: CallerDep, request: ModelRequest,
     """A draft ``Model`` spec; upload its files next with ``.../{id}/upload``."""
     done = creates.CreateService(writes).create_model(caller, creates.NewModel(
         name=request.name, version=request.version, type=request.type.value,
-        owner_team=request.owner_team, metadata=request.metadata))
+        owner_team=request.owner_team,
+        metadata=request.metadata.model_dump(mode="json", exclude_none=True)))
     return _answer(response, done, "model")
 
 

@@ -176,7 +176,8 @@ def _entry(key: SpecKey, file: str, spec: dict[str, Any]) -> catalog.CatalogEntr
 
 
 def _model_fields(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(spec fields, annotations) from the seed's free-form model ``metadata``."""
+    """(spec fields, annotations) from the seed's free-form model ``metadata`` (the base
+    model's existence is the caller's to check: ``CreateService._base_model``)."""
     body: dict[str, Any] = {
         "framework": str(metadata.get("framework") or "transformers"),
         "dataClassification": str(metadata.get("dataClassification")
@@ -249,6 +250,7 @@ class CreateService:
             raise InvalidRequest(f"version {new.version[:40]!r} is not a semver",
                                  details={"field": "version"})
         fields, annotations = _model_fields(new.metadata)
+        self._base_model(fields.get("baseModel"))
         body = {"version": new.version, "type": new.type,
                 "ownerTeam": _label(new.owner_team, "owner_team"),
                 "storageUri": modelfiles.storage_uri(self.writes.settings.s3.bucket, name,
@@ -263,6 +265,12 @@ class CreateService:
         return self._create(caller, _entry(key, file, spec), text, "create",
                             f"Register model {name} {new.version}",
                             f"register {new.type} model {name} {new.version}")
+
+    def _base_model(self, ref: dict[str, Any] | None) -> None:
+        """``NoSuchSpec`` (404) when ``ref`` names no model of the catalog: which models
+        exist is the repo's state, not the request's shape (as deploy's ``modelId``)."""
+        if ref is not None:
+            find(self.store, Kind.MODEL, f"{ref['name']}@{ref['version']}")
 
     def _absent(self, key: SpecKey) -> None:
         """``SpecExists`` when the catalog holds ``key``. A spec written but not
