@@ -167,3 +167,19 @@ def test_every_operation_keeps_its_documented_contract(case: Any, full_app: Fast
 def test_an_optional_part_the_server_lacks_is_a_documented_4xx(case: Any,
                                                                bare_app: FastAPI) -> None:
     case.call_and_validate(app=bare_app, headers=_auth())
+
+
+STATEFUL = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                    stateful_step_count=6, suppress_health_check=list(HealthCheck))
+
+
+def test_stateful_runs_follow_the_links_from_each_create(full_app: FastAPI) -> None:
+    """Sequences of calls that follow the OpenAPI links (a create's ``data.id`` into its
+    get, rollback, conclude, upload and promote), every check on every response."""
+    machine: Any = schema.as_state_machine()
+
+    class OnTheApp(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"app": full_app, "headers": _auth()}
+
+    OnTheApp.run(settings=STATEFUL)

@@ -223,6 +223,17 @@ class TrainingRequest(_Request):
                                      validation_alias=_alias("ownerTeam", "owner_team"))
 
 
+def _linked(**targets: tuple[str, str]) -> dict[int | str, dict[str, Any]]:
+    """``WRITE_RESPONSES`` with OpenAPI links from the 201's ``data.id`` to the operations
+    that take it (``link name: (operationId, parameter)``): create -> get -> rollback,
+    conclude, upload, so a stateful client (schemathesis) reaches real ids."""
+    links = {name: {"operationId": operation,
+                    "parameters": {parameter: "$response.body#/data/id"}}
+             for name, (operation, parameter) in targets.items()}
+    return {**WRITE_RESPONSES, 201: {"description": "Created: the commit that holds the new "
+                                                    "spec, and its id.", "links": links}}
+
+
 def _answer(response: Response, done: creates.Created, what: str) -> Envelope[CreatedOut]:
     response.status_code = 201 if done.created else 200
     verb = "committed" if done.created else "redeployed"
@@ -231,7 +242,11 @@ def _answer(response: Response, done: creates.Created, what: str) -> Envelope[Cr
 
 @router.post("/catalog/models", response_model=Envelope[CreatedOut], status_code=201,
              summary="Register a model version (a commit)",
-             dependencies=[require(Permission.MODELS_CREATE)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.MODELS_CREATE)], responses=_linked(
+                 GetModel=("getModel", "model_id"),
+                 UploadFiles=("uploadModelFiles", "model_id"),
+                 UploadFile=("uploadModelFile", "model_id"),
+                 Promote=("promoteModel", "model_id")))
 def create_model(writes: WritesDep, caller: CallerDep, request: ModelRequest,
                  response: Response) -> Envelope[CreatedOut]:
     """A draft ``Model`` spec; upload its files next with ``.../{id}/upload``."""
@@ -244,7 +259,9 @@ def create_model(writes: WritesDep, caller: CallerDep, request: ModelRequest,
 
 @router.post("/serving/endpoints", response_model=Envelope[CreatedOut], status_code=201,
              summary="Deploy a model on an endpoint (a commit)",
-             dependencies=[require(Permission.SERVING_DEPLOY)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.SERVING_DEPLOY)], responses=_linked(
+                 GetEndpoint=("getEndpoint", "endpoint_id"),
+                 Rollback=("rollbackEndpoint", "endpoint_id")))
 def deploy_endpoint(writes: WritesDep, caller: CallerDep, request: EndpointRequest,
                     response: Response) -> Envelope[CreatedOut]:
     """A ``ServingEndpoint`` spec for the model (an existing one of that name is updated)."""
@@ -258,7 +275,9 @@ def deploy_endpoint(writes: WritesDep, caller: CallerDep, request: EndpointReque
 
 @router.post("/prompts/experiments", response_model=Envelope[CreatedOut], status_code=201,
              summary="Start an A/B prompt experiment (a commit)",
-             dependencies=[require(Permission.PROMPTS_EXPERIMENT)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.PROMPTS_EXPERIMENT)], responses=_linked(
+                 GetExperiment=("getExperiment", "experiment_id"),
+                 Conclude=("concludeExperiment", "experiment_id")))
 def create_experiment(writes: WritesDep, caller: CallerDep, request: ExperimentRequest,
                       response: Response) -> Envelope[CreatedOut]:
     """A running ``PromptExperiment``: A keeps the rest, B gets ``allocation``."""
@@ -279,7 +298,8 @@ def create_experiment(writes: WritesDep, caller: CallerDep, request: ExperimentR
 
 @router.post("/training/jobs", response_model=Envelope[CreatedOut], status_code=201,
              summary="Submit a training job (a commit)",
-             dependencies=[require(Permission.TRAINING_SUBMIT)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.TRAINING_SUBMIT)], responses=_linked(
+                 GetTrainingJob=("getTrainingJob", "job_id")))
 def submit_training_job(writes: WritesDep, caller: CallerDep, request: TrainingRequest,
                         response: Response) -> Envelope[CreatedOut]:
     """A ``TrainingJob`` spec; the reconciler runs it as a Job."""

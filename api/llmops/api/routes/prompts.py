@@ -96,6 +96,7 @@ def list_experiments(
 
 
 @router.get("/experiments/{experiment_id}", response_model=Envelope[ExperimentOut],
+            operation_id="getExperiment",
             summary="One prompt experiment", dependencies=READ,
             responses={404: {"model": Failure, "description": "No such experiment."},
                        409: {"model": Failure, "description": "The name is ambiguous."}})

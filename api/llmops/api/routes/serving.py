@@ -136,6 +136,7 @@ def list_endpoints(
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=Envelope[EndpointDetail],
+            operation_id="getEndpoint",
             summary="One serving endpoint", dependencies=READ,
             responses={404: {"model": Failure, "description": "No such endpoint."},
                        409: {"model": Failure, "description": "The name is ambiguous."}})

@@ -157,6 +157,7 @@ class PromoteRequest(BaseModel):
 
 
 @router.post("/serving/endpoints/{endpoint_id}/rollback", response_model=Envelope[WriteOut],
+             operation_id="rollbackEndpoint",
              summary="Roll an endpoint back to its previous spec (a commit)",
              dependencies=[require(Permission.SERVING_ROLLBACK)], responses=WRITE_RESPONSES)
 def rollback_endpoint(writes: WritesDep, caller: CallerDep, endpoint_id: IdPath,
@@ -167,6 +168,7 @@ def rollback_endpoint(writes: WritesDep, caller: CallerDep, endpoint_id: IdPath,
 
 
 @router.post("/prompts/experiments/{experiment_id}/conclude", response_model=Envelope[WriteOut],
+             operation_id="concludeExperiment",
              summary="Conclude an experiment with its winner (a commit)",
              dependencies=[require(Permission.PROMPTS_CONCLUDE)], responses=WRITE_RESPONSES)
 def conclude_experiment(writes: WritesDep, caller: CallerDep, experiment_id: IdPath,
@@ -179,6 +181,7 @@ def conclude_experiment(writes: WritesDep, caller: CallerDep, experiment_id: IdP
 
 
 @router.post("/catalog/models/{model_id}/promote", response_model=Envelope[WriteOut],
+             operation_id="promoteModel",
              summary="Change a model's stage (a commit)",
              dependencies=[require(Permission.MODELS_PROMOTE)], responses=WRITE_RESPONSES)
 def promote_model(writes: WritesDep, caller: CallerDep, model_id: IdPath,
@@ -243,6 +246,7 @@ async def _upload(request: Request, writes: WriteService, caller: Caller, model_
 # parameter is required for one body type only. The raw form it documents is
 # ``.../files/{filename}``; ``?filename=`` with a raw body still works here (the seed's).
 @router.post("/catalog/models/{model_id}/upload", response_model=Envelope[UploadOut],
+             operation_id="uploadModelFiles",
              response_model_exclude_none=True,
              summary="Upload model files to S3 and record them (one commit)",
              dependencies=[require(Permission.MODELS_UPLOAD)], responses=UPLOAD_RESPONSES,
@@ -264,6 +268,7 @@ async def upload_model_files(
 
 
 @router.post("/catalog/models/{model_id}/files/{filename}", response_model=Envelope[UploadOut],
+             operation_id="uploadModelFile",
              response_model_exclude_none=True,
              summary="Upload one model file as the raw body and record it (one commit)",
              dependencies=[require(Permission.MODELS_UPLOAD)], responses=UPLOAD_RESPONSES,
