@@ -226,6 +226,9 @@ def test_the_documented_raw_form_names_its_file_in_the_path(
     form = doc[f"{BASE}/catalog/models/{{model_id}}/upload"]["post"]
     assert set(raw["requestBody"]["content"]) == {"application/octet-stream"}
     assert set(form["requestBody"]["content"]) == {"multipart/form-data"}
+    # a part that is not a 'files' file is refused (400), so the form admits no other field
+    assert form["requestBody"]["content"]["multipart/form-data"]["schema"][
+        "additionalProperties"] is False
     [name] = [p for p in raw["parameters"] if p["name"] == "filename"]
     assert name["schema"]["pattern"] == routes_writes.FILE_NAME_PATTERN
     for bad in ("extra..bin", "extra.exe", ".hidden.bin"):

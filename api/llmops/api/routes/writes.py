@@ -251,7 +251,8 @@ async def _upload(request: Request, writes: WriteService, caller: Caller, model_
              summary="Upload model files to S3 and record them (one commit)",
              dependencies=[require(Permission.MODELS_UPLOAD)], responses=UPLOAD_RESPONSES,
              openapi_extra=_body("multipart/form-data", {
-                 "type": "object", "required": ["files"], "properties": {"files": {
+                 "type": "object", "required": ["files"], "additionalProperties": False,
+                 "properties": {"files": {
                      "type": "array", "minItems": 1,
                      "items": {"type": "string", "format": "binary"}}}}))
 async def upload_model_files(
