@@ -478,7 +478,7 @@ def test_edits_keep_a_four_space_layout_and_touch_only_the_changed_fields() -> N
             "    -   templateRef: b\n        weight: 50\n    state: running\n")
     edited = specedits.conclude_experiment("ab", "b", None)(text)
     assert edited == text.replace("state: running", "state: concluded") + "    winner: b\n"
-    with pytest.raises(writeback.EditRejected):
+    with pytest.raises(writeback.NotAVariant):  # a conflict with the spec (409)
         specedits.conclude_experiment("ab", "c", None)(text)
     with pytest.raises(writeback.TargetMissing):
         specedits.conclude_experiment("other", "b", None)(text)
