@@ -213,6 +213,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 SERVICE_FIXTURES = frozenset({
     "raw", "prefix",                            # Redis (above)
     "postgres_url", "make_postgres_database",   # PostgreSQL (store_fixtures)
+    "module_postgres_url",
     "s3_server",                                # moto's S3 server (test_upload)
     "emulator", "kube",                         # the Kubernetes emulator over HTTP
     "live",                                     # the API under uvicorn (test_client)

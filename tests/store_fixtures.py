@@ -112,3 +112,11 @@ def store(backend: str, store_url: str, migrated_sqlite: Path) -> Iterator[db.St
     with db.Store(store_url) as opened:
         opened.migrate()
         yield opened
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """URL of a fresh, unmigrated PostgreSQL database shared by one test module (for
+    modules whose tests build one app over one store, e.g. the API contract run)."""
+    with postgres_database() as url:
+        yield url

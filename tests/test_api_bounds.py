@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def _kind(param: dict[str, Any]) -> str:
     for option in options:
         if option.get("type") == "integer":
             return "integer"
-        if option.get("format") == "date-time":
+        if option.get("pattern") == params.INSTANT_PATTERN:
             return "date-time"
     return ""
 
@@ -107,6 +108,26 @@ def test_the_openapi_publishes_every_bound(client: TestClient) -> None:
             assert option["maximum"] <= params.MAX_ROW_ID
         elif kind == "date-time":
             assert params.EARLIEST.isoformat() in param.get("description", ""), (path, param)
+    assert sum(_kind(param) == "date-time" for _, _, param in _parameters(client)) >= 3
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2025-03-01", "2025-03-01 12:00:00",
+                                   "2025-02-29T00:00:00Z", "2025-03-01T12:00:00Z\n"])
+def test_a_time_is_only_what_its_pattern_says(client: TestClient, value: str) -> None:
+    """A number (pydantic's lax mode took 0.5 as a Unix time), a bare date, a space for T,
+    a day the calendar lacks: none matches the published pattern, and each is a 422."""
+    assert re.fullmatch(params.INSTANT_PATTERN, value) is None
+    for url in (f"{BASE}/costs", f"{BASE}/governance/audit/logs"):
+        body = failed(client.get(url, params={"until": value}), 422)
+        assert body["data"]["errors"][0]["field"] == "until", body
+
+
+@pytest.mark.parametrize("value", ["1970-01-01T00:00:00+23:59", "9998-12-31T23:59:59.999999-23:59",
+                                   "2024-02-29T12:00", "2026-01-31T12:00:00.5Z"])
+def test_every_time_its_pattern_admits_is_taken(client: TestClient, value: str) -> None:
+    assert re.fullmatch(params.INSTANT_PATTERN, value) is not None
+    for url in (f"{BASE}/costs", f"{BASE}/governance/audit/logs"):
+        assert client.get(url, params={"until": value}).status_code == 200
 
 
 def _signed(body: bytes) -> dict[str, str]:

@@ -229,9 +229,13 @@ def test_events_reject_a_malformed_cursor(store: Store, prefix: str) -> None:
         failed(client.get(f"{BASE}/reconcile/events", params={"limit": 0}), 422)
 
 
-def test_events_are_503_without_redis_or_when_it_is_down(store: Store) -> None:
-    body = failed(make_client(store, None).get(f"{BASE}/reconcile/events"), 503)
+def test_events_are_409_without_redis_and_503_when_it_is_down(store: Store) -> None:
+    client = make_client(store, None)
+    body = failed(client.get(f"{BASE}/reconcile/events"), 409)
     assert "Redis" in body["message"]
+    responses = client.get(f"{BASE}/openapi.json").json()["paths"][
+        f"{BASE}/reconcile/events"]["get"]["responses"]
+    assert {"409", "503"} <= set(responses)
 
     with cache.StatusCache(DOWN_URL, timeout=0.5) as status_cache:
         client = make_client(store, status_cache)

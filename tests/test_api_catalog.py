@@ -7,6 +7,7 @@ with the store's own writers. Requests come through the trusted proxy.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,8 +203,19 @@ def test_endpoints_filter_by_environment_model_and_status(
     assert names(status="Degraded") == ["dev/support-chat"]
     assert len(names(status="Unknown")) == 4
     assert names(status="healthy") == names(status="HEALTHY") == ["prod/support-chat"]
-    body = failed(client.get(url, params={"status": "Fine"}), 422)
-    assert body["data"] == {"field": "status"}
+    for refused in ("Fine", "0000", "Mi\u00dfing"):  # casefold would make the last Missing
+        body = failed(client.get(url, params={"status": refused}), 422)
+        assert body["data"] == {"field": "status"}
+    assert names(status=" not_Healthy"[4:]) == names(status="h-e_a l-t-h-y")
+    # The filter's published pattern is exactly what it takes: a schema-valid status is
+    # never refused, a refused one never schema-valid.
+    [param] = [p for p in client.get(f"{BASE}/openapi.json").json()["paths"][url]["get"][
+        "parameters"] if p["name"] == "status"]
+    pattern = param["schema"]["pattern"]  # beside anyOf: it constrains only the string
+    for taken in ("healthy", "NOT-OBSERVED", "not_observed", "Not Observed", " missing "):
+        assert re.fullmatch(pattern, taken), taken
+    for refused in ("Fine", "0000", "Mi\u00dfing", "heal"):
+        assert re.fullmatch(pattern, refused) is None, refused
 
     dev = ok(client.get(url, params={"environment": "dev", "status": "Degraded"}))["items"][0]
     assert dev["status"]["lastError"] == "boom"
@@ -400,9 +412,9 @@ def test_costs_integrate_samples_as_steps_per_endpoint(store: Store, client: Tes
     short = ok(client.get(f"{BASE}/costs", params={"window": "1h", "until": end.isoformat()}))
     assert short["totalGpuHours"] == pytest.approx(4 + 2 + 1)
 
-    for bad in ("24", "1w", "0h", "91d", "2161h", "-1d", "1.5h"):
-        body = failed(client.get(f"{BASE}/costs", params={"window": bad}), 400)
-        assert "window" in body["message"]
+    for bad in ("24", "1w", "0h", "91d", "2161h", "-1d", "1.5h", "024h"):
+        body = failed(client.get(f"{BASE}/costs", params={"window": bad}), 422)
+        assert body["data"]["errors"][0]["field"] == "window", body
 
 
 def test_costs_split_serving_and_training_gpu_hours(

@@ -9,6 +9,7 @@ the commit adds, and that it validates).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,19 @@ def test_a_viewer_cannot_create(world: World) -> None:
     failed(world.client("viewer").post(f"{BASE}/catalog/models", json=MODEL), 403)
 
 
+@pytest.mark.parametrize(("template", "count"), [("support-greeting-v1", 0),
+                                                  ("sql-assistant", 3)])
+def test_an_experiment_with_no_single_endpoint_for_template_a_is_a_409(
+        world: World, template: str, count: int) -> None:
+    """Which endpoint serves template A is the repo's state, not the request's shape: a
+    409 listing the candidates (a 422 told schemathesis a schema-valid body was refused)."""
+    body = failed(world.client().post(f"{BASE}/prompts/experiments", json={
+        "templateAId": template, "templateBId": "support-greeting-v3", "allocation": 20}),
+        409)
+    assert len(body["data"]["candidates"]) == count
+    assert body["data"]["field"] == "endpointId"
+
+
 def test_an_abn_experiment_takes_variants_with_weights(world: World) -> None:
     request = {"variants": [{"templateId": "support-greeting-v1", "weight": 50},
                             {"templateId": "support-greeting-v2", "weight": 30},
@@ -151,3 +165,41 @@ def test_a_body_that_is_not_json_names_the_body_with_its_line_and_column(
         "location": "body", "field": "body", "type": "json_invalid", "line": 2, "column": 17,
         "message": "not valid JSON at line 2, column 17: Expecting value"}]
     assert [r.result for r in writes(world.store)] == []  # refused before any write began
+
+
+@pytest.mark.parametrize(("schema_name", "field", "refused", "taken"), [
+    ("ModelRequest", "name", "AsyncIterable", "support-chat"),
+    ("ModelRequest", "version", "0", "1.4.0-rc.1+build.5"),
+    ("TrainingRequest", "name", "ṏÅP", "support-chat-dpo"),
+    ("TrainingRequest", "outputModel", "support-chat", "support-chat@1.5.0"),
+    ("TrainingRequest", "image", "Ä", "ghcr.io/acme/llm-trainer:2.4.1"),
+    ("EndpointRequest", "route", "v1/chat", "/v1/support-chat"),
+    ("ExperimentRequest", "metric", "latency ms", "latency_ms"),
+])
+def test_the_openapi_publishes_each_format_the_create_calls_check(
+        world: World, schema_name: str, field: str, refused: str, taken: str) -> None:
+    """A value the use case refuses for its shape is one the published pattern refuses,
+    so a schema-valid body is never a 422 for its format (schemathesis: rejected)."""
+    schemas = world.client().get(f"{BASE}/openapi.json").json()["components"]["schemas"]
+    prop = schemas[schema_name]["properties"][field]
+    pattern = next(o for o in prop.get("anyOf", [prop]) if o.get("type") == "string")["pattern"]
+    assert re.fullmatch(pattern, refused) is None
+    assert re.fullmatch(pattern, taken) is not None
+
+
+def test_a_base_model_the_catalog_lacks_is_a_404_and_metadata_is_typed(world: World) -> None:
+    """Which models exist is the repo's state (404, as deploy's modelId), not the body's
+    shape (it was a 422 from the edited specs); the metadata keys the spec has are typed
+    in the schema and checked before any commit (a number is not a framework)."""
+    before = git(world.repo, "rev-parse", "HEAD")
+    for base in ("no-such-model@1.0.0", {"name": "llama-3-8b", "version": "9.9.9"}):
+        body = failed(world.client().post(f"{BASE}/catalog/models", json={
+            **MODEL, "metadata": {"base_model": base}}), 404)
+        assert "no-such-model" in body["message"] or "9.9.9" in body["message"]
+    for metadata in ({"framework": 5, "base_model": "llama-3-8b@1.0.0"},
+                     {"base_model": "llama-3-8b"}, {"note": {"nested": True}}):
+        body = failed(world.client().post(f"{BASE}/catalog/models",
+                                          json={**MODEL, "metadata": metadata}), 422)
+        assert body["data"]["errors"][0]["field"].startswith("metadata"), body
+    assert git(world.repo, "rev-parse", "HEAD") == before
+    assert writes(world.store) == []

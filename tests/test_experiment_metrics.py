@@ -7,6 +7,7 @@ and start) with the series the router exports.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,10 +108,14 @@ def test_an_unmeasured_metric_is_said_so() -> None:
     assert [v.requests for v in found.variants] == [0, 0]
 
 
-@pytest.mark.parametrize("window", ["0h", "91d", "1w", "h", "10"])
+@pytest.mark.parametrize("window", ["0h", "91d", "1w", "h", "10", "000000000000000", "024h",
+                                    "\u0661h", "2161h", "100000m"])
 def test_a_bad_window_is_refused(window: str) -> None:
+    """Refused exactly when the pattern the experiment read publishes refuses it (a
+    string of zeros was 1-5 digits of nothing: a 422 for a schema-valid window)."""
     with pytest.raises(errors.InvalidInput, match="window"):
         experiments.parse_window(window)
+    assert re.fullmatch(experiments.WINDOW_PATTERN, window) is None
 
 
 def test_welch_and_z_tests_match_published_values() -> None:

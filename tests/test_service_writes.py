@@ -99,14 +99,14 @@ def test_conclude_resolves_the_winner_and_commits_state_winner_and_notes(
          "conclude with winner support-greeting-v3")]
 
 
-def test_a_winner_uuid_of_another_kind_is_invalid_input_before_any_audit_row(
+def test_a_winner_uuid_of_another_kind_is_a_conflict_before_any_audit_row(
         world: World, service: WriteService) -> None:
     dataset = str(SpecKey(Kind.DATASET, "", "customer-tickets").id)
     with pytest.raises(InvalidWinner) as raised:
         service.conclude_experiment(ADMIN, EXPERIMENT, dataset)
-    assert errors.category(raised.value) is errors.InvalidInput
+    assert errors.category(raised.value) is errors.Conflict
     assert raised.value.details == {"field": "winnerTemplateId"}
-    with pytest.raises(writeback.EditRejected):  # a name that is no variant: the edit refuses
+    with pytest.raises(writeback.NotAVariant):  # a name that is no variant: the edit refuses
         service.conclude_experiment(ADMIN, EXPERIMENT, "support-greeting-v1")
     assert [r.result for r in writes(world.store)] == ["intent", "failed"]
 

@@ -10,6 +10,7 @@ it first), so the S3-down case really fails between two parts.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from test_writeback import (
 from conftest import MINIMAL_MODEL_FILES
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
+from llmops.api.routes import writes as routes_writes
 from llmops.engine import settings
 from llmops.engine.store import Store
 
@@ -121,14 +123,15 @@ def make_app(world: World, endpoint: str, **s3_overrides: Any) -> Any:
 
 def upload(app: Any, model: str, filename: str | None, body: AsyncIterator[bytes] | bytes, *,
            length: int | None, roles: str = "admin", raw_query: str | None = None,
-           content_type: str = "application/octet-stream") -> httpx.Response:
+           content_type: str = "application/octet-stream",
+           operation: str = "upload") -> httpx.Response:
     """POST the body through the ASGI transport, chunk by chunk."""
     headers = {"X-User-Id": USER, "X-User-Roles": roles,
                "X-Proxy-Signature": proxy_signature(USER, roles, SECRET),
                "Content-Type": content_type}
     if length is not None:
         headers["Content-Length"] = str(length)
-    url = f"{BASE}/catalog/models/{model}/upload"
+    url = f"{BASE}/catalog/models/{model}/{operation}"
     if raw_query is not None:
         url += f"?{raw_query}"
     params = {"filename": filename} if filename is not None else None
@@ -202,6 +205,35 @@ def test_a_base_model_needs_config_json_first(world: World, s3_server: str) -> N
 
 
 # --------------------------------------------------------------------------- refusals
+
+
+def test_the_documented_raw_form_names_its_file_in_the_path(
+        world: World, s3_server: str) -> None:
+    """``POST .../files/{filename}`` is the raw form the OpenAPI documents (it cannot make
+    ``?filename=`` required for one body type of ``.../upload`` only, which it documents
+    as multipart); the file-name rules are its path parameter's published pattern."""
+    app = make_app(world, s3_server)
+    data = payload(1000)
+    out = ok(upload(app, MODEL, None, data, length=len(data),
+                    operation="files/extra-1.safetensors"))
+    assert [(f["name"], f["size"]) for f in out["files"]] == [("extra-1.safetensors", 1000)]
+    assert keys(s3_server) == [PREFIX + "extra-1.safetensors"]
+    for bad in ("extra..bin", "extra.exe", ".hidden.bin"):
+        failed(upload(app, MODEL, None, data, length=len(data), operation=f"files/{bad}"),
+               422)
+    doc = TestClient(app).get(f"{BASE}/openapi.json").json()["paths"]
+    raw = doc[f"{BASE}/catalog/models/{{model_id}}/files/{{filename}}"]["post"]
+    form = doc[f"{BASE}/catalog/models/{{model_id}}/upload"]["post"]
+    assert set(raw["requestBody"]["content"]) == {"application/octet-stream"}
+    assert set(form["requestBody"]["content"]) == {"multipart/form-data"}
+    # a part that is not a 'files' file is refused (400), so the form admits no other field
+    assert form["requestBody"]["content"]["multipart/form-data"]["schema"][
+        "additionalProperties"] is False
+    [name] = [p for p in raw["parameters"] if p["name"] == "filename"]
+    assert name["schema"]["pattern"] == routes_writes.FILE_NAME_PATTERN
+    for bad in ("extra..bin", "extra.exe", ".hidden.bin"):
+        assert re.fullmatch(routes_writes.FILE_NAME_PATTERN, bad) is None
+    assert keys(s3_server) == [PREFIX + "extra-1.safetensors"]
 
 
 @pytest.mark.parametrize(("filename", "raw_query"), [

@@ -153,12 +153,12 @@ def test_a_bad_or_missing_signature_is_401_audited_and_nothing_is_triggered(
     assert all(SECRET not in json.dumps(r.as_dict()) for r in rows)
 
 
-def test_no_secret_configured_is_503(
+def test_no_secret_configured_is_409(
         store: Store, make_client: Callable[..., TestClient], calls: list[str]) -> None:
     raw = body_of(PUSH)
     for secret in (None, ""):
         body = envelope(make_client(secret).post(URL, content=raw, headers=github(raw, secret="")),
-                        503)
+                        409)
         assert "secret" in body["message"]
     assert calls == []
     assert webhook_rows(store) == []
@@ -190,10 +190,10 @@ def test_an_oversized_body_is_413_before_the_signature_is_checked(
     assert webhook_rows(store) == []
 
 
-def test_a_push_without_an_attached_reconciler_is_503_and_not_audited_as_accepted(
+def test_a_push_without_an_attached_reconciler_is_409_and_not_audited_as_accepted(
         store: Store, make_client: Callable[..., TestClient]) -> None:
     raw = body_of(PUSH)
-    envelope(make_client(trigger=False).post(URL, content=raw, headers=github(raw)), 503)
+    envelope(make_client(trigger=False).post(URL, content=raw, headers=github(raw)), 409)
     assert webhook_rows(store) == []
 
 
@@ -202,5 +202,5 @@ def test_the_webhook_is_documented_and_needs_no_user_identity(
         make_client: Callable[..., TestClient]) -> None:
     client = make_client()
     operation = client.get(f"{BASE}/openapi.json").json()["paths"][URL]["post"]
-    assert {"202", "200", "400", "401", "503"} <= set(operation["responses"])
+    assert {"202", "200", "400", "401", "409"} <= set(operation["responses"])
     assert "403" not in operation["responses"]

@@ -269,12 +269,14 @@ def test_conclude_sets_state_winner_and_notes(world: World) -> None:
 
 @pytest.mark.parametrize("winner", ["support-greeting-v1", "no-such-template",
                                     str(SpecKey(Kind.DATASET, "", "customer-tickets").id)])
-def test_a_winner_that_is_not_a_variant_is_a_422_without_a_commit(world: World,
+def test_a_winner_that_is_not_a_variant_is_a_409_without_a_commit(world: World,
                                                                   winner: str) -> None:
+    """Well formed, so not a 422: the experiment's variants in the repo refuse it (a
+    schema-valid request answered 422 is one schemathesis calls rejected)."""
     before = Snapshot.of(world.repo)
     body = failed(world.client().post(
         f"{BASE}/prompts/experiments/support-greeting-v2-vs-v3/conclude",
-        json={"winnerTemplateId": winner}), 422)
+        json={"winnerTemplateId": winner}), 409)
     assert "winner" in body["message"].lower() or "winnerTemplateId" in body["message"]
     assert Snapshot.of(world.repo) == before
 
@@ -477,7 +479,7 @@ def test_edits_keep_a_four_space_layout_and_touch_only_the_changed_fields() -> N
             "    -   templateRef: b\n        weight: 50\n    state: running\n")
     edited = specedits.conclude_experiment("ab", "b", None)(text)
     assert edited == text.replace("state: running", "state: concluded") + "    winner: b\n"
-    with pytest.raises(writeback.EditRejected):
+    with pytest.raises(writeback.NotAVariant):  # a conflict with the spec (409)
         specedits.conclude_experiment("ab", "c", None)(text)
     with pytest.raises(writeback.TargetMissing):
         specedits.conclude_experiment("other", "b", None)(text)

@@ -4,7 +4,7 @@ Role: hand each route what it reads from or calls, taken from ``app.state``
 where ``create_app`` put the composition root's ``Services``: the ``Store``,
 an ``AuditLog`` over it, the ``Settings``, the write use cases
 (``WritesDep``: the ``WriteService``), the trigger callable (``TriggerDep``
-raises ``ServiceUnavailable`` -> 503 when the app has none) and the Redis
+raises ``NotConfigured`` -> 409 when the app has none) and the Redis
 status cache (``CacheDep``: the ``StatusCache``, or ``None`` without Redis).
 Routes declare ``store: StoreDep`` and never reach into the request
 themselves. Input: the request. Output: those objects. Callers: the modules
@@ -49,7 +49,7 @@ def get_writes(request: Request) -> WriteService:
 def get_trigger(request: Request) -> Trigger:
     trigger = cast(Trigger | None, request.app.state.trigger)
     if trigger is None:
-        raise errors.ServiceUnavailable(
+        raise errors.NotConfigured(
             "no reconciler to trigger: this server runs without a daemon or wake-up channel",
             {"triggered": False})
     return trigger

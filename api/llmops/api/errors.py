@@ -7,7 +7,8 @@ exception handlers that turn them, the engine's error categories, and
 everything else that can go wrong in a request, into a ``fail`` envelope
 with a meaningful status code:
 
-- ``ApiError`` -> its own code (400, 401, 403, 404, 409, 411, 415, 503, ...);
+- ``ApiError`` -> its own code (400, 401, 403, 404, 409, 411, 415, 503, ...;
+  ``NotConfigured``, an optional part this server runs without, is a 409);
 - an engine error category (``llmops.engine.errors``) -> ``STATUS_OF``:
   ``InvalidInput`` 422 (data ``{"issues": [...]}`` when it carries spec
   issues), ``Malformed`` 400, ``NotFound`` 404, ``Conflict`` 409,
@@ -107,6 +108,14 @@ class Conflict(ApiError):
 
 class ServiceUnavailable(ApiError):
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class NotConfigured(ApiError):
+    """A request for an optional part this server runs without (no Redis, no webhook
+    secret, no reconciler attached): 409, since asking again cannot succeed until the
+    server is configured otherwise; a part that is configured but down is a 503."""
+
+    status_code = HTTPStatus.CONFLICT
 
 
 class BodyTooLarge(StarletteHTTPException):

@@ -12,7 +12,7 @@ store pool and Redis client) after this process migrated the store once; they sh
 dashboard's CSRF key and sum their metrics (``llmops.api.metrics``, multiprocess mode). The trigger
 route wakes daemons through Redis when ``LLMOPS_REDIS_URL`` is set (the
 daemon listens on the same wake-up channel); without Redis this process has
-no reconciler to wake and the route answers 503. The wake-ups go through
+no reconciler to wake and the route answers 409. The wake-ups go through
 the same ``StatusCache`` the status routes read (one Redis client). uvicorn rewrites no
 client address (``llmops.api.peer.server_config``); the app honours ``X-Forwarded-For``
 only from ``Settings.api.trusted_proxies``, after pinning the socket peer. Caller: the ``llmops``

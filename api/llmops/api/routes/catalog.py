@@ -70,6 +70,7 @@ def list_models(
 
 
 @router.get("/models/{model_id}", response_model=Envelope[ModelOut | ModelVersions],
+            operation_id="getModel",
             summary="One model version, or every version of a name",
             dependencies=READ, responses=NOT_FOUND)
 def get_model(store: StoreDep, model_id: IdPath) -> Envelope[ModelOut | ModelVersions]:

@@ -13,7 +13,8 @@ one is taken as gone (the reconciler samples every 15 minutes while it
 runs). Tokens are the prompt routers' prompt and completion tokens per endpoint
 over the window, read from Prometheus (``LLMOPS_PROMETHEUS__URL``; without
 it there are none, and ``tokensError`` says why when Prometheus fails). ``window`` is
-``<n>h`` or ``<n>d``, at most 90 days (400 otherwise); ``until`` (default:
+``<n>h`` or ``<n>d`` from 1h to 90d (``WINDOW_PATTERN``, published as the
+parameter's ``pattern``: anything else is a 422 naming it); ``until`` (default:
 now) ends it. Input: query parameters; the store. Output: ``CostReport`` in
 the envelope. Needs ``costs:read``. Caller: ``llmops.api.app`` mounts
 ``router``.
@@ -33,7 +34,7 @@ from fastapi import APIRouter, Query
 from llmops.api import errors
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import SettingsDep, StoreDep
-from llmops.api.envelope import Envelope, Failure, success
+from llmops.api.envelope import Envelope, success
 from llmops.api.params import RANGE_HELP, Instant
 from llmops.api.resources import CostReport, GpuHours
 from llmops.engine.errors import Unavailable
@@ -45,7 +46,10 @@ from llmops.engine.types import Kind
 
 router = APIRouter(tags=["costs"], responses=AUTH_RESPONSES)
 
-WINDOW_RE = re.compile(r"^(\d{1,5})([hd])$")
+WINDOW_PATTERN = (r"^(?:(?:[1-9][0-9]{0,2}|1[0-9]{3}|20[0-9]{2}|21[0-5][0-9]|2160)h"
+                  r"|(?:[1-9]|[1-8][0-9]|90)d)$")
+"""1h..2160h or 1d..90d, no leading zero: exactly the windows ``parse_window`` takes."""
+WINDOW_RE = re.compile(WINDOW_PATTERN)
 MAX_WINDOW = timedelta(days=90)
 CARRY_IN = timedelta(hours=24)
 HOUR = 3600.0
@@ -63,16 +67,13 @@ class Tokens:
 
 
 def parse_window(window: str) -> timedelta:
-    """``24h`` / ``7d`` as a duration; ``BadRequest`` for anything else or over 90 days."""
-    match = WINDOW_RE.match(window)
-    if match is None:
-        raise errors.BadRequest("window must look like 24h or 7d", {"window": window[:32]})
-    amount, unit = int(match.group(1)), match.group(2)
-    span = timedelta(hours=amount) if unit == "h" else timedelta(days=amount)
-    if span <= timedelta(0) or span > MAX_WINDOW:
-        raise errors.BadRequest("window must be more than 0 and at most 90d",
-                                {"window": window})
-    return span
+    """``24h`` / ``7d`` as a duration; ``BadRequest`` for anything ``WINDOW_PATTERN``
+    does not match (the route's query parameter has refused those with a 422 already)."""
+    if WINDOW_RE.fullmatch(window) is None:
+        raise errors.BadRequest("window must be 1h to 2160h or 1d to 90d, e.g. 24h or 7d",
+                                {"window": window[:32]})
+    amount, unit = int(window[:-1]), window[-1]
+    return timedelta(hours=amount) if unit == "h" else timedelta(days=amount)
 
 
 def integrate(samples: Iterable[state.GpuSample], since: datetime, until: datetime
@@ -156,13 +157,12 @@ def _report(window: str, since: datetime, end: datetime,
 
 @router.get("/costs", response_model=Envelope[CostReport],
             summary="GPU hours and tokens over a window",
-            dependencies=[require(Permission.COSTS_READ)],
-            responses={400: {"model": Failure, "description": "The window is malformed."}})
+            dependencies=[require(Permission.COSTS_READ)])
 def costs(
     store: StoreDep,
     settings: SettingsDep,
-    window: Annotated[str, Query(max_length=16, description="<n>h or <n>d, at most 90d.")]
-    = "24h",
+    window: Annotated[str, Query(pattern=WINDOW_PATTERN, description=(
+        "<n>h or <n>d, from 1h to 90d (2160h), without leading zeros."))] = "24h",
     until: Annotated[Instant | None, Query(description="End of the window (default now). "
                                                        + RANGE_HELP)] = None,
 ) -> Envelope[CostReport]:

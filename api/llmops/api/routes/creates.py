@@ -38,7 +38,8 @@ from llmops.api.deps import WritesDep
 from llmops.api.envelope import Envelope, success
 from llmops.api.routes.writes import WRITE_RESPONSES, WriteOut
 from llmops.engine.service import creates
-from llmops.engine.spec.schema import ModelType, Permission
+from llmops.engine.spec import schema
+from llmops.engine.spec.schema import DataClassification, ModelType, Permission
 
 router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
 
@@ -47,8 +48,29 @@ def _alias(*names: str) -> Any:
     return AliasChoices(*names)
 
 
+def _ascii(pattern: str) -> str:
+    """``pattern`` with ``\\d`` spelled ``[0-9]``: what the use cases check (``re.ASCII``),
+    and what a JSON Schema validator and a generator read the same way."""
+    return pattern.replace(r"\d", "[0-9]")
+
+
+def _bare(pattern: str) -> str:
+    return pattern.removeprefix("^").removesuffix("$")
+
+
+# The format rules the create use cases (``llmops.engine.service.creates``) and the spec
+# schema apply, published as ``pattern``s, so a request the schema admits is not refused
+# for its shape (and one it does not admit is a 422 naming the field).
+SEMVER_PATTERN = _ascii(schema.SEMVER_RE)
+MODEL_REF_PATTERN = f"^{_bare(schema.DNS_LABEL_RE)}@{_bare(SEMVER_PATTERN)}$"
+HEADER_PATTERN = r"^[A-Za-z0-9-]*$"
 Id = Annotated[str, Field(min_length=1, max_length=lookup.MAX_ID_CHARS)]
-Label = Annotated[str, Field(min_length=1, max_length=63)]
+Label = Annotated[str, Field(min_length=1, max_length=63, pattern=schema.DNS_LABEL_RE,
+                             description="A DNS-1123 label.")]
+Version = Annotated[str, Field(min_length=1, max_length=128, pattern=SEMVER_PATTERN,
+                               description="A semver, e.g. 1.4.0.")]
+ModelRef = Annotated[str, Field(min_length=3, max_length=lookup.MAX_ID_CHARS,
+                                pattern=MODEL_REF_PATTERN, description="name@version.")]
 
 
 class CreatedOut(WriteOut):
@@ -69,20 +91,57 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class ModelRequest(_Request):
+class BaseModelRef(_Request):
     name: Label
-    version: Annotated[str, Field(min_length=1, max_length=128)]
+    version: Version
+
+
+Annotation = Annotated[str, Field(max_length=4096)]
+
+
+class ModelMetadata(BaseModel):
+    """The seed's free-form model ``metadata``: the keys the spec has, typed as the spec
+    takes them; any other key is an annotation (``llmops.io/<key>``), a string."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Annotation]
+
+    framework: Annotated[str, Field(min_length=1, max_length=63)] = "transformers"
+    data_classification: DataClassification | None = None
+    dataClassification: DataClassification | None = None
+    description: Annotated[str, Field(max_length=1024)] | None = None
+    base_model: ModelRef | BaseModelRef | None = None
+    baseModel: ModelRef | BaseModelRef | None = None
+
+
+_HAS_BASE = [{"required": [key], "properties": {key: {"not": {"type": "null"}}}}
+             for key in ("base_model", "baseModel")]
+# The spec's rule: a fine-tuned model or an adapter names its base model, a base model none.
+MODEL_SHAPES: dict[str, Any] = {"anyOf": [
+    {"properties": {"type": {"const": ModelType.BASE.value},
+                    "metadata": {"not": {"anyOf": _HAS_BASE}}}},
+    {"required": ["metadata"],
+     "properties": {"type": {"enum": [ModelType.FINE_TUNED.value, ModelType.ADAPTER.value]},
+                    "metadata": {"anyOf": _HAS_BASE}}},
+]}
+
+
+class ModelRequest(_Request):
+    model_config = ConfigDict(json_schema_extra=MODEL_SHAPES)
+
+    name: Label
+    version: Version
     type: ModelType
     owner_team: Label = Field(validation_alias=_alias("owner_team", "ownerTeam"))
-    metadata: dict[str, Any] = Field(default_factory=dict, description=(
-        "framework, data_classification, description, base_model (name@version); "
-        "other keys become annotations."))
+    metadata: ModelMetadata = Field(default_factory=ModelMetadata, description=(
+        "framework, data_classification, description, base_model (name@version of a "
+        "model in the catalog: 404 otherwise); other keys become annotations."))
 
 
 class EndpointRequest(_Request):
     model_id: Id = Field(validation_alias=_alias("modelId", "model_id"))
     environment: Label
-    route: Annotated[str, Field(min_length=1, max_length=512)]
+    route: Annotated[str, Field(min_length=1, max_length=512, pattern=schema.ROUTE_RE)]
     min_replicas: int = Field(ge=0, le=1000, validation_alias=_alias("minReplicas",
                                                                      "min_replicas"))
     max_replicas: int = Field(ge=0, le=1000, validation_alias=_alias("maxReplicas",
@@ -103,22 +162,44 @@ class VariantRequest(_Request):
     weight: int = Field(ge=0, le=100)
 
 
+_AB = ("templateAId", "templateBId", "allocation")
+_ABSENT_OR_NULL: dict[str, Any] = {"type": "null"}
+# Exactly one of the two shapes; a field of the other shape may be absent or null.
+EXPERIMENT_SHAPES: dict[str, Any] = {"oneOf": [
+    {"title": "A/B", "required": list(_AB),
+     "properties": {"templateAId": {"type": "string"}, "templateBId": {"type": "string"},
+                    "allocation": {"type": "number"}, "variants": _ABSENT_OR_NULL}},
+    {"title": "A/B/n", "required": ["variants"],
+     "properties": {"variants": {"type": "array"},
+                    **dict.fromkeys(_AB, _ABSENT_OR_NULL)}},
+]}
+ALLOCATION: dict[str, Any] = {"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": 99},
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.01},
+    {"type": "null"}]}
+"""B's share as the use case takes it: a whole percent 1-99, or a fraction in hundredths."""
+
+
 class ExperimentRequest(_Request):
+    model_config = ConfigDict(json_schema_extra=EXPERIMENT_SHAPES)
+
     template_a_id: Id | None = Field(default=None,
                                      validation_alias=_alias("templateAId", "template_a_id"))
     template_b_id: Id | None = Field(default=None,
                                      validation_alias=_alias("templateBId", "template_b_id"))
-    allocation: float | None = Field(default=None, gt=0, lt=100,
-                                     description="B's share: percent, or a fraction.")
+    allocation: float | None = Field(
+        default=None, gt=0, lt=100, json_schema_extra=ALLOCATION,
+        description="B's share: a whole percent (1-99), or a fraction in hundredths (0.2).")
     variants: list[VariantRequest] | None = Field(
         default=None, min_length=2, max_length=16,
         description="A/B/n instead of templateAId/templateBId/allocation: weights sum to 100.")
-    metric: Annotated[str, Field(min_length=1, max_length=63)] = "latency_ms"
+    metric: Annotated[str, Field(min_length=1, max_length=63,
+                                 pattern=schema.METRIC_NAME_RE)] = "latency_ms"
     environment: Label | None = None
     endpoint_id: Id | None = Field(default=None,
                                    validation_alias=_alias("endpointId", "endpoint_id"))
     name: Label | None = None
-    stickiness_header: Annotated[str, Field(max_length=64)] | None = Field(
+    stickiness_header: Annotated[str, Field(max_length=64, pattern=HEADER_PATTERN)] | None = Field(
         default=None, validation_alias=_alias("stickinessHeader", "stickiness_header"))
 
 
@@ -127,9 +208,9 @@ class TrainingRequest(_Request):
     environment: Label
     base_model_id: Id = Field(validation_alias=_alias("baseModelId", "base_model_id"))
     dataset_id: Id = Field(validation_alias=_alias("datasetId", "dataset_id"))
-    image: Annotated[str, Field(min_length=1, max_length=512)]
-    output_model: Id = Field(validation_alias=_alias("outputModel", "output_model"),
-                             description="name@version of the model the job produces.")
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=schema.IMAGE_RE)]
+    output_model: ModelRef = Field(validation_alias=_alias("outputModel", "output_model"),
+                                   description="name@version of the model the job produces.")
     hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     command: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
                                                                   max_length=256)
@@ -142,6 +223,17 @@ class TrainingRequest(_Request):
                                      validation_alias=_alias("ownerTeam", "owner_team"))
 
 
+def _linked(**targets: tuple[str, str]) -> dict[int | str, dict[str, Any]]:
+    """``WRITE_RESPONSES`` with OpenAPI links from the 201's ``data.id`` to the operations
+    that take it (``link name: (operationId, parameter)``): create -> get -> rollback,
+    conclude, upload, so a stateful client (schemathesis) reaches real ids."""
+    links = {name: {"operationId": operation,
+                    "parameters": {parameter: "$response.body#/data/id"}}
+             for name, (operation, parameter) in targets.items()}
+    return {**WRITE_RESPONSES, 201: {"description": "Created: the commit that holds the new "
+                                                    "spec, and its id.", "links": links}}
+
+
 def _answer(response: Response, done: creates.Created, what: str) -> Envelope[CreatedOut]:
     response.status_code = 201 if done.created else 200
     verb = "committed" if done.created else "redeployed"
@@ -150,19 +242,26 @@ def _answer(response: Response, done: creates.Created, what: str) -> Envelope[Cr
 
 @router.post("/catalog/models", response_model=Envelope[CreatedOut], status_code=201,
              summary="Register a model version (a commit)",
-             dependencies=[require(Permission.MODELS_CREATE)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.MODELS_CREATE)], responses=_linked(
+                 GetModel=("getModel", "model_id"),
+                 UploadFiles=("uploadModelFiles", "model_id"),
+                 UploadFile=("uploadModelFile", "model_id"),
+                 Promote=("promoteModel", "model_id")))
 def create_model(writes: WritesDep, caller: CallerDep, request: ModelRequest,
                  response: Response) -> Envelope[CreatedOut]:
     """A draft ``Model`` spec; upload its files next with ``.../{id}/upload``."""
     done = creates.CreateService(writes).create_model(caller, creates.NewModel(
         name=request.name, version=request.version, type=request.type.value,
-        owner_team=request.owner_team, metadata=request.metadata))
+        owner_team=request.owner_team,
+        metadata=request.metadata.model_dump(mode="json", exclude_none=True)))
     return _answer(response, done, "model")
 
 
 @router.post("/serving/endpoints", response_model=Envelope[CreatedOut], status_code=201,
              summary="Deploy a model on an endpoint (a commit)",
-             dependencies=[require(Permission.SERVING_DEPLOY)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.SERVING_DEPLOY)], responses=_linked(
+                 GetEndpoint=("getEndpoint", "endpoint_id"),
+                 Rollback=("rollbackEndpoint", "endpoint_id")))
 def deploy_endpoint(writes: WritesDep, caller: CallerDep, request: EndpointRequest,
                     response: Response) -> Envelope[CreatedOut]:
     """A ``ServingEndpoint`` spec for the model (an existing one of that name is updated)."""
@@ -176,7 +275,9 @@ def deploy_endpoint(writes: WritesDep, caller: CallerDep, request: EndpointReque
 
 @router.post("/prompts/experiments", response_model=Envelope[CreatedOut], status_code=201,
              summary="Start an A/B prompt experiment (a commit)",
-             dependencies=[require(Permission.PROMPTS_EXPERIMENT)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.PROMPTS_EXPERIMENT)], responses=_linked(
+                 GetExperiment=("getExperiment", "experiment_id"),
+                 Conclude=("concludeExperiment", "experiment_id")))
 def create_experiment(writes: WritesDep, caller: CallerDep, request: ExperimentRequest,
                       response: Response) -> Envelope[CreatedOut]:
     """A running ``PromptExperiment``: A keeps the rest, B gets ``allocation``."""
@@ -197,7 +298,8 @@ def create_experiment(writes: WritesDep, caller: CallerDep, request: ExperimentR
 
 @router.post("/training/jobs", response_model=Envelope[CreatedOut], status_code=201,
              summary="Submit a training job (a commit)",
-             dependencies=[require(Permission.TRAINING_SUBMIT)], responses=WRITE_RESPONSES)
+             dependencies=[require(Permission.TRAINING_SUBMIT)], responses=_linked(
+                 GetTrainingJob=("getTrainingJob", "job_id")))
 def submit_training_job(writes: WritesDep, caller: CallerDep, request: TrainingRequest,
                         response: Response) -> Envelope[CreatedOut]:
     """A ``TrainingJob`` spec; the reconciler runs it as a Job."""

@@ -96,6 +96,7 @@ def list_experiments(
 
 
 @router.get("/experiments/{experiment_id}", response_model=Envelope[ExperimentOut],
+            operation_id="getExperiment",
             summary="One prompt experiment", dependencies=READ,
             responses={404: {"model": Failure, "description": "No such experiment."},
                        409: {"model": Failure, "description": "The name is ambiguous."}})
@@ -105,8 +106,10 @@ def get_experiment(
     experiment_id: Annotated[str, Path(min_length=1, max_length=lookup.MAX_ID_CHARS,
                                        description="The UUID or the name.")],
     environment: Annotated[str | None, Query(max_length=63)] = None,
-    window: Annotated[str, Query(max_length=16, description="Metrics window: <n>m, <n>h or "
-                                                            "<n>d, at most 90d.")] = "24h",
+    window: Annotated[str, Query(max_length=16, json_schema_extra={
+        "pattern": experiments.WINDOW_PATTERN}, description=(
+        "Metrics window: <n>m, <n>h or <n>d, more than 0 and at most 90d (99999m, 2160h), "
+        "no leading zero."))] = "24h",
 ) -> Envelope[ExperimentOut]:
     """Variants with their weights, metric, state and winner of one experiment.
 

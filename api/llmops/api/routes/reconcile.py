@@ -16,13 +16,14 @@ through ``TriggerDep``. Output, in the envelope:
   (``lastRunSource: "store"``). Redis is never the truth and never an error;
 - ``GET /reconcile/events``: finished-run events from the Redis stream
   after the ``after`` stream id, oldest first, with the ``next`` cursor;
-  503 when no Redis is configured or it does not answer;
+  409 when no Redis is configured, 503 when it does not answer;
 - ``GET /reconcile/runs``: runs newest first, filtered by ``environment``
   and ``result``, paged by ``before_id`` / ``limit`` with ``nextCursor``;
 - ``GET /reconcile/runs/{run_id}``: one run with its plan and per-object
   results as recorded (404 when there is no such run);
-- ``POST /reconcile/trigger``: wakes the reconciler (202); the reconcile
-  itself happens in the daemon, never in the request.
+- ``POST /reconcile/trigger``: wakes the reconciler (202; 409 when no
+  reconciler is attached to this server); the reconcile itself happens in the
+  daemon, never in the request.
 
 Reads need ``reconcile:read``, the trigger ``reconcile:trigger``. Caller:
 ``llmops.api.app`` mounts ``router``.
@@ -149,8 +150,10 @@ def get_run(store: StoreDep,
 
 @router.get("/events", response_model=Envelope[RunEventPage], summary="Finished-run events",
             dependencies=READ,
-            responses={503: {"model": Failure,
-                             "description": "No Redis is configured, or it does not answer."}})
+            responses={409: {"model": Failure,
+                             "description": "This server runs without Redis "
+                                            "(LLMOPS_REDIS_URL): there are no events."},
+                       503: {"model": Failure, "description": "Redis does not answer."}})
 def events(
     status_cache: CacheDep,
     after: Annotated[StreamId, Query(pattern=STREAM_ID_PATTERN, max_length=41,
@@ -164,7 +167,7 @@ def events(
     The stream is capped (the oldest events are dropped) and is not the record:
     ``/reconcile/runs`` is. Events that fail verification are left out."""
     if status_cache is None:
-        raise errors.ServiceUnavailable(
+        raise errors.NotConfigured(
             "no run events: this server runs without Redis (LLMOPS_REDIS_URL)", {"after": after})
     read = status_cache.read_runs(after, count=limit)
     if not read and not status_cache.ping():
@@ -178,7 +181,7 @@ def events(
 @router.post("/trigger", status_code=202, response_model=Envelope[Triggered],
              summary="Wake the reconciler",
              dependencies=[require(Permission.RECONCILE_TRIGGER)],
-             responses={503: {"model": Failure,
+             responses={409: {"model": Failure,
                               "description": "No reconciler is attached to this server."}})
 def trigger(
     fire: TriggerDep,

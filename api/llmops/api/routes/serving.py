@@ -16,6 +16,7 @@ endpoint. Input: query and path parameters; the store. Output:
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Annotated
 
@@ -72,14 +73,24 @@ STATUS_DESCRIPTION = (
     "`hydrate-branch`, `none`) every endpoint is `NotObserved`, never `Healthy`.")
 
 
+_SEPARATORS = "[ _-]*"
+STATUS_PATTERN = "^" + _SEPARATORS + "(?:" + "|".join(
+    "".join(f"[{c.upper()}{c.lower()}]{_SEPARATORS}" for c in value.value)
+    for value in HealthStatus) + ")$"
+"""What ``status`` takes, published as its ``pattern``: a health name in any ASCII case,
+with spaces, ``-`` or ``_`` anywhere (``not-observed``)."""
+_STATUS = re.compile(STATUS_PATTERN)
+
+
 def _health(status: str) -> str:
     """``status`` as a health name, whatever its case; 422 naming the field otherwise."""
-    for value in HealthStatus:
-        if _folded(value.value) == _folded(status.strip()):
-            return value.value
+    if _STATUS.fullmatch(status):
+        for value in HealthStatus:
+            if _folded(value.value) == _folded(status):
+                return value.value
     raise InvalidStatus(f"status {status[:32]!r} is not one of "
-                              f"{', '.join(v.value for v in HealthStatus)} (any case)",
-                              {"field": "status"})
+                        f"{', '.join(v.value for v in HealthStatus)} (any case)",
+                        {"field": "status"})
 
 
 def _model_filter(store: catalog.Db, model_id: str) -> set[str]:
@@ -97,7 +108,8 @@ def list_endpoints(
                                           description="The model's UUID, name@version or "
                                                       "name.")] = None,
     status: Annotated[str | None, Query(
-        max_length=32, description=STATUS_DESCRIPTION,
+        max_length=32, json_schema_extra={"pattern": STATUS_PATTERN},
+        description=STATUS_DESCRIPTION,
         examples=["healthy", "notobserved"])] = None,
 ) -> Envelope[Items[EndpointOut]]:
     """Endpoints matching every given filter, by environment then name (filtered, counted
@@ -116,6 +128,7 @@ def list_endpoints(
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=Envelope[EndpointDetail],
+            operation_id="getEndpoint",
             summary="One serving endpoint", dependencies=READ,
             responses={404: {"model": Failure, "description": "No such endpoint."},
                        409: {"model": Failure, "description": "The name is ambiguous."}})

@@ -90,6 +90,7 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Envelope[TrainingJobOut],
+            operation_id="getTrainingJob",
             summary="One training job", dependencies=READ,
             responses={404: {"model": Failure, "description": "No such job."},
                        409: {"model": Failure, "description": "The name is ambiguous."}})

@@ -10,8 +10,8 @@ user identity, so it declares no permission:
   and ``X-GitHub-Event: push | ping``;
 - GitLab: ``X-Gitlab-Token: <the secret>`` and ``X-Gitlab-Event: Push Hook``.
 
-Order of checks: no secret configured -> 503; the raw bytes are read (the
-request guard has already refused a declared length over
+Order of checks: no secret configured -> 409 (webhooks are off on this
+server); the raw bytes are read (the request guard has already refused a declared length over
 ``api.max_body_bytes`` with 413 before anything is buffered, and stops a
 chunked body at the same limit); the signature or token is compared in
 constant time -> 401 (audited as ``denied``) when it is missing or wrong;
@@ -91,9 +91,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
           "description": "A ping, or an event that does not concern the watched branch."},
     400: {"model": Failure, "description": "The signed body is not a usable JSON payload."},
     401: {"model": Failure, "description": "The signature or token is missing or wrong."},
-    503: {"model": Failure,
-          "description": "No webhook secret is configured, no reconciler is attached, or the "
-                         "store is unavailable."},
+    409: {"model": Failure,
+          "description": "No webhook secret is configured (webhooks are off), or a push to the "
+                         "watched branch reached a server with no reconciler attached."},
+    503: {"model": Failure, "description": "The store is unavailable."},
 }
 
 
@@ -214,7 +215,7 @@ async def git_webhook(request: Request, settings: SettingsDep, log: AuditLogDep
     configured = settings.api.webhook_secret
     secret = configured.get_secret_value() if configured is not None else ""
     if not secret:
-        raise errors.ServiceUnavailable("webhooks are disabled: no webhook secret is configured")
+        raise errors.NotConfigured("webhooks are disabled: no webhook secret is configured")
     provider = _provider(request)
     body = await request.body()  # the guard bounds it at api.max_body_bytes
     refusal = _verify(provider, request, body, secret)
@@ -233,7 +234,7 @@ async def git_webhook(request: Request, settings: SettingsDep, log: AuditLogDep
         ref, after, deleted = _push_fields(payload)
         fire = ref == f"refs/heads/{settings.git.branch}" and not deleted
 
-    trigger = deps.get_trigger(request) if fire else None  # 503 before anything is audited
+    trigger = deps.get_trigger(request) if fire else None  # 409 before anything is audited
     details: dict[str, Any] = {"event": event, "after": after, "triggered": fire}
     delivery = _one(request, GITHUB_DELIVERY)
     if delivery is not None:

@@ -12,7 +12,7 @@ applying waits for a change window):
   when there is nothing to roll back to;
 - ``POST /prompts/experiments/{id}/conclude`` (``prompts:conclude``),
   ``{winnerTemplateId, notes}``: ``state: concluded``, ``winner``, ``notes``;
-  a winner that is not a variant is a 422;
+  a winner that is not one of its variants is a 409 (the experiment decides);
 - ``POST /catalog/models/{id}/promote`` (``models:promote``), ``{stage}``;
 - ``POST /catalog/models/{id}/upload`` (``models:upload``): the seed's
   ``multipart/form-data`` with one or more ``files`` parts, or one raw
@@ -51,7 +51,9 @@ from llmops.api.auth import AUTH_RESPONSES, CallerDep, require
 from llmops.api.deps import WritesDep
 from llmops.api.envelope import ApiModel, Envelope, Failure, success
 from llmops.engine.service import uploads as service_uploads
-from llmops.engine.service.writes import Committed
+from llmops.engine.service.access import Caller
+from llmops.engine.service.writes import Committed, WriteService
+from llmops.engine.spec import schema
 from llmops.engine.spec.schema import ModelStage, Permission
 
 router = APIRouter(tags=["writes"], responses=AUTH_RESPONSES)
@@ -65,7 +67,9 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
                                            "edit (data.verdicts: rule, environment, target, "
                                            "reason); nothing was committed."},
     404: {"model": Failure, "description": "No such spec."},
-    409: {"model": Failure, "description": "Nothing to change, or the spec moved in git."},
+    409: {"model": Failure, "description": "Nothing to change, the spec moved in git, or "
+                                           "the request clashes with the spec as it stands "
+                                           "(e.g. a winner that is not a variant)."},
     422: {"model": Failure, "description": "The edit is invalid; data.issues lists why."},
     503: {"model": Failure, "description": "The specs repo (or S3) is unavailable."},
 }
@@ -153,6 +157,7 @@ class PromoteRequest(BaseModel):
 
 
 @router.post("/serving/endpoints/{endpoint_id}/rollback", response_model=Envelope[WriteOut],
+             operation_id="rollbackEndpoint",
              summary="Roll an endpoint back to its previous spec (a commit)",
              dependencies=[require(Permission.SERVING_ROLLBACK)], responses=WRITE_RESPONSES)
 def rollback_endpoint(writes: WritesDep, caller: CallerDep, endpoint_id: IdPath,
@@ -163,6 +168,7 @@ def rollback_endpoint(writes: WritesDep, caller: CallerDep, endpoint_id: IdPath,
 
 
 @router.post("/prompts/experiments/{experiment_id}/conclude", response_model=Envelope[WriteOut],
+             operation_id="concludeExperiment",
              summary="Conclude an experiment with its winner (a commit)",
              dependencies=[require(Permission.PROMPTS_CONCLUDE)], responses=WRITE_RESPONSES)
 def conclude_experiment(writes: WritesDep, caller: CallerDep, experiment_id: IdPath,
@@ -175,6 +181,7 @@ def conclude_experiment(writes: WritesDep, caller: CallerDep, experiment_id: IdP
 
 
 @router.post("/catalog/models/{model_id}/promote", response_model=Envelope[WriteOut],
+             operation_id="promoteModel",
              summary="Change a model's stage (a commit)",
              dependencies=[require(Permission.MODELS_PROMOTE)], responses=WRITE_RESPONSES)
 def promote_model(writes: WritesDep, caller: CallerDep, model_id: IdPath,
@@ -198,30 +205,26 @@ def _declared_length(request: Request) -> int:
     return int(raw)
 
 
-@router.post("/catalog/models/{model_id}/upload", response_model=Envelope[UploadOut],
-             response_model_exclude_none=True,
-             summary="Upload model files to S3 and record them (one commit)",
-             dependencies=[require(Permission.MODELS_UPLOAD)],
-             responses={**WRITE_RESPONSES,
-                        411: {"model": Failure, "description": "No Content-Length."},
-                        413: {"model": Failure, "description": "A file is too large."},
-                        415: {"model": Failure,
-                              "description": "Neither octet-stream nor multipart."}},
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/octet-stream": {"schema": {"type": "string",
-                                                         "format": "binary"}},
-                 "multipart/form-data": {"schema": {"type": "object", "properties": {
-                     "files": {"type": "array", "items": {"type": "string",
-                                                          "format": "binary"}}}}}}}})
-async def upload_model_files(
-    request: Request, writes: WritesDep, caller: CallerDep, model_id: IdPath,
-    filename: Annotated[str | None, Query(min_length=1, max_length=200,
-                                          description="A raw body's file name, e.g. "
-                                                      "config.json.")] = None,
-) -> Envelope[UploadOut]:
-    """Stream each file to ``models/{name}/{version}/{file}``, then record them all in
-    ``files`` with one commit: ``multipart/form-data`` with one or more ``files``
-    parts, or a raw ``application/octet-stream`` body named by ``filename``."""
+_EXTENSIONS = "|".join(ext.lstrip(".") for ext in schema.MODEL_FILE_EXTENSIONS)
+FILE_NAME_PATTERN = rf"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.(?:{_EXTENSIONS})$"
+"""What ``check_file_name`` takes (with at most 200 characters), as a pattern without
+look-ahead: a letter or digit first, no ``..``, an allowed extension last."""
+FileName = {"min_length": 1, "max_length": 200,
+            "json_schema_extra": {"pattern": FILE_NAME_PATTERN}}
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **WRITE_RESPONSES,
+    411: {"model": Failure, "description": "No Content-Length."},
+    413: {"model": Failure, "description": "A file is too large."},
+    415: {"model": Failure, "description": "Not a body type this operation takes."}}
+
+
+def _body(media_type: str, schema_: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema_}}}}
+
+
+async def _upload(request: Request, writes: WriteService, caller: Caller, model_id: str,
+                  filename: str | None) -> Envelope[UploadOut]:
+    """A multipart body's ``files`` parts, or the raw body as the file ``filename``."""
     boundary = uploads.boundary_of(request.headers.get("content-type", ""))
     if boundary is None:
         if filename is None:
@@ -237,3 +240,49 @@ async def upload_model_files(
     return success(UploadOut.of_upload(done),
                    f"{', '.join(f.name for f in done.files)} uploaded and recorded on "
                    f"{done.branch}")
+
+
+# The multipart form is what the OpenAPI documents here: it cannot say that a query
+# parameter is required for one body type only. The raw form it documents is
+# ``.../files/{filename}``; ``?filename=`` with a raw body still works here (the seed's).
+@router.post("/catalog/models/{model_id}/upload", response_model=Envelope[UploadOut],
+             operation_id="uploadModelFiles",
+             response_model_exclude_none=True,
+             summary="Upload model files to S3 and record them (one commit)",
+             dependencies=[require(Permission.MODELS_UPLOAD)], responses=UPLOAD_RESPONSES,
+             openapi_extra=_body("multipart/form-data", {
+                 "type": "object", "required": ["files"], "additionalProperties": False,
+                 "properties": {"files": {
+                     "type": "array", "minItems": 1,
+                     "items": {"type": "string", "format": "binary"}}}}))
+async def upload_model_files(
+    request: Request, writes: WritesDep, caller: CallerDep, model_id: IdPath,
+    filename: Annotated[str | None, Query(**FileName, description=(
+        "Only with a raw application/octet-stream body (as POST .../files/{filename}): its "
+        "file name, e.g. config.json; ignored with multipart."))] = None,
+) -> Envelope[UploadOut]:
+    """Stream each ``files`` part of a ``multipart/form-data`` body to
+    ``models/{name}/{version}/{file}`` (the part's filename), then record them all in
+    ``files`` with one commit. (A raw ``application/octet-stream`` body named by
+    ``?filename=`` is taken too, as ``POST .../files/{filename}`` takes it.)"""
+    return await _upload(request, writes, caller, model_id, filename)
+
+
+@router.post("/catalog/models/{model_id}/files/{filename}", response_model=Envelope[UploadOut],
+             operation_id="uploadModelFile",
+             response_model_exclude_none=True,
+             summary="Upload one model file as the raw body and record it (one commit)",
+             dependencies=[require(Permission.MODELS_UPLOAD)], responses=UPLOAD_RESPONSES,
+             openapi_extra=_body("application/octet-stream",
+                                 {"type": "string", "format": "binary"}))
+async def upload_model_file(
+    request: Request, writes: WritesDep, caller: CallerDep, model_id: IdPath,
+    filename: Annotated[str, Path(**FileName, description="The file's name, e.g. "
+                                                           "config.json.")],
+) -> Envelope[UploadOut]:
+    """Stream the raw ``application/octet-stream`` body (with its ``Content-Length``) to
+    ``models/{name}/{version}/{filename}``, then record it in ``files`` with one commit."""
+    if uploads.boundary_of(request.headers.get("content-type", "")) is not None:
+        raise UnsupportedMediaType("send the file as the raw body, Content-Type: "
+                                   "application/octet-stream")
+    return await _upload(request, writes, caller, model_id, filename)

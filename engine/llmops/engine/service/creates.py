@@ -62,6 +62,11 @@ class InvalidRequest(errors.InvalidInput):
     """A request field cannot make a spec (``details["field"]`` names it)."""
 
 
+class NoSingleEndpoint(errors.Conflict):
+    """No ``endpointId`` given, and not exactly one endpoint serves template A: the repo as
+    it stands cannot say where the experiment goes (409; ``details`` lists candidates)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Created(Committed):
     """A new (or redeployed) spec: the commit that holds it and the spec's id."""
@@ -171,7 +176,8 @@ def _entry(key: SpecKey, file: str, spec: dict[str, Any]) -> catalog.CatalogEntr
 
 
 def _model_fields(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(spec fields, annotations) from the seed's free-form model ``metadata``."""
+    """(spec fields, annotations) from the seed's free-form model ``metadata`` (the base
+    model's existence is the caller's to check: ``CreateService._base_model``)."""
     body: dict[str, Any] = {
         "framework": str(metadata.get("framework") or "transformers"),
         "dataClassification": str(metadata.get("dataClassification")
@@ -244,6 +250,7 @@ class CreateService:
             raise InvalidRequest(f"version {new.version[:40]!r} is not a semver",
                                  details={"field": "version"})
         fields, annotations = _model_fields(new.metadata)
+        self._base_model(fields.get("baseModel"))
         body = {"version": new.version, "type": new.type,
                 "ownerTeam": _label(new.owner_team, "owner_team"),
                 "storageUri": modelfiles.storage_uri(self.writes.settings.s3.bucket, name,
@@ -258,6 +265,12 @@ class CreateService:
         return self._create(caller, _entry(key, file, spec), text, "create",
                             f"Register model {name} {new.version}",
                             f"register {new.type} model {name} {new.version}")
+
+    def _base_model(self, ref: dict[str, Any] | None) -> None:
+        """``NoSuchSpec`` (404) when ``ref`` names no model of the catalog: which models
+        exist is the repo's state, not the request's shape (as deploy's ``modelId``)."""
+        if ref is not None:
+            find(self.store, Kind.MODEL, f"{ref['name']}@{ref['version']}")
 
     def _absent(self, key: SpecKey) -> None:
         """``SpecExists`` when the catalog holds ``key``. A spec written but not
@@ -326,7 +339,7 @@ class CreateService:
                  if e.body.get("promptTemplateRef") == template_a]
         if len(found) != 1:
             where = f" in {new.environment}" if new.environment else ""
-            raise InvalidRequest(
+            raise NoSingleEndpoint(
                 f"{len(found)} endpoints{where} serve template {template_a}; name the one "
                 "to experiment on with endpointId (and environment)",
                 details={"field": "endpointId",

@@ -36,7 +36,12 @@ from llmops.engine import errors, netguard
 from llmops.engine.service import significance
 from llmops.engine.service.significance import Comparison
 
-WINDOW_RE = re.compile(r"^(\d{1,5})([mhd])$")
+WINDOW_PATTERN = (r"^(?:[1-9][0-9]{0,4}m"
+                  r"|(?:[1-9][0-9]{0,2}|1[0-9]{3}|20[0-9]{2}|21[0-5][0-9]|2160)h"
+                  r"|(?:[1-9]|[1-8][0-9]|90)d)$")
+"""Exactly the windows ``parse_window`` takes (1m-99999m, 1h-2160h, 1d-90d; ASCII digits,
+no leading zero), for an API to publish as its parameter's ``pattern``."""
+WINDOW_RE = re.compile(WINDOW_PATTERN)
 MAX_WINDOW = timedelta(days=90)
 SERIES = (
     "llmops_router_requests_total|llmops_router_request_duration_seconds_(bucket|sum|count)"
@@ -85,14 +90,11 @@ class PrometheusHttp:
 
 def parse_window(window: str) -> timedelta:
     """``30m`` / ``24h`` / ``7d`` as a duration; ``InvalidInput`` otherwise or over 90 days."""
-    match = WINDOW_RE.match(window)
-    if match is None:
-        raise errors.InvalidInput(f"window must look like 30m, 24h or 7d, not {window[:32]!r}")
-    amount, unit = int(match.group(1)), match.group(2)
-    span = timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
-    if span <= timedelta(0) or span > MAX_WINDOW:
-        raise errors.InvalidInput(f"window must be more than 0 and at most 90d, not {window}")
-    return span
+    if WINDOW_RE.fullmatch(window) is None:
+        raise errors.InvalidInput(f"window must look like 30m, 24h or 7d (more than 0, at "
+                                  f"most 90d), not {window[:32]!r}")
+    amount, unit = int(window[:-1]), window[-1]
+    return timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
 
 
 def _quote(value: str) -> str:

@@ -73,8 +73,9 @@ def find(store: Store, kind: Kind, ident: str, *,
         raise
 
 
-class InvalidWinner(errors.InvalidInput):
-    """The winner named by UUID is not a prompt template."""
+class InvalidWinner(errors.Conflict):
+    """The winner named by UUID is not a prompt template, so not a variant either (409,
+    as a winner named by a template that is not a variant)."""
 
 
 # --------------------------------------------------------------------------- results

@@ -22,7 +22,13 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from llmops.engine.source.writeback import Edit, EditRejected, FileListed, TargetMissing
+from llmops.engine.source.writeback import (
+    Edit,
+    EditRejected,
+    FileListed,
+    NotAVariant,
+    TargetMissing,
+)
 from llmops.engine.spec import schema
 from llmops.engine.types import Kind
 
@@ -111,7 +117,7 @@ def conclude_experiment(name: str, winner: str, notes: str | None) -> Edit:
         variants = body.get("variants") or []
         refs = [str(v.get("templateRef")) for v in variants if isinstance(v, dict)]
         if winner not in refs:
-            raise EditRejected(f"winner {winner!r} is not one of the variants "
+            raise NotAVariant(f"winner {winner!r} is not one of the variants "
                                f"({', '.join(refs)})")
         _set(body, "state", schema.ExperimentState.CONCLUDED.value)
         _set(body, "winner", winner)

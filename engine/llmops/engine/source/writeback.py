@@ -136,6 +136,11 @@ class Conflicted(WriteError, errors.Conflict):
     """The tracked branch kept moving while the commit was being made."""
 
 
+class NotAVariant(WriteError, errors.Conflict):
+    """A winner that is not one of the experiment's variants (409: the request is well
+    formed; the experiment as it stands in the repo decides)."""
+
+
 class EditRejected(WriteError, errors.InvalidInput):
     """The edited repo does not validate (or the edit is invalid); carries every issue."""
 
