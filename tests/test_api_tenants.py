@@ -208,4 +208,6 @@ def test_the_teams_claim_of_a_bearer_token(world: World) -> None:
     failed(client(world, bearer()).post(url, json=body), 403)
     failed(client(world, bearer(teams=[3])).post(url, json=body), 401)
     ok(client(world, bearer(teams=["data-science"])).post(url, json=body))
-    assert [r.actor for r in denials(world.store)] == ["dee", "dee"]
+    # The 401 (a teams claim that is not a list of names) is audited with the actor
+    # as claimed, unverified.
+    assert [r.actor for r in denials(world.store)] == ["dee", "dee", "unverified:dee"]

@@ -196,7 +196,7 @@ def test_refusals_become_llmops_api_errors_from_the_envelope(live: Live) -> None
 
         with pytest.raises(LlmopsApiError) as window:
             api.costs("forever")
-        assert window.value.status == 400
+        assert window.value.status == 422
 
         with pytest.raises(LlmopsApiError) as escaped:
             api.model("../reconcile/runs")  # escaped: stays a model id, never another route

@@ -252,7 +252,8 @@ def test_rendered_init_container_loads_what_the_server_is_started_on(
     objs = render_environment(validate.load_and_validate(write(tmp_path / "repo", files)), "dev")
     (deployment,) = [o for o in objs if o["kind"] == "Deployment"]
     (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
-    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    (server,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                 if c["name"] != "router"]  # the prompt router beside it
     assert init["envFrom"] == [{"secretRef": {"name": "model-store"}}]  # the AWS_* env here
     for var in init["env"]:
         monkeypatch.setenv(var["name"], var["value"])

@@ -430,3 +430,16 @@ def test_postgres_fixture_databases_are_dropped(
     with Store(url.rsplit("/", 1)[0] + "/test") as admin, admin.connection() as conn:
         exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
         assert exists.first() is None
+
+
+def test_a_nul_character_in_a_lookup_is_not_found_never_a_server_error(store: Store) -> None:
+    """PostgreSQL refuses U+0000 in text parameters; SQLite stores it. Either way a name
+    holding one matches nothing: a NotFound (404), not a driver error (500)."""
+    from llmops.engine.errors import NotFound
+    from llmops.engine.service import lookup
+    from llmops.engine.types import Kind
+
+    with pytest.raises(NotFound):
+        lookup.one(store, Kind.POLICY, "gov\x00ernance")
+    with pytest.raises(NotFound):
+        lookup.one(store, Kind.MODEL, "\x00@1.0.0")

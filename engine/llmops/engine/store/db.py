@@ -44,7 +44,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, 
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from llmops.engine.errors import LlmopsError, Unavailable
+from llmops.engine.errors import LlmopsError, NotFound, Unavailable
 from llmops.engine.store import seal
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
@@ -229,6 +229,11 @@ class Store:
         except exc.DBAPIError as err:
             if err.connection_invalidated:
                 raise StoreUnavailable(self.display_url, _reason(err)) from err
+            if isinstance(err, exc.DataError) and "NUL (0x00)" in str(err.orig):
+                # PostgreSQL text cannot hold U+0000, so nothing stored has one: whatever
+                # the request looked for or named does not exist (never a server error).
+                raise NotFound("nothing matches a text value holding a NUL character "
+                               "(U+0000): no stored name or value can hold one") from err
             raise
         except (exc.TimeoutError, exc.DisconnectionError) as err:
             raise StoreUnavailable(self.display_url, str(err).splitlines()[0]) from err
