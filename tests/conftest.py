@@ -365,6 +365,29 @@ def _fast_tier_guard(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @contextmanager
+def moto_s3(bucket: str, env: dict[str, str]) -> Iterator[str]:
+    """moto's S3 server on loopback holding ``bucket``, with ``env`` (dummy AWS
+    credentials and the like) set while it runs; yields its URL. moto is imported here,
+    not at module level: the fast tier never loads it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(
+            Bucket=bucket)
+        try:
+            yield url
+        finally:
+            server.stop()
+
+
+@contextmanager
 def serving_app(app: Any) -> Iterator[str]:
     """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL
     and stops the server afterwards."""

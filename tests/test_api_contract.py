@@ -30,14 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
-from moto.server import ThreadedMotoServer
 from schemathesis.core.parameters import ParameterLocation
 
+from conftest import moto_s3
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.engine import settings as llmops_settings
@@ -102,19 +101,8 @@ def _seed(store: Store, repo: Path) -> None:
 @pytest.fixture(scope="module")
 def s3_url() -> Iterator[str]:
     """moto's S3 server with the model bucket (dummy credentials for this module)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in AWS_ENV.items():
-            patch.setenv(name, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(
-            Bucket=BUCKET)
-        try:
-            yield url
-        finally:
-            server.stop()
+    with moto_s3(BUCKET, AWS_ENV) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,12 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from test_daemon import llmops_process, stop
 from test_dashboard import EXPERIMENT, JWT_SECRET, PAGES, bearer_token, reconcile_once
 from test_writeback import SECRET, World, git, make_world
 from test_writeback import _bump_prod_replicas as bump_prod_replicas
 
-from conftest import serving_app
+from conftest import moto_s3, serving_app
 from llmops.api.app import create_app
 from llmops.engine import settings
 from llmops.engine.store import Store, state
@@ -56,21 +55,10 @@ class Site:
 @pytest.fixture(scope="module")
 def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     none = str(tmp_path_factory.mktemp("aws") / "none")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": none,
-                            "AWS_SHARED_CREDENTIALS_FILE": none}.items():
-            patch.setenv(name, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(
-            Bucket=BUCKET)
-        try:
-            yield url
-        finally:
-            server.stop()
+    with moto_s3(BUCKET, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                          "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": none,
+                          "AWS_SHARED_CREDENTIALS_FILE": none}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
