@@ -45,7 +45,7 @@ from llmops.engine.actuate.base import ActPlan, Actuator, ActuatorError, ObjectO
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.plan import decide, diff, planner
-from llmops.engine.plan.changeset import WRITING, Action, ChangeSet
+from llmops.engine.plan.changeset import ChangeSet
 from llmops.engine.run import finished, record
 from llmops.engine.source.snapshots import Snapshot, Source, SourceUnavailable
 from llmops.engine.spec import loader, repoconfig, schema, validate
@@ -262,7 +262,7 @@ class Reconciler:
         if changes.blocked is not None:
             return self._block(env, revision, changes.blocked.reason.value,
                                changes.blocked.message)
-        plan = _act_plan(env, sha, desired, live, changes)
+        plan = record.act_plan(env, sha, desired, live, changes)
         gone = finished.outcomes(changes, ended)
         if not plan.write and not plan.delete and self._published(env, sha, actuator):
             self._in_sync[env] = fingerprint
@@ -582,22 +582,6 @@ def _observe(actuator: Actuator, env: str) -> dict[ResourceKey, KubeObject]:
         return actuator.observe(env)
     except ActuatorError as exc:
         raise _Stalled("ObserveFailed", str(exc)) from exc
-
-
-def _act_plan(env: str, sha: str, desired: Mapping[ResourceKey, KubeObject],
-              live: Mapping[ResourceKey, KubeObject], changes: ChangeSet) -> ActPlan:
-    """The actuator's instructions for a decided ``ChangeSet``.
-
-    Unchanged objects keep their published form (their source-commit stamp too);
-    skipped deletions stay as they are live."""
-    write = {e.key: e.action.value for e in changes.entries if e.action in WRITING}
-    final = {k: (live[k] if k in live and k not in write else obj)
-             for k, obj in desired.items()}
-    return ActPlan(
-        environment=env, revision=sha, desired=final, write=write,
-        delete=tuple(sorted(e.key for e in changes.entries if e.action is Action.DELETED)),
-        keep={e.key: live[e.key] for e in sorted(changes.entries, key=lambda e: e.key)
-              if e.action is Action.SKIPPED and e.key in live})
 
 
 def confirm_prune(store: Store, env: str, revision: str, actor: str) -> None:

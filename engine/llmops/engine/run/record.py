@@ -24,7 +24,7 @@ from llmops.engine import manifest, redact
 from llmops.engine.actuate.base import ActPlan, ObjectOutcome, Outcome
 from llmops.engine.actuate.health import HealthStatus, worst
 from llmops.engine.plan import decide, diff
-from llmops.engine.plan.changeset import ChangeSet
+from llmops.engine.plan.changeset import WRITING, Action, ChangeSet
 from llmops.engine.plan.planner import SpecChange
 from llmops.engine.source.snapshots import Snapshot
 from llmops.engine.store import audit, state
@@ -144,6 +144,22 @@ def _recorded_objects(log: audit.AuditLog, env: str, run: state.Run) -> set[str]
 
 
 # --------------------------------------------------------------------------- a pass that acts
+
+
+def act_plan(env: str, sha: str, desired: Mapping[ResourceKey, KubeObject],
+             live: Mapping[ResourceKey, KubeObject], changes: ChangeSet) -> ActPlan:
+    """The actuator's instructions for a decided ``ChangeSet``.
+
+    Unchanged objects keep their published form (their source-commit stamp too);
+    skipped deletions stay as they are live."""
+    write = {e.key: e.action.value for e in changes.entries if e.action in WRITING}
+    final = {k: (live[k] if k in live and k not in write else obj)
+             for k, obj in desired.items()}
+    return ActPlan(
+        environment=env, revision=sha, desired=final, write=write,
+        delete=tuple(sorted(e.key for e in changes.entries if e.action is Action.DELETED)),
+        keep={e.key: live[e.key] for e in sorted(changes.entries, key=lambda e: e.key)
+              if e.action is Action.SKIPPED and e.key in live})
 
 
 def plan_detail(changes: ChangeSet, specs: Iterable[SpecChange] | None) -> dict[str, Any]:
