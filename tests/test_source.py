@@ -116,7 +116,11 @@ def test_fetch_without_new_commit_reuses_the_snapshot(repo: Path, work: Path) ->
     src = snapshots.GitSource(str(repo), "main", work)
     first = src.fetch()
     inode = first.path.stat().st_ino
+    commands: list[str] = []
+    real_run = src._git.run
+    src._git.run = lambda *a, **k: commands.append(a[0]) or real_run(*a, **k)  # type: ignore[method-assign]
     again = src.fetch()
+    assert commands == ["fetch", "rev-parse"]  # no commit read, no prune, no gc
     assert again.revision == first.revision
     assert again.path == first.path
     assert again.path.stat().st_ino == inode

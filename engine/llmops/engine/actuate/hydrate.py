@@ -19,6 +19,12 @@ previous set stays published and readable; what a killed publisher left behind
 (staging directories, a temporary link) is removed by the next one to take the
 lock. The actuator reports the failure as ``ActuatorError`` naming the directory
 and the reason, so the pass fails and the next one publishes afresh.
+
+Observing: the actuator reads a set in full (every file stat'ed, a file parsed
+again only when its inode, size or mtime changed) after each publish, at least
+every ``SWEEP_SECONDS``, and whenever an inotify watch on the set
+(``actuate.dirwatch``) saw anything change in it, so a hand edit is seen by the
+next pass; otherwise it hands out the objects it read last, at no I/O.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +45,14 @@ from typing import Any
 import yaml
 
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
+from llmops.engine.actuate.dirwatch import DirWatch
 from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.types import KubeObject, ResourceKey, canonical_json
 
 INDEX = "index.json"
 KEY_ORDER = ("apiVersion", "kind", "metadata")
+SWEEP_SECONDS = 300.0
+"""Read a watched, unchanged set in full again at least this often all the same."""
 
 
 def ordered(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -240,24 +250,57 @@ def read_set(root: Path, env: str,
     return HydratedSet(revision=str(index["revision"]), objects=objects)
 
 
+@dataclass(slots=True)
+class _Seen:
+    """An environment's set as last read in full, and the watch armed before that read.
+
+    A later pass may reuse ``objects`` while the link still points at ``target``,
+    nothing under it changed (``watch``) and the last full read is younger than the
+    sweep interval. Without a watch (no inotify here) every pass reads in full."""
+
+    target: str
+    watch: DirWatch | None
+    objects: dict[ResourceKey, KubeObject]
+    read_at: float
+
+    def still(self, target: str, sweep_seconds: float) -> bool:
+        return (self.watch is not None and target == self.target
+                and time.monotonic() - self.read_at < sweep_seconds
+                and not self.watch.changed())
+
+
 class HydrateActuator:
     """Publishes rendered manifests per environment under ``root``, atomically."""
 
     name = "hydrate"
     applies = True
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, sweep_seconds: float = SWEEP_SECONDS) -> None:
         self.root = root
+        self.sweep_seconds = sweep_seconds
         self._parsed: dict[str, dict[FileStamp, KubeObject]] = {}
+        self._seen: dict[str, _Seen] = {}
 
     def observe(self, environment: str) -> dict[ResourceKey, KubeObject]:
+        """The published set; read again only when it may have changed (see ``_Seen``)."""
+        link = self.root / environment
         try:
+            target = os.readlink(link) if link.is_symlink() else ""
+            seen = self._seen.get(environment)
+            if seen is not None and seen.still(target, self.sweep_seconds):
+                return dict(seen.objects)
+            if seen is not None and seen.watch is not None:
+                seen.watch.close()
+            # Armed before the read: an edit made during it shows up on the next pass.
+            watch = DirWatch.arm(link.resolve()) if target else None
             published = read_set(self.root, environment,
-                                         self._parsed.setdefault(environment, {}))
+                                 self._parsed.setdefault(environment, {}))
         except (OSError, ValueError, KeyError) as exc:
             raise ActuatorError(f"{self.root / environment}: cannot read the published "
                                 f"set: {exc}") from exc
-        return dict(published.objects) if published else {}
+        objects = dict(published.objects) if published else {}
+        self._seen[environment] = _Seen(target, watch, objects, time.monotonic())
+        return dict(objects)
 
     def act(self, plan: ActPlan) -> ActResult:
         objects = {**plan.keep, **plan.desired}

@@ -110,24 +110,22 @@ def close_interrupted(store: Store, log: audit.AuditLog, env: str) -> None:
     """Close runs a killed process left ``running``: each gets an ``interrupted`` outcome
     naming what its intent planned and no entry records as done (``unfinished``); the
     pass that follows finishes the work and records each object it still has to act on."""
-    for run in state.list_runs(store, environment=env, limit=20):
-        if run.result is RunResult.RUNNING:
-            state.finish_run(store, run.id, RunResult.FAILED,
-                             error="interrupted: the reconciler stopped mid-pass")
-            done = _recorded_objects(log, env, run)
-            planned = {"write": sorted(run.plan.get("write", {})),
-                       "delete": sorted(run.plan.get("delete", []))}
-            unfinished = {kind: [k for k in keys if k not in done]
-                          for kind, keys in planned.items()}
-            count = sum(len(keys) for keys in unfinished.values())
-            log.append(audit.AuditEntry(
-                actor="llmops", action=audit.AuditAction.RECONCILE,
-                target=f"environment/{env}", environment=env, source_commit=run.revision,
-                result=audit.AuditResult.INTERRUPTED,
-                reason=f"run {run.id} interrupted: {count} planned object(s) without a "
-                       "recorded outcome; the next pass finishes it",
-                details={"run": run.id, "unfinished": unfinished,
-                         "recorded": len(done)}))
+    for run in state.list_runs(store, environment=env, result=RunResult.RUNNING, limit=20):
+        state.finish_run(store, run.id, RunResult.FAILED,
+                         error="interrupted: the reconciler stopped mid-pass")
+        done = _recorded_objects(log, env, run)
+        planned = {"write": sorted(run.plan.get("write", {})),
+                   "delete": sorted(run.plan.get("delete", []))}
+        unfinished = {kind: [k for k in keys if k not in done]
+                      for kind, keys in planned.items()}
+        count = sum(len(keys) for keys in unfinished.values())
+        log.append(audit.AuditEntry(
+            actor="llmops", action=audit.AuditAction.RECONCILE,
+            target=f"environment/{env}", environment=env, source_commit=run.revision,
+            result=audit.AuditResult.INTERRUPTED,
+            reason=f"run {run.id} interrupted: {count} planned object(s) without a "
+                   "recorded outcome; the next pass finishes it",
+            details={"run": run.id, "unfinished": unfinished, "recorded": len(done)}))
 
 
 def _recorded_objects(log: audit.AuditLog, env: str, run: state.Run) -> set[str]:

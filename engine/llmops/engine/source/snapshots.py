@@ -207,11 +207,15 @@ class GitSource:
                     raise SourceUnavailable(self._mask(f"{self.url}: branch {self.branch} "
                                                        "does not resolve to a commit"))
                 prev = self._last_good
-                changed = self.changed_files(prev.revision, sha) if prev else None
-                snap = self._snapshot(sha, changed)
-                self._last_good = snap
-                self._prune({sha})
-                self._gc()
+                if prev is not None and prev.revision == sha and prev.path.is_dir():
+                    # Nothing new: no commit to read, nothing to prune or pack.
+                    self._last_good = snap = dataclasses.replace(prev, files_changed=frozenset())
+                else:
+                    changed = self.changed_files(prev.revision, sha) if prev else None
+                    snap = self._snapshot(sha, changed)
+                    self._last_good = snap
+                    self._prune({sha})
+                    self._gc()
         log.info("source %s (%s) at %s", self.url, self.branch, sha[:12])
         return snap
 
