@@ -173,6 +173,24 @@ def test_unchanged_file_is_parsed_once(minimal_repo: Path) -> None:
     assert (cache.hits, cache.misses) == (5, 4)
 
 
+def test_unchanged_documents_are_type_checked_once(minimal_repo: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[str] = []
+    real = validate._parse_one
+    monkeypatch.setattr(validate, "_parse_one", lambda doc: checked.append(doc.file) or real(doc))
+    cache = loader.ParseCache()
+    first = validate.load_and_validate(minimal_repo, cache=cache)
+    assert len(checked) == 2  # llmops.yaml is the config, not a spec
+    checked.clear()
+    assert validate.load_and_validate(minimal_repo, cache=cache) == first
+    assert checked == []
+    (minimal_repo / "endpoints/dev/chat.yaml").write_text(
+        (minimal_repo / "endpoints/dev/chat.yaml").read_text().replace("max: 2", "max: 3"))
+    edited = validate.load_and_validate(minimal_repo, cache=cache)
+    assert checked == ["endpoints/dev/chat.yaml"]
+    assert edited != first
+
+
 def test_core_schema_only() -> None:
     docs = loader.parse_documents(
         "a: on\nb: 18:00\nc: 0x1F\nd: '7'\ne: ~\nf: 1.5e3\ng: 2024-01-01\nh: !!str 12\n", "x")

@@ -10,6 +10,7 @@ Called by the CLI (`validate`, `render`, `plan`) and the reconciler.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -207,7 +208,28 @@ def _issue(doc: Document, spec: schema.SpecBase, path: FieldPath, message: str) 
                      name=spec.name, field=format_path(path), message=message)
 
 
+_PARSED_MAX = 100_000
+_parsed: dict[int, tuple[Document, schema.AnySpec | list[SpecIssue]]] = {}
+_parsed_lock = threading.Lock()
+
+
 def _parse_spec(doc: Document) -> schema.AnySpec | list[SpecIssue]:
+    """``_parse_one`` of ``doc``, remembered per document: the loader's parse cache hands
+    out the very same ``Document`` for a file whose bytes did not change, so a new revision
+    type-checks only the files it changed. Specs are frozen; the entry holds its document,
+    so the id cannot be reused while it is kept."""
+    hit = _parsed.get(id(doc))
+    if hit is not None and hit[0] is doc:
+        return hit[1]
+    result = _parse_one(doc)
+    with _parsed_lock:
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.pop(next(iter(_parsed)), None)
+        _parsed[id(doc)] = (doc, result)
+    return result
+
+
+def _parse_one(doc: Document) -> schema.AnySpec | list[SpecIssue]:
     data = doc.data
     where = {"file": doc.file, "line": doc.line, "column": doc.column}
     if not isinstance(data, dict):
