@@ -27,6 +27,8 @@ from llmops.engine.store.models import RunResult
 
 REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOWN_URL = "redis://127.0.0.1:1/0"
+HANG = 10.0
+"""Seconds that mean hung: far above the 0.5 s timeouts, so a busy machine does not fail it."""
 SECRET = b"api-cache-test-secret"
 
 
@@ -150,7 +152,7 @@ def test_redis_down_falls_back_to_the_store_quickly(store: Store, seeded: state.
         client = make_client(store, status_cache)
         started = time.monotonic()
         entry = prod_status(client)
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < HANG
         assert_from_store(entry, seeded)
 
 
@@ -170,7 +172,7 @@ def test_create_app_builds_a_cache_from_the_url_and_none_without(store: Store,
                                  "proxy_secret": PROXY_SECRET}))
     started = time.monotonic()
     entry = prod_status(TestClient(app, client=PEER, headers=identity()))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < HANG
     assert_from_store(entry, seeded)
     app.state.status_cache.close()
 
@@ -241,7 +243,7 @@ def test_events_are_409_without_redis_and_503_when_it_is_down(store: Store) -> N
         client = make_client(store, status_cache)
         started = time.monotonic()
         failed(client.get(f"{BASE}/reconcile/events"), 503)
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < HANG
 
 
 def test_events_need_reconcile_read(store: Store, prefix: str) -> None:
