@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy import event
 
 from conftest import edit
+from llmops.engine import manifest
 from llmops.engine.actuate import hydrate
 from llmops.engine.actuate.base import ActPlan, ActResult
 from llmops.engine.actuate.hydrate import HydrateActuator
@@ -30,7 +31,7 @@ from llmops.engine.spec import repoconfig
 from llmops.engine.store import audit, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
-from llmops.engine.types import ResourceKey
+from llmops.engine.types import KubeObject, ResourceKey
 
 # Inside the template's prod change window (Mon-Fri 08:00-18:00 Europe/Berlin).
 WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -613,13 +614,23 @@ def test_service_builds_the_configured_actuators(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # over 0.5 s of CPU on its own
-def test_unchanged_specs_are_not_parsed_or_rendered_again(h: Harness) -> None:
+def test_unchanged_specs_are_not_parsed_or_rendered_again(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     h.run()
     parsed, rendered = h.rec.cache.misses, h.rec.render_cache.misses
     assert rendered > 0
     edit(h.repo, "endpoints/stg/support-chat.yaml", "version: 1.2.0", "version: 1.3.0")
     commit(h.repo, "stg: support-chat 1.3.0")
+    hashed: list[KubeObject] = []
+    real_hash = decide.object_hash
+    monkeypatch.setattr(decide, "object_hash", lambda obj: hashed.append(obj) or real_hash(obj))
     h.run()
+    # The inventory hashes only the objects rendered again: stg's endpoint, its experiment,
+    # and the environment-wide ones (built every pass), not sql-assistant's.
+    owners = {manifest.owner_of(obj) for obj in hashed}
+    assert owners == {("ServingEndpoint", "support-chat"), ("Environment", "stg"),
+                      ("PromptExperiment", "support-greeting-v1-vs-v2"),
+                      ("Policy", "governance")}
     assert h.rec.cache.misses == parsed + 1  # only the changed file was parsed
     # Only stg's support-chat endpoint and the experiment on it were rendered again.
     assert h.rec.render_cache.misses == rendered + 2

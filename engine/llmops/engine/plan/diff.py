@@ -355,6 +355,8 @@ class LiveMemo:
 
     entries: dict[ResourceKey, tuple[Mapping[str, Any], ChangeSetEntry]] = field(
         default_factory=dict)
+    hashes: dict[ResourceKey, tuple[Mapping[str, Any], str]] = field(default_factory=dict)
+    """Each desired object's inventory hash, with the object (``record.inventory_items``)."""
 
 
 def diff_live(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]], *,

@@ -343,7 +343,8 @@ class Reconciler:
                             drifted=len(drifted), commit=record.commit_of(revision.snapshot),
                             detail=detail)
         # Widen the inventory before acting: a pass killed midway orphans nothing.
-        widened = dict(inventory) | record.inventory_items(rendered, sha)
+        widened = dict(inventory) | record.inventory_items(rendered, sha,
+                                                            self._memos.get(env))
         state.replace_inventory(self.store, env, widened.values())
         with self._timed(env, "act"):
             try:
@@ -395,8 +396,8 @@ class Reconciler:
         if set(inventory) != set(desired):
             # The target already holds the revision (e.g. after a kill before the
             # final inventory was written): settle the inventory, nothing else.
-            state.replace_inventory(self.store, env,
-                                    record.inventory_items(desired, sha).values())
+            items = record.inventory_items(desired, sha, self._memos.get(env))
+            state.replace_inventory(self.store, env, items.values())
         self._record_status(env, revision, desired, outcomes, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
         self._remember_applied(env, revision)

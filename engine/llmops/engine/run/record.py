@@ -257,14 +257,23 @@ def run_counts(plan: ActPlan, outcomes: Mapping[ResourceKey, ObjectOutcome]) -> 
 # --------------------------------------------------------------------------- inventory
 
 
-def inventory_items(objects: Mapping[ResourceKey, KubeObject],
-                    sha: str) -> dict[ResourceKey, state.InventoryItem]:
-    """Inventory items of ``objects``: each hashed in the form given (the rendered one)."""
+def inventory_items(objects: Mapping[ResourceKey, KubeObject], sha: str,
+                    memo: diff.LiveMemo | None = None) -> dict[ResourceKey, state.InventoryItem]:
+    """Inventory items of ``objects``: each hashed in the form given (the rendered one).
+    With the environment's ``memo``, an object hashed by the last call (the very same
+    object: the render cache hands it out again) is not hashed again."""
+    known = memo.hashes if memo is not None else {}
+    hashes: dict[ResourceKey, tuple[Mapping[str, Any], str]] = {}
     out = {}
     for key, obj in objects.items():
+        seen = known.get(key)
+        digest = seen[1] if seen is not None and seen[0] is obj else decide.object_hash(obj)
+        hashes[key] = (obj, digest)
         kind, name = manifest.owner_of(obj)
-        out[key] = state.InventoryItem(key, str(obj.get("apiVersion", "")),
-                                       decide.object_hash(obj), kind, name, sha)
+        out[key] = state.InventoryItem(key, str(obj.get("apiVersion", "")), digest, kind,
+                                       name, sha)
+    if memo is not None:
+        memo.hashes = hashes
     return out
 
 
