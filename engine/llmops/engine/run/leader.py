@@ -24,14 +24,19 @@ mechanism by what they could reach at the time could both lead.
   network can hide that; the session's ``idle_session_timeout`` (the ttl)
   ends it when a hung or stopped leader stops checking, so another replica
   takes over after the ttl; each lease query waits at most a few seconds.
-- SQLite (one machine): an exclusive ``flock`` on ``<database>.leader.lock``;
-  the kernel drops it when the process dies. The lock file is never deleted
-  (that would let two processes lock two different files); if someone else
-  deletes or replaces it, ``held()`` sees the inode change and reports loss.
+- SQLite (one machine): an exclusive ``flock`` (``LOCK_NB``) on
+  ``<database>.leader.lock``; the kernel drops it when the process dies. The
+  lock file is never deleted (that would let two processes lock two different
+  files); if someone else deletes or replaces it, ``held()`` sees the inode
+  change and reports loss. It is opened without following a link and without
+  blocking, and only a regular file is a lock: a symlink, FIFO or directory
+  planted at the path means "not leading", never a hang or a write elsewhere.
 
 Never act when unsure: every error while checking (connection gone, Redis
 unreachable, lock file replaced) means "not held", and a lost lease stays
-lost until ``acquire()`` wins it again.
+lost until ``acquire()`` wins it again. A check can pass just before the
+holder stalls; the fencing token the daemon takes with each acquisition
+(``Store.next_fence``) covers that window for the store's writes.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +89,9 @@ return 0
 
 class Lease(Protocol):
     """Leadership, held by at most one process at a time."""
+
+    name: str
+    """What is led (``DEFAULT_NAME`` for the daemon); fencing tokens are numbered per name."""
 
     def acquire(self) -> bool:
         """Non-blocking try; True when this process is (now) the leader."""
@@ -132,7 +141,7 @@ def lease_for(store: Store, redis_url: str = "", *, name: str = DEFAULT_NAME,
     database = store.url.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         return ProcessLease(store, name=name)
-    return FileLease(lock_path(database, name))
+    return FileLease(lock_path(database, name), name=name)
 
 
 # --------------------------------------------------------------------------- Redis
@@ -142,6 +151,7 @@ class RedisLease:
     """A Redis key holding a random token, with an expiry renewed by ``held()``."""
 
     def __init__(self, url: str, *, name: str, ttl: float) -> None:
+        self.name = name
         self.key = REDIS_KEY_PREFIX + name
         self.ttl_ms = max(1, round(ttl * 1000))
         self._display = redact(url)
@@ -211,6 +221,7 @@ class PostgresLease:
     """A session advisory lock on a connection of its own, open while leading."""
 
     def __init__(self, store: Store, *, name: str, ttl: float = 30.0) -> None:
+        self.name = name
         self.key = advisory_key(name)
         self.ttl_ms = max(1000, round(ttl * 1000))
         self._conninfo = store.url.set(drivername="postgresql").render_as_string(
@@ -337,7 +348,8 @@ def _first_line(err: BaseException) -> str:
 class FileLease:
     """An exclusive ``flock`` on a lock file next to the SQLite database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, name: str = DEFAULT_NAME) -> None:
+        self.name = name
         self.path = path
         self._fd: int | None = None
         self._lock = threading.Lock()
@@ -346,10 +358,8 @@ class FileLease:
         with self._lock:
             if self._fd is not None:
                 return self._check()
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as err:
-                log.warning("leader lease %s: cannot open: %s", self.path, err)
+            fd = _open_lock_file(self.path)
+            if fd is None:
                 return False
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -371,7 +381,7 @@ class FileLease:
         assert fd is not None
         try:
             ours = os.fstat(fd)
-            current = os.stat(self.path)
+            current = os.lstat(self.path)  # a link planted at the path is a replacement
             same = ours.st_nlink > 0 and (ours.st_dev, ours.st_ino) == (
                 current.st_dev, current.st_ino)
         except OSError as err:
@@ -398,6 +408,31 @@ class FileLease:
         return f"FileLease({str(self.path)!r})"
 
 
+def _open_lock_file(path: Path) -> int | None:
+    """An open descriptor on the regular file at ``path`` (created if missing), or None.
+
+    Never blocks and never follows a link: ``O_NONBLOCK`` (a FIFO planted at the path
+    would otherwise block the open, or be taken for the lock), ``O_NOFOLLOW`` (a
+    symlink would have us lock, and truncate, whatever file it points to); anything
+    but a regular file is refused."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as err:
+        log.warning("leader lease %s: cannot open: %s", path, err)
+        return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError as err:  # pragma: no cover - fstat of an open descriptor
+        log.warning("leader lease %s: cannot check: %s", path, err)
+        regular = False
+    if not regular:
+        log.warning("leader lease %s: not a regular file; not leading", path)
+        os.close(fd)
+        return None
+    return fd
+
+
 def _write_owner(fd: int) -> None:
     """Record who holds the lock (for people looking at the file; never read back)."""
     try:
@@ -415,6 +450,7 @@ class ProcessLease:
     """For an in-memory SQLite store, which only this process can see."""
 
     def __init__(self, store: Store, *, name: str) -> None:
+        self.name = name
         self._slot = (id(store), name)
         self._store = store  # keeps id(store) from being reused while we exist
 
