@@ -303,8 +303,8 @@ class Store:
         in flight. Call it after winning the lease, before writing anything."""
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)
         now = datetime.now(UTC)
-        statement = insert(LeaderEpochRow).values(name=name, epoch=1, acquired_at=now)
-        statement = statement.on_conflict_do_update(
+        statement = insert(LeaderEpochRow).values(
+            name=name, epoch=1, acquired_at=now).on_conflict_do_update(
             index_elements=[LeaderEpochRow.name],
             set_={"epoch": LeaderEpochRow.epoch + 1, "acquired_at": now},
         ).returning(LeaderEpochRow.epoch)
