@@ -28,9 +28,10 @@ mechanism by what they could reach at the time could both lead.
   ``<database>.leader.lock``; the kernel drops it when the process dies. The
   lock file is never deleted (that would let two processes lock two different
   files); if someone else deletes or replaces it, ``held()`` sees the inode
-  change and reports loss. It is opened without following a link and without
-  blocking, and only a regular file is a lock: a symlink, FIFO or directory
-  planted at the path means "not leading", never a hang or a write elsewhere.
+  change and reports loss. It is opened by ``lockfile.open_regular`` (no
+  link followed, never blocking, a regular file only): a symlink, FIFO or
+  directory planted at the path means "not leading", never a hang or a write
+  elsewhere.
 
 Never act when unsure: every error while checking (connection gone, Redis
 unreachable, lock file replaced) means "not held", and a lost lease stays
@@ -47,7 +48,6 @@ import logging
 import os
 import re
 import secrets
-import stat
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +57,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from llmops.engine import lockfile
 from llmops.engine.redact import redact
 from llmops.engine.store.db import DeadlineConnection, Store
 
@@ -358,8 +359,10 @@ class FileLease:
         with self._lock:
             if self._fd is not None:
                 return self._check()
-            fd = _open_lock_file(self.path)
-            if fd is None:
+            try:
+                fd = lockfile.open_regular(self.path)
+            except OSError as err:  # a symlink, FIFO or directory planted at the path too
+                log.warning("leader lease %s: cannot open: %s", self.path, err)
                 return False
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -406,31 +409,6 @@ class FileLease:
 
     def __repr__(self) -> str:
         return f"FileLease({str(self.path)!r})"
-
-
-def _open_lock_file(path: Path) -> int | None:
-    """An open descriptor on the regular file at ``path`` (created if missing), or None.
-
-    Never blocks and never follows a link: ``O_NONBLOCK`` (a FIFO planted at the path
-    would otherwise block the open, or be taken for the lock), ``O_NOFOLLOW`` (a
-    symlink would have us lock, and truncate, whatever file it points to); anything
-    but a regular file is refused."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as err:
-        log.warning("leader lease %s: cannot open: %s", path, err)
-        return None
-    try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError as err:  # pragma: no cover - fstat of an open descriptor
-        log.warning("leader lease %s: cannot check: %s", path, err)
-        regular = False
-    if not regular:
-        log.warning("leader lease %s: not a regular file; not leading", path)
-        os.close(fd)
-        return None
-    return fd
 
 
 def _write_owner(fd: int) -> None:
