@@ -66,6 +66,8 @@ def make_rec(store: Store, repo: Path, tmp: Path, **kw: object) -> reconciler.Re
 class FlakyLease:
     """A lease we control: acquired once, then lost when told."""
 
+    name = "flaky"
+
     def __init__(self) -> None:
         self.lost = False
         self.released = False

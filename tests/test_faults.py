@@ -26,7 +26,7 @@ from test_api import client_for
 from test_daemon import make_rec
 
 from llmops.engine.run import daemon
-from llmops.engine.store import db
+from llmops.engine.store import audit, db, state
 from llmops.engine.store.models import RunResult
 
 pytestmark = pytest.mark.slow
@@ -362,6 +362,56 @@ def test_two_daemons_on_postgres_without_redis_one_leads_and_takes_over_a_hung_l
         finally:
             first.release()
             second.release()
+
+
+def test_a_leader_that_stalls_after_its_check_cannot_record_after_its_successor(
+        store: db.Store, template_git_repo: Path, tmp_path: Path) -> None:
+    """The window ``held()`` leaves: the check passes, the leader stalls (a GC pause,
+    SIGSTOP) past its lease, another replica takes over and records its pass; the old
+    leader wakes and goes on writing. The store refuses it (its fencing token is older),
+    the pass is reported as a lost lease, and nothing of it is written."""
+    from llmops.engine.run import leader
+
+    leases = leader.lease_for(store), leader.lease_for(store)
+    first, second = (daemon.Daemon(make_rec(store, template_git_repo, tmp_path / name,
+                                            environments=["dev"]), lease=lease)
+                     for name, lease in zip("ab", leases, strict=True))
+    check = first.rec.lease_check
+    assert check is not None
+    checks: list[bool] = []
+    entries: list[int] = []
+
+    def check_then_stall() -> bool:
+        checks.append(check())
+        if len(checks) == 2:  # the check before acting (the first is the pass's start)
+            leases[0].release()  # stalled past the lease: it is gone (expired, ended)
+            assert second.run_once() is not None, "another replica took over and recorded"
+            entries.append(audit.verify(store).entries)
+        return checks[-1]  # what the check said, before the stall
+
+    first.rec.lease_check = check_then_stall
+    try:
+        assert first.run_once() is None, "the stalled leader's pass is a lost lease"
+        assert checks == [True, True]
+        assert not first.leading
+        assert second.leading
+        assert (first.fence, second.fence) == (db.Fence(leader.DEFAULT_NAME, 1),
+                                               db.Fence(leader.DEFAULT_NAME, 2))
+        runs = state.list_runs(store)
+        assert [r.result for r in runs] == [RunResult.SUCCEEDED], "only the successor's run"
+        verified = audit.verify(store)
+        assert verified.ok
+        assert [verified.entries] == entries, "no audit entry of the old leader's pass"
+        assert any((tmp_path / "b" / "out").rglob("*.yaml"))
+        assert not any((tmp_path / "a" / "out").rglob("*.yaml")), "the old leader applied"
+
+        second.release()
+        first.rec.lease_check = check
+        assert first.run_once() is not None, "back as leader, with a new token, it writes"
+        assert first.fence == db.Fence(leader.DEFAULT_NAME, 3)
+    finally:
+        first.release()
+        second.release()
 
 
 def test_a_server_without_idle_session_timeout_still_gets_a_leader(

@@ -11,6 +11,7 @@ this process may mount one (slow; skipped without the privilege).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import subprocess
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 from test_reconcile import Harness, commit
 
 from conftest import edit
+from llmops.engine import lockfile
 from llmops.engine.actuate import hydrate
 from llmops.engine.actuate.base import ActPlan, ActuatorError
 from llmops.engine.actuate.hydrate import HydrateActuator
@@ -180,3 +182,36 @@ def test_a_pass_on_a_full_disk_fails_with_the_reason_and_the_next_pass_publishes
     next_pass = h.run()["dev"]
     assert next_pass.result is RunResult.SUCCEEDED
     assert h.published("dev").revision == head
+
+
+def test_a_stopped_publisher_holding_the_lock_fails_the_publish_instead_of_hanging_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publisher that was stopped (SIGSTOP, a leader that stalled past its lease) keeps
+    its lock: the next one gives up after the wait, with the reason, and publishes once
+    the lock is free again."""
+    monkeypatch.setattr(lockfile, "WAIT_SECONDS", 0.2)
+    root = tmp_path / "out"
+    actuator = HydrateActuator(root)
+    publish(actuator, "rev1", config_maps(2, "1"))
+    stopped = os.open(root / ".dev.lock", os.O_RDWR)  # another open file: another process
+    fcntl.flock(stopped, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(ActuatorError, match="held by another process"):
+            publish(actuator, "rev2", config_maps(2, "2"))
+        assert_published(root, "rev1", config_maps(2, "1"))
+    finally:
+        os.close(stopped)
+    publish(actuator, "rev2", config_maps(2, "2"))
+    assert_published(root, "rev2", config_maps(2, "2"))
+
+
+def test_a_symlink_planted_at_the_lock_path_is_refused_and_nothing_is_made_through_it(
+        tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    (root / ".dev.lock").symlink_to(elsewhere)
+    with pytest.raises(ActuatorError, match="cannot publish"):
+        publish(HydrateActuator(root), "rev1", config_maps(1, "1"))
+    assert not elsewhere.exists(), "the lock file was created where the link points"
+    assert hydrate.read_set(root, "dev") is None

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -23,7 +24,7 @@ import pytest
 import redis
 
 from llmops.engine.run import leader
-from llmops.engine.store import db
+from llmops.engine.store import audit, db, models, state
 
 REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get("LLMOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -123,6 +124,83 @@ def test_a_removed_lock_file_is_noticed_by_its_holder(tmp_path: Path) -> None:
     assert not first.acquire()
     second.release()
     assert lock_file.exists(), "release never deletes the lock file"
+
+
+@pytest.mark.parametrize("planted", ["fifo", "symlink", "directory"])
+def test_something_planted_at_the_lock_path_is_never_a_lock_nor_a_hang(
+        tmp_path: Path, planted: str) -> None:
+    """A FIFO must not block the open (nor pass for a lock), a symlink must not have the
+    lease lock and truncate the file it points to, a directory is no lock either."""
+    store = db.Store(f"sqlite:///{tmp_path / 'llmops.db'}")
+    lease = leader.lease_for(store)
+    lock_file = leader.lock_path(str(store.url.database))
+    precious = tmp_path / "precious"
+    precious.write_text("not yours\n")
+    if planted == "fifo":
+        os.mkfifo(lock_file)
+    elif planted == "symlink":
+        lock_file.symlink_to(precious)
+    else:
+        lock_file.mkdir()
+    answers: list[bool] = []
+    worker = threading.Thread(target=lambda: answers.extend([lease.acquire(), lease.held()]),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "acquire() blocked on what was planted at the lock path"
+    assert answers == [False, False]
+    assert precious.read_text() == "not yours\n"
+
+    if planted == "directory":
+        lock_file.rmdir()
+    else:
+        lock_file.unlink()
+    assert lease.acquire(), "once the path is free again, the lease is taken as usual"
+    lease.release()
+    store.close()
+
+
+def test_a_lock_file_replaced_by_a_symlink_to_itself_is_noticed(tmp_path: Path) -> None:
+    store = db.Store(f"sqlite:///{tmp_path / 'llmops.db'}")
+    lease = leader.lease_for(store)
+    assert lease.acquire()
+    lock_file = leader.lock_path(str(store.url.database))
+    moved = lock_file.with_name("moved.lock")
+    lock_file.rename(moved)
+    lock_file.symlink_to(moved)  # the path resolves to our very file, through a link
+    assert not lease.held()
+    store.close()
+
+
+# --------------------------------------------------------------------------- fencing tokens
+
+
+def test_each_acquisition_takes_a_newer_epoch_and_an_older_one_writes_nothing(
+        store: db.Store) -> None:
+    first = store.next_fence("llmops-daemon")
+    second = store.next_fence("llmops-daemon")
+    other = store.next_fence("llmops-router")
+    assert (first.epoch, second.epoch, other.epoch) == (1, 2, 1)
+
+    with store.fenced(second):
+        state.start_run(store, "dev", "a" * 40)
+        audit.AuditLog(store).append(audit.AuditEntry("ci", "apply", "x", "intent"))
+    with store.fenced(first):
+        with pytest.raises(db.FencedOut, match="epoch 1 is stale"):
+            state.start_run(store, "dev", "b" * 40)
+        with pytest.raises(db.FencedOut):
+            audit.AuditLog(store).append(audit.AuditEntry("ci", "apply", "y", "intent"))
+        with pytest.raises(db.FencedOut), store.session(write=True) as session:
+            session.add(models.ReconcileRun(
+                environment="dev", revision="c" * 40, started_at=datetime.now(UTC),
+                finished_at=None, result="running", counts={}, error="", plan={}))
+        # Reads go on, and other threads (the API's) never carry the daemon's fence.
+        assert [r.revision for r in state.list_runs(store)] == ["a" * 40]
+        elsewhere = threading.Thread(target=state.start_run, args=(store, "dev", "d" * 40))
+        elsewhere.start()
+        elsewhere.join()
+    assert sorted(r.revision for r in state.list_runs(store)) == ["a" * 40, "d" * 40]
+    assert audit.verify(store).entries == 1
 
 
 @pytest.mark.slow

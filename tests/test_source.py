@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import stat
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from llmops.engine import lockfile
 from llmops.engine.source import scaffold, snapshots
 from llmops.engine.spec import loader
 
@@ -206,6 +208,24 @@ def test_failed_fetch_keeps_last_good(repo: Path, work: Path, tmp_path: Path) ->
         src.fetch()  # the branch vanished: unknown, not empty
     assert src.last_good == good
     assert good.path.is_dir()
+
+
+def test_a_stopped_process_holding_the_work_directory_makes_fetch_unavailable(
+        repo: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process sharing the work directory was stopped mid-fetch (SIGSTOP): its
+    lock is kept, and this fetch gives up after the wait instead of hanging the pass."""
+    monkeypatch.setattr(lockfile, "WAIT_SECONDS", 0.2)
+    src = snapshots.GitSource(str(repo), "main", work)
+    good = src.fetch()
+    stopped = os.open(work / ".lock", os.O_RDWR)  # another open file: another process
+    fcntl.flock(stopped, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(snapshots.SourceUnavailable, match="held by another process"):
+            src.fetch()
+    finally:
+        os.close(stopped)
+    assert src.last_good == good
+    assert src.fetch().revision == good.revision, "the lock free again, fetches go on"
 
 
 def test_snapshot_at_tells_missing_revisions_from_outages(repo: Path, work: Path,

@@ -23,7 +23,7 @@ pytest_plugins = ["store_fixtures"]
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TABLES = {"reconcile_runs", "inventory", "spec_status", "object_status", "environment_status",
-          "gpu_samples", "audit_log", "alembic_version"}
+          "gpu_samples", "audit_log", "leader_epoch", "alembic_version"}
 
 
 def sqlite_url(directory: Path) -> str:
@@ -42,12 +42,12 @@ def item(name: str, *, kind: str = "Deployment", group: str = "apps", revision: 
 def test_migrate_creates_the_schema_and_twice_is_a_no_op(store_url: str) -> None:
     with Store(store_url) as store:
         assert store.schema_revision() is None
-        assert store.migrate() == "0007"
+        assert store.migrate() == "0008"
         with store.connection() as conn:
             tables = set(inspect(conn).get_table_names())
         assert tables >= TABLES
         audit.AuditLog(store).append(audit.AuditEntry("ci", "apply", "x", "intent"))
-        assert store.migrate() == "0007"
+        assert store.migrate() == "0008"
         with store.connection() as conn:
             assert set(inspect(conn).get_table_names()) == tables
         assert audit.verify(store).entries == 1
@@ -74,7 +74,7 @@ def test_concurrent_migrations_from_several_processes_both_succeed(store_url: st
     for store in stores:
         store.close()
     assert errors == []
-    assert results == ["0007"] * 3
+    assert results == ["0008"] * 3
 
 
 def test_migration_matches_the_models(store: Store) -> None:
@@ -100,7 +100,7 @@ def test_upgrade_from_0004_keeps_runs_and_status_with_unknown_commits(store_url:
                 " last_applied_revision, last_attempted_revision, conditions, source_state,"
                 " source_message, updated_at) VALUES ('prod', :sha, :sha, :sha, '{}',"
                 " 'available', '', :at)"), {"sha": "a" * 40, "at": T0.replace(tzinfo=None)})
-        assert store.migrate() == "0007"
+        assert store.migrate() == "0008"
         (run,) = state.list_runs(store)
         assert (run.revision, run.author, run.subject) == ("a" * 40, "", "")
         detail = state.get_run(store, run.id)
@@ -137,7 +137,7 @@ def test_upgrade_from_0006_fills_the_model_column_and_indexes_the_api_filters(
                     " :spec, :at)"), {"id": row_id, "kind": kind, "sha": "a" * 40,
                                       "spec": json.dumps(spec),
                                       "at": T0.replace(tzinfo=None)})
-        assert store.migrate() == "0007"
+        assert store.migrate() == "0008"
         with store.connection() as conn:
             models_of = dict(conn.execute(text("SELECT id, model FROM spec_catalog")).all())
             indexes = {table: {i["name"] for i in inspect(conn).get_indexes(table)}

@@ -6,6 +6,7 @@ engine mirrors it under ``home/writeback`` and pushes the branch back.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from llmops.api import errors as api_errors
-from llmops.engine import settings
+from llmops.engine import lockfile, settings
 from llmops.engine.source import gitcli, push, scaffold, specedits, writeback
 
 GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
@@ -200,3 +201,21 @@ def test_local_repo_without_home_is_unchanged(tmp_path: Path) -> None:
     assert "s3cret" not in str(caught.value)
     bare = make_remote(tmp_path)
     assert writeback.local_repo(bare.as_uri()) == bare.resolve()
+
+
+def test_a_stopped_writer_holding_the_mirror_makes_the_write_unavailable_not_hung(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer sharing the mirror was stopped (SIGSTOP) while holding it: this
+    write gives up after the wait with a retryable error, and goes through once free."""
+    monkeypatch.setattr(lockfile, "WAIT_SECONDS", 0.2)
+    repo = mirror_of(make_remote(tmp_path), tmp_path)
+    assert isinstance(repo, push.Mirror)
+    repo.work_dir.mkdir(parents=True)
+    stopped = os.open(repo.work_dir / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(stopped, fcntl.LOCK_EX)  # another open file: as another process holds it
+    try:
+        with pytest.raises(writeback.RepoUnavailable, match="held by another process"):
+            conclude(repo)
+    finally:
+        os.close(stopped)
+    assert conclude(repo).branch.startswith("llmops/conclude/")

@@ -13,12 +13,13 @@ one, never a mix or a half-written file. Older set directories are removed
 after the swap, keeping the previous one for readers still inside it.
 
 Failures: one publisher per environment at a time (an ``flock`` on
-``<root>/.<env>.lock``). A publish that fails midway (no space left, an
-unreadable file) removes its staging directory before the error goes up, and the
-previous set stays published and readable; what a killed publisher left behind
-(staging directories, a temporary link) is removed by the next one to take the
-lock. The actuator reports the failure as ``ActuatorError`` naming the directory
-and the reason, so the pass fails and the next one publishes afresh.
+``<root>/.<env>.lock``, a regular file, waited for within a bound). A publish
+that fails midway (no space left, an unreadable file) removes its staging
+directory before the error goes up, and the previous set stays published and
+readable; what a killed publisher left behind (staging directories, a
+temporary link) is removed by the next one to take the lock. The actuator
+reports the failure as ``ActuatorError`` naming the directory and the reason,
+so the pass fails and the next one publishes afresh.
 
 Observing: the actuator reads a set in full (every file stat'ed, a file parsed
 again only when its inode, size or mtime changed) after each publish, at least
@@ -30,7 +31,6 @@ next pass; otherwise it hands out the objects it read last, at no I/O.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from llmops.engine import lockfile
 from llmops.engine.actuate.base import ActPlan, ActResult, ActuatorError, ObjectOutcome, Outcome
 from llmops.engine.actuate.dirwatch import DirWatch
 from llmops.engine.actuate.health import HealthStatus
@@ -130,21 +131,19 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
 @contextlib.contextmanager
 def _publishing(root: Path, env: str) -> Iterator[None]:
     """One publisher per environment (an ``flock`` on ``<root>/.<env>.lock``, across
-    processes). Whoever holds it first removes what a killed publisher left behind:
-    staging directories and temporary links are only ever made under the lock, so
-    any found by its holder belong to a publisher that no longer runs."""
-    with open(root / f".{env}.lock", "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            for entry in root.iterdir():
-                if entry.name.startswith(f".{env}.link."):
-                    entry.unlink(missing_ok=True)
-                elif (entry.name.startswith(f".{env}.staging.") and entry.is_dir()
-                      and not entry.is_symlink()):
-                    shutil.rmtree(entry, ignore_errors=True)
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    processes, waited for at most ``lockfile.WAIT_SECONDS``: a stopped publisher fails
+    this publish, ``LockTimeout``, never hangs it). Whoever holds it first removes what a
+    killed publisher left behind: staging directories and temporary links are only ever
+    made under the lock, so any found by its holder belong to a publisher that no
+    longer runs."""
+    with lockfile.held(root / f".{env}.lock", mode=0o644):
+        for entry in root.iterdir():
+            if entry.name.startswith(f".{env}.link."):
+                entry.unlink(missing_ok=True)
+            elif (entry.name.startswith(f".{env}.staging.") and entry.is_dir()
+                  and not entry.is_symlink()):
+                shutil.rmtree(entry, ignore_errors=True)
+        yield
 
 
 def _write_file(path: Path, text: str) -> None:

@@ -9,7 +9,10 @@ and an optional lease. Output: pass results, logs and metrics. Called by
 
 Only the leader acts: a daemon without the lease idles; one that loses it
 mid-pass stops before its next write (the reconciler checks the lease before
-acting) and goes back to waiting.
+acting) and goes back to waiting. Each acquisition takes a fencing token from
+the store (``Store.next_fence``) and the pass writes under it
+(``Store.fenced``): a leader that stalled between its check and a write, while
+another took over, has that write refused (``FencedOut``) and stands by too.
 """
 
 from __future__ import annotations
@@ -20,18 +23,22 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
 from llmops.engine.errors import LlmopsError
 from llmops.engine.run import reconciler
-from llmops.engine.store.db import StoreUnavailable
+from llmops.engine.store.db import Fence, FencedOut, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
 class Lease(Protocol):
+    name: str
+    """The lease's name: its fencing tokens are numbered per name."""
+
     def acquire(self) -> bool: ...
     def held(self) -> bool: ...
     def release(self) -> None: ...
@@ -72,6 +79,8 @@ class Daemon:
         """False after a pass the store failed (it acted on nothing); True after one it
         answered; None before the first pass. The recorded state is kept either way."""
         self.leading = lease is None
+        self.fence: Fence | None = None
+        """The fencing token of the current acquisition (None without a lease)."""
         self.passes = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -96,11 +105,32 @@ class Daemon:
 
     def _still_leader(self) -> bool:
         ok = self.lease is None or self.lease.held()
-        if not ok and self.leading:
-            log.warning("leader lease lost; standing by")
+        if not ok:
+            self._stand_by("leader lease lost")
+        return ok
+
+    def _stand_by(self, why: str) -> None:
+        if self.leading:
+            log.warning("%s; standing by", why)
             self.leading = False
             self.on_leader(False)
-        return ok
+
+    def _acquire(self) -> bool:
+        """Try to take the lease, and with it the next fencing token of its name."""
+        assert self.lease is not None
+        if not self.lease.acquire():
+            return False
+        try:
+            self.fence = self.rec.store.next_fence(self.lease.name)
+        except StoreUnavailable as exc:
+            log.error("store unavailable, no fencing token: not leading: %s", exc)
+            self.lease.release()
+            self._store_is(False)
+            return False
+        log.info("leader lease acquired (epoch %d)", self.fence.epoch)
+        self.leading = True
+        self.on_leader(True)
+        return True
 
     def run_once(self) -> list[reconciler.PassResult] | None:
         """One pass if this daemon leads (None when it does not); never raises for the
@@ -109,16 +139,18 @@ class Daemon:
             if self.leading:
                 if not self._still_leader():
                     return None
-            elif self.lease.acquire():
-                log.info("leader lease acquired")
-                self.leading = True
-                self.on_leader(True)
-            else:
+            elif not self._acquire():
                 return None
         start = time.perf_counter()
         try:
-            results = self.rec.run_once()
+            with nullcontext() if self.fence is None else self.rec.store.fenced(self.fence):
+                results = self.rec.run_once()
         except reconciler.LeaseLost:
+            return None
+        except FencedOut as exc:
+            assert self.lease is not None
+            self.lease.release()
+            self._stand_by(f"leader lease lost to a newer leader ({exc.message})")
             return None
         except StoreUnavailable as exc:
             log.error("store unavailable, nothing applied: %s", exc)

@@ -24,14 +24,20 @@ mechanism by what they could reach at the time could both lead.
   network can hide that; the session's ``idle_session_timeout`` (the ttl)
   ends it when a hung or stopped leader stops checking, so another replica
   takes over after the ttl; each lease query waits at most a few seconds.
-- SQLite (one machine): an exclusive ``flock`` on ``<database>.leader.lock``;
-  the kernel drops it when the process dies. The lock file is never deleted
-  (that would let two processes lock two different files); if someone else
-  deletes or replaces it, ``held()`` sees the inode change and reports loss.
+- SQLite (one machine): an exclusive ``flock`` (``LOCK_NB``) on
+  ``<database>.leader.lock``; the kernel drops it when the process dies. The
+  lock file is never deleted (that would let two processes lock two different
+  files); if someone else deletes or replaces it, ``held()`` sees the inode
+  change and reports loss. It is opened by ``lockfile.open_regular`` (no
+  link followed, never blocking, a regular file only): a symlink, FIFO or
+  directory planted at the path means "not leading", never a hang or a write
+  elsewhere.
 
 Never act when unsure: every error while checking (connection gone, Redis
 unreachable, lock file replaced) means "not held", and a lost lease stays
-lost until ``acquire()`` wins it again.
+lost until ``acquire()`` wins it again. A check can pass just before the
+holder stalls; the fencing token the daemon takes with each acquisition
+(``Store.next_fence``) covers that window for the store's writes.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from llmops.engine import lockfile
 from llmops.engine.redact import redact
 from llmops.engine.store.db import DeadlineConnection, Store
 
@@ -83,6 +90,9 @@ return 0
 
 class Lease(Protocol):
     """Leadership, held by at most one process at a time."""
+
+    name: str
+    """What is led (``DEFAULT_NAME`` for the daemon); fencing tokens are numbered per name."""
 
     def acquire(self) -> bool:
         """Non-blocking try; True when this process is (now) the leader."""
@@ -132,7 +142,7 @@ def lease_for(store: Store, redis_url: str = "", *, name: str = DEFAULT_NAME,
     database = store.url.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         return ProcessLease(store, name=name)
-    return FileLease(lock_path(database, name))
+    return FileLease(lock_path(database, name), name=name)
 
 
 # --------------------------------------------------------------------------- Redis
@@ -142,6 +152,7 @@ class RedisLease:
     """A Redis key holding a random token, with an expiry renewed by ``held()``."""
 
     def __init__(self, url: str, *, name: str, ttl: float) -> None:
+        self.name = name
         self.key = REDIS_KEY_PREFIX + name
         self.ttl_ms = max(1, round(ttl * 1000))
         self._display = redact(url)
@@ -211,6 +222,7 @@ class PostgresLease:
     """A session advisory lock on a connection of its own, open while leading."""
 
     def __init__(self, store: Store, *, name: str, ttl: float = 30.0) -> None:
+        self.name = name
         self.key = advisory_key(name)
         self.ttl_ms = max(1000, round(ttl * 1000))
         self._conninfo = store.url.set(drivername="postgresql").render_as_string(
@@ -337,7 +349,8 @@ def _first_line(err: BaseException) -> str:
 class FileLease:
     """An exclusive ``flock`` on a lock file next to the SQLite database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, name: str = DEFAULT_NAME) -> None:
+        self.name = name
         self.path = path
         self._fd: int | None = None
         self._lock = threading.Lock()
@@ -347,8 +360,8 @@ class FileLease:
             if self._fd is not None:
                 return self._check()
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as err:
+                fd = lockfile.open_regular(self.path)
+            except OSError as err:  # a symlink, FIFO or directory planted at the path too
                 log.warning("leader lease %s: cannot open: %s", self.path, err)
                 return False
             try:
@@ -371,7 +384,7 @@ class FileLease:
         assert fd is not None
         try:
             ours = os.fstat(fd)
-            current = os.stat(self.path)
+            current = os.lstat(self.path)  # a link planted at the path is a replacement
             same = ours.st_nlink > 0 and (ours.st_dev, ours.st_ino) == (
                 current.st_dev, current.st_ino)
         except OSError as err:
@@ -415,6 +428,7 @@ class ProcessLease:
     """For an in-memory SQLite store, which only this process can see."""
 
     def __init__(self, store: Store, *, name: str) -> None:
+        self.name = name
         self._slot = (id(store), name)
         self._store = store  # keeps id(store) from being reused while we exist
 

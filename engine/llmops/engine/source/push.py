@@ -19,12 +19,12 @@ branch because another push moved it meanwhile, raises ``PushRejected``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from llmops.engine import lockfile
 from llmops.engine.errors import Unavailable
 from llmops.engine.source import gitcli
 
@@ -75,13 +75,16 @@ class Mirror:
     def locked(self) -> Iterator[None]:
         """Hold the mirror (across processes and threads) and make sure it exists."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.work_dir / ".lock", "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                self._prepare()
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        try:
+            fd = lockfile.acquire(self.work_dir / ".lock")
+        except OSError as exc:
+            raise MirrorError(f"{self.url}: cannot lock the write-back mirror: "
+                              f"{exc.strerror or exc}") from None
+        try:
+            self._prepare()
+            yield
+        finally:
+            lockfile.release(fd)
 
     def _prepare(self) -> None:
         self._home.mkdir(mode=0o700, exist_ok=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import logging
 import os
@@ -45,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from llmops.engine import lockfile
 from llmops.engine.errors import Unavailable
 from llmops.engine.source import gitcli, gitobjects
 from llmops.engine.source.gitcli import SourceConfigError as SourceConfigError
@@ -106,12 +106,17 @@ def _rmtree(path: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(work_dir: Path) -> Iterator[None]:
-    with open(work_dir / ".lock", "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """The work directory to this process (``lockfile``, a bounded wait): a holder that
+    is stopped or hung makes this read unavailable, never a hang."""
+    try:
+        fd = lockfile.acquire(work_dir / ".lock")
+    except OSError as exc:
+        raise SourceUnavailable(f"{work_dir}: cannot lock the work directory: "
+                                f"{exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        lockfile.release(fd)
 
 
 # ------------------------------------------------------------------- git source

@@ -6,8 +6,9 @@ writes queue instead of racing each other's compare-and-swap of the branch
 and giving up. Input: the repository's git directory (``git rev-parse
 --git-common-dir``: shared by all its work trees), a branch name and how long
 to wait. Output: a context manager that holds an exclusive ``flock`` on
-``<git dir>/llmops/write-<sha256 of the branch>.lock`` while the caller
-commits, or raises ``Busy`` (a ``Conflict``: a 409) once the wait is over.
+``<git dir>/llmops/write-<sha256 of the branch>.lock`` (``llmops.engine.lockfile``:
+a regular file, no link followed) while the caller commits, or raises ``Busy``
+(a ``Conflict``: a 409) once the wait is over.
 Called by ``llmops.engine.source.writeback``.
 
 ``flock`` locks belong to an open file description, so two threads of one
@@ -23,20 +24,14 @@ branch (``gitcommit.swap_ref``), which makes the writer redo its edit.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from llmops.engine import errors
+from llmops.engine import errors, lockfile
 
 WAIT_SECONDS = 30.0
 """How long a write waits for the writes queued before it (a 409 after that)."""
-_POLL_SECONDS = 0.02
-_MAX_POLL_SECONDS = 0.25
 
 
 class Busy(errors.Conflict):
@@ -49,16 +44,6 @@ def lock_path(git_dir: Path, branch: str) -> Path:
     return git_dir / "llmops" / f"write-{digest}.lock"
 
 
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
-
-
 @contextlib.contextmanager
 def branch_locked(git_dir: Path, branch: str, *, wait: float | None = None,
                   shown: str = "") -> Iterator[None]:
@@ -69,20 +54,13 @@ def branch_locked(git_dir: Path, branch: str, *, wait: float | None = None,
     wait = WAIT_SECONDS if wait is None else wait
     path = lock_path(git_dir, branch)
     path.parent.mkdir(mode=0o755, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        deadline = time.monotonic() + wait
-        pause = _POLL_SECONDS
-        while not _try_lock(fd):
-            if time.monotonic() >= deadline:
-                raise Busy(f"other writes to {branch}{' of ' + shown if shown else ''} "
-                           f"kept it busy for {wait:g} s; nothing was written, retry",
-                           details={"branch": branch, "retryable": True})
-            time.sleep(pause)
-            pause = min(pause * 1.5, _MAX_POLL_SECONDS)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        fd = lockfile.acquire(path, wait=wait, mode=0o644)
+    except lockfile.LockTimeout:
+        raise Busy(f"other writes to {branch}{' of ' + shown if shown else ''} "
+                   f"kept it busy for {wait:g} s; nothing was written, retry",
+                   details={"branch": branch, "retryable": True}) from None
+    try:
+        yield
     finally:
-        os.close(fd)
+        lockfile.release(fd)

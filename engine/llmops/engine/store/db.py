@@ -10,6 +10,15 @@ probes and hands out short transactions. Input: a database URL, usually
 which the database never holds), the daemon and API at start-up
 (``migrate`` then ``ping``), and ``llmops audit verify``.
 
+Fencing: ``next_fence`` gives each acquisition of a leader lease the next
+epoch of that lease (table ``leader_epoch``); inside ``fenced(fence)`` every
+write transaction of the calling thread first checks that the epoch is still
+the newest and raises ``FencedOut`` (writing nothing) once a newer leader took
+over. The check runs inside the write transaction: SQLite's ``BEGIN
+IMMEDIATE`` serialises it with the next acquisition, PostgreSQL's ``FOR
+SHARE`` row lock makes that acquisition wait for a write in flight, so no
+write of an older epoch commits after a newer epoch does.
+
 Every failure that means "the store cannot be reached or written" (refused
 connection, unopenable or read-only file, lock timeout) surfaces as
 ``StoreUnavailable``, whose message never contains the URL's password.
@@ -30,6 +39,9 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,12 +52,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from psycopg import errors as pg_errors
-from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, pool
+from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, pool, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from llmops.engine.errors import LlmopsError, NotFound, Unavailable
+from llmops.engine.errors import Conflict, LlmopsError, NotFound, Unavailable
 from llmops.engine.store import seal
+from llmops.engine.store.models import LeaderEpochRow
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 
@@ -99,6 +113,23 @@ class StoreError(LlmopsError):
 
 class StoreUnavailable(StoreError, Unavailable):
     """The store cannot be reached or written right now (retry later; act on nothing)."""
+
+
+class FencedOut(StoreError, Conflict):
+    """A newer leader took the lease: a write carrying an older fencing token was refused
+    (its transaction wrote nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A fencing token: the ``epoch`` one acquisition of lease ``name`` took."""
+
+    name: str
+    epoch: int
+
+
+_FENCE: ContextVar[tuple[Store, Fence] | None] = ContextVar("llmops_fence", default=None)
+"""The fence of the calling thread's writes (set by ``Store.fenced``)."""
 
 
 def _dumps(value: Any) -> str:
@@ -250,6 +281,8 @@ class Store:
             engine = self._write_engine if write else self.engine
             with Session(engine, expire_on_commit=False, autoflush=False) as session:
                 with session.begin():
+                    if write:
+                        self._check_fence(session.connection())
                     yield session
 
     @contextlib.contextmanager
@@ -258,7 +291,49 @@ class Store:
         with self.guard():
             engine = self._write_engine if write else self.engine
             with engine.begin() as conn:
+                if write:
+                    self._check_fence(conn)
                 yield conn
+
+    # ------------------------------------------------------------------ fencing
+
+    def next_fence(self, name: str) -> Fence:
+        """The fencing token of a new acquisition of lease ``name``: its epoch incremented
+        (1 the first time) in one transaction, which waits for a write of an older epoch
+        in flight. Call it after winning the lease, before writing anything."""
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)
+        now = datetime.now(UTC)
+        statement = insert(LeaderEpochRow).values(
+            name=name, epoch=1, acquired_at=now).on_conflict_do_update(
+            index_elements=[LeaderEpochRow.name],
+            set_={"epoch": LeaderEpochRow.epoch + 1, "acquired_at": now},
+        ).returning(LeaderEpochRow.epoch)
+        with self.guard(), self._write_engine.begin() as conn:
+            return Fence(name, int(conn.execute(statement).scalar_one()))
+
+    @contextlib.contextmanager
+    def fenced(self, fence: Fence) -> Iterator[None]:
+        """Inside the block, every write transaction of this thread on this store carries
+        ``fence``: it raises ``FencedOut`` before writing once a newer epoch exists."""
+        token = _FENCE.set((self, fence))
+        try:
+            yield
+        finally:
+            _FENCE.reset(token)
+
+    def _check_fence(self, conn: Connection) -> None:
+        held = _FENCE.get()
+        if held is None or held[0] is not self:
+            return
+        fence = held[1]
+        query = select(LeaderEpochRow.epoch).where(LeaderEpochRow.name == fence.name)
+        if self.dialect == "postgresql":
+            query = query.with_for_update(read=True)
+        current = conn.execute(query).scalar_one_or_none()
+        if current != fence.epoch:
+            raise FencedOut(self.display_url, (
+                f"leader lease {fence.name!r}: epoch {fence.epoch} is stale (the store is "
+                f"at {current}): a newer leader took over; nothing written"))
 
     # ------------------------------------------------------------------ lifecycle
 

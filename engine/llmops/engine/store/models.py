@@ -300,3 +300,17 @@ class PendingSpecRow(Base):
     direct: Mapped[bool] = mapped_column(Boolean)
     spec: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+class LeaderEpochRow(Base):
+    """The fencing token of one leader lease: how many times it was acquired.
+
+    Each acquisition takes the next ``epoch`` (``Store.next_fence``); a leader's
+    writes carry the epoch it got, and the store refuses them once a newer one
+    exists (``Store.fenced``)."""
+
+    __tablename__ = "leader_epoch"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime]
