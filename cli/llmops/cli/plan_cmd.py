@@ -1,7 +1,8 @@
 """`llmops plan`: what a change to a specs repo would do, per environment, for a review.
 
-Reads two revisions of the specs repo at PATH (the base, a commit; the head,
-a commit or the working tree as it is), validates both, and prints the plan
+Reads two revisions of the specs repo at PATH (the base, a commit, read from
+git objects; the head, a commit likewise or the working tree as it is; a file
+the two share is read and parsed once), validates both, and prints the plan
 ``llmops.engine.plan.planner.build_plan`` makes: the semantic summary per spec, policy
 verdicts, the GPU cost delta and the object diffs, as text (terminal),
 Markdown (a pull-request comment) or JSON (tools; the same facts as

@@ -14,6 +14,11 @@ The object ``ChangeSet`` comes from ``decide.decide``, the function the
 reconciler decides with, comparing the head's objects with the base's
 (``Compare.REVISION``) under the head's governance only: a plan reports no
 prune protection, threshold or empty-revision gate (there is no target here).
+Both sides render through one render cache, so a spec that the change does
+not touch, nor anything it is rendered from, gives the very same objects on
+both sides: they are counted unchanged without being normalised or compared
+(their entries carry no before/after). ``build_plan(full=True)`` renders and
+compares everything, the reference the tests hold this to.
 Verdicts are those of the head revision: every rule is checked on the whole
 head (a plan that keeps a violation fails), and change windows on the specs
 whose objects (or env-scoped spec) change in that environment.

@@ -1,12 +1,13 @@
 """The source stage for plans: one commit of a local git repo -> a directory to load.
 
 Input: a path inside a git work tree (the specs repo, or a folder of a larger
-repo) and a revision the user typed (``HEAD~1``, a branch, a SHA). Output: a
-``Snapshot`` holding the resolved commit SHA and a temporary directory with
-that commit's YAML files as they are stored in git, for
-``llmops.engine.spec.validate.load_and_validate``. Called by the ``llmops
-plan`` command; the reconciler's source stage (``snapshots``) reads remote
-repos itself.
+repo) and a revision the user typed (``HEAD~1``, a branch, a SHA). Output:
+``load`` gives the resolved commit SHA and that commit's YAML files loaded
+(``loader.Loaded``) straight from git objects, nothing written to disk, for
+``llmops.engine.spec.validate.validate``; ``snapshot`` gives a temporary
+directory holding the files as they are stored in git. Called by the ``llmops
+plan`` command (``load``); the reconciler's source stage (``snapshots``) reads
+remote repos itself.
 
 Nothing here touches the user's work tree, index or refs. git runs through
 ``gitcli.Git`` (hooks and fsmonitor off, no prompts, none of the caller's
@@ -19,7 +20,10 @@ archive``, whose ``export-ignore``/``export-subst`` attributes would change
 what is read), only YAML files outside dot-folders (the loader reads nothing
 else); a blob over the loader's file cap is written as a sparse file of its
 size, so the loader reports it exactly as it would in a checkout, and a
-symbolic link becomes a link, which the loader refuses.
+symbolic link becomes a link, which the loader refuses. ``load`` reads the same
+blobs through one ``cat-file --batch`` (for a second revision only those the
+first did not hold); a tree with a link or a file over a cap is exported and
+loaded from disk instead, so every message stays the checkout's.
 """
 
 from __future__ import annotations

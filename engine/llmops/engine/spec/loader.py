@@ -19,7 +19,8 @@ controls everything a YAML document can do:
 - bytes that are not UTF-8, symlinks, and anything but regular files are errors.
 
 Parsed documents are cached by path and git blob SHA, so an unchanged file is
-parsed once per process.
+parsed once per process. ``load_contents`` loads files given as bytes (a
+commit read from git objects) exactly as ``load_repo`` loads a folder.
 """
 
 from __future__ import annotations

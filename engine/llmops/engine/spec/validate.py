@@ -4,7 +4,9 @@ Input: ``loader.Loaded``. Output: ``SpecSet`` (the repo config and every spec,
 each with the document it came from), or ``SpecError`` carrying every issue
 of the revision at once: load problems, field errors (located at the field's
 line and column) and broken references (reported on the referring spec).
-Called by the CLI (`validate`, `render`, `plan`) and the reconciler.
+Called by the CLI (`validate`, `render`, `plan`) and the reconciler. A document
+object (the parse cache hands out one per path and content) is type-checked once
+per process, so two revisions share the spec objects of their unchanged files.
 """
 
 from __future__ import annotations
