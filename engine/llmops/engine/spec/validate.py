@@ -247,7 +247,7 @@ def _parsed(doc: Document) -> schema.AnySpec | list[SpecIssue]:
     found = _PARSED.get(id(doc))
     if found is None or found[0] is not doc:
         if len(_PARSED) >= _MAX_PARSED:
-            _PARSED.pop(next(iter(_PARSED)))
+            _PARSED.pop(next(iter(_PARSED)), None)
         found = _PARSED[id(doc)] = (doc, _parse_spec(doc))
     return found[1]
 
