@@ -410,6 +410,27 @@ def test_a_cached_render_follows_the_teams_gpu_headroom(repo: Callable[..., Spec
     assert cache.hits > 0  # the neighbour-independent objects came from the cache
 
 
+def test_a_cached_adapter_render_follows_its_base_model(repo: Callable[..., SpecSet]) -> None:
+    """An adapter endpoint fetches its base model's files too: a new base checksum must
+    not come back as the Deployment cached before it."""
+    def adapter_on_base(digest: str) -> Edit:
+        def edit(files: dict[str, Any]) -> None:
+            files["endpoints/dev/chat.yaml"]["spec"]["modelRef"] = {"name": "sql",
+                                                                    "version": "1.0.0"}
+            files["models/base.yaml"]["spec"]["files"] = [
+                {**f, "sha256": digest} for f in FILES]
+
+        return edit
+
+    cache = RenderCache()
+
+    def base_fetch(edit: Edit) -> Any:
+        objs = render_environment(repo(edit), "dev", revision="c0ffee", cache=cache)
+        return pod(list(objs))["initContainers"][0]
+
+    assert base_fetch(adapter_on_base("e" * 64)) != base_fetch(adapter_on_base("f" * 64))
+
+
 def test_disruption_budget_only_for_two_or_more_replicas(repo: Callable[..., SpecSet]) -> None:
     pdb = find(rendered(repo), "PodDisruptionBudget")["spec"]
     assert pdb["maxUnavailable"] == 1

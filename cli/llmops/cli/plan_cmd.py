@@ -1,7 +1,8 @@
 """`llmops plan`: what a change to a specs repo would do, per environment, for a review.
 
-Reads two revisions of the specs repo at PATH (the base, a commit; the head,
-a commit or the working tree as it is), validates both, and prints the plan
+Reads two revisions of the specs repo at PATH (the base, a commit, read from
+git objects; the head, a commit likewise or the working tree as it is; a file
+the two share is read and parsed once), validates both, and prints the plan
 ``llmops.engine.plan.planner.build_plan`` makes: the semantic summary per spec, policy
 verdicts, the GPU cost delta and the object diffs, as text (terminal),
 Markdown (a pull-request comment) or JSON (tools; the same facts as
@@ -17,11 +18,10 @@ given (0 then means no changes).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -32,7 +32,7 @@ from llmops.cli import output
 from llmops.engine.errors import SpecError
 from llmops.engine.plan import changeset, cost, diff, govern, planner
 from llmops.engine.source import commits
-from llmops.engine.spec import validate
+from llmops.engine.spec import loader, validate
 from llmops.engine.spec.validate import SpecSet
 
 EXIT_OK = 0
@@ -254,23 +254,22 @@ RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_js
 # --------------------------------------------------------------------------- command
 
 
-def _load(root: Path, what: str) -> SpecSet:
+def _validated(loaded: loader.Loaded, what: str) -> SpecSet:
     try:
-        return validate.load_and_validate(root)
+        return validate.validate(loaded)
     except SpecError as exc:
         click.echo(f"{what} is invalid:", err=True)
         output.print_issues(exc.issues, "text", stream=sys.stderr)
         sys.exit(EXIT_FAILED)
 
 
-@contextlib.contextmanager
-def _revision(path: Path, rev: str | None) -> Iterator[tuple[Path, str]]:
-    """(folder to load, commit SHA or "" for the working tree)."""
+def _revision(path: Path, rev: str | None, blobs: dict[str, bytes]) -> tuple[loader.Loaded, str]:
+    """The loaded specs at ``rev`` (None: the working tree) and its commit SHA ("" for the
+    working tree). Commits are read from git objects; ``blobs`` is shared by both sides."""
     if rev is None:
-        yield path, ""
-        return
-    with commits.snapshot(path, rev) as snap:
-        yield snap.path, snap.revision
+        return loader.load_repo(path), ""
+    revision, loaded = commits.load(path, rev, blobs=blobs)
+    return loaded, revision
 
 
 def _parse_now(text: str | None) -> datetime:
@@ -315,11 +314,12 @@ def plan(path: Path, base_rev: str | None, head_rev: str | None, envs: tuple[str
         base_rev = "HEAD"
     if not path.is_dir():
         raise click.BadParameter(f"{path} is not a directory", param_hint="PATH")
-    with _revision(path, base_rev) as (base_root, base_revision):
-        base = _load(base_root, f"the base revision {base_rev} ({base_revision[:12]})")
-    with _revision(path, head_rev) as (head_root, head_revision):
-        head = _load(head_root, f"the head revision {head_rev} ({head_revision[:12]})"
-                     if head_rev else f"the {WORK_TREE} {path}")
+    blobs: dict[str, bytes] = {}
+    base_loaded, base_revision = _revision(path, base_rev, blobs)
+    base = _validated(base_loaded, f"the base revision {base_rev} ({base_revision[:12]})")
+    head_loaded, head_revision = _revision(path, head_rev, blobs)
+    head = _validated(head_loaded, f"the head revision {head_rev} ({head_revision[:12]})"
+                      if head_rev else f"the {WORK_TREE} {path}")
     result = planner.build_plan(base, head, list(envs) or None, now,
                              base_revision=base_revision, head_revision=head_revision)
     RENDERERS[fmt](result, sys.stdout)

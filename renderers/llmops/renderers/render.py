@@ -114,7 +114,10 @@ def _dependencies(spec_set: SpecSet, spec: schema.SpecBase) -> Iterable[schema.S
     variants: list[schema.Variant] = []
     if isinstance(spec, schema.ServingEndpointSpec):
         experiment = spec_set.experiment_for(spec)
-        yield spec_set.model(spec.spec.modelRef)
+        model = spec_set.model(spec.spec.modelRef)
+        yield model
+        # An adapter is served with its base model: the base's files are fetched too.
+        yield spec_set.model(model.spec.baseModel) if model and model.spec.baseModel else None
         yield spec_set.template(spec.spec.promptTemplateRef or "")
         yield experiment
         variants = experiment.spec.variants if experiment else []

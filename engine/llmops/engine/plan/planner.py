@@ -14,6 +14,11 @@ The object ``ChangeSet`` comes from ``decide.decide``, the function the
 reconciler decides with, comparing the head's objects with the base's
 (``Compare.REVISION``) under the head's governance only: a plan reports no
 prune protection, threshold or empty-revision gate (there is no target here).
+Both sides render through one render cache, so a spec that the change does
+not touch, nor anything it is rendered from, gives the very same objects on
+both sides: they are counted unchanged without being normalised or compared
+(their entries carry no before/after). ``build_plan(full=True)`` renders and
+compares everything, the reference the tests hold this to.
 Verdicts are those of the head revision: every rule is checked on the whole
 head (a plan that keeps a violation fails), and change windows on the specs
 whose objects (or env-scoped spec) change in that environment.
@@ -22,7 +27,7 @@ whose objects (or env-scoped spec) change in that environment.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -384,6 +389,8 @@ def spec_changes(base: SpecSet | None, head: SpecSet,
             out.append(SpecChange(key, changeset.Action.DELETED, title(old.spec),
                                   (_created(old.spec, base, "deleted"),)))
         elif old is not None and new is not None:
+            if old.spec is new.spec:  # the same document on both sides (validate shares it)
+                continue
             b_dump, a_dump = old.spec.model_dump(mode="json"), new.spec.model_dump(mode="json")
             if b_dump == a_dump:
                 continue
@@ -424,9 +431,26 @@ def environment_spec_changes(base: SpecSet | None, head: SpecSet,
             + spec_changes(base, head, global_keys))
 
 
+def _decide(env: str, before: Sequence[KubeObject], after: Sequence[KubeObject],
+            governance: decide.Governance | None, revision: str) -> changeset.ChangeSet:
+    """``decide.decide`` over the objects that differ. An object the shared render cache
+    handed to both sides (the same object: its spec and everything it is rendered from
+    are unchanged) is unchanged by construction: counted, never normalised, masked or
+    compared, so its entry carries no ``before``/``after`` (a plan prints only changes)."""
+    same = {id(o) for o in before} & {id(o) for o in after}
+    changes = decide.decide(env, [o for o in after if id(o) not in same],
+                            {ResourceKey.of(o): o for o in before if id(o) not in same},
+                            compare=decide.Compare.REVISION, governance=governance,
+                            revision=revision)
+    kept = [changeset.ChangeSetEntry(ResourceKey.of(o), changeset.Action.UNCHANGED)
+            for o in after if id(o) in same]
+    entries = sorted([*changes.entries, *kept], key=lambda e: diff.entry_order(e.key))
+    return replace(changes, entries=tuple(entries))
+
+
 def _environment_plan(base: SpecSet | None, head: SpecSet, env: str, now: datetime,
-                      policy: govern.MergedPolicy, base_revision: str,
-                      head_revision: str) -> EnvironmentPlan:
+                      policy: govern.MergedPolicy, revisions: tuple[str, str],
+                      full: bool) -> EnvironmentPlan:
     """One environment: its spec changes, and the decision on its objects."""
     described = spec_changes(base, head, _keys(base, env) | _keys(head, env))
     governance = None
@@ -435,10 +459,14 @@ def _environment_plan(base: SpecSet | None, head: SpecSet, env: str, now: dateti
     # One cache for both sides: a spec the change does not touch (nor anything it is
     # rendered from) renders once, and its objects are the same on both sides.
     cache = renderers.RenderCache()
-    current = {ResourceKey.of(o): o for o in _render(base, env, base_revision, "base", cache)}
-    changes = decide.decide(env, _render(head, env, head_revision, "head", cache), current,
-                            compare=decide.Compare.REVISION, governance=governance,
-                            revision=head_revision)
+    before = _render(base, env, revisions[0], "base", cache)
+    after = _render(head, env, revisions[1], "head", renderers.RenderCache() if full else cache)
+    if full:
+        changes = decide.decide(env, after, {ResourceKey.of(o): o for o in before},
+                                compare=decide.Compare.REVISION, governance=governance,
+                                revision=revisions[1])
+    else:
+        changes = _decide(env, before, after, governance, revisions[1])
     return EnvironmentPlan(env, described, changes, changes.verdicts)
 
 
@@ -452,8 +480,11 @@ def environments_of(base: SpecSet | None, head: SpecSet) -> list[str]:
 
 def build_plan(base: SpecSet | None, head: SpecSet, environments: Sequence[str] | None = None,
                now: datetime | None = None, *, base_revision: str = "",
-               head_revision: str = "") -> Plan:
-    """Plan ``head`` against ``base`` (None: an empty repo) for ``environments`` (None: all)."""
+               head_revision: str = "", full: bool = False) -> Plan:
+    """Plan ``head`` against ``base`` (None: an empty repo) for ``environments`` (None: all).
+
+    ``full`` renders each side with its own cache and compares every object: the same
+    plan, the slow way (the reference the tests hold the incremental one to)."""
     moment = now if now is not None else datetime.now(UTC)
     known = environments_of(base, head)
     selected = list(dict.fromkeys(environments)) if environments else known
@@ -462,8 +493,8 @@ def build_plan(base: SpecSet | None, head: SpecSet, environments: Sequence[str] 
         raise PlanError(f"unknown environment {', '.join(unknown)} "
                         f"(declared: {', '.join(known)})")
     policy = govern.merge_policies(head)
-    plans = [_environment_plan(base, head, env, moment, policy, base_revision, head_revision)
-             for env in selected]
+    plans = [_environment_plan(base, head, env, moment, policy, (base_revision, head_revision),
+                               full) for env in selected]
     global_keys = {i.key for s in (base, head) if s is not None for i in s.items
                    if not i.spec.environment}
     return Plan(base_revision=base_revision, head_revision=head_revision, environments=tuple(plans),

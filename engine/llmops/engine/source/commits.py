@@ -1,12 +1,13 @@
 """The source stage for plans: one commit of a local git repo -> a directory to load.
 
 Input: a path inside a git work tree (the specs repo, or a folder of a larger
-repo) and a revision the user typed (``HEAD~1``, a branch, a SHA). Output: a
-``Snapshot`` holding the resolved commit SHA and a temporary directory with
-that commit's YAML files as they are stored in git, for
-``llmops.engine.spec.validate.load_and_validate``. Called by the ``llmops
-plan`` command; the reconciler's source stage (``snapshots``) reads remote
-repos itself.
+repo) and a revision the user typed (``HEAD~1``, a branch, a SHA). Output:
+``load`` gives the resolved commit SHA and that commit's YAML files loaded
+(``loader.Loaded``) straight from git objects, nothing written to disk, for
+``llmops.engine.spec.validate.validate``; ``snapshot`` gives a temporary
+directory holding the files as they are stored in git. Called by the ``llmops
+plan`` command (``load``); the reconciler's source stage (``snapshots``) reads
+remote repos itself.
 
 Nothing here touches the user's work tree, index or refs. git runs through
 ``gitcli.Git`` (hooks and fsmonitor off, no prompts, none of the caller's
@@ -19,7 +20,10 @@ archive``, whose ``export-ignore``/``export-subst`` attributes would change
 what is read), only YAML files outside dot-folders (the loader reads nothing
 else); a blob over the loader's file cap is written as a sparse file of its
 size, so the loader reports it exactly as it would in a checkout, and a
-symbolic link becomes a link, which the loader refuses.
+symbolic link becomes a link, which the loader refuses. ``load`` reads the same
+blobs through one ``cat-file --batch`` (for a second revision only those the
+first did not hold); a tree with a link or a file over a cap is exported and
+loaded from disk instead, so every message stays the checkout's.
 """
 
 from __future__ import annotations
@@ -84,27 +88,39 @@ def resolve(repo: Path, rev: str) -> str:
     return sha
 
 
-def export(repo: Path, commit: str, prefix: str, dest: Path,
-           limits: loader.Limits = loader.DEFAULT_LIMITS) -> Path:
-    """Write the YAML files of ``commit`` under ``prefix`` into ``dest``; return ``dest``."""
-    git = _git(repo)
+def _yaml_entries(git: gitcli.Git, repo: Path, commit: str, prefix: str,
+                  limits: loader.Limits) -> list[gitobjects.TreeEntry]:
+    """The YAML files (and links) of ``commit`` under ``prefix``, as the loader would see."""
     treeish = f"{commit}:{prefix}" if prefix else f"{commit}^{{tree}}"
-    label = f"commit {commit[:12]}"
+    try:
+        return gitobjects.list_tree(git, treeish, label=f"commit {commit[:12]}",
+                                    yaml_only=True, max_entries=limits.max_files)
+    except gitcli.GitFailed as exc:
+        raise GitError(f"{prefix or '.'} does not exist at commit {commit[:12]} "
+                       f"({_error(exc, repo, 'ls-tree')})") from None
+    except gitobjects.UnsafeTree as exc:
+        raise GitError(str(exc)) from None
+
+
+def _write(git: gitcli.Git, repo: Path, commit: str, entries: list[gitobjects.TreeEntry],
+           dest: Path, limits: loader.Limits) -> Path:
     root = dest.resolve()
     try:
-        try:
-            entries = gitobjects.list_tree(git, treeish, label=label, yaml_only=True,
-                                           max_entries=limits.max_files)
-        except gitcli.GitFailed as exc:
-            raise GitError(f"{prefix or '.'} does not exist at commit {commit[:12]} "
-                           f"({_error(exc, repo, 'ls-tree')})") from None
-        gitobjects.export(git, entries, root, label=label,
+        gitobjects.export(git, entries, root, label=f"commit {commit[:12]}",
                           max_blob_bytes=limits.max_file_bytes)
     except gitcli.GitFailed as exc:
         raise _error(exc, repo, "cat-file") from None
     except gitobjects.UnsafeTree as exc:
         raise GitError(str(exc)) from None
     return root
+
+
+def export(repo: Path, commit: str, prefix: str, dest: Path,
+           limits: loader.Limits = loader.DEFAULT_LIMITS) -> Path:
+    """Write the YAML files of ``commit`` under ``prefix`` into ``dest``; return ``dest``."""
+    git = _git(repo)
+    return _write(git, repo, commit, _yaml_entries(git, repo, commit, prefix, limits), dest,
+                  limits)
 
 
 @contextmanager
@@ -121,3 +137,43 @@ def snapshot(path: str | os.PathLike[str], rev: str,
         yield Snapshot(revision=revision, path=export(top, revision, prefix, Path(tmp), limits),
                        author=commit.author, subject=commit.subject,
                        committed_at=commit.committed_at, repo_url=top.as_uri())
+
+
+def _plain(entries: list[gitobjects.TreeEntry], limits: loader.Limits) -> bool:
+    """Whether the loader can read ``entries`` from memory: no link (the loader's message
+    about one depends on where it points on disk) and nothing over a size cap."""
+    return (not any(e.is_link or e.size > limits.max_file_bytes for e in entries)
+            and sum(e.size for e in entries) <= limits.max_repo_bytes)
+
+
+def load(path: str | os.PathLike[str], rev: str, *, limits: loader.Limits = loader.DEFAULT_LIMITS,
+         cache: loader.ParseCache | None = loader.DEFAULT_CACHE,
+         blobs: dict[str, bytes] | None = None) -> tuple[str, loader.Loaded]:
+    """The commit SHA ``rev`` names and the YAML files of ``path`` at it, loaded.
+
+    What ``loader.load_repo`` of a ``snapshot`` gives, without writing the tree
+    out: the blobs come from one ``cat-file --batch``. ``blobs`` (blob SHA ->
+    content) is shared by the reads of one repo, so a second revision reads only
+    the files that differ from the first. A tree holding a link or a file over
+    a cap is exported and loaded from disk, as before (rare; the messages match).
+    """
+    top, prefix = locate(path)
+    revision = resolve(top, rev)
+    git = _git(top)
+    entries = _yaml_entries(git, top, revision, prefix, limits)
+    if not _plain(entries, limits):
+        with tempfile.TemporaryDirectory(prefix=f"llmops-{revision[:12]}-") as tmp:
+            root = _write(git, top, revision, entries, Path(tmp), limits)
+            return revision, loader.load_repo(root, limits, cache)
+    store = {} if blobs is None else blobs
+    missing = list(dict.fromkeys(e.blob for e in entries if e.blob not in store))
+    try:
+        store.update(zip(missing, gitobjects.read_blobs(git, missing, f"commit {revision[:12]}"),
+                         strict=True))
+    except gitcli.GitFailed as exc:
+        raise _error(exc, top, "cat-file") from None
+    except gitobjects.UnsafeTree as exc:
+        raise GitError(str(exc)) from None
+    where = f"{(top / prefix).as_posix() if prefix else top.as_posix()}@{revision[:12]}"
+    return revision, loader.load_contents(where, ((e.path, store[e.blob]) for e in entries),
+                                          limits, cache)

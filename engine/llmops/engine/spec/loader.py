@@ -19,7 +19,8 @@ controls everything a YAML document can do:
 - bytes that are not UTF-8, symlinks, and anything but regular files are errors.
 
 Parsed documents are cached by path and git blob SHA, so an unchanged file is
-parsed once per process.
+parsed once per process. ``load_contents`` loads files given as bytes (a
+commit read from git objects) exactly as ``load_repo`` loads a folder.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,11 +432,29 @@ def load_repo(root: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS,
         issue = SpecIssue(file=str(root), message="is not a directory")
         return Loaded(root=str(root), documents=(), config=None, issues=(issue,))
     files, issues = _walk(base, limits)
+    contents = ((rel, _read_regular(full, rel, base, limits)) for rel, full in files)
+    return _collect(str(base), [rel for rel, _ in files], contents, issues, limits, cache)
+
+
+def load_contents(root: str, contents: Iterable[tuple[str, bytes]],
+                  limits: Limits = DEFAULT_LIMITS,
+                  cache: ParseCache | None = DEFAULT_CACHE) -> Loaded:
+    """Load files given as (relative posix path, bytes), in path order, as ``load_repo``
+    loads the same files from a folder ``root`` (a name only: nothing is read from it).
+    The caller has already refused what a folder walk refuses (links, dot-folders,
+    files over the cap are its job)."""
+    ordered = sorted(contents)
+    return _collect(root, [rel for rel, _ in ordered], ordered, [], limits, cache)
+
+
+def _collect(root: str, names: list[str], contents: Iterable[tuple[str, bytes | SpecIssue]],
+             issues: list[SpecIssue], limits: Limits, cache: ParseCache | None) -> Loaded:
+    """Parse each file's bytes (or keep its read problem) into a ``Loaded`` of ``names``
+    (every file found, also those past the repo cap)."""
     documents: list[Document] = []
     config: Document | None = None
     total = 0
-    for rel, full in files:
-        data = _read_regular(full, rel, base, limits)
+    for rel, data in contents:
         if isinstance(data, SpecIssue):
             issues.append(data)
             continue
@@ -464,5 +483,5 @@ def load_repo(root: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS,
     if config is None and not any(i.file in CONFIG_FILES for i in issues):
         issues.append(SpecIssue(file="llmops.yaml", message="the repo config llmops.yaml is "
                                 "missing at the repo root"))
-    return Loaded(root=str(base), documents=tuple(documents), config=config,
-                  issues=tuple(issues), files=tuple(rel for rel, _ in files))
+    return Loaded(root=root, documents=tuple(documents), config=config,
+                  issues=tuple(issues), files=tuple(names))

@@ -4,7 +4,9 @@ Input: ``loader.Loaded``. Output: ``SpecSet`` (the repo config and every spec,
 each with the document it came from), or ``SpecError`` carrying every issue
 of the revision at once: load problems, field errors (located at the field's
 line and column) and broken references (reported on the referring spec).
-Called by the CLI (`validate`, `render`, `plan`) and the reconciler.
+Called by the CLI (`validate`, `render`, `plan`) and the reconciler. A document
+object (the parse cache hands out one per path and content) is type-checked once
+per process, so two revisions share the spec objects of their unchanged files.
 """
 
 from __future__ import annotations
@@ -256,6 +258,22 @@ def _parse_one(doc: Document) -> schema.AnySpec | list[SpecIssue]:
         return list(_issues_from(exc, doc, str(kind)))
 
 
+_PARSED: dict[int, tuple[Document, schema.AnySpec | list[SpecIssue]]] = {}
+_MAX_PARSED = 100_000
+
+
+def _parsed(doc: Document) -> schema.AnySpec | list[SpecIssue]:
+    """``_parse_spec`` once per document object: the parse cache hands out the same
+    documents for an unchanged file, so two revisions share their unchanged specs (and a
+    plan can tell them equal by identity). Holding the document keeps its id unique."""
+    found = _PARSED.get(id(doc))
+    if found is None or found[0] is not doc:
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.pop(next(iter(_PARSED)), None)
+        found = _PARSED[id(doc)] = (doc, _parse_spec(doc))
+    return found[1]
+
+
 def parse_config(doc: Document) -> repoconfig.RepoConfig | list[SpecIssue]:
     if not isinstance(doc.data, dict):
         return [SpecIssue(file=doc.file, line=doc.line, column=doc.column,
@@ -453,7 +471,7 @@ def validate(loaded: loader.Loaded) -> SpecSet:
     by_key: dict[SpecKey, SourcedSpec] = {}
     broken: set[tuple[str, str]] = set()
     for doc in loaded.documents:
-        result = _parse_spec(doc)
+        result = _parsed(doc)
         if isinstance(result, list):
             issues.extend(result)
             if isinstance(doc.data, dict):
