@@ -218,8 +218,9 @@ _parsed_lock = threading.Lock()
 def _parse_spec(doc: Document) -> schema.AnySpec | list[SpecIssue]:
     """``_parse_one`` of ``doc``, remembered per document: the loader's parse cache hands
     out the very same ``Document`` for a file whose bytes did not change, so a new revision
-    type-checks only the files it changed. Specs are frozen; the entry holds its document,
-    so the id cannot be reused while it is kept."""
+    type-checks only the files it changed, and two revisions share their unchanged specs
+    (a plan tells them equal by identity). Specs are frozen; the entry holds its
+    document, so the id cannot be reused while it is kept."""
     hit = _parsed.get(id(doc))
     if hit is not None and hit[0] is doc:
         return hit[1]
@@ -256,22 +257,6 @@ def _parse_one(doc: Document) -> schema.AnySpec | list[SpecIssue]:
         return cast(schema.AnySpec, cls.model_validate(data))
     except ValidationError as exc:
         return list(_issues_from(exc, doc, str(kind)))
-
-
-_PARSED: dict[int, tuple[Document, schema.AnySpec | list[SpecIssue]]] = {}
-_MAX_PARSED = 100_000
-
-
-def _parsed(doc: Document) -> schema.AnySpec | list[SpecIssue]:
-    """``_parse_spec`` once per document object: the parse cache hands out the same
-    documents for an unchanged file, so two revisions share their unchanged specs (and a
-    plan can tell them equal by identity). Holding the document keeps its id unique."""
-    found = _PARSED.get(id(doc))
-    if found is None or found[0] is not doc:
-        if len(_PARSED) >= _MAX_PARSED:
-            _PARSED.pop(next(iter(_PARSED)), None)
-        found = _PARSED[id(doc)] = (doc, _parse_spec(doc))
-    return found[1]
 
 
 def parse_config(doc: Document) -> repoconfig.RepoConfig | list[SpecIssue]:
@@ -471,7 +456,7 @@ def validate(loaded: loader.Loaded) -> SpecSet:
     by_key: dict[SpecKey, SourcedSpec] = {}
     broken: set[tuple[str, str]] = set()
     for doc in loaded.documents:
-        result = _parsed(doc)
+        result = _parse_spec(doc)
         if isinstance(result, list):
             issues.extend(result)
             if isinstance(doc.data, dict):
