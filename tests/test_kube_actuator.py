@@ -135,7 +135,16 @@ def test_first_apply_creates_every_object_and_reports_health(
                 if m["operation"] == "Apply"] == ["llmops"]
         healths = {s.key: s.health for s in state.list_object_status(store, env)}
         assert set(healths) == inventory
-        assert set(healths.values()) == {"Healthy"}
+        # Each write's health is what its apply returned: the workloads, routes and
+        # autoscalers no controller had seen yet are Progressing, the rest Healthy.
+        waiting = {k.kind for k, health in healths.items() if health != "Healthy"}
+        assert "Deployment" in waiting
+        assert waiting <= {"Deployment", "Job", "HorizontalPodAutoscaler", "Ingress"}
+        assert set(healths.values()) == {"Healthy", "Progressing"}
+    # The next pass writes nothing and records the health it lists.
+    assert {r.result for r in h.run().values()} == {RunResult.NOOP}
+    for env in ("dev", "stg", "prod"):
+        assert {s.health for s in state.list_object_status(store, env)} == {"Healthy"}
     job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-586f9b55")
     assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.HEALTHY}
     # Applied in order: namespaces and quotas, config, workloads, services, routes, HPAs.
@@ -483,7 +492,14 @@ def test_a_full_service_ip_range_is_not_retried_in_a_loop(kh: KubeHarness) -> No
     assert (result.result, result.reason) == (RunResult.FAILED, "ApplyFailed")
     assert "range is full" in result.message
     assert kh.sleeps == []
-    assert kh.live("Deployment", "nlp-platform-dev", "support-chat") is None
+    # A first apply: the namespaces are new, so (as on a real server, where a dry run in a
+    # namespace that does not exist yet can only answer NotFound) their objects are checked
+    # by their real applies, in order; the first failure stops the pass.
+    assert "Service/data-science-dev/sql-assistant: apply failed (InternalError)" in (
+        result.message)
+    assert kh.live("Deployment", "nlp-platform-dev", "support-chat") is not None
+    assert {kind for _, kind, _ in kh.client_writes()}.isdisjoint(
+        {"Ingress", "HorizontalPodAutoscaler"})
 
 
 def test_throttled_request_is_retried_after_retry_after(kh: KubeHarness) -> None:
@@ -596,14 +612,21 @@ def test_a_rejected_object_blocks_the_whole_pass(emulator: RunningEmulator) -> N
 def test_a_pass_with_nothing_to_write_keeps_the_health_it_lists(
         store: Store, template_git_repo: Path, tmp_path: Path,
         emulator: RunningEmulator) -> None:
-    """A no-op pass records each object's health as listed (it fell back to Unknown)."""
+    """A no-op pass records each object's health as listed (it fell back to Unknown):
+    the workloads the first pass left Progressing (as their applies returned them) turn
+    Healthy, and stay so."""
     point_at_emulator(template_git_repo, emulator.kubeconfig)
     commit(template_git_repo, "apply with the kubernetes actuator")
     h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=("dev",))
+
+    def spec_health() -> dict[Any, str]:
+        return {s.key: s.health for s in state.list_spec_status(store)
+                if s.key.environment == "dev"}
+
     h.run()
-    first = {s.key: s.health for s in state.list_spec_status(store)
-             if s.key.environment == "dev"}
-    assert set(first.values()) == {"Healthy"}
+    assert "Progressing" in spec_health().values()
     assert h.run()["dev"].result is RunResult.NOOP
-    assert {s.key: s.health for s in state.list_spec_status(store)
-            if s.key.environment == "dev"} == first
+    listed = spec_health()
+    assert set(listed.values()) == {"Healthy"}
+    assert h.run()["dev"].result is RunResult.NOOP
+    assert spec_health() == listed
