@@ -5,6 +5,7 @@ Kubernetes API emulator over HTTP; faults injected at the emulator."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ ORDER = {kind: rank for rank, kinds in enumerate((
     ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Deployment", "Job"),
     ("Service",), ("Ingress",), ("HorizontalPodAutoscaler", "PodDisruptionBudget")))
     for kind in kinds}
+
+
+OBJECT_PATH = re.compile(r"^/apis?/(?:[^/]+/)?v[^/]+/namespaces/[^/]+(?:/[^/]+/[^/]+)?$")
+"""The URL of one object (a Namespace, or an object in one); not discovery, not a list."""
 
 
 def point_at_emulator(repo: Path, kubeconfig: Path) -> None:
@@ -92,6 +97,15 @@ class KubeHarness:
 
     def client_writes(self) -> list[tuple[str, str, str]]:
         return [(w.verb, w.kind, w.name) for w in self.server.writes()]
+
+    def object_requests(self) -> Counter[tuple[str, str]]:
+        """Requests to single objects since the last reset (discovery and lists left
+        out), by method and by whether they were about the ApplySet parent Secret."""
+        out: Counter[tuple[str, str]] = Counter()
+        for (method, path), n in self.server.stats.requests.items():
+            if OBJECT_PATH.match(path):
+                out[method, "parent" if "/secrets/llmops-" in path else "object"] += n
+        return out
 
 
 @pytest.fixture
@@ -153,6 +167,34 @@ def test_first_apply_creates_every_object_and_reports_health(
                  and (w.namespace or w.name).endswith(f"-{env}")]
         assert ranks == sorted(ranks)
         assert len(ranks) == results[env].counts.created
+
+
+def test_first_apply_sends_one_request_per_object(kh: KubeHarness) -> None:
+    """Into new namespaces: each object's apply, and a dry run only of the namespaces
+    (what lives in one cannot be dry-run before it exists); no object is read before
+    or after its write, only the ApplySet parent (when observing and before widening)."""
+    kh.server.reset_counters()
+    result = kh.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    objects = result.counts.created
+    namespaces = sum(1 for _, kind, _ in kh.client_writes() if kind == "Namespace")
+    assert (objects, namespaces) == (16, 2)
+    assert kh.object_requests() == {("PATCH", "object"): objects + namespaces,
+                                    ("PATCH", "parent"): 1, ("GET", "parent"): 2}
+
+
+def test_a_drifted_object_is_dry_run_read_and_applied(kh: KubeHarness) -> None:
+    """An existing object to write: its dry run (200, not 201: it exists), one read of
+    it to diff against, its apply; nothing else is read."""
+    kh.run()
+    edit(kh.repo, "endpoints/dev/support-chat.yaml", "--max-model-len=8192",
+         "--max-model-len=4096")
+    commit(kh.repo, "dev: support-chat with a shorter context")
+    kh.server.reset_counters()
+    result = kh.run()["dev"]
+    assert (result.result, result.counts.configured) == (RunResult.SUCCEEDED, 1)
+    assert kh.object_requests() == {("PATCH", "object"): 2, ("GET", "object"): 1,
+                                    ("GET", "parent"): 2}
 
 
 def test_second_pass_makes_zero_writes(kh: KubeHarness) -> None:
