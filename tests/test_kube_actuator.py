@@ -612,6 +612,19 @@ def test_cli_reconcile_once_applies_to_the_cluster(
     assert "dev: noop" in again.out
 
 
+def test_environments_on_one_cluster_share_one_api_discovery(
+        template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
+        monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
+    cli_on_emulator(template_git_repo, tmp_path, emulator, monkeypatch)
+    emulator.server.reset_counters()
+    result = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev",
+                 "--env", "stg")
+    assert result.code == 0, result.out + result.err
+    assert [line.split(" at ")[0] for line in result.out.splitlines()] == [
+        "dev: succeeded", "stg: succeeded"]
+    assert emulator.server.stats.matching("GET", r"^/apis$") == 1
+
+
 def test_reconcile_wait_waits_for_health_and_fails_on_a_stalled_rollout(
         template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
         monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
