@@ -19,10 +19,15 @@ kubeconfig path and context come from the environment's ``cluster``
   left out. Any failed or partial list raises ``ActuatorError``: unknown is never empty.
 - ``act``: every write is first a server-side dry run (``dryRun=All``); if any is
   rejected nothing is applied, the rejected objects fail and the others are skipped.
-  Objects in a namespace the same pass creates are checked by their real apply.
-  Then the parent is widened, objects are applied in dependency order
+  Objects in a namespace the same pass creates (its own dry run answered 201, or
+  failed) are checked by their real apply: a dry run there can only say NotFound.
+  An object is read only when its dry run says it exists (200, not 201), to diff
+  against. Then the parent is widened, objects are applied in dependency order
   (``APPLY_ORDER``) as field manager ``settings.kube.field_manager``, each only when
-  its dry run differs from live (bookkeeping annotations ignored). A field conflict
+  its dry run differs from live (bookkeeping annotations ignored); its health is
+  assessed on what the apply returned (no read-back). So a first apply sends one
+  apply per object plus a dry run per namespace; a drift repair three requests per
+  written object (dry run, read, apply). A field conflict
   with another *applier* fails the object naming that manager, unless the
   environment sets ``forceConflicts`` or the spec is annotated
   ``llmops.io/force-conflicts: "true"``; fields taken by plain writes (``Update``
