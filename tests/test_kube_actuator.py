@@ -5,6 +5,7 @@ Kubernetes API emulator over HTTP; faults injected at the emulator."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ ORDER = {kind: rank for rank, kinds in enumerate((
     ("Namespace",), ("ResourceQuota",), ("ConfigMap", "Secret"), ("Deployment", "Job"),
     ("Service",), ("Ingress",), ("HorizontalPodAutoscaler", "PodDisruptionBudget")))
     for kind in kinds}
+
+
+OBJECT_PATH = re.compile(r"^/apis?/(?:[^/]+/)?v[^/]+/namespaces/[^/]+(?:/[^/]+/[^/]+)?$")
+"""The URL of one object (a Namespace, or an object in one); not discovery, not a list."""
 
 
 def point_at_emulator(repo: Path, kubeconfig: Path) -> None:
@@ -93,6 +98,15 @@ class KubeHarness:
     def client_writes(self) -> list[tuple[str, str, str]]:
         return [(w.verb, w.kind, w.name) for w in self.server.writes()]
 
+    def object_requests(self) -> Counter[tuple[str, str]]:
+        """Requests to single objects since the last reset (discovery and lists left
+        out), by method and by whether they were about the ApplySet parent Secret."""
+        out: Counter[tuple[str, str]] = Counter()
+        for (method, path), n in self.server.stats.requests.items():
+            if OBJECT_PATH.match(path):
+                out[method, "parent" if "/secrets/llmops-" in path else "object"] += n
+        return out
+
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[RunningEmulator]:
@@ -135,7 +149,16 @@ def test_first_apply_creates_every_object_and_reports_health(
                 if m["operation"] == "Apply"] == ["llmops"]
         healths = {s.key: s.health for s in state.list_object_status(store, env)}
         assert set(healths) == inventory
-        assert set(healths.values()) == {"Healthy"}
+        # Each write's health is what its apply returned: the workloads, routes and
+        # autoscalers no controller had seen yet are Progressing, the rest Healthy.
+        waiting = {k.kind for k, health in healths.items() if health != "Healthy"}
+        assert "Deployment" in waiting
+        assert waiting <= {"Deployment", "Job", "HorizontalPodAutoscaler", "Ingress"}
+        assert set(healths.values()) == {"Healthy", "Progressing"}
+    # The next pass writes nothing and records the health it lists.
+    assert {r.result for r in h.run().values()} == {RunResult.NOOP}
+    for env in ("dev", "stg", "prod"):
+        assert {s.health for s in state.list_object_status(store, env)} == {"Healthy"}
     job = ResourceKey("batch", "Job", "nlp-platform-stg", "support-chat-sft-586f9b55")
     assert h.actuators[("stg", False)].health("stg", [job]) == {job: HealthStatus.HEALTHY}
     # Applied in order: namespaces and quotas, config, workloads, services, routes, HPAs.
@@ -144,6 +167,34 @@ def test_first_apply_creates_every_object_and_reports_health(
                  and (w.namespace or w.name).endswith(f"-{env}")]
         assert ranks == sorted(ranks)
         assert len(ranks) == results[env].counts.created
+
+
+def test_first_apply_sends_one_request_per_object(kh: KubeHarness) -> None:
+    """Into new namespaces: each object's apply, and a dry run only of the namespaces
+    (what lives in one cannot be dry-run before it exists); no object is read before
+    or after its write, only the ApplySet parent (when observing and before widening)."""
+    kh.server.reset_counters()
+    result = kh.run()["dev"]
+    assert result.result is RunResult.SUCCEEDED, result.message
+    objects = result.counts.created
+    namespaces = sum(1 for _, kind, _ in kh.client_writes() if kind == "Namespace")
+    assert (objects, namespaces) == (16, 2)
+    assert kh.object_requests() == {("PATCH", "object"): objects + namespaces,
+                                    ("PATCH", "parent"): 1, ("GET", "parent"): 2}
+
+
+def test_a_drifted_object_is_dry_run_read_and_applied(kh: KubeHarness) -> None:
+    """An existing object to write: its dry run (200, not 201: it exists), one read of
+    it to diff against, its apply; nothing else is read."""
+    kh.run()
+    edit(kh.repo, "endpoints/dev/support-chat.yaml", "--max-model-len=8192",
+         "--max-model-len=4096")
+    commit(kh.repo, "dev: support-chat with a shorter context")
+    kh.server.reset_counters()
+    result = kh.run()["dev"]
+    assert (result.result, result.counts.configured) == (RunResult.SUCCEEDED, 1)
+    assert kh.object_requests() == {("PATCH", "object"): 2, ("GET", "object"): 1,
+                                    ("GET", "parent"): 2}
 
 
 def test_second_pass_makes_zero_writes(kh: KubeHarness) -> None:
@@ -483,7 +534,14 @@ def test_a_full_service_ip_range_is_not_retried_in_a_loop(kh: KubeHarness) -> No
     assert (result.result, result.reason) == (RunResult.FAILED, "ApplyFailed")
     assert "range is full" in result.message
     assert kh.sleeps == []
-    assert kh.live("Deployment", "nlp-platform-dev", "support-chat") is None
+    # A first apply: the namespaces are new, so (as on a real server, where a dry run in a
+    # namespace that does not exist yet can only answer NotFound) their objects are checked
+    # by their real applies, in order; the first failure stops the pass.
+    assert "Service/data-science-dev/sql-assistant: apply failed (InternalError)" in (
+        result.message)
+    assert kh.live("Deployment", "nlp-platform-dev", "support-chat") is not None
+    assert {kind for _, kind, _ in kh.client_writes()}.isdisjoint(
+        {"Ingress", "HorizontalPodAutoscaler"})
 
 
 def test_throttled_request_is_retried_after_retry_after(kh: KubeHarness) -> None:
@@ -554,6 +612,19 @@ def test_cli_reconcile_once_applies_to_the_cluster(
     assert "dev: noop" in again.out
 
 
+def test_environments_on_one_cluster_share_one_api_discovery(
+        template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
+        monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
+    cli_on_emulator(template_git_repo, tmp_path, emulator, monkeypatch)
+    emulator.server.reset_counters()
+    result = cli("reconcile", "--once", "--repo", template_git_repo, "--env", "dev",
+                 "--env", "stg")
+    assert result.code == 0, result.out + result.err
+    assert [line.split(" at ")[0] for line in result.out.splitlines()] == [
+        "dev: succeeded", "stg: succeeded"]
+    assert emulator.server.stats.matching("GET", r"^/apis$") == 1
+
+
 def test_reconcile_wait_waits_for_health_and_fails_on_a_stalled_rollout(
         template_git_repo: Path, tmp_path: Path, emulator: RunningEmulator,
         monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
@@ -596,14 +667,21 @@ def test_a_rejected_object_blocks_the_whole_pass(emulator: RunningEmulator) -> N
 def test_a_pass_with_nothing_to_write_keeps_the_health_it_lists(
         store: Store, template_git_repo: Path, tmp_path: Path,
         emulator: RunningEmulator) -> None:
-    """A no-op pass records each object's health as listed (it fell back to Unknown)."""
+    """A no-op pass records each object's health as listed (it fell back to Unknown):
+    the workloads the first pass left Progressing (as their applies returned them) turn
+    Healthy, and stay so."""
     point_at_emulator(template_git_repo, emulator.kubeconfig)
     commit(template_git_repo, "apply with the kubernetes actuator")
     h = KubeHarness(store, template_git_repo, tmp_path, emulator, envs=("dev",))
+
+    def spec_health() -> dict[Any, str]:
+        return {s.key: s.health for s in state.list_spec_status(store)
+                if s.key.environment == "dev"}
+
     h.run()
-    first = {s.key: s.health for s in state.list_spec_status(store)
-             if s.key.environment == "dev"}
-    assert set(first.values()) == {"Healthy"}
+    assert "Progressing" in spec_health().values()
     assert h.run()["dev"].result is RunResult.NOOP
-    assert {s.key: s.health for s in state.list_spec_status(store)
-            if s.key.environment == "dev"} == first
+    listed = spec_health()
+    assert set(listed.values()) == {"Healthy"}
+    assert h.run()["dev"].result is RunResult.NOOP
+    assert spec_health() == listed

@@ -184,6 +184,30 @@ def test_first_pass_creates_namespaces_and_objects_then_a_second_pass_writes_not
     assert second.counts.unchanged == len(inventory)
 
 
+ONE_OBJECT = re.compile(r"/apis?/(?:[^/]+/)?v[^/]+/namespaces/[^/]+(?:/[^/]+/[^/]+)?$")
+"""The URL of one object (a Namespace, or an object in one); not discovery, not a list."""
+
+
+def test_a_first_pass_sends_one_apply_per_object_and_reads_none(
+    rh: RealHarness, requests_seen: Requests
+) -> None:
+    """Into new namespaces: a dry run of each namespace (answered 201: it would be
+    created), then one apply per object; nothing but the ApplySet parent is read, and
+    health comes from what each apply returned."""
+    first = rh.run()
+    assert first.result is RunResult.SUCCEEDED, first.message
+    by_object = [
+        (method, "dryRun" in query, path.rsplit("/", 2)[-2])
+        for method, path, query in requests_seen.seen
+        if ONE_OBJECT.search(path) and "/secrets/llmops-dev-" not in path
+    ]
+    assert [r for r in by_object if r[0] != "PATCH"] == []
+    assert sorted(kind for _, dry, kind in by_object if dry) == ["namespaces", "namespaces"]
+    assert len([r for r in by_object if not r[1]]) == first.counts.created
+    health = {s.key.kind: s.health for s in state.list_object_status(rh.store, "dev")}
+    assert (health["Deployment"], health["ConfigMap"]) == ("Progressing", "Healthy")
+
+
 def test_objects_are_applied_in_dependency_order_after_a_dry_run_of_all(
     rh: RealHarness, requests_seen: Requests
 ) -> None:

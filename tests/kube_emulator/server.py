@@ -235,8 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "PUT":
             return 200, store.replace(rt, ns, name, _decode(raw, self.headers), opts)
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        created = content_type == "application/apply-patch+yaml" and not opts.dry_run and \
-            _absent(store, rt, ns, name)
+        # As kube-apiserver: 201 when the apply creates the object, a dry run's too.
+        created = content_type == "application/apply-patch+yaml" and _absent(store, rt, ns, name)
         return (201 if created else 200), store.patch(rt, ns, name, content_type, raw, opts)
 
     # ---- admin ------------------------------------------------------------------------

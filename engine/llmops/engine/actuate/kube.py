@@ -19,10 +19,15 @@ kubeconfig path and context come from the environment's ``cluster``
   left out. Any failed or partial list raises ``ActuatorError``: unknown is never empty.
 - ``act``: every write is first a server-side dry run (``dryRun=All``); if any is
   rejected nothing is applied, the rejected objects fail and the others are skipped.
-  Objects in a namespace the same pass creates are checked by their real apply.
-  Then the parent is widened, objects are applied in dependency order
+  Objects in a namespace the same pass creates (its own dry run answered 201, or
+  failed) are checked by their real apply: a dry run there can only say NotFound.
+  An object is read only when its dry run says it exists (200, not 201), to diff
+  against. Then the parent is widened, objects are applied in dependency order
   (``APPLY_ORDER``) as field manager ``settings.kube.field_manager``, each only when
-  its dry run differs from live (bookkeeping annotations ignored). A field conflict
+  its dry run differs from live (bookkeeping annotations ignored); its health is
+  assessed on what the apply returned (no read-back). So a first apply sends one
+  apply per object plus a dry run per namespace; a drift repair three requests per
+  written object (dry run, read, apply). A field conflict
   with another *applier* fails the object naming that manager, unless the
   environment sets ``forceConflicts`` or the spec is annotated
   ``llmops.io/force-conflicts: "true"``; fields taken by plain writes (``Update``
@@ -93,6 +98,7 @@ APPLY_ORDER = {
 services, ingress, autoscalers. Deletions run in reverse."""
 UNKNOWN_KIND_RANK = 6
 PAGE_SIZE = 500
+HTTP_CREATED = 201
 MAX_CHANGED_PATHS = 5
 
 
@@ -345,17 +351,23 @@ class KubernetesActuator:
         order = sorted(plan.write, key=apply_rank)
         prepared: list[_Prepared] = []
         rejected: dict[ResourceKey, str] = {}
-        # Objects in a namespace this pass creates cannot be dry-run before it exists.
-        creating = frozenset(k.name for k in order if k.kind == "Namespace" and not k.group)
+        # Namespaces this pass writes that do not exist yet (their own dry run said so,
+        # or failed): nothing in them can be dry-run before they do. Namespaces rank first.
+        unchecked: set[str] = set()
         for key in order:
             try:
-                prepared.append(self._prepare(key, aset.physical(plan.desired[key]),
-                                              key.namespace in creating))
+                item = self._prepare(key, aset.physical(plan.desired[key]), unchecked)
             except ApplyError as err:
                 rejected[key] = err.summary
+                item = None
+            if key.kind == "Namespace" and not key.group and (item is None or item.live is None):
+                unchecked.add(key.name)
+            if item is not None:
+                prepared.append(item)
         if rejected:
             return self._rejected(plan, order, rejected)
-        self._write_parent(aset, [*plan.desired, *plan.delete], grow=True)
+        parent = self._write_parent(aset, [*plan.desired, *plan.delete], grow=True,
+                                    live=self._parent(aset))
         outcomes = self._apply_all(prepared)
         failed = next((k for k, o in outcomes.items() if o.outcome is Outcome.FAILED), None)
         for key in sorted(plan.delete, key=apply_rank, reverse=True):
@@ -369,11 +381,9 @@ class KubernetesActuator:
                 outcomes[key] = ObjectOutcome(Outcome.FAILED, err.summary, HealthStatus.UNKNOWN)
                 failed = key
         if failed is None:
-            self._write_parent(aset, plan.desired, grow=False)
-        # Read back what was written: its health is what the controllers made of it.
-        for key, o in list(outcomes.items()):
-            if o.outcome in (Outcome.CREATED, Outcome.CONFIGURED):
-                outcomes[key] = ObjectOutcome(o.outcome, o.message, self._read_health(key, plan))
+            self._write_parent(aset, plan.desired, grow=False, live=parent)
+        # A write's health is the object the apply returned (as stored, with its status);
+        # later passes and ``health`` read it anew.
         for key, obj in plan.desired.items():
             if key not in plan.write:
                 outcomes[key] = ObjectOutcome(Outcome.UNCHANGED, "", kube_health.assess(obj))
@@ -416,9 +426,9 @@ class KubernetesActuator:
         return outcomes
 
     def _write_parent(self, aset: kube_applyset.ApplySet, members: Iterable[ResourceKey], *,
-                      grow: bool) -> None:
-        """Make the parent list ``members`` (plus what it lists already, when ``grow``)."""
-        live = self._parent(aset)
+                      grow: bool, live: KubeObject | None) -> KubeObject | None:
+        """Make the parent (``live`` now) list ``members`` (plus what it lists already,
+        when ``grow``); returns the parent as it then is."""
         wanted = aset.parent(members)
         if live is not None:
             kinds, spaces = aset.listed(live)
@@ -427,62 +437,62 @@ class KubernetesActuator:
                 new_kinds, new_spaces = kinds | new_kinds, spaces | new_spaces
             if (kinds, spaces) == (new_kinds, new_spaces) and manifest.labels_of(live).get(
                     kube_applyset.ID_LABEL) == aset.id:
-                return
+                return live
             notes = wanted["metadata"]["annotations"]
             notes[kube_applyset.GROUP_KINDS_ANNOTATION] = ",".join(sorted(new_kinds))
             notes[kube_applyset.NAMESPACES_ANNOTATION] = ",".join(sorted(new_spaces))
         try:
-            self._apply(aset.key, self._resource("v1", kube_applyset.PARENT_KIND), wanted,
-                        dry_run=False, force=True)
+            return self._apply(aset.key, self._resource("v1", kube_applyset.PARENT_KIND),
+                               wanted, dry_run=False, force=True)[0]
         except ApplyError as err:
             raise ActuatorError(f"cluster {self._where()}: writing the ApplySet parent "
                                 f"failed: {err}") from err
 
-    def _read_health(self, key: ResourceKey, plan: ActPlan) -> HealthStatus:
+    def _read(self, key: ResourceKey, resource: Any,
+              obj: Mapping[str, Any] | None) -> KubeObject | None:
+        """The live object (None when absent); ``ApplyError`` when it cannot be read."""
         try:
-            return kube_health.assess(self._get(key, self._resource_for(key, plan.desired[key])))
-        except (ActuatorError, ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
-            return HealthStatus.UNKNOWN
+            return self._get(key, resource)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise ApplyError(key, "read", reason_of(exc), self._error_text(exc, obj)) from exc
 
-    def _prepare(self, key: ResourceKey, obj: KubeObject, new_namespace: bool) -> _Prepared:
-        """Read live and dry-run the apply; raises ``ApplyError`` when rejected.
+    def _prepare(self, key: ResourceKey, obj: KubeObject, unchecked: set[str]) -> _Prepared:
+        """Dry-run the apply; raises ``ApplyError`` when rejected.
 
-        In a namespace that does not exist yet but this pass creates (``new_namespace``),
-        the dry run is left to the real apply (as Argo CD does)."""
+        The dry run's status says whether the object exists (201: it would be created);
+        only an existing object is read, to diff against, or to tell a hand edit from
+        another applier in a conflict. In a namespace that does not exist yet but this
+        pass creates (``unchecked``) a dry run can only answer NotFound: the check is
+        left to the real apply (as Argo CD does)."""
         try:
             resource = self._resource_for(key, obj)
         except ActuatorError as exc:
             raise ApplyError(key, "apply", "NotServed", str(exc)) from exc
-        try:
-            live = self._get(key, resource)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise ApplyError(key, "read", reason_of(exc),
-                                         self._error_text(exc, obj)) from exc
         body = diff.normalize(obj)
         force = self.force_conflicts or manifest.annotations_of(obj).get(
             manifest.FORCE_CONFLICTS_ANNOTATION) == "true"
-        took = ""
+        if key.namespace in unchecked:
+            return _Prepared(key, resource, body, None, None, force, "")
         try:
-            dry: KubeObject | None = self._apply(key, resource, body, dry_run=True, force=force)
+            dry, created = self._apply(key, resource, body, dry_run=True, force=force)
         except ApplyError as err:
-            if new_namespace and live is None and err.reason == "NotFound":
-                return _Prepared(key, resource, body, None, None, force, "")
             # A field taken by a hand edit (an Update, not another applier) is drift:
             # take it back. Another applier's fields are only taken with forceConflicts.
-            if not (err.managers and live is not None
-                    and kube_errors.hand_edits_only(live, err.managers)):
+            live = self._read(key, resource, obj) if err.managers else None
+            if live is None or not kube_errors.hand_edits_only(live, err.managers):
                 raise
-            force = True
             took = "; took fields back from " + ", ".join(f'"{m}"' for m in err.managers) + (
                 " (a hand edit)")
-            dry = self._apply(key, resource, body, dry_run=True, force=force)
-        return _Prepared(key, resource, body, live, dry, force, took)
+            dry = self._apply(key, resource, body, dry_run=True, force=True)[0]
+            return _Prepared(key, resource, body, live, dry, True, took)
+        live = None if created else self._read(key, resource, obj)
+        return _Prepared(key, resource, body, live, dry, force, "")
 
     def _commit(self, item: _Prepared) -> ObjectOutcome:
-        """Apply for real when the dry run differs from live; health read back."""
+        """Apply for real when the dry run differs from live; health from the response."""
         if item.live is None or item.dry is None:
             applied = self._apply(item.key, item.resource, item.body, dry_run=False,
-                                  force=item.force)
+                                  force=item.force)[0]
             return ObjectOutcome(Outcome.CREATED, "created", kube_health.assess(applied))
         entry = diff.diff_revisions([item.live], [item.dry],
                                     ignore_annotations=manifest.REVISION_BOOKKEEPING
@@ -495,13 +505,15 @@ class KubernetesActuator:
             f" and {len(paths) - MAX_CHANGED_PATHS} more" if len(paths) > MAX_CHANGED_PATHS
             else "")
         applied = self._apply(item.key, item.resource, item.body, dry_run=False,
-                              force=item.force)
+                              force=item.force)[0]
         return ObjectOutcome(Outcome.CONFIGURED,
                              mask(f"configured: {shown}{item.took}", item.body),
                              kube_health.assess(applied))
 
     def _apply(self, key: ResourceKey, resource: Any, body: KubeObject, *,
-               dry_run: bool, force: bool) -> KubeObject:
+               dry_run: bool, force: bool) -> tuple[KubeObject, bool]:
+        """The object as stored (or as it would be, dry run) and whether the apply
+        created it (HTTP 201); ``ApplyError`` when refused."""
         dyn = self._client()
         phase = "dry-run" if dry_run else "apply"
         try:
@@ -512,6 +524,7 @@ class KubernetesActuator:
                 dry_run="All" if dry_run else None, serialize=False,
                 _request_timeout=self._timeout()))
             result: KubeObject = json.loads(resp.data)
+            created = resp.status == HTTP_CREATED
         except ApiException as exc:
             reason, detail = kube_errors.describe(exc)
             managers = kube_errors.conflict_managers(detail) if reason == "Conflict" else ()
@@ -525,7 +538,7 @@ class KubernetesActuator:
             raise ApplyError(key, phase, reason_of(exc), self._error_text(exc, body)) from exc
         result.setdefault("apiVersion", resource.group_version)
         result.setdefault("kind", resource.kind)
-        return result
+        return result, created
 
     def _delete_one(self, key: ResourceKey, last: KubeObject | None,
                     aset: kube_applyset.ApplySet) -> ObjectOutcome:
@@ -534,11 +547,7 @@ class KubernetesActuator:
             resource = self._resource_for(key, last)
         except ActuatorError as exc:
             raise ApplyError(key, "delete", "NotServed", str(exc)) from exc
-        try:
-            live = self._get(key, resource)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise ApplyError(key, "read", reason_of(exc),
-                                         self._error_text(exc, last)) from exc
+        live = self._read(key, resource, last)
         if live is None:
             return ObjectOutcome(Outcome.DELETED, "already gone", HealthStatus.MISSING)
         part_of = manifest.labels_of(live).get(manifest.APPLYSET_LABEL)

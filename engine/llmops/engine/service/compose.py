@@ -165,7 +165,7 @@ def actuator_factory(settings: Settings, out: Path | None = None,
     """
     hydrate_root = (out or settings.hydrate_dir).resolve()
     published = HydrateActuator(hydrate_root)  # one, so its parse cache survives passes
-    clusters: dict[tuple[str, repoconfig.Cluster, bool], kube.KubernetesActuator] = {}
+    clusters: dict[tuple[repoconfig.Cluster, bool], kube.KubernetesActuator] = {}
     specs_repo = repo or settings.git.repo or "."
 
     def make(env: str, config: repoconfig.Environment) -> Actuator:
@@ -180,8 +180,9 @@ def actuator_factory(settings: Settings, out: Path | None = None,
         if name == repoconfig.ActuatorName.NONE:
             return NoneActuator()
         if name == repoconfig.ActuatorName.KUBERNETES:
-            # One client (and discovery cache) per environment's cluster, kept across passes.
-            key = (env, config.cluster, config.forceConflicts)
+            # One client (and API discovery) per cluster, shared by the environments on
+            # it and kept across passes: the actuator holds no state of an environment.
+            key = (config.cluster, config.forceConflicts)
             if key not in clusters:
                 clusters[key] = kube.KubernetesActuator(
                     settings.kube, config.cluster, force_conflicts=config.forceConflicts,
