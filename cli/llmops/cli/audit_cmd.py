@@ -75,17 +75,18 @@ def verify_cmd(batch_size: int, show_head: bool, local_only: bool) -> None:
     cfg = settings.load()
     repo = None if local_only else compose.repo_anchors(cfg)
     with _open_store(cfg) as store:
+        sealed = store.audit_seal
         elsewhere = []
-        if repo is not None and store.audit_seal is not None:
+        if repo is not None and sealed is not None:
             try:
-                elsewhere.append(repo.read(store.audit_seal.keys))
+                elsewhere.append(repo.read(sealed.keys))
             except anchorref.AnchorRefError as exc:
                 raise anchorref.AnchorRefError(
                     f"cannot read the specs repo's audit anchors: {exc} (--local-only checks "
                     "the anchor file alone)") from None
         result = audit_log.verify(store, batch_size=batch_size, elsewhere=elsewhere)
     click.echo(str(result))
-    if repo is None:
+    if repo is None and sealed is not None:
         why = "--local-only" if local_only else "no git specs repo is configured"
         click.echo(f"specs repo anchors: not checked ({why})")
     if show_head and result.ok:
