@@ -23,9 +23,12 @@ database: ``pg_advisory_xact_lock`` inside the appending transaction on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite. The database refuses UPDATE and
 DELETE with triggers (see the migration). Anchors: every ``anchor_every``
 entries, and after every reconcile pass, the head (id, hash, time) is appended,
-MAC'd, to the anchor file outside the database; ``verify`` checks each anchored
-entry is there and unchanged, so a truncated or rewritten chain is caught even
-by someone who can write every row.
+MAC'd, to the anchor file outside the database (and, now and then, committed to
+the specs repo by ``run.anchoring``); ``verify`` checks, per source, each
+anchored entry is there and unchanged, so a truncated or rewritten chain is
+caught even by someone who can write every row. Each keyed row is verified with
+the key its ``key_id`` names (``seal.Keyring``: the current key and retired
+ones); a row whose key is not there is ``unverifiable``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ GENESIS_HASH = "0" * 64
 MAX_PAGE = 1000
 _TOKEN = re.compile(r"^[a-z][a-z0-9_.:-]{0,62}$")
 _LIMITS = {"actor": 255, "source_commit": 64, "environment": 63}
+FILE_SOURCE = "the anchor file"
+REPO_SOURCE = "the specs repo"
+AnchorSource = tuple[str, Sequence[seal.Anchor | str]]
+"""Where anchors come from (named in ``verify``'s messages), and what it holds:
+MAC-checked anchors, or strings saying what is wrong."""
 
 
 class AuditAction(StrEnum):
@@ -428,12 +436,6 @@ def verify(store: db.Store, *, batch_size: int = 1000, sealed: seal.Seal | None 
     return walk.finish(last_id or 0)
 
 
-FILE_SOURCE = "the anchor file"
-REPO_SOURCE = "the specs repo"
-AnchorSource = tuple[str, Sequence[seal.Anchor | str]]
-"""Where anchors come from, and what it holds: MAC-checked anchors, or what is wrong."""
-
-
 def _anchors(items: Sequence[seal.Anchor | str]) -> tuple[dict[int, seal.Anchor], str]:
     """The anchors by entry id, or the first item that is not a valid one."""
     out: dict[int, seal.Anchor] = {}
@@ -470,11 +472,12 @@ class _Walk:
         if self.keyed and not record.key_id:
             return self.broken(record.id, "unkeyed after keyed entries: rewritten without "
                                           "the key")
-        key = self.keys.get(record.key_id) if self.keys is not None and record.key_id \
-            else None
-        if self.keys is not None and record.key_id and key is None:
-            return replace(self.broken(record.id, _missing_key(record.key_id, self.keys)),
-                           unverifiable=True)
+        key = None
+        if record.key_id and self.keys is not None:
+            key = self.keys.get(record.key_id)
+            if key is None:
+                return replace(self.broken(record.id, _missing_key(record.key_id, self.keys)),
+                               unverifiable=True)
         if chain_hash(record.prev_hash, record, key) != record.hash:
             return self.broken(record.id, "hash mismatch: its fields are not the ones hashed")
         for source, anchors in self.anchors:

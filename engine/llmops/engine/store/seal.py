@@ -1,17 +1,22 @@
-"""The audit chain's key and anchors: what the database does not hold.
+"""The audit chain's keys and anchors: what the database does not hold.
 
 Role: make the audit chain unforgeable by someone who can write the
 database. ``AuditKey`` keys the chain (each entry's hash is an HMAC-SHA256
-under it; the database stores only its ``key_id``, a fingerprint); the
-``AnchorFile`` is an append-only JSON-lines file outside the database holding
-(entry id, that entry's chain hash, time), each line MAC'd with the key, so
+under it; the database stores only its ``key_id``, a fingerprint); a
+``Keyring`` holds the current key and the retired ones (``rotate_key_file``
+keeps the old key as ``audit-key.<key id>``), so every entry and anchor is
+verified with the key it names. An ``Anchor`` is (entry id, that entry's chain
+hash, time), MAC'd; the ``AnchorFile`` is an append-only JSON-lines file of
+them outside the database, and ``Anchor.trailers``/``from_trailers`` carry one
+in a commit message (``run.anchoring`` commits them to the specs repo), so
 ``llmops audit verify`` detects a rewritten, reordered or truncated chain, not
 only an edited row. Input: ``Settings`` (``LLMOPS_AUDIT__KEY`` or the 0600
-file ``$LLMOPS_HOME/audit-key``; ``LLMOPS_AUDIT__ANCHOR_FILE``, by default
-``$LLMOPS_HOME/audit-anchors.jsonl``). Output: a ``Seal`` (key + anchors) that
-``compose.open_store`` attaches to the ``Store`` and ``store.audit`` uses.
-Callers: ``store.audit`` (hashing, anchoring, verifying), ``service.compose``
-and ``llmops audit verify``.
+file ``$LLMOPS_HOME/audit-key``; ``LLMOPS_AUDIT__PREVIOUS_KEYS`` and the
+``audit-key.<key id>`` files; ``LLMOPS_AUDIT__ANCHOR_FILE``, by default
+``$LLMOPS_HOME/audit-anchors.jsonl``). Output: a ``Seal`` (keyring + anchor
+file) that ``compose.open_store`` attaches to the ``Store`` and ``store.audit``
+uses. Callers: ``store.audit`` (hashing, anchoring, verifying),
+``service.compose``, ``run.anchoring`` and ``llmops audit verify``/``rotate-key``.
 
 The key never enters the database, a log line, an error or an audit row.
 """
