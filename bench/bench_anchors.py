@@ -41,7 +41,8 @@ def main() -> None:
         started = time.perf_counter()
         _source, items = anchoring.RepoAnchors(repo, interval=1).read(keys)
         read = time.perf_counter() - started
-    assert len(items) == args.anchors and all(isinstance(i, seal.Anchor) for i in items)
+    assert len(items) == args.anchors
+    assert all(isinstance(i, seal.Anchor) for i in items)
     print(f"write: median {statistics.median(writes) * 1000:.0f} ms per anchor "
           f"(max {max(writes) * 1000:.0f} ms); read of {args.anchors}: {read * 1000:.0f} ms")
 

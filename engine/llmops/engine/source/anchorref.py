@@ -45,8 +45,11 @@ def _git_errors(shown: str) -> Iterator[None]:
         yield
     except gitcli.GitFailed as exc:
         raise AnchorRefError(gitcli.redact(f"{shown}: {REF}: {exc.detail()}")) from None
-    except (push.MirrorError, writelock.Busy, gitobjects.UnsafeTree) as exc:
-        raise AnchorRefError(f"{REF}: {exc}") from None
+    except (push.MirrorError, writelock.Busy, gitobjects.UnsafeTree,
+            gitcli.SourceConfigError) as exc:
+        raise AnchorRefError(gitcli.redact(f"{REF}: {exc}")) from None
+    except OSError as exc:
+        raise AnchorRefError(f"{shown}: {REF}: {exc.strerror or exc}") from None
 
 
 def append(repo: writeback.Repo, message: str) -> str:
