@@ -10,7 +10,9 @@ Role: the one place that builds the long-lived parts of a process, once:
   process, shared by the daemon and the API);
 - ``build_reconciler(settings, ...)`` -> ``Reconciler``: the source opened
   at the repo and branch, an actuator per environment
-  (``actuator_factory``), over a given store or a newly opened one.
+  (``actuator_factory``), over a given store or a newly opened one, anchoring
+  the audit chain in the configured specs repo (``repo_anchors``, which
+  ``llmops audit verify`` reads back).
 
 Input: ``Settings`` and the command line's overrides (repo, branch, output
 directory, environments). Output: ``Services`` and ``Reconciler`` values.
