@@ -3,7 +3,7 @@
 Role: what the anchor file cannot do, since it lives beside the database:
 hold the chain's head where someone who holds this machine (database, anchor
 file and audit key) cannot rewrite it. ``RepoAnchors.write`` commits the
-head, MAC'd (``seal.Keyring.sign``, the same anchor the file holds), as the
+head, MAC'd (``seal.Keyring.sign``, an anchor as the file holds them), as the
 trailers of a commit on the specs repo's ``refs/llmops/audit-anchors``
 (``source.anchorref``: pushed to a remote one), at most once per interval and
 only when the head moved; ``RepoAnchors.read`` reads them back, each checked
