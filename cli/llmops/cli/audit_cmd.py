@@ -1,14 +1,19 @@
-"""`llmops audit`: check the audit log's hash chain (and read its newest entries).
+"""`llmops audit`: check the audit log's hash chain, rotate its key, read its newest entries.
 
 Role: the operator's and the nightly job's view of the audit log. Input: the
 database URL from settings (``LLMOPS_DATABASE_URL``, a config file, or the
-embedded SQLite file under ``LLMOPS_HOME``). Output: for ``verify``, one
-line, ``audit chain intact: N entries, K anchors checked`` (exit 0) or ``audit
-chain broken at entry ID: reason`` (exit 1), plus the head hash with
-``--show-head``. The chain's HMAC key and its anchors come from the settings
-(``LLMOPS_AUDIT__KEY`` or ``$LLMOPS_HOME/audit-key``; the anchor file); a keyed
-chain without its key is an error naming where the key goes (exit 1). For
-``tail``, the newest entries as text or JSON lines.
+embedded SQLite file under ``LLMOPS_HOME``). Output: for ``verify``, ``audit
+chain intact: N entries; anchors checked: K in the anchor file, J in the specs
+repo (refs/llmops/audit-anchors)`` (exit 0; a second line says when the specs
+repo was not checked) or ``audit chain broken at entry ID: reason`` /
+``audit chain unverifiable at entry ID: ...`` (a key the keyring lacks) (exit
+1), plus the head hash with ``--show-head``. The chain's keys and its anchors
+come from the settings (``LLMOPS_AUDIT__KEY`` or ``$LLMOPS_HOME/audit-key``,
+retired keys beside it or in ``LLMOPS_AUDIT__PREVIOUS_KEYS``; the anchor file;
+the specs repo's anchor ref, fetched from a remote); a keyed chain without any
+key, or a specs repo that cannot be read, is an error (exit 1). ``rotate-key``
+makes a new key file and keeps the old one for verifying (never printing
+either). For ``tail``, the newest entries as text or JSON lines.
 Caller: ``llmops.cli`` registers the ``audit`` group; ``llmops.cli.main``
 maps ``StoreUnavailable`` (an ``LlmopsError``) to one error line and exit 1.
 
@@ -24,18 +29,19 @@ import orjson
 
 from llmops.engine import settings
 from llmops.engine.service import compose
+from llmops.engine.source import anchorref
 from llmops.engine.store import audit as audit_log
 from llmops.engine.store import db, seal
 
 EXIT_BROKEN = 1
 
 
-def _open_store() -> db.Store:
+def _open_store(cfg: settings.Settings | None = None) -> db.Store:
     """The configured store, which must already hold the audit log.
 
     Read-only: never migrates, and never creates a SQLite file that is not there.
     """
-    cfg = settings.load()
+    cfg = cfg or settings.load()
     store = compose.store_at(compose.existing_database_url(cfg), cfg)
     if store.schema_revision() is None:
         store.close()
@@ -60,16 +66,51 @@ def audit() -> None:
               show_default=True, help="Entries read per query while walking the chain.")
 @click.option("--show-head", is_flag=True,
               help="Also print the hash of the newest entry, to anchor outside the database.")
-def verify_cmd(batch_size: int, show_head: bool) -> None:
-    """Walk the whole chain and check every anchor; exit 0 when intact, 1 naming the
-    first broken entry (edited, rewritten, reordered, or missing: truncated)."""
-    with _open_store() as store:
-        result = audit_log.verify(store, batch_size=batch_size)
+@click.option("--local-only", is_flag=True,
+              help="Check the anchor file only, not the specs repo's anchors.")
+def verify_cmd(batch_size: int, show_head: bool, local_only: bool) -> None:
+    """Walk the whole chain and check every anchor (the anchor file's and the specs
+    repo's); exit 0 when intact, 1 naming the first broken entry (edited, rewritten,
+    reordered, or missing: truncated) or one whose key is not in the keyring."""
+    cfg = settings.load()
+    repo = None if local_only else compose.repo_anchors(cfg)
+    with _open_store(cfg) as store:
+        sealed = store.audit_seal
+        elsewhere = []
+        if repo is not None and sealed is not None:
+            try:
+                elsewhere.append(repo.read(sealed.keys))
+            except anchorref.AnchorRefError as exc:
+                raise anchorref.AnchorRefError(
+                    f"cannot read the specs repo's audit anchors: {exc} (--local-only checks "
+                    "the anchor file alone)") from None
+        result = audit_log.verify(store, batch_size=batch_size, elsewhere=elsewhere)
     click.echo(str(result))
+    if repo is None and sealed is not None:
+        why = "--local-only" if local_only else "no git specs repo is configured"
+        click.echo(f"specs repo anchors: not checked ({why})")
     if show_head and result.ok:
         click.echo(f"head hash: {result.head_hash}")
     if not result.ok:
         sys.exit(EXIT_BROKEN)
+
+
+@audit.command("rotate-key")
+def rotate_key_cmd() -> None:
+    """Make a new audit key; the old one is kept (0600, beside it) to verify what it keyed.
+
+    Restart every llmops process (serve, daemon) afterwards: each keys new entries
+    with the key it started with. The key itself is never printed."""
+    cfg = settings.load()
+    if cfg.audit.key is not None:
+        raise seal.AuditKeyError(
+            "the audit key is set by LLMOPS_AUDIT__KEY: rotate it there (the new key in "
+            "LLMOPS_AUDIT__KEY, the old one added to LLMOPS_AUDIT__PREVIOUS_KEYS)")
+    path = seal.key_path(cfg)
+    new, old = seal.rotate_key_file(path)
+    click.echo(f"audit key rotated: new key id {new.key_id} in {path}; the previous key "
+               f"{old.key_id} is kept in {seal.retired_path(path, old.key_id)} for verifying")
+    click.echo("restart llmops serve and the daemon so they key new entries with it")
 
 
 @audit.command("tail")

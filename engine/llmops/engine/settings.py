@@ -130,12 +130,19 @@ class AuditSettings(BaseModel):
     """HMAC key of the chain (hex of 32+ bytes, or 32+ characters); empty: the 0600 file
     ``key_file`` (created by ``llmops up``, ``serve`` and the daemon when missing)."""
     key_file: str = ""
-    """Where the key is kept; empty: ``$LLMOPS_HOME/audit-key``."""
+    """Where the key is kept; empty: ``$LLMOPS_HOME/audit-key``. Retired keys (``llmops
+    audit rotate-key``) are kept beside it as ``audit-key.<key id>``, for verifying."""
+    previous_keys: list[SecretStr] = []
+    """Retired keys (as ``key``), kept only to verify what they keyed: with ``key`` set,
+    rotate by moving the old key here (``LLMOPS_AUDIT__PREVIOUS_KEYS='["..."]'``)."""
     anchor_file: str = ""
     """Append-only file of the chain's anchored heads; empty:
     ``$LLMOPS_HOME/audit-anchors.jsonl``."""
     anchor_every: int = Field(default=100, ge=1, le=1_000_000)
     """Entries between anchors (the reconciler also anchors after every pass)."""
+    repo_anchor_interval_seconds: float = Field(default=3600.0, ge=0)
+    """At most one anchor per this many seconds is committed to the specs repo's ref
+    ``refs/llmops/audit-anchors`` (and pushed to a remote one) by the reconciler; 0: never."""
 
 
 class Settings(BaseSettings):

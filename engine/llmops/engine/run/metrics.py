@@ -48,6 +48,13 @@ class PrometheusMetrics(reconciler.Metrics):
             "GPUs an applied endpoint holds (GPUs per replica x minimum replicas); "
             "avg_over_time(...[24h]) * 24 gives GPU-hours.",
             ["environment", "team", "endpoint"], registry=r)
+        self.anchor_failures = Counter(
+            "llmops_audit_anchor_failures_total",
+            "Audit anchors not written outside the database (retried next pass).",
+            ["sink"], registry=r)
+        self.anchored = Gauge("llmops_audit_anchor_timestamp_seconds",
+                              "Unix time of the last audit anchor written.", ["sink"],
+                              registry=r)
         self._revisions: dict[str, str] = {}
         self._gpu_labels: dict[str, set[tuple[str, str]]] = {}
 
@@ -82,6 +89,12 @@ class PrometheusMetrics(reconciler.Metrics):
         for (team, endpoint), count in allocation.items():
             self.endpoint_gpus.labels(environment, team, endpoint).set(count)
         self._gpu_labels[environment] = set(allocation)
+
+    def audit_anchor(self, sink: str, ok: bool) -> None:
+        if ok:
+            self.anchored.labels(sink).set(time.time())
+        else:
+            self.anchor_failures.labels(sink).inc()
 
     def pass_duration(self, seconds: float) -> None:
         self.pass_seconds.observe(seconds)

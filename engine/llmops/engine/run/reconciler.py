@@ -46,7 +46,7 @@ from llmops.engine.actuate.health import HealthStatus
 from llmops.engine.errors import LlmopsError, SpecError
 from llmops.engine.plan import decide, diff, planner
 from llmops.engine.plan.changeset import ChangeSet
-from llmops.engine.run import finished, record
+from llmops.engine.run import anchoring, finished, record
 from llmops.engine.source.snapshots import Snapshot, Source, SourceUnavailable
 from llmops.engine.spec import loader, repoconfig, schema, validate
 from llmops.engine.store import audit, catalog, state
@@ -75,6 +75,7 @@ class Metrics:
     def fetch_failed(self) -> None: ...
     def pass_duration(self, seconds: float) -> None: ...
     def gpus(self, environment: str, allocation: dict[tuple[str, str], int]) -> None: ...
+    def audit_anchor(self, sink: str, ok: bool) -> None: ...
 
 
 class LeaseLost(LlmopsError):
@@ -140,6 +141,7 @@ class Reconciler:
         """Per environment, the revision this process last applied (or found applied)."""
         self.lease_check: Callable[[], bool] | None = None
         """Set by the daemon: called before every write phase; False stops the pass."""
+        self.repo_anchors: anchoring.RepoAnchors | None = None  # set by ``compose``
 
     def _ensure_leader(self) -> None:
         if self.lease_check is not None and not self.lease_check():
@@ -160,15 +162,21 @@ class Reconciler:
                 stalled = [self._stall_without_revision(env, "SourceUnavailable",
                                                         source_error)
                            for env in self._known_environments()]
-                self.audit.anchor()
+                self._anchor()
                 return stalled
             snapshot = last
         revision = self._load(snapshot)
         envs = self._environments(revision)
         results = [self.reconcile_environment(revision, env, source_error=source_error)
                    for env in envs]
-        self.audit.anchor()  # the pass's entries, anchored outside the database
+        self._anchor()
         return results
+
+    def _anchor(self) -> None:
+        """Anchor the pass's entries in the anchor file, then (when due) the specs repo."""
+        self.audit.anchor()
+        if self.repo_anchors is not None:
+            self.repo_anchors.write(self.store, self.metrics)
 
     # ------------------------------------------------------------------ wait
 
@@ -343,8 +351,7 @@ class Reconciler:
                             drifted=len(drifted), commit=record.commit_of(revision.snapshot),
                             detail=detail)
         # Widen the inventory before acting: a pass killed midway orphans nothing.
-        widened = dict(inventory) | record.inventory_items(rendered, sha,
-                                                            self._memos.get(env))
+        widened = dict(inventory) | record.inventory_items(rendered, sha, self._memos.get(env))
         state.replace_inventory(self.store, env, widened.values())
         with self._timed(env, "act"):
             try:

@@ -10,7 +10,9 @@ Role: the one place that builds the long-lived parts of a process, once:
   process, shared by the daemon and the API);
 - ``build_reconciler(settings, ...)`` -> ``Reconciler``: the source opened
   at the repo and branch, an actuator per environment
-  (``actuator_factory``), over a given store or a newly opened one.
+  (``actuator_factory``), over a given store or a newly opened one, anchoring
+  the audit chain in the configured specs repo (``repo_anchors``, which
+  ``llmops audit verify`` reads back).
 
 Input: ``Settings`` and the command line's overrides (repo, branch, output
 directory, environments). Output: ``Services`` and ``Reconciler`` values.
@@ -32,7 +34,7 @@ from llmops.engine.actuate import kube
 from llmops.engine.actuate.base import Actuator, ActuatorError, NoneActuator
 from llmops.engine.actuate.branch import HydrateBranchActuator
 from llmops.engine.actuate.hydrate import HydrateActuator
-from llmops.engine.run import reconciler
+from llmops.engine.run import anchoring, reconciler
 from llmops.engine.service.writes import WriteService
 from llmops.engine.settings import Settings
 from llmops.engine.source import gitcli, snapshots, writeback
@@ -71,12 +73,13 @@ def _seal(store: Store, settings: Settings) -> None:
     sealed = store.audit_seal = seal.from_settings(settings, create=True)
     head = audit.AuditLog(store).head()
     if (sealed is not None and head is not None and head.key_id
-            and head.key_id != sealed.key.key_id):
+            and sealed.keys.get(head.key_id) is None):
         store.close()
         raise seal.AuditKeyError(
             f"the audit chain is keyed with key id {head.key_id}, this process has "
-            f"{sealed.key.key_id}: give every llmops process the chain's key "
-            "(LLMOPS_AUDIT__KEY, or the same audit-key file)")
+            f"{', '.join(sealed.keys.key_ids)}: give every llmops process the chain's key "
+            "(LLMOPS_AUDIT__KEY, or the same audit-key file; a rotated-out key stays in "
+            "audit-key.<key id> or LLMOPS_AUDIT__PREVIOUS_KEYS)")
 
 
 class NoState(errors.NotFound):
@@ -205,6 +208,20 @@ def build_reconciler(settings: Settings, *, repo: str = "", branch: str = "",
     src = snapshots.open_source(repo, branch or settings.git.branch, settings.work_dir,
                              timeout=settings.git.timeout_seconds,
                              allowed_hosts=settings.git.allowed_hosts)
-    return reconciler.Reconciler(
+    built = reconciler.Reconciler(
         store or open_store(settings), src, actuator_factory(settings, out, actuator, repo),
         environments=environments, confirm_prune=confirm_prune, metrics=metrics)
+    built.repo_anchors = repo_anchors(settings)
+    return built
+
+
+def repo_anchors(settings: Settings) -> anchoring.RepoAnchors | None:
+    """The audit chain's anchors in the configured specs repo (a remote one through
+    write-back's mirror under the home); None when no git repo is configured."""
+    try:
+        repo = writeback.repo_for(settings)
+    except writeback.WriteError:
+        return None
+    if isinstance(repo, Path) and not snapshots.is_git_repo(repo):
+        return None
+    return anchoring.RepoAnchors(repo, interval=settings.audit.repo_anchor_interval_seconds)

@@ -196,8 +196,10 @@ def read_blob(git: gitcli.Git, blob: str) -> bytes:
     return git.run("cat-file", "blob", blob)
 
 
-def read_blobs(git: gitcli.Git, blobs: Sequence[str], label: str) -> list[bytes]:
-    """The content of each blob, in order, through one ``cat-file --batch``."""
+def read_blobs(git: gitcli.Git, blobs: Sequence[str], label: str, *,
+               kind: str = "blob") -> list[bytes]:
+    """The content of each blob (or object of another ``kind``: ``commit``), in order,
+    through one ``cat-file --batch``."""
     if not blobs:
         return []
     out = git.run("cat-file", "--batch", stdin="".join(f"{b}\n" for b in blobs).encode())
@@ -206,7 +208,7 @@ def read_blobs(git: gitcli.Git, blobs: Sequence[str], label: str) -> list[bytes]
     for _ in blobs:
         end = out.index(b"\n", pos)
         header = out[pos:end].split()
-        if len(header) != 3 or header[1] != b"blob":
+        if len(header) != 3 or header[1] != kind.encode():
             raise UnsafeTree(f"{label}: unexpected object {out[pos:end][:80]!r}")
         size = int(header[2])
         result.append(out[end + 1:end + 1 + size])

@@ -97,25 +97,38 @@ class Mirror:
 
     def fetch(self, branch: str) -> None:
         """Make the mirror's ``branch`` what the remote has (forced: the remote wins)."""
-        ref = f"refs/heads/{gitcli.check_branch(branch)}"
+        self.fetch_ref(f"refs/heads/{gitcli.check_branch(branch)}", branch)
+
+    def fetch_ref(self, ref: str, shown: str = "", *, missing_ok: bool = False) -> bool:
+        """Make the mirror's ``ref`` (a full ref name llmops chose) what the remote has;
+        with ``missing_ok``, a ref the remote lacks is dropped here too (False)."""
         try:
             self._git.run("fetch", "--quiet", "--no-tags", "--no-recurse-submodules",
-                      "--no-write-fetch-head", "--no-auto-gc", "--end-of-options", "origin",
-                      f"+{ref}:{ref}")
+                          "--no-write-fetch-head", "--no-auto-gc", "--end-of-options",
+                          "origin", f"+{ref}:{ref}")
         except gitcli.GitFailed as exc:
-            raise self._error(f"fetch of {branch} failed", exc) from None
+            if missing_ok and "couldn't find remote ref" in exc.stderr:
+                with contextlib.suppress(gitcli.GitFailed):
+                    self._git.run("update-ref", "-d", "--end-of-options", ref)
+                return False
+            raise self._error(f"fetch of {shown or ref} failed", exc) from None
+        return True
 
     def push(self, branch: str) -> None:
         """Push the mirror's ``branch`` to the same branch of the remote (never forced)."""
-        ref = f"refs/heads/{gitcli.check_branch(branch)}"
+        self.push_ref(f"refs/heads/{gitcli.check_branch(branch)}", branch)
+
+    def push_ref(self, ref: str, shown: str = "") -> None:
+        """Push the mirror's ``ref`` to the same ref of the remote (never forced);
+        ``PushRejected`` when the remote's moved meanwhile."""
         try:
             self._git.run("push", "--quiet", "--no-verify", "--recurse-submodules=no",
-                      "--end-of-options", "origin", f"{ref}:{ref}")
+                          "--end-of-options", "origin", f"{ref}:{ref}")
         except gitcli.GitFailed as exc:
             if exc.returncode > 0 and any(word in exc.stderr for word in _REJECTED):
-                raise PushRejected(self.mask(f"{self.url}: push of {branch} was rejected: "
-                                             f"{exc.detail()}")) from None
-            raise self._error(f"push of {branch} failed", exc) from None
+                raise PushRejected(self.mask(f"{self.url}: push of {shown or ref} was "
+                                             f"rejected: {exc.detail()}")) from None
+            raise self._error(f"push of {shown or ref} failed", exc) from None
 
     def drop(self, branch: str) -> None:
         """Delete the mirror's ``branch`` (a review branch that never reached the remote)."""

@@ -435,7 +435,8 @@ def _file_blob_sha(path: Path, info: os.stat_result) -> str:
     return digest.hexdigest()
 
 
-def _is_git_repo(path: Path) -> bool:
+def is_git_repo(path: Path) -> bool:
+    """Whether ``path`` is a git work tree (``.git`` in it) or a bare repository."""
     return (path / ".git").exists() or (
         (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir())
 
@@ -459,6 +460,6 @@ def open_source(url_or_path: str, branch: str, work_dir: Path, *, timeout: float
     path = Path(remote.url)
     if not path.is_dir():
         raise SourceConfigError(f"{url_or_path[:200]!r}: not a directory")
-    if work_tree or not _is_git_repo(path):
+    if work_tree or not is_git_repo(path):
         return LocalSource(path)
     return git_source(str(path))

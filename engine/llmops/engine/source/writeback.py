@@ -494,7 +494,7 @@ def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit,
         git = open_scratch(repo, Path(tmp))
         # One llmops write per repo and tracked branch at a time, across processes;
         # the compare-and-swap below still catches writers that bypass the lock.
-        with writelock.branch_locked(_common_dir(git), branch, shown=str(repo)):
+        with writelock.branch_locked(common_dir(git), branch, shown=str(repo)):
             stack = _open_branch(git, branch, how.onto)
             for attempt in range(MAX_ATTEMPTS):
                 result = _attempt(git, Path(tmp) / f"tree-{attempt}", branch, stack, file,
@@ -506,7 +506,7 @@ def _commit_local(repo: Path, tracked: str, target: Target, edit: Edit,
                      "attempts")
 
 
-def _common_dir(git: gitcli.Git) -> Path:
+def common_dir(git: gitcli.Git) -> Path:
     """The git directory all work trees of the repo share (where the write lock lives)."""
     found = Path(git.text("rev-parse", "--git-common-dir").strip())
     return found if found.is_absolute() else (git.cwd / found).resolve()

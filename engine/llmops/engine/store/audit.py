@@ -23,9 +23,12 @@ database: ``pg_advisory_xact_lock`` inside the appending transaction on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite. The database refuses UPDATE and
 DELETE with triggers (see the migration). Anchors: every ``anchor_every``
 entries, and after every reconcile pass, the head (id, hash, time) is appended,
-MAC'd, to the anchor file outside the database; ``verify`` checks each anchored
-entry is there and unchanged, so a truncated or rewritten chain is caught even
-by someone who can write every row.
+MAC'd, to the anchor file outside the database (and, now and then, committed to
+the specs repo by ``run.anchoring``); ``verify`` checks, per source, each
+anchored entry is there and unchanged, so a truncated or rewritten chain is
+caught even by someone who can write every row. Each keyed row is verified with
+the key its ``key_id`` names (``seal.Keyring``: the current key and retired
+ones); a row whose key is not there is ``unverifiable``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ GENESIS_HASH = "0" * 64
 MAX_PAGE = 1000
 _TOKEN = re.compile(r"^[a-z][a-z0-9_.:-]{0,62}$")
 _LIMITS = {"actor": 255, "source_commit": 64, "environment": 63}
+FILE_SOURCE = "the anchor file"
+REPO_SOURCE = "the specs repo"
+AnchorSource = tuple[str, Sequence[seal.Anchor | str]]
+"""Where anchors come from (named in ``verify``'s messages), and what it holds:
+MAC-checked anchors, or strings saying what is wrong."""
 
 
 class AuditAction(StrEnum):
@@ -129,19 +137,29 @@ class VerifyResult:
     broken_id: int | None = None
     reason: str = ""
     head_hash: str = GENESIS_HASH
-    anchors: int = 0
-    """Anchors checked (each one's entry present and unchanged)."""
+    checked: tuple[tuple[str, int], ...] = ()
+    """Per anchor source (``FILE_SOURCE``, ``REPO_SOURCE``), the anchors checked in it
+    (each one's entry present and unchanged)."""
+    unverifiable: bool = False
+    """The walk stopped at an entry keyed with a key the keyring does not hold."""
 
     @property
     def ok(self) -> bool:
         return self.broken_id is None
 
+    @property
+    def anchors(self) -> int:
+        return sum(count for _source, count in self.checked)
+
     def __str__(self) -> str:
         if self.broken_id == 0:
             return f"audit anchors broken: {self.reason}"
+        if self.unverifiable:
+            return f"audit chain unverifiable at entry {self.broken_id}: {self.reason}"
         if self.ok:
-            anchored = f", {self.anchors} anchors checked" if self.anchors else ""
-            return f"audit chain intact: {self.entries} entries{anchored}"
+            anchored = ", ".join(f"{count} in {source}" for source, count in self.checked)
+            return (f"audit chain intact: {self.entries} entries"
+                    + (f"; anchors checked: {anchored}" if anchored else ""))
         return f"audit chain broken at entry {self.broken_id}: {self.reason}"
 
 
@@ -372,29 +390,37 @@ class AuditLog:
         return verify(self.store, batch_size=batch_size)
 
 
-def verify(store: db.Store, *, batch_size: int = 1000,
-           sealed: seal.Seal | None = None) -> VerifyResult:
+def verify(store: db.Store, *, batch_size: int = 1000, sealed: seal.Seal | None = None,
+           elsewhere: Sequence[AnchorSource] = ()) -> VerifyResult:
     """Walk the chain in id order, ``batch_size`` rows per read, in constant memory.
 
     Checks every entry up to the newest one present when the walk starts and
     returns the first broken one: a ``gap`` (an id missing before it), a
     ``prev_hash mismatch`` (it does not follow its predecessor), a ``hash
-    mismatch`` (its fields are not the ones hashed, or not under the key), an
-    ``unkeyed`` entry after keyed ones (recomputed without the key), or one that
-    differs from its anchor; then that no anchored entry is missing (truncation).
-    ``sealed`` (default: the store's) gives the key and the anchors; a keyed entry
-    with no key raises ``seal.AuditKeyError``.
+    mismatch`` (its fields are not the ones hashed, or not under the key its
+    ``key_id`` names), an ``unkeyed`` entry after keyed ones (recomputed without
+    the key), one keyed with a key the keyring lacks (``unverifiable``), or one
+    that differs from an anchor; then that no anchored entry is missing
+    (truncation). ``sealed`` (default: the store's) gives the keys and the anchor
+    file; ``elsewhere`` more anchors (the specs repo's), each source checked on
+    its own so the message names it. A keyed entry with no seal at all raises
+    ``seal.AuditKeyError``.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
     sealed = sealed if sealed is not None else store.audit_seal
-    anchors, bad_anchor = _anchors(sealed)
-    if bad_anchor:
-        return VerifyResult(0, 0, bad_anchor)
+    sources = [(FILE_SOURCE, sealed.anchors.read())] \
+        if sealed is not None and sealed.anchors is not None else []
+    anchors: list[tuple[str, dict[int, seal.Anchor]]] = []
+    for source, items in [*sources, *elsewhere]:
+        by_id, bad_anchor = _anchors(items)
+        if bad_anchor:
+            return VerifyResult(0, 0, f"{bad_anchor} (in {source})")
+        anchors.append((source, by_id))
     with store.connection() as conn:
         last_id = conn.execute(select(models.AuditRow.id)
                                .order_by(models.AuditRow.id.desc()).limit(1)).scalar()
-    walk = _Walk(sealed.key if sealed is not None else None, anchors)
+    walk = _Walk(sealed.keys if sealed is not None else None, anchors)
     while last_id is not None and walk.expected_id <= last_id:
         with store.connection() as conn:
             rows = conn.execute(
@@ -410,12 +436,10 @@ def verify(store: db.Store, *, batch_size: int = 1000,
     return walk.finish(last_id or 0)
 
 
-def _anchors(sealed: seal.Seal | None) -> tuple[dict[int, seal.Anchor], str]:
-    """The anchors by entry id, or the first line that is not a valid one."""
-    if sealed is None or sealed.anchors is None:
-        return {}, ""
+def _anchors(items: Sequence[seal.Anchor | str]) -> tuple[dict[int, seal.Anchor], str]:
+    """The anchors by entry id, or the first item that is not a valid one."""
     out: dict[int, seal.Anchor] = {}
-    for item in sealed.anchors.read():
+    for item in items:
         if isinstance(item, str):
             return {}, item
         if item.id in out and out[item.id].hash != item.hash:
@@ -427,8 +451,9 @@ def _anchors(sealed: seal.Seal | None) -> tuple[dict[int, seal.Anchor], str]:
 class _Walk:
     """The state of ``verify``'s walk: the next id, the previous hash, what was seen."""
 
-    def __init__(self, key: seal.AuditKey | None, anchors: dict[int, seal.Anchor]) -> None:
-        self.key = key
+    def __init__(self, keys: seal.Keyring | None,
+                 anchors: list[tuple[str, dict[int, seal.Anchor]]]) -> None:
+        self.keys = keys
         self.anchors = anchors
         self.expected_id, self.prev_hash, self.checked, self.keyed = 1, GENESIS_HASH, 0, False
 
@@ -447,15 +472,19 @@ class _Walk:
         if self.keyed and not record.key_id:
             return self.broken(record.id, "unkeyed after keyed entries: rewritten without "
                                           "the key")
-        if record.key_id and self.key is not None and record.key_id != self.key.key_id:
-            return self.broken(record.id, f"keyed with another key (key id {record.key_id}, "
-                                          f"the configured one is {self.key.key_id})")
-        if chain_hash(record.prev_hash, record, self.key) != record.hash:
+        key = None
+        if record.key_id and self.keys is not None:
+            key = self.keys.get(record.key_id)
+            if key is None:
+                return replace(self.broken(record.id, _missing_key(record.key_id, self.keys)),
+                               unverifiable=True)
+        if chain_hash(record.prev_hash, record, key) != record.hash:
             return self.broken(record.id, "hash mismatch: its fields are not the ones hashed")
-        anchor = self.anchors.get(record.id)
-        if anchor is not None and anchor.hash != record.hash:
-            return self.broken(record.id, f"differs from its anchor of {anchor.at}: the "
-                                          "chain was rewritten")
+        for source, anchors in self.anchors:
+            anchor = anchors.get(record.id)
+            if anchor is not None and anchor.hash != record.hash:
+                return self.broken(record.id, f"differs from its anchor of {anchor.at} in "
+                                              f"{source}: the chain was rewritten")
         self.keyed = self.keyed or bool(record.key_id)
         self.checked += 1
         self.expected_id = record.id + 1
@@ -463,12 +492,19 @@ class _Walk:
         return None
 
     def finish(self, last_id: int) -> VerifyResult:
-        beyond = [a for a in self.anchors.values() if a.id > last_id]
+        beyond = [(a, source) for source, anchors in self.anchors
+                  for a in anchors.values() if a.id > last_id]
         if beyond:
-            first = min(beyond, key=lambda a: a.id)
+            first, source = min(beyond, key=lambda item: item[0].id)
             return VerifyResult(self.checked, first.id,
-                                f"truncated: entry {first.id}, anchored at {first.at}, is "
-                                f"missing (the chain ends at {last_id or 'nothing'})",
-                                self.prev_hash)
+                                f"truncated: entry {first.id}, anchored at {first.at} in "
+                                f"{source}, is missing (the chain ends at "
+                                f"{last_id or 'nothing'})", self.prev_hash)
         return VerifyResult(entries=self.checked, head_hash=self.prev_hash,
-                            anchors=len(self.anchors))
+                            checked=tuple((s, len(a)) for s, a in self.anchors))
+
+
+def _missing_key(key_id: str, keys: seal.Keyring) -> str:
+    return (f"keyed with key id {key_id}, which is not in the keyring (current key id "
+            f"{keys.current.key_id}): put the retired key in {seal.KEY_FILE}.{key_id} beside "
+            "the key file, or in LLMOPS_AUDIT__PREVIOUS_KEYS")
