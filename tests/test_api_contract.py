@@ -32,8 +32,10 @@ from typing import Any
 
 import pytest
 import schemathesis
+from schemathesis.core.failures import FailureGroup
 from fastapi import FastAPI
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import Flaky
 from schemathesis.core.parameters import ParameterLocation
 
 from conftest import moto_s3
@@ -166,3 +168,34 @@ def test_every_operation_keeps_its_documented_contract(case: Any, full_app: Fast
 def test_an_optional_part_the_server_lacks_is_a_documented_4xx(case: Any,
                                                                bare_app: FastAPI) -> None:
     case.call_and_validate(app=bare_app, headers=_send_to(case, bare_app))
+
+
+
+STATEFUL = settings(max_examples=int(os.environ.get("N", "25")), stateful_step_count=6,
+                    deadline=None, derandomize=True, phases=[Phase.generate],
+                    suppress_health_check=list(HealthCheck))
+
+
+def test_the_openapi_links_lead_to_working_calls(full_app: FastAPI) -> None:
+    failures: list[str] = []
+    steps: list[str] = []
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"app": full_app, "headers": _send_to(case, full_app)}
+
+        def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
+            steps.append(f"{case.method} {case.path} -> {response.status_code}")
+            try:
+                super().validate_response(response, case, *args, **kwargs)
+            except FailureGroup as exc:
+                failures.append(f"{case.method} {case.formatted_path} -> "
+                                f"{response.status_code} {response.text[:300]}: {exc}")
+                raise
+
+    try:
+        Machine.run(settings=STATEFUL)
+    except (Flaky, FailureGroup) as exc:
+        print("STOPPED", type(exc).__name__)
+    print(len(steps), "steps", sorted(set(steps)))
+    assert failures == []
