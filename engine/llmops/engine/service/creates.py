@@ -74,6 +74,12 @@ class InvalidRequest(errors.InvalidInput):
     """A request field cannot make a spec (``details["field"]`` names it)."""
 
 
+class ConflictingFields(errors.Conflict):
+    """Request fields whose values contradict each other (replicas min above max, A/B/n
+    weights that do not sum to 100): 409, as no JSON Schema can say it; ``details["field"]``
+    names the first of them."""
+
+
 class NoSingleEndpoint(errors.Conflict):
     """No ``endpointId`` given, and not exactly one endpoint serves template A: the repo as
     it stands cannot say where the experiment goes (409; ``details`` lists candidates)."""
@@ -298,6 +304,10 @@ class CreateService:
 
     def deploy_endpoint(self, caller: Caller, new: NewEndpoint) -> Created:
         """A new endpoint serving the model, or the existing one moved to it."""
+        if new.min_replicas > new.max_replicas:
+            raise ConflictingFields(f"minReplicas ({new.min_replicas}) is greater than "
+                                    f"maxReplicas ({new.max_replicas})",
+                                    details={"field": "minReplicas"})
         model = find(self.store, Kind.MODEL, new.model_id)
         env = _label(new.environment, "environment")
         name = _label(new.name or model.base_name, "name")
@@ -366,6 +376,10 @@ class CreateService:
     def _variants(self, new: NewExperiment) -> list[tuple[str, int]]:
         """(template name, weight) of each variant: A/B from ``allocation``, or A/B/n."""
         if new.variants:
+            total = sum(weight for _, weight in new.variants)
+            if total != 100:
+                raise ConflictingFields(f"variants: the weights sum to {total}, not 100",
+                                        details={"field": "variants"})
             pairs = [(find(self.store, Kind.PROMPT_TEMPLATE, t).name, w)
                      for t, w in new.variants]
         else:
