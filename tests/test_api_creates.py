@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_writeback import BASE, World, failed, git, make_world, ok, writes
+from test_writeback import BASE, World, client_for, failed, git, make_world, ok, writes
 
 from llmops.engine.store import Store
 from llmops.engine.types import Kind, SpecKey
@@ -264,3 +264,13 @@ def test_an_autoscale_policy_has_a_documented_shape(world: World) -> None:
     body = failed(world.client().post(f"{BASE}/serving/endpoints", json={
         **ENDPOINT, "autoscalePolicy": {"": {}}}), 422)
     assert body["data"]["errors"][0]["field"].startswith("autoscalePolicy")
+
+
+def test_a_write_without_a_specs_repo_is_a_409_not_a_503(world: World) -> None:
+    """No specs repo is an optional part this server runs without, like Redis or the
+    webhook secret (409: asking again cannot help); a 503 said to retry later."""
+    client = client_for(world.store, "")
+    body = failed(client.post(f"{BASE}/catalog/models", json=MODEL), 409)
+    assert body["data"] == {"retryable": False, "setting": "LLMOPS_GIT__REPO"}
+    failed(client.post(f"{BASE}/catalog/models/support-chat@1.3.0/promote",
+                       json={"stage": "approved"}), 409)
