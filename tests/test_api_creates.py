@@ -175,6 +175,7 @@ def test_a_body_that_is_not_json_names_the_body_with_its_line_and_column(
     ("TrainingRequest", "image", "Ä", "ghcr.io/acme/llm-trainer:2.4.1"),
     ("EndpointRequest", "route", "v1/chat", "/v1/support-chat"),
     ("ExperimentRequest", "metric", "latency ms", "latency_ms"),
+    ("TrainingRequest", "experimentUrl", "mlflow/18", "https://mlflow.example.com/18"),
 ])
 def test_the_openapi_publishes_each_format_the_create_calls_check(
         world: World, schema_name: str, field: str, refused: str, taken: str) -> None:
@@ -274,3 +275,12 @@ def test_a_write_without_a_specs_repo_is_a_409_not_a_503(world: World) -> None:
     assert body["data"] == {"retryable": False, "setting": "LLMOPS_GIT__REPO"}
     failed(client.post(f"{BASE}/catalog/models/support-chat@1.3.0/promote",
                        json={"stage": "approved"}), 409)
+
+
+def test_the_openapi_publishes_the_hyperparameter_names_a_training_job_takes(
+        world: World) -> None:
+    schemas = world.client().get(f"{BASE}/openapi.json").json()["components"]["schemas"]
+    pattern = schemas["TrainingRequest"]["properties"]["hyperparameters"]["propertyNames"][
+        "pattern"]
+    assert re.fullmatch(pattern, "learning_rate") is not None
+    assert re.fullmatch(pattern, "1 rate") is None  # the spec refuses it: so does the schema
