@@ -25,6 +25,10 @@ anything happens, then ``succeeded`` (with the commit) or ``failed`` (with
 the reason); action ``write``, the spec as target. The commit message ends in
 ``Llmops-Action``, ``Llmops-Spec`` and ``Llmops-Requested-By`` trailers.
 
+An edit the edited specs refuse is ``refused``: not a 422 (the request was
+well-formed) but ``NoSuchEnvironment`` (404) for an environment ``llmops.yaml``
+does not declare, else ``RepoRefuses`` (409), naming the request field.
+
 Input: plain values (a ``Caller``, ids, request fields) and, once, the
 settings and the store. Output: ``Committed`` / ``Uploaded``. Errors: the
 categories of ``llmops.engine.errors`` (``NotFound``, ``Conflict``,
@@ -76,7 +80,7 @@ def find(store: Store, kind: Kind, ident: str, *,
 class RepoRefuses(errors.Conflict):
     """A well-formed write the specs repo as it stands does not take: the edited specs do
     not validate (a reference to a spec that is not on the branch the commit goes to, a
-    route another endpoint serves, replicas whose min is above their max, ...). 409;
+    route another endpoint serves, a recorded file list without config.json, ...). 409;
     ``details``: ``field``, the request field of the first issue in the written file
     (when the use case knows it), and ``issues`` (file, line, field, message)."""
 
