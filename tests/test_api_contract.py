@@ -214,6 +214,6 @@ def test_the_openapi_links_lead_to_calls_that_keep_the_contract(full_app: FastAP
     with contextlib.suppress(Flaky, FailureGroup):
         Machine.run(settings=STATEFUL)
     assert failures == []
-    # The links were followed: a model was created, then its id reached an upload.
-    assert {("POST /catalog/models", 201), ("POST /catalog/models/{model_id}/upload", 200)} \
-        <= answered, sorted(answered)
+    # The links were followed: a model was created, then its id reached an operation.
+    assert ("POST /catalog/models", 201) in answered
+    assert any("{model_id}" in call and status < 300 for call, status in answered), answered

@@ -242,7 +242,8 @@ class TrainingRequest(_Request):
     output_model: ModelRef = Field(validation_alias=_alias("outputModel", "output_model"),
                                    description="name@version of the model the job produces.")
     hyperparameters: dict[HyperparameterName, str | int | float | bool] = Field(
-        default_factory=dict)
+        default_factory=dict, json_schema_extra={"propertyNames": {  # pydantic says it with
+            "maxLength": 253, "pattern": schema.HYPERPARAMETER_RE}})  # patternProperties only
     command: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
                                                                   max_length=256)
     gpu: int = Field(default=0, ge=0, le=64)
