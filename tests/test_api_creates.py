@@ -284,3 +284,16 @@ def test_the_openapi_publishes_the_hyperparameter_names_a_training_job_takes(
         "pattern"]
     assert re.fullmatch(pattern, "learning_rate") is not None
     assert re.fullmatch(pattern, "1 rate") is None  # the spec refuses it: so does the schema
+
+
+def test_the_openapi_documents_an_upload_parts_file_name(world: World) -> None:
+    """The part's Content-Disposition filename is what the upload names the file by; the
+    body schema cannot say it, the part's header (encoding) does, with a file name a
+    client may send (schemathesis sent "files.pdf" when none was documented: a 422)."""
+    doc = world.client().get(f"{BASE}/openapi.json").json()
+    media = doc["paths"]["/llm-ops/v1/catalog/models/{model_id}/upload"]["post"][
+        "requestBody"]["content"]["multipart/form-data"]
+    header = media["encoding"]["files"]["headers"]["Content-Disposition"]["schema"]
+    assert re.fullmatch(header["pattern"], header["example"])
+    assert re.fullmatch(header["pattern"], 'form-data; name="files"; filename="files.pdf"') \
+        is None

@@ -58,8 +58,8 @@ _SLUG = re.compile(r"[^a-z0-9-]+")
 # it stands does not take (``writes.refused``).
 MODEL_FIELDS = {"spec.baseModel": "metadata.baseModel"}
 ENDPOINT_FIELDS = {"spec.environment": "environment", "spec.modelRef": "modelId",
-                   "spec.route": "route", "spec.autoscale": "autoscalePolicy", "spec.resources": "gpu",
-                   "spec.promptTemplateRef": "promptTemplateId"}
+                   "spec.route": "route", "spec.autoscale": "autoscalePolicy",
+                   "spec.resources": "gpu", "spec.promptTemplateRef": "promptTemplateId"}
 EXPERIMENT_FIELDS = {"spec.environment": "environment", "spec.endpointRef": "endpointId",
                      "spec.variants": "variants"}
 TRAINING_FIELDS = {"spec.environment": "environment", "spec.baseModelRef": "baseModelId",
