@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_writeback import BASE, World, failed, git, make_world, ok, writes
+from test_writeback import BASE, World, client_for, failed, git, make_world, ok, writes
 
 from llmops.engine.store import Store
 from llmops.engine.types import Kind, SpecKey
@@ -58,9 +58,8 @@ def test_a_bad_field_names_the_request_field_or_the_spec_file(world: World) -> N
     assert "name" in body["message"]
     body = failed(world.client().post(
         f"{BASE}/catalog/models", json={**MODEL, "metadata": {"framework": "x"}}), 422)
-    issues = body["data"]["issues"]
-    assert any(i["file"] == "models/support-chat-1.4.0.yaml" and "baseModel" in i["message"]
-               for i in issues), issues
+    assert body["data"]["field"] == "metadata.baseModel"
+    assert "fine-tuned model needs metadata.baseModel" in body["message"]
 
 
 def test_deploy_creates_an_endpoint_then_a_second_deploy_moves_it(world: World) -> None:
@@ -138,8 +137,9 @@ def test_an_abn_experiment_takes_variants_with_weights(world: World) -> None:
     spec = yaml.safe_load(world.show(data["commit"], data["file"]))["spec"]
     assert [v["weight"] for v in spec["variants"]] == [50, 30, 20]
     body = failed(world.client().post(f"{BASE}/prompts/experiments", json={
-        **request, "name": "bad-sum", "variants": request["variants"][:2]}), 422)
-    assert any("sum to 80" in i["message"] for i in body["data"]["issues"])
+        **request, "name": "bad-sum", "variants": request["variants"][:2]}), 409)
+    assert (body["data"], body["message"]) == (
+        {"field": "variants"}, "variants: the weights sum to 80, not 100")
     failed(world.client().post(f"{BASE}/prompts/experiments", json={
         **request, "templateAId": "support-greeting-v1"}), 400)
 
@@ -175,6 +175,7 @@ def test_a_body_that_is_not_json_names_the_body_with_its_line_and_column(
     ("TrainingRequest", "image", "Ä", "ghcr.io/acme/llm-trainer:2.4.1"),
     ("EndpointRequest", "route", "v1/chat", "/v1/support-chat"),
     ("ExperimentRequest", "metric", "latency ms", "latency_ms"),
+    ("TrainingRequest", "experimentUrl", "mlflow/18", "https://mlflow.example.com/18"),
 ])
 def test_the_openapi_publishes_each_format_the_create_calls_check(
         world: World, schema_name: str, field: str, refused: str, taken: str) -> None:
@@ -203,3 +204,96 @@ def test_a_base_model_the_catalog_lacks_is_a_404_and_metadata_is_typed(world: Wo
         assert body["data"]["errors"][0]["field"].startswith("metadata"), body
     assert git(world.repo, "rev-parse", "HEAD") == before
     assert writes(world.store) == []
+
+
+ENDPOINT = {"modelId": "support-chat@1.2.0", "environment": "dev", "route": "/v1/helper",
+            "minReplicas": 1, "maxReplicas": 3, "name": "helper"}
+
+
+def test_a_create_the_repo_as_it_stands_does_not_take_names_the_request_field(
+        world: World) -> None:
+    """Schema-valid bodies the edited specs refuse (found by schemathesis's stateful
+    phase, which follows the create's OpenAPI links) are a 404 for an environment
+    llmops.yaml does not declare and a 409 for a clash with the repo, naming the request
+    field, never a 422 (which says the body broke the documented schema)."""
+    client = world.client()
+    body = failed(client.post(f"{BASE}/serving/endpoints",
+                              json={**ENDPOINT, "environment": "qa"}), 404)
+    assert (body["data"]["field"], body["message"][:40]) == (
+        "environment", "environment: environment 'qa' is not dec")
+    body = failed(client.post(f"{BASE}/training/jobs", json={
+        "name": "dpo", "environment": "qa", "baseModelId": "llama-3-8b@1.0.0",
+        "datasetId": "customer-tickets", "image": "ghcr.io/acme/trainer:1",
+        "outputModel": "support-chat@1.5.0"}), 404)
+    assert body["data"]["field"] == "environment"
+    body = failed(client.post(f"{BASE}/serving/endpoints",
+                              json={**ENDPOINT, "minReplicas": 4, "maxReplicas": 2}), 409)
+    assert (body["data"], body["message"]) == (
+        {"field": "minReplicas"}, "minReplicas (4) is greater than maxReplicas (2)")
+    assert git(world.repo, "branch", "--list", "llmops/*") == ""
+    assert [r.result for r in writes(world.store)] == ["intent", "failed"] * 2
+
+
+def test_a_base_model_only_on_another_review_branch_is_a_409_naming_it(world: World) -> None:
+    base = ok(world.client().post(f"{BASE}/catalog/models", json={
+        "name": "tiny-base", "version": "1.0.0", "type": "base",
+        "owner_team": "nlp-platform"}), 201)
+    body = failed(world.client().post(f"{BASE}/catalog/models", json={
+        **MODEL, "metadata": {"base_model": "tiny-base@1.0.0"}}), 409)
+    assert body["data"]["field"] == "metadata.baseModel"
+    assert "model tiny-base 1.0.0 is not defined" in body["message"]
+    body = failed(world.client().post(f"{BASE}/serving/endpoints", json={
+        **ENDPOINT, "modelId": base["id"]}), 409)
+    assert body["data"]["field"] == "modelId"
+    assert body["data"]["issues"][0]["file"] == "endpoints/dev/helper.yaml"
+    assert git(world.repo, "branch", "--list", "llmops/*").split() == [base["branch"]]
+
+
+def test_an_autoscale_policy_has_a_documented_shape(world: World) -> None:
+    """autoscalePolicy was a free object: a schema-valid one could be refused (422)."""
+    for i, (policy, autoscale) in enumerate([
+            ({"cpuUtilization": 60}, {"cpuUtilization": 60}),
+            ({"metric": "queue_depth", "targetAverageValue": "4"},
+             {"customMetric": {"name": "queue_depth", "targetAverageValue": "4"}}),
+            ({"customMetric": {"name": "queue_depth", "targetAverageValue": 4}},
+             {"customMetric": {"name": "queue_depth", "targetAverageValue": 4}})]):
+        data = ok(world.client().post(f"{BASE}/serving/endpoints", json={
+            **ENDPOINT, "name": f"helper-{i}", "route": f"/v1/helper-{i}",
+            "autoscalePolicy": policy}), 201)
+        assert yaml.safe_load(world.show(data["commit"], data["file"]))["spec"][
+            "autoscale"] == autoscale
+    body = failed(world.client().post(f"{BASE}/serving/endpoints", json={
+        **ENDPOINT, "autoscalePolicy": {"": {}}}), 422)
+    assert body["data"]["errors"][0]["field"].startswith("autoscalePolicy")
+
+
+def test_a_write_without_a_specs_repo_is_a_409_not_a_503(world: World) -> None:
+    """No specs repo is an optional part this server runs without, like Redis or the
+    webhook secret (409: asking again cannot help); a 503 said to retry later."""
+    client = client_for(world.store, "")
+    body = failed(client.post(f"{BASE}/catalog/models", json=MODEL), 409)
+    assert body["data"] == {"retryable": False, "setting": "LLMOPS_GIT__REPO"}
+    failed(client.post(f"{BASE}/catalog/models/support-chat@1.3.0/promote",
+                       json={"stage": "approved"}), 409)
+
+
+def test_the_openapi_publishes_the_hyperparameter_names_a_training_job_takes(
+        world: World) -> None:
+    schemas = world.client().get(f"{BASE}/openapi.json").json()["components"]["schemas"]
+    pattern = schemas["TrainingRequest"]["properties"]["hyperparameters"]["propertyNames"][
+        "pattern"]
+    assert re.fullmatch(pattern, "learning_rate") is not None
+    assert re.fullmatch(pattern, "1 rate") is None  # the spec refuses it: so does the schema
+
+
+def test_the_openapi_documents_an_upload_parts_file_name(world: World) -> None:
+    """The part's Content-Disposition filename is what the upload names the file by; the
+    body schema cannot say it, the part's header (encoding) does, with a file name a
+    client may send (schemathesis sent "files.pdf" when none was documented: a 422)."""
+    doc = world.client().get(f"{BASE}/openapi.json").json()
+    media = doc["paths"]["/llm-ops/v1/catalog/models/{model_id}/upload"]["post"][
+        "requestBody"]["content"]["multipart/form-data"]
+    header = media["encoding"]["files"]["headers"]["Content-Disposition"]["schema"]
+    assert re.fullmatch(header["pattern"], header["example"])
+    assert re.fullmatch(header["pattern"], 'form-data; name="files"; filename="files.pdf"') \
+        is None

@@ -17,7 +17,7 @@ import pytest
 
 from llmops.api import tokens
 from llmops.engine import settings
-from llmops.engine.errors import Unavailable
+from llmops.engine.errors import Conflict
 from llmops.engine.run import reconciler
 from llmops.engine.source import writeback
 
@@ -127,7 +127,7 @@ def test_a_write_back_without_a_repo_is_not_retryable(tmp_path: Path) -> None:
     cfg.git.repo = ""
     with pytest.raises(writeback.RepoNotConfigured) as caught:
         writeback.repo_for(cfg)
-    assert isinstance(caught.value, Unavailable)
+    assert isinstance(caught.value, Conflict)  # the API's 409 for an absent optional part
     assert caught.value.details == {"retryable": False, "setting": "LLMOPS_GIT__REPO"}
     assert "LLMOPS_GIT__REPO" in str(caught.value)
     assert os.environ.get("LLMOPS_GIT__REPO") is None

@@ -354,7 +354,8 @@ def test_rollback_with_no_earlier_version_is_a_409(world: World) -> None:
     assert [r.result for r in writes(world.store)] == ["intent", "failed"]
 
 
-def test_a_rollback_that_breaks_the_repo_is_a_422_with_issues(world: World) -> None:
+def test_a_rollback_that_breaks_the_repo_is_a_409_with_issues(world: World) -> None:
+    """The request is well-formed; the repo as it stands does not take the old file."""
     dev = world.repo / "endpoints/dev/support-chat.yaml"
     dev.write_text(dev.read_text().replace("version: 1.3.0", "version: 1.2.0"))
     (world.repo / "models/support-chat-1.3.0.yaml").unlink()
@@ -362,7 +363,7 @@ def test_a_rollback_that_breaks_the_repo_is_a_422_with_issues(world: World) -> N
     world.record()
     before = Snapshot.of(world.repo)
     body = failed(world.client().post(f"{BASE}/serving/endpoints/support-chat/rollback",
-                                      params={"environment": "dev"}), 422)
+                                      params={"environment": "dev"}), 409)
     issues = body["data"]["issues"]
     assert any(i["file"] == "endpoints/dev/support-chat.yaml" and "1.3.0" in i["message"]
                for i in issues), issues

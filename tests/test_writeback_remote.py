@@ -196,7 +196,7 @@ def test_credentials_never_leak(tmp_path: Path) -> None:
 
 
 def test_local_repo_without_home_is_unchanged(tmp_path: Path) -> None:
-    with pytest.raises(writeback.RepoUnavailable, match="remote") as caught:
+    with pytest.raises(writeback.RepoNotConfigured, match="remote") as caught:
         writeback.local_repo("https://user:s3cret@example.com/x.git")
     assert "s3cret" not in str(caught.value)
     bare = make_remote(tmp_path)

@@ -20,9 +20,12 @@ branch, direct, parent, file, reason, spec}`` with 201 (200 for a redeploy):
 
 Field names are taken as the seed writes them (snake_case or camelCase).
 Errors are the engine's categories, mapped once by ``llmops.api.errors``
-(404 unknown model/template/dataset, 409 the spec exists, 422 a field or the
-edited repo is invalid with ``data.issues``, 403 not the owner, 503 the specs
-repo unavailable). Caller: ``llmops.api.app`` mounts ``router``.
+(404 unknown model/template/dataset or an environment ``llmops.yaml`` does
+not declare, 409 the spec exists or the repo as it stands does not take it
+(``data.field``, ``data.issues``: a reference only on another review branch,
+replicas min above max, weights not summing to 100, ...), 422 a request field
+is invalid, 403 not the owner, 503 the specs repo unavailable). Caller:
+``llmops.api.app`` mounts ``router``.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ Label = Annotated[str, Field(min_length=1, max_length=63, pattern=schema.DNS_LAB
                              description="A DNS-1123 label.")]
 Version = Annotated[str, Field(min_length=1, max_length=128, pattern=SEMVER_PATTERN,
                                description="A semver, e.g. 1.4.0.")]
+HyperparameterName = Annotated[str, Field(max_length=253, pattern=schema.HYPERPARAMETER_RE)]
 ModelRef = Annotated[str, Field(min_length=3, max_length=lookup.MAX_ID_CHARS,
                                 pattern=MODEL_REF_PATTERN, description="name@version.")]
 
@@ -138,6 +142,32 @@ class ModelRequest(_Request):
         "model in the catalog: 404 otherwise); other keys become annotations."))
 
 
+MetricName = Annotated[str, Field(min_length=1, max_length=63, pattern=schema.METRIC_NAME_RE)]
+Quantity = Annotated[str, Field(max_length=64, pattern=schema.QUANTITY_RE)] | Annotated[
+    int, Field(ge=0, le=10**9)]
+
+
+class CpuPolicy(_Request):
+    cpuUtilization: int = Field(ge=1, le=100, description="Target CPU percent.",
+                                validation_alias=_alias("cpuUtilization", "targetCpuUtilization",
+                                                        "target_cpu_utilization"))
+
+
+class MetricPolicy(_Request):
+    metric: MetricName
+    targetAverageValue: Quantity = Field(validation_alias=_alias("targetAverageValue",
+                                                                 "target"))
+
+
+class CustomMetric(_Request):
+    name: MetricName
+    targetAverageValue: Quantity
+
+
+class CustomMetricPolicy(_Request):
+    customMetric: CustomMetric
+
+
 class EndpointRequest(_Request):
     model_id: Id = Field(validation_alias=_alias("modelId", "model_id"))
     environment: Label
@@ -146,7 +176,7 @@ class EndpointRequest(_Request):
                                                                      "min_replicas"))
     max_replicas: int = Field(ge=0, le=1000, validation_alias=_alias("maxReplicas",
                                                                      "max_replicas"))
-    autoscale_policy: dict[str, Any] | None = Field(
+    autoscale_policy: CpuPolicy | MetricPolicy | CustomMetricPolicy | None = Field(
         default=None, validation_alias=_alias("autoscalePolicy", "autoscale_policy"),
         description="{cpuUtilization: percent} or {metric, targetAverageValue}.")
     name: Label | None = None
@@ -211,13 +241,16 @@ class TrainingRequest(_Request):
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=schema.IMAGE_RE)]
     output_model: ModelRef = Field(validation_alias=_alias("outputModel", "output_model"),
                                    description="name@version of the model the job produces.")
-    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    hyperparameters: dict[HyperparameterName, str | int | float | bool] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {  # pydantic says it with
+            "maxLength": 253, "pattern": schema.HYPERPARAMETER_RE}})  # patternProperties only
     command: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list,
                                                                   max_length=256)
     gpu: int = Field(default=0, ge=0, le=64)
     gpu_type: Label | None = Field(default=None, validation_alias=_alias("gpuType",
                                                                          "gpu_type"))
-    experiment_url: Annotated[str, Field(max_length=2048)] | None = Field(
+    experiment_url: Annotated[str, Field(max_length=2048,
+                                         pattern=schema.HTTP_URL_RE)] | None = Field(
         default=None, validation_alias=_alias("experimentUrl", "experiment_url"))
     owner_team: Label | None = Field(default=None,
                                      validation_alias=_alias("ownerTeam", "owner_team"))
@@ -268,7 +301,9 @@ def deploy_endpoint(writes: WritesDep, caller: CallerDep, request: EndpointReque
     done = creates.CreateService(writes).deploy_endpoint(caller, creates.NewEndpoint(
         model_id=request.model_id, environment=request.environment, route=request.route,
         min_replicas=request.min_replicas, max_replicas=request.max_replicas,
-        autoscale=request.autoscale_policy, name=request.name, gpu=request.gpu,
+        autoscale=(request.autoscale_policy.model_dump(mode="json")
+                   if request.autoscale_policy is not None else None),
+        name=request.name, gpu=request.gpu,
         gpu_type=request.gpu_type, prompt_template_id=request.prompt_template_id))
     return _answer(response, done, "endpoint")
 

@@ -29,9 +29,10 @@ applying waits for a change window):
   in ``files``.
 
 Errors are the engine's categories, mapped to statuses once by
-``llmops.api.errors`` (404 no such spec, 409 nothing to change or the spec
-moved, 422 an invalid edit with ``data.issues``, 403 not the owner or a
-policy denies the edit (``data.verdicts``), 503 the specs repo or S3
+``llmops.api.errors`` (404 no such spec, 409 nothing to change, the spec
+moved, the repo as it stands does not take the edit (``data.issues``) or no
+specs repo is configured, 422 an invalid request field, 403 not the owner or
+a policy denies the edit (``data.verdicts``), 503 the specs repo or S3
 unavailable). Input: path, query and JSON body, the caller
 (``CallerDep``), the write service (``WritesDep``). Output: ``WriteOut`` /
 ``UploadOut`` in the envelope. Caller: ``llmops.api.app`` mounts ``router``.
@@ -66,12 +67,20 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
                                            "theirs owns the spec, or a policy denies the "
                                            "edit (data.verdicts: rule, environment, target, "
                                            "reason); nothing was committed."},
-    404: {"model": Failure, "description": "No such spec."},
-    409: {"model": Failure, "description": "Nothing to change, the spec moved in git, or "
-                                           "the request clashes with the spec as it stands "
-                                           "(e.g. a winner that is not a variant)."},
-    422: {"model": Failure, "description": "The edit is invalid; data.issues lists why."},
-    503: {"model": Failure, "description": "The specs repo (or S3) is unavailable."},
+    404: {"model": Failure, "description": "No such spec, or the environment the request "
+                                           "names is not declared in llmops.yaml "
+                                           "(data.field names the request field)."},
+    409: {"model": Failure, "description": (
+        "Nothing to change, the spec moved in git, the request clashes with the spec as it "
+        "stands (e.g. a winner that is not a variant), or the specs repo as it stands does "
+        "not take the edit: data.field names the request field, data.issues the file, "
+        "line and field of each issue (e.g. a base model that is only on another, "
+        "unmerged review branch, a route another endpoint serves, replicas whose min is "
+        "above their max, weights that do not sum to 100). Also: no specs repo is "
+        "configured (settings.git.repo), an optional part this server runs without.")},
+    422: {"model": Failure, "description": "A request field is invalid; data names it."},
+    503: {"model": Failure, "description": "The specs repo (or S3) is configured but "
+                                           "unavailable; retry later."},
 }
 
 
@@ -218,8 +227,23 @@ UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": Failure, "description": "Not a body type this operation takes."}}
 
 
-def _body(media_type: str, schema_: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema_}}}}
+def _body(media_type: str, schema_: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"requestBody": {"required": True,
+                            "content": {media_type: {"schema": schema_, **more}}}}
+
+
+# A ``files`` part's file name is its ``Content-Disposition`` ``filename``, which the body
+# schema cannot constrain: the part's header says it (OpenAPI ``encoding``), with an
+# example (the name a client such as schemathesis sends when it has no file name).
+FILES_ENCODING = {"files": {"contentType": "application/octet-stream", "headers": {
+    "Content-Disposition": {
+        "description": "form-data; name=\"files\"; filename=\"<file name>\": the file "
+                       "name as ?filename= takes it (e.g. config.json); another name is a "
+                       "422.",
+        "schema": {"type": "string", "pattern": (
+            r'^form-data; *name="files"; *filename="'
+            + FILE_NAME_PATTERN.removeprefix("^").removesuffix("$") + '"$'),
+            "example": 'form-data; name="files"; filename="config.json"'}}}}}
 
 
 async def _upload(request: Request, writes: WriteService, caller: Caller, model_id: str,
@@ -254,7 +278,8 @@ async def _upload(request: Request, writes: WriteService, caller: Caller, model_
                  "type": "object", "required": ["files"], "additionalProperties": False,
                  "properties": {"files": {
                      "type": "array", "minItems": 1,
-                     "items": {"type": "string", "format": "binary"}}}}))
+                     "items": {"type": "string", "format": "binary"}}}},
+                 encoding=FILES_ENCODING))
 async def upload_model_files(
     request: Request, writes: WritesDep, caller: CallerDep, model_id: IdPath,
     filename: Annotated[str | None, Query(**FileName, description=(

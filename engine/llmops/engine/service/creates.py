@@ -54,12 +54,29 @@ API_VERSION = "llmops.io/v1alpha1"
 _DNS = re.compile(schema.DNS_LABEL_RE, re.ASCII)
 _SEMVER = re.compile(schema.SEMVER_RE, re.ASCII)
 _SLUG = re.compile(r"[^a-z0-9-]+")
+# Spec field -> the request field it comes from, for the message of a create the repo as
+# it stands does not take (``writes.refused``).
+MODEL_FIELDS = {"spec.baseModel": "metadata.baseModel"}
+ENDPOINT_FIELDS = {"spec.environment": "environment", "spec.modelRef": "modelId",
+                   "spec.route": "route", "spec.autoscale": "autoscalePolicy",
+                   "spec.resources": "gpu", "spec.promptTemplateRef": "promptTemplateId"}
+EXPERIMENT_FIELDS = {"spec.environment": "environment", "spec.endpointRef": "endpointId",
+                     "spec.variants": "variants"}
+TRAINING_FIELDS = {"spec.environment": "environment", "spec.baseModelRef": "baseModelId",
+                   "spec.datasetRef": "datasetId", "spec.resources": "gpu",
+                   "spec.outputModel": "outputModel"}
 MODEL_KEYS = {"framework", "dataClassification", "data_classification", "description",
               "baseModel", "base_model"}
 
 
 class InvalidRequest(errors.InvalidInput):
     """A request field cannot make a spec (``details["field"]`` names it)."""
+
+
+class ConflictingFields(errors.Conflict):
+    """Request fields whose values contradict each other (replicas min above max, A/B/n
+    weights that do not sum to 100): 409, as no JSON Schema can say it; ``details["field"]``
+    names the first of them."""
 
 
 class NoSingleEndpoint(errors.Conflict):
@@ -235,12 +252,12 @@ class CreateService:
         self.store = writes.store
 
     def _create(self, caller: Caller, entry: catalog.CatalogEntry, text: str,
-                action: str, subject: str, reason: str) -> Created:
+                action: str, subject: str, reason: str, fields: dict[str, str]) -> Created:
         """The audited commit of ``text`` as the new file of ``entry``."""
         self.writes.authorize(caller, entry)
         trail = Trail(self.writes.log, caller, entry.key, reason)
         done = self.writes.commit(trail, entry, action, lambda _t: lambda _old: text,
-                                  subject, create=True)
+                                  subject, create=True, fields=fields)
         return Created(**asdict(done), id=entry.id, created=True)
 
     def create_model(self, caller: Caller, new: NewModel) -> Created:
@@ -250,6 +267,10 @@ class CreateService:
             raise InvalidRequest(f"version {new.version[:40]!r} is not a semver",
                                  details={"field": "version"})
         fields, annotations = _model_fields(new.metadata)
+        needs_base = new.type != schema.ModelType.BASE.value
+        if needs_base != ("baseModel" in fields):
+            raise InvalidRequest(f"a {new.type} model {'needs' if needs_base else 'has no'} "
+                                 "metadata.baseModel", details={"field": "metadata.baseModel"})
         self._base_model(fields.get("baseModel"))
         body = {"version": new.version, "type": new.type,
                 "ownerTeam": _label(new.owner_team, "owner_team"),
@@ -264,7 +285,7 @@ class CreateService:
                            f"{caller.user}.\nUpload its files next; they are recorded here.")
         return self._create(caller, _entry(key, file, spec), text, "create",
                             f"Register model {name} {new.version}",
-                            f"register {new.type} model {name} {new.version}")
+                            f"register {new.type} model {name} {new.version}", MODEL_FIELDS)
 
     def _base_model(self, ref: dict[str, Any] | None) -> None:
         """``NoSuchSpec`` (404) when ``ref`` names no model of the catalog: which models
@@ -282,6 +303,10 @@ class CreateService:
 
     def deploy_endpoint(self, caller: Caller, new: NewEndpoint) -> Created:
         """A new endpoint serving the model, or the existing one moved to it."""
+        if new.min_replicas > new.max_replicas:
+            raise ConflictingFields(f"minReplicas ({new.min_replicas}) is greater than "
+                                    f"maxReplicas ({new.max_replicas})",
+                                    details={"field": "minReplicas"})
         model = find(self.store, Kind.MODEL, new.model_id)
         env = _label(new.environment, "environment")
         name = _label(new.name or model.base_name, "name")
@@ -306,7 +331,7 @@ class CreateService:
         done = self.writes.commit(
             trail, current, "deploy",
             lambda t: specedits.set_fields(t.kind, t.name, None, fields),
-            f"Deploy model {model.name} on endpoint {env}/{name}")
+            f"Deploy model {model.name} on endpoint {env}/{name}", fields=ENDPOINT_FIELDS)
         return Created(**asdict(done), id=str(key.id), created=False)
 
     def _new_endpoint(self, caller: Caller, key: SpecKey, model: catalog.CatalogEntry,
@@ -327,7 +352,7 @@ class CreateService:
         return self._create(caller, _entry(key, file, spec), text, "deploy",
                             f"Deploy model {model.name} on endpoint "
                             f"{key.environment}/{key.name}",
-                            f"deploy {model.name} on {new.route}")
+                            f"deploy {model.name} on {new.route}", ENDPOINT_FIELDS)
 
     def _serving_endpoint(self, new: NewExperiment, template_a: str) -> catalog.CatalogEntry:
         """The endpoint named, or the one endpoint that serves template A."""
@@ -350,6 +375,10 @@ class CreateService:
     def _variants(self, new: NewExperiment) -> list[tuple[str, int]]:
         """(template name, weight) of each variant: A/B from ``allocation``, or A/B/n."""
         if new.variants:
+            total = sum(weight for _, weight in new.variants)
+            if total != 100:
+                raise ConflictingFields(f"variants: the weights sum to {total}, not 100",
+                                        details={"field": "variants"})
             pairs = [(find(self.store, Kind.PROMPT_TEMPLATE, t).name, w)
                      for t, w in new.variants]
         else:
@@ -389,7 +418,7 @@ class CreateService:
         return self._create(caller, _entry(key, f"experiments/{name}.yaml", spec), text,
                             "experiment", f"Start experiment {env}/{name}: "
                                           f"{' vs '.join(names)}"[:200],
-                            f"start {split} on {endpoint.name}")
+                            f"start {split} on {endpoint.name}", EXPERIMENT_FIELDS)
 
     def submit_training_job(self, caller: Caller, new: NewTrainingJob) -> Created:
         """A TrainingJob spec; the reconciler runs it as a batch/v1 Job."""
@@ -419,4 +448,4 @@ class CreateService:
                            f"{new.output_model}, submitted through the API by {caller.user}.")
         return self._create(caller, _entry(key, f"training/{name}.yaml", spec), text,
                             "train", f"Submit training job {env}/{name}",
-                            f"submit {name}: {base.name} on {dataset.name}")
+                            f"submit {name}: {base.name} on {dataset.name}", TRAINING_FIELDS)

@@ -25,6 +25,10 @@ anything happens, then ``succeeded`` (with the commit) or ``failed`` (with
 the reason); action ``write``, the spec as target. The commit message ends in
 ``Llmops-Action``, ``Llmops-Spec`` and ``Llmops-Requested-By`` trailers.
 
+An edit the edited specs refuse is ``refused``: not a 422 (the request was
+well-formed) but ``NoSuchEnvironment`` (404) for an environment ``llmops.yaml``
+does not declare, else ``RepoRefuses`` (409), naming the request field.
+
 Input: plain values (a ``Caller``, ids, request fields) and, once, the
 settings and the store. Output: ``Committed`` / ``Uploaded``. Errors: the
 categories of ``llmops.engine.errors`` (``NotFound``, ``Conflict``,
@@ -35,7 +39,7 @@ Callers: the REST API's write routes (``llmops.api.routes.writes``); built by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +75,43 @@ def find(store: Store, kind: Kind, ident: str, *,
             if len(named) == 1:
                 return named[0].as_entry()
         raise
+
+
+class RepoRefuses(errors.Conflict):
+    """A well-formed write the specs repo as it stands does not take: the edited specs do
+    not validate (a reference to a spec that is not on the branch the commit goes to, a
+    route another endpoint serves, a recorded file list without config.json, ...). 409;
+    ``details``: ``field``, the request field of the first issue in the written file
+    (when the use case knows it), and ``issues`` (file, line, field, message)."""
+
+
+class NoSuchEnvironment(errors.NotFound):
+    """The spec names an environment ``llmops.yaml`` does not declare (404; ``details``:
+    ``field``, ``issues``)."""
+
+
+def refused(exc: writeback.EditRejected, file: str,
+            fields: Mapping[str, str]) -> errors.LlmopsError:
+    """What an edit the repo does not take (``EditRejected``) is to the caller: the
+    environment it names is not declared (``NoSuchEnvironment``), or it clashes with the
+    repo (``RepoRefuses``). ``fields``: spec field path (``spec.replicas``) -> the request
+    field it comes from (``minReplicas``); the message names that field."""
+    issues = exc.issues or ()
+    own = [i for i in issues if i.file == file] or list(issues)
+    first = next((i for i in own if i.field == "spec.environment"), own[0] if own else None)
+    if first is None:
+        return RepoRefuses(f"{exc}; nothing was committed")
+    field = next((name for path, name in fields.items()
+                  if first.field == path or first.field.startswith((f"{path}.", f"{path}["))),
+                 None)
+    details = {**({"field": field} if field else {}),
+               "issues": [i.as_dict() for i in issues]}
+    where = field or f"{first.file}: {first.field}".rstrip(": ")
+    message = f"{where}: {first.message}"
+    if first.field == "spec.environment":
+        return NoSuchEnvironment(f"{message}; nothing was committed", details=details)
+    return RepoRefuses(f"{message}: the specs repo as it stands does not take this write; "
+                       "nothing was committed", details=details)
 
 
 class InvalidWinner(errors.Conflict):
@@ -160,31 +201,36 @@ class WriteService:
 
     def _commit_edit(self, repo: writeback.Repo, caller: Caller, entry: catalog.CatalogEntry,
                      action: str, edit: EditFor, subject: str, body: str = "", *,
-                     create: bool = False) -> writeback.WriteResult:
+                     create: bool = False,
+                     fields: Mapping[str, str] | None = None) -> writeback.WriteResult:
         """Commit ``edit`` of ``entry``'s file (stacked on its open review branch, if any)
-        and remember where it went (``store.pending``)."""
+        and remember where it went (``store.pending``). An edit the repo does not take is
+        ``refused`` (``fields``: spec field -> request field, for its message)."""
         target = writeback.Target(kind=entry.kind, name=entry.base_name, file=entry.file,
                                   environment=entry.environment, spec_name=entry.name)
         earlier = pending.get(self.store, entry.id)
         onto = earlier.branch if earlier is not None and not earlier.direct else ""
-        result = writeback.commit_edit(repo, writeback.tracked_branch(self.settings), target,
-                                       edit(target),
-                                       action=action, author=writeback.Author(caller.user),
-                                       message=_message(subject, body, action, entry.key,
-                                                        caller),
-                                       create=create, onto=onto,
-                                       admit=admission.admit_for(entry.key, self.clock))
+        try:
+            result = writeback.commit_edit(
+                repo, writeback.tracked_branch(self.settings), target, edit(target),
+                action=action, author=writeback.Author(caller.user),
+                message=_message(subject, body, action, entry.key, caller), create=create,
+                onto=onto, admit=admission.admit_for(entry.key, self.clock))
+        except writeback.EditRejected as exc:
+            raise refused(exc, target.file, fields or {}) from None
         pending.put(self.store, pending.Pending(
             key=entry.key, file=result.file, branch=result.branch, commit=result.commit,
             direct=result.direct, spec=result.spec or entry.spec))
         return result
 
     def commit(self, trail: Trail, entry: catalog.CatalogEntry, action: str, edit: EditFor,
-               subject: str, body: str = "", *, create: bool = False) -> Committed:
+               subject: str, body: str = "", *, create: bool = False,
+               fields: Mapping[str, str] | None = None) -> Committed:
         """Audited commit of ``edit`` to ``entry``'s file (``create``: a new file)."""
         try:
             result = self._commit_edit(writeback.repo_for(self.settings), trail.caller, entry,
-                                       action, edit, subject, body, create=create)
+                                       action, edit, subject, body, create=create,
+                                       fields=fields)
         except Exception as exc:
             trail.failed(exc)
             raise

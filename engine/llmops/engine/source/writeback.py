@@ -105,8 +105,9 @@ class RepoUnavailable(WriteError, errors.Unavailable):
     """The specs repo is not a local clone, or git failed on it (retryable)."""
 
 
-class RepoNotConfigured(RepoUnavailable):
-    """No specs repo that can take a commit is configured: retrying will not help."""
+class RepoNotConfigured(WriteError, errors.Conflict):
+    """No specs repo that can take a commit is configured: an optional part this server
+    runs without (409, as the API's other absent parts), so retrying will not help."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, details={"retryable": False, "setting": "LLMOPS_GIT__REPO"})
@@ -211,7 +212,7 @@ def local_repo(repo_setting: str, *, home: Path | None = None, timeout: float = 
     """The specs repo: a local git directory, or (given ``home``) a remote's mirror.
 
     Without ``home`` a remote URL (or no repo at all: the bundled template)
-    cannot take a commit, and ``RepoUnavailable`` says so; a ``file://`` URL is
+    cannot take a commit, and ``RepoNotConfigured`` says so; a ``file://`` URL is
     then read as the local path it names. With ``home``, a URL (``file://``
     included) gives a ``push.Mirror`` under ``home/writeback``.
     """

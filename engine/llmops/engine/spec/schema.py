@@ -37,6 +37,8 @@ QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 ROUTE_RE = r"^/([A-Za-z0-9._~-]+/?)*$"
 IMAGE_RE = r"^[a-z0-9]+([._/:@-][A-Za-z0-9_.-]+)*$"
 METRIC_NAME_RE = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+HYPERPARAMETER_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+HTTP_URL_RE = r"^https?://[^\s]+$"
 HEADER_RE = r"^[A-Za-z0-9-]{1,64}$"
 _DNS_PART = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 HOST_RE = rf"^(\*\.)?{_DNS_PART}(\.{_DNS_PART})*$"
@@ -465,11 +467,11 @@ class TrainingJobBody(Strict):
     datasetRef: DnsLabel
     image: ImageRef
     command: list[Annotated[str, StringConstraints(max_length=4096)]] = []
-    hyperparameters: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")],
+    hyperparameters: dict[Annotated[str, StringConstraints(pattern=HYPERPARAMETER_RE)],
                           HyperValue] = {}
     resources: Resources = Resources()
     outputModel: ModelRef
-    experimentUrl: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$",
+    experimentUrl: Annotated[str, StringConstraints(pattern=HTTP_URL_RE,
                                                     max_length=2048)] | None = None
     backoffLimit: Annotated[int, Field(ge=0, le=20)] = 2
     activeDeadlineSeconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 7 * 86400
