@@ -322,7 +322,7 @@ def authorize(request: Request, principal: Principal, store: Store, log: audit.A
 # --------------------------------------------------------------------------- use cases
 
 
-def get_caller(request: Request, principal: PrincipalDep) -> Caller:
+async def get_caller(request: Request, principal: PrincipalDep) -> Caller:
     """The principal as the use cases take it: a plain ``Caller`` naming the route template."""
     return Caller(user=principal.user, roles=principal.roles, teams=principal.teams,
                   method=principal.method, via=_route_template(request))
