@@ -247,7 +247,8 @@ def test_the_cached_role_table_follows_every_revision_any_process_records(
     assert calls == ["wake"]
 
 
-@pytest.mark.parametrize("path", ["/serving/endpoints", "/serving/endpoints/support-chat?environment=dev",
+@pytest.mark.parametrize("path", ["/serving/endpoints",
+                                  "/serving/endpoints/support-chat?environment=dev",
                                   "/governance/audit/logs"])
 def test_the_pre_serialised_reads_still_refuse_without_identity_or_permission(
         make_client: Callable[..., TestClient], path: str) -> None:
