@@ -63,7 +63,6 @@ def success(data: T, message: str = "ok") -> Envelope[T]:
     return Envelope[T](status=SUCCESS, message=message, data=data)
 
 
-
 def respond(envelope: Envelope[Any]) -> Response:
     """``envelope`` as a JSON response, serialised once by pydantic (camelCase, as FastAPI
     would serialise it against the route's ``response_model``)."""
