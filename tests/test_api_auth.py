@@ -221,3 +221,38 @@ def test_a_policy_change_is_enforced_as_soon_as_its_revision_is_recorded(
 def test_a_malformed_trusted_proxy_setting_fails_at_start(store: Store) -> None:
     with pytest.raises(ValueError, match="not-an-ip"):
         create_app(store, settings=settings.load(api={"trusted_proxies": ["not-an-ip"]}))
+
+
+def test_the_cached_role_table_follows_every_revision_any_process_records(
+        store: Store, make_client: Callable[..., TestClient], calls: list[str],
+        template_copy: Path) -> None:
+    """The role table is cached per catalog revision; a revision recorded through another
+    connection to the database (the daemon's process) is enforced at the next request,
+    and going back to an earlier revision brings its roles back."""
+    client = make_client()
+    viewer = signed("vic", "viewer")
+    failed(client.post(f"{BASE}/reconcile/trigger", headers=viewer), 403)
+    failed(client.post(f"{BASE}/reconcile/trigger", headers=viewer), 403)  # from the cache
+
+    rbac = template_copy / "policies" / "rbac.yaml"
+    text = rbac.read_text()
+    granted = "      viewer:\n        - reconcile:trigger\n"
+    rbac.write_text(text.replace("      viewer:\n", granted))
+    with Store(store.url) as daemon:  # another engine: nothing in this one is told
+        catalog.record(daemon, "b" * 40, validate.load_and_validate(template_copy))
+        ok(client.post(f"{BASE}/reconcile/trigger", headers=viewer), 202)
+        rbac.write_text(text)
+        catalog.record(daemon, "a" * 40, validate.load_and_validate(template_copy))
+    failed(client.post(f"{BASE}/reconcile/trigger", headers=viewer), 403)
+    assert calls == ["wake"]
+
+
+@pytest.mark.parametrize("path", ["/serving/endpoints",
+                                  "/serving/endpoints/support-chat?environment=dev",
+                                  "/governance/audit/logs"])
+def test_the_pre_serialised_reads_still_refuse_without_identity_or_permission(
+        make_client: Callable[..., TestClient], path: str) -> None:
+    client = make_client()
+    failed(client.get(f"{BASE}{path}"), 401)
+    failed(client.get(f"{BASE}{path}", headers=signed("nobody", "no-such-role")), 403)
+    ok(client.get(f"{BASE}{path}", headers=signed("root", "admin")))

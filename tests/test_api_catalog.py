@@ -11,19 +11,23 @@ import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 
 from conftest import failed, ok
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
+from llmops.api.envelope import AuditPageOut, Envelope
+from llmops.api.resources import EndpointDetail, EndpointOut, Items
 from llmops.engine import settings
 from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import reconciler
 from llmops.engine.source import snapshots
 from llmops.engine.spec import validate
-from llmops.engine.store import Store, catalog, state
+from llmops.engine.store import Store, audit, catalog, state
 from llmops.engine.types import Kind, ResourceKey, SpecKey
 
 BASE = "/llm-ops/v1"
@@ -443,3 +447,26 @@ def test_costs_split_serving_and_training_gpu_hours(
     assert (job["trainingJob"], job["environment"], job["gpuHours"]) == (
         "support-chat-sft", "stg", pytest.approx(12))
 
+
+
+@pytest.mark.parametrize(("path", "model"), [
+    ("/serving/endpoints?limit=2", Envelope[Items[EndpointOut]]),
+    ("/serving/endpoints/support-chat?environment=dev", Envelope[EndpointDetail]),
+    ("/governance/audit/logs", Envelope[AuditPageOut])])
+def test_pre_serialised_reads_answer_exactly_their_documented_envelope(
+        store: Store, spec_set: validate.SpecSet, path: str, model: Any) -> None:
+    """The routes that answer JSON they serialised themselves (FastAPI no longer validates
+    it) send what FastAPI would have: the response model, camelCase, nothing else."""
+    assert catalog.record(store, REV, spec_set, now=T0)
+    audit.AuditLog(store).append(audit.AuditEntry(
+        actor="ann", action=audit.AuditAction.ACCESS, target="t", result="denied",
+        details={"why": "test"}))
+    response = client_for(store, roles="admin").get(f"{BASE}{path}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "success"
+    assert body["data"]  # not an empty page: the fields below were really checked
+    adapter = TypeAdapter(model)
+    assert adapter.dump_python(adapter.validate_json(response.content), mode="json",
+                               by_alias=True) == body

@@ -23,8 +23,9 @@ principal comes from one of two places, default deny:
    ``sub``, the roles the ``roles`` claim, the teams the ``teams`` claim.
 
 No identity is a 401. Roles map to permissions through the ``rbac.roles`` of
-the ``Policy`` specs in the store's catalog, read on every request, so a
-Policy change is enforced as soon as its revision is recorded. A 403, a 401
+the ``Policy`` specs in the store's catalog (``catalog.permissions_of``: the
+table is cached per catalog revision, and the revision is read on every
+request), so a Policy change is enforced as soon as its revision is recorded. A 403, a 401
 and a 400 of the identity headers are first written to the audit log (action
 ``access``, result ``denied``, the user as actor (``unverified:<name>`` as
 claimed, for a 401/400), method and route template as target, the missing
@@ -322,7 +323,7 @@ def authorize(request: Request, principal: Principal, store: Store, log: audit.A
 # --------------------------------------------------------------------------- use cases
 
 
-def get_caller(request: Request, principal: PrincipalDep) -> Caller:
+async def get_caller(request: Request, principal: PrincipalDep) -> Caller:
     """The principal as the use cases take it: a plain ``Caller`` naming the route template."""
     return Caller(user=principal.user, roles=principal.roles, teams=principal.teams,
                   method=principal.method, via=_route_template(request))

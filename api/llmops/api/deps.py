@@ -9,7 +9,8 @@ status cache (``CacheDep``: the ``StatusCache``, or ``None`` without Redis).
 Routes declare ``store: StoreDep`` and never reach into the request
 themselves. Input: the request. Output: those objects. Callers: the modules
 of ``llmops.api.routes``; tests override nothing here, they build the app
-with the objects they want.
+with the objects they want. Those that only hand out an object are ``async``, so
+FastAPI runs them inline instead of sending each to its thread pool.
 """
 
 from __future__ import annotations
@@ -30,19 +31,19 @@ from llmops.engine.store.db import Store
 Trigger = Callable[[], None]
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return cast(Store, request.app.state.store)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-def get_audit_log(store: Annotated[Store, Depends(get_store)]) -> audit.AuditLog:
+async def get_audit_log(store: Annotated[Store, Depends(get_store)]) -> audit.AuditLog:
     return audit.AuditLog(store)
 
 
-def get_writes(request: Request) -> WriteService:
+async def get_writes(request: Request) -> WriteService:
     return cast(WriteService, request.app.state.writes)
 
 
@@ -55,7 +56,7 @@ def get_trigger(request: Request) -> Trigger:
     return trigger
 
 
-def get_status_cache(request: Request) -> StatusCache | None:
+async def get_status_cache(request: Request) -> StatusCache | None:
     """The app's Redis status cache, or None when no Redis is configured (never the truth)."""
     return cast(StatusCache | None, getattr(request.app.state, "status_cache", None))
 
@@ -64,7 +65,7 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 
-def get_page(
+async def get_page(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")]
     = DEFAULT_PAGE,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1, description=(

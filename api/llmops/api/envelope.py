@@ -7,18 +7,21 @@ so OpenAPI documents each route's ``data``; and the response models that
 (``state.Run``, ``state.EnvironmentStatus``, ``audit.AuditRecord``). Store
 values never leave as they are: free text and recorded plans are redacted
 again on the way out, so no credential reaches a response. Input: store
-values. Output: pydantic models. Callers: the routes in ``llmops.api.routes``
-and the exception handlers in ``llmops.api.errors``.
+values. Output: pydantic models (``respond``: an envelope as serialised JSON).
+Callers: the routes in ``llmops.api.routes`` and the exception handlers in
+``llmops.api.errors``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeGuard, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeGuard, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from starlette.responses import Response
 
 from llmops.engine import redact
 from llmops.engine.actuate.argocd import AppStatus
@@ -26,9 +29,11 @@ from llmops.engine.store import audit, state
 from llmops.engine.store.models import RunResult
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 SUCCESS: Literal["success"] = "success"
 FAIL: Literal["fail"] = "fail"
+JSON = "application/json"
 
 
 class ApiModel(BaseModel):
@@ -56,6 +61,26 @@ class Failure(BaseModel):
 
 def success(data: T, message: str = "ok") -> Envelope[T]:
     return Envelope[T](status=SUCCESS, message=message, data=data)
+
+
+def respond(envelope: Envelope[Any]) -> Response:
+    """``envelope`` as a JSON response, serialised once by pydantic (camelCase, as FastAPI
+    would serialise it against the route's ``response_model``)."""
+    return Response(envelope.model_dump_json(by_alias=True), media_type=JSON)
+
+
+def serialised(route: Callable[P, Envelope[Any]]) -> Callable[P, Response]:
+    """``route`` answering with ``respond(route(...))``, for registering a read whose
+    ``data`` is already a response model: given a ``Response``, FastAPI neither validates
+    the envelope again against the route's ``response_model`` (which the route still
+    declares, so OpenAPI documents it) nor serialises it a second time. ``route`` itself
+    stays a plain function returning the envelope (the dashboard calls it)."""
+
+    @functools.wraps(route)
+    def serve(*args: P.args, **kwargs: P.kwargs) -> Response:
+        return respond(route(*args, **kwargs))
+
+    return serve
 
 
 # --------------------------------------------------------------------------- health

@@ -20,7 +20,7 @@ check), ``llmops serve`` and ``llmops up`` (``server_config``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,15 +37,16 @@ class PinPeer:
 
     def __init__(self, app: ASGIApp, *, trusted_proxies: list[str]) -> None:
         self.app = app
-        # an empty list trusts no one: X-Forwarded-For is then never read
-        self.forwarded = ProxyHeadersMiddleware(app, trusted_hosts=list(trusted_proxies))  # type: ignore[arg-type]
+        # an empty list trusts no one: X-Forwarded-For is then never read (nor parsed)
+        self.forwarded = (cast(ASGIApp, ProxyHeadersMiddleware(
+            app, trusted_hosts=list(trusted_proxies))) if trusted_proxies else app)  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         scope[PEER_KEY] = scope.get("client")
-        await self.forwarded(scope, receive, send)  # type: ignore[arg-type]
+        await self.forwarded(scope, receive, send)
 
 
 def peer_host(scope: Scope) -> str | None:

@@ -8,7 +8,8 @@ refused). Entries are returned exactly as stored (they were redacted before
 they were hashed), hashes and each one's key fingerprint (``keyId``) included, so
 a holder of the audit key can check the chain. Needs ``audit:read``. Input: query
 parameters; ``AuditLogDep``. Output:
-``AuditPageOut`` in the envelope. Caller: ``llmops.api.app`` mounts
+``AuditPageOut`` in the envelope (``logs`` returns it, for the dashboard; the route
+answers it as serialised JSON: ``envelope.serialised``). Caller: ``llmops.api.app`` mounts
 ``router``.
 """
 
@@ -20,7 +21,7 @@ from fastapi import APIRouter, Query
 
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import AuditLogDep
-from llmops.api.envelope import AuditEntryOut, AuditPageOut, Envelope, success
+from llmops.api.envelope import AuditEntryOut, AuditPageOut, Envelope, serialised, success
 from llmops.api.params import MAX_ROW_ID, RANGE_HELP, Instant
 from llmops.engine.spec.schema import Permission
 from llmops.engine.store import audit
@@ -29,8 +30,6 @@ router = APIRouter(prefix="/governance/audit", tags=["governance"], responses=AU
 
 TOKEN_MAX = 63
 
-@router.get("/logs", response_model=Envelope[AuditPageOut], summary="Audit log entries",
-            dependencies=[require(Permission.AUDIT_READ)])
 def logs(
     log: AuditLogDep,
     actor: Annotated[str | None, Query(max_length=255)] = None,
@@ -58,3 +57,7 @@ def logs(
     return success(AuditPageOut(entries=[AuditEntryOut.of(e) for e in entries],
                                 next_cursor=cursor), f"{len(entries)} entr"
                    f"{'y' if len(entries) == 1 else 'ies'}")
+
+
+router.get("/logs", response_model=Envelope[AuditPageOut], summary="Audit log entries",
+           dependencies=[require(Permission.AUDIT_READ)])(serialised(logs))

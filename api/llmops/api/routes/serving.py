@@ -10,7 +10,8 @@ experiment routing its traffic, and the Kubernetes objects it owns with
 their health: the object status rows carry no owner, so the objects are the
 environment's inventory entries whose ``spec_kind``/``spec_name`` name the
 endpoint. Input: query and path parameters; the store. Output:
-``EndpointOut`` / ``EndpointDetail`` in the envelope. Needs
+``EndpointOut`` / ``EndpointDetail`` in the envelope (the functions return it, for the
+dashboard; the routes answer it as serialised JSON: ``envelope.serialised``). Needs
 ``serving:read``. Caller: ``llmops.api.app`` mounts ``router``.
 """
 
@@ -25,7 +26,7 @@ from fastapi import APIRouter, Path, Query
 from llmops.api import errors, lookup
 from llmops.api.auth import AUTH_RESPONSES, require
 from llmops.api.deps import PageDep, StoreDep
-from llmops.api.envelope import Envelope, Failure, success
+from llmops.api.envelope import Envelope, Failure, serialised, success
 from llmops.api.resources import (
     EndpointDetail,
     EndpointOut,
@@ -98,8 +99,6 @@ def _model_filter(store: catalog.Db, model_id: str) -> set[str]:
     return {e.name for e in lookup.matches(store, Kind.MODEL, model_id)}
 
 
-@router.get("/endpoints", response_model=Envelope[Items[EndpointOut]],
-            summary="Serving endpoints", dependencies=READ)
 def list_endpoints(
     store: StoreDep,
     page: PageDep,
@@ -127,11 +126,10 @@ def list_endpoints(
         f"{found.total} endpoint(s)")
 
 
-@router.get("/endpoints/{endpoint_id}", response_model=Envelope[EndpointDetail],
-            operation_id="getEndpoint",
-            summary="One serving endpoint", dependencies=READ,
-            responses={404: {"model": Failure, "description": "No such endpoint."},
-                       409: {"model": Failure, "description": "The name is ambiguous."}})
+router.get("/endpoints", response_model=Envelope[Items[EndpointOut]],
+           summary="Serving endpoints", dependencies=READ)(serialised(list_endpoints))
+
+
 def get_endpoint(
     store: StoreDep,
     endpoint_id: Annotated[str, Path(min_length=1, max_length=lookup.MAX_ID_CHARS,
@@ -159,3 +157,11 @@ def get_endpoint(
                         if experiments else None),
             objects=[ObjectHealth.of(item.key, status) for item, status in owned])
     return success(detail, f"endpoint {entry.name} in {env}")
+
+
+router.get("/endpoints/{endpoint_id}", response_model=Envelope[EndpointDetail],
+           operation_id="getEndpoint",
+           summary="One serving endpoint", dependencies=READ,
+           responses={404: {"model": Failure, "description": "No such endpoint."},
+                      409: {"model": Failure, "description": "The name is ambiguous."}})(
+    serialised(get_endpoint))

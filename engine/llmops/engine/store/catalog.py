@@ -6,9 +6,10 @@ as JSON) so that the API answers catalog, serving, prompt, training,
 governance and RBAC questions from the store, never from git. Input: a
 revision SHA and its validated ``SpecSet`` (``record``); filters (the query
 helpers). Output: frozen ``CatalogEntry`` values, and the RBAC role table
-(``roles``) merged from the ``Policy`` specs. Callers: the reconciler's load
-step (``record``, after a revision validates) and the API's routes and
-authorisation dependency (the reads).
+(``roles``) merged from the ``Policy`` specs, cached per store and catalog
+revision (``role_table``: the API checks a permission on every request).
+Callers: the reconciler's load step (``record``, after a revision validates)
+and the API's routes and authorisation dependency (the reads).
 
 ``record`` replaces the whole catalog in one transaction, and does nothing
 when the catalog already holds that revision, so reconciling the same
@@ -20,6 +21,8 @@ processes recording at once cannot interleave. Models are versioned: their
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -236,6 +239,10 @@ def get_key(database: Db, key: SpecKey) -> CatalogEntry | None:
     return get(database, str(key.id))
 
 
+RoleTable = Mapping[str, frozenset[str]]
+"""Role -> the permissions it grants."""
+
+
 def roles(database: Db) -> dict[str, frozenset[str]]:
     """Role -> permissions, merged from the ``rbac`` of every recorded ``Policy``."""
     out: dict[str, set[str]] = {}
@@ -250,9 +257,36 @@ def roles(database: Db) -> dict[str, frozenset[str]]:
     return {role: frozenset(permissions) for role, permissions in out.items()}
 
 
+_ROLE_TABLES: weakref.WeakKeyDictionary[db.Store, tuple[str | None, RoleTable]] = (
+    weakref.WeakKeyDictionary())
+_ROLE_TABLES_LOCK = threading.Lock()
+
+
+def role_table(database: Db) -> RoleTable:
+    """``roles``, from the store's cache while the catalog still holds the revision it was
+    read at (one single-row read of the revision per call instead of every Policy).
+
+    ``record`` replaces the whole catalog, revision included, so an unchanged revision
+    means unchanged Policies; the revision is read from the store on every call, so a
+    revision recorded by any process (the daemon) is seen by the next call. Within a
+    ``Session`` (the caller's transaction) the table is read as it is there.
+    """
+    if not isinstance(database, db.Store):
+        return roles(database)
+    with database.session() as session:
+        revision = _held_revision(session)
+        held = _ROLE_TABLES.get(database)
+        if held is not None and held[0] == revision:
+            return held[1]
+        table = roles(session)  # same transaction: the table of exactly this revision
+    with _ROLE_TABLES_LOCK:
+        _ROLE_TABLES[database] = (revision, table)
+    return table
+
+
 def permissions_of(database: Db, role_names: Iterable[str]) -> frozenset[str]:
     """Every permission the given roles grant (``*`` stays ``*``)."""
-    table = roles(database)
+    table = role_table(database)
     granted: set[str] = set()
     for role in role_names:
         granted |= table.get(role, frozenset())
