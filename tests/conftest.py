@@ -24,6 +24,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,7 +90,21 @@ spec:
 """
 
 
-REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def worker_redis_url() -> str:
+    """``LLMOPS_TEST_REDIS_URL`` (default db 0 on 127.0.0.1:6379), but under pytest-xdist
+    worker ``gwN`` on database ``1 + N % 15``: keys that a test cannot prefix (the API's
+    own ``llmops:`` status keys) are then not shared between workers or with a serial run.
+    """
+    url = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(path=f"/{1 + int(worker[2:]) % 15}").geturl()
+
+
+REDIS_URL = worker_redis_url()
+"""The Redis the tests use: this worker's database (see ``worker_redis_url``)."""
 
 
 @pytest.fixture
@@ -222,17 +237,23 @@ SERVICE_FIXTURES = frozenset({
     "real_kube", "kube_namespace",              # a real API server (realkube)
 })
 REAL_KUBE_FIXTURES = frozenset({"real_kube", "kube_namespace"})
+REAL_KUBE_GROUP = "realkube"
+"""The ``xdist_group`` of every ``realkube`` test: under ``--dist loadgroup`` (``.ci/run``)
+they all run on one worker, so one control plane serves the run, not one per worker."""
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``slow`` every test that uses a service fixture (before ``-m`` deselects)."""
+    """Mark ``slow`` every test that uses a service fixture (before ``-m`` deselects), and
+    put every ``realkube`` test in the ``REAL_KUBE_GROUP`` (before xdist reads the groups)."""
     for item in items:
         used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if used and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow(reason=f"uses {', '.join(sorted(used))}"))
         if REAL_KUBE_FIXTURES.intersection(used) and item.get_closest_marker("realkube") is None:
             item.add_marker(pytest.mark.realkube)
+        if item.get_closest_marker("realkube") is not None:
+            item.add_marker(pytest.mark.xdist_group(REAL_KUBE_GROUP))
 
 
 _WHOLLY_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow$", re.MULTILINE)

@@ -22,7 +22,6 @@ minutes for the whole module on a busy 2-core machine.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time
@@ -36,7 +35,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
 
-from conftest import moto_s3
+from conftest import REDIS_URL, moto_s3
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.engine import settings as llmops_settings
@@ -55,7 +54,6 @@ JWT_SECRET = "contract-jwt-secret-0123456789abcdef"
 WEBHOOK_SECRET = "contract-webhook-secret"
 BUCKET = "llmops-models"
 EXAMPLES = 30
-REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 # The operations whose optional part the bare app lacks.
