@@ -130,6 +130,12 @@ def prefix(raw: redis.Redis) -> Iterator[str]:
         raw.delete(*keys)
 
 
+SERVER_START_SECONDS = 90
+"""How long a server that a test spawns (``llmops serve``, the router) may take to answer:
+importing llmops takes seconds on an idle machine and ten times that on a busy 2-core one
+(the suite runs on every core, beside whatever else the machine runs)."""
+
+
 @dataclass(frozen=True)
 class CliResult:
     code: int
