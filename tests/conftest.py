@@ -243,23 +243,17 @@ SERVICE_FIXTURES = frozenset({
     "real_kube", "kube_namespace",              # a real API server (realkube)
 })
 REAL_KUBE_FIXTURES = frozenset({"real_kube", "kube_namespace"})
-REAL_KUBE_GROUP = "realkube"
-"""The ``xdist_group`` of every ``realkube`` test: under ``--dist loadgroup`` (``.ci/run``)
-they all run on one worker, so one control plane serves the run, not one per worker."""
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``slow`` every test that uses a service fixture (before ``-m`` deselects), and
-    put every ``realkube`` test in the ``REAL_KUBE_GROUP`` (before xdist reads the groups)."""
+    """Mark ``slow`` every test that uses a service fixture (before ``-m`` deselects)."""
     for item in items:
         used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if used and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow(reason=f"uses {', '.join(sorted(used))}"))
         if REAL_KUBE_FIXTURES.intersection(used) and item.get_closest_marker("realkube") is None:
             item.add_marker(pytest.mark.realkube)
-        if item.get_closest_marker("realkube") is not None:
-            item.add_marker(pytest.mark.xdist_group(REAL_KUBE_GROUP))
 
 
 _WHOLLY_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow$", re.MULTILINE)

@@ -2,8 +2,7 @@
 kube-controller-manager) for tests, started once per session.
 
 Fixtures (loaded from ``tests/conftest.py``; every test using one is marked ``slow`` and
-``realkube``, so ``pytest -m realkube`` runs just this tier, and put in one ``xdist_group``,
-so under ``-n N --dist loadgroup`` one worker runs them all on one control plane):
+``realkube``, so ``pytest -m realkube`` runs just this tier):
 
 - ``real_kube`` (session): a :class:`RealKube`. Where it comes from, first match wins:
 
