@@ -24,6 +24,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,7 +90,21 @@ spec:
 """
 
 
-REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def worker_redis_url() -> str:
+    """``LLMOPS_TEST_REDIS_URL`` (default db 0 on 127.0.0.1:6379), but under pytest-xdist
+    worker ``gwN`` on database ``1 + N % 15``: keys that a test cannot prefix (the API's
+    own ``llmops:`` status keys) are then not shared between workers or with a serial run.
+    """
+    url = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(path=f"/{1 + int(worker[2:]) % 15}").geturl()
+
+
+REDIS_URL = worker_redis_url()
+"""The Redis the tests use: this worker's database (see ``worker_redis_url``)."""
 
 
 @pytest.fixture
@@ -113,6 +128,12 @@ def prefix(raw: redis.Redis) -> Iterator[str]:
     keys = list(raw.scan_iter(match=f"{value}:*"))
     if keys:
         raw.delete(*keys)
+
+
+SERVER_START_SECONDS = 90
+"""How long a server that a test spawns (``llmops serve``, the router) may take to answer:
+importing llmops takes seconds on an idle machine and ten times that on a busy 2-core one
+(the suite runs on every core, beside whatever else the machine runs)."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from conftest import SERVER_START_SECONDS
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -34,7 +36,7 @@ def free_port() -> int:
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
-    deadline = time.monotonic() + 90  # importing llmops on a busy 2-core machine takes a while
+    deadline = time.monotonic() + SERVER_START_SECONDS
     while True:
         try:
             httpx.get(url, timeout=1)

@@ -25,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from conftest import failed, ok
+from conftest import SERVER_START_SECONDS, failed, ok
 from llmops.api.app import create_app
 from llmops.api.auth import proxy_signature
 from llmops.engine import settings
@@ -515,7 +515,7 @@ def test_serve_runs_the_api_under_uvicorn(tmp_path: Path) -> None:
          "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}{BASE}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             try:
                 ready = httpx.get(f"{base}/readyz", timeout=1)
@@ -539,6 +539,6 @@ def test_serve_runs_the_api_under_uvicorn(tmp_path: Path) -> None:
         failed(streamed, 413)
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
         if proc.stdout:
             proc.stdout.close()

@@ -10,7 +10,6 @@ daemon writes them (``put_environment`` / ``publish_run`` with the
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -19,13 +18,13 @@ import redis
 from fastapi.testclient import TestClient
 from test_api import BASE, PEER, PROXY_SECRET, SHA, TEMPLATE, failed, identity, ok, seed_run
 
+from conftest import REDIS_URL
 from llmops.api.app import create_app
 from llmops.engine import settings
 from llmops.engine.spec import validate
 from llmops.engine.store import Store, cache, catalog, state
 from llmops.engine.store.models import RunResult
 
-REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOWN_URL = "redis://127.0.0.1:1/0"
 HANG = 10.0
 """Seconds that mean hung: far above the 0.5 s timeouts, so a busy machine does not fail it."""

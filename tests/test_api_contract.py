@@ -25,10 +25,10 @@ operation on the bare app; derandomized, no deadline; 4.6 minutes for the whole 
 a load average of 20 on a 2-core machine (one run of 1.5 minutes before the stateful
 phase and the bare app's writes were added, at a lower load).
 """
+
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import tempfile
 import time
@@ -44,7 +44,7 @@ from hypothesis.errors import Flaky
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.parameters import ParameterLocation
 
-from conftest import moto_s3
+from conftest import REDIS_URL, moto_s3
 from llmops.api import tokens
 from llmops.api.app import create_app
 from llmops.engine import settings as llmops_settings
@@ -66,7 +66,6 @@ EXAMPLES = 30
 STATEFUL_SCENARIOS = 25
 BARE_EXAMPLES = 8
 """The bare app answers its optional operations at once (409), whatever the body."""
-REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 # The operations whose optional part the bare app lacks: Redis, the reconciler, the

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from test_daemon import llmops_process, stop
 
+from conftest import SERVER_START_SECONDS
 from llmops.cli import serve_cmd
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def test_serve_workers_share_one_socket_their_metrics_and_the_dashboard_key(
            "TMPDIR": str(tmp_path)}
     base = f"http://127.0.0.1:{port}"
     with llmops_process("serve", "--workers", "2", "--port", str(port), env=env) as proc:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             try:
                 if httpx.get(f"{base}/llm-ops/v1/healthz", timeout=1).status_code == 200:

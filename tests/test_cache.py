@@ -7,7 +7,6 @@ test uses its own key prefix and deletes its keys afterwards.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
@@ -16,12 +15,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from conftest import REDIS_URL
 from llmops.engine.store import cache
 
 # Slow tier: every test runs against the local Redis.
 pytestmark = pytest.mark.slow
 
-REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOWN_URL = "redis://127.0.0.1:1/0"
 
 STATUS = {"environment": "prod", "revision": "a" * 40, "ready": True,

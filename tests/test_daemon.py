@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REDIS_URL
 from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import daemon, reconciler
 from llmops.engine.run.metrics import PrometheusMetrics
@@ -237,7 +238,7 @@ def test_finished_runs_reach_redis(store: Store, template_git_repo: Path,
     from llmops.cli.daemon_cmd import _publisher
     from llmops.engine.store.cache import StatusCache
 
-    live = StatusCache("redis://127.0.0.1:6379/0", prefix=f"llmops-test-{secrets.token_hex(4)}")
+    live = StatusCache(REDIS_URL, prefix=f"llmops-test-{secrets.token_hex(4)}")
     loop = daemon.Daemon(make_rec(store, template_git_repo, tmp_path, environments=["dev"]),
                          on_results=_publisher(live))
     loop.run_once()

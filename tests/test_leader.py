@@ -23,10 +23,10 @@ import psycopg
 import pytest
 import redis
 
+from conftest import REDIS_URL
 from llmops.engine.run import leader
 from llmops.engine.store import audit, db, models, state
 
-REDIS_URL = os.environ.get("LLMOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get("LLMOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 CONTENDER = """

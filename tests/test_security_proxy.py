@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from conftest import failed, ok
+from conftest import SERVER_START_SECONDS, failed, ok
 from llmops.api.auth import proxy_signature
 from llmops.cli import up_cmd
 from llmops.engine import settings
@@ -94,7 +94,7 @@ def test_serve_pins_the_peer_too(tmp_path: Path) -> None:
          "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}{BASE}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             try:
                 httpx.get(f"{base}/readyz", timeout=1)
@@ -109,4 +109,4 @@ def test_serve_pins_the_peer_too(tmp_path: Path) -> None:
         assert "alice lacks the permission" in body["message"]
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)

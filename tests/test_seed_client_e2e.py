@@ -27,6 +27,7 @@ import pytest
 import yaml
 from test_daemon import llmops_process
 
+from conftest import SERVER_START_SECONDS
 from llmops.client import HealthNotObservedError, LlmopsApiError, ServingClient
 from llmops.engine.source import scaffold
 from llmops.engine.store import Store, state
@@ -115,7 +116,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     live = Server(f"http://127.0.0.1:{port}", repo, env, db)
     live.reconcile()
     with llmops_process("serve", env=env) as proc:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             try:
                 if httpx.get(f"{live.url}/llm-ops/v1/healthz", timeout=1).status_code == 200:
