@@ -111,7 +111,8 @@ def test_an_unreachable_model_server_is_reported_without_waiting(recorded: Store
     client = client_for(recorded, "http://127.0.0.1:9/{path}")
     started = time.monotonic()
     data = ok(client.get(URL, params={"environment": "prod"}))
-    assert time.monotonic() - started < 3
+    # A hang bound (the probe's own timeout is 1 s), not a speed test: a busy machine took 4.6 s.
+    assert time.monotonic() - started < 15
     assert data["modelServer"]["checked"] is True
     assert data["modelServer"]["ready"] is None
     assert "not reachable" in data["modelServer"]["error"]
