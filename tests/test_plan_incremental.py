@@ -1,16 +1,17 @@
-"""`llmops plan` reads revisions from git objects and renders and diffs only what changed,
-and prints exactly what the full plan (both revisions exported, loaded, rendered and
-compared object by object) prints, for every kind of change a pull request makes."""
+"""`llmops plan` reads revisions from git objects, renders each unchanged spec once,
+diffs only objects that are not the very same on both sides, and prints exactly what the
+full plan (both revisions exported, loaded, rendered and compared object by object)
+prints, for every kind of change a pull request makes."""
 
 from __future__ import annotations
 
 import io
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import synth
+from test_plan import commit, git
 
 from conftest import CliResult, edit
 from llmops.cli import plan_cmd
@@ -20,18 +21,6 @@ from llmops.engine.spec import loader, validate
 
 Cli = Callable[..., CliResult]
 NOW = "2026-12-07T12:00:00+00:00"
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=repo,
-                          check=True, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "--no-verify", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 def full_plan(repo: Path, base: str, head: str) -> tuple[int, dict[str, str]]:
