@@ -188,8 +188,9 @@ def test_an_upload_streams_to_s3_and_records_the_file_in_a_commit(
 def test_a_base_model_needs_config_json_first(world: World, s3_server: str) -> None:
     tip = add_model(world, "fresh-base", "0.1.0", "base")
     app = make_app(world, s3_server)
+    # The body is valid; the model as it stands does not take it (409, not 422).
     body = failed(upload(app, "fresh-base@0.1.0", "weights.safetensors", payload(100),
-                         length=100), 422)
+                         length=100), 409)
     assert any("config.json" in i["message"] for i in body["data"]["issues"]), body
     assert keys(s3_server) == []  # the object went again with the refused commit
     assert git(world.repo, "for-each-ref", "--format=%(refname)", "refs/heads/llmops") == ""
@@ -437,7 +438,7 @@ def test_a_multipart_base_model_without_config_json_is_refused_and_stores_nothin
         world: World, s3_server: str) -> None:
     add_model(world, "fresh-base", "0.1.0", "base")
     body = failed(upload_files(make_app(world, s3_server), "fresh-base@0.1.0",
-                               [("a.safetensors", b"1"), ("b.safetensors", b"2")]), 422)
+                               [("a.safetensors", b"1"), ("b.safetensors", b"2")]), 409)
     assert any("config.json" in i["message"] for i in body["data"]["issues"]), body
     assert keys(s3_server) == []
 
