@@ -76,8 +76,9 @@ class Actuator(Protocol):
     applies: bool
     """Whether acting changes anything (False for the plan-only actuator)."""
 
-    def observe(self, environment: str) -> dict[ResourceKey, KubeObject]:
-        """The objects currently published/applied for the environment; raises
+    def observe(self, environment: str) -> Mapping[ResourceKey, KubeObject]:
+        """The objects currently published/applied for the environment, read-only (an
+        actuator may hand out the same mapping again while nothing changed); raises
         ``ActuatorError`` when that cannot be known (unknown is never empty)."""
         ...
 

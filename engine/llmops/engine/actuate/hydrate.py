@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -259,7 +260,8 @@ class _Seen:
 
     target: str
     watch: DirWatch | None
-    objects: dict[ResourceKey, KubeObject]
+    objects: Mapping[ResourceKey, KubeObject]
+    """Read-only and handed out as it is: an unchanged set is the very same mapping."""
     read_at: float
 
     def still(self, target: str, sweep_seconds: float) -> bool:
@@ -280,14 +282,14 @@ class HydrateActuator:
         self._parsed: dict[str, dict[FileStamp, KubeObject]] = {}
         self._seen: dict[str, _Seen] = {}
 
-    def observe(self, environment: str) -> dict[ResourceKey, KubeObject]:
+    def observe(self, environment: str) -> Mapping[ResourceKey, KubeObject]:
         """The published set; read again only when it may have changed (see ``_Seen``)."""
         link = self.root / environment
         try:
             target = os.readlink(link) if link.is_symlink() else ""
             seen = self._seen.get(environment)
             if seen is not None and seen.still(target, self.sweep_seconds):
-                return dict(seen.objects)
+                return seen.objects
             if seen is not None and seen.watch is not None:
                 seen.watch.close()
             # Armed before the read: an edit made during it shows up on the next pass.
@@ -297,9 +299,9 @@ class HydrateActuator:
         except (OSError, ValueError, KeyError) as exc:
             raise ActuatorError(f"{self.root / environment}: cannot read the published "
                                 f"set: {exc}") from exc
-        objects = dict(published.objects) if published else {}
+        objects = MappingProxyType(dict(published.objects) if published else {})
         self._seen[environment] = _Seen(target, watch, objects, time.monotonic())
-        return dict(objects)
+        return objects
 
     def act(self, plan: ActPlan) -> ActResult:
         objects = {**plan.keep, **plan.desired}

@@ -134,7 +134,7 @@ class Reconciler:
         self.render_cache = RenderCache()
         self._revision: Revision | None = None
         self._last_sample: dict[str, float] = {}
-        self._in_sync: dict[str, tuple[str, int, str, tuple[object, ...]]] = {}
+        self._in_sync: dict[str, tuple[str, int, str, Mapping[ResourceKey, KubeObject]]] = {}
         self._memos: dict[str, diff.LiveMemo] = {}
         self._spec_status: dict[SpecKey, state.SpecStatus] = {}
         self._applied: dict[str, tuple[str, validate.SpecSet]] = {}
@@ -255,9 +255,10 @@ class Reconciler:
                 live = _observe(actuator, env)
                 # A resync: the rendered and live objects are exactly those of the
                 # last pass that found nothing to write. Nothing to compare or record.
-                # (Comparing tuples tests identity first: the actuator's unchanged
-                # objects cost nothing, a changed one is compared by value.)
-                fingerprint = (sha, id(objects), source_error, tuple(live.items()))
+                # (Comparing tuples tests identity first: the very mapping the actuator
+                # handed out last time costs nothing; another is compared by value, each
+                # unchanged object by identity.)
+                fingerprint = (sha, id(objects), source_error, live)
                 if self._in_sync.get(env) == fingerprint:
                     return self._resynced(env, sha, spec_set, len(objects))
                 inventory = {item.key: item for item in state.read_inventory(self.store, env)}
@@ -584,7 +585,7 @@ def _declared(revision: Revision, env: str) -> tuple[validate.SpecSet, repoconfi
     return revision.spec_set, config
 
 
-def _observe(actuator: Actuator, env: str) -> dict[ResourceKey, KubeObject]:
+def _observe(actuator: Actuator, env: str) -> Mapping[ResourceKey, KubeObject]:
     """What the target holds now, or a stop: unknown is never empty."""
     try:
         return actuator.observe(env)
