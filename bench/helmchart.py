@@ -9,10 +9,10 @@ the same fields (``endpoints`` and ``trainingJobs`` as lists, the models,
 prompt templates and environments they refer to as maps, the experiments and
 the policy's GPU budgets), and the templates resolve those references the way
 the renderers do and produce the same kinds: per endpoint a Deployment (model
-fetch init containers, the server, the prompt-router sidecar when there is a
-prompt or an experiment, probes, security, volumes), a Service, a
-HorizontalPodAutoscaler, two Ingresses and a prompt ConfigMap when it has a
-template; a ConfigMap per experiment; a Job per training job; a Namespace and
+fetch init containers, the server, the prompt-router sidecar, probes, security,
+volumes), a Service, a HorizontalPodAutoscaler, two Ingresses and the always-mounted
+prompt ConfigMap (the template when there is one, the running experiment's name: the
+renderer writes its whole variant table there); a ConfigMap per experiment; a Job per training job; a Namespace and
 a GPU ResourceQuota per team and environment. Every object carries the same
 labels and a spec-hash annotation. The chart is a fair peer, not a copy: some
 defaults llmops derives (storage sizes from file sizes, spread constraints)
