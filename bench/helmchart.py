@@ -12,11 +12,11 @@ the renderers do and produce the same kinds: per endpoint a Deployment (model
 fetch init containers, the server, the prompt-router sidecar, probes, security,
 volumes), a Service, a HorizontalPodAutoscaler, two Ingresses and the always-mounted
 prompt ConfigMap (the template when there is one, the running experiment's name: the
-renderer writes its whole variant table there); a ConfigMap per experiment; a Job per training job; a Namespace and
-a GPU ResourceQuota per team and environment. Every object carries the same
-labels and a spec-hash annotation. The chart is a fair peer, not a copy: some
-defaults llmops derives (storage sizes from file sizes, spread constraints)
-are fixed here.
+renderer writes its whole variant table there); a ConfigMap per experiment; a Job per
+training job; a Namespace and a GPU ResourceQuota per team and environment. Every
+object carries the same labels and a spec-hash annotation. The chart is a fair peer,
+not a copy: some defaults llmops derives (storage sizes from file sizes, spread
+constraints) are fixed here.
 
 Caller: ``bench_render.py``; ``tests/test_bench_peers.py`` checks its shape.
 """
