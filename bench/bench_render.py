@@ -8,8 +8,7 @@ then times each command as a whole process, cold (a new process, no parse
 cache), the median of 3 runs, with its peak RSS (``bench/measure.py``):
 
 - ``llmops validate REPO``;
-- ``llmops render REPO --env ENV`` for every environment, one process each
-  (the render command takes one environment), summed;
+- ``llmops render REPO``: every environment, in one process;
 - ``helm template`` of the equivalent chart (every environment in one
   process), with the ratio llmops render / helm template;
 - ``git diff --name-only HEAD~1 HEAD`` and ``llmops plan REPO --base HEAD~1
@@ -62,17 +61,14 @@ def bench(n: int, tmp: Path, helm: Path) -> None:
 
     validate = measure.median(lambda: measure.run([LLMOPS, "validate", repo]))
 
-    def render_all() -> measure.Sample:
-        return measure.chain([measure.run([LLMOPS, "render", repo, "--env", env],
-                                          stdout=out / f"{env}.yaml") for env in synth.ENVS])
-
-    render = measure.median(render_all)
+    render = measure.median(lambda: measure.run([LLMOPS, "render", repo],
+                                                stdout=out / "llmops.yaml"))
     template = measure.median(lambda: measure.run([helm, "template", "bench", chart],
                                                   env=helm_env, stdout=out / "helm.yaml"))
-    ours = _objects(*(out / f"{env}.yaml" for env in synth.ENVS))
+    ours = _objects(out / "llmops.yaml")
     theirs = _objects(out / "helm.yaml")
     _row("llmops validate", validate)
-    _row(f"llmops render, {len(synth.ENVS)} environments (a process each)", render,
+    _row(f"llmops render, all {len(synth.ENVS)} environments (one process)", render,
          f"{ours} objects")
     _row("helm template, equivalent chart (one process)", template, f"{theirs} objects")
     _ratio("ratio llmops render / helm template", render, template)

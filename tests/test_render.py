@@ -37,6 +37,8 @@ import kubernetes_validate
 import pytest
 import referencing
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import TEMPLATE, CliResult
 from llmops.engine import manifest
@@ -220,6 +222,31 @@ def test_golden_manifests(template_set: SpecSet, env: str) -> None:
                                             f"golden/{env}.yaml", f"rendered {env}", n=2))
         pytest.fail(f"rendered {env} differs from golden/{env}.yaml "
                     f"(LLMOPS_UPDATE_GOLDEN=1 regenerates it):\n{diff}", pytrace=False)
+
+
+_AWKWARD = st.sampled_from([
+    "yes", "no", "on", "null", "~", "1.0", "12:30", "2020-01-01", "1e3", "0x1f", ".inf", "<<",
+    "=", "-", "- a", "a:", "a: b", "a #b", "a#b", "...", "--- x", "x\n", "x\n\n", "\n",
+    " x\ny", "\tx", "é", "\x85", "\u2028", "a  b", "True", "8000", "+1", "-1", "1_000",
+    "s3://bucket/key", "vllm/vllm-openai:v0.6.3", "Delete=false,Prune=false", "{\"a\": 1}"])
+_TEXT = st.one_of(st.text(max_size=30), _AWKWARD,
+                  st.text(alphabet="ab :#-\n '\"{}[],.0123456789tyn~|>!&*\u2028", max_size=12))
+_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), _TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(_TEXT, inner, max_size=4)),
+    max_leaves=25)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(_TEXT, _VALUES, max_size=5))
+def test_manifest_text_is_what_pyyaml_writes_and_reads_back(obj: dict[str, Any]) -> None:
+    # The fast writer must give PyYAML's own bytes (published files, plans and golden
+    # files stay the same) for any value, however awkward its strings.
+    text = manifest.dump_object(obj)
+    assert text == yaml.dump(manifest.ordered(obj), **manifest._DUMP_OPTIONS)
+    assert yaml.safe_load(text) == obj
 
 
 def test_template_renders_what_each_environment_needs(template_set: SpecSet) -> None:
@@ -747,6 +774,25 @@ def test_cli_render_writes_files(tmp_path: Path, cli: Callable[..., CliResult],
     assert not (out / "nlp-platform-stg").exists()
     assert (out / "nlp-platform-dev" / "deployment-support-chat.yaml").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_cli_render_without_env_renders_every_environment_once(
+        tmp_path: Path, cli: Callable[..., CliResult], template_set: SpecSet) -> None:
+    result = cli("render", TEMPLATE, "--commit", GOLDEN_COMMIT)
+    assert result.code == 0, result.err
+    assert result.out == "".join((GOLDEN / f"{env}.yaml").read_text(encoding="utf-8")
+                                 for env in ENVIRONMENTS)
+    two = cli("render", TEMPLATE, "--env", "prod", "--env", "dev", "--commit", GOLDEN_COMMIT)
+    assert two.out == "".join((GOLDEN / f"{env}.yaml").read_text(encoding="utf-8")
+                              for env in ("prod", "dev"))
+    out = tmp_path / "out"
+    result = cli("render", TEMPLATE, "--out", out)
+    assert result.code == 0, result.err
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.yaml"))
+    assert files == sorted(f"{env}/{manifests.relative_path(o)}" for env in ENVIRONMENTS
+                           for o in render_environment(template_set, env))
+    assert "environments: [\"dev\", \"stg\", \"prod\"]" in (
+        out / ".llmops-render").read_text()
 
 
 def test_cli_render_refuses_to_replace_a_foreign_directory(

@@ -1,9 +1,12 @@
-"""`llmops render`: the Kubernetes objects of one environment, as YAML or as files.
+"""`llmops render`: the Kubernetes objects of environments, as YAML or as files.
 
-Input: a specs repo (PATH), ``--env``, optionally ``--commit`` and ``--out``.
-Output: a multi-document YAML stream on stdout, or with ``--out DIR`` one file
-per object (``<namespace>/<kind>-<name>.yaml``, cluster-scoped objects under
-``_cluster/``) that replaces DIR atomically. Registered on the ``llmops``
+Input: a specs repo (PATH), ``--env`` (repeatable; without it every environment of
+``llmops.yaml``, in its order, loaded and validated once), optionally ``--commit``
+and ``--out``. Output: a multi-document YAML stream on stdout (the environments one
+after the other), or with ``--out DIR`` one file per object
+(``<namespace>/<kind>-<name>.yaml``, cluster-scoped objects under ``_cluster/``;
+under ``<env>/`` first when more than one environment renders) that replaces DIR
+atomically. Registered on the ``llmops``
 group by ``llmops.cli``; also usable as an Argo CD Config Management Plugin
 generate command (``llmops render . --env prod``), which passes the revision
 in ``ARGOCD_APP_REVISION``.
@@ -43,9 +46,9 @@ class OutputError(LlmopsError):
     """The rendered files could not be written."""
 
 
-def _marker(environment: str, commit: str) -> str:
+def _marker(environments: list[str], commit: str) -> str:
     return ("# Written by llmops render; replaced as a whole on the next render.\n"
-            f"environment: {json.dumps(environment)}\nsourceCommit: {json.dumps(commit)}\n")
+            f"environments: {json.dumps(environments)}\nsourceCommit: {json.dumps(commit)}\n")
 
 
 def write_tree(out: Path, files: dict[str, str], marker: str) -> None:
@@ -93,31 +96,42 @@ def write_tree(out: Path, files: dict[str, str], marker: str) -> None:
 
 @click.command("render")
 @click.argument("path", default=".", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--env", "environment", required=True, metavar="ENV",
-              help="Environment of llmops.yaml to render.")
+@click.option("--env", "environments", multiple=True, metavar="ENV",
+              help="Environment of llmops.yaml to render (repeatable; default: every one).")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
-              help="Write one file per object under this directory (replaced as a whole).")
+              help="Write one file per object under this directory (replaced as a whole; "
+                   "one subdirectory per environment when several render).")
 @click.option("--commit", default=None, metavar="SHA",
               help="Source commit to stamp (default: $ARGOCD_APP_REVISION, else empty).")
-def render(path: Path, environment: str, out: Path | None, commit: str | None) -> None:
-    """Render the Kubernetes objects of ENV from the specs under PATH."""
+def render(path: Path, environments: tuple[str, ...], out: Path | None,
+           commit: str | None) -> None:
+    """Render the Kubernetes objects of ENV (default: every environment) from PATH."""
     revision = commit if commit is not None else os.environ.get("ARGOCD_APP_REVISION", "")
     # Spec and render errors reach ``llmops.cli.main``, which prints them to stderr and
     # exits 1; stdout is written only once everything has rendered.
     spec_set = validate.load_and_validate(path)
-    if environment not in spec_set.config.environments:
-        declared = ", ".join(spec_set.config.environments)
-        click.echo(f"error: unknown environment {environment!r} (declared in "
-                   f"llmops.yaml: {declared})", err=True)
-        sys.exit(EXIT_USAGE)
-    objects = render_stage.render_environment(spec_set, environment,
-                                              revision=revision)
+    declared = list(spec_set.config.environments)
+    for environment in environments:
+        if environment not in declared:
+            click.echo(f"error: unknown environment {environment!r} (declared in "
+                       f"llmops.yaml: {', '.join(declared)})", err=True)
+            sys.exit(EXIT_USAGE)
+    names = list(dict.fromkeys(environments)) or declared
+    # Only the text is kept while the next environment renders.
+    texts: list[str] = []
+    files: dict[str, str] = {}
+    count = 0
+    for name in names:
+        objects = render_stage.render_environment(spec_set, name, revision=revision)
+        count += len(objects)
+        if out is None:
+            texts.append(manifest.to_yaml(objects))
+        else:
+            prefix = f"{name}/" if len(names) > 1 else ""
+            files.update((prefix + rel, text) for rel, text in manifests.layout(objects).items())
     if out is None:
-        text = manifest.to_yaml(objects)
-    else:
-        write_tree(out, manifests.layout(objects), _marker(environment, revision))
-    if out is None:
-        sys.stdout.write(text)
+        sys.stdout.write("".join(texts))
         sys.stdout.flush()
     else:
-        click.echo(f"wrote {len(objects)} objects of {environment} to {out}", err=True)
+        write_tree(out, files, _marker(names, revision))
+        click.echo(f"wrote {count} objects of {', '.join(names)} to {out}", err=True)

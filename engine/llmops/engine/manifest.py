@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -130,6 +131,150 @@ def _str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
 
 _Dumper.add_representer(str, _str)
 
+_DUMP_OPTIONS: dict[str, Any] = {"Dumper": _Dumper, "sort_keys": False, "allow_unicode": True,
+                                 "default_flow_style": False, "width": 1 << 30}
+"""No folding of long lines: a value stays on its line, however long."""
+
+# A string PyYAML writes plain (unquoted) in block context, unless a resolver reads it as
+# another type: words of printable ASCII joined by single spaces or by ':' (never ': ',
+# ' #' nor a trailing ':'), not starting with an indicator.
+_WORD = r"[A-Za-z0-9_./$()=+~<>@%&*!?,;'\"\[\]{}^|\\-]"
+_PLAIN = re.compile(rf"(?!\.\.\.)[A-Za-z0-9_./$(=+~<]{_WORD}*(?:[ :]{_WORD}+)*")
+_BREAKS = re.compile("[\n\r\x85\u2028\u2029]")
+_ODD_BREAKS = re.compile("[\r\x85\u2028\u2029]")
+_RESOLVER = yaml.resolver.Resolver()  # the one yaml.CSafeDumper uses
+_RESOLVED_FIRST = frozenset(_RESOLVER.yaml_implicit_resolvers)
+
+
+class _Unusual(Exception):
+    """The object holds something the fast writer leaves to PyYAML (see ``_Writer``)."""
+
+
+class _Writer:
+    """Block-style YAML text byte-identical to ``yaml.dump(obj, **_DUMP_OPTIONS)``, written
+    without building PyYAML's node graph.
+
+    Common strings are decided here; any other string (quoted, a literal block), and
+    floats, are written by PyYAML. Every string's text is remembered (up to
+    ``_MEMO_SIZE``, shared by all writers). Keys that are not short one-line strings
+    and values other than dict, list, str, int, float, bool and None raise
+    ``_Unusual``, and the caller dumps the whole object with PyYAML. One writer per
+    document.
+    """
+
+    def __init__(self) -> None:
+        self.open_ended = False
+        self.out: list[str] = []
+
+    @staticmethod
+    def scalar(value: Any) -> tuple[str, bool]:
+        """``(text, open_ended)``: the scalar as PyYAML writes it at the top level, its
+        continuation lines indented by two, and whether it is a ``|+`` block."""
+        if value is None:
+            return "null", False
+        if value is True or value is False:
+            return ("true" if value else "false"), False
+        kind = type(value)
+        if kind is int:
+            return str(value), False
+        found = None
+        if kind is str:
+            found = _scalars.get(value)
+            if found is not None:
+                return found
+            if _ODD_BREAKS.search(value):
+                raise _Unusual("line break")
+            if _PLAIN.fullmatch(value) and (
+                    value[0] not in _RESOLVED_FIRST
+                    or _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+                    == "tag:yaml.org,2002:str"):
+                found = value, False
+        elif kind is not float:
+            raise _Unusual(kind.__name__)
+        if found is None:
+            text = yaml.dump(value, **_DUMP_OPTIONS)
+            open_ended = text.endswith("\n...\n")
+            found = (text[:-5] if open_ended else text[:-1]), open_ended and text[0] == "|"
+            if kind is float:  # not remembered: 0.0 == -0.0
+                return found
+        if len(_scalars) >= _MEMO_SIZE:
+            _scalars.clear()
+        _scalars[value] = found
+        return found
+
+    @staticmethod
+    def key(key: Any) -> str:
+        text = _keys.get(key)
+        if text is None:
+            # PyYAML writes an empty, long or multi-line key as a complex key ("? key").
+            if type(key) is not str or not key or len(key) > 100 or _BREAKS.search(key):
+                raise _Unusual("key")
+            text = _Writer.scalar(key)[0]
+            if len(_keys) >= _MEMO_SIZE:
+                _keys.clear()
+            _keys[key] = text
+        return text
+
+    def value(self, prefix: str, value: Any, column: int) -> bool:
+        """Append ``prefix`` + ``value`` (a scalar, {} or []) as lines; False for a
+        non-empty dict or list, which the caller writes below ``prefix``."""
+        kind = type(value)
+        if kind is dict or kind is list:
+            if value:
+                return False
+            self.out.append(prefix + ("{}" if kind is dict else "[]"))
+            return True
+        text, open_ended = (_scalars.get(value) if kind is str else None) or self.scalar(value)
+        if "\n" in text:
+            if text[0] == "|":  # libyaml ends the document with "..." if its last block is "|+"
+                self.open_ended = open_ended
+            pad = "\n" + " " * column
+            first, *rest = text.split("\n")
+            text = first + "".join(pad + line if line else "\n" for line in rest)
+        self.out.append(prefix + text)
+        return True
+
+    def mapping(self, mapping: dict[Any, Any], indent: int, first: str) -> None:
+        pad = " " * indent
+        for key, value in mapping.items():
+            prefix = f"{first}{_keys.get(key) or self.key(key)}: "
+            first = pad
+            if self.value(prefix, value, indent):
+                continue
+            self.out.append(prefix[:-1])
+            if type(value) is dict:
+                self.mapping(value, indent + 2, " " * (indent + 2))
+            else:
+                self.sequence(value, indent, pad)
+
+    def sequence(self, items: list[Any], indent: int, first: str) -> None:
+        pad = " " * indent
+        for item in items:
+            prefix = f"{first}- "
+            first = pad
+            if self.value(prefix, item, indent):
+                continue
+            if type(item) is dict:
+                self.mapping(item, indent + 2, prefix)
+            else:
+                self.sequence(item, indent + 2, prefix)
+
+    def document(self, obj: dict[str, Any]) -> str:
+        if not obj:
+            raise _Unusual("empty")
+        self.mapping(obj, 0, "")
+        if self.open_ended:
+            self.out.append("...")
+        self.out.append("")
+        return "\n".join(self.out)
+
+
+_MEMO_SIZE = 50_000
+_scalars: dict[str, tuple[str, bool]] = {}
+"""A string -> its text and whether it is open-ended."""
+_keys: dict[str, str] = {}
+"""A mapping key -> its text."""
+
 
 def _head_first(mapping: Mapping[str, Any], head: Iterable[str]) -> dict[str, Any]:
     out = {key: mapping[key] for key in head if key in mapping}
@@ -145,10 +290,17 @@ def ordered(obj: KubeObject) -> KubeObject:
     return out
 
 
+def _dump(obj: dict[str, Any]) -> str:
+    try:
+        return _Writer().document(obj)
+    except _Unusual:
+        text: str = yaml.dump(obj, **_DUMP_OPTIONS)
+        return text
+
+
 def dump_object(obj: KubeObject) -> str:
     """One object as one YAML document (no ``---``)."""
-    return yaml.dump(ordered(obj), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                     default_flow_style=False, width=100)
+    return _dump(ordered(obj))
 
 
 def to_yaml(objects: Iterable[KubeObject]) -> str:
