@@ -74,11 +74,14 @@ def _reject(value: Any) -> Any:
     raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_reject)
+
+
 def tojson(value: Any) -> Json:
     """Serialise one value as JSON (the filter templates use for every value)."""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    return Json(json.dumps(value, ensure_ascii=False, allow_nan=False, default=_reject))
+    return Json(_ENCODER.encode(value))
 
 
 def _finalize(value: Any) -> Any:
@@ -118,11 +121,13 @@ class _DuplicateKey(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(f"rendered output repeats the key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"rendered output repeats the key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -130,9 +135,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"rendered output contains {name}, which is not JSON")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
 def parse_json(text: str) -> Any:
     """Parse rendered JSON; duplicate keys and NaN/Infinity are errors."""
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    return _DECODER.decode(text)
 
 
 def _template_name(template: str | jinja2.Template) -> str:
