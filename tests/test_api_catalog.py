@@ -89,6 +89,23 @@ def test_record_replaces_the_whole_catalog_once_per_revision(
     assert catalog.revision(store) == "d" * 40
 
 
+def test_name_filters_take_like_wildcards_literally(
+        store: Store, spec_set: validate.SpecSet) -> None:
+    """``?name=s_`` on the catalog routes is a prefix, not a LIKE pattern: ``_`` and ``%``
+    match only themselves (no spec name holds them), on SQLite and PostgreSQL alike."""
+    catalog.record(store, REV, spec_set)
+
+    def names(**query: str) -> list[str]:
+        return [e.name for e in catalog.list_entries(store, kind=Kind.MODEL, **query)]
+
+    assert names(name_prefix="sql") == ["sql-adapter@1.0.0"]
+    for pattern in ("s_l", "sql%", "%", "_", "sql-adapter@1.0.0/"):
+        assert names(name_prefix=pattern) == [], pattern
+    assert names(name="sql-adapter") == ["sql-adapter@1.0.0"]
+    for pattern in ("sql_adapter", "sql%", "%"):
+        assert names(name=pattern) == [], pattern
+
+
 def test_the_reconciler_records_each_validated_revision(
         store: Store, template_git_repo: Path, tmp_path: Path) -> None:
     src = snapshots.open_source(str(template_git_repo), "main", tmp_path / "work")

@@ -55,6 +55,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from llmops.api import denials, errors, peer, tokens
 from llmops.api.deps import AuditLogDep, SettingsDep, StoreDep
@@ -226,15 +227,32 @@ BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="JWT",
 BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
-def get_principal(request: Request, settings: SettingsDep, _: BearerDoc = None) -> Principal:
+def identify(request: Request, settings: Settings) -> Principal:
     """The caller, or 400 (ambiguous headers) / 401 (no trustworthy identity), each
-    refusal audited (rate-limited: ``llmops.api.denials``) before it answers."""
+    refusal audited (rate-limited: ``llmops.api.denials``) before it answers. Blocks on
+    the store for a refusal: for sync callers (the dashboard)."""
     try:
         return _identify(request, settings)
     except (errors.Unauthorized, errors.BadRequest) as err:
-        record_denial(request, denials.claimed(_claimed_name(request)), err.message,
-                      int(err.status_code), {"authenticatedBy": "none"})
+        _record_refusal(request, err)
         raise
+
+
+async def get_principal(request: Request, settings: SettingsDep,
+                        _: BearerDoc = None) -> Principal:
+    """``identify`` as the routes' dependency: run on the event loop (headers and a
+    signature, no I/O but a JWKS file's ``stat``), so a request costs no thread-pool
+    hop for it; only a refusal's audit write goes to the thread pool."""
+    try:
+        return _identify(request, settings)
+    except (errors.Unauthorized, errors.BadRequest) as err:
+        await run_in_threadpool(_record_refusal, request, err)
+        raise
+
+
+def _record_refusal(request: Request, err: errors.Unauthorized | errors.BadRequest) -> None:
+    record_denial(request, denials.claimed(_claimed_name(request)), err.message,
+                  int(err.status_code), {"authenticatedBy": "none"})
 
 
 def _claimed_name(request: Request) -> str:

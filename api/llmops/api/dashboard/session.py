@@ -4,7 +4,7 @@ Role: the dashboard's side of authentication, CSRF and rendering, over the
 REST API's own rules (``llmops.api.auth``):
 
 - the principal comes from the same trusted-proxy headers or bearer token as
-  the REST API (``auth.get_principal``), or else from the session cookie
+  the REST API (``auth.identify``), or else from the session cookie
   ``llmops_token`` that the login page sets (HttpOnly, SameSite=Strict),
   verified exactly as a bearer token (``auth.principal_from_token``); with
   neither, a page redirects to ``/login``;
@@ -131,7 +131,7 @@ def check_csrf(request: Request, user: str, sent: str | None) -> None:
 def principal_of(request: Request, settings: SettingsDep) -> auth.Principal:
     """Proxy headers or bearer header as on the API; else the session cookie; else login."""
     if any(name in request.headers for name in auth.GUARDED_HEADERS):
-        return auth.get_principal(request, settings)
+        return auth.identify(request, settings)
     token = request.cookies.get(TOKEN_COOKIE)
     if not token:
         raise LoginRequired()

@@ -33,6 +33,7 @@ ones); a row whose key is not there is ``unverifiable``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -43,7 +44,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, insert, select, text
+from sqlalchemy import Select, bindparam, insert, select, text
 
 from llmops.engine import redact
 from llmops.engine.store import db, models, seal
@@ -246,6 +247,29 @@ _COLUMNS = (AuditRow.id, AuditRow.at, AuditRow.actor, AuditRow.source_commit,
             AuditRow.key_id)
 
 
+_FILTERS = ("actor", "action", "result", "environment")
+
+
+@functools.lru_cache(maxsize=128)
+def _page_statement(filters: tuple[str, ...], after: bool, since: bool, until: bool,
+                    end: bool) -> Select[Any]:
+    """``AuditLog.query``'s page for one shape of filter, built once (bound parameters
+    named after its arguments; ``first`` and ``end``: the ids ``since`` and ``until``
+    start at)."""
+    stmt: Select[Any] = select(*_COLUMNS)
+    for name in filters:
+        stmt = stmt.where(getattr(AuditRow, name) == bindparam(name))
+    if after:
+        stmt = stmt.where(AuditRow.id < bindparam("after_id"))
+    if since:
+        stmt = stmt.where(AuditRow.at >= bindparam("since"), AuditRow.id >= bindparam("first"))
+    if until:
+        stmt = stmt.where(AuditRow.at < bindparam("until"))
+    if end:
+        stmt = stmt.where(AuditRow.id < bindparam("end"))
+    return stmt.order_by(AuditRow.id.desc()).limit(bindparam("limit"))
+
+
 def _first_id_from(at: datetime) -> Select[int]:
     """The id of the first entry at or after ``at`` (through the ``at`` index)."""
     return (select(AuditRow.id).where(AuditRow.at >= at)
@@ -363,26 +387,21 @@ class AuditLog:
         and stops after ``limit`` rows, also with a million entries.
         """
         limit = max(1, min(limit, MAX_PAGE))
-        stmt: Select[Any] = select(*_COLUMNS)
-        for column, value in ((AuditRow.actor, actor), (AuditRow.action, action),
-                              (AuditRow.result, result), (AuditRow.environment, environment)):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        if after_id is not None:
-            stmt = stmt.where(AuditRow.id < after_id)
+        params: dict[str, Any] = {"actor": actor, "action": action, "result": result,
+                                  "environment": environment, "after_id": after_id,
+                                  "since": since, "until": until, "limit": limit}
         with self.store.connection() as conn:
             if since is not None:
-                first = conn.execute(_first_id_from(since)).scalar()
-                if first is None:
+                params["first"] = conn.execute(_first_id_from(since)).scalar()
+                if params["first"] is None:
                     return AuditPage((), None)
-                stmt = stmt.where(AuditRow.at >= since, AuditRow.id >= first)
             if until is not None:
-                end = conn.execute(_first_id_from(until)).scalar()
-                stmt = stmt.where(AuditRow.at < until)
-                if end is not None:
-                    stmt = stmt.where(AuditRow.id < end)
-            stmt = stmt.order_by(AuditRow.id.desc()).limit(limit)
-            entries = tuple(_record(row) for row in conn.execute(stmt))
+                params["end"] = conn.execute(_first_id_from(until)).scalar()
+            stmt = _page_statement(
+                tuple(name for name in _FILTERS if params[name] is not None),
+                after_id is not None, since is not None, until is not None,
+                params.get("end") is not None)
+            entries = tuple(_record(row) for row in conn.execute(stmt, params).all())
         next_after = entries[-1].id if len(entries) == limit else None
         return AuditPage(entries, next_after)
 

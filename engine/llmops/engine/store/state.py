@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, bindparam, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
@@ -374,16 +374,25 @@ def list_spec_status(database: Db, *, environment: str | None = None,
 
 
 def spec_status_of(row: SpecStatusRow) -> SpecStatus:
-    """A status row as its value (``catalog.status_page`` joins the rows itself)."""
+    """A status row as its value."""
     return SpecStatus(SpecKey(row.kind, row.environment, row.name), row.revision, row.health,
                       row.drift, row.last_error, row.updated_at)
 
 
+_SPEC_STATUS = SpecStatusRow.__table__.c
+_SPEC_STATUS_BY_KEY = select(_SPEC_STATUS.revision, _SPEC_STATUS.health, _SPEC_STATUS.drift,
+                             _SPEC_STATUS.last_error, _SPEC_STATUS.updated_at).where(
+    _SPEC_STATUS.kind == bindparam("kind"), _SPEC_STATUS.environment == bindparam("env"),
+    _SPEC_STATUS.name == bindparam("name"))
+
+
 def get_spec_status(database: Db, key: SpecKey) -> SpecStatus | None:
-    """One spec's status (by its primary key), or ``None`` when never assessed."""
+    """One spec's status (by its primary key), or ``None`` when never assessed (a Core
+    statement built once: the API reads it for every endpoint detail)."""
     with db.transaction(database) as session:
-        row = session.get(SpecStatusRow, (key.kind, key.environment, key.name))
-        return spec_status_of(row) if row is not None else None
+        row = session.connection().execute(_SPEC_STATUS_BY_KEY, {
+            "kind": key.kind, "env": key.environment, "name": key.name}).first()
+        return SpecStatus(key, *row) if row is not None else None
 
 
 def _object_status_of(row: ObjectStatusRow) -> ObjectStatus:
@@ -392,21 +401,31 @@ def _object_status_of(row: ObjectStatusRow) -> ObjectStatus:
                         row.health, row.message, row.drift, row.last_error, row.updated_at)
 
 
+_INVENTORY, _OBJECT_STATUS = InventoryEntry.__table__.c, ObjectStatusRow.__table__.c
+_OWNED = (select(_INVENTORY.api_group, _INVENTORY.kind, _INVENTORY.namespace,
+                 _INVENTORY.name, _INVENTORY.api_version, _INVENTORY.content_hash,
+                 _INVENTORY.revision, _OBJECT_STATUS.health, _OBJECT_STATUS.message,
+                 _OBJECT_STATUS.drift, _OBJECT_STATUS.last_error, _OBJECT_STATUS.updated_at)
+          .select_from(InventoryEntry.__table__.outerjoin(ObjectStatusRow.__table__, and_(
+              _OBJECT_STATUS.environment == _INVENTORY.environment,
+              _OBJECT_STATUS.api_group == _INVENTORY.api_group,
+              _OBJECT_STATUS.kind == _INVENTORY.kind,
+              _OBJECT_STATUS.namespace == _INVENTORY.namespace,
+              _OBJECT_STATUS.name == _INVENTORY.name)))
+          .where(_INVENTORY.environment == bindparam("env"),
+                 _INVENTORY.spec_kind == bindparam("spec_kind"),
+                 _INVENTORY.spec_name == bindparam("spec_name")))
+
+
 def owned_objects(database: Db, environment: str, spec_kind: str,
                   spec_name: str) -> list[tuple[InventoryItem, ObjectStatus | None]]:
     """The inventory entries of one spec in ``environment``, each with its object's status
     (``None`` when none was recorded), sorted by ``ResourceKey``: one indexed query
     (``inventory (environment, spec_kind, spec_name)``), never the whole inventory."""
-    e, o = InventoryEntry, ObjectStatusRow
-    stmt = (select(e.api_group, e.kind, e.namespace, e.name, e.api_version, e.content_hash,
-                   e.revision, o.health, o.message, o.drift, o.last_error, o.updated_at)
-            .outerjoin(o, and_(o.environment == e.environment, o.api_group == e.api_group,
-                               o.kind == e.kind, o.namespace == e.namespace, o.name == e.name))
-            .where(e.environment == environment, e.spec_kind == spec_kind,
-                   e.spec_name == spec_name))
     out: list[tuple[InventoryItem, ObjectStatus | None]] = []
     with db.transaction(database) as session:  # plain rows: no ORM objects to build
-        for row in session.execute(stmt):
+        for row in session.connection().execute(_OWNED, {
+                "env": environment, "spec_kind": spec_kind, "spec_name": spec_name}).all():
             key = ResourceKey(*row[:4])
             status = (None if row.health is None else ObjectStatus(
                 environment, key, row.health, row.message, row.drift, row.last_error,
