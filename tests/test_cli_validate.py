@@ -144,3 +144,15 @@ def test_version_and_validate_leave_the_web_stack_and_drivers_unimported(argv: l
     done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_every_command_runs_with_the_collector_thresholds_raised() -> None:
+    """The cyclic collector's default thresholds cost a big repo's render a tenth to a third
+    of its CPU (docs/benchmarks.md); every command runs with ``GC_THRESHOLD``."""
+    probe = ("import gc, sys\nfrom llmops.cli import GC_THRESHOLD, main\ntry:\n"
+             "    main(['validate', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
+             "print(gc.get_threshold() == GC_THRESHOLD != (700, 10, 10))")
+    done = subprocess.run([sys.executable, "-c", probe, str(TEMPLATE)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.stdout.splitlines()[-1] == "True", done.stdout + done.stderr

@@ -16,6 +16,7 @@ report. Commands raise; they do not map errors themselves.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -167,8 +168,15 @@ def _is_settings_error(exc: Exception) -> bool:
     return module is not None and isinstance(exc, module.SettingsError)
 
 
+GC_THRESHOLD = (100_000, 50, 100)
+"""The cyclic collector's thresholds for every command. Python's default (700 new
+containers) makes it walk the heap hundreds of times while a big repo loads: a third of
+the CPU of ``llmops render`` at 10,000 endpoints. Cycles are still collected, later."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: runs the CLI and maps errors to exit codes."""
+    gc.set_threshold(*GC_THRESHOLD)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="llmops",
                  standalone_mode=False)
