@@ -51,7 +51,7 @@ def _ratio(label: str, a: measure.Sample, b: measure.Sample) -> None:
 
 def bench(n: int, tmp: Path, helm: Path) -> None:
     repo = synth.generate(tmp / "specs", n)
-    chart = helmchart.write_chart(repo, tmp / "chart")
+    chart, values = helmchart.write_chart(repo, tmp / "chart")
     out = tmp / "out"
     out.mkdir()
     helm_env = dict(os.environ, **{f"HELM_{k}_HOME": str(tmp / "helm" / k.lower())
@@ -63,7 +63,7 @@ def bench(n: int, tmp: Path, helm: Path) -> None:
 
     render = measure.median(lambda: measure.run([LLMOPS, "render", repo],
                                                 stdout=out / "llmops.yaml"))
-    template = measure.median(lambda: measure.run([helm, "template", "bench", chart],
+    template = measure.median(lambda: measure.run([helm, "template", "bench", chart, "-f", values],
                                                   env=helm_env, stdout=out / "helm.yaml"))
     ours = _objects(out / "llmops.yaml")
     theirs = _objects(out / "helm.yaml")

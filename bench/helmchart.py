@@ -4,7 +4,8 @@
 
 ``write_chart(repo, dest)`` reads the repo's spec files (as ``bench/synth.py``
 writes them) and writes one chart into DEST: ``bench/chart/`` (``Chart.yaml`` and the
-templates) plus a ``values.yaml`` that holds the same specs with
+templates); its values, a file ``DEST-values.yaml`` beside it passed with ``helm template
+-f`` (helm refuses a chart file over 5 MiB, which they are at N=10000), hold the same specs with
 the same fields (``endpoints`` and ``trainingJobs`` as lists, the models,
 prompt templates and environments they refer to as maps, the experiments and
 the policy's GPU budgets), and the templates resolve those references the way
@@ -68,12 +69,13 @@ def values(repo: Path) -> dict[str, Any]:
     }
 
 
-def write_chart(repo: Path, dest: Path) -> Path:
-    """Write the chart for the specs repo ``repo`` into the new folder ``dest``."""
+def write_chart(repo: Path, dest: Path) -> tuple[Path, Path]:
+    """Write the chart for the specs repo ``repo`` into the new folder ``dest`` and its
+    values beside it; returns both paths."""
     shutil.copytree(CHART, dest)
-    (dest / "values.yaml").write_text(yaml.dump(values(repo), Dumper=yaml.CSafeDumper,
-                                                sort_keys=False))
-    return dest
+    values_file = dest.with_name(f"{dest.name}-values.yaml")
+    values_file.write_text(yaml.dump(values(repo), Dumper=yaml.CSafeDumper, sort_keys=False))
+    return dest, values_file
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ import yaml
 def test_chart_lists_every_spec_of_the_repo_with_its_references_resolvable(
         tmp_path: Path) -> None:
     repo = synth.generate(tmp_path / "specs", 40, commits=1)
-    chart = helmchart.write_chart(repo, tmp_path / "chart")
+    chart, values_file = helmchart.write_chart(repo, tmp_path / "chart")
 
     assert yaml.safe_load((chart / "Chart.yaml").read_text())["apiVersion"] == "v2"
     assert {p.name for p in (chart / "templates").iterdir()} == {
         "_helpers.tpl", "endpoints.yaml", "experiments.yaml", "training.yaml",
         "namespaces.yaml"}
-    values = yaml.safe_load((chart / "values.yaml").read_text())
+    values = yaml.safe_load(values_file.read_text())
     endpoints = values["endpoints"]
     assert len(endpoints) == 40
     on_disk = {p.stem for p in (repo / "endpoints").rglob("*.yaml")}
