@@ -147,6 +147,14 @@ def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
         "Deployment/nlp-platform-stg/support-chat"]
 
 
+def test_a_pass_reads_its_commits_from_git_objects_without_writing_them_out(
+        h: Harness) -> None:
+    h.run()
+    bump_stg_support_chat(h)
+    # Only the source's mirror and lock: no commit exported into the work directory.
+    assert not [p.name for p in h.work.iterdir() if len(p.name) == 40]
+
+
 def test_a_run_records_its_commit_and_its_plan_as_llmops_plan_shows_it(h: Harness) -> None:
     first = h.run()["stg"]
     assert first.run_id is not None

@@ -219,7 +219,7 @@ class Reconciler:
             return self._revision
         revision = Revision(snapshot)
         try:
-            revision.spec_set = validate.load_and_validate(snapshot.path, cache=self.cache)
+            revision.spec_set = validate.validate(self.source.load(snapshot, cache=self.cache))
         except SpecError as exc:
             revision.error = exc
         else:
@@ -463,7 +463,7 @@ class Reconciler:
         else:
             try:
                 snapshot = self.source.snapshot_at(applied)
-                base = validate.load_and_validate(snapshot.path, cache=self.cache)
+                base = validate.validate(self.source.load(snapshot, cache=self.cache))
             except (LlmopsError, OSError) as exc:
                 log.info("%s: no semantic summary: revision %s unreadable: %s", env,
                          applied[:12], exc)
