@@ -155,6 +155,29 @@ def test_a_pass_reads_its_commits_from_git_objects_without_writing_them_out(
     assert not [p.name for p in h.work.iterdir() if len(p.name) == 40]
 
 
+def test_a_one_object_change_writes_only_its_inventory_rows(h: Harness) -> None:
+    h.run()
+    before = {i.key: i for i in state.read_inventory(h.store, "stg")}
+    rows: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, params: Any, context: object,
+              many: bool) -> None:
+        if statement.split(None, 1)[0].upper() in ("INSERT", "DELETE") and (
+                " inventory " in f"{statement} "):
+            rows.append(len(params) if many else 1)
+
+    event.listen(h.store.engine, "before_cursor_execute", count)
+    sha, _ = bump_stg_support_chat(h)
+    assert sum(rows) == 0  # one changed Deployment: updated in place, not a new inventory
+    after = {i.key: i for i in state.read_inventory(h.store, "stg")}
+    assert len(before) > 10
+    assert after.keys() == before.keys()
+    assert {i.revision for i in after.values()} == {sha}
+    assert [(k.kind, k.name) for k in after
+            if after[k].content_hash != before[k].content_hash] == [
+        ("Deployment", "support-chat")]
+
+
 def test_a_run_records_its_commit_and_its_plan_as_llmops_plan_shows_it(h: Harness) -> None:
     first = h.run()["stg"]
     assert first.run_id is not None

@@ -353,7 +353,7 @@ class Reconciler:
                             detail=detail)
         # Widen the inventory before acting: a pass killed midway orphans nothing.
         widened = dict(inventory) | record.inventory_items(rendered, sha, self._memos.get(env))
-        state.replace_inventory(self.store, env, widened.values())
+        state.replace_inventory(self.store, env, widened.values(), current=inventory)
         with self._timed(env, "act"):
             try:
                 result = actuator.act(plan) if actuator.applies else None
@@ -367,7 +367,7 @@ class Reconciler:
         record.object_entries(self.audit, env, sha, actor, plan, outcomes, set(drifted))
         if actuator.applies:
             final = record.final_inventory(sha, plan, rendered, widened, outcomes)
-            state.replace_inventory(self.store, env, final.values())
+            state.replace_inventory(self.store, env, final.values(), current=widened)
             state.forget_finished_jobs(self.store, env, (
                 key for key in plan.delete if key not in final))
         counts, error = record.finish(self.store, self.audit, env, sha, actor, run, plan,
@@ -405,7 +405,7 @@ class Reconciler:
             # The target already holds the revision (e.g. after a kill before the
             # final inventory was written): settle the inventory, nothing else.
             items = record.inventory_items(desired, sha, self._memos.get(env))
-            state.replace_inventory(self.store, env, items.values())
+            state.replace_inventory(self.store, env, items.values(), current=inventory)
         self._record_status(env, revision, desired, outcomes, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
         self._remember_applied(env, revision)
