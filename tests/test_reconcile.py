@@ -28,7 +28,7 @@ from llmops.engine.service import compose
 from llmops.engine.settings import Settings
 from llmops.engine.source import snapshots
 from llmops.engine.spec import repoconfig
-from llmops.engine.store import audit, state
+from llmops.engine.store import audit, catalog, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
 from llmops.engine.types import KubeObject, ResourceKey
@@ -176,6 +176,34 @@ def test_a_one_object_change_writes_only_its_inventory_rows(h: Harness) -> None:
     assert [(k.kind, k.name) for k in after
             if after[k].content_hash != before[k].content_hash] == [
         ("Deployment", "support-chat")]
+
+
+def test_a_one_spec_change_rewrites_only_its_catalog_row(h: Harness, tmp_path: Path) -> None:
+    h.run()
+    rows: list[tuple[str, int]] = []
+
+    def count(conn: object, cursor: object, statement: str, params: Any, context: object,
+              many: bool) -> None:
+        verb = statement.split(None, 1)[0].upper()
+        if verb in ("INSERT", "UPDATE", "DELETE") and " spec_catalog" in statement:
+            rows.append((verb, len(params) if many else 1))
+
+    event.listen(h.store.engine, "before_cursor_execute", count)
+    sha, _ = bump_stg_support_chat(h)
+    # Every row's revision in one statement, then the one changed spec by its id.
+    assert rows == [("UPDATE", 1), ("UPDATE", 1)]
+    entries = catalog.list_entries(h.store)
+    assert {e.revision for e in entries} == {sha}
+    # The same catalog as recording the revision afresh.
+    fresh = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    fresh.migrate()
+    assert h.rec._revision is not None
+    assert h.rec._revision.spec_set is not None
+    catalog.record(fresh, sha, h.rec._revision.spec_set)
+    assert [(e.id, e.revision, e.file, e.spec) for e in entries] == [
+        (e.id, e.revision, e.file, e.spec) for e in catalog.list_entries(fresh)]
+    stg = next(e for e in entries if e.name == "support-chat" and e.environment == "stg")
+    assert stg.spec["spec"]["modelRef"]["version"] == "1.3.0"
 
 
 def test_a_run_records_its_commit_and_its_plan_as_llmops_plan_shows_it(h: Harness) -> None:
