@@ -7,11 +7,13 @@ Builds a git specs repo of ENDPOINTS serving endpoints (default 2000, with
 object published), a resync of the same revision (should do close to no work),
 and a pass after the repo's last commit, which changes one endpoint.
 ``BENCH_PROFILE=<part of a pass label>`` (e.g. ``resync``) prints a pyinstrument
-profile of the passes whose label contains it to stderr.
+profile of the passes whose label contains it to stderr. Each line also says how long
+the pass spent in Python's cyclic garbage collector, and in how many full collections.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -44,6 +46,24 @@ def _profiler() -> Any:
     return profiler
 
 
+class GcTimer:
+    """Wall time spent in the cyclic garbage collector, and its full collections."""
+
+    def __init__(self) -> None:
+        self.seconds, self.full, self._start = 0.0, 0, 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+            self.full += info["generation"] == 2
+
+    def reset(self) -> None:
+        self.seconds, self.full = 0.0, 0
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,9 +81,11 @@ def main() -> None:
             clock=lambda: datetime(2026, 11, 25, 9, tzinfo=UTC))
 
         profile = os.environ.get("BENCH_PROFILE", "")
+        collector = GcTimer()
 
         def timed(label: str) -> None:
             profiler = _profiler() if profile and profile in label else None
+            collector.reset()
             start, cpu = time.perf_counter(), time.process_time()
             results = rec.run_once()
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -71,7 +93,8 @@ def main() -> None:
                 profiler.stop()
                 sys.stderr.write(profiler.output_text(show_all=False))
             summary = ", ".join(f"{r.environment} {r.result.value}" for r in results)
-            print(f"{label:<40} {elapsed * 1000:8.0f} ms wall {cpu * 1000:8.0f} ms CPU   "
+            print(f"{label:<40} {elapsed * 1000:8.0f} ms wall {cpu * 1000:8.0f} ms CPU "
+                  f"{collector.seconds * 1000:6.0f} ms GC ({collector.full} full)   "
                   f"({summary})")
 
         print(f"repo: {count} endpoints, {sum(1 for _ in repo.rglob('*.yaml'))} files")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -58,6 +59,33 @@ def assert_published(root: Path, revision: str, objects: list[KubeObject]) -> No
     assert found is not None
     assert found.revision == revision
     assert found.objects == {ResourceKey.of(o): o for o in objects}
+
+
+def test_a_new_set_hashes_and_stats_only_the_objects_that_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    actuator = HydrateActuator(tmp_path)
+    first = config_maps(20, "1")
+    publish(actuator, "rev1", first)
+    second = [*first[:19], config_maps(20, "2")[19]]
+    actuator.observe("dev")  # read in full after the publish: every file stat'ed
+    hashed: list[KubeObject] = []
+    stamped: list[str] = []
+    real_hash, real_stamp = hydrate.object_hash, hydrate._stamp
+    monkeypatch.setattr(hydrate, "object_hash", lambda o: hashed.append(o) or real_hash(o))
+    monkeypatch.setattr(hydrate, "_stamp", lambda p: stamped.append(str(p)) or real_stamp(p))
+    desired = {ResourceKey.of(o): o for o in second}
+    actuator.act(ActPlan("dev", "rev2", desired, {ResourceKey.of(second[19]): "configured"}))
+    assert hashed == [second[19]]
+    # Each previous file checked before it is linked, and the one file written: the
+    # linked files are not stat'ed again after the publish.
+    assert len(stamped) == 20 + 1
+    monkeypatch.setattr(hydrate, "_stamp", real_stamp)
+    assert_published(tmp_path, "rev2", second)
+    index = json.loads(((tmp_path / "dev").resolve() / hydrate.INDEX).read_text())
+    assert index["revision"] == "rev2"
+    assert {e["name"]: e["hash"] for e in index["objects"]} == {
+        o["metadata"]["name"]: real_hash(o) for o in second}
+    assert actuator.observe("dev") == {ResourceKey.of(o): o for o in second}
 
 
 def test_an_error_midway_leaves_no_staging_and_the_previous_set_published(

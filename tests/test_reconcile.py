@@ -28,7 +28,7 @@ from llmops.engine.service import compose
 from llmops.engine.settings import Settings
 from llmops.engine.source import snapshots
 from llmops.engine.spec import repoconfig
-from llmops.engine.store import audit, state
+from llmops.engine.store import audit, catalog, state
 from llmops.engine.store.db import Store, StoreUnavailable
 from llmops.engine.store.models import RunResult, SourceState
 from llmops.engine.types import KubeObject, ResourceKey
@@ -145,6 +145,65 @@ def test_model_bump_writes_only_the_affected_objects(h: Harness) -> None:
     applied = audit.AuditLog(h.store).query(action="apply", environment="stg").entries
     assert [e.target for e in applied if e.source_commit == sha] == [
         "Deployment/nlp-platform-stg/support-chat"]
+
+
+def test_a_pass_reads_its_commits_from_git_objects_without_writing_them_out(
+        h: Harness) -> None:
+    h.run()
+    bump_stg_support_chat(h)
+    # Only the source's mirror and lock: no commit exported into the work directory.
+    assert not [p.name for p in h.work.iterdir() if len(p.name) == 40]
+
+
+def test_a_one_object_change_writes_only_its_inventory_rows(h: Harness) -> None:
+    h.run()
+    before = {i.key: i for i in state.read_inventory(h.store, "stg")}
+    rows: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, params: Any, context: object,
+              many: bool) -> None:
+        if statement.split(None, 1)[0].upper() in ("INSERT", "DELETE") and (
+                " inventory " in f"{statement} "):
+            rows.append(len(params) if many else 1)
+
+    event.listen(h.store.engine, "before_cursor_execute", count)
+    sha, _ = bump_stg_support_chat(h)
+    assert sum(rows) == 0  # one changed Deployment: updated in place, not a new inventory
+    after = {i.key: i for i in state.read_inventory(h.store, "stg")}
+    assert len(before) > 10
+    assert after.keys() == before.keys()
+    assert {i.revision for i in after.values()} == {sha}
+    assert [(k.kind, k.name) for k in after
+            if after[k].content_hash != before[k].content_hash] == [
+        ("Deployment", "support-chat")]
+
+
+def test_a_one_spec_change_rewrites_only_its_catalog_row(h: Harness, tmp_path: Path) -> None:
+    h.run()
+    rows: list[tuple[str, int]] = []
+
+    def count(conn: object, cursor: object, statement: str, params: Any, context: object,
+              many: bool) -> None:
+        verb = statement.split(None, 1)[0].upper()
+        if verb in ("INSERT", "UPDATE", "DELETE") and " spec_catalog" in statement:
+            rows.append((verb, len(params) if many else 1))
+
+    event.listen(h.store.engine, "before_cursor_execute", count)
+    sha, _ = bump_stg_support_chat(h)
+    # Every row's revision in one statement, then the one changed spec by its id.
+    assert rows == [("UPDATE", 1), ("UPDATE", 1)]
+    entries = catalog.list_entries(h.store)
+    assert {e.revision for e in entries} == {sha}
+    # The same catalog as recording the revision afresh.
+    fresh = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    fresh.migrate()
+    assert h.rec._revision is not None
+    assert h.rec._revision.spec_set is not None
+    catalog.record(fresh, sha, h.rec._revision.spec_set)
+    assert [(e.id, e.revision, e.file, e.spec) for e in entries] == [
+        (e.id, e.revision, e.file, e.spec) for e in catalog.list_entries(fresh)]
+    stg = next(e for e in entries if e.name == "support-chat" and e.environment == "stg")
+    assert stg.spec["spec"]["modelRef"]["version"] == "1.3.0"
 
 
 def test_a_run_records_its_commit_and_its_plan_as_llmops_plan_shows_it(h: Harness) -> None:

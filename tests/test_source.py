@@ -68,17 +68,32 @@ def work(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- fetching
 
 
+def exported(work: Path) -> list[str]:
+    """The commits written out under ``work`` (content-addressed folders)."""
+    return sorted(p.name for p in work.iterdir() if len(p.name) == 40)
+
+
+def data_of(loaded: loader.Loaded) -> dict[str, object]:
+    """{file: data of its first document} of a load, ``llmops.yaml`` included."""
+    docs = (*loaded.documents, *([loaded.config] if loaded.config else []))
+    return {d.file: d.data for d in reversed(docs)}
+
+
 @pytest.mark.parametrize("form", ["path", "file-url"])
-def test_fetch_materialises_the_branch_head(repo: Path, work: Path, form: str) -> None:
+def test_fetch_reads_the_branch_head_without_writing_it_out(repo: Path, work: Path,
+                                                            form: str) -> None:
     sha = commit(repo, {"models/extra.yaml": "a: 1\n"}, "Add extra model\n\nbody text",
                  GIT_COMMITTER_DATE="2024-05-01T12:00:00+02:00")
     url = str(repo) if form == "path" else f"file://{repo}"
     src = snapshots.GitSource(url, "main", work)
     snap = src.fetch()
     assert snap.revision == sha == git(repo, "rev-parse", "HEAD")
-    assert snap.path == work / sha
-    assert (snap.path / "llmops.yaml").read_bytes() == (repo / "llmops.yaml").read_bytes()
-    assert (snap.path / "models" / "extra.yaml").read_text() == "a: 1\n"
+    assert snap.path is None
+    assert exported(work) == []  # no file written: the blobs are read into memory
+    loaded = src.load(snap, cache=None)
+    assert loaded.issues == ()
+    assert data_of(loaded) == data_of(loader.load_repo(repo, cache=None))
+    assert data_of(loaded)["models/extra.yaml"] == {"a": 1}
     assert snap.author == "Ada Lovelace <ada@example.com>"
     assert snap.subject == "Add extra model"
     assert snap.committed_at == datetime(2024, 5, 1, 12, tzinfo=timezone(timedelta(hours=2)))
@@ -89,11 +104,36 @@ def test_fetch_materialises_the_branch_head(repo: Path, work: Path, form: str) -
     assert not list(repo.glob(".git/worktrees"))  # nothing touched in the user's repo
 
 
-def test_snapshot_files_are_read_only(repo: Path, work: Path) -> None:
+def test_a_one_file_commit_reads_one_blob(repo: Path, work: Path) -> None:
+    src = snapshots.GitSource(str(repo), "main", work)
+    first = src.fetch()
+    batches: list[bytes] = []
+    real_run = src._git.run
+
+    def run(*args: str, **kw: object) -> bytes:
+        if args[:2] == ("cat-file", "--batch"):
+            batches.append(kw["stdin"])  # type: ignore[arg-type]
+        return real_run(*args, **kw)  # type: ignore[arg-type]
+
+    src._git.run = run  # type: ignore[method-assign]
+    commit(repo, {"prompts/n.yaml": "n: 1\n"}, "one file")
+    second = src.fetch()
+    assert [len(b.splitlines()) for b in batches] == [1]
+    assert data_of(src.load(second, cache=None))["prompts/n.yaml"] == {"n": 1}
+    assert "prompts/n.yaml" not in src.load(first, cache=None).files  # still readable
+    assert exported(work) == []
+
+
+def test_exported_tree_is_read_only(repo: Path, work: Path) -> None:
+    os.symlink("llmops.yaml", repo / "link.yaml")  # a link: loaded from an export
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--no-verify", "-m", "link")
     snap = snapshots.GitSource(str(repo), "main", work).fetch()
-    for path, _ in all_text(snap.path):
+    assert exported(work) == [snap.revision]
+    root = work / snap.revision
+    for path, _ in all_text(root):
         assert not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), path
-    assert not snap.path.stat().st_mode & stat.S_IWUSR
+    assert not root.stat().st_mode & stat.S_IWUSR
 
 
 def test_second_commit_lists_exactly_the_changed_files(repo: Path, work: Path) -> None:
@@ -110,29 +150,26 @@ def test_second_commit_lists_exactly_the_changed_files(repo: Path, work: Path) -
     assert second.revision == sha != first.revision
     assert second.files_changed == {f"models/{model.name}", "prompts/new.yaml",
                                     f"datasets/{removed.name}"}
-    assert not (second.path / "datasets" / removed.name).exists()
-    assert (first.path / "datasets" / removed.name).exists()  # old snapshot untouched
+    assert f"datasets/{removed.name}" not in src.load(second).files
+    assert f"datasets/{removed.name}" in src.load(first).files  # old snapshot untouched
 
 
 def test_fetch_without_new_commit_reuses_the_snapshot(repo: Path, work: Path) -> None:
     src = snapshots.GitSource(str(repo), "main", work)
     first = src.fetch()
-    inode = first.path.stat().st_ino
     commands: list[str] = []
     real_run = src._git.run
     src._git.run = lambda *a, **k: commands.append(a[0]) or real_run(*a, **k)  # type: ignore[method-assign]
     again = src.fetch()
     assert commands == ["fetch", "rev-parse"]  # no commit read, no prune, no gc
     assert again.revision == first.revision
-    assert again.path == first.path
-    assert again.path.stat().st_ino == inode
     assert again.files_changed == frozenset()
-    # a new source object over the same work dir reuses the content-addressed dir too
-    third = snapshots.GitSource(str(repo), "main", work).fetch()
-    assert third.path.stat().st_ino == inode
+    assert src.load(again).files == src.load(first).files
+    assert commands == ["fetch", "rev-parse"]  # loaded from memory: no git run
 
 
 def test_old_snapshots_are_pruned_but_last_good_kept(repo: Path, work: Path) -> None:
+    os.symlink("llmops.yaml", repo / "link.yaml")  # every commit is written out
     src = snapshots.GitSource(str(repo), "main", work, keep=2)
     seen = []
     for i in range(5):
@@ -141,18 +178,19 @@ def test_old_snapshots_are_pruned_but_last_good_kept(repo: Path, work: Path) -> 
     dirs = [p.name for p in work.iterdir() if len(p.name) == 40]
     assert len(dirs) <= 2
     assert src.last_good is not None
-    assert src.last_good.path.is_dir()
     assert seen[-1].revision in dirs
+    for snap in seen:  # a pruned snapshot is read (and written out) again
+        assert "prompts/n.yaml" in src.load(snap, cache=None).files
 
 
-def test_snapshot_at_materialises_older_commits_and_branches(repo: Path, work: Path) -> None:
+def test_snapshot_at_reads_older_commits_and_branches(repo: Path, work: Path) -> None:
     first = git(repo, "rev-parse", "HEAD")
     second = commit(repo, {"prompts/n.yaml": "n: 1\n"}, "second")
     src = snapshots.GitSource(str(repo), "main", work)
     assert src.fetch().revision == second
     old = src.snapshot_at(first, against=second)
     assert old.revision == first
-    assert not (old.path / "prompts" / "n.yaml").exists()
+    assert "prompts/n.yaml" not in src.load(old).files
     assert old.files_changed == {"prompts/n.yaml"}
     assert src.snapshot_at(first[:10]).revision == first
     assert src.last_good is not None
@@ -200,14 +238,14 @@ def test_failed_fetch_keeps_last_good(repo: Path, work: Path, tmp_path: Path) ->
     with pytest.raises(snapshots.SourceUnavailable, match="fetch failed"):
         src.fetch()
     assert src.last_good == good
-    assert good.path.is_dir()
+    assert src.load(good).config is not None  # read from memory: no remote needed
     (tmp_path / "moved").rename(repo)
     git(repo, "checkout", "-q", "-b", "other")
     git(repo, "branch", "-q", "-D", "main")
     with pytest.raises(snapshots.SourceUnavailable, match="main"):
         src.fetch()  # the branch vanished: unknown, not empty
     assert src.last_good == good
-    assert good.path.is_dir()
+    assert src.load(good).config is not None
 
 
 def test_a_stopped_process_holding_the_work_directory_makes_fetch_unavailable(
@@ -395,8 +433,8 @@ def test_submodules_are_not_cloned(repo: Path, work: Path, tmp_path: Path) -> No
     commit(sub, {"SUBMODULE_MARKER.yaml": "inside: submodule\n"}, "sub")
     git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor")
     git(repo, "commit", "-q", "--no-verify", "-m", "add submodule")
-    snap = snapshots.GitSource(str(repo), "main", work).fetch()
-    assert (snap.path / ".gitmodules").is_file()
+    src = snapshots.GitSource(str(repo), "main", work)
+    assert "vendor/SUBMODULE_MARKER.yaml" not in src.load(src.fetch()).files
     assert not any(p.name == "SUBMODULE_MARKER.yaml" for p in work.rglob("*"))
     assert not (work / "mirror.git" / "modules").exists()
 
@@ -449,13 +487,14 @@ def test_symlinks_are_materialised_without_reading_their_target(repo: Path,
     os.symlink("/etc", repo / "linkdir")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "--no-verify", "-m", "links")
-    snap = snapshots.GitSource(str(repo), "main", work).fetch()
-    link = snap.path / "models" / "evil.yaml"
+    src = snapshots.GitSource(str(repo), "main", work)
+    snap = src.fetch()
+    link = work / snap.revision / "models" / "evil.yaml"
     assert link.is_symlink()
     assert os.readlink(link) == "/etc/passwd"
     for path, data in all_text(work / snap.revision):
         assert secret not in data, path
-    issues = loader.load_repo(snap.path).issues
+    issues = src.load(snap).issues
     messages = {i.file: i.message for i in issues}
     assert "symbolic link" in messages["models/evil.yaml"]
     assert "symbolic link" in messages["prompts/escape.yaml"]
@@ -524,8 +563,8 @@ def test_hostile_parent_environment_is_ignored(repo: Path, work: Path, tmp_path:
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", str(hooks))
     monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'core.hookspath'='{hooks}'")
-    snap = snapshots.GitSource(str(repo), "main", work).fetch()
-    assert (snap.path / "llmops.yaml").is_file()
+    src = snapshots.GitSource(str(repo), "main", work)
+    assert src.load(src.fetch()).config is not None
     assert list(canaries.iterdir()) == []
 
 

@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import exc, inspect, text
+from sqlalchemy import event, exc, inspect, text
 
 from llmops.engine.store import Store, StoreUnavailable, audit, db, models, state
 from llmops.engine.store.models import RunResult, SourceState
@@ -291,6 +291,36 @@ def test_inventory_is_replaced_per_environment(store: Store) -> None:
     assert state.read_inventory(store, "prod") == [item("chat", revision="b" * 40)]
     state.replace_inventory(store, "dev", [])
     assert state.read_inventory(store, "dev") == []
+
+
+def test_an_inventory_replaced_against_the_one_read_writes_only_the_difference(
+        store: Store) -> None:
+    state.replace_inventory(store, "dev", [item(f"obj-{i:03d}") for i in range(300)])
+    state.replace_inventory(store, "prod", [item("chat")])
+    current = {i.key: i for i in state.read_inventory(store, "dev")}
+    b = "b" * 40
+    new = [item(f"obj-{i:03d}", revision=b) for i in range(2, 300)]
+    new[0] = item("obj-002", revision=b, content="h2")  # changed
+    new[1] = item("obj-003")  # a failed delete: kept as the old revision applied it
+    new.append(item("obj-999", revision=b))  # added; obj-000 and obj-001 removed
+    written: list[tuple[str, int]] = []
+
+    def count(conn: object, cursor: object, statement: str, params: object, context: object,
+              many: bool) -> None:
+        verb = statement.split(None, 1)[0].upper()
+        if verb in ("INSERT", "UPDATE", "DELETE"):
+            written.append((verb, len(params) if many else 1))  # type: ignore[arg-type]
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        assert state.replace_inventory(store, "dev", new, current=current) == 299
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert state.read_inventory(store, "dev") == sorted(new, key=lambda i: i.key)
+    assert state.read_inventory(store, "prod") == [item("chat")]
+    # Two rows deleted, one statement stamping the new revision, two rows set by key
+    # (the changed one, the one keeping its revision), one inserted: not 300 rows again.
+    assert written == [("DELETE", 2), ("UPDATE", 1), ("UPDATE", 2), ("INSERT", 1)]
 
 
 def test_a_failure_mid_replacement_keeps_the_old_inventory(store: Store) -> None:

@@ -53,8 +53,8 @@ def hydrate(path: Path, environment: str, branch: str, target_path: str,
     # Spec, git and hydrate errors reach ``llmops.cli.main``, which reports them (exit 1).
     dry = branches.dry_commit(path, revision)
     with tempfile.TemporaryDirectory(prefix="llmops-hydrate-src-") as work:
-        snap = snapshots.GitSource(str(path.resolve()), "", Path(work)).snapshot_at(dry.sha)
-        spec_set = validate.load_and_validate(snap.path)
+        source = snapshots.GitSource(str(path.resolve()), "", Path(work))
+        spec_set = validate.validate(source.load(source.snapshot_at(dry.sha)))
         if environment not in spec_set.config.environments:
             declared = ", ".join(spec_set.config.environments)
             click.echo(f"error: unknown environment {environment!r} (declared in "

@@ -90,8 +90,8 @@ FileStamp = tuple[str, int, int, int]
 """A published file as ``read_set`` caches it: path, inode, size and mtime."""
 
 
-def _stamp(path: Path) -> FileStamp:
-    info = path.stat()
+def _stamp(path: Path | str) -> FileStamp:
+    info = os.stat(path)
     return (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
 
 
@@ -113,7 +113,7 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
         staging = Path(tempfile.mkdtemp(prefix=f".{env}.staging.", dir=root))
         final = root / f".{env}.{revision[:12]}.{staging.name.rsplit('.', 1)[-1]}"
         try:
-            index = _fill(staging, items, revision, published, written or {})
+            files = _fill(staging, items, revision, published, written or {})
             os.rename(staging, final)
             previous = _swap(root, env, final)
         except BaseException:
@@ -123,9 +123,11 @@ def write_set(root: Path, env: str, revision: str, objects: Iterable[KubeObject]
         _cleanup(root, env, keep={final.name, previous or ""})
     if written is not None:
         written.clear()
-        base = final.resolve()
-        for (_, obj), entry in zip(items, index, strict=True):
-            written[_stamp(base / entry["file"])] = obj
+        base = str(final.resolve())
+        for (_, obj), (rel, linked) in zip(items, files, strict=True):
+            # A linked file is the previous one (same inode, size and mtime): not stat'ed.
+            path = f"{base}/{rel}"
+            written[(path, *linked[1:]) if linked else _stamp(path)] = obj
     return link
 
 
@@ -153,22 +155,35 @@ def _write_file(path: Path, text: str) -> None:
 
 
 def _fill(staging: Path, items: Sequence[tuple[ResourceKey, KubeObject]], revision: str,
-          published: Mapping[str, Path],
-          parsed: Mapping[FileStamp, KubeObject]) -> list[dict[str, str]]:
-    """Write every object and ``index.json`` into ``staging``; the index entries."""
+          published: Mapping[str, tuple[str, str]], parsed: Mapping[FileStamp, KubeObject]
+          ) -> list[tuple[str, FileStamp | None]]:
+    """Write every object and ``index.json`` into ``staging``; per object its file name
+    and, when it was linked from the previous set, that file's stamp. A linked file keeps
+    its index hash (its object is the one hashed then): only written objects are hashed."""
     staging.chmod(0o755)
-    index = []
+    base = str(staging)
+    folders: set[str] = set()
+    entries, files = [], []
     for key, obj in items:
         rel = file_name(key)
-        path = staging / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not _link_unchanged(published.get(rel), obj, parsed, path):
-            _write_file(path, to_yaml(obj))
-        index.append({"group": key.group, "kind": key.kind, "namespace": key.namespace,
-                      "name": key.name, "file": rel, "hash": object_hash(obj)})
-    _write_file(staging / INDEX, json.dumps({"revision": revision, "objects": index},
-                                            indent=2) + "\n")
-    return index
+        folder = rel.rpartition("/")[0]
+        if folder not in folders:
+            os.makedirs(f"{base}/{folder}", exist_ok=True)
+            folders.add(folder)
+        path = f"{base}/{rel}"
+        previous = published.get(rel)
+        linked = _link_unchanged(previous[0], obj, parsed, path) if previous else None
+        if linked is None:
+            _write_file(Path(path), to_yaml(obj))
+        entry = {"group": key.group, "kind": key.kind, "namespace": key.namespace,
+                 "name": key.name, "file": rel,
+                 "hash": previous[1] if linked and previous else object_hash(obj)}
+        # One entry a line, each by the C encoder (``indent`` would use the Python one).
+        entries.append(json.dumps(entry))
+        files.append((rel, linked))
+    _write_file(staging / INDEX, f'{{"revision": {json.dumps(revision)}, "objects": [\n'
+                + ",\n".join(entries) + "\n]}\n")
+    return files
 
 
 def _swap(root: Path, env: str, final: Path) -> str | None:
@@ -186,31 +201,31 @@ def _swap(root: Path, env: str, final: Path) -> str | None:
     return previous
 
 
-def _published_files(link: Path) -> dict[str, Path]:
-    """The files of the set published at ``link``, by file name."""
+def _published_files(link: Path) -> dict[str, tuple[str, str]]:
+    """The files of the set published at ``link``: file name -> (path, index hash)."""
     try:
-        base = link.resolve(strict=True)
-        index = json.loads((base / INDEX).read_text(encoding="utf-8"))
-        return {e["file"]: base / e["file"] for e in index["objects"]}
+        base = str(link.resolve(strict=True))
+        index = json.loads(Path(base, INDEX).read_text(encoding="utf-8"))
+        return {e["file"]: (f"{base}/{e['file']}", str(e["hash"])) for e in index["objects"]}
     except (OSError, ValueError, KeyError, TypeError):
         return {}  # nothing published yet, or unreadable: every file is written anew
 
 
-def _link_unchanged(previous: Path | None, obj: KubeObject,
-                    parsed: Mapping[FileStamp, KubeObject], path: Path) -> bool:
-    """Hard-link the previous set's file when it holds exactly ``obj`` (no rewrite).
+def _link_unchanged(previous: str, obj: KubeObject, parsed: Mapping[FileStamp, KubeObject],
+                    path: str) -> FileStamp | None:
+    """Hard-link the previous set's file when it holds exactly ``obj`` (no rewrite); its
+    stamp, or None when it was not linked.
 
     Only a file whose path, inode, size and mtime are those ``read_set`` last parsed,
     and whose parsed content equals ``obj``, is linked: a hand edit is rewritten."""
-    if previous is None:
-        return False
     try:
-        if parsed.get(_stamp(previous)) != obj:
-            return False
+        stamp = _stamp(previous)
+        if parsed.get(stamp) != obj:
+            return None
         os.link(previous, path)
     except OSError:
-        return False
-    return True
+        return None
+    return stamp
 
 
 def _cleanup(root: Path, env: str, keep: set[str]) -> None:

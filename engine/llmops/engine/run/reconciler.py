@@ -217,13 +217,14 @@ class Reconciler:
     def _load(self, snapshot: Snapshot) -> Revision:
         if self._revision is not None and self._revision.snapshot.revision == snapshot.revision:
             return self._revision
-        revision = Revision(snapshot)
+        prior, revision = self._revision, Revision(snapshot)
         try:
-            revision.spec_set = validate.load_and_validate(snapshot.path, cache=self.cache)
+            revision.spec_set = validate.validate(self.source.load(snapshot, cache=self.cache))
         except SpecError as exc:
             revision.error = exc
-        else:
-            catalog.record(self.store, snapshot.revision, revision.spec_set)
+        else:  # only the specs that changed since the revision recorded before
+            catalog.record(self.store, snapshot.revision, revision.spec_set, previous=(
+                (prior.snapshot.revision, prior.spec_set) if prior and prior.spec_set else None))
         self._revision = revision
         return revision
 
@@ -246,7 +247,7 @@ class Reconciler:
         """Make ``env`` match ``revision``: render, observe, decide, then act or stop."""
         sha = revision.snapshot.revision
         self._ensure_leader()
-        self._close_interrupted(env)
+        record.close_interrupted(self.store, self.audit, env)
         try:
             spec_set, config = _declared(revision, env)
             objects = self._render(revision, spec_set, env)
@@ -353,7 +354,7 @@ class Reconciler:
                             detail=detail)
         # Widen the inventory before acting: a pass killed midway orphans nothing.
         widened = dict(inventory) | record.inventory_items(rendered, sha, self._memos.get(env))
-        state.replace_inventory(self.store, env, widened.values())
+        state.replace_inventory(self.store, env, widened.values(), current=inventory)
         with self._timed(env, "act"):
             try:
                 result = actuator.act(plan) if actuator.applies else None
@@ -367,7 +368,7 @@ class Reconciler:
         record.object_entries(self.audit, env, sha, actor, plan, outcomes, set(drifted))
         if actuator.applies:
             final = record.final_inventory(sha, plan, rendered, widened, outcomes)
-            state.replace_inventory(self.store, env, final.values())
+            state.replace_inventory(self.store, env, final.values(), current=widened)
             state.forget_finished_jobs(self.store, env, (
                 key for key in plan.delete if key not in final))
         counts, error = record.finish(self.store, self.audit, env, sha, actor, run, plan,
@@ -405,7 +406,7 @@ class Reconciler:
             # The target already holds the revision (e.g. after a kill before the
             # final inventory was written): settle the inventory, nothing else.
             items = record.inventory_items(desired, sha, self._memos.get(env))
-            state.replace_inventory(self.store, env, items.values())
+            state.replace_inventory(self.store, env, items.values(), current=inventory)
         self._record_status(env, revision, desired, outcomes, applied=True, reason="Applied",
                             message="", source_error=source_error, drifted=set())
         self._remember_applied(env, revision)
@@ -463,7 +464,7 @@ class Reconciler:
         else:
             try:
                 snapshot = self.source.snapshot_at(applied)
-                base = validate.load_and_validate(snapshot.path, cache=self.cache)
+                base = validate.validate(self.source.load(snapshot, cache=self.cache))
             except (LlmopsError, OSError) as exc:
                 log.info("%s: no semantic summary: revision %s unreadable: %s", env,
                          applied[:12], exc)
@@ -483,7 +484,7 @@ class Reconciler:
         return self._halt(env, revision.snapshot, RunResult.BLOCKED, reason, message)
 
     def _stall_without_revision(self, env: str, reason: str, message: str) -> PassResult:
-        self._close_interrupted(env)
+        record.close_interrupted(self.store, self.audit, env)
         return self._halt(env, None, RunResult.FAILED, reason, message, source_error=message)
 
     def _halt(self, env: str, snapshot: Snapshot | None, result: RunResult, reason: str,
@@ -500,9 +501,6 @@ class Reconciler:
                  if message else "")
         return PassResult(env, sha, result, reason, message,
                           recorded if recorded is not None else run_id)
-
-    def _close_interrupted(self, env: str) -> None:
-        record.close_interrupted(self.store, self.audit, env)
 
     def _prune_confirmed(self, env: str, sha: str) -> bool:
         if self.confirm_prune:

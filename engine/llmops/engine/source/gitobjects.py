@@ -14,7 +14,9 @@ Writing a tree (``list_tree`` then ``export``) is the one way llmops turns a
 commit into files: ``ls-tree`` and ``cat-file --batch``, never ``checkout``
 or ``archive``, so no filter, ``export-subst`` or hook runs and the files are
 exactly the committed blobs. Paths with an empty, ``.`` or ``..`` segment,
-a ``.git`` segment (any case) or a backslash abort it; every file is created
+a ``.git`` segment (any case) or a backslash, and paths listed twice or as
+both a file and a folder, are refused by ``list_tree`` (so also by readers
+that keep the blobs in memory, ``snapshots`` and ``commits``); every file is created
 exclusively and never through a link; a blob over the size cap becomes a
 sparse file of its size (its content is never read), so the loader reports it
 as it would in a checkout; symbolic links are created as links after every
@@ -156,7 +158,8 @@ def _safe_parts(raw: bytes, label: str) -> tuple[str, ...]:
     return parts
 
 
-def _is_yaml(parts: tuple[str, ...]) -> bool:
+def is_yaml(parts: tuple[str, ...]) -> bool:
+    """Whether the loader reads the file at ``parts``: YAML, outside dot-folders."""
     return not any(p.startswith(".") for p in parts) and parts[-1].endswith(loader.YAML_SUFFIXES)
 
 
@@ -164,14 +167,16 @@ def list_tree(git: gitcli.Git, treeish: str, *, label: str, yaml_only: bool = Fa
               max_entries: int = MAX_TREE_ENTRIES) -> list[TreeEntry]:
     """Every blob and link under ``treeish`` (only YAML files outside dot-folders with
     ``yaml_only``); ``UnsafeTree`` names ``label`` (e.g. ``commit abc123``) when a path
-    is unsafe or there are more than ``max_entries``."""
+    is unsafe or conflicting, or there are more than ``max_entries``."""
     listing = git.run("ls-tree", "-r", "-z", "--long", "--end-of-options", treeish)
     found: list[TreeEntry] = []
+    seen: dict[tuple[str, ...], bool] = {}
     for fields, raw_path in _entries(listing):
         if len(fields) != 4 or fields[1] != "blob":
             continue  # submodule gitlinks: nothing is cloned
         parts = _safe_parts(raw_path, label)
-        if yaml_only and not _is_yaml(parts):
+        _claim(parts, seen, label)
+        if yaml_only and not is_yaml(parts):
             continue
         found.append(TreeEntry(fields[0], fields[2],
                                int(fields[3]) if fields[3].isdigit() else 0, parts))
@@ -179,6 +184,18 @@ def list_tree(git: gitcli.Git, treeish: str, *, label: str, yaml_only: bool = Fa
             noun = "YAML files" if yaml_only else "files"
             raise UnsafeTree(f"{label} holds more than {max_entries} {noun}")
     return found
+
+
+def _claim(parts: tuple[str, ...], seen: dict[tuple[str, ...], bool], label: str) -> None:
+    """Record ``parts`` as a file (True) and its parents as folders (False) in ``seen``;
+    ``UnsafeTree`` when a path is listed twice or is both a file and a folder (trees git
+    never writes, which a write would refuse too: nothing is read from such a tree)."""
+    for depth in range(1, len(parts)):
+        if seen.setdefault(parts[:depth], False):
+            raise UnsafeTree(f"{label} holds conflicting paths at {'/'.join(parts)[:200]!r}")
+    if parts in seen:
+        raise UnsafeTree(f"{label} holds conflicting paths at {'/'.join(parts)[:200]!r}")
+    seen[parts] = True
 
 
 def entry_at(git: gitcli.Git, commit: str, path: str) -> TreeEntry | None:

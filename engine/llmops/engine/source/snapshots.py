@@ -1,10 +1,11 @@
 """The source stage: a specs repo (git URL, local repo or plain folder) -> a ``Snapshot``.
 
 Input: the configured repo URL or path, a branch and a private work directory.
-Output: a ``Snapshot`` naming the resolved commit SHA and a private, read-only
-directory holding that commit's tree, for the load stage. Called by the
-reconciler (``fetch`` on every cycle, ``snapshot_at`` for plans and
-rollbacks) and by the CLI through ``open_source``.
+Output: a ``Snapshot`` naming the resolved commit SHA (and its author, subject,
+changed files), and ``load(snapshot)``: that commit's YAML files loaded
+(``loader.Loaded``) for the validate stage. Called by the reconciler
+(``fetch`` and ``load`` on every cycle, ``snapshot_at`` for plans) and by the
+CLI through ``open_source``.
 
 The repo is untrusted input and git is a large attack surface, so git runs
 only through ``gitcli.Git`` (see ``gitcli`` for the environment and the
@@ -18,11 +19,16 @@ hardening flags; GitPython is not the runner):
   no file on disk and no ``ps`` line); only its protocol is allowed, fetched
   objects are fsck'd, nothing of a submodule is cloned.
 - Fetches go into a private bare mirror (``work_dir/mirror.git``); nothing
-  is ever checked out. A tree is written by ``gitobjects.export`` (blob by
-  blob from ``ls-tree`` and ``cat-file``; unsafe or colliding paths abort it;
-  links are created as links and never resolved, so the loader rejects them
-  with an error naming the link) into ``work_dir/tmp-*`` and renamed to
-  ``work_dir/<sha>`` (content-addressed, reused, read-only).
+  is ever checked out. ``fetch`` lists the commit's tree (``ls-tree``: unsafe
+  or colliding paths make the snapshot unavailable) and reads the YAML blobs
+  the previous revisions did not hold through one ``cat-file --batch``, into
+  memory: a one-file commit reads one blob and writes no file, and ``load``
+  parses only what the parse cache has not seen. A tree holding a link, or a
+  file over a loader cap, is written instead by ``gitobjects.export`` (links
+  created as links and never resolved, so the loader rejects them with an
+  error naming the link) into ``work_dir/tmp-*``, renamed to
+  ``work_dir/<sha>`` (content-addressed, reused, read-only) and loaded from
+  there, so every message stays the one a checkout gives.
 - A failed fetch raises ``SourceUnavailable`` and keeps ``last_good``: it is
   never mistaken for an empty repo. Every message and ``repr`` is redacted.
 """
@@ -74,10 +80,12 @@ class RevisionNotFound(SourceUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One revision of the specs repo, materialised in a private directory."""
+    """One revision of the specs repo; ``Source.load`` reads its files."""
 
     revision: str
-    path: Path
+    path: Path | None
+    """The folder holding the files (a local folder, ``commits.snapshot``'s export);
+    None for a commit a ``GitSource`` reads from git objects."""
     author: str
     subject: str
     committed_at: datetime
@@ -94,6 +102,28 @@ class Source(Protocol):
     def fetch(self) -> Snapshot: ...
 
     def snapshot_at(self, rev: str) -> Snapshot: ...
+
+    def load(self, snapshot: Snapshot, *,
+             cache: loader.ParseCache | None = loader.DEFAULT_CACHE) -> loader.Loaded: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    """A commit's YAML files as the loader reads them, (path, blob SHA, content) in
+    memory; ``files`` is None when the tree was exported (it holds a link or a file over
+    a loader cap) and is loaded from ``work_dir/<sha>``."""
+
+    files: tuple[tuple[str, str, bytes], ...] | None
+
+
+def _in_memory(entries: list[gitobjects.TreeEntry], yaml: list[gitobjects.TreeEntry],
+               limits: loader.Limits) -> bool:
+    """Whether the loader can read ``yaml`` from memory: the tree holds no link (the
+    loader's message about one depends on where it points on disk) and nothing is over a
+    cap (the loader's walk reports those)."""
+    return (not any(e.is_link for e in entries) and len(yaml) <= limits.max_files
+            and all(e.size <= limits.max_file_bytes for e in yaml)
+            and sum(e.size for e in yaml) <= limits.max_repo_bytes)
 
 
 def _rmtree(path: Path) -> None:
@@ -143,6 +173,8 @@ class GitSource:
         self._mirror = self.work_dir / "mirror.git"
         self._home = self.work_dir / "home"
         self._last_good: Snapshot | None = None
+        self._trees: dict[str, _Tree] = {}
+        """The trees last read (at most ``keep``, and ``last_good``'s), oldest first."""
         self._lock = threading.Lock()
         self._git = gitcli.Git(self._mirror, home=self._home, remote=self._remote,
                                timeout=max(self.timeout, 120.0),
@@ -196,7 +228,7 @@ class GitSource:
     # --- public API
 
     def fetch(self) -> Snapshot:
-        """Fetch the branch, materialise its head commit; keep ``last_good`` on failure."""
+        """Fetch the branch and read its head commit; keep ``last_good`` on failure."""
         with self._lock:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             with _locked(self.work_dir):
@@ -212,7 +244,7 @@ class GitSource:
                     raise SourceUnavailable(self._mask(f"{self.url}: branch {self.branch} "
                                                        "does not resolve to a commit"))
                 prev = self._last_good
-                if prev is not None and prev.revision == sha and prev.path.is_dir():
+                if prev is not None and prev.revision == sha:
                     # Nothing new: no commit to read, nothing to prune or pack.
                     self._last_good = snap = dataclasses.replace(prev, files_changed=frozenset())
                 else:
@@ -225,7 +257,7 @@ class GitSource:
         return snap
 
     def snapshot_at(self, rev: str, *, against: str | None = None) -> Snapshot:
-        """Materialise commit ``rev``: a SHA (fetched if the mirror lacks it) or a branch
+        """Read commit ``rev``: a SHA (fetched if the mirror lacks it) or a branch
         (always fetched fresh). ``files_changed`` is against ``against`` if given, else None.
         """
         target = gitcli.check_rev(rev)
@@ -284,16 +316,78 @@ class GitSource:
             raise self._unavailable("cannot compare commits", exc) from None
         return True
 
-    # --- materialisation
+    def load(self, snapshot: Snapshot, *,
+             cache: loader.ParseCache | None = loader.DEFAULT_CACHE) -> loader.Loaded:
+        """The YAML files of ``snapshot`` loaded: from memory as ``fetch`` read them (read
+        again if evicted since), or from its export when the tree needed one."""
+        sha = snapshot.revision
+        tree = self._trees.get(sha)
+        if tree is None:
+            with self._lock:
+                self.work_dir.mkdir(parents=True, exist_ok=True)
+                with _locked(self.work_dir):
+                    self._prepare()
+                    tree = self._read_tree(sha)
+        if tree.files is None:
+            with self._lock, _locked(self.work_dir):
+                root = self._materialise(sha)
+            return loader.load_repo(root, loader.DEFAULT_LIMITS, cache)
+        return loader.load_contents(f"{self.url}@{sha[:12]}",
+                                    ((path, data) for path, _, data in tree.files),
+                                    loader.DEFAULT_LIMITS, cache)
+
+    # --- reading trees
 
     def _snapshot(self, sha: str, changed: frozenset[str] | None) -> Snapshot:
         try:
             commit = gitobjects.read_commit(self._git, sha)
         except gitcli.GitFailed as exc:
             raise self._unavailable(f"cannot read commit {sha[:12]}", exc) from None
-        return Snapshot(revision=sha, path=self._materialise(sha), author=commit.author,
+        self._read_tree(sha)
+        return Snapshot(revision=sha, path=None, author=commit.author,
                         subject=commit.subject, committed_at=commit.committed_at,
                         repo_url=self.url, files_changed=changed)
+
+    def _read_tree(self, sha: str) -> _Tree:
+        """List the tree of ``sha`` (refusing an unsafe one) and read its YAML blobs that
+        the trees held do not; export it instead when the loader must see it on disk."""
+        tree = self._trees.pop(sha, None)
+        if tree is None:
+            label = f"commit {sha[:12]}"
+            try:
+                entries = gitobjects.list_tree(self._git, sha, label=label,
+                                               max_entries=MAX_TREE_ENTRIES)
+            except gitcli.GitFailed as exc:
+                raise self._unavailable(f"cannot list commit {sha[:12]}", exc) from None
+            except gitobjects.UnsafeTree as exc:
+                raise SourceUnavailable(str(exc)) from None
+            yaml = [e for e in entries if not e.is_link and gitobjects.is_yaml(e.parts)]
+            if _in_memory(entries, yaml, loader.DEFAULT_LIMITS):
+                tree = _Tree(self._contents(yaml, label))
+            else:
+                self._materialise(sha)
+                tree = _Tree(None)
+        self._trees[sha] = tree  # the newest last
+        held = {self._last_good.revision} if self._last_good is not None else set()
+        for old in list(self._trees)[:-self.keep]:
+            if old not in held:
+                del self._trees[old]
+        return tree
+
+    def _contents(self, yaml: list[gitobjects.TreeEntry],
+                  label: str) -> tuple[tuple[str, str, bytes], ...]:
+        """(path, blob, content) of ``yaml``; only blobs no held tree has are read."""
+        known = {blob: data for tree in self._trees.values() if tree.files is not None
+                 for _, blob, data in tree.files}
+        missing = list(dict.fromkeys(e.blob for e in yaml if e.blob not in known))
+        try:
+            known.update(zip(missing, gitobjects.read_blobs(self._git, missing, label),
+                             strict=True))
+        except gitcli.GitFailed as exc:
+            raise self._unavailable(f"cannot read the files of {label}", exc) from None
+        except gitobjects.UnsafeTree as exc:
+            raise SourceUnavailable(str(exc)) from None
+        return tuple((e.path, e.blob, known[e.blob]) for e in yaml)
 
     def _materialise(self, sha: str) -> Path:
         final = self.work_dir / sha
@@ -420,6 +514,11 @@ class LocalSource:
             return self._last_good
         raise RevisionNotFound(f"{self.path}: a plain directory has no history "
                                f"(asked for {rev[:80]!r})")
+
+    def load(self, snapshot: Snapshot, *,
+             cache: loader.ParseCache | None = loader.DEFAULT_CACHE) -> loader.Loaded:
+        """The folder's YAML files as they are now (its only revision)."""
+        return loader.load_repo(self.path, loader.DEFAULT_LIMITS, cache)
 
 
 def _file_blob_sha(path: Path, info: os.stat_result) -> str:

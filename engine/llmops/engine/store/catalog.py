@@ -13,7 +13,10 @@ and the API's routes and authorisation dependency (the reads).
 
 ``record`` replaces the whole catalog in one transaction, and does nothing
 when the catalog already holds that revision, so reconciling the same
-revision again writes nothing. Writers are serialised (an advisory
+revision again writes nothing. Given the revision the catalog holds and its
+``SpecSet`` (the reconciler's previous revision), it writes only the rows of
+specs added, removed or changed, and the new revision on every row in one
+statement. Writers are serialised (an advisory
 transaction lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so two
 processes recording at once cannot interleave. Models are versioned: their
 ``name`` is ``name@version``, as in their ``SpecKey``.
@@ -29,11 +32,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, text
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from llmops.engine.spec import schema
-from llmops.engine.spec.validate import SpecSet
+from llmops.engine.spec.validate import SourcedSpec, SpecSet
 from llmops.engine.store import db, state
 from llmops.engine.store.models import CatalogEntryRow, SpecStatusRow
 from llmops.engine.types import Kind, SpecKey
@@ -136,34 +139,66 @@ def _held_revision(session: Session) -> str | None:
 
 
 def record(store: db.Store, revision: str, spec_set: SpecSet, *,
-           now: datetime | None = None) -> bool:
+           now: datetime | None = None, previous: tuple[str, SpecSet] | None = None) -> bool:
     """Make ``spec_set`` at ``revision`` the whole catalog, atomically.
 
     Returns ``False`` (and writes nothing) when the catalog already holds
-    ``revision``; ``True`` when it was replaced. Raises ``StoreUnavailable``
-    when the store cannot be written (the previous catalog then stays).
+    ``revision``; ``True`` when it was replaced. ``previous`` (a revision and
+    its ``SpecSet``): when the catalog holds that revision, only the difference
+    is written. Raises ``StoreUnavailable`` when the store cannot be written
+    (the previous catalog then stays).
     """
     at = now or datetime.now(UTC)
     with store.session(write=True) as session:
         if store.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                             {"key": CATALOG_LOCK_KEY})
-        if _held_revision(session) == revision:
+        held = _held_revision(session)
+        if held == revision:
             return False
+        if previous is not None and held is not None and held == previous[0]:
+            _write_difference(session, revision, previous[1], spec_set, at)
+            return True
         session.execute(delete(CatalogEntryRow))
-        rows: list[dict[str, Any]] = []
-        for item in spec_set.items:
-            key = item.key
-            spec = item.spec.model_dump(mode="json")
-            rows.append({"id": str(key.id), "kind": key.kind, "environment": key.environment,
-                         "name": key.name, "revision": revision, "file": item.document.file,
-                         "spec": spec, "updated_at": at, "model": model_of(key.kind, spec)})
-            if len(rows) >= _BATCH:
-                session.execute(insert(CatalogEntryRow), rows)
-                rows.clear()
-        if rows:
-            session.execute(insert(CatalogEntryRow), rows)
+        _insert(session, [_row(item, revision, at) for item in spec_set.items])
     return True
+
+
+def _row(item: SourcedSpec, revision: str, at: datetime) -> dict[str, Any]:
+    key = item.key
+    spec = item.spec.model_dump(mode="json")
+    return {"id": str(key.id), "kind": key.kind, "environment": key.environment,
+            "name": key.name, "revision": revision, "file": item.document.file,
+            "spec": spec, "updated_at": at, "model": model_of(key.kind, spec)}
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
+    for at in range(0, len(rows), _BATCH):
+        session.execute(insert(CatalogEntryRow), rows[at:at + _BATCH])
+
+
+def _write_difference(session: Session, revision: str, old: SpecSet, new: SpecSet,
+                      at: datetime) -> None:
+    """Turn the catalog of ``old`` into that of ``new`` at ``revision``: rows of removed
+    specs deleted, of changed ones (another spec object, as the validate stage hands an
+    unchanged file's spec out again, or another file) rewritten, of new ones added."""
+    before = {item.key: item for item in old.items}
+    keys = {item.key for item in new.items}
+    gone = [str(key.id) for key in before if key not in keys]
+    if gone:
+        session.execute(delete(CatalogEntryRow).where(CatalogEntryRow.id.in_(gone)))
+    session.execute(update(CatalogEntryRow).values(revision=revision, updated_at=at))
+    changed, added = [], []
+    for item in new.items:
+        prior = before.get(item.key)
+        if prior is None:
+            added.append(_row(item, revision, at))
+        elif prior.document.file != item.document.file or not (
+                prior.spec is item.spec or prior.spec == item.spec):
+            changed.append(_row(item, revision, at))
+    if changed:  # by primary key (the spec's id)
+        session.execute(update(CatalogEntryRow), changed)
+    _insert(session, added)
 
 
 # --------------------------------------------------------------------------- read

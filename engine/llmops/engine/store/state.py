@@ -16,13 +16,14 @@ Status rows are upserts keyed by their identity.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, delete, insert, select
+from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
@@ -182,31 +183,84 @@ def read_inventory(database: Db, environment: str) -> list[InventoryItem]:
     return sorted(items, key=lambda item: item.key)
 
 
-def replace_inventory(database: Db, environment: str, items: Iterable[InventoryItem]) -> int:
+def replace_inventory(database: Db, environment: str, items: Iterable[InventoryItem], *,
+                      current: Mapping[ResourceKey, InventoryItem] | None = None) -> int:
     """Make ``items`` the environment's whole inventory, atomically; returns their number.
 
-    A duplicate key raises ``ValueError``; any error rolls the whole replacement
-    back (with a ``Session``, rolling back is the caller's transaction's job).
+    With ``current``, the inventory as the caller read it in this pass (the leader, the
+    only writer), only the difference is written: rows removed, added or changed, and
+    a new revision on every kept row in one statement. Without it every row is deleted
+    and written again. A duplicate key raises ``ValueError`` before anything is
+    written; any error rolls the whole replacement back (with a ``Session``, rolling
+    back is the caller's transaction's job).
     """
-    rows: list[dict[str, str]] = []
-    seen: set[ResourceKey] = set()
+    new: dict[ResourceKey, InventoryItem] = {}
+    for item in items:
+        if item.key in new:
+            raise ValueError(f"inventory of {environment}: {item.key} listed twice")
+        new[item.key] = item
     with db.transaction(database, write=True) as session:
-        session.execute(delete(InventoryEntry).where(InventoryEntry.environment == environment))
-        for item in items:
-            if item.key in seen:
-                raise ValueError(f"inventory of {environment}: {item.key} listed twice")
-            seen.add(item.key)
-            rows.append({"environment": environment, "api_group": item.key.group,
-                         "kind": item.key.kind, "namespace": item.key.namespace,
-                         "name": item.key.name, "api_version": item.api_version,
-                         "content_hash": item.content_hash, "spec_kind": item.spec_kind,
-                         "spec_name": item.spec_name, "revision": item.revision})
-            if len(rows) >= 1000:
-                session.execute(insert(InventoryEntry), rows)
-                rows.clear()
-        if rows:
-            session.execute(insert(InventoryEntry), rows)
-    return len(seen)
+        if current is None:
+            session.execute(delete(InventoryEntry).where(
+                InventoryEntry.environment == environment))
+            _insert_inventory(session, environment, list(new.values()))
+        else:
+            _update_inventory(session, environment, current, new)
+    return len(new)
+
+
+def _inventory_row(environment: str, item: InventoryItem) -> dict[str, str]:
+    return {"environment": environment, "api_group": item.key.group, "kind": item.key.kind,
+            "namespace": item.key.namespace, "name": item.key.name,
+            "api_version": item.api_version, "content_hash": item.content_hash,
+            "spec_kind": item.spec_kind, "spec_name": item.spec_name,
+            "revision": item.revision}
+
+
+def _insert_inventory(session: Session, environment: str, items: list[InventoryItem]) -> None:
+    for at in range(0, len(items), 1000):
+        session.execute(insert(InventoryEntry), [_inventory_row(environment, item)
+                                                 for item in items[at:at + 1000]])
+
+
+def _update_inventory(session: Session, environment: str,
+                      current: Mapping[ResourceKey, InventoryItem],
+                      new: Mapping[ResourceKey, InventoryItem]) -> None:
+    """Write the difference between ``current`` (the rows there) and ``new``."""
+    e = InventoryEntry
+    table = cast(Table, e.__table__)  # Core statements: a WHERE by key, not by id
+    same_key = and_(e.environment == environment, e.api_group == bindparam("k_group"),
+                    e.kind == bindparam("k_kind"), e.namespace == bindparam("k_namespace"),
+                    e.name == bindparam("k_name"))
+
+    def key_of(key: ResourceKey) -> dict[str, str]:
+        return {"k_group": key.group, "k_kind": key.kind, "k_namespace": key.namespace,
+                "k_name": key.name}
+
+    gone = [key_of(key) for key in current if key not in new]
+    if gone:
+        session.execute(delete(table).where(same_key), gone)
+    kept = [(item, current[key]) for key, item in new.items() if key in current]
+    moved = Counter(item.revision for item, old in kept if item.revision != old.revision)
+    stamp = moved.most_common(1)[0][0] if moved else ""
+    if stamp:  # the new revision on every kept row at once (the other rows follow)
+        session.execute(update(table).where(e.environment == environment,
+                                            e.revision != stamp).values(revision=stamp))
+    changed = [key_of(item.key) | {"v_api_version": item.api_version,
+                                   "v_content_hash": item.content_hash,
+                                   "v_spec_kind": item.spec_kind,
+                                   "v_spec_name": item.spec_name, "v_revision": item.revision}
+               for item, old in kept
+               if (item.api_version, item.content_hash, item.spec_kind, item.spec_name,
+                   item.revision) != (old.api_version, old.content_hash, old.spec_kind,
+                                      old.spec_name, stamp or old.revision)]
+    if changed:
+        session.execute(update(table).where(same_key).values(
+            api_version=bindparam("v_api_version"), content_hash=bindparam("v_content_hash"),
+            spec_kind=bindparam("v_spec_kind"), spec_name=bindparam("v_spec_name"),
+            revision=bindparam("v_revision")), changed)
+    _insert_inventory(session, environment,
+                      [item for key, item in new.items() if key not in current])
 
 
 # --------------------------------------------------------------------------- finished Jobs
