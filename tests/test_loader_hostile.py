@@ -202,3 +202,16 @@ def test_positions_are_recorded_for_every_field() -> None:
     (doc,) = loader.parse_documents("spec:\n  replicas:\n    - min: 1\n      max: 2\n", "x")
     assert doc.positions[("spec", "replicas", 0, "max")] == (4, 12)
     assert doc.locate(("spec", "replicas", 0, "absent")) == (3, 7)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("null", None), ("Null", None), ("NULL", None), ("~", None), ("", None),
+    ("true", True), ("False", False), ("TRUE", True), ("nul", "nul"), ("nullx", "nullx"),
+    ("tRue", "tRue"), ("yes", "yes"), ("on", "on"), ("n", "n"), ("name", "name"),
+    ("12", 12), ("-3", -3), ("+4", 4), ("0o17", 15), ("0x1F", 31), ("1.5", 1.5),
+    ("-.5e3", -500.0), ("6.", 6.0), (".inf", float("inf")), ("-.Inf", float("-inf")),
+    ("1_000", "1_000"), ("0x", "0x"), ("v1.2", "v1.2"), ("-", "-"), (".", "."),
+])
+def test_plain_scalars_resolve_by_the_yaml_1_2_core_schema(text: str, value: object) -> None:
+    resolved = loader._plain_scalar(text)
+    assert (resolved, type(resolved)) == (value, type(value))

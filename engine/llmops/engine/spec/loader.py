@@ -30,7 +30,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,12 +103,17 @@ _ALLOWED_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", 
 _ALLOWED_TAGS |= {"!"}
 
 
+_WORDS: dict[str, Any] = {"null": None, "Null": None, "NULL": None, **_BOOL}
+_NON_WORD_START = frozenset("0123456789+-.~")
+"""The first characters of every plain scalar that is not a string, but the words."""
+
+
 def _plain_scalar(text: str) -> Any:
     """Resolve a plain (unquoted) scalar by the YAML 1.2 core schema."""
+    if text and text[0] not in _NON_WORD_START:  # the common case: a word
+        return _WORDS[text] if text in _WORDS else text
     if _NULL_RE.match(text):
         return None
-    if text in _BOOL:
-        return _BOOL[text]
     if _INT_RE.match(text):
         return int(text)
     if _OCT_RE.match(text):
@@ -142,19 +147,25 @@ def _tagged_scalar(tag: str, text: str, line: int, col: int) -> Any:
 # --------------------------------------------------------------------------- builder
 
 
-class _Builder:
-    """Turns a libyaml event stream into plain values plus a position per field."""
+_ALIAS, _SCALAR = yaml.AliasEvent, yaml.ScalarEvent
+_SEQUENCE, _MAPPING = yaml.SequenceStartEvent, yaml.MappingStartEvent
+_SEQUENCE_END, _MAPPING_END = yaml.SequenceEndEvent, yaml.MappingEndEvent
+_NODE_STARTS = frozenset((_SCALAR, _SEQUENCE, _MAPPING))
 
-    def __init__(self, events: Iterator[yaml.Event], limits: Limits) -> None:
-        self.events = events
+
+class _Builder:
+    """Turns a libyaml event stream into plain values plus a position per field.
+
+    Called once per node of every spec file: the checks are inlined (a 10,000-endpoint
+    repo has millions of nodes)."""
+
+    def __init__(self, next_event: Callable[[], Any], limits: Limits) -> None:
+        self._next = next_event
         self.limits = limits
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.aliases = 0
         self.nodes = 0
         self.positions: dict[FieldPath, tuple[int, int]] = {}
-
-    def _next(self) -> yaml.Event:
-        return next(self.events)
 
     def _count(self, n: int, mark: Any) -> None:
         self.nodes += n
@@ -166,31 +177,35 @@ class _Builder:
             )
 
     @staticmethod
-    def _check_tag(tag: str | None, mark: Any) -> None:
-        if tag is not None and tag not in _ALLOWED_TAGS:
-            raise _ParseError.at(
-                f"tag {tag[:60]!r} is not allowed (only the YAML core schema is)",
-                mark,
-            )
+    def _bad_tag(tag: str, mark: Any) -> _ParseError:
+        return _ParseError.at(f"tag {tag[:60]!r} is not allowed (only the YAML core schema is)",
+                              mark)
 
-    def node(self, event: yaml.Event, path: FieldPath, depth: int) -> tuple[Any, int]:
+    def node(self, event: Any, path: FieldPath, depth: int) -> tuple[Any, int]:
         """Build the value that starts with ``event``; returns it and its size in values."""
         mark: Any = event.start_mark
         line, col = mark.line + 1, mark.column + 1
         self.positions[path] = (line, col)
         if depth > self.limits.max_depth:
             raise _ParseError(f"nesting deeper than {self.limits.max_depth} levels", line, col)
-        if isinstance(event, yaml.AliasEvent):
+        kind = type(event)
+        if kind is _ALIAS:
             return self._alias(event, mark)
-        if not isinstance(event, yaml.ScalarEvent | yaml.SequenceStartEvent
-                          | yaml.MappingStartEvent):  # pragma: no cover - libyaml emits no other
-            raise _ParseError(f"unexpected YAML event {type(event).__name__}", line, col)
-        self._check_tag(event.tag, mark)
+        if kind not in _NODE_STARTS:  # pragma: no cover - libyaml emits no other
+            raise _ParseError(f"unexpected YAML event {kind.__name__}", line, col)
+        tag = event.tag
+        if tag is not None and tag not in _ALLOWED_TAGS:
+            raise self._bad_tag(tag, mark)
         self._count(1, mark)
         result: tuple[Any, int]
-        if isinstance(event, yaml.ScalarEvent):
-            result = (_scalar(event, line, col), 1)
-        elif isinstance(event, yaml.SequenceStartEvent):
+        if kind is _SCALAR:
+            if tag is not None and tag != "!":
+                result = (_tagged_scalar(tag, event.value, line, col), 1)
+            elif event.implicit[0]:
+                result = (_plain_scalar(event.value), 1)
+            else:
+                result = (event.value, 1)
+        elif kind is _SEQUENCE:
             result = self._sequence(path, depth)
         else:
             result = self._mapping(path, depth)
@@ -212,60 +227,61 @@ class _Builder:
     def _sequence(self, path: FieldPath, depth: int) -> tuple[list[Any], int]:
         items: list[Any] = []
         size = 1
-        while not isinstance(child := self._next(), yaml.SequenceEndEvent):
+        child = self._next()
+        while type(child) is not _SEQUENCE_END:
             value, n = self.node(child, (*path, len(items)), depth + 1)
             items.append(value)
             size += n
+            child = self._next()
         return items, size
 
     def _mapping(self, path: FieldPath, depth: int) -> tuple[dict[str, Any], int]:
         mapping: dict[str, Any] = {}
         size = 1
-        while not isinstance(key_event := self._next(), yaml.MappingEndEvent):
-            km: Any = key_event.start_mark
-            if not isinstance(key_event, yaml.ScalarEvent):
-                raise _ParseError.at("mapping keys must be plain scalars", km)
-            self._check_tag(key_event.tag, km)
+        key_event = self._next()
+        while type(key_event) is not _MAPPING_END:
+            if type(key_event) is not _SCALAR:
+                raise _ParseError.at("mapping keys must be plain scalars", key_event.start_mark)
+            tag = key_event.tag
+            if tag is not None and tag not in _ALLOWED_TAGS:
+                raise self._bad_tag(tag, key_event.start_mark)
             key = key_event.value
             if key in mapping:
                 first = self.positions.get((*path, key), (0, 0))
                 raise _ParseError.at(
-                    f"duplicate key {key[:60]!r} (first defined at line {first[0]})", km
-                )
+                    f"duplicate key {key[:60]!r} (first defined at line {first[0]})",
+                    key_event.start_mark)
             if key_event.anchor is not None:
                 self.anchors[key_event.anchor] = (key, 1)
             value, n = self.node(self._next(), (*path, key), depth + 1)
             mapping[key] = value
             size += n + 1
+            key_event = self._next()
         return mapping, size
-
-
-def _scalar(event: yaml.ScalarEvent, line: int, col: int) -> Any:
-    """A scalar's value under the YAML 1.2 core schema (tags explicit or implied)."""
-    if event.tag is not None and event.tag != "!":
-        return _tagged_scalar(event.tag, event.value, line, col)
-    if event.implicit[0]:
-        return _plain_scalar(event.value)
-    return event.value
 
 
 def parse_documents(text: str, file: str, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
     """Parse YAML text into documents; raises ``_ParseError`` on any problem."""
-    events = yaml.parse(text, Loader=yaml.CSafeLoader)
     documents: list[Document] = []
+    loader: yaml.CSafeLoader | None = None
     try:
-        for event in events:
-            if not isinstance(event, yaml.DocumentStartEvent):
+        loader = yaml.CSafeLoader(text)
+        # One C call per event (yaml.parse wraps it in a Python generator).
+        next_event: Callable[[], Any] = loader.get_event
+        event = next_event()
+        while type(event) is not yaml.StreamEndEvent:
+            if type(event) is not yaml.DocumentStartEvent:
+                event = next_event()
                 continue
             if len(documents) >= limits.max_documents_per_file:
                 raise _ParseError.at(
                     f"more than {limits.max_documents_per_file} documents in one file",
                     event.start_mark,
                 )
-            builder = _Builder(events, limits)
-            first = next(events)
+            builder = _Builder(next_event, limits)
+            first = next_event()
             value, _ = builder.node(first, (), 0)
-            end = next(events)
+            end = next_event()
             if not isinstance(end, yaml.DocumentEndEvent):  # pragma: no cover - libyaml's job
                 raise _ParseError.at("malformed document", end.start_mark)
             mark: Any = first.start_mark
@@ -273,6 +289,7 @@ def parse_documents(text: str, file: str, limits: Limits = DEFAULT_LIMITS) -> li
                 Document(file=file, index=len(documents), line=mark.line + 1,
                          column=mark.column + 1, data=value, positions=builder.positions)
             )
+            event = next_event()
     except yaml.MarkedYAMLError as exc:
         problem = exc.problem or exc.context or "invalid YAML"
         raise _ParseError.at(f"YAML syntax error: {problem}",
@@ -282,6 +299,9 @@ def parse_documents(text: str, file: str, limits: Limits = DEFAULT_LIMITS) -> li
                           *_line_column(text, exc.position)) from None
     except yaml.YAMLError as exc:
         raise _ParseError(f"YAML error: {str(exc).splitlines()[0][:200]}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     return documents
 
 
