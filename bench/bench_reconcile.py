@@ -8,7 +8,8 @@ object published), a resync of the same revision (should do close to no work),
 and a pass after the repo's last commit, which changes one endpoint.
 ``BENCH_PROFILE=<part of a pass label>`` (e.g. ``resync``) prints a pyinstrument
 profile of the passes whose label contains it to stderr. Each line also says how long
-the pass spent in Python's cyclic garbage collector, and in how many full collections.
+the pass spent in Python's cyclic garbage collector, and in how many full collections;
+the collector runs with the thresholds every ``llmops`` command sets (``GC_THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from synth import generate
 
+from llmops.cli import GC_THRESHOLD
 from llmops.engine.actuate.hydrate import HydrateActuator
 from llmops.engine.run import reconciler
 from llmops.engine.source import snapshots
@@ -66,6 +68,7 @@ class GcTimer:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    gc.set_threshold(*GC_THRESHOLD)  # as in the daemon: every llmops command sets it
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         repo = generate(root / "specs", count)
