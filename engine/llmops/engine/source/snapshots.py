@@ -353,17 +353,10 @@ class GitSource:
         the trees held do not; export it instead when the loader must see it on disk."""
         tree = self._trees.pop(sha, None)
         if tree is None:
-            label = f"commit {sha[:12]}"
-            try:
-                entries = gitobjects.list_tree(self._git, sha, label=label,
-                                               max_entries=MAX_TREE_ENTRIES)
-            except gitcli.GitFailed as exc:
-                raise self._unavailable(f"cannot list commit {sha[:12]}", exc) from None
-            except gitobjects.UnsafeTree as exc:
-                raise SourceUnavailable(str(exc)) from None
+            entries = self._list_tree(sha)
             yaml = [e for e in entries if not e.is_link and gitobjects.is_yaml(e.parts)]
             if _in_memory(entries, yaml, loader.DEFAULT_LIMITS):
-                tree = _Tree(self._contents(yaml, label))
+                tree = _Tree(self._contents(yaml, f"commit {sha[:12]}"))
             else:
                 self._materialise(sha)
                 tree = _Tree(None)
@@ -373,6 +366,16 @@ class GitSource:
             if old not in held:
                 del self._trees[old]
         return tree
+
+    def _list_tree(self, sha: str) -> list[gitobjects.TreeEntry]:
+        """The entries of commit ``sha``'s tree; an unsafe tree is ``SourceUnavailable``."""
+        try:
+            return gitobjects.list_tree(self._git, sha, label=f"commit {sha[:12]}",
+                                        max_entries=MAX_TREE_ENTRIES)
+        except gitcli.GitFailed as exc:
+            raise self._unavailable(f"cannot list commit {sha[:12]}", exc) from None
+        except gitobjects.UnsafeTree as exc:
+            raise SourceUnavailable(str(exc)) from None
 
     def _contents(self, yaml: list[gitobjects.TreeEntry],
                   label: str) -> tuple[tuple[str, str, bytes], ...]:
@@ -395,13 +398,7 @@ class GitSource:
             os.utime(final)
             return final
         label = f"commit {sha[:12]}"
-        try:
-            entries = gitobjects.list_tree(self._git, sha, label=label,
-                                           max_entries=MAX_TREE_ENTRIES)
-        except gitcli.GitFailed as exc:
-            raise self._unavailable(f"cannot list commit {sha[:12]}", exc) from None
-        except gitobjects.UnsafeTree as exc:
-            raise SourceUnavailable(str(exc)) from None
+        entries = self._list_tree(sha)
         tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
         try:
             gitobjects.export(self._git, entries, tmp, label=label,
