@@ -383,28 +383,29 @@ def _parse_bytes(data: bytes, file: str, limits: Limits) -> tuple[Document, ...]
 # --------------------------------------------------------------------------- repo walk
 
 
-def _walk(root: Path, limits: Limits) -> tuple[list[tuple[str, Path]], list[SpecIssue]]:
+def _walk(root: Path, limits: Limits) -> tuple[list[tuple[str, str]], list[SpecIssue]]:
     """Every YAML file under ``root`` (relative posix path, absolute path), sorted."""
-    found: list[tuple[str, Path]] = []
+    found: list[tuple[str, str]] = []
     issues: list[SpecIssue] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        base = Path(dirpath)
+    top = str(root)
+    cut = len(top) if top.endswith("/") else len(top) + 1
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        where = dirpath[cut:]  # "" at the top
         kept = []
         for d in sorted(dirnames):
             if d.startswith("."):
                 continue
-            full = base / d
-            if full.is_symlink():
-                rel = full.relative_to(root).as_posix()
-                issues.append(SpecIssue(file=rel, message=_symlink_message(full, root)))
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                rel = f"{where}/{d}" if where else d
+                issues.append(SpecIssue(file=rel, message=_symlink_message(Path(full), root)))
                 continue
             kept.append(d)
         dirnames[:] = kept
         for name in sorted(filenames):
             if not name.endswith(YAML_SUFFIXES) or name.startswith("."):
                 continue
-            full = base / name
-            found.append((full.relative_to(root).as_posix(), full))
+            found.append((f"{where}/{name}" if where else name, os.path.join(dirpath, name)))
             if len(found) > limits.max_files:
                 issues.append(SpecIssue(file=".", message=f"repo holds more than "
                                         f"{limits.max_files} YAML files"))
@@ -423,25 +424,31 @@ def _symlink_message(path: Path, root: Path) -> str:
     return f"is a symbolic link to a path {where} the repo; llmops does not follow links"
 
 
-def _read_regular(path: Path, rel: str, root: Path, limits: Limits) -> bytes | SpecIssue:
+def _read_regular(path: str, rel: str, root: Path, limits: Limits) -> bytes | SpecIssue:
     try:
         info = os.lstat(path)
     except OSError as exc:
         return SpecIssue(file=rel, message=f"cannot read: {exc.strerror}")
     if stat.S_ISLNK(info.st_mode):
-        return SpecIssue(file=rel, message=_symlink_message(path, root))
+        return SpecIssue(file=rel, message=_symlink_message(Path(path), root))
     if not stat.S_ISREG(info.st_mode):
         return SpecIssue(file=rel, message="is not a regular file")
     if info.st_size > limits.max_file_bytes:
         return SpecIssue(file=rel, message=f"file is {info.st_size} bytes, over the "
                          f"{limits.max_file_bytes}-byte cap")
+    chunks: list[bytes] = []
+    left = limits.max_file_bytes + 1
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as fh:
-            data = fh.read(limits.max_file_bytes + 1)
+        try:
+            while left > 0 and (chunk := os.read(fd, left)):
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
     except OSError as exc:
         return SpecIssue(file=rel, message=f"cannot read: {exc.strerror}")
-    return data
+    return b"".join(chunks)
 
 
 def load_repo(root: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS,
