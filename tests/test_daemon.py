@@ -31,14 +31,17 @@ WEDNESDAY = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 @contextlib.contextmanager
 def llmops_process(*argv: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """``llmops ARGV...`` as a child process (pipes for its output), killed if still alive."""
+    """``llmops ARGV...`` as a child process (pipes for its output) in a session of its own,
+    killed with everything it started (``serve``'s workers) if still alive."""
     proc = subprocess.Popen([sys.executable, "-c", "from llmops.cli import main; main()", *argv],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
