@@ -139,13 +139,6 @@ def snapshot(path: str | os.PathLike[str], rev: str,
                        committed_at=commit.committed_at, repo_url=top.as_uri())
 
 
-def _plain(entries: list[gitobjects.TreeEntry], limits: loader.Limits) -> bool:
-    """Whether the loader can read ``entries`` from memory: no link (the loader's message
-    about one depends on where it points on disk) and nothing over a size cap."""
-    return (not any(e.is_link or e.size > limits.max_file_bytes for e in entries)
-            and sum(e.size for e in entries) <= limits.max_repo_bytes)
-
-
 def load(path: str | os.PathLike[str], rev: str, *, limits: loader.Limits = loader.DEFAULT_LIMITS,
          cache: loader.ParseCache | None = loader.DEFAULT_CACHE,
          blobs: dict[str, bytes] | None = None) -> tuple[str, loader.Loaded]:
@@ -161,15 +154,13 @@ def load(path: str | os.PathLike[str], rev: str, *, limits: loader.Limits = load
     revision = resolve(top, rev)
     git = _git(top)
     entries = _yaml_entries(git, top, revision, prefix, limits)
-    if not _plain(entries, limits):
+    if not gitobjects.loadable_in_memory(entries, limits):
         with tempfile.TemporaryDirectory(prefix=f"llmops-{revision[:12]}-") as tmp:
             root = _write(git, top, revision, entries, Path(tmp), limits)
             return revision, loader.load_repo(root, limits, cache)
     store = {} if blobs is None else blobs
-    missing = list(dict.fromkeys(e.blob for e in entries if e.blob not in store))
     try:
-        store.update(zip(missing, gitobjects.read_blobs(git, missing, f"commit {revision[:12]}"),
-                         strict=True))
+        gitobjects.read_missing(git, entries, store, f"commit {revision[:12]}")
     except gitcli.GitFailed as exc:
         raise _error(exc, top, "cat-file") from None
     except gitobjects.UnsafeTree as exc:

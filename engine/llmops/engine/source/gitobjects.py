@@ -213,6 +213,22 @@ def read_blob(git: gitcli.Git, blob: str) -> bytes:
     return git.run("cat-file", "blob", blob)
 
 
+def loadable_in_memory(yaml: Sequence[TreeEntry], limits: loader.Limits) -> bool:
+    """Whether the loader can read the YAML files ``yaml`` from memory and say what it says
+    of a checkout: no link (its message depends on where the link points on disk) and
+    nothing over a size cap (the loader's walk reports those)."""
+    return (not any(e.is_link or e.size > limits.max_file_bytes for e in yaml)
+            and sum(e.size for e in yaml) <= limits.max_repo_bytes)
+
+
+def read_missing(git: gitcli.Git, entries: Sequence[TreeEntry], store: dict[str, bytes],
+                 label: str) -> None:
+    """Add to ``store`` (blob SHA -> content) the blobs of ``entries`` it lacks, through
+    one ``cat-file --batch``."""
+    missing = list(dict.fromkeys(e.blob for e in entries if e.blob not in store))
+    store.update(zip(missing, read_blobs(git, missing, label), strict=True))
+
+
 def read_blobs(git: gitcli.Git, blobs: Sequence[str], label: str, *,
                kind: str = "blob") -> list[bytes]:
     """The content of each blob (or object of another ``kind``: ``commit``), in order,

@@ -118,12 +118,11 @@ class _Tree:
 
 def _in_memory(entries: list[gitobjects.TreeEntry], yaml: list[gitobjects.TreeEntry],
                limits: loader.Limits) -> bool:
-    """Whether the loader can read ``yaml`` from memory: the tree holds no link (the
-    loader's message about one depends on where it points on disk) and nothing is over a
-    cap (the loader's walk reports those)."""
+    """Whether the loader can read ``yaml`` from memory: the tree holds no link at all (a
+    link to a folder would bring more files into a checkout) and the YAML files are within
+    the loader's caps."""
     return (not any(e.is_link for e in entries) and len(yaml) <= limits.max_files
-            and all(e.size <= limits.max_file_bytes for e in yaml)
-            and sum(e.size for e in yaml) <= limits.max_repo_bytes)
+            and gitobjects.loadable_in_memory(yaml, limits))
 
 
 def _rmtree(path: Path) -> None:
@@ -358,7 +357,7 @@ class GitSource:
             if _in_memory(entries, yaml, loader.DEFAULT_LIMITS):
                 tree = _Tree(self._contents(yaml, f"commit {sha[:12]}"))
             else:
-                self._materialise(sha)
+                self._materialise(sha, entries)
                 tree = _Tree(None)
         self._trees[sha] = tree  # the newest last
         held = {self._last_good.revision} if self._last_good is not None else set()
@@ -382,23 +381,23 @@ class GitSource:
         """(path, blob, content) of ``yaml``; only blobs no held tree has are read."""
         known = {blob: data for tree in self._trees.values() if tree.files is not None
                  for _, blob, data in tree.files}
-        missing = list(dict.fromkeys(e.blob for e in yaml if e.blob not in known))
         try:
-            known.update(zip(missing, gitobjects.read_blobs(self._git, missing, label),
-                             strict=True))
+            gitobjects.read_missing(self._git, yaml, known, label)
         except gitcli.GitFailed as exc:
             raise self._unavailable(f"cannot read the files of {label}", exc) from None
         except gitobjects.UnsafeTree as exc:
             raise SourceUnavailable(str(exc)) from None
         return tuple((e.path, e.blob, known[e.blob]) for e in yaml)
 
-    def _materialise(self, sha: str) -> Path:
+    def _materialise(self, sha: str, entries: list[gitobjects.TreeEntry] | None = None
+                     ) -> Path:
         final = self.work_dir / sha
         if final.is_dir() and not final.is_symlink():
             os.utime(final)
             return final
         label = f"commit {sha[:12]}"
-        entries = self._list_tree(sha)
+        if entries is None:
+            entries = self._list_tree(sha)
         tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.work_dir))
         try:
             gitobjects.export(self._git, entries, tmp, label=label,
